@@ -1,0 +1,183 @@
+//! Roles and elections: Raft §5.2 (leader election), §5.4.1 (election restriction),
+//! thesis §9.6 (PreVote) and §4.2.3 (ignoring disruptive candidates).
+
+use crate::message::{Body, Message};
+use crate::progress::Progress;
+use crate::quorum::{vote_result, VoteResult};
+use crate::raft::{Leader, Raft, RoleState};
+use crate::types::{Entry, LogId, NodeId, Payload, Term};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+impl Raft {
+    /// Raft §5.1: on learning of a higher term (or a leader of this term), revert to follower.
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if let RoleState::Leader(l) = &mut self.role {
+            /// thesis §6.4: unconfirmed reads fail when leadership is lost; confirmed ones
+            /// stay valid (their index was the latest commit when a quorum confirmed it).
+            let aborted = l
+                .reads_before_commit
+                .drain(..)
+                .chain(l.reads.drain(..).map(|r| r.id));
+            self.out.aborted_reads.extend(aborted);
+        }
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        self.role = RoleState::Follower;
+        self.leader = leader;
+        self.reset_election_timer();
+    }
+
+    /// thesis §9.6: ask for pre-votes for `term + 1` without adopting it, so that a node that
+    /// cannot win (e.g. a partitioned one) never disrupts the cluster with a higher term.
+    pub(crate) fn become_pre_candidate(&mut self) {
+        self.role = RoleState::PreCandidate {
+            granted: BTreeSet::from([self.config.id]),
+            rejected: BTreeSet::new(),
+        };
+        self.leader = None;
+        self.reset_election_timer();
+        let last_log = self.log.last_id();
+        let term = self.term + 1;
+        for to in self.peers().collect::<Vec<_>>() {
+            self.send_msg(Message {
+                from: self.config.id,
+                to,
+                term,
+                body: Body::PreVote { last_log },
+            });
+        }
+        self.tally_votes();
+    }
+
+    /// Raft §5.2: increment the term, vote for self, and request votes from every other voter.
+    pub(crate) fn become_candidate(&mut self) {
+        self.term += 1;
+        self.voted_for = Some(self.config.id);
+        self.role = RoleState::Candidate {
+            granted: BTreeSet::from([self.config.id]),
+            rejected: BTreeSet::new(),
+        };
+        self.leader = None;
+        self.reset_election_timer();
+        let last_log = self.log.last_id();
+        for to in self.peers().collect::<Vec<_>>() {
+            self.send(to, Body::Vote { last_log });
+        }
+        self.tally_votes();
+    }
+
+    /// Raft §5.2: a candidate with votes from a majority becomes leader.
+    pub(crate) fn become_leader(&mut self) {
+        let next = self.log.last_index() + 1;
+        let progress: BTreeMap<NodeId, Progress> =
+            self.peers().map(|p| (p, Progress::new(next))).collect();
+        self.role = RoleState::Leader(Box::new(Leader {
+            progress,
+            heartbeat_elapsed: 0,
+            check_quorum_elapsed: 0,
+            term_start: next,
+            uncommitted_bytes: 0,
+            read_seq: 0,
+            read_round_pending: false,
+            reads_before_commit: Vec::new(),
+            reads: VecDeque::new(),
+            replicate_pending: true,
+        }));
+        self.leader = Some(self.config.id);
+        /// Raft §8 / thesis §6.4: a new leader appends a no-op so that it commits an entry of its
+        /// own term, which commits all earlier entries and fixes its commit index.
+        self.log.push(Entry {
+            term: self.term,
+            index: next,
+            payload: Payload::Noop,
+        });
+        self.maybe_commit();
+    }
+
+    /// Counts the votes of the current (pre-)election and acts on a decision.
+    fn tally_votes(&mut self) {
+        let n = self.config.voters.len();
+        let (result, pre) = match &self.role {
+            RoleState::PreCandidate { granted, rejected } => {
+                (vote_result(n, granted.len(), rejected.len()), true)
+            }
+            RoleState::Candidate { granted, rejected } => {
+                (vote_result(n, granted.len(), rejected.len()), false)
+            }
+            _ => return,
+        };
+        match (result, pre) {
+            (VoteResult::Won, true) => self.become_candidate(),
+            (VoteResult::Won, false) => self.become_leader(),
+            /// Raft §5.2: a candidate that lost waits for a new election timeout as a follower.
+            (VoteResult::Lost, _) => self.become_follower(self.term, None),
+            (VoteResult::Pending, _) => {}
+        }
+    }
+
+    /// thesis §4.2.3: while a follower hears from a current leader (within the minimum election
+    /// timeout), it ignores requests to vote; with CheckQuorum a leader is always in its lease.
+    pub(crate) fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && match self.role {
+                RoleState::Leader(_) => true,
+                _ => {
+                    self.leader.is_some()
+                        && self.election_elapsed < self.config.election_timeout_ticks_min
+                }
+            }
+    }
+
+    /// Raft §5.4.1: a voter grants only to a candidate whose log is at least as up to date.
+    fn log_ok(&self, candidate_last: LogId) -> bool {
+        candidate_last >= self.log.last_id()
+    }
+
+    /// thesis §9.6: grant a pre-vote for a higher term to an up-to-date candidate, without
+    /// changing any state of our own.
+    pub(crate) fn handle_pre_vote(&mut self, msg: &Message, last_log: LogId) {
+        let granted = msg.term > self.term && self.log_ok(last_log);
+        let term = if granted { msg.term } else { self.term };
+        self.send_msg(Message {
+            from: self.config.id,
+            to: msg.from,
+            term,
+            body: Body::PreVoteResponse { granted },
+        });
+    }
+
+    /// Raft §5.2: vote for at most one candidate per term, first come first served; granting
+    /// a vote resets the election timer (Figure 2).
+    pub(crate) fn handle_vote(&mut self, msg: &Message, last_log: LogId) {
+        let can_vote = self.voted_for == Some(msg.from)
+            || (self.voted_for.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log_ok(last_log);
+        if granted {
+            self.voted_for = Some(msg.from);
+            self.reset_election_timer();
+        }
+        self.send(msg.from, Body::VoteResponse { granted });
+    }
+
+    /// Records a (pre-)vote response for the election in progress.
+    pub(crate) fn handle_vote_response(&mut self, msg: &Message, granted: bool, pre: bool) {
+        let term = self.term;
+        let (g, r) = match &mut self.role {
+            RoleState::PreCandidate { granted, rejected } if pre && msg.term == term + 1 => {
+                (granted, rejected)
+            }
+            RoleState::Candidate { granted, rejected } if !pre && msg.term == term => {
+                (granted, rejected)
+            }
+            _ => return self.ignore(),
+        };
+        if granted {
+            g.insert(msg.from);
+        } else {
+            r.insert(msg.from);
+        }
+        self.tally_votes();
+    }
+}

@@ -1,0 +1,267 @@
+//! The in-memory Raft log: every entry after the latest snapshot, and how far it is durable.
+//!
+//! The core keeps the log since the last snapshot in memory; snapshots bound its size. Storage
+//! holds the same entries durably; the core tells the driver what to write through
+//! [`crate::Ready`] and learns what is durable through [`crate::Raft::persisted`].
+
+use crate::types::{Entry, Index, LogId, Term};
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug)]
+pub struct Log {
+    /// The last entry covered by the latest snapshot (0@0 when there is none).
+    snapshot: LogId,
+    /// Invariant: `entries[i].index == snapshot.index + 1 + i`, terms never decrease, and the
+    /// first entry's term is `>= snapshot.term`.
+    entries: VecDeque<Entry>,
+    /// Entries at or after this index have not been handed to storage yet.
+    /// Invariant: `first_index() <= unsent <= last_index() + 1`.
+    unsent: Index,
+    /// Entries up to here are durable in storage. Invariant: `persisted <= last_index()`.
+    persisted: Index,
+}
+
+impl Log {
+    /// A log restored from storage: everything in it is durable.
+    pub fn restore(snapshot: LogId, entries: impl IntoIterator<Item = Entry>) -> Self {
+        let entries: VecDeque<Entry> = entries
+            .into_iter()
+            .filter(|e| e.index > snapshot.index)
+            .collect();
+        let last = snapshot.index + entries.len() as Index;
+        Self {
+            snapshot,
+            entries,
+            unsent: last + 1,
+            persisted: last,
+        }
+    }
+
+    pub fn snapshot(&self) -> LogId {
+        self.snapshot
+    }
+
+    pub fn first_index(&self) -> Index {
+        self.snapshot.index + 1
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.snapshot.index + self.entries.len() as Index
+    }
+
+    pub fn last_id(&self) -> LogId {
+        self.entries.back().map_or(self.snapshot, Entry::id)
+    }
+
+    /// The first index not yet handed to storage.
+    pub fn unsent(&self) -> Index {
+        self.unsent
+    }
+
+    pub fn persisted(&self) -> Index {
+        self.persisted
+    }
+
+    /// The term of the entry at `index`, if the log knows it (the snapshot's last entry counts).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        self.get(index).map(|e| e.term)
+    }
+
+    pub fn get(&self, index: Index) -> Option<&Entry> {
+        let offset = index.checked_sub(self.first_index())?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    /// True if the log holds `id` (or `id` is its snapshot point).
+    pub fn has(&self, id: LogId) -> bool {
+        self.term_at(id.index) == Some(id.term)
+    }
+
+    /// Entries from `from` on, at most `entries_max` of them and at most `bytes_max` payload bytes
+    /// (but at least one, if there is one).
+    pub fn slice(&self, from: Index, entries_max: usize, bytes_max: usize) -> Vec<Entry> {
+        let Some(offset) = from.checked_sub(self.first_index()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for entry in self.entries.iter().skip(offset as usize).take(entries_max) {
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        out
+    }
+
+    /// Entries in `from..=to` (clamped to what the log holds).
+    pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &Entry> {
+        let start = from.max(self.first_index()).saturating_sub(self.first_index()) as usize;
+        let end = to
+            .min(self.last_index())
+            .saturating_add(1)
+            .saturating_sub(self.first_index()) as usize;
+        self.entries.range(start..end.max(start))
+    }
+
+    /// Appends one entry at the end (leader). The caller guarantees index and term order.
+    pub fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1);
+        self.entries.push_back(entry);
+    }
+
+    /// Drops every entry at or after `index`; storage is told through `unsent`.
+    pub fn truncate_from(&mut self, index: Index) {
+        if index > self.last_index() || index < self.first_index() {
+            return;
+        }
+        self.entries.truncate((index - self.first_index()) as usize);
+        self.unsent = self.unsent.min(index);
+        self.persisted = self.persisted.min(index - 1);
+    }
+
+    /// The last index holding `term`, if any entry has it (for the leader's fast backup).
+    pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
+        let n = self.entries.partition_point(|e| e.term <= term);
+        if n > 0 && self.entries[n - 1].term == term {
+            return Some(self.entries[n - 1].index);
+        }
+        (n == 0 && self.snapshot.term == term && self.snapshot.index > 0)
+            .then_some(self.snapshot.index)
+    }
+
+    /// The first index the log holds with `term` (no lower than the first index).
+    pub fn first_index_of_term(&self, term: Term) -> Index {
+        let n = self.entries.partition_point(|e| e.term < term);
+        self.entries
+            .get(n)
+            .filter(|e| e.term == term)
+            .map_or(self.first_index(), |e| e.index)
+    }
+
+    /// Hands the entries not yet given to storage to the caller.
+    pub fn take_unsent(&mut self) -> Vec<Entry> {
+        let from = self.unsent;
+        self.unsent = self.last_index() + 1;
+        self.range(from, self.last_index()).cloned().collect()
+    }
+
+    /// Storage reports `id` durable. Ignored if the log no longer holds `id` (it was truncated
+    /// and rewritten after that write was issued).
+    pub fn mark_persisted(&mut self, id: LogId) {
+        if self.has(id) && id.index < self.unsent {
+            self.persisted = self.persisted.max(id.index);
+        }
+    }
+
+    /// Raft §7: the application snapshotted the state machine through `id`: drop the prefix.
+    pub fn compact_to(&mut self, id: LogId) {
+        debug_assert!(self.has(id));
+        while self.entries.front().is_some_and(|e| e.index <= id.index) {
+            self.entries.pop_front();
+        }
+        self.snapshot = id;
+        self.unsent = self.unsent.max(self.first_index());
+    }
+
+    /// Raft §7: a snapshot from the leader replaces the log. "If existing log entry has same
+    /// index and term as snapshot's last included entry, retain log entries following it";
+    /// otherwise discard the entire log.
+    pub fn install_snapshot(&mut self, last: LogId) {
+        if self.has(last) {
+            self.compact_to(last);
+        } else {
+            self.entries.clear();
+            self.snapshot = last;
+            self.unsent = self.first_index();
+            self.persisted = self.persisted.min(last.index);
+        }
+    }
+
+    /// Every structural invariant of the log; panics naming the broken one.
+    pub fn check_invariants(&self) {
+        let mut prev = self.snapshot;
+        for e in &self.entries {
+            assert_eq!(e.index, prev.index + 1, "log invariant: indexes are contiguous");
+            assert!(e.term >= prev.term, "log invariant: terms never decrease");
+            prev = e.id();
+        }
+        assert!(
+            self.first_index() <= self.unsent && self.unsent <= self.last_index() + 1,
+            "log invariant: first_index <= unsent <= last_index + 1"
+        );
+        assert!(
+            self.persisted <= self.last_index(),
+            "log invariant: persisted <= last_index"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Payload;
+
+    fn entry(index: Index, term: Term) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: Payload::Noop,
+        }
+    }
+
+    fn log(terms: &[Term]) -> Log {
+        Log::restore(
+            LogId::default(),
+            terms.iter().enumerate().map(|(i, &t)| entry(i as Index + 1, t)),
+        )
+    }
+
+    #[test]
+    fn term_lookups_serve_fast_backup() {
+        let l = log(&[1, 1, 2, 2, 2, 4]);
+        assert_eq!(l.last_index_of_term(2), Some(5));
+        assert_eq!(l.last_index_of_term(3), None);
+        assert_eq!(l.first_index_of_term(2), 3);
+        assert_eq!(l.term_at(0), Some(0));
+        assert_eq!(l.term_at(7), None);
+    }
+
+    #[test]
+    fn truncation_rewinds_unsent_and_persisted() {
+        let mut l = log(&[1, 1, 1]);
+        l.truncate_from(2);
+        assert_eq!(l.last_index(), 1);
+        assert_eq!(l.persisted(), 1);
+        l.push(entry(2, 2));
+        assert_eq!(l.take_unsent(), vec![entry(2, 2)]);
+        l.mark_persisted(LogId::new(3, 1)); // a stale ack for the truncated entry
+        assert_eq!(l.persisted(), 1);
+        l.mark_persisted(LogId::new(2, 2));
+        assert_eq!(l.persisted(), 2);
+        l.check_invariants();
+    }
+
+    #[test]
+    fn snapshot_install_keeps_matching_suffix_and_drops_a_conflicting_log() {
+        let mut l = log(&[1, 1, 2, 2]);
+        l.install_snapshot(LogId::new(2, 1));
+        assert_eq!((l.first_index(), l.last_index()), (3, 4));
+        l.install_snapshot(LogId::new(6, 3));
+        assert_eq!((l.first_index(), l.last_index()), (7, 6));
+        assert_eq!(l.term_at(6), Some(3));
+        l.check_invariants();
+    }
+
+    #[test]
+    fn slice_respects_bounds_but_sends_one_entry() {
+        let l = log(&[1, 1, 1, 1]);
+        assert_eq!(l.slice(2, 2, usize::MAX).len(), 2);
+        assert_eq!(l.slice(2, 10, 1).len(), 1);
+        assert!(l.slice(9, 10, 100).is_empty());
+    }
+}

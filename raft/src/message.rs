@@ -1,0 +1,173 @@
+//! Messages between Raft nodes, and the one trace notation used by logs, goldens and panics:
+//! `n1@3 → n2 Append base=4@2 [5@3] commit=4`.
+
+use crate::types::{Entry, Index, LogId, NodeId, Term};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A message from one node to another. `term` is the sender's term, except for a pre-vote and a
+/// granted pre-vote response, which carry the term the sender would campaign in (thesis §9.6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub body: Body,
+}
+
+/// Why an append was refused, so that the leader can skip a whole term at a time (the 6.5840
+/// "fast backup" hint `XTerm/XIndex/XLen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConflictHint {
+    /// XTerm: the follower's term at the rejected base index, or `None` if its log is shorter.
+    pub term: Option<Term>,
+    /// XIndex: the first index the follower holds with `term` (meaningless when `term` is None).
+    pub first_index_of_term: Index,
+    /// XLen: the follower's last log index.
+    pub last_index: Index,
+}
+
+/// The message kinds. Plain names: a request and its response.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Body {
+    /// thesis §9.6: would you vote for me in `term` (not yet adopted by the sender)?
+    PreVote { last_log: LogId },
+    PreVoteResponse { granted: bool },
+    /// Raft §5.2: RequestVote.
+    Vote { last_log: LogId },
+    VoteResponse { granted: bool },
+    /// Raft §5.3: AppendEntries, `entries` following `base` (prevLogIndex/prevLogTerm).
+    Append {
+        base: LogId,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
+    /// The follower's answer to an Append with base `base_index`.
+    AppendResponse {
+        base_index: Index,
+        result: AppendResult,
+    },
+    /// A leader's heartbeat: asserts leadership, carries a safe commit index and the leader's
+    /// read sequence (thesis §6.4: a quorum of responses confirms pending reads).
+    Heartbeat { commit: Index, read_seq: u64 },
+    HeartbeatResponse { read_seq: u64 },
+    /// Raft §7: one chunk of the leader's snapshot covering the log up to `last`.
+    InstallSnapshot {
+        last: LogId,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    },
+    /// The byte offset the follower expects next for snapshot `last` (0 to restart).
+    SnapshotResponse { last: LogId, next_offset: u64 },
+}
+
+/// The outcome of an Append at the follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to `match_index` (and that prefix is durable).
+    Accepted { match_index: Index },
+    /// The follower's log does not contain `base`.
+    Rejected { hint: ConflictHint },
+}
+
+impl Body {
+    /// True for messages only a leader sends (used for the §10.2.1 "send before persist" split).
+    pub fn is_from_leader(&self) -> bool {
+        matches!(
+            self,
+            Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. }
+        )
+    }
+
+    /// A short name for counters and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::PreVote { .. } => "PreVote",
+            Body::PreVoteResponse { .. } => "PreVoteResponse",
+            Body::Vote { .. } => "Vote",
+            Body::VoteResponse { .. } => "VoteResponse",
+            Body::Append { .. } => "Append",
+            Body::AppendResponse { .. } => "AppendResponse",
+            Body::Heartbeat { .. } => "Heartbeat",
+            Body::HeartbeatResponse { .. } => "HeartbeatResponse",
+            Body::InstallSnapshot { .. } => "InstallSnapshot",
+            Body::SnapshotResponse { .. } => "SnapshotResponse",
+        }
+    }
+
+    /// True for the answers to requests (the 6.5840 lab drops "replies" separately).
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            Body::PreVoteResponse { .. }
+                | Body::VoteResponse { .. }
+                | Body::AppendResponse { .. }
+                | Body::HeartbeatResponse { .. }
+                | Body::SnapshotResponse { .. }
+        )
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}@{} → n{} {}", self.from, self.term, self.to, self.body)
+    }
+}
+
+impl fmt::Display for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::PreVote { last_log } => write!(f, "PreVote last={last_log}"),
+            Body::PreVoteResponse { granted } => write!(f, "PreVoteResponse granted={granted}"),
+            Body::Vote { last_log } => write!(f, "Vote last={last_log}"),
+            Body::VoteResponse { granted } => write!(f, "VoteResponse granted={granted}"),
+            Body::Append {
+                base,
+                entries,
+                commit,
+            } => {
+                write!(f, "Append base={base} [")?;
+                for (i, e) in entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "{}", e.id())?;
+                }
+                write!(f, "] commit={commit}")
+            }
+            Body::AppendResponse { base_index, result } => match result {
+                AppendResult::Accepted { match_index } => {
+                    write!(f, "AppendResponse base={base_index} match={match_index}")
+                }
+                AppendResult::Rejected { hint } => {
+                    write!(f, "AppendResponse base={base_index} reject last={}", hint.last_index)?;
+                    if let Some(term) = hint.term {
+                        write!(f, " xterm={term} xindex={}", hint.first_index_of_term)?;
+                    }
+                    Ok(())
+                }
+            },
+            Body::Heartbeat { commit, read_seq } => {
+                write!(f, "Heartbeat commit={commit} read_seq={read_seq}")
+            }
+            Body::HeartbeatResponse { read_seq } => {
+                write!(f, "HeartbeatResponse read_seq={read_seq}")
+            }
+            Body::InstallSnapshot {
+                last,
+                offset,
+                data,
+                done,
+            } => write!(
+                f,
+                "InstallSnapshot last={last} offset={offset} len={} done={done}",
+                data.len()
+            ),
+            Body::SnapshotResponse { last, next_offset } => {
+                write!(f, "SnapshotResponse last={last} next_offset={next_offset}")
+            }
+        }
+    }
+}

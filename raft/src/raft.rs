@@ -1,0 +1,582 @@
+//! [`Raft`]: one node's protocol state and its public inputs. The role logic lives in
+//! `election.rs` (PreVote, votes, roles) and `replication.rs` (Append, snapshots, commit, reads).
+
+use crate::config::{Config, ConfigError};
+use crate::log::Log;
+use crate::message::{Body, Message};
+use crate::progress::Progress;
+use crate::ready::Ready;
+use crate::rng::Rng;
+use crate::types::{
+    Entry, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role, Snapshot, Status,
+    Term,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use thiserror::Error;
+
+/// Why a proposal or read was refused. Expected conditions, never a broken invariant.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Only the leader accepts proposals and reads; `leader_hint` is who this node thinks leads.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    #[error("proposal of {size_bytes} bytes exceeds entry_bytes_max {max_bytes}")]
+    ProposalTooLarge { size_bytes: usize, max_bytes: usize },
+    /// Backpressure: too many uncommitted bytes or pending reads; retry shortly.
+    #[error("too busy: {0}")]
+    Busy(&'static str),
+    /// `snapshot_taken` at an index the log cannot compact to.
+    #[error("cannot snapshot at index {index}: {reason}")]
+    SnapshotIndex { index: Index, reason: &'static str },
+}
+
+/// Counters of input the core refused, for tests and operators. In a correct cluster
+/// `protocol_violations` stays 0; `ignored_messages` counts ordinary stale or misaddressed input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub ignored_messages: u64,
+    pub protocol_violations: u64,
+}
+
+/// A snapshot being received in chunks (Raft §7).
+#[derive(Clone, Debug)]
+pub(crate) struct IncomingSnapshot {
+    pub last: LogId,
+    pub data: Vec<u8>,
+}
+
+/// A ReadIndex request waiting for a quorum of heartbeat acknowledgements (thesis §6.4).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingRead {
+    pub id: u64,
+    pub index: Index,
+    pub seq: u64,
+}
+
+/// State only a leader has.
+#[derive(Clone, Debug)]
+pub(crate) struct Leader {
+    /// Every other voter's progress.
+    pub progress: BTreeMap<NodeId, Progress>,
+    pub heartbeat_elapsed: u64,
+    pub check_quorum_elapsed: u64,
+    /// The index of this term's no-op entry: a commit at or past it commits this term.
+    pub term_start: Index,
+    /// Bytes of proposals appended in this term and not yet committed.
+    pub uncommitted_bytes: usize,
+    /// thesis §6.4: sequence number of the latest heartbeat round that confirms reads.
+    pub read_seq: u64,
+    /// A heartbeat round for `read_seq` must go out with the next `Ready`.
+    pub read_round_pending: bool,
+    /// Reads received before this term committed anything: their index is not known yet.
+    pub reads_before_commit: Vec<u64>,
+    /// Reads waiting for a quorum at `seq`. Invariant: seq is non-decreasing.
+    pub reads: VecDeque<PendingRead>,
+    /// New entries were appended: replicate them with the next `Ready`.
+    pub replicate_pending: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum RoleState {
+    Follower,
+    PreCandidate {
+        granted: BTreeSet<NodeId>,
+        rejected: BTreeSet<NodeId>,
+    },
+    Candidate {
+        granted: BTreeSet<NodeId>,
+        rejected: BTreeSet<NodeId>,
+    },
+    Leader(Box<Leader>),
+}
+
+/// Outputs accumulated between two `Ready`s.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Outbox {
+    pub send_now: Vec<Message>,
+    pub send_after_persist: Vec<Message>,
+    pub snapshot: Option<Snapshot>,
+    pub compact_to: Option<LogId>,
+    pub aborted_reads: Vec<u64>,
+}
+
+/// One Raft node as a deterministic state machine. See the crate documentation for the
+/// protocol and [`Ready`] for the driver contract.
+#[derive(Clone, Debug)]
+pub struct Raft {
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    /// Raft Figure 2: latest term seen. Invariant: never decreases.
+    pub(crate) term: Term,
+    /// Raft Figure 2: vote cast in `term`. Invariant: a leader voted for itself.
+    pub(crate) voted_for: Option<NodeId>,
+    pub(crate) log: Log,
+    /// Raft Figure 2: highest index known committed.
+    /// Invariant: `log.snapshot().index <= applied <= commit <= log.last_index()`.
+    pub(crate) commit: Index,
+    /// Highest index handed to the application to apply (or covered by a restored snapshot).
+    pub(crate) applied: Index,
+    /// Who this node believes leads `term`.
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) role: RoleState,
+    /// Ticks since the last election-timer reset (heard from the leader, granted a vote, campaigned).
+    pub(crate) election_elapsed: u64,
+    /// Raft §5.2: this round's randomized election timeout, in ticks.
+    pub(crate) election_timeout_ticks: u64,
+    /// The latest snapshot. Invariant: `Some` with `last == log.snapshot()` once the log has one.
+    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Reads confirmed by a quorum, waiting until `applied >= index`.
+    pub(crate) confirmed_reads: VecDeque<ReadState>,
+    pub(crate) out: Outbox,
+    /// The hard state as last handed out in a `Ready`.
+    pub(crate) hard_state_out: HardState,
+    pub(crate) stats: Stats,
+}
+
+impl Raft {
+    /// A new node with an empty log (first boot).
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::restore(config, Persisted::default())
+    }
+
+    /// A node restarted from what it had persisted. The driver restores its state machine from
+    /// `persisted.snapshot` itself; committed entries after it come out in the first `Ready`s.
+    pub fn restore(config: Config, persisted: Persisted) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let Persisted {
+            hard_state,
+            snapshot,
+            entries,
+        } = persisted;
+        let snap_id = snapshot.as_ref().map_or(LogId::default(), |s| s.last);
+        let bad = |what: String| Err(ConfigError::Persisted(what));
+        if let Some(v) = hard_state.voted_for {
+            if !config.voters.contains(&v) {
+                return bad(format!("voted_for n{v} is not a voter"));
+            }
+        }
+        if snap_id.term > hard_state.term {
+            return bad(format!("snapshot {snap_id} is past term {}", hard_state.term));
+        }
+        let mut prev = snap_id;
+        for e in entries.iter().filter(|e| e.index > snap_id.index) {
+            if e.index != prev.index + 1 || e.term < prev.term || e.term > hard_state.term {
+                return bad(format!("entry {} does not follow {prev}", e.id()));
+            }
+            prev = e.id();
+        }
+        let log = Log::restore(snap_id, entries);
+        let commit = hard_state.commit.clamp(snap_id.index, log.last_index());
+        let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut raft = Self {
+            config,
+            rng,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            log,
+            commit,
+            applied: snap_id.index,
+            leader: None,
+            role: RoleState::Follower,
+            election_elapsed: 0,
+            election_timeout_ticks: 0,
+            snapshot,
+            incoming_snapshot: None,
+            confirmed_reads: VecDeque::new(),
+            out: Outbox::default(),
+            hard_state_out: HardState {
+                term: hard_state.term,
+                voted_for: hard_state.voted_for,
+                commit,
+            },
+            stats: Stats::default(),
+        };
+        raft.reset_election_timer();
+        raft.check_invariants();
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Follower => Role::Follower,
+            RoleState::PreCandidate { .. } => Role::PreCandidate,
+            RoleState::Candidate { .. } => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The durable-state view, as the next `Ready` would persist it.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.commit,
+        }
+    }
+
+    /// The latest snapshot this node holds.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// The entry at `index`, if the log still holds it.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.get(index)
+    }
+
+    /// The last entry's id.
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_id()
+    }
+
+    /// The term of the entry at `index`, if known (compacted entries are not).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role(),
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.commit,
+            applied_index: self.applied,
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot().index,
+            persisted_index: self.log.persisted(),
+        }
+    }
+
+    /// Time passes by one tick.
+    pub fn tick(&mut self) {
+        if let RoleState::Leader(_) = self.role {
+            self.tick_leader();
+        } else {
+            self.election_elapsed += 1;
+            /// Raft §5.2: a follower that hears from no leader within its election timeout
+            /// starts an election (thesis §9.6: by a pre-vote, if enabled).
+            if self.election_elapsed >= self.election_timeout_ticks {
+                self.campaign();
+            }
+        }
+        self.debug_check();
+    }
+
+    /// Starts an election now, as if the election timeout had fired (thesis §9.6: through a
+    /// pre-vote round when `pre_vote` is on). A leader ignores it.
+    pub fn campaign(&mut self) {
+        if matches!(self.role, RoleState::Leader(_)) {
+            return;
+        }
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+        self.debug_check();
+    }
+
+    /// Raft §8: a client command. Only the leader accepts it; the returned index is where it
+    /// will commit, if it commits in this term (the driver learns so when an entry with this
+    /// index and this term is applied).
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, Error> {
+        let size_bytes = data.len();
+        let leader_hint = self.leader;
+        let max_bytes = self.config.entry_bytes_max;
+        let uncommitted_max = self.config.uncommitted_bytes_max;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(Error::NotLeader { leader_hint });
+        };
+        if size_bytes > max_bytes {
+            return Err(Error::ProposalTooLarge {
+                size_bytes,
+                max_bytes,
+            });
+        }
+        if leader.uncommitted_bytes + size_bytes > uncommitted_max {
+            return Err(Error::Busy("uncommitted_bytes_max reached"));
+        }
+        leader.uncommitted_bytes += size_bytes;
+        leader.replicate_pending = true;
+        let index = self.log.last_index() + 1;
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            payload: Payload::Command(data),
+        });
+        self.debug_check();
+        Ok(index)
+    }
+
+    /// thesis §6.4: a linearizable read. Once confirmed, `ReadState { id, index }` comes out of a
+    /// `Ready`; the read may be served once `index` is applied. `id` is the caller's.
+    pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
+        let leader_hint = self.leader;
+        let voters = self.config.voters.len();
+        let pending_max = self.config.pending_reads_max;
+        let commit = self.commit;
+        let term_committed = self.log.term_at(commit) == Some(self.term);
+        let RoleState::Leader(leader) = &mut self.role else {
+            return Err(Error::NotLeader { leader_hint });
+        };
+        if leader.reads.len() + leader.reads_before_commit.len() >= pending_max {
+            return Err(Error::Busy("pending_reads_max reached"));
+        }
+        if !term_committed {
+            /// thesis §6.4: the leader must have committed an entry in its term before its
+            /// commit index is known to be the latest.
+            leader.reads_before_commit.push(id);
+        } else if voters == 1 {
+            self.confirmed_reads.push_back(ReadState { id, index: commit });
+        } else {
+            if !leader.read_round_pending {
+                leader.read_seq += 1;
+                leader.read_round_pending = true;
+            }
+            let seq = leader.read_seq;
+            leader.reads.push_back(PendingRead {
+                id,
+                index: commit,
+                seq,
+            });
+        }
+        self.debug_check();
+        Ok(())
+    }
+
+    /// The application saved a snapshot of its state machine through `index` (which it has
+    /// applied) durably. The log is compacted up to it, and the snapshot is what lagging
+    /// followers will be sent (Raft §7).
+    pub fn snapshot_taken(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
+        if index <= self.log.snapshot().index {
+            return Err(Error::SnapshotIndex {
+                index,
+                reason: "not past the current snapshot",
+            });
+        }
+        if index > self.applied {
+            return Err(Error::SnapshotIndex {
+                index,
+                reason: "not applied yet",
+            });
+        }
+        let term = self.log.term_at(index).ok_or(Error::SnapshotIndex {
+            index,
+            reason: "not in the log",
+        })?;
+        let last = LogId::new(index, term);
+        self.log.compact_to(last);
+        self.snapshot = Some(Snapshot { last, data });
+        self.out.compact_to = Some(last);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// The driver made the write of a `Ready` durable; `token` is its `persist_token`.
+    pub fn persisted(&mut self, token: LogId) {
+        self.log.mark_persisted(token);
+        if matches!(self.role, RoleState::Leader(_)) {
+            /// thesis §10.2.1: the leader counts itself toward a majority only once its own
+            /// write is durable.
+            self.maybe_commit();
+        }
+        self.debug_check();
+    }
+
+    /// True if `take_ready` would return work.
+    pub fn has_ready(&self) -> bool {
+        let leader_pending = match &self.role {
+            RoleState::Leader(l) => l.replicate_pending || l.read_round_pending,
+            _ => false,
+        };
+        leader_pending
+            || !self.out.send_now.is_empty()
+            || !self.out.send_after_persist.is_empty()
+            || self.out.snapshot.is_some()
+            || self.out.compact_to.is_some()
+            || !self.out.aborted_reads.is_empty()
+            || self.log.last_index() >= self.log.unsent()
+            || self.hard_state() != self.hard_state_out
+            || self.apply_limit() > self.applied
+            || self
+                .confirmed_reads
+                .front()
+                .is_some_and(|r| r.index <= self.apply_limit())
+    }
+
+    /// Entries up to here may be applied: committed and durable locally.
+    fn apply_limit(&self) -> Index {
+        self.commit.min(self.log.persisted()).max(self.applied)
+    }
+
+    /// Collects everything the driver must do now. See [`Ready`] for the order.
+    pub fn take_ready(&mut self) -> Ready {
+        self.flush_leader_sends();
+        let entries = self.log.take_unsent();
+        let snapshot = self.out.snapshot.take();
+        let persist_token = entries
+            .last()
+            .map(Entry::id)
+            .or(snapshot.as_ref().map(|s| s.last));
+        let hs = self.hard_state();
+        let hard_state = (hs != self.hard_state_out).then_some(hs);
+        self.hard_state_out = hs;
+        let limit = self.apply_limit();
+        let committed_entries: Vec<Entry> =
+            self.log.range(self.applied + 1, limit).cloned().collect();
+        self.applied = limit;
+        let mut read_states = Vec::new();
+        while let Some(r) = self.confirmed_reads.front() {
+            if r.index > self.applied {
+                break;
+            }
+            read_states.extend(self.confirmed_reads.pop_front());
+        }
+        let ready = Ready {
+            send_now: std::mem::take(&mut self.out.send_now),
+            hard_state,
+            snapshot,
+            entries,
+            compact_to: self.out.compact_to.take(),
+            persist_token,
+            send_after_persist: std::mem::take(&mut self.out.send_after_persist),
+            committed_entries,
+            read_states,
+            aborted_reads: std::mem::take(&mut self.out.aborted_reads),
+        };
+        self.debug_check();
+        ready
+    }
+
+    /// Queues a message. Replication traffic from a leader may leave before the write
+    /// (thesis §10.2.1); everything else waits for it.
+    pub(crate) fn send(&mut self, to: NodeId, body: Body) {
+        let msg = Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        };
+        self.send_msg(msg);
+    }
+
+    pub(crate) fn send_msg(&mut self, msg: Message) {
+        if matches!(self.role, RoleState::Leader(_)) && msg.body.is_from_leader() {
+            self.out.send_now.push(msg);
+        } else {
+            self.out.send_after_persist.push(msg);
+        }
+    }
+
+    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let id = self.config.id;
+        self.config.voters.iter().copied().filter(move |v| *v != id)
+    }
+
+    pub(crate) fn ignore(&mut self) {
+        self.stats.ignored_messages += 1;
+    }
+
+    pub(crate) fn violation(&mut self) {
+        self.stats.protocol_violations += 1;
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout_ticks = self.rng.range(
+            self.config.election_timeout_ticks_min,
+            self.config.election_timeout_ticks_max,
+        );
+    }
+
+    fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Checks every invariant on the node's fields; panics naming the broken rule. Called after
+    /// every input in debug builds, and by the simulator after every event.
+    pub fn check_invariants(&self) {
+        self.log.check_invariants();
+        let snap = self.log.snapshot();
+        assert!(
+            snap.index <= self.applied && self.applied <= self.commit,
+            "invariant: snapshot {snap} <= applied {} <= commit {}",
+            self.applied,
+            self.commit
+        );
+        assert!(
+            self.commit <= self.log.last_index(),
+            "invariant: commit {} <= last index {}",
+            self.commit,
+            self.log.last_index()
+        );
+        assert!(
+            self.log.last_id().term <= self.term,
+            "invariant: no entry from a future term"
+        );
+        if snap.index > 0 {
+            assert_eq!(
+                self.snapshot.as_ref().map(|s| s.last),
+                Some(snap),
+                "invariant: the held snapshot is the log's snapshot point"
+            );
+        }
+        if let Some(v) = self.voted_for {
+            assert!(self.config.voters.contains(&v), "invariant: voted for a voter");
+        }
+        if let RoleState::Leader(l) = &self.role {
+            assert_eq!(self.voted_for, Some(self.config.id), "invariant: a leader voted for itself");
+            assert_eq!(self.leader, Some(self.config.id), "invariant: a leader knows it leads");
+            assert!(
+                self.log.term_at(l.term_start) == Some(self.term),
+                "invariant: the term's first entry is in the log"
+            );
+            for (id, pr) in &l.progress {
+                assert!(
+                    pr.match_index < pr.next_index && pr.next_index <= self.log.last_index() + 1,
+                    "invariant: n{id} match {} < next {} <= last + 1",
+                    pr.match_index,
+                    pr.next_index
+                );
+                assert!(
+                    pr.inflight.len() <= self.config.inflight_appends_max,
+                    "invariant: in-flight appends are bounded"
+                );
+            }
+            assert!(
+                l.reads.iter().zip(l.reads.iter().skip(1)).all(|(a, b)| a.seq <= b.seq),
+                "invariant: pending reads are ordered by sequence"
+            );
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! [`Ready`]: everything the core asks its driver to do, returned as data.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
+
+/// The work the core hands to its driver after some inputs. Take it with
+/// [`crate::Raft::take_ready`] after any call that changes the node.
+///
+/// # The contract
+/// A driver handles each `Ready` in this order:
+///
+/// 1. **Send `send_now`** at once. Only a leader produces these (Append, Heartbeat,
+///    InstallSnapshot): thesis §10.2.1 lets the leader write its own log in parallel with
+///    replicating it, because it counts itself toward commitment only once its own write is
+///    durable (reported by step 3).
+/// 2. **Persist and fsync**, in one durable write: `snapshot` (a snapshot received from the
+///    leader), then `entries` (first truncating any stored entries at or after the first one's
+///    index), then `hard_state`, then drop stored entries up to `compact_to`. Writes of successive
+///    `Ready`s must become durable in the order they were taken; several may be merged into one
+///    fsync (group commit).
+/// 3. When that write is durable: **send `send_after_persist`** (votes and acknowledgements that
+///    promise durable state), then call [`crate::Raft::persisted`] with `persist_token`, if any.
+/// 4. **Apply**: restore the state machine from `snapshot` if there is one, then apply
+///    `committed_entries` in order. (These are already durable, so applying may overlap step 2.)
+/// 5. **Serve reads**: each of `read_states` may be answered once step 4 is done; `aborted_reads`
+///    failed (leadership was lost before they were confirmed) and should be retried elsewhere.
+///
+/// A node that crashes between these steps loses only what step 2 had not made durable, and it
+/// has told no one anything that depended on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Messages a leader may send before persisting (thesis §10.2.1).
+    pub send_now: Vec<Message>,
+    /// Durable term, vote and commit index, if changed since the last `Ready`.
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: persist it, then restore the state machine from it.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append; stored entries at or after `entries[0].index` are replaced.
+    pub entries: Vec<Entry>,
+    /// Stored entries up to and including this one may be deleted (a snapshot covers them).
+    pub compact_to: Option<LogId>,
+    /// Report this to [`crate::Raft::persisted`] once the write is durable.
+    pub persist_token: Option<LogId>,
+    /// Messages to send only once this `Ready`'s write is durable.
+    pub send_after_persist: Vec<Message>,
+    /// Committed entries to apply to the state machine, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Confirmed linearizable reads (thesis §6.4), safe to serve after `committed_entries`.
+    pub read_states: Vec<ReadState>,
+    /// Read ids whose ReadIndex request failed because this node stopped being leader.
+    pub aborted_reads: Vec<u64>,
+}
+
+impl Ready {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self == &Ready::default()
+    }
+
+    /// True if step 2 of the contract has anything to write.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+            || self.compact_to.is_some()
+    }
+}

@@ -1,0 +1,493 @@
+//! Log replication (Raft §5.3), commitment (§5.4.2), snapshots (§7), CheckQuorum (thesis §6.2)
+//! and ReadIndex (thesis §6.4).
+
+use crate::message::{AppendResult, Body, ConflictHint};
+use crate::progress::ReplicationState;
+use crate::quorum::committed_index;
+use crate::raft::{IncomingSnapshot, Raft, RoleState};
+use crate::types::{Entry, Index, LogId, NodeId, ReadState, Snapshot, Term};
+use bytes::Bytes;
+
+impl Raft {
+    // ---- leader: time ----
+
+    pub(crate) fn tick_leader(&mut self) {
+        let heartbeat_ticks = self.config.heartbeat_interval_ticks;
+        let quorum_ticks = self.config.election_timeout_ticks_min;
+        let check_quorum = self.config.check_quorum;
+        let voters = self.config.voters.len();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.heartbeat_elapsed += 1;
+        l.check_quorum_elapsed += 1;
+        if l.check_quorum_elapsed >= quorum_ticks {
+            l.check_quorum_elapsed = 0;
+            let active = 1 + l.progress.values().filter(|p| p.recent_active).count();
+            for p in l.progress.values_mut() {
+                p.recent_active = false;
+            }
+            /// thesis §6.2: a leader that has not heard from a majority within an election
+            /// timeout steps down, so that clients can find the real leader.
+            if check_quorum && active < crate::quorum::majority(voters) {
+                return self.become_follower(self.term, None);
+            }
+        }
+        if l.heartbeat_elapsed >= heartbeat_ticks {
+            l.heartbeat_elapsed = 0;
+            let mut resend_snapshot = Vec::new();
+            for (id, p) in l.progress.iter_mut() {
+                match p.state {
+                    /// Probe: one Append per heartbeat interval while the follower is silent.
+                    ReplicationState::Probe { .. } => {
+                        p.state = ReplicationState::Probe { paused: false }
+                    }
+                    /// A stalled pipeline (Appends lost): resend from the last match.
+                    ReplicationState::Replicate if !p.recent_ack && !p.inflight.is_empty() => {
+                        p.become_probe(p.match_index + 1)
+                    }
+                    /// Snapshot transfer is stop-and-wait: resend an unanswered chunk.
+                    ReplicationState::Snapshot { .. } if !p.recent_ack => resend_snapshot.push(*id),
+                    _ => {}
+                }
+                p.recent_ack = false;
+            }
+            l.replicate_pending = true;
+            self.broadcast_heartbeat();
+            for to in resend_snapshot {
+                self.send_snapshot_chunk(to);
+            }
+        }
+    }
+
+    /// Raft §5.2: a leader sends periodic heartbeats to maintain its authority. Each carries
+    /// the current read sequence (thesis §6.4) and a commit index the follower is known to hold.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let commit = self.commit;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.read_round_pending = false;
+        let read_seq = l.read_seq;
+        let beats: Vec<(NodeId, Index)> = l
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index.min(commit)))
+            .collect();
+        for (to, commit) in beats {
+            self.send(to, Body::Heartbeat { commit, read_seq });
+        }
+    }
+
+    /// Sends what the next `Ready` owes: new entries to every follower, a read round.
+    pub(crate) fn flush_leader_sends(&mut self) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let replicate = std::mem::take(&mut l.replicate_pending);
+        let read_round = l.read_round_pending;
+        if replicate {
+            for to in self.peers().collect::<Vec<_>>() {
+                self.send_appends(to);
+            }
+        }
+        if read_round {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    // ---- leader: sending ----
+
+    /// Sends as many Appends to `to` as its replication state allows.
+    pub(crate) fn send_appends(&mut self, to: NodeId) {
+        let mut allow_empty = true;
+        while self.send_append(to, allow_empty) {
+            allow_empty = false;
+        }
+    }
+
+    /// Raft §5.3: one Append of the entries from `next_index`, with the entry before them as
+    /// base. Returns true if something was sent.
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let (entries_max, bytes_max, inflight_max) = (
+            self.config.append_entries_max,
+            self.config.append_bytes_max,
+            self.config.inflight_appends_max,
+        );
+        let RoleState::Leader(l) = &mut self.role else {
+            return false;
+        };
+        let Some(pr) = l.progress.get_mut(&to) else {
+            return false;
+        };
+        if !pr.can_send(inflight_max) {
+            return false;
+        }
+        let base_index = pr.next_index - 1;
+        let Some(base_term) = self.log.term_at(base_index) else {
+            /// Raft §7: the entries the follower needs were compacted: send the snapshot.
+            let Some(last) = self.snapshot.as_ref().map(|s| s.last) else {
+                return false;
+            };
+            pr.become_snapshot(last);
+            self.send_snapshot_chunk(to);
+            return false;
+        };
+        let entries = self.log.slice(pr.next_index, entries_max, bytes_max);
+        let is_probe = matches!(pr.state, ReplicationState::Probe { .. });
+        if entries.is_empty() && !(allow_empty && is_probe) {
+            return false;
+        }
+        pr.sent(base_index + entries.len() as Index);
+        let body = Body::Append {
+            base: LogId::new(base_index, base_term),
+            entries,
+            commit: self.commit,
+        };
+        self.send(to, body);
+        true
+    }
+
+    /// Raft §7: the next chunk of the snapshot to a follower in snapshot state.
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let chunk_max = self.config.snapshot_chunk_bytes_max as u64;
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(pr) = l.progress.get_mut(&to) else {
+            return;
+        };
+        let ReplicationState::Snapshot { last, offset } = pr.state else {
+            return;
+        };
+        if last != snapshot.last {
+            // A newer snapshot replaced the one being sent: start over with it.
+            pr.become_snapshot(snapshot.last);
+            return self.send_snapshot_chunk(to);
+        }
+        let len = snapshot.data.len() as u64;
+        let start = offset.min(len);
+        let end = (start + chunk_max).min(len);
+        let data = snapshot.data.slice(start as usize..end as usize);
+        let body = Body::InstallSnapshot {
+            last,
+            offset: start,
+            data,
+            done: end == len,
+        };
+        self.send(to, body);
+    }
+
+    // ---- leader: answers ----
+
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        base_index: Index,
+        result: AppendResult,
+    ) {
+        let last_index = self.log.last_index();
+        let RoleState::Leader(l) = &mut self.role else {
+            return self.ignore();
+        };
+        let Some(pr) = l.progress.get_mut(&from) else {
+            return self.ignore();
+        };
+        pr.recent_active = true;
+        pr.recent_ack = true;
+        match result {
+            AppendResult::Accepted { match_index } => {
+                if match_index > last_index {
+                    return self.violation();
+                }
+                let news = pr.matched(match_index);
+                match pr.state {
+                    ReplicationState::Probe { .. } => pr.become_replicate(),
+                    ReplicationState::Snapshot { last, .. } if match_index >= last.index => {
+                        pr.become_replicate()
+                    }
+                    _ => {}
+                }
+                if news {
+                    self.maybe_commit();
+                }
+            }
+            AppendResult::Rejected { hint } => {
+                let stale = match pr.state {
+                    ReplicationState::Replicate => base_index < pr.match_index,
+                    ReplicationState::Probe { .. } => base_index + 1 != pr.next_index,
+                    ReplicationState::Snapshot { .. } => true,
+                };
+                if stale || base_index == 0 || hint.last_index >= base_index && hint.term.is_none()
+                {
+                    return self.ignore();
+                }
+                /// 6.5840 fast backup: skip the follower's whole conflicting term at once —
+                /// to after our last entry of XTerm if we have that term, else to XIndex; to
+                /// XLen + 1 if the follower's log is too short.
+                let next = match hint.term {
+                    None => hint.last_index + 1,
+                    Some(xterm) => match self.log.last_index_of_term(xterm) {
+                        Some(i) => i + 1,
+                        None => hint.first_index_of_term,
+                    },
+                };
+                pr.become_probe(next.min(base_index));
+            }
+        }
+        self.send_appends(from);
+    }
+
+    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
+        let last_index = self.log.last_index();
+        let RoleState::Leader(l) = &mut self.role else {
+            return self.ignore();
+        };
+        let Some(pr) = l.progress.get_mut(&from) else {
+            return self.ignore();
+        };
+        pr.recent_active = true;
+        if read_seq > l.read_seq {
+            return self.violation();
+        }
+        pr.read_seq = pr.read_seq.max(read_seq);
+        let behind = pr.match_index < last_index;
+        self.confirm_reads();
+        if behind {
+            self.send_appends(from);
+        }
+    }
+
+    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, last: LogId, next_offset: u64) {
+        let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let RoleState::Leader(l) = &mut self.role else {
+            return self.ignore();
+        };
+        let Some(pr) = l.progress.get_mut(&from) else {
+            return self.ignore();
+        };
+        pr.recent_active = true;
+        pr.recent_ack = true;
+        match pr.state {
+            ReplicationState::Snapshot {
+                last: sending,
+                offset,
+            } if sending == last && next_offset <= len && (next_offset > offset || next_offset == 0) => {
+                pr.state = ReplicationState::Snapshot {
+                    last,
+                    offset: next_offset,
+                };
+                self.send_snapshot_chunk(from);
+            }
+            _ => self.ignore(),
+        }
+    }
+
+    /// Raft §5.3/§5.4.2: commit the highest index a majority holds durably — but only if that
+    /// entry is from the current term; earlier entries then commit with it.
+    pub(crate) fn maybe_commit(&mut self) {
+        let own = self.log.persisted();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut matches: Vec<Index> = l.progress.values().map(|p| p.match_index).collect();
+        matches.push(own);
+        let index = committed_index(matches);
+        if index <= self.commit || self.log.term_at(index) != Some(self.term) {
+            return;
+        }
+        let released: usize = self
+            .log
+            .range(self.commit.max(l.term_start - 1) + 1, index)
+            .map(|e| e.payload.len_bytes())
+            .sum();
+        l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(released);
+        let first_commit_in_term = self.commit < l.term_start;
+        self.commit = index;
+        if first_commit_in_term {
+            /// thesis §6.4: reads that waited for the term's first commit can now take the
+            /// commit index as their read index.
+            let waiting = std::mem::take(&mut l.reads_before_commit);
+            for id in waiting {
+                // Re-enter through the normal path: the term has a commit now.
+                let _ = self.read_index(id);
+            }
+        }
+    }
+
+    /// thesis §6.4: reads whose heartbeat round a majority acknowledged are confirmed.
+    fn confirm_reads(&mut self) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut acked: Vec<u64> = l.progress.values().map(|p| p.read_seq).collect();
+        acked.push(l.read_seq);
+        let quorum_seq = committed_index(acked);
+        while l.reads.front().is_some_and(|r| r.seq <= quorum_seq) {
+            if let Some(r) = l.reads.pop_front() {
+                self.confirmed_reads.push_back(ReadState {
+                    id: r.id,
+                    index: r.index,
+                });
+            }
+        }
+    }
+
+    // ---- follower ----
+
+    /// Raft §5.3: the AppendEntries receiver.
+    pub(crate) fn handle_append(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        base: LogId,
+        entries: &[Entry],
+        commit: Index,
+    ) {
+        // Well-formedness: consecutive indexes after base, terms in order and not past `term`.
+        let mut prev = base;
+        for e in entries {
+            if e.index != prev.index + 1 || e.term < prev.term || e.term > term {
+                return self.violation();
+            }
+            prev = e.id();
+        }
+        let respond = |this: &mut Self, result| {
+            this.send(
+                from,
+                Body::AppendResponse {
+                    base_index: base.index,
+                    result,
+                },
+            )
+        };
+        /// Entries up to our commit index match the leader's (Leader Completeness): report
+        /// them as matched instead of re-checking a base we may have compacted.
+        if base.index < self.commit {
+            let match_index = self.commit;
+            return respond(self, AppendResult::Accepted { match_index });
+        }
+        /// Raft §5.3: "reply false if log doesn't contain an entry at prevLogIndex whose term
+        /// matches prevLogTerm", with the 6.5840 conflict hint.
+        if !self.log.has(base) {
+            let last_index = self.log.last_index();
+            let term = self.log.term_at(base.index).filter(|_| base.index <= last_index);
+            let first_index_of_term = term.map_or(0, |t| self.log.first_index_of_term(t));
+            let hint = ConflictHint {
+                term,
+                first_index_of_term,
+                last_index,
+            };
+            return respond(self, AppendResult::Rejected { hint });
+        }
+        /// Raft §5.3: "if an existing entry conflicts with a new one (same index but different
+        /// terms), delete the existing entry and all that follow it; append any new entries not
+        /// already in the log".
+        for e in entries {
+            match self.log.term_at(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    if e.index <= self.commit {
+                        // A leader contradicting a committed entry: refuse, never truncate it.
+                        return self.violation();
+                    }
+                    self.log.truncate_from(e.index);
+                    self.log.push(e.clone());
+                }
+                None => self.log.push(e.clone()),
+            }
+        }
+        let last_new = base.index + entries.len() as Index;
+        /// Raft §5.3: "if leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index
+        /// of last new entry)".
+        if commit > self.commit {
+            self.commit = self.commit.max(commit.min(last_new));
+        }
+        respond(
+            self,
+            AppendResult::Accepted {
+                match_index: last_new,
+            },
+        );
+    }
+
+    /// A heartbeat: the leader's commit index is one we are known to hold.
+    pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_seq: u64) {
+        let commit = commit.min(self.log.last_index());
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        self.send(from, Body::HeartbeatResponse { read_seq });
+    }
+
+    /// Raft §7: the InstallSnapshot receiver, one chunk at a time.
+    pub(crate) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last: LogId,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
+        if last.term > term
+            || offset.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max
+        {
+            return self.violation();
+        }
+        /// Raft §7: a snapshot we already cover adds nothing; report our commit as matched.
+        if last.index <= self.commit {
+            self.incoming_snapshot = None;
+            let match_index = self.commit;
+            let result = AppendResult::Accepted { match_index };
+            let base_index = last.index;
+            return self.send(from, Body::AppendResponse { base_index, result });
+        }
+        let expected = match &self.incoming_snapshot {
+            Some(inc) if inc.last == last => inc.data.len() as u64,
+            _ => 0,
+        };
+        /// Raft §7: chunks are written in order at their offset; a stale or duplicate chunk is
+        /// ignored and answered with the offset we expect next.
+        if offset != expected {
+            self.ignore();
+            let next_offset = expected;
+            return self.send(from, Body::SnapshotResponse { last, next_offset });
+        }
+        let inc = self
+            .incoming_snapshot
+            .get_or_insert_with(|| IncomingSnapshot {
+                last,
+                data: Vec::new(),
+            });
+        if offset == 0 {
+            inc.last = last;
+            inc.data.clear();
+        }
+        inc.data.extend_from_slice(&data);
+        if !done {
+            let next_offset = inc.data.len() as u64;
+            return self.send(from, Body::SnapshotResponse { last, next_offset });
+        }
+        let Some(inc) = self.incoming_snapshot.take() else {
+            return;
+        };
+        let snapshot = Snapshot {
+            last,
+            data: Bytes::from(inc.data),
+        };
+        self.log.install_snapshot(last);
+        self.commit = last.index;
+        self.applied = last.index;
+        self.out.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+        let result = AppendResult::Accepted {
+            match_index: last.index,
+        };
+        let base_index = last.index;
+        self.send(from, Body::AppendResponse { base_index, result });
+    }
+}
