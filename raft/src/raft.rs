@@ -275,6 +275,34 @@ impl Raft {
         }
     }
 
+    /// A one-line description of the node's state (and, for a leader, of each follower's
+    /// replication progress), for failure reports.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "n{} {} term={} last={} commit={} applied={} persisted={} snapshot={}",
+            self.config.id,
+            self.role(),
+            self.term,
+            self.log.last_id(),
+            self.commit,
+            self.applied,
+            self.log.persisted(),
+            self.log.snapshot()
+        );
+        if let RoleState::Leader(l) = &self.role {
+            for (id, p) in &l.progress {
+                out.push_str(&format!(
+                    " | n{id} match={} next={} {:?} inflight={}",
+                    p.match_index,
+                    p.next_index,
+                    p.state,
+                    p.inflight.len()
+                ));
+            }
+        }
+        out
+    }
+
     /// Time passes by one tick.
     pub fn tick(&mut self) {
         if let RoleState::Leader(_) = self.role {
@@ -558,8 +586,8 @@ impl Raft {
             assert_eq!(self.voted_for, Some(self.config.id), "invariant: a leader voted for itself");
             assert_eq!(self.leader, Some(self.config.id), "invariant: a leader knows it leads");
             assert!(
-                self.log.term_at(l.term_start) == Some(self.term),
-                "invariant: the term's first entry is in the log"
+                l.term_start <= snap.index || self.log.term_at(l.term_start) == Some(self.term),
+                "invariant: the term's first entry is in the log or its snapshot"
             );
             for (id, pr) in &l.progress {
                 assert!(
