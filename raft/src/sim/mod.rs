@@ -11,6 +11,7 @@
 //! trace. The same seed always replays the same run (and the same [`Sim::trace_hash`]).
 
 pub mod chaos;
+pub mod lab;
 pub mod check;
 pub mod store;
 pub mod trace;
