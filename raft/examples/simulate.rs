@@ -18,7 +18,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> u64 {
-            let v = args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
+            let v = args
+                .next()
+                .unwrap_or_else(|| usage(&format!("{name} needs a value")));
             v.parse()
                 .unwrap_or_else(|_| usage(&format!("{name}: not a number: {v}")))
         };

@@ -87,7 +87,9 @@ impl Config {
             )));
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Invalid("heartbeat_interval_ticks must be > 0".into()));
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval_ticks must be > 0".into(),
+            ));
         }
         if self.election_timeout_ticks_min <= self.heartbeat_interval_ticks {
             return Err(ConfigError::Invalid(

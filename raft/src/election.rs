@@ -151,8 +151,8 @@ impl Raft {
     /// Raft §5.2: vote for at most one candidate per term, first come first served; granting
     /// a vote resets the election timer (Figure 2).
     pub(crate) fn handle_vote(&mut self, msg: &Message, last_log: LogId) {
-        let can_vote = self.voted_for == Some(msg.from)
-            || (self.voted_for.is_none() && self.leader.is_none());
+        let can_vote =
+            self.voted_for == Some(msg.from) || (self.voted_for.is_none() && self.leader.is_none());
         let granted = can_vote && self.log_ok(last_log);
         if granted {
             self.voted_for = Some(msg.from);

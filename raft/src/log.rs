@@ -100,7 +100,9 @@ impl Log {
 
     /// Entries in `from..=to` (clamped to what the log holds).
     pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &Entry> {
-        let start = from.max(self.first_index()).saturating_sub(self.first_index()) as usize;
+        let start = from
+            .max(self.first_index())
+            .saturating_sub(self.first_index()) as usize;
         let end = to
             .min(self.last_index())
             .saturating_add(1)
@@ -186,7 +188,11 @@ impl Log {
     pub fn check_invariants(&self) {
         let mut prev = self.snapshot;
         for e in &self.entries {
-            assert_eq!(e.index, prev.index + 1, "log invariant: indexes are contiguous");
+            assert_eq!(
+                e.index,
+                prev.index + 1,
+                "log invariant: indexes are contiguous"
+            );
             assert!(e.term >= prev.term, "log invariant: terms never decrease");
             prev = e.id();
         }
@@ -217,7 +223,10 @@ mod tests {
     fn log(terms: &[Term]) -> Log {
         Log::restore(
             LogId::default(),
-            terms.iter().enumerate().map(|(i, &t)| entry(i as Index + 1, t)),
+            terms
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| entry(i as Index + 1, t)),
         )
     }
 

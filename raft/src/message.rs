@@ -32,11 +32,19 @@ pub struct ConflictHint {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Body {
     /// thesis §9.6: would you vote for me in `term` (not yet adopted by the sender)?
-    PreVote { last_log: LogId },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_log: LogId,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// Raft §5.2: RequestVote.
-    Vote { last_log: LogId },
-    VoteResponse { granted: bool },
+    Vote {
+        last_log: LogId,
+    },
+    VoteResponse {
+        granted: bool,
+    },
     /// Raft §5.3: AppendEntries, `entries` following `base` (prevLogIndex/prevLogTerm).
     Append {
         base: LogId,
@@ -50,8 +58,13 @@ pub enum Body {
     },
     /// A leader's heartbeat: asserts leadership, carries a safe commit index and the leader's
     /// read sequence (thesis §6.4: a quorum of responses confirms pending reads).
-    Heartbeat { commit: Index, read_seq: u64 },
-    HeartbeatResponse { read_seq: u64 },
+    Heartbeat {
+        commit: Index,
+        read_seq: u64,
+    },
+    HeartbeatResponse {
+        read_seq: u64,
+    },
     /// Raft §7: one chunk of the leader's snapshot covering the log up to `last`.
     InstallSnapshot {
         last: LogId,
@@ -60,7 +73,10 @@ pub enum Body {
         done: bool,
     },
     /// The byte offset the follower expects next for snapshot `last` (0 to restart).
-    SnapshotResponse { last: LogId, next_offset: u64 },
+    SnapshotResponse {
+        last: LogId,
+        next_offset: u64,
+    },
 }
 
 /// The outcome of an Append at the follower.
@@ -112,7 +128,11 @@ impl Body {
 
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}@{} → n{} {}", self.from, self.term, self.to, self.body)
+        write!(
+            f,
+            "n{}@{} → n{} {}",
+            self.from, self.term, self.to, self.body
+        )
     }
 }
 
@@ -142,7 +162,11 @@ impl fmt::Display for Body {
                     write!(f, "AppendResponse base={base_index} match={match_index}")
                 }
                 AppendResult::Rejected { hint } => {
-                    write!(f, "AppendResponse base={base_index} reject last={}", hint.last_index)?;
+                    write!(
+                        f,
+                        "AppendResponse base={base_index} reject last={}",
+                        hint.last_index
+                    )?;
                     if let Some(term) = hint.term {
                         write!(f, " xterm={term} xindex={}", hint.first_index_of_term)?;
                     }

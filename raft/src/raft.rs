@@ -158,7 +158,10 @@ impl Raft {
             }
         }
         if snap_id.term > hard_state.term {
-            return bad(format!("snapshot {snap_id} is past term {}", hard_state.term));
+            return bad(format!(
+                "snapshot {snap_id} is past term {}",
+                hard_state.term
+            ));
         }
         let mut prev = snap_id;
         for e in entries.iter().filter(|e| e.index > snap_id.index) {
@@ -383,7 +386,8 @@ impl Raft {
             /// commit index is known to be the latest.
             leader.reads_before_commit.push(id);
         } else if voters == 1 {
-            self.confirmed_reads.push_back(ReadState { id, index: commit });
+            self.confirmed_reads
+                .push_back(ReadState { id, index: commit });
         } else {
             if !leader.read_round_pending {
                 leader.read_seq += 1;
@@ -580,11 +584,22 @@ impl Raft {
             );
         }
         if let Some(v) = self.voted_for {
-            assert!(self.config.voters.contains(&v), "invariant: voted for a voter");
+            assert!(
+                self.config.voters.contains(&v),
+                "invariant: voted for a voter"
+            );
         }
         if let RoleState::Leader(l) = &self.role {
-            assert_eq!(self.voted_for, Some(self.config.id), "invariant: a leader voted for itself");
-            assert_eq!(self.leader, Some(self.config.id), "invariant: a leader knows it leads");
+            assert_eq!(
+                self.voted_for,
+                Some(self.config.id),
+                "invariant: a leader voted for itself"
+            );
+            assert_eq!(
+                self.leader,
+                Some(self.config.id),
+                "invariant: a leader knows it leads"
+            );
             assert!(
                 l.term_start <= snap.index || self.log.term_at(l.term_start) == Some(self.term),
                 "invariant: the term's first entry is in the log or its snapshot"
@@ -602,7 +617,10 @@ impl Raft {
                 );
             }
             assert!(
-                l.reads.iter().zip(l.reads.iter().skip(1)).all(|(a, b)| a.seq <= b.seq),
+                l.reads
+                    .iter()
+                    .zip(l.reads.iter().skip(1))
+                    .all(|(a, b)| a.seq <= b.seq),
                 "invariant: pending reads are ordered by sequence"
             );
         }

@@ -275,7 +275,10 @@ impl Raft {
             ReplicationState::Snapshot {
                 last: sending,
                 offset,
-            } if sending == last && next_offset <= len && (next_offset > offset || next_offset == 0) => {
+            } if sending == last
+                && next_offset <= len
+                && (next_offset > offset || next_offset == 0) =>
+            {
                 pr.state = ReplicationState::Snapshot {
                     last,
                     offset: next_offset,
@@ -374,7 +377,10 @@ impl Raft {
         /// matches prevLogTerm", with the 6.5840 conflict hint.
         if !self.log.has(base) {
             let last_index = self.log.last_index();
-            let term = self.log.term_at(base.index).filter(|_| base.index <= last_index);
+            let term = self
+                .log
+                .term_at(base.index)
+                .filter(|_| base.index <= last_index);
             let first_index_of_term = term.map_or(0, |t| self.log.first_index_of_term(t));
             let hint = ConflictHint {
                 term,

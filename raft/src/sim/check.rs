@@ -44,7 +44,10 @@ impl SafetyChecker {
         for e in appended {
             let prev_term = raft.term_at(e.index - 1).unwrap_or(0);
             let hash = payload_hash(&e.payload);
-            let seen = *self.entries.entry((e.index, e.term)).or_insert((hash, prev_term));
+            let seen = *self
+                .entries
+                .entry((e.index, e.term))
+                .or_insert((hash, prev_term));
             if seen != (hash, prev_term) {
                 return Err(format!(
                     "Log Matching: n{} holds {} with (payload {:x}, prev term {}), another node (payload {:x}, prev term {})",

@@ -11,8 +11,9 @@
 //! trace. The same seed always replays the same run (and the same [`Sim::trace_hash`]).
 
 pub mod chaos;
-pub mod lab;
 pub mod check;
+pub mod lab;
+pub mod manual;
 pub mod store;
 pub mod trace;
 
@@ -318,7 +319,8 @@ impl Sim {
 
     fn schedule(&mut self, delay_ms: u64, event: Event) {
         self.seq += 1;
-        self.events.insert((self.now_ms + delay_ms, self.seq), event);
+        self.events
+            .insert((self.now_ms + delay_ms, self.seq), event);
     }
 
     // ---- running ----
@@ -390,7 +392,8 @@ impl Sim {
                 let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
                 if !self.link_ok(from, to) || self.nodes[to].raft.is_none() {
                     self.stats.dropped += 1;
-                    self.trace.record(self.now_ms, ("drop", &msg), || format!("drop {msg}"));
+                    self.trace
+                        .record(self.now_ms, ("drop", &msg), || format!("drop {msg}"));
                     return Ok(());
                 }
                 self.stats.delivered += 1;
@@ -449,7 +452,12 @@ impl Sim {
             if let Some(s) = ready.snapshot.take() {
                 let sm = TestSm::decode(&s.data)?;
                 if sm.last_applied != s.last.index {
-                    return Err(format!("n{} installed a snapshot for {} holding {}", i + 1, s.last, sm.last_applied));
+                    return Err(format!(
+                        "n{} installed a snapshot for {} holding {}",
+                        i + 1,
+                        s.last,
+                        sm.last_applied
+                    ));
                 }
                 self.nodes[i].sm = sm;
             }
@@ -471,7 +479,12 @@ impl Sim {
                     ));
                 }
                 if r.index > self.nodes[i].sm.last_applied {
-                    return Err(format!("n{} served read {} before applying {}", i + 1, r.id, r.index));
+                    return Err(format!(
+                        "n{} served read {} before applying {}",
+                        i + 1,
+                        r.id,
+                        r.index
+                    ));
                 }
                 self.nodes[i].reads_done.push((r.id, r.index));
             }
@@ -514,13 +527,16 @@ impl Sim {
         if applied < raft.status().snapshot_index + every {
             return Ok(());
         }
-        let term = raft.term_at(applied).ok_or("applied entry missing from the log")?;
+        let term = raft
+            .term_at(applied)
+            .ok_or("applied entry missing from the log")?;
         let data = node.sm.encode();
         let snapshot = Snapshot {
             last: LogId::new(applied, term),
             data: data.clone(),
         };
-        raft.snapshot_taken(applied, data).map_err(|e| e.to_string())?;
+        raft.snapshot_taken(applied, data)
+            .map_err(|e| e.to_string())?;
         // The application's own snapshot write, ordered before the compaction that follows.
         let write = Write {
             app_snapshot: Some(snapshot),
@@ -605,8 +621,10 @@ impl Sim {
             self.stats.requests_sent[from] += 1;
         }
         if let crate::Body::Append { entries, .. } = &msg.body {
-            self.stats.append_payload_bytes +=
-                entries.iter().map(|e| e.payload.len_bytes() as u64).sum::<u64>();
+            self.stats.append_payload_bytes += entries
+                .iter()
+                .map(|e| e.payload.len_bytes() as u64)
+                .sum::<u64>();
         }
         if !self.link_ok(from, to) {
             self.stats.dropped += 1;
@@ -614,13 +632,21 @@ impl Sim {
         }
         let net = &self.opts.net;
         if net.unreliable {
-            let p = if reply { net.drop_reply } else { net.drop_request };
+            let p = if reply {
+                net.drop_reply
+            } else {
+                net.drop_request
+            };
             if self.rng.chance(p) {
                 self.stats.dropped += 1;
                 return;
             }
         }
-        let copies = if self.rng.chance(self.opts.net.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.opts.net.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let net = &self.opts.net;
             let (lo, hi, unreliable, delay_max, long) = (

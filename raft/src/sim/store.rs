@@ -51,7 +51,10 @@ impl MemStore {
             self.snapshot = Some(s);
         }
         if let Some(s) = w.snapshot {
-            let keep = self.entries.get(&s.last.index).is_some_and(|e| e.term == s.last.term);
+            let keep = self
+                .entries
+                .get(&s.last.index)
+                .is_some_and(|e| e.term == s.last.term);
             if keep {
                 self.entries = self.entries.split_off(&(s.last.index + 1));
             } else {
