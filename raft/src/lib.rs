@@ -80,7 +80,7 @@ mod step;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use message::{AppendResult, Body, ConflictHint, Message};
+pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};
 pub use ready::Ready;
 pub use rng::Rng;

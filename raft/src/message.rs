@@ -88,6 +88,44 @@ pub enum AppendResult {
     Rejected { hint: ConflictHint },
 }
 
+/// No term, index or byte offset on the wire may reach this (2^62): it leaves room for `+ 1`
+/// arithmetic everywhere without overflow. A real cluster never comes near it.
+pub const WIRE_VALUE_MAX: u64 = 1 << 62;
+
+impl Message {
+    /// True if every number in the message is below [`WIRE_VALUE_MAX`]. The core refuses other
+    /// messages before looking at them.
+    pub fn is_well_formed(&self) -> bool {
+        let ok = |v: u64| v < WIRE_VALUE_MAX;
+        let id_ok = |id: &LogId| ok(id.index) && ok(id.term);
+        ok(self.term)
+            && match &self.body {
+                Body::PreVote { last_log } | Body::Vote { last_log } => id_ok(last_log),
+                Body::PreVoteResponse { .. } | Body::VoteResponse { .. } => true,
+                Body::Append {
+                    base,
+                    entries,
+                    commit,
+                } => id_ok(base) && ok(*commit) && entries.iter().all(|e| id_ok(&e.id())),
+                Body::AppendResponse { base_index, result } => {
+                    ok(*base_index)
+                        && match result {
+                            AppendResult::Accepted { match_index } => ok(*match_index),
+                            AppendResult::Rejected { hint } => {
+                                hint.term.is_none_or(ok)
+                                    && ok(hint.first_index_of_term)
+                                    && ok(hint.last_index)
+                            }
+                        }
+                }
+                Body::Heartbeat { commit, read_seq } => ok(*commit) && ok(*read_seq),
+                Body::HeartbeatResponse { read_seq } => ok(*read_seq),
+                Body::InstallSnapshot { last, offset, .. } => id_ok(last) && ok(*offset),
+                Body::SnapshotResponse { last, next_offset } => id_ok(last) && ok(*next_offset),
+            }
+    }
+}
+
 impl Body {
     /// True for messages only a leader sends (used for the §10.2.1 "send before persist" split).
     pub fn is_from_leader(&self) -> bool {

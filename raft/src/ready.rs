@@ -18,8 +18,10 @@ use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
 ///    index), then `hard_state`, then drop stored entries up to `compact_to`. Writes of successive
 ///    `Ready`s must become durable in the order they were taken; several may be merged into one
 ///    fsync (group commit).
-/// 3. When that write is durable: **send `send_after_persist`** (votes and acknowledgements that
-///    promise durable state), then call [`crate::Raft::persisted`] with `persist_token`, if any.
+/// 3. When that write — and every earlier one — is durable: **send `send_after_persist`** (votes
+///    and acknowledgements that promise durable state), then call [`crate::Raft::persisted`] with
+///    `persist_token`, if any. A `Ready` with nothing to write still holds its messages until the
+///    writes taken before it are durable (an acknowledgement may promise entries they carry).
 /// 4. **Apply**: restore the state machine from `snapshot` if there is one, then apply
 ///    `committed_entries` in order. (These are already durable, so applying may overlap step 2.)
 /// 5. **Serve reads**: each of `read_states` may be answered once step 4 is done; `aborted_reads`

@@ -217,7 +217,10 @@ impl Raft {
             }
             AppendResult::Rejected { hint } => {
                 let stale = match pr.state {
-                    ReplicationState::Replicate => base_index < pr.match_index,
+                    // We never sent a base at or past next_index: such a reply is forged or stale.
+                    ReplicationState::Replicate => {
+                        base_index < pr.match_index || base_index >= pr.next_index
+                    }
                     ReplicationState::Probe { .. } => base_index + 1 != pr.next_index,
                     ReplicationState::Snapshot { .. } => true,
                 };
@@ -235,7 +238,7 @@ impl Raft {
                         None => hint.first_index_of_term,
                     },
                 };
-                pr.become_probe(next.min(base_index));
+                pr.become_probe(next.min(base_index).min(last_index + 1));
             }
         }
         self.send_appends(from);
@@ -395,11 +398,8 @@ impl Raft {
         for e in entries {
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
+                // Never a committed entry: `base.index >= commit` was checked above.
                 Some(_) => {
-                    if e.index <= self.commit {
-                        // A leader contradicting a committed entry: refuse, never truncate it.
-                        return self.violation();
-                    }
                     self.log.truncate_from(e.index);
                     self.log.push(e.clone());
                 }

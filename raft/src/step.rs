@@ -22,6 +22,9 @@ impl Raft {
         {
             return self.ignore();
         }
+        if !msg.is_well_formed() {
+            return self.violation();
+        }
         let is_vote_request = matches!(msg.body, Body::PreVote { .. } | Body::Vote { .. });
         if msg.term > self.term {
             /// thesis §4.2.3: a node that hears from a current leader ignores vote requests, so

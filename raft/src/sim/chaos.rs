@@ -77,6 +77,8 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
     let n = nodes;
 
     let mut faults = 0u64;
+    // Faults come every 50–1,200 ms: short gaps catch leaders before their no-op commits
+    // (the Figure 8 window), long ones let the cluster make progress between faults.
     let mut next_fault = rng.range(300, 800);
     let mut next_op = 0u64;
     let mut cmd = 0u64;
@@ -98,7 +100,12 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
             }
         }
         if now >= next_fault {
-            next_fault = now + rng.range(300, 1_200);
+            next_fault = now
+                + if rng.chance(0.4) {
+                    rng.range(50, 300)
+                } else {
+                    rng.range(300, 1_200)
+                };
             faults += 1;
             inject_fault(&mut sim, &mut rng);
         }
@@ -169,7 +176,16 @@ fn command(seed: u64, n: u64) -> Bytes {
 fn inject_fault(sim: &mut Sim, rng: &mut Rng) {
     let n = sim.n();
     let pick = |rng: &mut Rng| rng.range(0, n as u64) as usize;
-    match rng.range(0, 9) {
+    match rng.range(0, 11) {
+        // Crash the leader, or restart a crashed node: churn at the top is where Raft's
+        // election and commitment rules (§5.4) are tested hardest.
+        9 | 10 => match sim.leader() {
+            Some(l) => sim.crash(l),
+            None => {
+                let i = pick(rng);
+                sim.restart(i);
+            }
+        },
         0 | 1 => {
             let i = pick(rng);
             if sim.is_up(i) {

@@ -1,0 +1,645 @@
+//! One test per protocol rule, named as a sentence: set up a node, feed one input, compare
+//! the exact output. Reference: the section in each test's comment.
+
+use bytes::Bytes;
+use raftkv_raft::{
+    AppendResult, Body, Config, ConflictHint, Entry, Error, HardState, LogId, Message, Payload,
+    Persisted, Raft, Role, Snapshot, Term,
+};
+
+fn config(id: u64) -> Config {
+    Config::new(id, [1, 2, 3])
+}
+
+/// A node restored with `term`, `vote` and a log whose entries have the given terms.
+fn node(id: u64, term: Term, voted_for: Option<u64>, log_terms: &[Term]) -> Raft {
+    let entries = log_terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Entry {
+            index: i as u64 + 1,
+            term: t,
+            payload: Payload::Command(Bytes::from(format!("e{}", i + 1))),
+        })
+        .collect();
+    let persisted = Persisted {
+        hard_state: HardState {
+            term,
+            voted_for,
+            commit: 0,
+        },
+        snapshot: None,
+        entries,
+    };
+    Raft::restore(config(id), persisted).expect("valid state")
+}
+
+fn msg(from: u64, to: u64, term: Term, body: Body) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+/// Elects node 1 of a 3-node cluster in `term`-1 → `term` by feeding it votes directly.
+fn leader(log_terms: &[Term], term: Term) -> Raft {
+    let mut r = node(1, term - 1, None, log_terms);
+    r.campaign(); // pre-vote
+    r.step(msg(2, 1, term, Body::PreVoteResponse { granted: true }));
+    r.step(msg(2, 1, term, Body::VoteResponse { granted: true }));
+    assert_eq!(r.role(), Role::Leader);
+    let ready = r.take_ready();
+    if let Some(token) = ready.persist_token {
+        r.persisted(token);
+    }
+    r
+}
+
+#[test]
+fn follower_rejects_append_with_stale_term_and_tells_its_term() {
+    // Raft §5.1: reply false if term < currentTerm (and the reply carries our term).
+    let mut r = node(1, 3, None, &[1, 1]);
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::Append {
+            base: LogId::new(2, 1),
+            entries: vec![],
+            commit: 2,
+        },
+    ));
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.send_after_persist,
+        vec![msg(1, 2, 3, Body::HeartbeatResponse { read_seq: 0 })]
+    );
+    assert_eq!(r.commit_index(), 0);
+}
+
+#[test]
+fn vote_is_granted_to_one_candidate_per_term() {
+    // Raft §5.2: each server votes for at most one candidate in a given term.
+    let mut r = node(1, 1, None, &[1]);
+    let last_log = LogId::new(1, 1);
+    r.step(msg(2, 1, 2, Body::Vote { last_log }));
+    r.step(msg(3, 1, 2, Body::Vote { last_log }));
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 2,
+            voted_for: Some(2),
+            commit: 0
+        })
+    );
+    assert_eq!(
+        ready.send_after_persist,
+        vec![
+            msg(1, 2, 2, Body::VoteResponse { granted: true }),
+            msg(1, 3, 2, Body::VoteResponse { granted: false }),
+        ]
+    );
+    assert!(
+        ready.send_now.is_empty(),
+        "a vote must not leave before it is durable"
+    );
+}
+
+#[test]
+fn vote_is_refused_to_a_candidate_whose_log_is_behind() {
+    // Raft §5.4.1: grant only if the candidate's log is at least as up to date.
+    let mut r = node(1, 2, None, &[1, 2]);
+    r.step(msg(
+        2,
+        1,
+        3,
+        Body::Vote {
+            last_log: LogId::new(5, 1),
+        },
+    ));
+    r.step(msg(
+        3,
+        1,
+        4,
+        Body::Vote {
+            last_log: LogId::new(1, 2),
+        },
+    ));
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.send_after_persist,
+        vec![
+            msg(1, 2, 3, Body::VoteResponse { granted: false }),
+            msg(1, 3, 4, Body::VoteResponse { granted: false }),
+        ]
+    );
+    assert_eq!(r.term(), 4);
+}
+
+#[test]
+fn pre_vote_changes_neither_term_nor_vote() {
+    // thesis §9.6: a pre-vote is granted without the voter changing any state.
+    let mut r = node(1, 2, Some(3), &[1, 2]);
+    r.step(msg(
+        2,
+        1,
+        3,
+        Body::PreVote {
+            last_log: LogId::new(2, 2),
+        },
+    ));
+    let ready = r.take_ready();
+    assert_eq!(ready.hard_state, None);
+    assert_eq!(
+        ready.send_after_persist,
+        vec![msg(1, 2, 3, Body::PreVoteResponse { granted: true })]
+    );
+    assert_eq!((r.term(), r.hard_state().voted_for), (2, Some(3)));
+}
+
+#[test]
+fn pre_candidate_does_not_raise_its_term_until_it_wins() {
+    // thesis §9.6: the term is incremented only after a majority granted the pre-vote.
+    let mut r = node(1, 5, None, &[5]);
+    r.campaign();
+    assert_eq!((r.role(), r.term()), (Role::PreCandidate, 5));
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.send_after_persist,
+        vec![
+            msg(
+                1,
+                2,
+                6,
+                Body::PreVote {
+                    last_log: LogId::new(1, 5)
+                }
+            ),
+            msg(
+                1,
+                3,
+                6,
+                Body::PreVote {
+                    last_log: LogId::new(1, 5)
+                }
+            ),
+        ]
+    );
+    r.step(msg(3, 1, 6, Body::PreVoteResponse { granted: true }));
+    assert_eq!((r.role(), r.term()), (Role::Candidate, 6));
+}
+
+#[test]
+fn leader_replicates_before_persisting_and_counts_itself_only_when_durable() {
+    // thesis §10.2.1: the leader sends Appends in parallel with its own write, and counts its
+    // own copy toward a majority only once it is durable.
+    let mut r = leader(&[], 1);
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResponse {
+            base_index: 0,
+            result: AppendResult::Accepted { match_index: 1 },
+        },
+    ));
+    let idx = r.propose(Bytes::from_static(b"x")).expect("leader");
+    let ready = r.take_ready();
+    assert_eq!(ready.entries.len(), 1);
+    assert!(
+        ready.send_now.iter().any(|m| matches!(&m.body, Body::Append { entries, .. } if entries.last().map(|e| e.index) == Some(idx))),
+        "Appends go out before the leader's write"
+    );
+    // One follower acknowledges, the leader's own write is not durable: no commit yet.
+    r.step(msg(
+        3,
+        1,
+        1,
+        Body::AppendResponse {
+            base_index: 1,
+            result: AppendResult::Accepted { match_index: idx },
+        },
+    ));
+    let before = r.commit_index();
+    r.persisted(ready.persist_token.expect("entries to persist"));
+    assert!(
+        before < idx && r.commit_index() == idx,
+        "commit {before} → {}",
+        r.commit_index()
+    );
+}
+
+#[test]
+fn leader_commits_an_earlier_term_entry_only_with_one_of_its_own() {
+    // Raft §5.4.2: never commit log entries from previous terms by counting replicas.
+    let mut r = leader(&[1, 1], 2); // log: 1@1 2@1, then the no-op 3@2
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 2,
+            result: AppendResult::Accepted { match_index: 2 },
+        },
+    ));
+    assert_eq!(
+        r.commit_index(),
+        0,
+        "2@1 on a majority is not committed by counting"
+    );
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 2,
+            result: AppendResult::Accepted { match_index: 3 },
+        },
+    ));
+    assert_eq!(
+        r.commit_index(),
+        3,
+        "the no-op of term 2 commits 2@1 with it"
+    );
+}
+
+#[test]
+fn follower_reports_a_conflict_hint_for_a_whole_term() {
+    // 6.5840 fast backup: XTerm is the follower's term at the base, XIndex its first index.
+    let mut r = node(1, 3, None, &[1, 2, 2, 2]);
+    r.step(msg(
+        2,
+        1,
+        3,
+        Body::Append {
+            base: LogId::new(4, 3),
+            entries: vec![],
+            commit: 0,
+        },
+    ));
+    r.step(msg(
+        2,
+        1,
+        3,
+        Body::Append {
+            base: LogId::new(9, 3),
+            entries: vec![],
+            commit: 0,
+        },
+    ));
+    let ready = r.take_ready();
+    let hint = |term, first_index_of_term| AppendResult::Rejected {
+        hint: ConflictHint {
+            term,
+            first_index_of_term,
+            last_index: 4,
+        },
+    };
+    assert_eq!(
+        ready.send_after_persist,
+        vec![
+            msg(
+                1,
+                2,
+                3,
+                Body::AppendResponse {
+                    base_index: 4,
+                    result: hint(Some(2), 2)
+                }
+            ),
+            msg(
+                1,
+                2,
+                3,
+                Body::AppendResponse {
+                    base_index: 9,
+                    result: hint(None, 0)
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn follower_truncates_a_conflicting_suffix_but_never_a_committed_entry() {
+    // Raft §5.3: delete a conflicting entry and all that follow; a committed one is never
+    // deleted: an Append based below the commit index is answered with the commit index.
+    let mut r = node(1, 2, None, &[1, 1, 1]);
+    let e = |index, term| Entry {
+        index,
+        term,
+        payload: Payload::Noop,
+    };
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::Append {
+            base: LogId::new(1, 1),
+            entries: vec![e(2, 2)],
+            commit: 2,
+        },
+    ));
+    assert_eq!((r.last_log_id(), r.commit_index()), (LogId::new(2, 2), 2));
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::Append {
+            base: LogId::new(1, 1),
+            entries: vec![e(2, 1)],
+            commit: 2,
+        },
+    ));
+    assert_eq!(r.last_log_id(), LogId::new(2, 2));
+    let accepted = |base_index, match_index| {
+        msg(
+            1,
+            2,
+            2,
+            Body::AppendResponse {
+                base_index,
+                result: AppendResult::Accepted { match_index },
+            },
+        )
+    };
+    assert_eq!(
+        r.take_ready().send_after_persist,
+        vec![accepted(1, 2), accepted(1, 2)]
+    );
+}
+
+#[test]
+fn messages_from_unknown_nodes_or_to_others_are_ignored() {
+    let mut r = node(1, 1, None, &[1]);
+    r.step(msg(
+        9,
+        1,
+        5,
+        Body::Vote {
+            last_log: LogId::new(9, 9),
+        },
+    ));
+    r.step(msg(
+        2,
+        7,
+        5,
+        Body::Vote {
+            last_log: LogId::new(9, 9),
+        },
+    ));
+    r.step(msg(
+        1,
+        1,
+        5,
+        Body::Vote {
+            last_log: LogId::new(9, 9),
+        },
+    ));
+    assert_eq!(r.term(), 1);
+    assert!(r.take_ready().is_empty());
+    assert_eq!(r.stats().ignored_messages, 3);
+}
+
+#[test]
+fn stale_and_duplicate_snapshot_chunks_are_ignored() {
+    // Raft §7: chunks are written at their offset in order; others are answered with the
+    // offset expected next.
+    let mut r = node(1, 1, None, &[]);
+    let last = LogId::new(5, 1);
+    let chunk = |offset: u64, data: &'static [u8], done| {
+        msg(
+            2,
+            1,
+            1,
+            Body::InstallSnapshot {
+                last,
+                offset,
+                data: Bytes::from_static(data),
+                done,
+            },
+        )
+    };
+    r.step(chunk(0, b"abc", false));
+    r.step(chunk(0, b"abc", false)); // a duplicate of the first restarts the transfer: harmless
+    r.step(chunk(3, b"def", false));
+    r.step(chunk(3, b"def", false)); // duplicate: ignored
+    r.step(chunk(9, b"xyz", true)); // a gap: ignored
+    let ready = r.take_ready();
+    let resp = |next_offset| msg(1, 2, 1, Body::SnapshotResponse { last, next_offset });
+    assert_eq!(
+        ready.send_after_persist,
+        vec![resp(3), resp(3), resp(6), resp(6), resp(6)]
+    );
+    r.step(chunk(6, b"ghi", true));
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.snapshot,
+        Some(Snapshot {
+            last,
+            data: Bytes::from_static(b"abcdefghi")
+        })
+    );
+    assert_eq!(ready.persist_token, Some(last));
+    assert_eq!(r.status().applied_index, 5);
+    assert_eq!(
+        ready.send_after_persist,
+        vec![msg(
+            1,
+            2,
+            1,
+            Body::AppendResponse {
+                base_index: 5,
+                result: AppendResult::Accepted { match_index: 5 }
+            }
+        )]
+    );
+}
+
+#[test]
+fn proposals_and_reads_on_a_follower_are_refused_with_a_leader_hint() {
+    let mut r = node(1, 1, None, &[]);
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        },
+    ));
+    assert_eq!(
+        r.propose(Bytes::new()),
+        Err(Error::NotLeader {
+            leader_hint: Some(2)
+        })
+    );
+    assert_eq!(
+        r.read_index(1),
+        Err(Error::NotLeader {
+            leader_hint: Some(2)
+        })
+    );
+}
+
+#[test]
+fn oversized_proposals_and_uncommitted_backlog_are_refused() {
+    let mut c = config(1);
+    c.entry_bytes_max = 4;
+    c.uncommitted_bytes_max = 8;
+    let mut r = Raft::new(c).expect("valid");
+    r.campaign();
+    r.step(msg(2, 1, 1, Body::PreVoteResponse { granted: true }));
+    r.step(msg(2, 1, 1, Body::VoteResponse { granted: true }));
+    assert!(matches!(
+        r.propose(Bytes::from_static(b"12345")),
+        Err(Error::ProposalTooLarge { .. })
+    ));
+    r.propose(Bytes::from_static(b"1234")).expect("fits");
+    r.propose(Bytes::from_static(b"1234")).expect("fits");
+    assert_eq!(
+        r.propose(Bytes::from_static(b"1")),
+        Err(Error::Busy("uncommitted_bytes_max reached"))
+    );
+}
+
+#[test]
+fn leader_steps_down_on_a_response_with_a_higher_term() {
+    // Raft §5.1: any RPC with a higher term converts the receiver to follower.
+    let mut r = leader(&[], 1);
+    r.step(msg(2, 1, 7, Body::HeartbeatResponse { read_seq: 0 }));
+    assert_eq!((r.role(), r.term(), r.leader()), (Role::Follower, 7, None));
+}
+
+#[test]
+fn restore_rejects_inconsistent_persisted_state() {
+    let e = |index, term| Entry {
+        index,
+        term,
+        payload: Payload::Noop,
+    };
+    let bad = [
+        Persisted {
+            hard_state: HardState {
+                term: 1,
+                voted_for: Some(9),
+                commit: 0,
+            },
+            ..Default::default()
+        },
+        Persisted {
+            hard_state: HardState {
+                term: 1,
+                ..Default::default()
+            },
+            entries: vec![e(1, 1), e(3, 1)],
+            ..Default::default()
+        },
+        Persisted {
+            hard_state: HardState {
+                term: 1,
+                ..Default::default()
+            },
+            entries: vec![e(1, 2)],
+            ..Default::default()
+        },
+    ];
+    for p in bad {
+        assert!(Raft::restore(config(1), p).is_err());
+    }
+}
+
+#[test]
+fn config_validation_names_the_bad_field() {
+    let mut c = config(1);
+    c.election_timeout_ticks_min = c.heartbeat_interval_ticks;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("election_timeout_ticks_min"));
+    let c = Config::new(4, [1, 2, 3]);
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("not among the voters"));
+    let c = Config::new(1, [1, 1, 2]);
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn single_node_cluster_elects_itself_and_commits_alone() {
+    let mut r = Raft::new(Config::new(1, [1])).expect("valid");
+    r.campaign();
+    assert_eq!(r.role(), Role::Leader);
+    let idx = r.propose(Bytes::from_static(b"solo")).expect("leader");
+    let ready = r.take_ready();
+    r.persisted(ready.persist_token.expect("entries"));
+    assert_eq!(r.commit_index(), idx);
+    let ready = r.take_ready();
+    assert_eq!(ready.committed_entries.len(), 2);
+    r.read_index(7).expect("leader");
+    assert_eq!(r.take_ready().read_states[0].index, idx);
+}
+
+#[test]
+fn regression_fuzz_index_near_u64_max_is_refused_not_overflowed() {
+    // Found by fuzz_messages: a snapshot chunk at index u64::MAX made first_index overflow.
+    let mut r = node(1, 1, None, &[1]);
+    let last = LogId::new(u64::MAX, 1);
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::InstallSnapshot {
+            last,
+            offset: 0,
+            data: Bytes::new(),
+            done: true,
+        },
+    ));
+    assert_eq!(r.stats().protocol_violations, 1);
+    assert_eq!(r.last_log_id(), LogId::new(1, 1));
+    r.take_ready();
+    r.check_invariants();
+}
+
+#[test]
+fn regression_fuzz_rejection_for_an_unsent_base_leaves_next_within_the_log() {
+    // Found by fuzz_messages: a rejection naming a base the leader never sent (past next_index)
+    // moved next_index past the end of the leader's log.
+    let mut r = leader(&[], 1);
+    let hint = ConflictHint {
+        term: None,
+        first_index_of_term: 0,
+        last_index: 25,
+    };
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResponse {
+            base_index: 1,
+            result: AppendResult::Accepted { match_index: 1 },
+        },
+    ));
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResponse {
+            base_index: 40,
+            result: AppendResult::Rejected { hint },
+        },
+    ));
+    r.check_invariants();
+    assert!(
+        r.describe().contains("n2 match=1 next=2"),
+        "{}",
+        r.describe()
+    );
+}
