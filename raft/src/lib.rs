@@ -67,6 +67,7 @@
 
 mod config;
 mod election;
+pub mod io;
 mod log;
 mod message;
 mod progress;
@@ -77,9 +78,13 @@ mod replication;
 mod rng;
 pub mod sim;
 mod step;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use io::{Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};
 pub use ready::Ready;

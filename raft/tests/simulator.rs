@@ -167,3 +167,9 @@ fn the_checker_catches_a_leader_missing_a_committed_entry() {
         .unwrap_err();
     assert!(err.contains("Leader Completeness"), "{err}");
 }
+
+#[test]
+fn memory_storage_passes_the_conformance_suite() {
+    let storage = raftkv_raft::storage::MemStorage::new();
+    raftkv_raft::testing::storage_conformance(|| storage.clone());
+}

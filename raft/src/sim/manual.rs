@@ -2,9 +2,10 @@
 //! writes are durable at once, and every step is described in one line of the trace notation.
 //! Golden scripts and unit tests use it to show exact protocol behaviour.
 
-use super::store::{MemStore, Write};
+use super::store::MemStore;
 use super::TestSm;
 use crate::config::Config;
+use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Error;
 use crate::types::{Index, LogId, NodeId, Payload, Role, Snapshot, Term};
@@ -137,10 +138,8 @@ impl ManualCluster {
         if let Err(e) = raft.snapshot_taken(index, data.clone()) {
             return Ok(Err(e));
         }
-        node.store.apply(Write {
-            app_snapshot: Some(Snapshot { last, data }),
-            ..Write::default()
-        });
+        node.store
+            .apply([WriteOp::SaveSnapshot(Snapshot { last, data })]);
         self.process(id);
         Ok(Ok(last))
     }
@@ -232,7 +231,7 @@ impl ManualCluster {
             let mut ready = raft.take_ready();
             let mut msgs = std::mem::take(&mut ready.send_now);
             let token = ready.persist_token;
-            node.store.apply(Write::from_ready(&mut ready));
+            node.store.apply(ready.take_write_ops());
             msgs.append(&mut ready.send_after_persist);
             if let Some(token) = token {
                 raft.persisted(token);

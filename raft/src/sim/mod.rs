@@ -18,10 +18,11 @@ pub mod store;
 pub mod trace;
 
 pub use check::SafetyChecker;
-pub use store::{MemStore, Write};
+pub use store::MemStore;
 pub use trace::{fx_hash, Failure, Trace};
 
 use crate::config::Config;
+use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Error;
 use crate::rng::Rng;
@@ -155,7 +156,7 @@ enum Event {
 #[derive(Clone, Debug)]
 struct PendingWrite {
     done_ms: u64,
-    write: Write,
+    write: Vec<WriteOp>,
     token: Option<LogId>,
     after: Vec<Message>,
 }
@@ -447,7 +448,7 @@ impl Sim {
             }
             let token = ready.persist_token;
             let after = std::mem::take(&mut ready.send_after_persist);
-            let write = Write::from_ready(&mut ready);
+            let write = ready.take_write_ops();
             self.queue_write(i, write, token, after);
             if let Some(s) = ready.snapshot.take() {
                 let sm = TestSm::decode(&s.data)?;
@@ -538,16 +539,18 @@ impl Sim {
         raft.snapshot_taken(applied, data)
             .map_err(|e| e.to_string())?;
         // The application's own snapshot write, ordered before the compaction that follows.
-        let write = Write {
-            app_snapshot: Some(snapshot),
-            ..Write::default()
-        };
-        self.queue_write(i, write, None, Vec::new());
+        self.queue_write(i, vec![WriteOp::SaveSnapshot(snapshot)], None, Vec::new());
         Ok(())
     }
 
     /// Queues a durable write; messages that promise it (and any earlier write) wait for it.
-    fn queue_write(&mut self, i: usize, write: Write, token: Option<LogId>, after: Vec<Message>) {
+    fn queue_write(
+        &mut self,
+        i: usize,
+        write: Vec<WriteOp>,
+        token: Option<LogId>,
+        after: Vec<Message>,
+    ) {
         let empty = write.is_empty();
         let node = &mut self.nodes[i];
         if empty && token.is_none() {

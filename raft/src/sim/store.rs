@@ -1,78 +1,75 @@
-//! Memory storage for the simulator: the durable state of one node, written only when a
-//! simulated disk write completes, so that a crash loses exactly what was not yet durable.
+//! Memory storage: the durable state of one node as plain data, changed only by
+//! [`WriteOp`]s. The simulator applies ops when a simulated disk write completes, so that a crash
+//! loses exactly what was not yet durable; [`crate::storage::MemStorage`] wraps it as a
+//! [`crate::Storage`].
 
+use crate::io::WriteOp;
 use crate::ready::Ready;
-use crate::types::{Entry, HardState, Index, LogId, Persisted, Snapshot};
+use crate::types::{Entry, HardState, Index, Persisted, Snapshot};
 use std::collections::BTreeMap;
 
 /// One node's durable state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemStore {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
     pub entries: BTreeMap<Index, Entry>,
 }
 
-/// The persistent part of a [`Ready`], as one atomic write.
-#[derive(Clone, Debug, Default)]
-pub struct Write {
-    pub hard_state: Option<crate::types::HardState>,
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
-    pub compact_to: Option<LogId>,
-    /// A snapshot the application took of its own state machine (not from a leader).
-    pub app_snapshot: Option<Snapshot>,
-}
-
-impl Write {
-    pub fn from_ready(ready: &mut Ready) -> Self {
-        Self {
-            hard_state: ready.hard_state.take(),
-            snapshot: ready.snapshot.clone(),
-            entries: std::mem::take(&mut ready.entries),
-            compact_to: ready.compact_to.take(),
-            app_snapshot: None,
+impl Ready {
+    /// The persistent part of this `Ready` as storage operations, in contract order (snapshot,
+    /// entries, hard state, compaction). Takes them out of the `Ready`; the snapshot stays, for
+    /// the state machine to restore from.
+    pub fn take_write_ops(&mut self) -> Vec<WriteOp> {
+        let mut ops = Vec::new();
+        if let Some(s) = &self.snapshot {
+            ops.push(WriteOp::InstallSnapshot(s.clone()));
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
-            && self.snapshot.is_none()
-            && self.entries.is_empty()
-            && self.compact_to.is_none()
-            && self.app_snapshot.is_none()
+        if !self.entries.is_empty() {
+            ops.push(WriteOp::Append(std::mem::take(&mut self.entries)));
+        }
+        if let Some(hs) = self.hard_state.take() {
+            ops.push(WriteOp::HardState(hs));
+        }
+        if let Some(c) = self.compact_to.take() {
+            ops.push(WriteOp::CompactTo(c));
+        }
+        ops
     }
 }
 
 impl MemStore {
-    /// Applies one write atomically, in the order the [`Ready`] contract gives.
-    pub fn apply(&mut self, w: Write) {
-        if let Some(s) = w.app_snapshot {
-            self.snapshot = Some(s);
+    /// Applies one write, op by op.
+    pub fn apply(&mut self, ops: impl IntoIterator<Item = WriteOp>) {
+        for op in ops {
+            self.apply_op(op);
         }
-        if let Some(s) = w.snapshot {
-            let keep = self
-                .entries
-                .get(&s.last.index)
-                .is_some_and(|e| e.term == s.last.term);
-            if keep {
-                self.entries = self.entries.split_off(&(s.last.index + 1));
-            } else {
-                self.entries.clear();
+    }
+
+    fn apply_op(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::HardState(hs) => self.hard_state = hs,
+            WriteOp::Append(entries) => {
+                if let Some(first) = entries.first() {
+                    self.entries.split_off(&first.index);
+                    self.entries
+                        .extend(entries.into_iter().map(|e| (e.index, e)));
+                }
             }
-            self.snapshot = Some(s);
-        }
-        if let Some(first) = w.entries.first() {
-            self.entries.split_off(&first.index);
-            for e in w.entries {
-                self.entries.insert(e.index, e);
+            WriteOp::InstallSnapshot(s) => {
+                let keep = self
+                    .entries
+                    .get(&s.last.index)
+                    .is_some_and(|e| e.term == s.last.term);
+                if keep {
+                    self.entries = self.entries.split_off(&(s.last.index + 1));
+                } else {
+                    self.entries.clear();
+                }
+                self.snapshot = Some(s);
             }
-        }
-        if let Some(hs) = w.hard_state {
-            self.hard_state = hs;
-        }
-        if let Some(c) = w.compact_to {
-            self.entries = self.entries.split_off(&(c.index + 1));
+            WriteOp::SaveSnapshot(s) => self.snapshot = Some(s),
+            WriteOp::CompactTo(c) => self.entries = self.entries.split_off(&(c.index + 1)),
         }
     }
 

@@ -1,0 +1,104 @@
+//! The three small traits the async driver is generic over — [`Runtime`], [`Storage`],
+//! [`Transport`] — and the application's [`StateMachine`]. Each method states its concurrency
+//! contract. Implementations: tokio and smol runtimes (features `tokio`, `smol`) and the
+//! deterministic simulation runtime; memory storage here and LMDB in `raftkv-storage-lmdb`; a
+//! simulated network here and TCP in `raftkv-transport-tcp`.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Index, LogId, Persisted, Snapshot};
+use bytes::Bytes;
+use std::future::Future;
+use std::time::Duration;
+use thiserror::Error;
+
+/// An async runtime: spawn, sleep, and a monotonic clock. Cheap to clone.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// Runs `future` to completion in the background. It must not be dropped before it
+    /// finishes unless the runtime shuts down.
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Completes after `duration` (virtual time under simulation).
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Monotonic time since an arbitrary origin fixed for this runtime.
+    fn now(&self) -> Duration;
+}
+
+/// One operation of a durable write, applied in order within a [`Storage::write`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Replace the stored term, vote and commit index.
+    HardState(HardState),
+    /// Append entries; stored entries at or after the first one's index are deleted first.
+    Append(Vec<Entry>),
+    /// A snapshot received from the leader: store it; drop stored entries up to `last`; if the
+    /// stored entry at `last.index` has another term (or is missing), drop every stored entry.
+    InstallSnapshot(Snapshot),
+    /// A snapshot the application took of its own state: store it (entries stay).
+    SaveSnapshot(Snapshot),
+    /// Stored entries up to and including this one may be deleted.
+    CompactTo(LogId),
+}
+
+/// An I/O error in storage. The node that sees one stops (fail-stop): an fsync that failed
+/// cannot be retried safely.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// Stored data failed verification; `index` is the entry it hit, if one.
+    #[error("storage corruption at index {index:?}: {detail}")]
+    Corrupt {
+        index: Option<Index>,
+        detail: String,
+    },
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Durable Raft state: hard state, log entries, the latest snapshot (hashicorp's `LogStore` and
+/// `StableStore` in one, at the size the core needs: it keeps the log since the last snapshot in
+/// memory, so storage is read only at start-up).
+///
+/// Contract: writes are applied in the order `write` is called; a write that returned `Ok` is
+/// durable (fsynced) and atomic — after a crash either all of its ops are visible or none. The
+/// driver issues one `write` at a time per node and merges queued work into it (group commit).
+pub trait Storage: Send + Sync + 'static {
+    /// Everything durable, for a restart. Fails with `Corrupt` rather than returning a log with
+    /// a silently dropped entry.
+    fn load(&self) -> impl Future<Output = Result<Persisted, StorageError>> + Send;
+
+    /// Applies `ops` in order, atomically and durably; completes once durable.
+    fn write(&self, ops: Vec<WriteOp>) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+/// The network between nodes.
+///
+/// Contract: `send` never blocks and never fails loudly: a message that cannot be delivered
+/// (peer down, queue full) is dropped, and Raft retransmits. `recv` yields inbound messages
+/// addressed to this node, and `None` once the transport is closed; dropping its future must
+/// not lose a message (cancel safety).
+pub trait Transport: Send + 'static {
+    fn send(&mut self, msg: Message);
+    fn recv(&mut self) -> impl Future<Output = Option<Message>> + Send;
+}
+
+/// The application's deterministic state machine, replicated by Raft.
+///
+/// Contract: `apply` is called once per committed command, in log order, on every node;
+/// applying the same commands from the same state must give the same state and responses.
+/// `query` reads without changing state (served for linearizable reads once the node has
+/// applied everything committed before the read). `snapshot` and `restore` round-trip.
+pub trait StateMachine: Send + 'static {
+    type Response: Send + 'static;
+
+    fn apply(&mut self, index: Index, command: &[u8]) -> Self::Response;
+
+    fn query(&self, query: &[u8]) -> Self::Response;
+
+    fn snapshot(&self) -> Bytes;
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+}
