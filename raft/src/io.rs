@@ -19,8 +19,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
-    /// Completes after `duration` (virtual time under simulation).
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+    /// Completes after `duration` (virtual time under simulation). The future owns what it
+    /// needs: it may outlive `self`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
 
     /// Monotonic time since an arbitrary origin fixed for this runtime.
     fn now(&self) -> Duration;

@@ -66,6 +66,7 @@
 #![allow(unused_doc_comments)]
 
 mod config;
+pub mod driver;
 mod election;
 pub mod io;
 mod log;
@@ -76,6 +77,7 @@ mod raft;
 mod ready;
 mod replication;
 mod rng;
+pub mod runtime;
 pub mod sim;
 mod step;
 pub mod storage;
@@ -84,6 +86,7 @@ pub mod testing;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use driver::{Node, NodeConfig, NodeError, NodeStatus};
 pub use io::{Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};

@@ -1,0 +1,12 @@
+//! The async driver: [`Node`] runs one [`Raft`](crate::Raft) core over a [`Runtime`], a
+//! [`Storage`], a [`Transport`] and a [`StateMachine`], following the [`Ready`](crate::Ready)
+//! contract. It is the same code under tokio, smol and the deterministic simulation runtime.
+//!
+//! Two tasks per node: the **event loop** owns the core, the state machine and the transport;
+//! the **storage task** owns the storage and performs one durable write at a time, merging every
+//! write queued meanwhile into it (group commit). The leader's replication messages leave before
+//! its own write (thesis §10.2.1); everything that promises durable state waits for it.
+
+mod node;
+
+pub use node::{Node, NodeConfig, NodeError, NodeStatus};

@@ -1,0 +1,453 @@
+//! The deterministic simulation runtime: one thread, virtual time, seeded scheduling. The real
+//! driver ([`crate::Node`]) runs on it unchanged, over [`SimNet`] (a network that drops, delays,
+//! reorders and partitions) and [`SimStorage`] (memory that becomes durable after a simulated
+//! disk latency). Tasks belong to groups; killing a group drops its tasks mid-flight, which is a
+//! crash: writes not yet durable are lost.
+
+use crate::io::{Runtime, Storage, StorageError, Transport, WriteOp};
+use crate::message::Message;
+use crate::rng::Rng;
+use crate::sim::MemStore;
+use crate::types::{NodeId, Persisted};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct Task {
+    future: Option<BoxFuture>,
+    group: u64,
+    queued: bool,
+}
+
+struct Inner {
+    now: Duration,
+    tasks: BTreeMap<u64, Task>,
+    ready: Vec<u64>,
+    timers: BTreeMap<(Duration, u64), Waker>,
+    next_id: u64,
+    rng: Rng,
+    /// The group of the task being polled; tasks it spawns inherit it.
+    current_group: u64,
+    polls: u64,
+}
+
+/// The simulation runtime. Clones share one executor.
+#[derive(Clone)]
+pub struct SimRuntime {
+    inner: Arc<Mutex<Inner>>,
+    /// Tasks spawned through this handle go to this group (else the spawning task's group).
+    group: Option<u64>,
+}
+
+struct TaskWaker {
+    id: u64,
+    inner: Weak<Mutex<Inner>>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut inner = lock(&inner);
+            let id = self.id;
+            if let Some(task) = inner.tasks.get_mut(&id) {
+                if !task.queued {
+                    task.queued = true;
+                    inner.ready.push(id);
+                }
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic inside a polled task never holds this lock, so poisoning cannot hide a bug.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimRuntime {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                now: Duration::ZERO,
+                tasks: BTreeMap::new(),
+                ready: Vec::new(),
+                timers: BTreeMap::new(),
+                next_id: 1,
+                rng: Rng::new(seed),
+                current_group: 0,
+                polls: 0,
+            })),
+            group: None,
+        }
+    }
+
+    /// A handle whose spawned tasks (and theirs) belong to `group`, to be killed together.
+    pub fn with_group(&self, group: u64) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            group: Some(group),
+        }
+    }
+
+    /// Drops every task of `group` at once: a crash.
+    pub fn kill_group(&self, group: u64) {
+        let dropped: Vec<Task> = {
+            let mut inner = lock(&self.inner);
+            let ids: Vec<u64> = inner
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.group == group)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| inner.tasks.remove(id)).collect()
+        };
+        drop(dropped); // outside the lock: dropping futures may wake others
+    }
+
+    /// A random number from the runtime's seeded generator.
+    pub fn random(&self, lo: u64, hi: u64) -> u64 {
+        lock(&self.inner).rng.range(lo, hi)
+    }
+
+    pub fn chance(&self, p: f64) -> bool {
+        lock(&self.inner).rng.chance(p)
+    }
+
+    /// Tasks polled so far (a cheap determinism fingerprint, with `now`).
+    pub fn polls(&self) -> u64 {
+        lock(&self.inner).polls
+    }
+
+    /// Runs tasks until `future` completes; virtual time jumps to the next timer whenever no
+    /// task can run. Returns `None` if everything is blocked with no timer left (a deadlock).
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let slot = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        self.with_group(u64::MAX).spawn(async move {
+            let v = future.await;
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+        });
+        loop {
+            if let Some(v) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Some(v);
+            }
+            if !self.step() {
+                return None;
+            }
+        }
+    }
+
+    /// Polls one ready task, or advances time to the next timer. False if neither is possible.
+    fn step(&self) -> bool {
+        let (id, mut future, group) = {
+            let mut inner = lock(&self.inner);
+            if inner.ready.is_empty() {
+                let Some((&(at, seq), _)) = inner.timers.iter().next() else {
+                    return false;
+                };
+                let waker = inner.timers.remove(&(at, seq));
+                inner.now = inner.now.max(at);
+                drop(inner);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return true;
+            }
+            let len = inner.ready.len() as u64;
+            let pick = inner.rng.range(0, len) as usize;
+            let id = inner.ready.swap_remove(pick);
+            let Some(task) = inner.tasks.get_mut(&id) else {
+                return true; // killed after being woken
+            };
+            task.queued = false;
+            let Some(future) = task.future.take() else {
+                return true;
+            };
+            let group = task.group;
+            inner.current_group = group;
+            inner.polls += 1;
+            (id, future, group)
+        };
+        let waker = Waker::from(Arc::new(TaskWaker {
+            id,
+            inner: Arc::downgrade(&self.inner),
+        }));
+        let done = future
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        let mut inner = lock(&self.inner);
+        inner.current_group = 0;
+        if done {
+            inner.tasks.remove(&id);
+        } else if let Some(task) = inner.tasks.get_mut(&id) {
+            debug_assert_eq!(task.group, group);
+            task.future = Some(future);
+        } else {
+            drop(inner); // killed while running: drop it outside the lock
+            drop(future);
+        }
+        true
+    }
+}
+
+impl Runtime for SimRuntime {
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut inner = lock(&self.inner);
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let group = self.group.unwrap_or(inner.current_group);
+        inner.tasks.insert(
+            id,
+            Task {
+                future: Some(Box::pin(future)),
+                group,
+                queued: true,
+            },
+        );
+        inner.ready.push(id);
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let deadline = self.now() + duration;
+        Sleep {
+            inner: self.inner.clone(),
+            deadline,
+            key: None,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        lock(&self.inner).now
+    }
+}
+
+struct Sleep {
+    inner: Arc<Mutex<Inner>>,
+    deadline: Duration,
+    key: Option<(Duration, u64)>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let inner_arc = self.inner.clone();
+        let mut inner = lock(&inner_arc);
+        if inner.now >= self.deadline {
+            if let Some(k) = self.key.take() {
+                inner.timers.remove(&k);
+            }
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let seq = inner.next_id;
+                inner.next_id += 1;
+                (self.deadline, seq)
+            }
+        };
+        inner.timers.insert(key, cx.waker().clone());
+        drop(inner);
+        self.key = Some(key);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            lock(&self.inner).timers.remove(&k);
+        }
+    }
+}
+
+// ---- the simulated network ----
+
+struct NetInner {
+    inboxes: BTreeMap<NodeId, mpsc::UnboundedSender<Message>>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    drop_chance: f64,
+    latency_ms: (u64, u64),
+    delivered: u64,
+    dropped: u64,
+}
+
+/// A simulated network: latency, loss, reordering (random latencies) and one-way blocks.
+#[derive(Clone)]
+pub struct SimNet {
+    runtime: SimRuntime,
+    inner: Arc<Mutex<NetInner>>,
+}
+
+impl SimNet {
+    /// Network tasks run in group 0, which is never killed.
+    pub fn new(runtime: &SimRuntime) -> Self {
+        Self {
+            runtime: runtime.with_group(0),
+            inner: Arc::new(Mutex::new(NetInner {
+                inboxes: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                drop_chance: 0.0,
+                latency_ms: (1, 5),
+                delivered: 0,
+                dropped: 0,
+            })),
+        }
+    }
+
+    fn net(&self) -> MutexGuard<'_, NetInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new endpoint for node `id`; it replaces any earlier one (messages to that are lost).
+    pub fn endpoint(&self, id: NodeId) -> SimTransport {
+        let (tx, rx) = mpsc::unbounded();
+        self.net().inboxes.insert(id, tx);
+        SimTransport {
+            id,
+            net: self.clone(),
+            inbox: rx,
+        }
+    }
+
+    pub fn set_drop_chance(&self, p: f64) {
+        self.net().drop_chance = p;
+    }
+
+    pub fn set_latency_ms(&self, lo: u64, hi: u64) {
+        self.net().latency_ms = (lo, hi.max(lo));
+    }
+
+    /// Drops messages from `from` to `to` (one way).
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.net().blocked.insert((from, to));
+    }
+
+    /// Only nodes in the same group can talk.
+    pub fn partition(&self, groups: &[Vec<NodeId>]) {
+        let mut net = self.net();
+        net.blocked.clear();
+        let ids: Vec<NodeId> = groups.iter().flatten().copied().collect();
+        let group_of = |id: &NodeId| groups.iter().position(|g| g.contains(id));
+        for a in &ids {
+            for b in &ids {
+                if group_of(a) != group_of(b) {
+                    net.blocked.insert((*a, *b));
+                }
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.net().blocked.clear();
+    }
+
+    /// (delivered, dropped) message counts.
+    pub fn counts(&self) -> (u64, u64) {
+        let n = self.net();
+        (n.delivered, n.dropped)
+    }
+
+    fn send(&self, msg: Message) {
+        let (drop_chance, (lo, hi)) = {
+            let n = self.net();
+            (n.drop_chance, n.latency_ms)
+        };
+        if self.net().blocked.contains(&(msg.from, msg.to)) || self.runtime.chance(drop_chance) {
+            self.net().dropped += 1;
+            return;
+        }
+        let delay = Duration::from_millis(self.runtime.random(lo, hi + 1));
+        let net = self.clone();
+        let sleep = self.runtime.sleep(delay);
+        self.runtime.spawn(async move {
+            sleep.await;
+            let mut n = net.net();
+            let blocked = n.blocked.contains(&(msg.from, msg.to));
+            let inbox = n.inboxes.get(&msg.to).cloned();
+            match inbox {
+                Some(tx) if !blocked && tx.unbounded_send(msg).is_ok() => n.delivered += 1,
+                _ => n.dropped += 1,
+            }
+        });
+    }
+}
+
+/// One node's end of a [`SimNet`].
+pub struct SimTransport {
+    id: NodeId,
+    net: SimNet,
+    inbox: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Transport for SimTransport {
+    fn send(&mut self, msg: Message) {
+        debug_assert_eq!(msg.from, self.id);
+        self.net.send(msg);
+    }
+
+    async fn recv(&mut self) -> Option<Message> {
+        self.inbox.next().await
+    }
+}
+
+// ---- the simulated disk ----
+
+/// Memory storage whose writes become durable after a simulated latency. If the writing task
+/// is killed first (a crash), the write never happens. Clones share the durable state.
+#[derive(Clone)]
+pub struct SimStorage {
+    runtime: SimRuntime,
+    store: Arc<Mutex<MemStore>>,
+    latency_ms: (u64, u64),
+}
+
+impl SimStorage {
+    pub fn new(runtime: &SimRuntime, latency_ms: (u64, u64)) -> Self {
+        Self {
+            runtime: runtime.clone(),
+            store: Arc::default(),
+            latency_ms,
+        }
+    }
+
+    /// What is durable now.
+    pub fn durable(&self) -> MemStore {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Storage for SimStorage {
+    async fn load(&self) -> Result<Persisted, StorageError> {
+        Ok(self.durable().persisted())
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let (lo, hi) = self.latency_ms;
+        let delay = Duration::from_millis(self.runtime.random(lo, hi + 1));
+        self.runtime.sleep(delay).await;
+        self.store
+            .lock()
+            .map_err(|_| StorageError::Closed)?
+            .apply(ops);
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! The smol adapter: tasks run on smol's global executor.
+
+use crate::io::Runtime;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Runs raftkv's tasks on smol.
+#[derive(Clone, Debug)]
+pub struct SmolRuntime {
+    origin: Instant,
+}
+
+impl SmolRuntime {
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SmolRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(future).detach();
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let timer = smol::Timer::after(duration);
+        async move {
+            timer.await;
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
