@@ -138,7 +138,16 @@ impl Raft {
     /// thesis §9.6: grant a pre-vote for a higher term to an up-to-date candidate, without
     /// changing any state of our own.
     pub(crate) fn handle_pre_vote(&mut self, msg: &Message, last_log: LogId) {
-        let granted = msg.term > self.term && self.log_ok(last_log);
+        /// thesis §9.6: refuse while hearing from a leader within the minimum election timeout
+        /// (with or without CheckQuorum), so a node that merely lost contact cannot win.
+        let heard_from_leader = match self.role {
+            RoleState::Leader(_) => true,
+            _ => {
+                self.leader.is_some()
+                    && self.election_elapsed < self.config.election_timeout_ticks_min
+            }
+        };
+        let granted = msg.term > self.term && !heard_from_leader && self.log_ok(last_log);
         let term = if granted { msg.term } else { self.term };
         self.send_msg(Message {
             from: self.config.id,

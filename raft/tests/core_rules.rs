@@ -643,3 +643,53 @@ fn regression_fuzz_rejection_for_an_unsent_base_leaves_next_within_the_log() {
         r.describe()
     );
 }
+
+#[test]
+fn pre_vote_is_refused_while_hearing_from_a_leader_even_without_check_quorum() {
+    // thesis §9.6: grant a pre-vote only if no heartbeat from a valid leader arrived within the
+    // minimum election timeout.
+    let mut c = config(1);
+    c.check_quorum = false;
+    let mut r = Raft::new(c).unwrap();
+    r.step(msg(
+        2,
+        1,
+        1,
+        Body::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        },
+    ));
+    r.take_ready();
+    r.step(msg(
+        3,
+        1,
+        2,
+        Body::PreVote {
+            last_log: LogId::new(5, 1),
+        },
+    ));
+    assert_eq!(
+        r.take_ready().send_after_persist,
+        vec![msg(1, 3, 1, Body::PreVoteResponse { granted: false })]
+    );
+    for _ in 0..30 {
+        r.tick(); // the leader falls silent for the minimum election timeout
+    }
+    if r.role() == Role::Follower {
+        r.step(msg(
+            3,
+            1,
+            2,
+            Body::PreVote {
+                last_log: LogId::new(5, 1),
+            },
+        ));
+        assert!(r.take_ready().send_after_persist.contains(&msg(
+            1,
+            3,
+            2,
+            Body::PreVoteResponse { granted: true }
+        )));
+    }
+}
