@@ -1,0 +1,66 @@
+//! # raftkv-transport-tcp: Raft messages over TCP
+//!
+//! [`TcpTransport`] implements the `raftkv_raft::Transport` trait between the nodes of one
+//! cluster. It is runtime-agnostic: the network work runs on plain threads with blocking
+//! `std::net` sockets, and inbound messages reach the async side through a `futures` channel,
+//! so the same transport serves the tokio, smol and any other driver.
+//!
+//! ## How it works
+//! Each node listens on one address and keeps one outbound connection to each peer; a
+//! connection carries messages one way only. The connecting node first sends a
+//! [`Hello`] (magic, protocol version, cluster id, node id); the acceptor checks it and closes
+//! the connection on any mismatch. Then every frame is a [`Frame::Raft`] message.
+//!
+//! Frames are a `u32` big-endian length and a postcard body ([`Codec`], pure and generic over
+//! the payload type, reused by the KV client protocol). A length above `frame_bytes_max` is
+//! refused before anything is buffered for it.
+//!
+//! [`Transport::send`](raftkv_raft::Transport::send) never blocks: it applies the
+//! [`FaultFilter`] and pushes to the peer's bounded queue, dropping (and counting) when full,
+//! so a slow or dead peer never holds up the others. Each peer's writer thread drains its
+//! queue in batches (one `write_all` per batch), connects and reconnects with exponential
+//! backoff and jitter, and drops what was queued while its peer is unreachable: Raft
+//! retransmits.
+//!
+//! Bad input (garbage, an oversized length, a truncated frame, a failed or missing handshake)
+//! closes that one connection with one `tracing::warn!` line; inbound messages not `from` the
+//! handshake's node, not `to` this node, or not well-formed are dropped and counted.
+//!
+//! ## Modules
+//! `codec` (length-prefixed postcard frames) · `frame` (the peer protocol) · `config` ·
+//! `filter` (fault injection) · `stats` (counters) · `queue` (the bounded queues) · `shared`
+//! (the socket registry used by shutdown) · `inbound` (accept and reader threads) ·
+//! `outbound` (writer threads) · `transport` ([`TcpTransport`]).
+//!
+//! ## Not done
+//! - No TLS and no authentication beyond the cluster id: run it on a trusted network.
+//! - Connections are one-way (each node dials every peer), so a pair of nodes uses two.
+//! - Filter delays are applied on the sender, before the queue; a delayed message may overtake
+//!   or be overtaken by others on the same link.
+//! - A writer learns that its peer went away only when a write fails, so the first batch sent
+//!   after a peer's restart is usually lost (Raft retransmits). There are no keepalives: a
+//!   half-open inbound connection lingers until the peer reconnects (the new connection from
+//!   the same node replaces it) or the transport shuts down.
+//! - An authenticated peer can make a reader hold about 28x `frame_bytes_max` at worst (a
+//!   frame full of empty entries: see `codec`); before its hello, a connection can make it
+//!   buffer at most 64 bytes.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod config;
+mod filter;
+mod frame;
+mod inbound;
+mod outbound;
+mod queue;
+mod shared;
+mod stats;
+mod transport;
+
+pub use codec::{Codec, CodecError, FRAME_BYTES_MAX_DEFAULT, PREFIX_BYTES};
+pub use config::{ConfigError, TcpConfig};
+pub use filter::{FaultFilter, LinkRule, Verdict};
+pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
+pub use stats::TransportStats;
+pub use transport::{TcpTransport, TransportError};
