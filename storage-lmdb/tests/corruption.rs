@@ -1,0 +1,115 @@
+//! Damage to the data file is reported, never loaded silently and never a panic.
+
+mod common;
+
+use common::{entry, load, open, write};
+use raftkv_raft::{LogId, Snapshot, StorageError, WriteOp};
+use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage, DATA_FILE_NAME};
+use std::fs;
+use std::path::Path;
+
+/// A payload that names its index, so its bytes can be found in the data file.
+fn marked_payload(index: u64) -> Vec<u8> {
+    format!("ENTRY-PATTERN-{index:04}-").repeat(10).into_bytes()
+}
+
+fn write_marked_log(dir: &Path, last: u64) {
+    let storage = open(dir, LmdbOptions::default());
+    let entries = (1..=last).map(|i| entry(i, 1, marked_payload(i))).collect();
+    write(&storage, vec![WriteOp::Append(entries)]).unwrap();
+}
+
+/// Flips one bit in every copy of `pattern` in the data file (LMDB's copy-on-write may leave
+/// stale copies in free pages); returns how many it found.
+fn flip_bit_in_every_copy(dir: &Path, pattern: &[u8], offset: usize) -> usize {
+    let path = dir.join(DATA_FILE_NAME);
+    let mut data = fs::read(&path).unwrap();
+    let starts: Vec<usize> = data
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern)
+        .map(|(at, _)| at)
+        .collect();
+    for &at in &starts {
+        data[at + offset] ^= 0x04;
+    }
+    fs::write(&path, data).unwrap();
+    starts.len()
+}
+
+#[test]
+fn a_flipped_payload_byte_is_reported_as_corrupt_at_that_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    write_marked_log(dir.path(), 50);
+    let found = flip_bit_in_every_copy(dir.path(), b"ENTRY-PATTERN-0037-", 5);
+    assert!(found >= 1, "the payload of entry 37 is in the data file");
+
+    let storage = open(dir.path(), LmdbOptions::default());
+    match load(&storage) {
+        Err(StorageError::Corrupt { index, detail }) => {
+            assert_eq!(index, Some(37), "{detail}");
+            assert!(detail.contains("CRC"), "{detail}");
+        }
+        other => panic!("expected Corrupt at 37, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_snapshot_data_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = open(dir.path(), LmdbOptions::default());
+        let snapshot = Snapshot {
+            last: LogId::new(10, 2),
+            data: b"SNAPSHOT-PATTERN-".repeat(100).into(),
+        };
+        write(&storage, vec![WriteOp::SaveSnapshot(snapshot)]).unwrap();
+    }
+    assert!(flip_bit_in_every_copy(dir.path(), b"SNAPSHOT-PATTERN-", 3) >= 1);
+    let storage = open(dir.path(), LmdbOptions::default());
+    assert!(
+        matches!(
+            load(&storage),
+            Err(StorageError::Corrupt { index: None, .. })
+        ),
+        "snapshot corruption is reported"
+    );
+}
+
+/// Opens and loads; both must return, and one of them must fail.
+fn open_and_load_fails(dir: &Path) -> StorageError {
+    match LmdbStorage::open(dir, LmdbOptions::default()) {
+        Err(e) => e,
+        Ok(storage) => match load(&storage) {
+            Err(e) => e,
+            Ok(p) => panic!("a truncated store loaded {} entries", p.entries.len()),
+        },
+    }
+}
+
+#[test]
+fn a_truncated_data_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = open(dir.path(), LmdbOptions::default());
+        for batch in 0..20u64 {
+            let entries = (1..=10)
+                .map(|i| entry(batch * 10 + i, 1, vec![i as u8; 1000]))
+                .collect();
+            write(&storage, vec![WriteOp::Append(entries)]).unwrap();
+        }
+    }
+    let path = dir.path().join(DATA_FILE_NAME);
+    let full = fs::read(&path).unwrap();
+    let page = 4096;
+    // Half the file; just past the two meta pages; inside the second meta page; one page.
+    for len in [full.len() / 2, 2 * page + 100, page + 2000, page] {
+        fs::write(&path, &full[..len]).unwrap();
+        let e = open_and_load_fails(dir.path());
+        println!("truncated to {len} bytes: {e}");
+    }
+    // The intact file still loads.
+    fs::write(&path, &full).unwrap();
+    let storage = open(dir.path(), LmdbOptions::default());
+    assert_eq!(load(&storage).unwrap().entries.len(), 200);
+}

@@ -1,0 +1,126 @@
+//! Map growth, fail-stop, the order of writes, and exclusive opening.
+
+mod common;
+
+use common::{entry, load, open, tiny_map, write};
+use futures::executor::block_on;
+use raftkv_raft::{HardState, Storage, StorageError, WriteOp};
+use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
+
+#[test]
+fn the_map_grows_from_one_mib_to_hold_twenty_mib_of_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), tiny_map());
+    assert_eq!(storage.map_size_bytes(), 1 << 20);
+    // 200 writes of 10 entries of 10 KiB: 20 MiB.
+    for w in 0..200u64 {
+        let entries = (1..=10)
+            .map(|i| entry(w * 10 + i, 1, vec![(w % 251) as u8; 10 << 10]))
+            .collect();
+        write(&storage, vec![WriteOp::Append(entries)]).unwrap();
+    }
+    assert!(
+        storage.map_size_bytes() >= 20 << 20,
+        "{}",
+        storage.map_size_bytes()
+    );
+    drop(storage);
+
+    let storage = open(dir.path(), tiny_map());
+    let p = load(&storage).unwrap();
+    assert_eq!(p.entries.len(), 2000);
+    for (i, e) in p.entries.iter().enumerate() {
+        let w = i as u64 / 10;
+        assert_eq!(e.index, i as u64 + 1);
+        assert_eq!(
+            e.payload,
+            entry(0, 0, vec![(w % 251) as u8; 10 << 10]).payload
+        );
+    }
+}
+
+#[test]
+fn a_write_beyond_the_largest_map_fails_and_every_later_write_fails_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LmdbOptions {
+        map_size_bytes: 1 << 20,
+        map_size_bytes_max: 2 << 20,
+        ..LmdbOptions::default()
+    };
+    let storage = open(dir.path(), options);
+    let hs = HardState {
+        term: 1,
+        voted_for: None,
+        commit: 1,
+    };
+    write(
+        &storage,
+        vec![
+            WriteOp::Append(vec![entry(1, 1, "a")]),
+            WriteOp::HardState(hs),
+        ],
+    )
+    .unwrap();
+
+    let big = (2..=5).map(|i| entry(i, 1, vec![0; 1 << 20])).collect();
+    let err = write(&storage, vec![WriteOp::Append(big)]).unwrap_err();
+    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    assert_eq!(storage.map_size_bytes(), 2 << 20);
+
+    // Fail-stop: no retry, not even of a small write; load too reports the failure.
+    let small = vec![WriteOp::Append(vec![entry(2, 1, "b")])];
+    assert_eq!(write(&storage, small), Err(err.clone()));
+    assert_eq!(load(&storage), Err(err));
+    drop(storage);
+
+    // Nothing of the failed write was stored.
+    let storage = open(dir.path(), LmdbOptions::default());
+    let p = load(&storage).unwrap();
+    assert_eq!(p.entries, vec![entry(1, 1, "a")]);
+    assert_eq!(p.hard_state, hs);
+}
+
+#[test]
+fn an_append_that_would_leave_a_gap_is_rejected_and_stops_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), LmdbOptions::default());
+    write(&storage, vec![WriteOp::Append(vec![entry(1, 1, "a")])]).unwrap();
+    let err = write(&storage, vec![WriteOp::Append(vec![entry(3, 1, "c")])]).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Io(m) if m.contains("gap")),
+        "{err:?}"
+    );
+    let next = vec![WriteOp::Append(vec![entry(2, 1, "b")])];
+    assert_eq!(write(&storage, next), Err(err));
+    drop(storage);
+    let storage = open(dir.path(), LmdbOptions::default());
+    assert_eq!(load(&storage).unwrap().entries, vec![entry(1, 1, "a")]);
+}
+
+#[test]
+fn writes_apply_in_the_order_they_were_called_not_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), LmdbOptions::default());
+    let first = storage.write(vec![WriteOp::Append(vec![
+        entry(1, 1, "a"),
+        entry(2, 1, "b"),
+    ])]);
+    let second = storage.write(vec![WriteOp::Append(vec![entry(2, 2, "c")])]);
+    block_on(second).unwrap();
+    block_on(first).unwrap();
+    assert_eq!(
+        load(&storage).unwrap().entries,
+        vec![entry(1, 1, "a"), entry(2, 2, "c")]
+    );
+}
+
+#[test]
+fn a_store_open_in_this_process_cannot_be_opened_again_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), LmdbOptions::default());
+    let again = LmdbStorage::open(dir.path(), LmdbOptions::default());
+    assert!(matches!(again, Err(StorageError::Io(_))), "{again:?}");
+    drop(storage);
+    let storage = open(dir.path(), LmdbOptions::default());
+    assert_eq!(load(&storage).unwrap().entries, vec![]);
+}
