@@ -19,8 +19,10 @@ pub struct NodeConfig {
     pub raft: Config,
     /// Wall (or virtual) time per core tick.
     pub tick: Duration,
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot once this many entries were applied since the last one...
     pub snapshot_threshold_entries: u64,
+    /// ...or once this many command bytes were applied since the last one.
+    pub snapshot_threshold_bytes: u64,
     /// Proposals and reads waiting to enter the event loop (beyond it: `Busy`).
     pub request_queue_max: usize,
     /// How long `propose` and `read` wait for an answer before `Timeout`.
@@ -33,6 +35,7 @@ impl NodeConfig {
             raft,
             tick: Duration::from_millis(10),
             snapshot_threshold_entries: 10_000,
+            snapshot_threshold_bytes: 64 << 20,
             request_queue_max: 65_536,
             request_timeout: Duration::from_secs(5),
         }
@@ -122,6 +125,8 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             runtime: runtime.clone(),
             tick: config.tick,
             snapshot_threshold: config.snapshot_threshold_entries.max(1),
+            snapshot_threshold_bytes: config.snapshot_threshold_bytes.max(1),
+            bytes_since_snapshot: 0,
             raft,
             sm: state_machine,
             transport,
@@ -251,6 +256,9 @@ struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     runtime: R,
     tick: Duration,
     snapshot_threshold: u64,
+    snapshot_threshold_bytes: u64,
+    /// Command bytes applied since the last snapshot.
+    bytes_since_snapshot: u64,
     raft: Raft,
     sm: M,
     transport: T,
@@ -398,7 +406,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }
             for e in ready.committed_entries {
                 let response = match &e.payload {
-                    Payload::Command(data) => Some(self.sm.apply(e.index, data)),
+                    Payload::Command(data) => {
+                        self.bytes_since_snapshot += data.len() as u64;
+                        Some(self.sm.apply(e.index, data))
+                    }
                     Payload::Noop => None,
                 };
                 if let Some((term, reply)) = self.proposals.remove(&e.index) {
@@ -456,7 +467,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// Snapshots the state machine once enough entries were applied since the last snapshot.
     fn maybe_snapshot(&mut self) {
         let status = self.raft.status();
-        if status.applied_index < status.snapshot_index + self.snapshot_threshold {
+        if status.applied_index <= status.snapshot_index
+            || (status.applied_index < status.snapshot_index + self.snapshot_threshold
+                && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
+        {
             return;
         }
         let index = status.applied_index;
@@ -474,8 +488,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             token: None,
             after: Vec::new(),
         });
-        if let Err(e) = self.raft.snapshot_taken(index, data) {
-            tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken");
+        match self.raft.snapshot_taken(index, data) {
+            Ok(()) => self.bytes_since_snapshot = 0,
+            Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
         }
     }
 
