@@ -2,7 +2,7 @@
 //! and ReadIndex (thesis §6.4).
 
 use crate::message::{AppendResult, Body, ConflictHint};
-use crate::progress::ReplicationState;
+use crate::progress::{Progress, ReplicationState};
 use crate::quorum::committed_index;
 use crate::raft::{IncomingSnapshot, Raft, RoleState};
 use crate::types::{Entry, Index, LogId, NodeId, ReadState, Snapshot, Term};
@@ -183,6 +183,26 @@ impl Raft {
 
     // ---- leader: answers ----
 
+    /// The leader's progress for `from`, marked as heard from (thesis §6.2: CheckQuorum);
+    /// `None` (and the message counted as ignored) if this node does not lead or `from` is
+    /// not a follower.
+    fn heard_from(&mut self, from: NodeId) -> Option<&mut Progress> {
+        let progress = match &mut self.role {
+            RoleState::Leader(l) => l.progress.get_mut(&from),
+            _ => None,
+        };
+        match progress {
+            Some(pr) => {
+                pr.recent_active = true;
+                Some(pr)
+            }
+            None => {
+                self.stats.ignored_messages += 1;
+                None
+            }
+        }
+    }
+
     pub(crate) fn handle_append_response(
         &mut self,
         from: NodeId,
@@ -190,13 +210,22 @@ impl Raft {
         result: AppendResult,
     ) {
         let last_index = self.log.last_index();
-        let RoleState::Leader(l) = &mut self.role else {
-            return self.ignore();
+        /// 6.5840 fast backup: skip the follower's whole conflicting term at once — to after
+        /// our last entry of XTerm if we have that term, else to XIndex; to XLen + 1 if the
+        /// follower's log is too short.
+        let backup_to = match result {
+            AppendResult::Rejected { hint } => match hint.term {
+                None => hint.last_index + 1,
+                Some(xterm) => match self.log.last_index_of_term(xterm) {
+                    Some(i) => i + 1,
+                    None => hint.first_index_of_term,
+                },
+            },
+            AppendResult::Accepted { .. } => 0,
         };
-        let Some(pr) = l.progress.get_mut(&from) else {
-            return self.ignore();
+        let Some(pr) = self.heard_from(from) else {
+            return;
         };
-        pr.recent_active = true;
         pr.recent_ack = true;
         match result {
             AppendResult::Accepted { match_index } => {
@@ -228,17 +257,7 @@ impl Raft {
                 {
                     return self.ignore();
                 }
-                /// 6.5840 fast backup: skip the follower's whole conflicting term at once —
-                /// to after our last entry of XTerm if we have that term, else to XIndex; to
-                /// XLen + 1 if the follower's log is too short.
-                let next = match hint.term {
-                    None => hint.last_index + 1,
-                    Some(xterm) => match self.log.last_index_of_term(xterm) {
-                        Some(i) => i + 1,
-                        None => hint.first_index_of_term,
-                    },
-                };
-                pr.become_probe(next.min(base_index).min(last_index + 1));
+                pr.become_probe(backup_to.min(base_index).min(last_index + 1));
             }
         }
         self.send_appends(from);
@@ -246,14 +265,14 @@ impl Raft {
 
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
         let last_index = self.log.last_index();
-        let RoleState::Leader(l) = &mut self.role else {
-            return self.ignore();
+        let leader_read_seq = match &self.role {
+            RoleState::Leader(l) => l.read_seq,
+            _ => 0,
         };
-        let Some(pr) = l.progress.get_mut(&from) else {
-            return self.ignore();
+        let Some(pr) = self.heard_from(from) else {
+            return;
         };
-        pr.recent_active = true;
-        if read_seq > l.read_seq {
+        if read_seq > leader_read_seq {
             return self.violation();
         }
         pr.read_seq = pr.read_seq.max(read_seq);
@@ -266,13 +285,9 @@ impl Raft {
 
     pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, last: LogId, next_offset: u64) {
         let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
-        let RoleState::Leader(l) = &mut self.role else {
-            return self.ignore();
+        let Some(pr) = self.heard_from(from) else {
+            return;
         };
-        let Some(pr) = l.progress.get_mut(&from) else {
-            return self.ignore();
-        };
-        pr.recent_active = true;
         pr.recent_ack = true;
         match pr.state {
             ReplicationState::Snapshot {

@@ -235,11 +235,7 @@ async fn scenario<R: Runtime>(rt: R, dir: &Path) {
 #[test]
 fn three_node_cluster_under_tokio_over_tcp_and_lmdb() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime();
     rt.block_on(async {
         scenario(
             raftkv_raft::runtime::tokio::TokioRuntime::current(),
@@ -296,11 +292,7 @@ async fn commit_latency<R: Runtime>(rt: R, dir: &Path, name: &str) {
 #[ignore = "a benchmark: prints figures"]
 fn commit_latency_at_one_client() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime();
     rt.block_on(async {
         let tokio = raftkv_raft::runtime::tokio::TokioRuntime::current();
         commit_latency(tokio, &dir.path().join("tokio"), "tokio").await
@@ -310,4 +302,12 @@ fn commit_latency_at_one_client() {
         &dir.path().join("smol"),
         "smol",
     ));
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
