@@ -83,7 +83,9 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 
 /// A fixed pseudo-random 64-bit key for operation `i` (splitmix64), for Zobrist hashing.
 pub(crate) fn zobrist_key(i: usize) -> u64 {
-    mix((i as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    mix((i as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The set of linearized operations, with a Zobrist hash (XOR of one key per member) kept up
@@ -97,7 +99,11 @@ pub(crate) struct Linearized {
 impl Linearized {
     /// An empty set over operations `0..n`.
     pub(crate) fn new(n: usize) -> Self {
-        Linearized { words: vec![0; n.div_ceil(64)], keys: (0..n).map(zobrist_key).collect(), hash: 0 }
+        Linearized {
+            words: vec![0; n.div_ceil(64)],
+            keys: (0..n).map(zobrist_key).collect(),
+            hash: 0,
+        }
     }
 
     /// Adds `i`. Invariant: `i` is not a member.

@@ -19,15 +19,18 @@
 //!   same model state have the same future, so each (set, state) pair is explored once. The set
 //!   is a bitset with an incrementally maintained Zobrist hash; states are interned to `u32` ids
 //!   ([`Model::State`] may be large: it is hashed and compared once per new state), so the
-//!   visited set stores only words.
+//!   visited set stores only words; a direct-mapped memo of (state, operation) → next state
+//!   spares most calls of [`Model::step`].
 //! - **P-compositionality.** When the model is a product of independent objects (a key/value
 //!   store is one register per key), [`Model::partition`] splits the history and each part is
-//!   checked on its own, in parallel on up to `available_parallelism` threads.
+//!   checked on its own, in parallel on up to `available_parallelism` threads. The threads take
+//!   turns over the partitions a slice of search at a time (as Porcupine's goroutines do), so
+//!   a violation in one key is found even while another key's search is long.
 //!
 //! An operation whose outcome is unknown (no response: [`Operation::ret`] is `None`, or a
 //! response that says "maybe", see [`Model::outcome_unknown`]) may take effect at any time after
-//! its call, or never. As in Porcupine, its return is placed at +infinity and its model step must
-//! accept any output: linearizing it last is the same as never linearizing it.
+//! its call, or never. As in Porcupine, its return is placed at +infinity and its step accepts
+//! any output ([`Model::step_unknown`]): linearizing it last is the same as never linearizing it.
 //!
 //! For an illegal history the result carries, per partition, the longest linearizable prefix the
 //! search found and the operations none of which could be placed after it; the
@@ -37,15 +40,23 @@
 //!
 //! Memory is dominated by the visited set: per entry `8 × (2 + ⌈n / 64⌉)` bytes plus about 8
 //! bytes of table, where `n` is the number of operations in the partition (about 80 bytes per
-//! entry for 400 operations), plus one copy of each distinct model state. Bound it with
+//! entry for 400 operations), plus one copy of each distinct model state and a transition memo
+//! of at most 64 Ki entries (768 KiB) per partition being checked. Bound it with
 //! [`CheckOptions::cache_entries_max`] (the verdict is then [`Verdict::Unknown`] when exceeded);
 //! bound time with [`CheckOptions::timeout`].
 //!
 //! # Differences from Porcupine
 //!
 //! - One longest linearizable prefix per partition is reported, not one per operation.
-//! - When one partition is found illegal, the others are stopped and reported `Unknown`.
+//! - Porcupine stops the other partitions when one is illegal unless it computes visualization
+//!   data; here they are stopped by default ([`CheckOptions::stop_on_illegal`]), visualization
+//!   or not, because one hard key of an illegal history could otherwise run out of memory.
+//!   Stopped partitions say so ([`Undecided::Stopped`]).
 //! - A return time earlier than its call is treated as equal to the call (readers reject it).
+//! - An answer that says the outcome is unknown ("maybe", "timeout") is treated as no answer
+//!   (return at +infinity), as Porcupine's tests do for Jepsen's timed-out reads. That accepts
+//!   slightly more than the exact semantics (the operation cannot take effect after such an
+//!   answer), never less: it cannot turn a linearizable history into an illegal one.
 
 mod cache;
 pub mod formats;
@@ -53,14 +64,17 @@ pub mod models;
 mod search;
 pub mod visualize;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use formats::{AnyHistory, Format, ReadError};
 pub use visualize::visualize;
+
+use search::Search;
 
 /// One operation of a history: a call by a client and, if it came, the response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +97,9 @@ pub struct Operation<I, O> {
 /// Steps must be pure: the same state, input and output always give the same answer.
 pub trait Model: Sync {
     /// The model's state. The checker interns states (one copy of each distinct state, ids in
-    /// the search), so equal states must compare equal and hash alike.
-    type State: Clone + Eq + Hash;
+    /// the search), so equal states must compare equal and hash alike. A paused search may be
+    /// resumed on another thread, hence `Send`.
+    type State: Clone + Eq + Hash + Send;
     /// An operation's input.
     type Input: Sync;
     /// An operation's output.
@@ -102,10 +117,45 @@ pub trait Model: Sync {
         output: &Self::Output,
     ) -> Option<Self::State>;
 
+    /// The state after an operation whose outcome is unknown, as if it took effect, whatever
+    /// its output says (there was no usable answer); `state` itself when it could not take
+    /// effect. Never refused: "never took effect" is covered by linearizing it last. The
+    /// default is [`Model::step`] with the recorded output, falling back to `state`.
+    fn step_unknown(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: &Self::Output,
+    ) -> Self::State {
+        self.step(state, input, output)
+            .unwrap_or_else(|| state.clone())
+    }
+
     /// True when the response itself says the outcome is unknown (a "maybe" or a timeout that
     /// still returned): the checker then treats the operation as if it had no response.
     fn outcome_unknown(&self, _input: &Self::Input, _output: &Self::Output) -> bool {
         false
+    }
+
+    /// True when `op`'s outcome is unknown: no response, or [`Model::outcome_unknown`].
+    /// (Provided; not meant to be overridden.)
+    fn op_outcome_unknown(&self, op: &Operation<Self::Input, Self::Output>) -> bool {
+        op.ret.is_none() || self.outcome_unknown(&op.input, &op.output)
+    }
+
+    /// The transition the checker takes for `op`: [`Model::step`] for a known outcome,
+    /// [`Model::step_unknown`] (never refused) for an unknown one. (Provided; not meant to be
+    /// overridden.)
+    fn apply(
+        &self,
+        state: &Self::State,
+        op: &Operation<Self::Input, Self::Output>,
+    ) -> Option<Self::State> {
+        if self.op_outcome_unknown(op) {
+            Some(self.step_unknown(state, &op.input, &op.output))
+        } else {
+            self.step(state, &op.input, &op.output)
+        }
     }
 
     /// Splits a history into independent parts (P-compositionality): the history is
@@ -136,7 +186,7 @@ pub enum Verdict {
     /// Not linearizable.
     Illegal,
     /// Not decided: timed out, over the cache bound, or stopped because another partition was
-    /// found illegal.
+    /// found illegal ([`CheckOptions::stop_on_illegal`]).
     Unknown,
 }
 
@@ -163,11 +213,22 @@ pub struct CheckOptions {
     /// Give up, with verdict [`Verdict::Unknown`], when one partition's visited set would hold
     /// more entries than this (default: no limit). See the module doc for bytes per entry.
     pub cache_entries_max: Option<usize>,
+    /// Stop the other partitions as soon as one is found illegal (default `true`, as Porcupine
+    /// does): they are then `Unknown` ([`Undecided::Stopped`]), and which ones got decided
+    /// depends on timing. `false` decides every partition, which on an illegal history may
+    /// take far longer (a hard key that is never needed for the verdict).
+    pub stop_on_illegal: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { partition: true, timeout: None, threads: None, cache_entries_max: None }
+        CheckOptions {
+            partition: true,
+            timeout: None,
+            threads: None,
+            cache_entries_max: None,
+            stop_on_illegal: true,
+        }
     }
 }
 
@@ -195,8 +256,35 @@ pub struct PartitionResult {
     /// For `Illegal`: the operations that could be linearized next after `linearization` (their
     /// calls come before the first pending return) and none of which the model accepted.
     pub unplaceable: Vec<usize>,
+    /// For `Unknown`: why the search did not finish.
+    pub undecided: Option<Undecided>,
     /// Search counters.
     pub stats: SearchStats,
+}
+
+/// Why a partition was left undecided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Undecided {
+    /// [`CheckOptions::timeout`] passed.
+    Timeout,
+    /// The visited set reached [`CheckOptions::cache_entries_max`].
+    CacheFull,
+    /// Another partition was found illegal first ([`CheckOptions::stop_on_illegal`]).
+    Stopped,
+    /// More than 2^31 operations in one partition.
+    TooLarge,
+}
+
+impl Undecided {
+    /// A short explanation, e.g. "timed out".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Undecided::Timeout => "timed out",
+            Undecided::CacheFull => "visited set full (cache_entries_max)",
+            Undecided::Stopped => "not finished: another partition is not linearizable",
+            Undecided::TooLarge => "too many operations",
+        }
+    }
 }
 
 /// The outcome of a check.
@@ -210,9 +298,20 @@ pub struct CheckResult {
     pub partitions: Vec<PartitionResult>,
 }
 
+/// Search iterations a thread gives one partition before taking the next in turn.
+const SLICE_ITERATIONS: u64 = 1 << 16;
+
+/// A partition waiting for a thread: not started yet, or paused between slices.
+enum Task<'a, M: Model> {
+    Pending(usize, Vec<usize>),
+    Started(usize, Box<Search<'a, M>>),
+}
+
 /// Shared stop signals of one check.
 pub(crate) struct Control {
     pub(crate) stop: AtomicBool,
+    /// Set with `stop` when the deadline passed.
+    pub(crate) timed_out: AtomicBool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) cache_entries_max: usize,
 }
@@ -241,26 +340,49 @@ pub fn check<M: Model>(
     };
     let control = Control {
         stop: AtomicBool::new(false),
+        timed_out: AtomicBool::new(false),
         deadline: options.timeout.and_then(|t| Instant::now().checked_add(t)),
         cache_entries_max: options.cache_entries_max.unwrap_or(usize::MAX),
     };
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = options.threads.unwrap_or(available).clamp(1, parts.len().max(1));
+    let threads = options
+        .threads
+        .unwrap_or(available)
+        .clamp(1, parts.len().max(1));
 
-    // Largest partitions first, so the long poles start early.
+    // Largest partitions first, so the long poles start early; then every partition in turn,
+    // a slice of search at a time.
     let mut order: Vec<usize> = (0..parts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(parts[i].len()));
+    let queue: Mutex<VecDeque<Task<'_, M>>> = Mutex::new(
+        order
+            .into_iter()
+            .map(|p| Task::Pending(p, parts[p].clone()))
+            .collect(),
+    );
     let results: Vec<Mutex<Option<PartitionResult>>> =
         parts.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
     let work = || loop {
-        let Some(&p) = order.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-        let result = search::check_partition(model, ops, &parts[p], &control);
-        if result.verdict == Verdict::Illegal {
-            control.stop.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = results[p].lock() {
-            *slot = Some(result);
+        let Some(task) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            break;
+        };
+        let (p, mut search) = match task {
+            Task::Pending(p, part) => (
+                p,
+                Box::new(Search::new(model, ops, part, control.cache_entries_max)),
+            ),
+            Task::Started(p, search) => (p, search),
+        };
+        if search.run(&control, SLICE_ITERATIONS) {
+            let result = search.into_result();
+            if result.verdict == Verdict::Illegal && options.stop_on_illegal {
+                control.stop.store(true, Ordering::Release);
+            }
+            if let Ok(mut slot) = results[p].lock() {
+                *slot = Some(result);
+            }
+        } else if let Ok(mut q) = queue.lock() {
+            q.push_back(Task::Started(p, search));
         }
     };
     if threads == 1 {
@@ -282,6 +404,7 @@ pub fn check<M: Model>(
                 verdict: Verdict::Unknown,
                 linearization: Vec::new(),
                 unplaceable: Vec::new(),
+                undecided: Some(Undecided::Stopped),
                 stats: SearchStats::default(),
             })
         })
@@ -293,7 +416,11 @@ pub fn check<M: Model>(
     } else {
         Verdict::Ok
     };
-    CheckResult { verdict, partitioned: options.partition, partitions }
+    CheckResult {
+        verdict,
+        partitioned: options.partition,
+        partitions,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::cache::{mix, FxBuildHasher, Insert, Linearized, Visited};
-use super::{Control, Model, Operation, PartitionResult, SearchStats, Verdict};
+use super::{Control, Model, Operation, PartitionResult, SearchStats, Undecided, Verdict};
 
 /// "No node" in the linked list.
 const NIL: u32 = u32::MAX;
@@ -123,6 +123,8 @@ impl<'m, M: Model> Transitions<'m, M> {
         t
     }
 
+    /// The id of `state`. (Ids are `u32`: 4 billion distinct states would exhaust memory
+    /// long before the ids.)
     fn intern(&mut self, state: M::State) -> u32 {
         if let Some(&id) = self.ids.get(&state) {
             return id;
@@ -135,14 +137,19 @@ impl<'m, M: Model> Transitions<'m, M> {
 
     /// The state after `op` from `state`, or `None` if the model refuses.
     #[inline]
-    fn step(&mut self, state: u32, op: u32, operation: &Operation<M::Input, M::Output>) -> Option<u32> {
+    fn step(
+        &mut self,
+        state: u32,
+        op: u32,
+        operation: &Operation<M::Input, M::Output>,
+    ) -> Option<u32> {
         let key = u64::from(state) << 32 | u64::from(op);
         let slot = mix(key) as usize & (self.memo_keys.len() - 1);
         let next = if self.memo_keys[slot] == key {
             self.memo_next[slot]
         } else {
             self.model_steps += 1;
-            let next = match self.model.step(&self.states[state as usize], &operation.input, &operation.output) {
+            let next = match self.model.apply(&self.states[state as usize], operation) {
                 Some(s) => self.intern(s),
                 None => NIL,
             };
@@ -154,121 +161,202 @@ impl<'m, M: Model> Transitions<'m, M> {
     }
 }
 
-/// Checks the operations `part` (indices into `history`) as one partition.
-pub(crate) fn check_partition<M: Model>(
-    model: &M,
-    history: &[Operation<M::Input, M::Output>],
-    part: &[usize],
-    control: &Control,
-) -> PartitionResult {
-    let ops: Vec<&Operation<M::Input, M::Output>> = part.iter().map(|&i| &history[i]).collect();
-    let n = ops.len();
-    // Node numbers (two per operation, plus the head) must fit in u32 with NIL to spare.
-    if n >= (u32::MAX / 2 - 1) as usize {
-        return PartitionResult {
-            ops: part.to_vec(),
-            verdict: Verdict::Unknown,
-            linearization: Vec::new(),
-            unplaceable: Vec::new(),
-            stats: SearchStats::default(),
+/// The outcome of a finished search.
+type Outcome = (Verdict, Option<Undecided>);
+
+/// The search over one partition, resumable: [`Search::run`] advances it by a bounded number
+/// of iterations, so that a few threads can take turns over many partitions (as Porcupine's
+/// goroutines do) and an illegal partition is found even while a hard one is being searched.
+pub(crate) struct Search<'a, M: Model> {
+    part: Vec<usize>,
+    ops: Vec<&'a Operation<M::Input, M::Output>>,
+    events: Events,
+    transitions: Transitions<'a, M>,
+    linearized: Linearized,
+    visited: Visited,
+    /// The lifted calls, each with the state before it.
+    calls: Vec<(u32, u32)>,
+    state: u32,
+    /// The deepest prefix met at a backtrack, with the calls tried there.
+    best: Option<(Vec<u32>, Vec<u32>)>,
+    entry: u32,
+    iterations: u64,
+    outcome: Option<Outcome>,
+}
+
+impl<'a, M: Model> Search<'a, M> {
+    /// A search over the operations `part` (indices into `history`).
+    pub(crate) fn new(
+        model: &'a M,
+        history: &'a [Operation<M::Input, M::Output>],
+        part: Vec<usize>,
+        cache_entries_max: usize,
+    ) -> Self {
+        let mut ops: Vec<&Operation<M::Input, M::Output>> =
+            part.iter().map(|&i| &history[i]).collect();
+        // Node numbers (two per operation, plus the head) must fit in u32 with NIL to spare.
+        let too_large = ops.len() >= (u32::MAX / 2 - 1) as usize;
+        if too_large {
+            ops.clear();
+        }
+        let n = ops.len();
+        // An unknown outcome returns at +infinity (`None`).
+        let ret = |o: &Operation<M::Input, M::Output>| {
+            if model.op_outcome_unknown(o) {
+                None
+            } else {
+                o.ret
+            }
         };
+        let intervals: Vec<(u64, Option<u64>)> = ops.iter().map(|o| (o.call, ret(o))).collect();
+        let events = Events::new(&intervals);
+        let entry = events.next[HEAD as usize];
+        Search {
+            part,
+            ops,
+            events,
+            transitions: Transitions::new(model, n),
+            linearized: Linearized::new(n),
+            visited: Visited::new(n.div_ceil(64), cache_entries_max),
+            calls: Vec::new(),
+            state: 0,
+            best: None,
+            entry,
+            iterations: 0,
+            outcome: too_large.then_some((Verdict::Unknown, Some(Undecided::TooLarge))),
+        }
     }
-    let intervals: Vec<(u64, Option<u64>)> = ops
-        .iter()
-        .map(|o| {
-            let ret = if model.outcome_unknown(&o.input, &o.output) { None } else { o.ret };
-            (o.call, ret)
-        })
-        .collect();
-    let mut events = Events::new(&intervals);
-    let mut transitions = Transitions::new(model, n);
-    let mut linearized = Linearized::new(n);
-    let mut visited = Visited::new(n.div_ceil(64), control.cache_entries_max);
-    // The lifted calls, each with the state before it.
-    let mut calls: Vec<(u32, u32)> = Vec::new();
-    let mut state: u32 = 0;
-    let mut best: Option<(Vec<u32>, Vec<u32>)> = None;
-    let mut verdict = Verdict::Ok;
-    let mut iterations: u64 = 0;
-    let mut entry = events.next[HEAD as usize];
 
-    while events.next[HEAD as usize] != NIL {
-        iterations += 1;
-        if control.stop.load(Ordering::Relaxed) {
-            verdict = Verdict::Unknown;
-            break;
+    /// Searches for at most `iterations_max` more steps; true once the search is over.
+    pub(crate) fn run(&mut self, control: &Control, iterations_max: u64) -> bool {
+        if self.outcome.is_none() {
+            self.outcome = self.advance(control, iterations_max);
         }
-        if iterations % CLOCK_EVERY == 0 && control.deadline.is_some_and(|d| Instant::now() >= d) {
-            control.stop.store(true, Ordering::Relaxed);
-            verdict = Verdict::Unknown;
-            break;
-        }
-        if events.is_call(entry) {
-            let op = events.op[entry as usize];
-            let Some(next_state) = transitions.step(state, op, ops[op as usize]) else {
-                entry = events.next[entry as usize];
-                continue;
-            };
-            linearized.insert(op as usize);
-            match visited.insert(&linearized, next_state) {
-                Insert::New => {
-                    calls.push((entry, state));
-                    state = next_state;
-                    events.lift(entry);
-                    entry = events.next[HEAD as usize];
-                }
-                Insert::Seen => {
-                    linearized.remove(op as usize);
+        self.outcome.is_some()
+    }
+
+    fn advance(&mut self, control: &Control, iterations_max: u64) -> Option<Outcome> {
+        // The hot loop works on locals, written back when it pauses or ends.
+        let events = &mut self.events;
+        let (mut entry, mut state, mut iterations) = (self.entry, self.state, self.iterations);
+        let end = iterations.saturating_add(iterations_max);
+        let outcome = loop {
+            if events.next[HEAD as usize] == NIL {
+                break Some((Verdict::Ok, None));
+            }
+            if iterations >= end {
+                break None;
+            }
+            iterations += 1;
+            if control.stop.load(Ordering::Acquire) {
+                let timed_out = control.timed_out.load(Ordering::Relaxed);
+                let why = if timed_out {
+                    Undecided::Timeout
+                } else {
+                    Undecided::Stopped
+                };
+                break Some((Verdict::Unknown, Some(why)));
+            }
+            if iterations % CLOCK_EVERY == 0
+                && control.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                control.timed_out.store(true, Ordering::Relaxed);
+                // Release: whoever sees `stop` sees `timed_out`.
+                control.stop.store(true, Ordering::Release);
+                break Some((Verdict::Unknown, Some(Undecided::Timeout)));
+            }
+            if events.is_call(entry) {
+                let op = events.op[entry as usize];
+                let Some(next_state) = self.transitions.step(state, op, self.ops[op as usize])
+                else {
                     entry = events.next[entry as usize];
-                }
-                Insert::Full => {
-                    linearized.remove(op as usize);
-                    verdict = Verdict::Unknown;
-                    break;
-                }
-            }
-        } else {
-            // A return: its operation had to be linearized by now. Before backtracking,
-            // remember the deepest point reached and the calls that were tried there.
-            if best.as_ref().map_or(true, |(prefix, _)| calls.len() > prefix.len()) {
-                let prefix = calls.iter().map(|&(c, _)| events.op[c as usize]).collect();
-                let mut tried = Vec::new();
-                let mut node = events.next[HEAD as usize];
-                while node != entry {
-                    if events.is_call(node) {
-                        tried.push(events.op[node as usize]);
+                    continue;
+                };
+                self.linearized.insert(op as usize);
+                match self.visited.insert(&self.linearized, next_state) {
+                    Insert::New => {
+                        self.calls.push((entry, state));
+                        state = next_state;
+                        events.lift(entry);
+                        entry = events.next[HEAD as usize];
                     }
-                    node = events.next[node as usize];
+                    Insert::Seen => {
+                        self.linearized.remove(op as usize);
+                        entry = events.next[entry as usize];
+                    }
+                    Insert::Full => {
+                        self.linearized.remove(op as usize);
+                        break Some((Verdict::Unknown, Some(Undecided::CacheFull)));
+                    }
                 }
-                best = Some((prefix, tried));
+            } else {
+                // A return: its operation had to be linearized by now. Before backtracking,
+                // remember the deepest point reached and the calls that were tried there.
+                if self
+                    .best
+                    .as_ref()
+                    .is_none_or(|(prefix, _)| self.calls.len() > prefix.len())
+                {
+                    let prefix = self
+                        .calls
+                        .iter()
+                        .map(|&(c, _)| events.op[c as usize])
+                        .collect();
+                    let mut tried = Vec::new();
+                    let mut node = events.next[HEAD as usize];
+                    while node != entry {
+                        if events.is_call(node) {
+                            tried.push(events.op[node as usize]);
+                        }
+                        node = events.next[node as usize];
+                    }
+                    self.best = Some((prefix, tried));
+                }
+                let Some((call, previous)) = self.calls.pop() else {
+                    break Some((Verdict::Illegal, None));
+                };
+                state = previous;
+                self.linearized.remove(events.op[call as usize] as usize);
+                events.unlift(call);
+                entry = events.next[call as usize];
             }
-            let Some((call, previous)) = calls.pop() else {
-                verdict = Verdict::Illegal;
-                break;
-            };
-            state = previous;
-            linearized.remove(events.op[call as usize] as usize);
-            events.unlift(call);
-            entry = events.next[call as usize];
-        }
+        };
+        (self.entry, self.state, self.iterations) = (entry, state, iterations);
+        outcome
     }
 
-    let to_history = |local: &[u32]| local.iter().map(|&k| part[k as usize]).collect::<Vec<_>>();
-    let (linearization, unplaceable) = match (verdict, best) {
-        (Verdict::Ok, _) => (calls.iter().map(|&(c, _)| part[events.op[c as usize] as usize]).collect(), Vec::new()),
-        (Verdict::Illegal, Some((prefix, tried))) => (to_history(&prefix), to_history(&tried)),
-        (_, Some((prefix, _))) => (to_history(&prefix), Vec::new()),
-        (_, None) => (Vec::new(), Vec::new()),
-    };
-    PartitionResult {
-        ops: part.to_vec(),
-        verdict,
-        linearization,
-        unplaceable,
-        stats: SearchStats {
-            cache_entries: visited.len(),
-            states: transitions.states.len(),
-            model_steps: transitions.model_steps,
-        },
+    /// The result; a search that is not over counts as stopped.
+    pub(crate) fn into_result(self) -> PartitionResult {
+        let (verdict, undecided) = self
+            .outcome
+            .unwrap_or((Verdict::Unknown, Some(Undecided::Stopped)));
+        let part = &self.part;
+        let to_history =
+            |local: &[u32]| local.iter().map(|&k| part[k as usize]).collect::<Vec<_>>();
+        let (linearization, unplaceable) = match (verdict, &self.best) {
+            (Verdict::Ok, _) => {
+                let order: Vec<u32> = self
+                    .calls
+                    .iter()
+                    .map(|&(c, _)| self.events.op[c as usize])
+                    .collect();
+                (to_history(&order), Vec::new())
+            }
+            (Verdict::Illegal, Some((prefix, tried))) => (to_history(prefix), to_history(tried)),
+            (_, Some((prefix, _))) => (to_history(prefix), Vec::new()),
+            (_, None) => (Vec::new(), Vec::new()),
+        };
+        PartitionResult {
+            verdict,
+            linearization,
+            unplaceable,
+            undecided,
+            stats: SearchStats {
+                cache_entries: self.visited.len(),
+                states: self.transitions.states.len(),
+                model_steps: self.transitions.model_steps,
+            },
+            ops: self.part,
+        }
     }
 }

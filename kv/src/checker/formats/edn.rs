@@ -53,8 +53,14 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(())
             }
-            Some(d) => Err(format!("expected {c:?} at column {}, found {d:?}", self.pos + 1)),
-            None => Err(format!("expected {c:?} at column {}, found the end of the line", self.pos + 1)),
+            Some(d) => Err(format!(
+                "expected {c:?} at column {}, found {d:?}",
+                self.pos + 1
+            )),
+            None => Err(format!(
+                "expected {c:?} at column {}, found the end of the line",
+                self.pos + 1
+            )),
         }
     }
 
@@ -74,7 +80,9 @@ impl Parser<'_> {
         self.skip_space();
         let column = self.pos + 1;
         match self.peek() {
-            None => Err(format!("expected a value at column {column}, found the end of the line")),
+            None => Err(format!(
+                "expected a value at column {column}, found the end of the line"
+            )),
             Some('"') => self.string(),
             Some('[') => {
                 self.pos += 1;
@@ -130,7 +138,11 @@ impl Parser<'_> {
                     Some((_, 't')) => out.push('\t'),
                     Some((_, 'r')) => out.push('\r'),
                     Some((_, c @ ('"' | '\\'))) => out.push(c),
-                    Some((_, c)) => return Err(format!("unknown escape \\{c} in the string at column {column}")),
+                    Some((_, c)) => {
+                        return Err(format!(
+                            "unknown escape \\{c} in the string at column {column}"
+                        ))
+                    }
                     None => break,
                 },
                 c => out.push(c),
@@ -143,7 +155,10 @@ impl Parser<'_> {
         self.skip_space();
         match self.peek() {
             None => Ok(()),
-            Some(c) => Err(format!("unexpected {c:?} at column {} after the end", self.pos + 1)),
+            Some(c) => Err(format!(
+                "unexpected {c:?} at column {} after the end",
+                self.pos + 1
+            )),
         }
     }
 }
@@ -171,7 +186,12 @@ pub(crate) fn parse_map(s: &str) -> Result<Vec<(String, Value)>, String> {
         let column = p.pos + 1;
         let key = match p.value()? {
             Value::Keyword(k) => k,
-            other => return Err(format!("expected a keyword key at column {column}, found {}", other.kind())),
+            other => {
+                return Err(format!(
+                    "expected a keyword key at column {column}, found {}",
+                    other.kind()
+                ))
+            }
         };
         p.skip_space();
         if matches!(p.peek(), Some('}') | None) {
@@ -189,13 +209,21 @@ mod tests {
 
     #[test]
     fn reads_porcupine_and_jepsen_values() {
-        let m = parse_map(r#"{:process 9, :type :invoke, :f :append, :key "0", :value "x 9 \"0\" y"}"#).unwrap();
+        let m =
+            parse_map(r#"{:process 9, :type :invoke, :f :append, :key "0", :value "x 9 \"0\" y"}"#)
+                .unwrap();
         assert_eq!(m[0], ("process".into(), Value::Int(9)));
         assert_eq!(m[2], ("f".into(), Value::Keyword("append".into())));
         assert_eq!(m[4], ("value".into(), Value::Str("x 9 \"0\" y".into())));
-        assert_eq!(parse_value("[3 0]").unwrap(), Value::Vector(vec![Value::Int(3), Value::Int(0)]));
+        assert_eq!(
+            parse_value("[3 0]").unwrap(),
+            Value::Vector(vec![Value::Int(3), Value::Int(0)])
+        );
         assert_eq!(parse_value("nil").unwrap(), Value::Nil);
-        assert_eq!(parse_value(":timed-out").unwrap(), Value::Keyword("timed-out".into()));
+        assert_eq!(
+            parse_value(":timed-out").unwrap(),
+            Value::Keyword("timed-out".into())
+        );
     }
 
     #[test]

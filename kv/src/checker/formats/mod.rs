@@ -15,8 +15,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::models::{
-    KvInput, KvModel, KvOutput, PorcupineKvInput, PorcupineKvModel, PorcupineKvOutput, RegisterInput, RegisterModel,
-    RegisterOutput,
+    KvInput, KvModel, KvOutput, PorcupineKvInput, PorcupineKvModel, PorcupineKvOutput,
+    RegisterInput, RegisterModel, RegisterOutput,
 };
 use super::{check, visualize, CheckOptions, CheckResult, Operation};
 
@@ -48,7 +48,10 @@ pub enum ReadError {
 
 impl ReadError {
     pub(crate) fn line(line: usize, message: impl Into<String>) -> Self {
-        ReadError::Line { line, message: message.into() }
+        ReadError::Line {
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -66,7 +69,8 @@ pub(crate) fn for_each_line(
             return Ok(());
         }
         number += 1;
-        let line = std::str::from_utf8(&buf).map_err(|e| ReadError::line(number, format!("not UTF-8: {e}")))?;
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| ReadError::line(number, format!("not UTF-8: {e}")))?;
         f(number, line.trim_end_matches(['\n', '\r']))?;
     }
 }
@@ -133,7 +137,9 @@ impl AnyHistory {
     pub fn read(format: Format, reader: impl BufRead) -> Result<Self, ReadError> {
         Ok(match format {
             Format::Json => AnyHistory::Kv(json::read_json(reader)?),
-            Format::PorcupineKv => AnyHistory::PorcupineKv(porcupine_kv::read_porcupine_kv(reader)?),
+            Format::PorcupineKv => {
+                AnyHistory::PorcupineKv(porcupine_kv::read_porcupine_kv(reader)?)
+            }
             Format::JepsenEtcd => AnyHistory::Register(jepsen::read_jepsen_etcd(reader)?),
         })
     }

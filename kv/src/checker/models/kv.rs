@@ -137,34 +137,52 @@ impl Model for KvModel {
     }
 
     fn step(&self, state: &Self::State, input: &KvInput, output: &KvOutput) -> Option<Self::State> {
-        let unknown = output.err.is_some_and(KvErr::outcome_unknown);
+        if output.err.is_some_and(KvErr::outcome_unknown) {
+            return Some(self.step_unknown(state, input, output));
+        }
         let current = state.get(&input.key);
         match input.op {
             KvOp::Get => {
                 let answered = match current {
-                    _ if unknown => true,
                     None => output.err == Some(KvErr::NoKey),
                     Some((value, version)) => {
                         output.err.is_none()
                             && output.value.as_deref() == Some(value.as_str())
-                            && output.version.map_or(true, |v| v == *version)
+                            && output.version.is_none_or(|v| v == *version)
                     }
                 };
                 answered.then(|| state.clone())
             }
             KvOp::Put | KvOp::Append => match Self::write(input, current) {
-                Err(err) => (unknown || output.err == Some(err)).then(|| state.clone()),
+                Err(err) => (output.err == Some(err)).then(|| state.clone()),
                 Ok(entry) => {
-                    let version = entry.1;
                     let answered =
-                        unknown || (output.err.is_none() && output.version.map_or(true, |v| v == version));
+                        output.err.is_none() && output.version.is_none_or(|v| v == entry.1);
                     answered.then(|| state.with(&input.key, Some(entry)))
                 }
             },
             KvOp::Delete => match current {
-                None => (unknown || output.err == Some(KvErr::NoKey)).then(|| state.clone()),
-                Some(_) => (unknown || output.err.is_none()).then(|| state.with(&input.key, None)),
+                None => (output.err == Some(KvErr::NoKey)).then(|| state.clone()),
+                Some(_) => output.err.is_none().then(|| state.with(&input.key, None)),
             },
+        }
+    }
+
+    fn step_unknown(
+        &self,
+        state: &Self::State,
+        input: &KvInput,
+        _output: &KvOutput,
+    ) -> Self::State {
+        let current = state.get(&input.key);
+        match input.op {
+            KvOp::Get => state.clone(),
+            KvOp::Put | KvOp::Append => match Self::write(input, current) {
+                Ok(entry) => state.with(&input.key, Some(entry)),
+                Err(_) => state.clone(),
+            },
+            KvOp::Delete if current.is_some() => state.with(&input.key, None),
+            KvOp::Delete => state.clone(),
         }
     }
 
@@ -197,15 +215,21 @@ impl Model for KvModel {
                 (Some(value), None) => quote(value),
                 (None, _) => "?".to_string(),
             },
-            (None, KvOp::Put | KvOp::Append) => output.version.map_or("ok".to_string(), |v| format!("ver {v}")),
+            (None, KvOp::Put | KvOp::Append) => output
+                .version
+                .map_or("ok".to_string(), |v| format!("ver {v}")),
             (None, KvOp::Delete) => "ok".to_string(),
         };
         format!("{call} → {answer}")
     }
 
     fn describe_state(&self, state: &Self::State) -> String {
-        let entries: Vec<String> =
-            state.iter().map(|(k, (value, version))| format!("{}: {} (ver {version})", quote(k), quote(value.as_str()))).collect();
+        let entries: Vec<String> = state
+            .iter()
+            .map(|(k, (value, version))| {
+                format!("{}: {} (ver {version})", quote(k), quote(value.as_str()))
+            })
+            .collect();
         format!("{{{}}}", entries.join(", "))
     }
 
@@ -219,15 +243,28 @@ mod tests {
     use super::*;
 
     fn input(op: KvOp, key: &str, value: Option<&str>, version: Option<u64>) -> KvInput {
-        KvInput { op, key: key.into(), value: value.map(Into::into), version }
+        KvInput {
+            op,
+            key: key.into(),
+            value: value.map(Into::into),
+            version,
+        }
     }
 
     fn ok(value: Option<&str>, version: Option<u64>) -> KvOutput {
-        KvOutput { value: value.map(Into::into), version, err: None }
+        KvOutput {
+            value: value.map(Into::into),
+            version,
+            err: None,
+        }
     }
 
     fn err(e: KvErr) -> KvOutput {
-        KvOutput { value: None, version: None, err: Some(e) }
+        KvOutput {
+            value: None,
+            version: None,
+            err: Some(e),
+        }
     }
 
     /// Applies `steps` in order from the initial state; the index of the first refused step.
@@ -242,7 +279,10 @@ mod tests {
     #[test]
     fn get_of_a_missing_key_answers_no_key() {
         assert!(run(&[(input(KvOp::Get, "k", None, None), err(KvErr::NoKey))]).is_ok());
-        assert_eq!(run(&[(input(KvOp::Get, "k", None, None), ok(Some(""), Some(0)))]), Err(0));
+        assert_eq!(
+            run(&[(input(KvOp::Get, "k", None, None), ok(Some(""), Some(0)))]),
+            Err(0)
+        );
     }
 
     #[test]
@@ -298,7 +338,10 @@ mod tests {
             (input(KvOp::Put, "k", Some("c"), None), ok(None, Some(1))),
         ];
         assert!(run(&steps).is_ok());
-        assert_eq!(run(&[(input(KvOp::Delete, "k", None, None), ok(None, None))]), Err(0));
+        assert_eq!(
+            run(&[(input(KvOp::Delete, "k", None, None), ok(None, None))]),
+            Err(0)
+        );
     }
 
     #[test]
@@ -307,11 +350,17 @@ mod tests {
         let create = (input(KvOp::Put, "k", Some("a"), None), ok(None, Some(1)));
         let maybe = (input(KvOp::Put, "k", Some("b"), Some(1)), err(KvErr::Maybe));
         let state = run(&[create.clone(), maybe.clone()]).unwrap();
-        assert_eq!(state.get("k").map(|(v, n)| (v.as_str(), *n)), Some(("b", 2)));
+        assert_eq!(
+            state.get("k").map(|(v, n)| (v.as_str(), *n)),
+            Some(("b", 2))
+        );
         // ...and left alone if it did not.
         let maybe_stale = (input(KvOp::Put, "k", Some("b"), Some(7)), err(KvErr::Maybe));
         let state = run(&[create, maybe_stale]).unwrap();
-        assert_eq!(state.get("k").map(|(v, n)| (v.as_str(), *n)), Some(("a", 1)));
+        assert_eq!(
+            state.get("k").map(|(v, n)| (v.as_str(), *n)),
+            Some(("a", 1))
+        );
         // A get that timed out accepts anything and changes nothing.
         let get = (input(KvOp::Get, "k", None, None), err(KvErr::Timeout));
         assert!(run(&[get]).is_ok());

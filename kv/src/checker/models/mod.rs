@@ -44,7 +44,10 @@ impl SharedStr {
 
 impl From<&str> for SharedStr {
     fn from(s: &str) -> Self {
-        SharedStr { hash: hash_str(s), text: Arc::from(s) }
+        SharedStr {
+            hash: hash_str(s),
+            text: Arc::from(s),
+        }
     }
 }
 
@@ -79,12 +82,18 @@ pub struct KeyMap<V> {
 impl<V: Clone + Hash + Eq> KeyMap<V> {
     /// The empty map.
     pub fn new() -> Self {
-        KeyMap { entries: Arc::new(Vec::new()), hash: 0 }
+        KeyMap {
+            entries: Arc::new(Vec::new()),
+            hash: 0,
+        }
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&V> {
-        let i = self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        let i = self
+            .entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()?;
         Some(&self.entries[i].1)
     }
 
@@ -92,7 +101,10 @@ impl<V: Clone + Hash + Eq> KeyMap<V> {
     pub fn with(&self, key: &str, value: Option<V>) -> Self {
         let mut entries = (*self.entries).clone();
         let mut hash = self.hash;
-        match (entries.binary_search_by(|(k, _)| k.as_str().cmp(key)), value) {
+        match (
+            entries.binary_search_by(|(k, _)| k.as_str().cmp(key)),
+            value,
+        ) {
             (Ok(i), Some(v)) => {
                 hash = hash.wrapping_sub(entry_hash(&entries[i].0, &entries[i].1));
                 hash = hash.wrapping_add(entry_hash(&entries[i].0, &v));
@@ -109,7 +121,10 @@ impl<V: Clone + Hash + Eq> KeyMap<V> {
             }
             (Err(_), None) => {}
         }
-        KeyMap { entries: Arc::new(entries), hash }
+        KeyMap {
+            entries: Arc::new(entries),
+            hash,
+        }
     }
 
     /// The entries, sorted by key.
@@ -134,7 +149,8 @@ fn entry_hash<V: Hash>(key: &SharedStr, value: &V) -> u64 {
 
 impl<V: PartialEq> PartialEq for KeyMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && (Arc::ptr_eq(&self.entries, &other.entries) || self.entries == other.entries)
+        self.hash == other.hash
+            && (Arc::ptr_eq(&self.entries, &other.entries) || self.entries == other.entries)
     }
 }
 
@@ -148,7 +164,9 @@ impl<V> Hash for KeyMap<V> {
 
 impl<V: fmt::Debug> fmt::Debug for KeyMap<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter().map(|(k, v)| (k, v))).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .finish()
     }
 }
 
@@ -163,8 +181,15 @@ mod tests {
 
     #[test]
     fn key_map_hash_does_not_depend_on_history() {
-        let a = KeyMap::new().with("x", Some(1u64)).with("y", Some(2)).with("z", Some(3));
-        let b = KeyMap::new().with("z", Some(3u64)).with("y", Some(5)).with("x", Some(1)).with("y", Some(2));
+        let a = KeyMap::new()
+            .with("x", Some(1u64))
+            .with("y", Some(2))
+            .with("z", Some(3));
+        let b = KeyMap::new()
+            .with("z", Some(3u64))
+            .with("y", Some(5))
+            .with("x", Some(1))
+            .with("y", Some(2));
         assert_eq!(a, b);
         assert_eq!(a.hash, b.hash);
         let c = b.with("z", None);

@@ -50,15 +50,25 @@ impl Model for PorcupineKvModel {
         KeyMap::new()
     }
 
-    fn step(&self, state: &Self::State, input: &PorcupineKvInput, output: &PorcupineKvOutput) -> Option<Self::State> {
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &PorcupineKvInput,
+        output: &PorcupineKvOutput,
+    ) -> Option<Self::State> {
         match input.op {
             PorcupineKvOp::Get => {
                 let current = state.get(&input.key).map_or("", SharedStr::as_str);
-                output.value.as_deref().map_or(true, |v| v == current).then(|| state.clone())
+                output
+                    .value
+                    .as_deref()
+                    .is_none_or(|v| v == current)
+                    .then(|| state.clone())
             }
-            PorcupineKvOp::Put => {
-                Some(state.with(&input.key, (!input.value.is_empty()).then(|| SharedStr::from(input.value.as_str()))))
-            }
+            PorcupineKvOp::Put => Some(state.with(
+                &input.key,
+                (!input.value.is_empty()).then(|| SharedStr::from(input.value.as_str())),
+            )),
             PorcupineKvOp::Append if input.value.is_empty() => Some(state.clone()),
             PorcupineKvOp::Append => {
                 let value = match state.get(&input.key) {
@@ -68,6 +78,17 @@ impl Model for PorcupineKvModel {
                 Some(state.with(&input.key, Some(value)))
             }
         }
+    }
+
+    fn step_unknown(
+        &self,
+        state: &Self::State,
+        input: &PorcupineKvInput,
+        _output: &PorcupineKvOutput,
+    ) -> Self::State {
+        let no_answer = PorcupineKvOutput { value: None };
+        self.step(state, input, &no_answer)
+            .unwrap_or_else(|| state.clone())
     }
 
     fn partition(&self, ops: &[Operation<PorcupineKvInput, PorcupineKvOutput>]) -> Vec<Vec<usize>> {
@@ -82,7 +103,10 @@ impl Model for PorcupineKvModel {
         let key = quote(&input.key);
         match input.op {
             PorcupineKvOp::Get => {
-                format!("get({key}) → {}", output.value.as_deref().map_or("?".to_string(), quote))
+                format!(
+                    "get({key}) → {}",
+                    output.value.as_deref().map_or("?".to_string(), quote)
+                )
             }
             PorcupineKvOp::Put => format!("put({key}, {})", quote(&input.value)),
             PorcupineKvOp::Append => format!("append({key}, {})", quote(&input.value)),
@@ -90,7 +114,10 @@ impl Model for PorcupineKvModel {
     }
 
     fn describe_state(&self, state: &Self::State) -> String {
-        let entries: Vec<String> = state.iter().map(|(k, v)| format!("{}: {}", quote(k), quote(v.as_str()))).collect();
+        let entries: Vec<String> = state
+            .iter()
+            .map(|(k, v)| format!("{}: {}", quote(k), quote(v.as_str())))
+            .collect();
         format!("{{{}}}", entries.join(", "))
     }
 
@@ -104,33 +131,59 @@ mod tests {
     use super::*;
 
     fn inp(op: PorcupineKvOp, key: &str, value: &str) -> PorcupineKvInput {
-        PorcupineKvInput { op, key: key.into(), value: value.into() }
+        PorcupineKvInput {
+            op,
+            key: key.into(),
+            value: value.into(),
+        }
     }
 
     fn read(v: Option<&str>) -> PorcupineKvOutput {
-        PorcupineKvOutput { value: v.map(Into::into) }
+        PorcupineKvOutput {
+            value: v.map(Into::into),
+        }
     }
 
     #[test]
     fn missing_key_reads_empty_and_append_concatenates() {
         let m = PorcupineKvModel;
         let s0 = m.init();
-        assert!(m.step(&s0, &inp(PorcupineKvOp::Get, "k", ""), &read(Some(""))).is_some());
-        assert!(m.step(&s0, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("x"))).is_none());
-        let s1 = m.step(&s0, &inp(PorcupineKvOp::Append, "k", "x"), &read(None)).unwrap();
-        let s2 = m.step(&s1, &inp(PorcupineKvOp::Append, "k", "y"), &read(None)).unwrap();
-        assert!(m.step(&s2, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("xy"))).is_some());
-        let s3 = m.step(&s2, &inp(PorcupineKvOp::Put, "k", "z"), &read(None)).unwrap();
-        assert!(m.step(&s3, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("z"))).is_some());
+        assert!(m
+            .step(&s0, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("")))
+            .is_some());
+        assert!(m
+            .step(&s0, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("x")))
+            .is_none());
+        let s1 = m
+            .step(&s0, &inp(PorcupineKvOp::Append, "k", "x"), &read(None))
+            .unwrap();
+        let s2 = m
+            .step(&s1, &inp(PorcupineKvOp::Append, "k", "y"), &read(None))
+            .unwrap();
+        assert!(m
+            .step(&s2, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("xy")))
+            .is_some());
+        let s3 = m
+            .step(&s2, &inp(PorcupineKvOp::Put, "k", "z"), &read(None))
+            .unwrap();
+        assert!(m
+            .step(&s3, &inp(PorcupineKvOp::Get, "k", ""), &read(Some("z")))
+            .is_some());
         // A get that never answered accepts anything.
-        assert!(m.step(&s3, &inp(PorcupineKvOp::Get, "k", ""), &read(None)).is_some());
+        assert!(m
+            .step(&s3, &inp(PorcupineKvOp::Get, "k", ""), &read(None))
+            .is_some());
     }
 
     #[test]
     fn putting_empty_is_the_same_state_as_missing() {
         let m = PorcupineKvModel;
-        let s1 = m.step(&m.init(), &inp(PorcupineKvOp::Put, "k", "x"), &read(None)).unwrap();
-        let s2 = m.step(&s1, &inp(PorcupineKvOp::Put, "k", ""), &read(None)).unwrap();
+        let s1 = m
+            .step(&m.init(), &inp(PorcupineKvOp::Put, "k", "x"), &read(None))
+            .unwrap();
+        let s2 = m
+            .step(&s1, &inp(PorcupineKvOp::Put, "k", ""), &read(None))
+            .unwrap();
         assert_eq!(s2, m.init());
     }
 }

@@ -50,7 +50,12 @@ impl Model for RegisterModel {
         None
     }
 
-    fn step(&self, state: &Option<i64>, input: &RegisterInput, output: &RegisterOutput) -> Option<Option<i64>> {
+    fn step(
+        &self,
+        state: &Option<i64>,
+        input: &RegisterInput,
+        output: &RegisterOutput,
+    ) -> Option<Option<i64>> {
         use RegisterOutput as Out;
         match (*input, *output) {
             (RegisterInput::Read, Out::Read(value)) => (value == *state).then_some(*state),
@@ -67,6 +72,16 @@ impl Model for RegisterModel {
             // An output of another kind of operation.
             _ => None,
         }
+    }
+
+    fn step_unknown(
+        &self,
+        state: &Option<i64>,
+        input: &RegisterInput,
+        _output: &RegisterOutput,
+    ) -> Option<i64> {
+        self.step(state, input, &RegisterOutput::Unknown)
+            .unwrap_or(*state)
     }
 
     fn outcome_unknown(&self, _input: &RegisterInput, output: &RegisterOutput) -> bool {
@@ -105,7 +120,10 @@ mod tests {
         let m = RegisterModel;
         assert_eq!(m.step(&None, &In::Read, &Out::Read(None)), Some(None));
         assert_eq!(m.step(&None, &In::Read, &Out::Read(Some(0))), None);
-        assert_eq!(m.step(&Some(3), &In::Read, &Out::Read(Some(3))), Some(Some(3)));
+        assert_eq!(
+            m.step(&Some(3), &In::Read, &Out::Read(Some(3))),
+            Some(Some(3))
+        );
         assert_eq!(m.step(&Some(3), &In::Read, &Out::Unknown), Some(Some(3)));
     }
 
