@@ -98,14 +98,16 @@ fn make_op(op: u8, key: u8, value: u8, version: Option<u64>) -> Op {
     }
 }
 
+/// Per client: session id, next seq, last request and the outcome it got.
+type Client = (u64, u64, Option<(Command, Outcome)>);
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn kv_state_machine_matches_the_oracle(actions in proptest::collection::vec(action(), 1..120)) {
         let mut sm = KvStateMachine::new(SessionConfig::default());
         let mut oracle = Oracle::default();
-        // Per client: session id, next seq, last request and the outcome it got.
-        let mut clients: Vec<(u64, u64, Option<(Command, Outcome)>)> = Vec::new();
+        let mut clients: Vec<Client> = Vec::new();
         let mut index = 0u64;
         for a in actions {
             match a {
