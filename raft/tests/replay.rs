@@ -10,7 +10,9 @@ fn replay_seed() {
         panic!("set RAFTKV_SEED=<n>");
     };
     let seed: u64 = seed.parse().expect("RAFTKV_SEED is a number");
-    let nodes = std::env::var("RAFTKV_NODES").ok().map(|k| k.parse().expect("a number"));
+    let nodes = std::env::var("RAFTKV_NODES")
+        .ok()
+        .map(|k| k.parse().expect("a number"));
     let opts = ChaosOptions {
         nodes,
         trace_lines: 400,
