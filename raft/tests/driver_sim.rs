@@ -177,7 +177,7 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
                     Err(e) => panic!("RAFTKV_SEED={seed}: unexpected error {e}"),
                 }
                 if rt.chance(0.2) {
-                    let _ = node.read(Bytes::new()).await;
+                    let _ = node.linearizable_read(Bytes::new()).await;
                 }
             }
             if rt.now() >= next_fault {

@@ -174,7 +174,10 @@ async fn scenario<R: Runtime>(rt: R, dir: &Path) {
     let first = c.leader().await;
     c.commit(10, "a").await;
     assert_eq!(
-        c.nodes[&first].read(Bytes::new()).await.unwrap(),
+        c.nodes[&first]
+            .linearizable_read(Bytes::new())
+            .await
+            .unwrap(),
         10,
         "a linearizable read"
     );

@@ -154,7 +154,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
 
     /// A linearizable read (thesis §6.4, ReadIndex): `query` runs against the state machine once
     /// it has applied everything committed before this call.
-    pub async fn read(&self, query: Bytes) -> Result<M::Response, NodeError> {
+    pub async fn linearizable_read(&self, query: Bytes) -> Result<M::Response, NodeError> {
         self.request(|tx| Request::Read(query, tx)).await
     }
 
