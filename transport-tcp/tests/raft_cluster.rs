@@ -9,9 +9,8 @@ use common::*;
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{Config, Node, NodeConfig, NodeError, NodeId, Role, StateMachine};
-use raftkv_transport_tcp::{FaultFilter, TcpTransport};
+use raftkv_transport_tcp::FaultFilter;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Counts the commands it applied; answers with the count.
@@ -48,23 +47,10 @@ type TcpNode = Node<SmolRuntime, Counter>;
 const IDS: [NodeId; 3] = [1, 2, 3];
 
 fn start(filter: &FaultFilter) -> BTreeMap<NodeId, TcpNode> {
-    let listeners: BTreeMap<NodeId, _> = IDS.iter().map(|&id| (id, bind())).collect();
-    let addrs: BTreeMap<NodeId, SocketAddr> = listeners
-        .iter()
-        .map(|(&id, l)| (id, l.local_addr().unwrap()))
-        .collect();
     let runtime = SmolRuntime::new();
-    listeners
+    cluster(&IDS, Some(filter.clone()))
         .into_iter()
-        .map(|(id, listener)| {
-            let peers = addrs
-                .iter()
-                .filter(|(&p, _)| p != id)
-                .map(|(&p, &a)| (p, a))
-                .collect();
-            let mut config = config(id, peers);
-            config.fault_filter = Some(filter.clone());
-            let transport = TcpTransport::start_on(config, listener).unwrap();
+        .map(|(id, transport)| {
             let node_config = NodeConfig::new(Config::new(id, IDS));
             let node = smol::block_on(Node::start(
                 runtime.clone(),
