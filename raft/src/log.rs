@@ -100,9 +100,10 @@ impl Log {
 
     /// Entries in `from..=to` (clamped to what the log holds).
     pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &Entry> {
-        let start = from
+        let start = (from
             .max(self.first_index())
-            .saturating_sub(self.first_index()) as usize;
+            .saturating_sub(self.first_index()) as usize)
+            .min(self.entries.len());
         let end = to
             .min(self.last_index())
             .saturating_add(1)

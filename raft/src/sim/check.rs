@@ -93,11 +93,6 @@ impl SafetyChecker {
         }
         Ok(())
     }
-
-    /// The term of the entry applied at `index`, if any node applied one.
-    pub fn applied_at(&self, index: Index) -> Option<Term> {
-        self.applied.get(&index).map(|(t, _)| *t)
-    }
 }
 
 fn payload_hash(p: &Payload) -> u64 {
