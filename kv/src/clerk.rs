@@ -1,0 +1,405 @@
+//! [`Clerk`]: the KV client. Runtime-generic like the driver, and generic over how it reaches a
+//! server ([`Connector`]: TCP in [`crate::tcp_client`], a simulated network in tests).
+//!
+//! - **Leader finding:** it remembers the last leader; a `NotLeader` answer names the leader's
+//!   client address, which the Clerk follows (and adds to its list when it did not know it), so
+//!   a Clerk given any one node's address reaches the leader.
+//! - **Exactly-once:** the Clerk registers a session on first use and numbers its writes; every
+//!   retry of a write carries the same number, so the servers apply it at most once (thesis
+//!   §6.3). Gets go through ReadIndex and need no session.
+//! - **Retries:** with exponential backoff and jitter, until the deadline (`timeout`), then
+//!   [`ClerkError::Timeout`] — the write may still be applied later; the history says so
+//!   (`return: null`).
+//! - **Unknown outcomes:** if a retry finds its session expired (or superseded) after an
+//!   earlier attempt may have been applied, the outcome can no longer be learned:
+//!   [`ClerkError::MaybeApplied`], never a guess such as a false `Version`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{select, Either};
+use futures::pin_mut;
+use raftkv_raft::Runtime;
+use thiserror::Error;
+
+use crate::checker::models::{KvErr, KvOutput};
+use crate::history::History;
+use crate::protocol::{Reply, RequestBody, ServerStatus};
+use crate::state::{KvError, Op, Outcome};
+
+/// Why a call to a server failed before any answer came.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum CallError {
+    /// The request was certainly not delivered (no connection could be made).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The request may have been delivered, but no answer came (connection lost).
+    #[error("lost: {0}")]
+    Lost(String),
+}
+
+/// How a Clerk reaches a server's client address.
+pub trait Connector: Send + Sync + 'static {
+    /// Sends `body` to the server at `addr` and waits for its reply. Dropping the future
+    /// abandons the call (the request may still be served).
+    fn call(
+        &self,
+        addr: &str,
+        body: RequestBody,
+    ) -> impl std::future::Future<Output = Result<Reply, CallError>> + Send;
+}
+
+/// Why a Clerk operation failed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ClerkError {
+    /// The key does not exist.
+    #[error("no such key")]
+    NoKey,
+    /// A conditional put found another version; nothing was written.
+    #[error("version mismatch (current version {current})")]
+    Version { current: u64 },
+    /// A retried write's outcome can no longer be learned: it may or may not have been applied.
+    #[error("the write may or may not have been applied")]
+    MaybeApplied,
+    /// No majority answered before the deadline; a write may still be applied later.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The request is larger than the servers accept.
+    #[error("request too large")]
+    TooLarge,
+    /// A server answered something this Clerk cannot use (a bug or a version mismatch).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// How a Clerk retries.
+#[derive(Clone, Debug)]
+pub struct ClerkConfig {
+    /// Give up an operation after this long.
+    pub timeout: Duration,
+    /// Abandon one attempt at one server after this long and try again (same sequence
+    /// number), possibly elsewhere.
+    pub attempt_timeout: Duration,
+    /// First backoff after a failed attempt; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Follow `NotLeader` hints to addresses not in the list (default true). Off, the Clerk
+    /// talks only to the addresses it was given — as a client inside a network partition.
+    pub follow_hints: bool,
+}
+
+impl Default for ClerkConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(200),
+            follow_hints: true,
+        }
+    }
+}
+
+/// A KV client: one operation at a time (use one Clerk per concurrent client).
+pub struct Clerk<R: Runtime, C: Connector> {
+    runtime: R,
+    connector: C,
+    addrs: Vec<String>,
+    /// Index in `addrs` of the server to try first.
+    leader: usize,
+    session: Option<u64>,
+    seq: u64,
+    config: ClerkConfig,
+    history: Option<(History, u64)>,
+    /// Backoff jitter state (SplitMix64).
+    jitter: u64,
+}
+
+impl<R: Runtime, C: Connector> Clerk<R, C> {
+    /// A Clerk for the servers at `addrs` (client addresses; any non-empty subset of the
+    /// cluster). Panics if `addrs` is empty: callers validate addresses first.
+    pub fn new(runtime: R, connector: C, addrs: Vec<String>, config: ClerkConfig) -> Self {
+        assert!(!addrs.is_empty(), "a Clerk needs at least one address");
+        let jitter = addrs.iter().map(|a| a.len() as u64).sum::<u64>()
+            ^ u64::try_from(runtime.now().as_nanos()).unwrap_or(0);
+        Self {
+            runtime,
+            connector,
+            addrs,
+            leader: 0,
+            session: None,
+            seq: 0,
+            config,
+            history: None,
+            jitter,
+        }
+    }
+
+    /// Records every operation of this Clerk into `history` (as one client).
+    pub fn with_history(mut self, history: History) -> Self {
+        let client = history.new_client();
+        self.history = Some((history, client));
+        self
+    }
+
+    /// The addresses this Clerk knows, the first-tried one first.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    pub fn config(&self) -> &ClerkConfig {
+        &self.config
+    }
+
+    /// Reads `key`: its value and version.
+    pub async fn get(&mut self, key: impl Into<Bytes>) -> Result<(Bytes, u64), ClerkError> {
+        match self.run(Op::Get { key: key.into() }).await? {
+            Outcome::Value { value, version } => Ok((value, version)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `value` under `key`; with `version`, only if the key's version is that (0: the
+    /// key must not exist). Returns the new version.
+    pub async fn put(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        version: Option<u64>,
+    ) -> Result<u64, ClerkError> {
+        let op = Op::Put {
+            key: key.into(),
+            value: value.into(),
+            version,
+        };
+        self.run(op).await.and_then(written)
+    }
+
+    /// Appends `value` to `key`'s value (creating the key). Returns the new version.
+    pub async fn append(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<u64, ClerkError> {
+        let op = Op::Append {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.run(op).await.and_then(written)
+    }
+
+    /// Deletes `key`; `NoKey` if it does not exist.
+    pub async fn delete(&mut self, key: impl Into<Bytes>) -> Result<(), ClerkError> {
+        match self.run(Op::Delete { key: key.into() }).await? {
+            Outcome::Deleted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The status of the server at `addr` (one attempt, no retries).
+    pub async fn server_status(&self, addr: &str) -> Result<ServerStatus, ClerkError> {
+        let call = self.connector.call(addr, RequestBody::Status);
+        let timer = self.runtime.sleep(self.config.attempt_timeout);
+        pin_mut!(call, timer);
+        match select(call, timer).await {
+            Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
+            Either::Left((Ok(other), _)) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            Either::Left((Err(e), _)) => Err(ClerkError::Protocol(e.to_string())),
+            Either::Right(_) => Err(ClerkError::Timeout(self.config.attempt_timeout)),
+        }
+    }
+
+    /// Runs `op` to an answer, recording it in the history.
+    async fn run(&mut self, op: Op) -> Result<Outcome, ClerkError> {
+        let pending = self
+            .history
+            .as_ref()
+            .map(|(h, c)| (h.clone(), h.call(*c, &op)));
+        let deadline = self.runtime.now() + self.config.timeout;
+        let result = match op {
+            Op::Get { key } => self.read(key, deadline).await,
+            op => self.write(op, deadline).await,
+        };
+        if let Some((history, pending)) = pending {
+            history.finish(pending, output_of(&result));
+        }
+        result
+    }
+
+    async fn read(&mut self, key: Bytes, deadline: Duration) -> Result<Outcome, ClerkError> {
+        let (reply, _) = self
+            .attempts(deadline, || RequestBody::Read { key: key.clone() })
+            .await;
+        self.final_answer(reply)
+    }
+
+    async fn write(&mut self, op: Op, deadline: Duration) -> Result<Outcome, ClerkError> {
+        loop {
+            let session = match self.session {
+                Some(s) => s,
+                None => self.register(deadline).await?,
+            };
+            self.seq += 1;
+            let seq = self.seq;
+            let (reply, maybe_delivered) = self
+                .attempts(deadline, || RequestBody::Write {
+                    session,
+                    seq,
+                    op: op.clone(),
+                })
+                .await;
+            if let Some(Reply::Done(Outcome::Err(KvError::SessionExpired | KvError::Stale))) = reply
+            {
+                self.session = None;
+                if maybe_delivered {
+                    // An earlier attempt may have been applied before the session expired:
+                    // the table that would say so is gone (6.5840's ErrMaybe).
+                    return Err(ClerkError::MaybeApplied);
+                }
+                // Only one attempt reached a server and it was refused: nothing was applied,
+                // so a new session can safely send the write again.
+                continue;
+            }
+            return self.final_answer(reply);
+        }
+    }
+
+    /// Opens a session (a retried registration may open two; the unused one expires).
+    async fn register(&mut self, deadline: Duration) -> Result<u64, ClerkError> {
+        let (reply, _) = self.attempts(deadline, || RequestBody::Register).await;
+        match reply {
+            Some(Reply::Done(Outcome::Registered { session })) => {
+                self.session = Some(session);
+                self.seq = 0;
+                Ok(session)
+            }
+            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            None => Err(ClerkError::Timeout(self.config.timeout)),
+        }
+    }
+
+    fn final_answer(&self, reply: Option<Reply>) -> Result<Outcome, ClerkError> {
+        match reply {
+            None => Err(ClerkError::Timeout(self.config.timeout)),
+            Some(Reply::Done(Outcome::Err(KvError::NoKey))) => Err(ClerkError::NoKey),
+            Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
+                Err(ClerkError::Version { current })
+            }
+            Some(Reply::Done(Outcome::Err(e))) => Err(ClerkError::Protocol(e.to_string())),
+            Some(Reply::Done(outcome)) => Ok(outcome),
+            Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
+            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends `body()` until a final answer or the deadline (`None`): follows `NotLeader` hints,
+    /// moves on from unreachable, slow or busy servers, backs off after each round. Also says
+    /// whether an attempt other than the last may have been delivered and acted on.
+    async fn attempts(
+        &mut self,
+        deadline: Duration,
+        body: impl Fn() -> RequestBody,
+    ) -> (Option<Reply>, bool) {
+        let mut backoff = self.config.backoff_min;
+        let mut tried_in_round = 0;
+        let mut maybe_delivered = false;
+        let mut followed_last = false;
+        loop {
+            let now = self.runtime.now();
+            if now >= deadline {
+                return (None, maybe_delivered);
+            }
+            let addr = self.addrs[self.leader].clone();
+            let wait = self.config.attempt_timeout.min(deadline - now);
+            let answer = {
+                let call = self.connector.call(&addr, body());
+                let timer = self.runtime.sleep(wait);
+                pin_mut!(call, timer);
+                match select(call, timer).await {
+                    Either::Left((answer, _)) => Some(answer),
+                    Either::Right(_) => None,
+                }
+            };
+            let mut follow = false;
+            match answer {
+                Some(Ok(Reply::NotLeader {
+                    leader_hint: Some(hint),
+                })) if hint != addr => {
+                    if let Some(i) = self.addrs.iter().position(|a| *a == hint) {
+                        self.leader = i;
+                        follow = true;
+                    } else if self.config.follow_hints {
+                        self.addrs.push(hint);
+                        self.leader = self.addrs.len() - 1;
+                        follow = true;
+                    }
+                }
+                // Certainly not acted on.
+                Some(Ok(Reply::NotLeader { .. } | Reply::Busy))
+                | Some(Err(CallError::Unreachable(_))) => {}
+                // May have been proposed (and applied later).
+                Some(Ok(Reply::Timeout | Reply::OutcomeUnknown | Reply::Unavailable(_)))
+                | Some(Err(CallError::Lost(_)))
+                | None => maybe_delivered = true,
+                Some(Ok(reply)) => return (Some(reply), maybe_delivered),
+            }
+            if !follow {
+                self.leader = (self.leader + 1) % self.addrs.len();
+                tried_in_round += 1;
+            }
+            // A first hint is followed at once; back off once every server was tried, and when
+            // hints keep sending the Clerk around (an election in progress).
+            let ping_pong = follow && followed_last;
+            followed_last = follow;
+            if ping_pong || tried_in_round >= self.addrs.len() {
+                tried_in_round = 0;
+                let pause = self.jittered(backoff);
+                let left = deadline.saturating_sub(self.runtime.now());
+                self.runtime.sleep(pause.min(left)).await;
+                backoff = (backoff * 2).min(self.config.backoff_max);
+            }
+        }
+    }
+
+    /// `d` scaled by a pseudo-random factor in [0.5, 1.0].
+    fn jittered(&mut self, d: Duration) -> Duration {
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let fraction = 0.5 + (z % 1000) as f64 / 2000.0;
+        d.mul_f64(fraction)
+    }
+}
+
+fn written(outcome: Outcome) -> Result<u64, ClerkError> {
+    match outcome {
+        Outcome::Written { version } => Ok(version),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(outcome: Outcome) -> ClerkError {
+    ClerkError::Protocol(format!("unexpected answer {outcome:?}"))
+}
+
+/// The history's output for a result.
+fn output_of(result: &Result<Outcome, ClerkError>) -> KvOutput {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let (value, version, err) = match result {
+        Ok(Outcome::Value { value, version }) => (Some(text(value)), Some(*version), None),
+        Ok(Outcome::Written { version }) => (None, Some(*version), None),
+        Ok(_) => (None, None, None),
+        Err(ClerkError::NoKey) => (None, None, Some(KvErr::NoKey)),
+        Err(ClerkError::Version { .. }) => (None, None, Some(KvErr::Version)),
+        Err(ClerkError::MaybeApplied) => (None, None, Some(KvErr::Maybe)),
+        // Too large, protocol errors: nothing known, so recorded as unknown outcomes.
+        Err(_) => (None, None, Some(KvErr::Timeout)),
+    };
+    KvOutput {
+        value,
+        version,
+        err,
+    }
+}
