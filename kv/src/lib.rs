@@ -19,7 +19,7 @@
 
 pub mod checker;
 pub mod clerk;
-// pub mod cluster;
+pub mod cluster;
 pub mod history;
 pub mod protocol;
 pub mod server;

@@ -1,0 +1,46 @@
+//! The KV service over real TCP: a 3-node LocalCluster, a Clerk, crash and restart.
+
+use std::time::Duration;
+
+use raftkv_kv::checker::{CheckOptions, Verdict};
+use raftkv_kv::clerk::{ClerkConfig, ClerkError};
+use raftkv_kv::cluster::{ClusterConfig, LocalCluster, StorageKind};
+use raftkv_kv::history::History;
+use raftkv_raft::runtime::tokio::TokioRuntime;
+
+#[test]
+fn put_get_append_delete_over_tcp_with_a_leader_crash() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runtime = TokioRuntime::current();
+        let mut cluster = LocalCluster::start(runtime, ClusterConfig::new(3, StorageKind::Lmdb))
+            .await
+            .unwrap();
+        let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
+        let history = History::new();
+        let mut clerk = cluster
+            .clerk(ClerkConfig::default())
+            .with_history(history.clone());
+        assert_eq!(clerk.put("k", "v", None).await, Ok(1));
+        assert_eq!(clerk.get("k").await.unwrap(), (bytes::Bytes::from("v"), 1));
+        assert_eq!(clerk.append("k", "w").await, Ok(2));
+        assert_eq!(
+            clerk.put("k", "x", Some(1)).await,
+            Err(ClerkError::Version { current: 2 })
+        );
+        assert_eq!(clerk.put("k2", "x", Some(3)).await, Err(ClerkError::NoKey));
+        cluster.crash(leader).await.unwrap();
+        assert_eq!(clerk.get("k").await.unwrap(), (bytes::Bytes::from("vw"), 2));
+        assert_eq!(clerk.delete("k").await, Ok(()));
+        assert_eq!(clerk.delete("k").await, Err(ClerkError::NoKey));
+        cluster.restart(leader).await.unwrap();
+        assert_eq!(clerk.put("k", "again", None).await, Ok(1));
+        let result = history.check(&CheckOptions::default());
+        assert_eq!(result.verdict, Verdict::Ok);
+        cluster.close().await;
+    });
+}
