@@ -49,6 +49,8 @@ struct Inner {
     config: TcpConnectorConfig,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     readers: Mutex<Vec<JoinHandle<()>>>,
+    /// A client-side partition: when set, only these addresses can be reached.
+    reachable: Mutex<Option<Vec<String>>>,
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
@@ -71,8 +73,26 @@ impl TcpConnector {
                 config,
                 conns: Mutex::default(),
                 readers: Mutex::default(),
+                reachable: Mutex::default(),
             }),
         }
+    }
+
+    /// A client in a network partition (the lab's `ConnectClient`): `Some(addrs)` lets this
+    /// connector reach only `addrs` (others are `Unreachable`, and connections to them close);
+    /// `None` reaches everyone again.
+    pub fn set_reachable(&self, addrs: Option<Vec<String>>) {
+        if let Some(allowed) = &addrs {
+            let mut conns = lock(&self.inner.conns);
+            conns.retain(|addr, conn| {
+                let keep = allowed.contains(addr);
+                if !keep {
+                    conn.close();
+                }
+                keep
+            });
+        }
+        *lock(&self.inner.reachable) = addrs;
     }
 
     /// Closes every connection (calls in flight fail with `Lost`).
@@ -81,6 +101,13 @@ impl TcpConnector {
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<Conn>, CallError> {
+        if let Some(allowed) = &*lock(&self.inner.reachable) {
+            if !allowed.iter().any(|a| a == addr) {
+                return Err(CallError::Unreachable(format!(
+                    "{addr}: partitioned from this client"
+                )));
+            }
+        }
         if let Some(c) = lock(&self.inner.conns).get(addr) {
             if !c.closed.load(Ordering::SeqCst) {
                 return Ok(c.clone());
