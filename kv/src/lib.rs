@@ -24,5 +24,6 @@ pub mod history;
 pub mod protocol;
 pub mod server;
 pub mod service;
+pub mod standalone;
 pub mod state;
 pub mod tcp_client;
