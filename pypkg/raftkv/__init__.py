@@ -1,0 +1,82 @@
+"""raftkv: a Raft library and a linearizable key/value store (Rust), from Python.
+
+- :class:`LocalCluster`: n nodes in this process over real TCP on 127.0.0.1, with faults
+  (crash, restart, partition, isolate, heal, unreliable network); for scripts and tests.
+- :class:`Clerk`: a client of any cluster (get / put / conditional put / append / delete).
+- :class:`Node`: one node, for clusters spread over processes or machines.
+- :class:`History` and :func:`check_linearizable`: record what clients did and check it.
+
+Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; returned values are
+``bytes``. Every blocking call releases the GIL and can be interrupted with Ctrl-C.
+
+Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
+:class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge`, :class:`ProtocolError`,
+:class:`ClusterError` and :class:`HistoryError`.
+
+The command line: ``raftkv --help`` (serve, get, put, check, demo, bench).
+"""
+
+from __future__ import annotations
+
+from raftkv._raftkv import (
+    CheckOutcome,
+    Clerk,
+    ClusterError,
+    Error,
+    History,
+    HistoryError,
+    KeyNotFound,
+    LocalCluster,
+    MaybeApplied,
+    Node,
+    ProtocolError,
+    Timeout,
+    TooLarge,
+    VersionMismatch,
+    bench as _bench,
+    check_file,
+    check_linearizable,
+)
+
+#: The result type of :func:`check_linearizable` and :func:`check_file`
+#: (``.ok``: True | False | None, ``.visualize(path)``).
+CheckResult = CheckOutcome
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckOutcome",
+    "CheckResult",
+    "Clerk",
+    "ClusterError",
+    "Error",
+    "History",
+    "HistoryError",
+    "KeyNotFound",
+    "LocalCluster",
+    "MaybeApplied",
+    "Node",
+    "ProtocolError",
+    "Timeout",
+    "TooLarge",
+    "VersionMismatch",
+    "bench",
+    "check_file",
+    "check_linearizable",
+]
+
+
+def bench(addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0,
+          timeout=10.0, progress=None, interval=1.0):
+    """Runs ``clients`` closed-loop Clerks (in Rust, on the extension's tokio runtime) against
+    the cluster at ``addresses`` for ``warmup`` + ``seconds`` seconds.
+
+    ``mode``: ``"put"`` | ``"get"`` | ``"mixed"`` (half gets, half puts); each client works on
+    its own key with values of ``value_size`` bytes. ``progress(elapsed_s, ops, errors)`` is
+    called about every ``interval`` seconds while measuring.
+
+    Returns a dict: ``ops``, ``seconds``, ``ops_per_s``, ``errors`` and
+    ``lat_us = {"p50", "p99", "p999"}`` (microseconds, measured after the warm-up).
+    """
+    return _bench(addresses, clients=clients, seconds=seconds, mode=mode, value_size=value_size,
+                  warmup=warmup, timeout=timeout, progress=progress, interval=interval)
