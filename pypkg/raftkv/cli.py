@@ -182,8 +182,8 @@ def cmd_check(args) -> int:
                                    timeout=args.timeout, partition=not args.no_partition)
     except (raftkv.HistoryError, ValueError, OSError, raftkv.Error) as e:
         msg = str(e).replace("\n", " ")
-        if isinstance(e, OSError) and e.strerror:
-            msg = f"{args.history}: {e.strerror}"
+        if isinstance(e, OSError):
+            msg = e.strerror or msg
         _err(f"cannot check {args.history}: {msg}")
         return 2
     if result.ok is True:
@@ -247,6 +247,7 @@ def _demo_client(cluster, history, stats, stop, seed, keys):
                     _, v = clerk.get(key)
                 except raftkv.KeyNotFound:
                     v = 0
+                stats.add(True)
                 clerk.put(key, f"cas{seed}-{n}", version=v)
             else:
                 clerk.delete(key)
