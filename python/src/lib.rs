@@ -29,46 +29,46 @@ use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use raftkv_raft::Status;
 
-create_exception!(_raftkv, Error, PyException, "Base class of every raftkv error.");
-create_exception!(_raftkv, KeyNotFound, Error, "The key does not exist.");
+create_exception!(raftkv, Error, PyException, "Base class of every raftkv error.");
+create_exception!(raftkv, KeyNotFound, Error, "The key does not exist.");
 create_exception!(
-    _raftkv,
+    raftkv,
     VersionMismatch,
     Error,
     "A conditional put found another version; nothing was written."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     MaybeApplied,
     Error,
     "A retried write's outcome cannot be learned: it may or may not have been applied."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     Timeout,
     Error,
     "No majority answered (or no leader was found) within the timeout."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     TooLarge,
     Error,
     "The request is larger than the servers accept."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     ProtocolError,
     Error,
     "A server answered something the client cannot use."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     ClusterError,
     Error,
     "A cluster or node operation failed (no such node, not running, I/O, storage...)."
 );
 create_exception!(
-    _raftkv,
+    raftkv,
     HistoryError,
     Error,
     "A history could not be read (malformed JSON or log line)."
