@@ -74,9 +74,10 @@ impl<R: Runtime> StandaloneNode<R> {
             .peers
             .get(&id)
             .ok_or_else(|| ClusterError::Transport(format!("node {id} is not among the peers")))?;
-        let client_addr = *config.client_addrs.get(&id).ok_or_else(|| {
-            ClusterError::Transport(format!("node {id} has no client address"))
-        })?;
+        let client_addr = *config
+            .client_addrs
+            .get(&id)
+            .ok_or_else(|| ClusterError::Transport(format!("node {id} has no client address")))?;
         let peer_listener = TcpListener::bind(peer_addr)?;
         let client_listener = TcpListener::bind(client_addr)?;
         let peer_addr = peer_listener.local_addr()?;

@@ -364,9 +364,10 @@ def cmd_demo(args) -> int:
                 sys.stderr.write("\n")
         cluster.heal()
     elapsed = time.monotonic() - t0
-    print("events:", file=sys.stderr)
-    for e in events:
-        print(f"  {e}", file=sys.stderr)
+    if tty:  # (printed as they happened when stderr is not a terminal)
+        print("events:", file=sys.stderr)
+        for e in events:
+            print(f"  {e}", file=sys.stderr)
     errs = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_kind.items())) or "none"
     print(f"summary: {stats.ops} ops in {elapsed:.1f} s by {args.clients} clients, "
           f"{stats.errors} errors ({errs}), {leader_changes} leader changes, "

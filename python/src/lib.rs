@@ -21,7 +21,9 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use raftkv_kv::checker::formats::json::read_json;
 use raftkv_kv::checker::{AnyHistory, CheckOptions, CheckResult, Format, Verdict};
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig, ClerkError};
-use raftkv_kv::cluster::{ClusterConfig, ClusterError as RClusterError, LocalCluster as RCluster, StorageKind};
+use raftkv_kv::cluster::{
+    ClusterConfig, ClusterError as RClusterError, LocalCluster as RCluster, StorageKind,
+};
 use raftkv_kv::history::History as RHistory;
 use raftkv_kv::standalone::{StandaloneConfig, StandaloneNode};
 use raftkv_kv::tcp_client::TcpConnector;
@@ -29,7 +31,12 @@ use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use raftkv_raft::Status;
 
-create_exception!(raftkv, Error, PyException, "Base class of every raftkv error.");
+create_exception!(
+    raftkv,
+    Error,
+    PyException,
+    "Base class of every raftkv error."
+);
 create_exception!(raftkv, KeyNotFound, Error, "The key does not exist.");
 create_exception!(
     raftkv,
@@ -406,7 +413,9 @@ fn check_file(
 ) -> PyResult<CheckOutcome> {
     let fmt: Format = format
         .parse()
-        .map_err(|e: raftkv_kv::checker::formats::UnknownFormat| PyValueError::new_err(e.to_string()))?;
+        .map_err(|e: raftkv_kv::checker::formats::UnknownFormat| {
+            PyValueError::new_err(e.to_string())
+        })?;
     let expected = match fmt {
         Format::Json | Format::PorcupineKv => "kv",
         Format::JepsenEtcd => "register",
@@ -504,14 +513,18 @@ fn parse_addrs(addresses: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         return Ok(v);
     }
     let mut v = Vec::new();
-    for item in addresses.try_iter().map_err(|_| {
-        PyTypeError::new_err("addresses must be a list of \"host:port\" strings")
-    })? {
+    for item in addresses
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("addresses must be a list of \"host:port\" strings"))?
+    {
         let item = item?;
         let s: String = item.extract().map_err(|_| {
             PyTypeError::new_err(format!(
                 "an address must be a \"host:port\" str, not {}",
-                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         validate_addr(&s)?;
@@ -545,7 +558,12 @@ impl Clerk {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
         let _guard = rt().enter();
-        let mut c = RClerk::new(tokio_runtime(), TcpConnector::default(), addrs.clone(), config);
+        let mut c = RClerk::new(
+            tokio_runtime(),
+            TcpConnector::default(),
+            addrs.clone(),
+            config,
+        );
         if let Some(h) = history {
             c = c.with_history(h.inner.clone());
         }
@@ -578,24 +596,28 @@ impl Clerk {
     ) -> PyResult<u64> {
         let key = to_bytes(key, "key")?;
         let value = to_bytes(value, "value")?;
-        let version = match version {
-            None => None,
-            Some(v) if v.is_none() => None,
-            Some(v) => {
-                if v.is_instance_of::<pyo3::types::PyBool>() {
-                    return Err(PyTypeError::new_err("version must be an int, not bool"));
+        let version =
+            match version {
+                None => None,
+                Some(v) if v.is_none() => None,
+                Some(v) => {
+                    if v.is_instance_of::<pyo3::types::PyBool>() {
+                        return Err(PyTypeError::new_err("version must be an int, not bool"));
+                    }
+                    let n: i128 = v.extract().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "version must be an int, not {}",
+                            v.get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        ))
+                    })?;
+                    Some(u64::try_from(n).map_err(|_| {
+                        PyValueError::new_err(format!("version must be >= 0, not {n}"))
+                    })?)
                 }
-                let n: i128 = v.extract().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "version must be an int, not {}",
-                        v.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-                    ))
-                })?;
-                Some(u64::try_from(n).map_err(|_| {
-                    PyValueError::new_err(format!("version must be >= 0, not {n}"))
-                })?)
-            }
-        };
+            };
         let inner = self.inner.clone();
         block_on(py, async move {
             let mut c = inner.lock().await;
@@ -605,7 +627,12 @@ impl Clerk {
     }
 
     /// Appends `value` to `key`'s value (creating the key); returns the new version.
-    fn append(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn append(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
         let key = to_bytes(key, "key")?;
         let value = to_bytes(value, "value")?;
         let inner = self.inner.clone();
@@ -718,7 +745,8 @@ impl LocalCluster {
         T: Send + 'static,
         F: for<'a> FnOnce(
                 &'a mut AnyCluster,
-            ) -> std::pin::Pin<Box<dyn Future<Output = PyResult<T>> + Send + 'a>>
+            )
+                -> std::pin::Pin<Box<dyn Future<Output = PyResult<T>> + Send + 'a>>
             + Send
             + 'static,
     {
@@ -751,6 +779,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 impl LocalCluster {
     #[new]
     #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         n: i64,
@@ -862,13 +891,17 @@ impl LocalCluster {
     /// Node i's LMDB directory (None on memory storage).
     fn node_dir(&self, py: Python<'_>, i: i64) -> PyResult<Option<PathBuf>> {
         let i = node_index(i, self.n)?;
-        self.run(py, move |c| Box::pin(async move { Ok(with_cluster!(c, c => c.node_dir(i))) }))
+        self.run(py, move |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.node_dir(i))) })
+        })
     }
 
     /// Whether node i is running (not crashed).
     fn is_running(&self, py: Python<'_>, i: i64) -> PyResult<bool> {
         let i = node_index(i, self.n)?;
-        self.run(py, move |c| Box::pin(async move { Ok(with_cluster!(c, c => c.is_running(i))) }))
+        self.run(py, move |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.is_running(i))) })
+        })
     }
 
     /// Waits until some node leads and serves; returns its index. Raises raftkv.Timeout.
@@ -882,7 +915,9 @@ impl LocalCluster {
 
     /// The index of the leader of the highest term among running nodes, or None.
     fn leader(&self, py: Python<'_>) -> PyResult<Option<usize>> {
-        self.run(py, |c| Box::pin(async move { Ok(with_cluster!(c, c => c.leader().await)) }))
+        self.run(py, |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.leader().await)) })
+        })
     }
 
     /// Node i's status: a dict with id (node index), raft_id, role ("leader", "follower",
@@ -900,7 +935,9 @@ impl LocalCluster {
     /// Stops node i abruptly; its durable state stays.
     fn crash(&self, py: Python<'_>, i: i64) -> PyResult<()> {
         let i = node_index(i, self.n)?;
-        self.run(py, move |c| Box::pin(async move { ce(with_cluster!(c, c => c.crash(i).await)) }))
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.crash(i).await)) })
+        })
     }
 
     /// Starts node i again from its durable state, on the same addresses.
@@ -931,7 +968,9 @@ impl LocalCluster {
     /// Cuts node i off from every other node.
     fn isolate(&self, py: Python<'_>, i: i64) -> PyResult<()> {
         let i = node_index(i, self.n)?;
-        self.run(py, move |c| Box::pin(async move { ce(with_cluster!(c, c => c.isolate(i))) }))
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.isolate(i))) })
+        })
     }
 
     /// Full connectivity again (unreliability set by set_unreliable stays).
@@ -1117,9 +1156,10 @@ impl Node {
             )));
         }
         let data_dir = match storage {
-            "lmdb" => Some(data_dir.ok_or_else(|| {
-                PyValueError::new_err("storage \"lmdb\" needs a data_dir")
-            })?),
+            "lmdb" => Some(
+                data_dir
+                    .ok_or_else(|| PyValueError::new_err("storage \"lmdb\" needs a data_dir"))?,
+            ),
             "memory" => None,
             s => {
                 return Err(PyValueError::new_err(format!(
@@ -1134,7 +1174,7 @@ impl Node {
         let mut client_map = BTreeMap::new();
         match client_addrs {
             Some(m) => {
-                for (&j, _) in &peers {
+                for &j in peers.keys() {
                     let a = m.get(&j).ok_or_else(|| {
                         PyValueError::new_err(format!("client_addrs lacks node {j}"))
                     })?;
@@ -1262,7 +1302,12 @@ impl Node {
     }
 
     fn __repr__(&self) -> String {
-        format!("Node(id={}, peer_addr={:?}, client_addr={:?})", self.config.id, self.peer_addr(), self.client_addr())
+        format!(
+            "Node(id={}, peer_addr={:?}, client_addr={:?})",
+            self.config.id,
+            self.peer_addr(),
+            self.client_addr()
+        )
     }
 }
 
@@ -1327,7 +1372,12 @@ fn run_bench<'py>(
     let _guard = rt().enter();
     let mut handles = Vec::new();
     for c in 0..clients {
-        let mut clerk = RClerk::new(tokio_runtime(), TcpConnector::default(), addrs.clone(), config.clone());
+        let mut clerk = RClerk::new(
+            tokio_runtime(),
+            TcpConnector::default(),
+            addrs.clone(),
+            config.clone(),
+        );
         let shared = shared.clone();
         let tx = tx.clone();
         let value = value.clone();
@@ -1356,7 +1406,8 @@ fn run_bench<'py>(
                     clerk.put(key.clone(), value.clone(), None).await.is_ok()
                 };
                 let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                if shared.measuring.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
+                if shared.measuring.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed)
+                {
                     if ok {
                         shared.ops.fetch_add(1, Ordering::Relaxed);
                         lat.push(us);
@@ -1377,7 +1428,9 @@ fn run_bench<'py>(
     // Warm-up, then measure.
     let wait_until = |py: Python<'_>, until: Instant| -> PyResult<()> {
         while Instant::now() < until {
-            let left = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            let left = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
             py.allow_threads(|| std::thread::sleep(left));
             py.check_signals()?;
         }
@@ -1460,7 +1513,14 @@ fn run_bench<'py>(
     let d = PyDict::new(py);
     d.set_item("ops", ops)?;
     d.set_item("seconds", elapsed)?;
-    d.set_item("ops_per_s", if elapsed > 0.0 { ops as f64 / elapsed } else { 0.0 })?;
+    d.set_item(
+        "ops_per_s",
+        if elapsed > 0.0 {
+            ops as f64 / elapsed
+        } else {
+            0.0
+        },
+    )?;
     d.set_item("errors", errors + failures.len() as u64)?;
     let l = PyDict::new(py);
     l.set_item("p50", pct(0.50))?;
