@@ -482,7 +482,7 @@ impl<R: Runtime> Drop for LocalCluster<R> {
     fn drop(&mut self) {
         for running in self.nodes.iter_mut().filter_map(Option::take) {
             // Shutdown is a message to the event loop: poll it once, without a runtime.
-            let _ = futures::executor::block_on(running.node.shutdown());
+            futures::executor::block_on(running.node.shutdown());
         }
     }
 }
