@@ -39,6 +39,12 @@ pub enum CallError {
 }
 
 /// How a Clerk reaches a server's client address.
+///
+/// Contract: each `call` delivers its request **at most once** (TCP does; a network that
+/// duplicates requests does not). The Clerk relies on it: when a write's only delivered
+/// attempt is refused with `SessionExpired`, it concludes nothing was applied and sends the
+/// write again under a new session; a duplicated copy applied before the expiry would make
+/// that a second apply (kept as the ignored test `duplicated_request_meets_expired_session`).
 pub trait Connector: Send + Sync + 'static {
     /// Sends `body` to the server at `addr` and waits for its reply. Dropping the future
     /// abandons the call (the request may still be served).
