@@ -30,6 +30,8 @@ RUNTIMES = ("tokio", "smol")
 
 #: every (storage, runtime) combination, for the cheap tests
 ALL_COMBOS = [pytest.param(s, r, id=f"{s}-{r}") for s in STORAGES for r in RUNTIMES]
+#: the same, as the params of a fixture (one value each: the pair)
+ALL_COMBOS_FIXTURE = [pytest.param((s, r), id=f"{s}-{r}") for s in STORAGES for r in RUNTIMES]
 
 
 def combos(*pairs):
@@ -97,10 +99,11 @@ def raftkv_cli() -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition"):
+def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition",
+               detail=None):
     """Polls ``predicate`` until it returns a truthy value, which is returned; fails the test
     after ``timeout`` seconds. Exceptions from the predicate count as "not yet"; the last one
-    is shown on failure."""
+    is shown on failure, with ``detail()`` (e.g. the nodes' statuses) when given."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -112,6 +115,11 @@ def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: s
             last_exc = e
         if time.monotonic() >= deadline:
             extra = f" (last error: {last_exc!r})" if last_exc is not None else ""
+            if detail is not None:
+                try:
+                    extra += f"\n{detail()}"
+                except Exception as e:  # noqa: BLE001
+                    extra += f"\n(detail failed: {e!r})"
             pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(interval)
 
@@ -119,6 +127,17 @@ def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: s
 def statuses(cluster, nodes=None) -> dict[int, dict]:
     nodes = range(len(cluster.addrs)) if nodes is None else nodes
     return {i: cluster.status(i) for i in nodes}
+
+
+def describe_cluster(cluster) -> str:
+    """Every node's status, one a line (a crashed node shows its error)."""
+    lines = []
+    for i in range(len(cluster.addrs)):
+        try:
+            lines.append(f"  node {i}: {cluster.status(i)}")
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"  node {i}: {type(e).__name__}: {e}")
+    return "\n".join(lines)
 
 
 def wait_caught_up(cluster, nodes=None, timeout: float = WAIT, target: int | None = None):
@@ -135,7 +154,8 @@ def wait_caught_up(cluster, nodes=None, timeout: float = WAIT, target: int | Non
             goal = cluster.status(leader)["commit_index"]
         return all(cluster.status(i)["applied_index"] >= goal for i in nodes)
 
-    wait_until(caught_up, timeout, what=f"nodes {nodes} to catch up")
+    wait_until(caught_up, timeout, what=f"nodes {nodes} to catch up",
+               detail=lambda: describe_cluster(cluster))
 
 
 @contextlib.contextmanager
@@ -195,6 +215,9 @@ UNKNOWN = (raftkv.Timeout, raftkv.MaybeApplied)
 class Workload:
     """Clients issuing random get / put / append / conditional put / delete on a few keys.
 
+    ``timeout``: the Clerks' timeout, or a list of them (client c gets ``timeout[c % len]``):
+    short ones make some operations end with an unknown outcome during elections.
+
     ``completed`` counts operations that got an answer from the service (including
     KeyNotFound / VersionMismatch), so ``wait_progress`` proves the cluster serves.
     Any exception other than the API's expected ones is kept in ``errors``.
@@ -238,7 +261,9 @@ class Workload:
 
     def _run(self, c: int):
         rng = random.Random(self.seed * 1000 + c)
-        clerk = raftkv.Clerk(self.addrs, timeout=self.timeout, history=self.history)
+        timeout = self.timeout[c % len(self.timeout)] if isinstance(self.timeout, (list, tuple)) \
+            else self.timeout
+        clerk = raftkv.Clerk(self.addrs, timeout=timeout, history=self.history)
         versions: dict[str, int] = {}
         n = 0
         while not self.stop_event.is_set():
@@ -282,5 +307,10 @@ class Workload:
         wait_until(lambda: self.completed >= goal, timeout,
                    what=f"{ops} more completed operations {what}".strip())
 
+    def summary(self) -> str:
+        return (f"{self.clients} clients, seed {self.seed}: {self.completed} completed, "
+                f"{self.unknown} unknown outcome")
+
     def assert_no_errors(self):
+        print(self.summary())
         assert not self.errors, "unexpected exceptions from clients:\n" + "\n".join(self.errors[:20])

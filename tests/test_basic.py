@@ -9,7 +9,7 @@ import json
 import pytest
 
 import raftkv
-from conftest import ALL_COMBOS, WAIT, local_cluster, wait_until
+from conftest import ALL_COMBOS_FIXTURE, WAIT, local_cluster, wait_until
 
 _keys = itertools.count()
 
@@ -18,7 +18,7 @@ def fresh_key(prefix="k"):
     return f"{prefix}-{next(_keys)}".encode()
 
 
-@pytest.fixture(scope="module", params=ALL_COMBOS)
+@pytest.fixture(scope="module", params=ALL_COMBOS_FIXTURE)
 def cluster(request):
     storage, runtime = request.param
     with local_cluster(storage, runtime) as c:
