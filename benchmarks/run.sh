@@ -138,7 +138,7 @@ M="python3 $HERE/measure.py"
 
 GIT_REV="$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git -C "$HERE/.." diff --quiet HEAD -- 2>/dev/null || GIT_REV="$GIT_REV+dirty"
-EXTRA="$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"quick": a[1]=="1", "repeats": int(a[2]), "seconds": float(a[3]), "warmup": float(a[4]), "value_size": int(a[5]), "keyspace_etcd": int(a[6]), "put_clients": [int(x) for x in a[7].split()], "mixed_clients": [int(x) for x in a[8].split()], "systems": a[9].split(), "checkout": a[10], "etcd_extra_flags": a[11]}))' \
+EXTRA="$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"quick": a[1]=="1", "repeats": int(a[2]), "seconds": float(a[3]), "warmup": float(a[4]), "value_size": int(a[5]), "keyspace": int(a[6]), "put_clients": [int(x) for x in a[7].split()], "mixed_clients": [int(x) for x in a[8].split()], "systems": a[9].split(), "checkout": a[10], "etcd_extra_flags": a[11]}))' \
   "$QUICK" "$REPEATS" "$SECS" "$WARMUP" "$VALUE_SIZE" "$KEYSPACE" "$PUT_CLIENTS" "$MIXED_CLIENTS" "$SYSTEMS" "$GIT_REV" "$ETCD_EXTRA_FLAGS")"
 timeout 60 $M machine --tmp "$TMP" --raftkv "${RAFTKV:-none}" --extra "$EXTRA" | tee -a "$OUT" >&2
 
@@ -196,7 +196,7 @@ run_one() {  # $1 system  $2 mode  $3 clients  $4 repeat
     mkdir -p "$TMP/raftkv-$RUN_NO"
     TMPDIR="$TMP/raftkv-$RUN_NO" timeout --foreground -k 10 $((RUN_TIMEOUT + 40)) $M run "${args[@]}" -- \
       "$RAFTKV" bench --nodes 3 --clients "$clients" --seconds "$SECS" --warmup "$WARMUP" \
-      --mode "$mode" --value-size "$VALUE_SIZE" >/dev/null || rc=$?
+      --mode "$mode" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE" >/dev/null || rc=$?
     stop_stray_raftkv
     rm -rf "$TMP/raftkv-$RUN_NO"
   else

@@ -123,7 +123,7 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
         f"Per run: {machine.get('warmup', '?')} s warm-up + {machine.get('seconds', '?')} s measured; "
         f"{machine.get('repeats', '?')} repeat(s); {machine.get('value_size', '?')}-byte values; "
         f"closed-loop clients to the leader; mixed = 50% linearizable get / 50% put; "
-        f"etcd keyspace {machine.get('keyspace_etcd', '?')}, raftkv keys as `raftkv bench` chooses them. "
+        f"keys uniform over {machine.get('keyspace', machine.get('keyspace_etcd', '?'))} on both systems. "
         f"Values are medians over repeats (ops/s range in brackets).")
     lines.append("")
     lines.append("| case | raftkv ops/s | raftkv p50 us | raftkv p99 us | etcd ops/s | etcd p50 us | etcd p99 us "

@@ -458,11 +458,12 @@ def cmd_bench(args) -> int:
             sys.stderr.flush()
 
         r = raftkv.bench(endpoints, clients=args.clients, seconds=args.seconds, mode=args.mode,
-                         value_size=args.value_size, warmup=args.warmup, progress=progress)
+                         value_size=args.value_size, warmup=args.warmup, progress=progress,
+                         keyspace=args.keyspace)
         if tty:
             sys.stderr.write("\n")
         print(json.dumps({
-            "mode": args.mode, "clients": args.clients, "nodes": nodes,
+            "mode": args.mode, "clients": args.clients, "nodes": nodes, "keyspace": args.keyspace,
             "seconds": round(r["seconds"], 3), "value_size": args.value_size,
             "ops_per_s": round(r["ops_per_s"], 1),
             "lat_us": {"p50": r["lat_us"]["p50"], "p99": r["lat_us"]["p99"],
@@ -574,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mode", choices=("put", "get", "mixed"), default="put")
     b.add_argument("--value-size", type=int, default=100)
     b.add_argument("--warmup", type=float, default=1.0, metavar="S")
+    b.add_argument("--keyspace", type=int, default=10_000,
+                   help="keys k000000.. chosen uniformly (get and mixed write them all first)")
     b.add_argument("--endpoints", help="benchmark this running cluster instead")
     b.add_argument("--runtime", choices=("tokio", "smol"), default="tokio",
                    help="the servers' runtime")

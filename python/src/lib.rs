@@ -1320,6 +1320,8 @@ struct BenchShared {
     errors: AtomicU64,
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// Clients done with the preload.
+    ready: AtomicU64,
 }
 
 /// Runs `clients` closed-loop Clerks against `addresses` for `warmup` + `seconds` seconds on
@@ -1328,7 +1330,7 @@ struct BenchShared {
 /// `progress`: a callable called about every `interval` seconds with (elapsed_s, ops_so_far,
 /// errors_so_far) while measuring, with the GIL held.
 #[pyfunction]
-#[pyo3(signature = (addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0, timeout=10.0, progress=None, interval=1.0))]
+#[pyo3(signature = (addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0, timeout=10.0, progress=None, interval=1.0, keyspace=10_000))]
 #[pyo3(name = "bench")]
 #[allow(clippy::too_many_arguments)]
 fn run_bench<'py>(
@@ -1342,8 +1344,12 @@ fn run_bench<'py>(
     timeout: f64,
     progress: Option<Bound<'py, PyAny>>,
     interval: f64,
+    keyspace: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let addrs = parse_addrs(addresses)?;
+    if keyspace == 0 {
+        return Err(PyValueError::new_err("keyspace must be positive"));
+    }
     let config = clerk_config(timeout)?;
     let seconds_d = duration(seconds, "seconds")?;
     let warmup_d = duration(warmup, "warmup")?;
@@ -1366,8 +1372,10 @@ fn run_bench<'py>(
         errors: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        ready: AtomicU64::new(0),
     });
-    let value = Bytes::from(vec![b'x'; value_size]);
+    // Keys `k000000..` uniform over `keyspace`; each client one random alphanumeric value.
+    let key_of = |k: u64| Bytes::from(format!("k{k:06}"));
     let (tx, rx) = mpsc::channel::<Result<Vec<u32>, String>>();
     let _guard = rt().enter();
     let mut handles = Vec::new();
@@ -1380,24 +1388,32 @@ fn run_bench<'py>(
         );
         let shared = shared.clone();
         let tx = tx.clone();
-        let value = value.clone();
+        let mut rng =
+            raftkv_raft::Rng::new(0x5eed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let value: Bytes = (0..value_size)
+            .map(|_| ALNUM[rng.range(0, ALNUM.len() as u64) as usize])
+            .collect::<Vec<u8>>()
+            .into();
         handles.push(rt().spawn(async move {
-            let key = Bytes::from(format!("bench-{c}"));
-            // Every client's key exists before reads start.
+            // Reads find every key: the clients write the keyspace between them first.
             if mode_n != 0 {
-                if let Err(e) = clerk.put(key.clone(), value.clone(), None).await {
-                    let _ = tx.send(Err(format!("preload failed: {e}")));
-                    return;
+                for k in (c as u64..keyspace).step_by(clients) {
+                    if let Err(e) = clerk.put(key_of(k), value.clone(), None).await {
+                        shared.ready.fetch_add(1, Ordering::SeqCst);
+                        let _ = tx.send(Err(format!("preload failed: {e}")));
+                        return;
+                    }
                 }
             }
+            shared.ready.fetch_add(1, Ordering::SeqCst);
             let mut lat: Vec<u32> = Vec::with_capacity(1 << 14);
-            let mut i: u64 = c as u64;
             while !shared.stop.load(Ordering::Relaxed) {
-                i = i.wrapping_add(1);
+                let key = key_of(rng.range(0, keyspace));
                 let is_get = match mode_n {
                     0 => false,
                     1 => true,
-                    _ => i % 2 == 0,
+                    _ => rng.chance(0.5),
                 };
                 let start = Instant::now();
                 let ok = if is_get {
@@ -1436,6 +1452,14 @@ fn run_bench<'py>(
         }
         Ok(())
     };
+    // The preload (get and mixed modes) is not part of the warm-up.
+    while shared.ready.load(Ordering::SeqCst) < clients as u64 {
+        if let Err(e) = wait_until(py, Instant::now() + Duration::from_millis(20)) {
+            shared.stop.store(true, Ordering::SeqCst);
+            abort_all(&handles);
+            return Err(e);
+        }
+    }
     let started = Instant::now();
     if let Err(e) = wait_until(py, started + warmup_d) {
         shared.stop.store(true, Ordering::SeqCst);
