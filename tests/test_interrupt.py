@@ -16,8 +16,12 @@ import pytest
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import raftkv
+
+    # A parent started in the background (nohup, `&` in a script) passes SIGINT down ignored,
+    # and Python then installs no handler: restore the interactive default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     how = sys.argv[1]
     cluster = raftkv.LocalCluster(n=3, storage="memory", runtime=sys.argv[2])
