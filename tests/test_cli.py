@@ -184,3 +184,19 @@ def test_json_history_file_example_from_the_api(tmp_path):
     path = tmp_path / "api.json"
     path.write_text(json.dumps(doc))
     expect_verdict(run(["check", path, "--format", "json"]), True)
+
+
+@pytest.mark.parametrize("name,ok", [("c50-ok.txt", True), ("c50-bad.txt", False)])
+def test_check_timeout_gives_unknown_or_the_verdict_promptly(name, ok):
+    """c50 as one partition is the slow case: with --timeout 1 the check ends promptly, with
+    the verdict or with exit 2 (unknown)."""
+    skip_without_porcupine()
+    import time
+
+    start = time.monotonic()
+    proc = run(["check", PORCUPINE_DIR / "kv" / name, "--format", "porcupine-kv",
+                "--no-partition", "--timeout", "1"], timeout=60)
+    elapsed = time.monotonic() - start
+    assert proc.returncode in ((0 if ok else 1), 2), describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    assert elapsed < 30, f"--timeout 1 took {elapsed:.1f} s"

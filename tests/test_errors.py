@@ -100,3 +100,31 @@ def test_no_majority_times_out(storage, runtime):
         value, version = clerk.get(b"k")
         # the timed-out put may or may not have been applied later
         assert (value, version) in ((b"v", 1), (b"w", 2))
+
+
+def test_every_exported_exception_subclasses_raftkv_error():
+    exported = [getattr(raftkv, name) for name in dir(raftkv) if not name.startswith("_")]
+    classes = [c for c in exported if isinstance(c, type) and issubclass(c, BaseException)]
+    assert raftkv.Error in classes
+    for cls in classes:
+        assert issubclass(cls, raftkv.Error), f"raftkv.{cls.__name__} is not a raftkv.Error"
+
+
+def test_request_over_the_frame_bound_fails_at_once_not_by_timeout():
+    """A put of a value larger than a request may be (the client frame bound is 4 MiB) cannot
+    succeed on any retry: the Clerk should say so at once (raftkv.TooLarge, a raftkv.Error),
+    not retry until its timeout and raise raftkv.Timeout (an unknown outcome)."""
+    import time
+
+    with local_cluster("memory", "tokio") as cluster:
+        clerk = raftkv.Clerk(cluster.addrs, timeout=6.0)
+        start = time.monotonic()
+        with pytest.raises(raftkv.Error) as info:
+            clerk.put(b"big", b"x" * (5 << 20))
+        elapsed = time.monotonic() - start
+        assert not isinstance(info.value, raftkv.Timeout), (
+            f"a too-large put raised Timeout after {elapsed:.1f} s instead of TooLarge")
+        assert isinstance(info.value, raftkv.TooLarge), repr(info.value)
+        assert elapsed < 3
+        # just under the bound works
+        assert clerk.put(b"big", b"x" * (3 << 20)) == 1
