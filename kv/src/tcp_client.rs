@@ -220,9 +220,14 @@ impl Connector for TcpConnector {
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let codec = Codec::new(self.inner.config.frame_bytes_max);
         let mut frame = Vec::new();
-        codec
-            .encode(&ClientRequest { id, body }, &mut frame)
-            .map_err(|e| CallError::Unreachable(format!("cannot send: {e}")))?;
+        match codec.encode(&ClientRequest { id, body }, &mut frame) {
+            Ok(_) => {}
+            // No server accepts a frame over the bound: no retry can succeed.
+            Err(raftkv_transport_tcp::CodecError::FrameTooLarge { .. }) => {
+                return Ok(Reply::TooLarge)
+            }
+            Err(e) => return Err(CallError::Unreachable(format!("cannot send: {e}"))),
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&conn.pending);

@@ -44,3 +44,25 @@ fn put_get_append_delete_over_tcp_with_a_leader_crash() {
         cluster.close().await;
     });
 }
+
+#[test]
+fn regression_a_put_over_the_frame_bound_is_too_large_at_once_not_a_timeout() {
+    smol::block_on(async {
+        let mut cluster = LocalCluster::start(
+            raftkv_raft::runtime::smol::SmolRuntime::new(),
+            ClusterConfig::new(3, StorageKind::Memory),
+        )
+        .await
+        .unwrap();
+        let mut clerk = cluster.clerk(ClerkConfig {
+            timeout: Duration::from_secs(6),
+            ..ClerkConfig::default()
+        });
+        let start = std::time::Instant::now();
+        let big = vec![b'x'; 5 << 20];
+        assert_eq!(clerk.put("big", big, None).await, Err(ClerkError::TooLarge));
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert_eq!(clerk.put("big", vec![b'x'; 3 << 20], None).await, Ok(1));
+        cluster.close().await;
+    });
+}
