@@ -342,8 +342,8 @@ impl CheckOutcome {
     }
 }
 
-/// The most memory one check's search may take (the visited set), in bytes.
-const CHECK_MEMORY_BYTES: u64 = 4 << 30;
+/// The most memory one partition's search may take (its visited set), in bytes.
+const CHECK_MEMORY_BYTES: u64 = 6 << 30;
 
 fn run_check(
     py: Python<'_>,
@@ -351,15 +351,12 @@ fn run_check(
     partition: bool,
     timeout: Option<f64>,
 ) -> PyResult<CheckOutcome> {
-    // Bound the visited set to about CHECK_MEMORY_BYTES (module doc of the checker: an entry
-    // costs 8 x (2 + ceil(n / 64)) + 8 bytes for a partition of n operations; n is at most the
-    // history's length). Past it the verdict is unknown, never an out-of-memory kill.
-    let n = history.len() as u64;
-    let entry_bytes = 8 * (2 + n.div_ceil(64)) + 8;
+    // Bound each partition's visited set (past it the verdict is unknown, never an
+    // out-of-memory kill); at most one partition per core is searched at once.
     let options = CheckOptions {
         partition,
         timeout: timeout.map(|t| duration(t, "timeout")).transpose()?,
-        cache_entries_max: Some((CHECK_MEMORY_BYTES / entry_bytes).max(1) as usize),
+        cache_bytes_max: Some(CHECK_MEMORY_BYTES as usize),
         ..CheckOptions::default()
     };
     let history = Arc::new(history);
@@ -377,7 +374,7 @@ fn run_check(
 
 /// Checks a History (or a history's JSON text) for linearizability under `model` ("kv").
 /// `timeout` (seconds, None: no limit) bounds the search: the result's `ok` is then None; so
-/// it is when the search would need more than 4 GiB of memory.
+/// it is when one key's search would need more than 6 GiB of memory.
 /// `partition=False` checks the history as a whole instead of key by key.
 #[pyfunction]
 #[pyo3(signature = (history, model="kv", timeout=None, partition=true))]

@@ -213,6 +213,9 @@ pub struct CheckOptions {
     /// Give up, with verdict [`Verdict::Unknown`], when one partition's visited set would hold
     /// more entries than this (default: no limit). See the module doc for bytes per entry.
     pub cache_entries_max: Option<usize>,
+    /// The same bound in bytes of visited set per partition, turned into entries from each
+    /// partition's own size (module doc: Memory); the smaller of the two bounds applies.
+    pub cache_bytes_max: Option<usize>,
     /// Stop the other partitions as soon as one is found illegal (default `true`, as Porcupine
     /// does): they are then `Unknown` ([`Undecided::Stopped`]), and which ones got decided
     /// depends on timing. `false` decides every partition, which on an illegal history may
@@ -227,6 +230,7 @@ impl Default for CheckOptions {
             timeout: None,
             threads: None,
             cache_entries_max: None,
+            cache_bytes_max: None,
             stop_on_illegal: true,
         }
     }
@@ -280,7 +284,7 @@ impl Undecided {
     pub fn describe(self) -> &'static str {
         match self {
             Undecided::Timeout => "timed out",
-            Undecided::CacheFull => "visited set full (cache_entries_max)",
+            Undecided::CacheFull => "visited set full (cache_entries_max / cache_bytes_max)",
             Undecided::Stopped => "not finished: another partition is not linearizable",
             Undecided::TooLarge => "too many operations",
         }
@@ -314,6 +318,16 @@ pub(crate) struct Control {
     pub(crate) timed_out: AtomicBool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) cache_entries_max: usize,
+    pub(crate) cache_bytes_max: usize,
+}
+
+impl Control {
+    /// The visited-set bound, in entries, of a partition of `n` operations.
+    pub(crate) fn cache_entries_max_for(&self, n: usize) -> usize {
+        let entry_bytes = 8 * (2 + n.div_ceil(64)) + 8;
+        self.cache_entries_max
+            .min((self.cache_bytes_max / entry_bytes).max(1))
+    }
 }
 
 /// Checks `ops` for linearizability under `model`.
@@ -343,6 +357,7 @@ pub fn check<M: Model>(
         timed_out: AtomicBool::new(false),
         deadline: options.timeout.and_then(|t| Instant::now().checked_add(t)),
         cache_entries_max: options.cache_entries_max.unwrap_or(usize::MAX),
+        cache_bytes_max: options.cache_bytes_max.unwrap_or(usize::MAX),
     };
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = options
@@ -367,10 +382,10 @@ pub fn check<M: Model>(
             break;
         };
         let (p, mut search) = match task {
-            Task::Pending(p, part) => (
-                p,
-                Box::new(Search::new(model, ops, part, control.cache_entries_max)),
-            ),
+            Task::Pending(p, part) => (p, {
+                let max = control.cache_entries_max_for(part.len());
+                Box::new(Search::new(model, ops, part, max))
+            }),
             Task::Started(p, search) => (p, search),
         };
         if search.run(&control, SLICE_ITERATIONS) {
