@@ -200,3 +200,31 @@ def test_check_timeout_gives_unknown_or_the_verdict_promptly(name, ok):
     assert proc.returncode in ((0 if ok else 1), 2), describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)
     assert elapsed < 30, f"--timeout 1 took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("mode", ["put", "mixed"])
+def test_bench_starts_serve_processes_and_prints_one_json_line(mode, tmp_path, monkeypatch):
+    """`raftkv bench` with its own 3 `raftkv serve` processes: one JSON line on stdout with the
+    schema of the issue, no errors, and no server left behind."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the servers' data dirs: found by `ps` below
+    proc = run(["bench", "--nodes", 3, "--clients", 4, "--seconds", 1, "--warmup", 0.2,
+                "--keyspace", 100, "--mode", mode], timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, describe(proc)
+    r = json.loads(lines[0])
+    for field in ("mode", "clients", "nodes", "seconds", "value_size", "ops_per_s", "lat_us",
+                  "errors"):
+        assert field in r, (field, r)
+    assert r["mode"] == mode and r["clients"] == 4 and r["nodes"] == 3
+    assert r["ops_per_s"] > 0 and r["errors"] == 0, r
+    assert 0 < r["lat_us"]["p50"] <= r["lat_us"]["p99"] <= r["lat_us"]["p999"], r
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps, "a raftkv serve process outlived the bench"
+
+
+def test_bench_function_accepts_a_keyspace():
+    with local_cluster("memory", "tokio") as cluster:
+        r = raftkv.bench(cluster.addrs, clients=2, seconds=0.5, warmup=0.1, mode="mixed",
+                         keyspace=20)
+        assert r["ops_per_s"] > 0 and r["errors"] == 0

@@ -67,16 +67,18 @@ __all__ = [
 
 
 def bench(addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0,
-          timeout=10.0, progress=None, interval=1.0):
+          timeout=10.0, progress=None, interval=1.0, keyspace=10_000):
     """Runs ``clients`` closed-loop Clerks (in Rust, on the extension's tokio runtime) against
     the cluster at ``addresses`` for ``warmup`` + ``seconds`` seconds.
 
-    ``mode``: ``"put"`` | ``"get"`` | ``"mixed"`` (half gets, half puts); each client works on
-    its own key with values of ``value_size`` bytes. ``progress(elapsed_s, ops, errors)`` is
+    ``mode``: ``"put"`` | ``"get"`` | ``"mixed"`` (gets and puts at random, half each); keys
+    are drawn uniformly from ``keyspace`` keys ``k000000..`` (get and mixed write them all
+    first, outside the warm-up), values are ``value_size`` random alphanumeric bytes. ``progress(elapsed_s, ops, errors)`` is
     called about every ``interval`` seconds while measuring.
 
     Returns a dict: ``ops``, ``seconds``, ``ops_per_s``, ``errors`` and
     ``lat_us = {"p50", "p99", "p999"}`` (microseconds, measured after the warm-up).
     """
     return _bench(addresses, clients=clients, seconds=seconds, mode=mode, value_size=value_size,
-                  warmup=warmup, timeout=timeout, progress=progress, interval=interval)
+                  warmup=warmup, timeout=timeout, progress=progress, interval=interval,
+                  keyspace=keyspace)
