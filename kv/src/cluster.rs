@@ -142,7 +142,7 @@ pub struct LocalCluster<R: Runtime> {
 }
 
 /// How long a restart waits for a crashed node's port and storage lock to be released.
-const RELEASE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 impl<R: Runtime> LocalCluster<R> {
     /// Binds every node's addresses, then starts every node.
@@ -321,16 +321,7 @@ impl<R: Runtime> LocalCluster<R> {
         };
         let dir = node_dir(dir, i);
         std::fs::create_dir_all(&dir)?;
-        let deadline = self.runtime.now() + RELEASE_WAIT;
-        loop {
-            // A crashed node's storage closes once its tasks have ended: wait for its lock.
-            match LmdbStorage::open(&dir, LmdbOptions::default()) {
-                Ok(s) => return Ok(AnyStorage::Lmdb(s)),
-                Err(e) if self.runtime.now() >= deadline => return Err(e.into()),
-                Err(StorageError::Io(_)) => self.runtime.sleep(Duration::from_millis(20)).await,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(AnyStorage::Lmdb(open_lmdb(&self.runtime, &dir).await?))
     }
 
     async fn start_node(
@@ -491,12 +482,29 @@ fn node_dir(data_dir: &Path, i: usize) -> PathBuf {
     data_dir.join(format!("node{}", i + 1))
 }
 
+/// Opens the LMDB storage in `dir`, waiting while a stopped node still holds its lock (its
+/// storage closes once its tasks have ended).
+pub(crate) async fn open_lmdb<R: Runtime>(
+    runtime: &R,
+    dir: &Path,
+) -> Result<LmdbStorage, ClusterError> {
+    let deadline = runtime.now() + RELEASE_WAIT;
+    loop {
+        match LmdbStorage::open(dir, LmdbOptions::default()) {
+            Ok(s) => return Ok(s),
+            Err(e) if runtime.now() >= deadline => return Err(e.into()),
+            Err(StorageError::Io(_)) => runtime.sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Whether some process (or this one) still holds the storage lock in `dir`.
-fn lmdb_locked(dir: &Path) -> bool {
+pub(crate) fn lmdb_locked(dir: &Path) -> bool {
     dir.exists() && LmdbStorage::open(dir, LmdbOptions::default()).is_err()
 }
 
-fn wall_clock_ms() -> u64 {
+pub(crate) fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -4,15 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use raftkv_raft::storage::MemStorage;
-use raftkv_raft::{Config, Node, NodeConfig, NodeId, Runtime, Status, StorageError};
-use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
+use raftkv_raft::{Config, Node, NodeConfig, NodeId, Runtime, Status};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 
-use crate::cluster::{AnyStorage, ClusterError};
+use crate::cluster::{
+    lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, ClusterError, RELEASE_WAIT,
+};
 use crate::server::{KvServer, ServerConfig};
 use crate::service::{KvService, ServiceConfig};
 use crate::state::{KvStateMachine, SessionConfig};
@@ -63,8 +64,6 @@ pub struct StandaloneNode<R: Runtime> {
     peer_addr: SocketAddr,
     client_addr: SocketAddr,
 }
-
-const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 impl<R: Runtime> StandaloneNode<R> {
     /// Binds the node's peer and client addresses, opens its storage and starts it.
@@ -163,26 +162,4 @@ impl<R: Runtime> StandaloneNode<R> {
             }
         }
     }
-}
-
-async fn open_lmdb<R: Runtime>(runtime: &R, dir: &Path) -> Result<LmdbStorage, ClusterError> {
-    let deadline = runtime.now() + RELEASE_WAIT;
-    loop {
-        match LmdbStorage::open(dir, LmdbOptions::default()) {
-            Ok(s) => return Ok(s),
-            Err(e) if runtime.now() >= deadline => return Err(e.into()),
-            Err(StorageError::Io(_)) => runtime.sleep(Duration::from_millis(20)).await,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn lmdb_locked(dir: &Path) -> bool {
-    dir.exists() && LmdbStorage::open(dir, LmdbOptions::default()).is_err()
-}
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
