@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::pin_mut;
-use raftkv_raft::Runtime;
+use raftkv_raft::{Rng, Runtime};
 use thiserror::Error;
 
 use crate::checker::models::{KvErr, KvOutput};
@@ -117,8 +117,8 @@ pub struct Clerk<R: Runtime, C: Connector> {
     seq: u64,
     config: ClerkConfig,
     history: Option<(History, u64)>,
-    /// Backoff jitter state (SplitMix64).
-    jitter: u64,
+    /// Backoff jitter.
+    rng: Rng,
 }
 
 impl<R: Runtime, C: Connector> Clerk<R, C> {
@@ -126,7 +126,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     /// cluster). Panics if `addrs` is empty: callers validate addresses first.
     pub fn new(runtime: R, connector: C, addrs: Vec<String>, config: ClerkConfig) -> Self {
         assert!(!addrs.is_empty(), "a Clerk needs at least one address");
-        let jitter = addrs.iter().map(|a| a.len() as u64).sum::<u64>()
+        let seed = addrs.iter().map(|a| a.len() as u64).sum::<u64>()
             ^ u64::try_from(runtime.now().as_nanos()).unwrap_or(0);
         Self {
             runtime,
@@ -137,7 +137,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             seq: 0,
             config,
             history: None,
-            jitter,
+            rng: Rng::new(seed),
         }
     }
 
@@ -369,13 +369,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
 
     /// `d` scaled by a pseudo-random factor in [0.5, 1.0].
     fn jittered(&mut self, d: Duration) -> Duration {
-        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.jitter;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let fraction = 0.5 + (z % 1000) as f64 / 2000.0;
-        d.mul_f64(fraction)
+        d.mul_f64(0.5 + self.rng.range(0, 1000) as f64 / 2000.0)
     }
 }
 

@@ -5,6 +5,10 @@
 //! carry an id chosen by the client; responses carry it back and may come out of order (a
 //! connection has several requests in flight).
 
+use std::io::{self, Read};
+
+use raftkv_transport_tcp::{Codec, CodecError, PREFIX_BYTES};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Op, Outcome};
@@ -76,4 +80,37 @@ pub struct ServerStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+}
+
+/// Why a frame could not be read from a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad frame: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// Reads one frame from `reader` (buffer it: two reads a frame), using `body` as scratch
+/// space. `Ok(None)` is a clean close between frames; a length over the codec's bound is
+/// refused before anything is buffered for it.
+pub fn read_frame<T: DeserializeOwned>(
+    reader: &mut impl Read,
+    codec: Codec,
+    body: &mut Vec<u8>,
+) -> Result<Option<T>, FrameError> {
+    let mut prefix = [0u8; PREFIX_BYTES];
+    match reader.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    body.resize(codec.body_len(prefix)?, 0);
+    reader.read_exact(body)?;
+    let frame = codec.decode_body(body)?;
+    // Keep at most 1 MiB of scratch between frames.
+    if body.capacity() > 1 << 20 {
+        *body = Vec::new();
+    }
+    Ok(Some(frame))
 }

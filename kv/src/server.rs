@@ -9,7 +9,7 @@
 //! `warn!` line; everyone else is served on.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -18,9 +18,11 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use raftkv_raft::{Runtime, StateMachine};
-use raftkv_transport_tcp::{Codec, PREFIX_BYTES};
+use raftkv_transport_tcp::Codec;
 
-use crate::protocol::{ClientRequest, ClientResponse, CLIENT_FRAME_BYTES_MAX};
+use crate::protocol::{
+    read_frame, ClientRequest, ClientResponse, FrameError, CLIENT_FRAME_BYTES_MAX,
+};
 use crate::service::KvService;
 use crate::state::Outcome;
 
@@ -247,15 +249,6 @@ impl Slots {
     }
 }
 
-/// Why a connection was closed by the server.
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("bad frame: {0}")]
-    Codec(#[from] raftkv_transport_tcp::CodecError),
-}
-
 fn read_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
     stream: &TcpStream,
     tx: mpsc::Sender<ClientResponse>,
@@ -264,24 +257,10 @@ fn read_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
     codec: Codec,
     service: &KvService<R, M>,
     runtime: &R,
-) -> Result<(), ConnError> {
+) -> Result<(), FrameError> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
-    loop {
-        let mut prefix = [0u8; PREFIX_BYTES];
-        match reader.read_exact(&mut prefix) {
-            Ok(()) => {}
-            // A clean close between frames.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        let len = codec.body_len(prefix)?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-        let request: ClientRequest = codec.decode_body(&body)?;
-        if body.capacity() > 1 << 20 {
-            body = Vec::new();
-        }
+    while let Some(request) = read_frame::<ClientRequest>(&mut reader, codec, &mut body)? {
         if !slots.acquire(in_flight_max) {
             return Ok(());
         }
@@ -296,6 +275,7 @@ fn read_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
             });
         });
     }
+    Ok(())
 }
 
 fn write_loop(

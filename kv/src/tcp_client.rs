@@ -4,7 +4,7 @@
 //! so it works under any runtime and never blocks one.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,10 +12,13 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use raftkv_transport_tcp::{Codec, PREFIX_BYTES};
+use raftkv_transport_tcp::Codec;
 
 use crate::clerk::{CallError, Connector};
-use crate::protocol::{ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX};
+use crate::protocol::{
+    read_frame, ClientRequest, ClientResponse, FrameError, Reply, RequestBody,
+    CLIENT_FRAME_BYTES_MAX,
+};
 
 /// How a connector connects.
 #[derive(Clone, Debug)]
@@ -252,18 +255,13 @@ impl Connector for TcpConnector {
     }
 }
 
-fn read_loop(stream: TcpStream, pending: &Pending, codec: Codec) -> Result<(), String> {
+fn read_loop(stream: TcpStream, pending: &Pending, codec: Codec) -> Result<(), FrameError> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
-    loop {
-        let mut prefix = [0u8; PREFIX_BYTES];
-        reader.read_exact(&mut prefix).map_err(|e| e.to_string())?;
-        let len = codec.body_len(prefix).map_err(|e| e.to_string())?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body).map_err(|e| e.to_string())?;
-        let response: ClientResponse = codec.decode_body(&body).map_err(|e| e.to_string())?;
+    while let Some(response) = read_frame::<ClientResponse>(&mut reader, codec, &mut body)? {
         if let Some(tx) = lock(pending).remove(&response.id) {
             let _ = tx.send(response.reply);
         }
     }
+    Ok(())
 }
