@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{
-    Config, Node, NodeConfig, NodeError, NodeId, Persisted, Role, Runtime, Status, Storage,
-    StorageError, WriteOp,
+    Config, NetRuntime, Node, NodeConfig, NodeError, NodeId, Persisted, Role, Runtime, Status,
+    Storage, StorageError, WriteOp,
 };
 use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{FaultFilter, LinkRule, TcpConfig, TcpTransport};
@@ -144,7 +144,7 @@ pub struct LocalCluster<R: Runtime> {
 /// How long a restart waits for a crashed node's port and storage lock to be released.
 pub(crate) const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
-impl<R: Runtime> LocalCluster<R> {
+impl<R: NetRuntime> LocalCluster<R> {
     /// Binds every node's addresses, then starts every node.
     pub async fn start(runtime: R, config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.nodes == 0 || config.nodes > 7 {
@@ -273,10 +273,10 @@ impl<R: Runtime> LocalCluster<R> {
     }
 
     /// A Clerk that knows every node's client address.
-    pub fn clerk(&self, config: ClerkConfig) -> Clerk<R, TcpConnector> {
+    pub fn clerk(&self, config: ClerkConfig) -> Clerk<R, TcpConnector<R>> {
         Clerk::new(
             self.runtime.clone(),
-            TcpConnector::default(),
+            TcpConnector::with_runtime(self.runtime.clone()),
             self.addrs(),
             config,
         )

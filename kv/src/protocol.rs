@@ -5,7 +5,11 @@
 //! carry an id chosen by the client; responses carry it back and may come out of order (a
 //! connection has several requests in flight).
 
-use std::io::{self, Read};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures::io::AsyncRead;
 
 use raftkv_transport_tcp::{Codec, CodecError, PREFIX_BYTES};
 use serde::de::DeserializeOwned;
@@ -91,26 +95,85 @@ pub enum FrameError {
     Codec(#[from] CodecError),
 }
 
-/// Reads one frame from `reader` (buffer it: two reads a frame), using `body` as scratch
-/// space. `Ok(None)` is a clean close between frames; a length over the codec's bound is
-/// refused before anything is buffered for it.
-pub fn read_frame<T: DeserializeOwned>(
-    reader: &mut impl Read,
+/// Bytes a [`FrameReader`] asks the socket for at once, and keeps between frames.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Frames read from an async socket: a buffer that one `poll_fill` tops up (one `read`, so a
+/// caller may stop polling at any moment without losing bytes) and `next_frame` takes whole
+/// frames from. It holds at most one frame plus one read chunk: a length over the codec's
+/// bound is refused as soon as its prefix is in, before the body is buffered.
+pub struct FrameReader {
     codec: Codec,
-    body: &mut Vec<u8>,
-) -> Result<Option<T>, FrameError> {
-    let mut prefix = [0u8; PREFIX_BYTES];
-    match reader.read_exact(&mut prefix) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    pub fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            buf: vec![0; READ_CHUNK_BYTES],
+            start: 0,
+            end: 0,
+        }
     }
-    body.resize(codec.body_len(prefix)?, 0);
-    reader.read_exact(body)?;
-    let frame = codec.decode_body(body)?;
-    // Keep at most 1 MiB of scratch between frames.
-    if body.capacity() > 1 << 20 {
-        *body = Vec::new();
+
+    /// The next whole frame already buffered, if any.
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        match self.codec.decode(&self.buf[self.start..self.end])? {
+            Some((frame, used)) => {
+                self.start += used;
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                    // Keep at most one chunk of scratch once a large frame is through.
+                    if self.buf.len() > READ_CHUNK_BYTES {
+                        self.buf = vec![0; READ_CHUNK_BYTES];
+                    }
+                }
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
     }
-    Ok(Some(frame))
+
+    /// Whether bytes of an unfinished frame are buffered (a close now truncates it).
+    pub fn is_mid_frame(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// One read from `stream` into the buffer: `Ok(0)` is end of stream.
+    pub fn poll_fill<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            self.make_room();
+        }
+        let n = ready!(Pin::new(stream).poll_read(cx, &mut self.buf[self.end..]))?;
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Moves the unfinished frame to the front, and grows the buffer to hold all of it (its
+    /// length is known to be within the bound once its prefix is in).
+    fn make_room(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        let needed = match self.buf[..self.end].first_chunk::<PREFIX_BYTES>() {
+            // An over-bound prefix was refused by `next_frame` before we get here.
+            Some(prefix) => self.codec.body_len(*prefix).unwrap_or(0) + PREFIX_BYTES,
+            None => PREFIX_BYTES,
+        };
+        let len = needed
+            .max(self.end + READ_CHUNK_BYTES)
+            .min(needed + READ_CHUNK_BYTES);
+        if len > self.buf.len() {
+            self.buf.resize(len, 0);
+        }
+    }
 }

@@ -1,27 +1,30 @@
 //! [`KvServer`]: serves a [`KvService`] to clients over TCP, on its own port, with the
 //! transport's framing (`u32` big-endian length + postcard body, bounded).
 //!
-//! Threads, not a runtime: one accept thread, and per connection a reader and a writer, all on
-//! blocking `std::net` sockets; each request becomes a task on the node's runtime, so the
-//! server works with any [`Runtime`]. A connection has at most `in_flight_per_connection_max`
-//! requests being served; past that its reader stops reading (TCP backpressure). Bad input —
-//! garbage, an oversized length, a truncated frame — closes that one connection with one
-//! `warn!` line; everyone else is served on.
+//! One accept thread; each connection is then one task on the node's runtime ([`NetRuntime`]:
+//! tokio or smol), which reads requests, serves up to `in_flight_per_connection_max` of them at
+//! once and writes the answers as they come, many to one `write`. Past the in-flight bound it
+//! stops reading (TCP backpressure). No thread per connection: a request is read, served and
+//! answered without leaving the runtime. Bad input — garbage, an oversized length, a truncated
+//! frame — closes that one connection with one `warn!` line; everyone else is served on.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufReader, Write};
+use std::future::poll_fn;
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use raftkv_raft::{Runtime, StateMachine};
+use futures::io::AsyncWriteExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use raftkv_raft::{NetRuntime, StateMachine};
 use raftkv_transport_tcp::Codec;
 
 use crate::protocol::{
-    read_frame, ClientRequest, ClientResponse, FrameError, CLIENT_FRAME_BYTES_MAX,
+    ClientRequest, ClientResponse, FrameError, FrameReader, Reply, CLIENT_FRAME_BYTES_MAX,
 };
 use crate::service::KvService;
 use crate::state::Outcome;
@@ -55,7 +58,6 @@ struct Shared {
     /// Open connections (a clone of each socket, to close them at shutdown).
     conns: Mutex<BTreeMap<u64, TcpStream>>,
     next_conn: AtomicU64,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     config: ServerConfig,
 }
 
@@ -68,7 +70,7 @@ pub struct KvServer {
 
 impl KvServer {
     /// Serves `service` on `listener` (already bound, e.g. to port 0).
-    pub fn start<R: Runtime, M: StateMachine<Response = Outcome>>(
+    pub fn start<R: NetRuntime, M: StateMachine<Response = Outcome>>(
         listener: TcpListener,
         service: KvService<R, M>,
         runtime: R,
@@ -80,7 +82,6 @@ impl KvServer {
             stopping: AtomicBool::new(false),
             conns: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
-            threads: Mutex::new(Vec::new()),
             config,
         });
         let s = shared.clone();
@@ -103,8 +104,9 @@ impl KvServer {
         lock(&self.shared.conns).len()
     }
 
-    /// Stops accepting, closes every connection and joins every thread. Requests being served
-    /// finish on the runtime; their answers are dropped.
+    /// Stops accepting (the listening socket is closed when this returns) and shuts every
+    /// connection down; their tasks end on the runtime, and requests being served there finish
+    /// with their answers dropped.
     pub fn shutdown(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some(a) = self.acceptor.take() {
@@ -112,10 +114,6 @@ impl KvServer {
         }
         for conn in lock(&self.shared.conns).values() {
             let _ = conn.shutdown(Shutdown::Both);
-        }
-        let threads = std::mem::take(&mut *lock(&self.shared.threads));
-        for t in threads {
-            let _ = t.join();
         }
     }
 }
@@ -130,7 +128,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn accept_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
+fn accept_loop<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     listener: TcpListener,
     shared: Arc<Shared>,
     service: KvService<R, M>,
@@ -155,15 +153,14 @@ fn accept_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
     }
 }
 
-/// Starts the reader and writer threads of one connection.
-fn serve<R: Runtime, M: StateMachine<Response = Outcome>>(
+/// Registers a connection and spawns its task.
+fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     shared: &Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
     service: &KvService<R, M>,
     runtime: &R,
 ) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     {
@@ -177,149 +174,108 @@ fn serve<R: Runtime, M: StateMachine<Response = Outcome>>(
         }
         conns.insert(id, stream.try_clone()?);
     }
-    let write_half = stream.try_clone()?;
-    let (tx, rx) = mpsc::channel::<ClientResponse>();
-    let slots = Arc::new(Slots::default());
-    let codec = Codec::new(shared.config.frame_bytes_max);
-    let writer = {
-        let slots = slots.clone();
-        thread::Builder::new()
-            .name(format!("kv-write-{id}"))
-            .spawn(move || write_loop(write_half, rx, slots, codec, addr))?
+    let socket = match runtime.register(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            lock(&shared.conns).remove(&id);
+            return Err(e);
+        }
     };
-    let reader = {
-        let shared = shared.clone();
-        let service = service.clone();
-        let runtime = runtime.clone();
-        thread::Builder::new()
-            .name(format!("kv-read-{id}"))
-            .spawn(move || {
-                let max = shared.config.in_flight_per_connection_max.max(1);
-                if let Err(e) = read_loop(&stream, tx, &slots, max, codec, &service, &runtime) {
-                    if !shared.stopping.load(Ordering::SeqCst) {
-                        tracing::warn!(%addr, "kv server: closing connection: {e}");
+    let shared = shared.clone();
+    let service = service.clone();
+    runtime.spawn(async move {
+        let in_flight_max = shared.config.in_flight_per_connection_max.max(1);
+        let codec = Codec::new(shared.config.frame_bytes_max);
+        if let Err(e) = connection(socket, &service, codec, in_flight_max).await {
+            if !shared.stopping.load(Ordering::SeqCst) {
+                tracing::warn!(%addr, "kv server: closing connection: {e}");
+            }
+        }
+        if let Some(s) = lock(&shared.conns).remove(&id) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    });
+    Ok(())
+}
+
+/// What a connection's task waits for.
+enum Wake {
+    Answer(ClientResponse),
+    Read(io::Result<usize>),
+}
+
+/// Serves one connection until the client closes it, it sends bad input, or the server shuts
+/// it down.
+async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
+    mut socket: R::TcpStream,
+    service: &KvService<R, M>,
+    codec: Codec,
+    in_flight_max: usize,
+) -> Result<(), FrameError> {
+    let mut frames = FrameReader::new(codec);
+    let mut in_flight = FuturesUnordered::new();
+    let serve = |request: ClientRequest| async move {
+        let reply = service.handle(request.body).await;
+        ClientResponse {
+            id: request.id,
+            reply,
+        }
+    };
+    let mut out = Vec::new();
+    loop {
+        while in_flight.len() < in_flight_max {
+            match frames.next_frame::<ClientRequest>()? {
+                Some(request) => in_flight.push(serve(request)),
+                None => break,
+            }
+        }
+        let wake = poll_fn(|cx| {
+            if let Poll::Ready(Some(answer)) = in_flight.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Answer(answer));
+            }
+            if in_flight.len() < in_flight_max {
+                if let Poll::Ready(r) = frames.poll_fill(&mut socket, cx) {
+                    return Poll::Ready(Wake::Read(r));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Read(Ok(0)) if frames.is_mid_frame() => {
+                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()))
+            }
+            // The client closed: answers still being served have nowhere to go.
+            Wake::Read(Ok(0)) => return Ok(()),
+            Wake::Read(Ok(_)) => {}
+            Wake::Read(Err(e)) => return Err(e.into()),
+            Wake::Answer(first) => {
+                // Every answer ready now goes out in one write.
+                out.clear();
+                encode_answer(&codec, first, &mut out);
+                while out.len() < 256 * 1024 {
+                    match futures::FutureExt::now_or_never(in_flight.next()) {
+                        Some(Some(answer)) => encode_answer(&codec, answer, &mut out),
+                        _ => break,
                     }
                 }
-                let _ = stream.shutdown(Shutdown::Both);
-                slots.close();
-                lock(&shared.conns).remove(&id);
-            })?
-    };
-    let mut threads = lock(&shared.threads);
-    threads.retain(|t| !t.is_finished());
-    threads.push(reader);
-    threads.push(writer);
-    Ok(())
-}
-
-/// Requests in flight on one connection.
-#[derive(Default)]
-struct Slots {
-    state: Mutex<(usize, bool)>,
-    changed: Condvar,
-}
-
-impl Slots {
-    /// Waits for a free slot; false once the connection is closed.
-    fn acquire(&self, max: usize) -> bool {
-        let mut s = lock(&self.state);
-        while s.0 >= max && !s.1 {
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        if s.1 {
-            return false;
-        }
-        s.0 += 1;
-        true
-    }
-
-    fn release(&self, n: usize) {
-        let mut s = lock(&self.state);
-        s.0 = s.0.saturating_sub(n);
-        self.changed.notify_all();
-    }
-
-    fn is_closed(&self) -> bool {
-        lock(&self.state).1
-    }
-
-    fn close(&self) {
-        lock(&self.state).1 = true;
-        self.changed.notify_all();
-    }
-}
-
-fn read_loop<R: Runtime, M: StateMachine<Response = Outcome>>(
-    stream: &TcpStream,
-    tx: mpsc::Sender<ClientResponse>,
-    slots: &Slots,
-    in_flight_max: usize,
-    codec: Codec,
-    service: &KvService<R, M>,
-    runtime: &R,
-) -> Result<(), FrameError> {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut body = Vec::new();
-    while let Some(request) = read_frame::<ClientRequest>(&mut reader, codec, &mut body)? {
-        if !slots.acquire(in_flight_max) {
-            return Ok(());
-        }
-        let service = service.clone();
-        let tx = tx.clone();
-        runtime.spawn(async move {
-            let reply = service.handle(request.body).await;
-            // The writer is gone when the connection closed: the answer has nowhere to go.
-            let _ = tx.send(ClientResponse {
-                id: request.id,
-                reply,
-            });
-        });
-    }
-    Ok(())
-}
-
-fn write_loop(
-    mut stream: TcpStream,
-    rx: mpsc::Receiver<ClientResponse>,
-    slots: Arc<Slots>,
-    codec: Codec,
-    addr: SocketAddr,
-) {
-    let mut buf = Vec::new();
-    loop {
-        let first = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => r,
-            // The reader closed the connection: answers still being served have nowhere to go.
-            Err(mpsc::RecvTimeoutError::Timeout) if slots.is_closed() => return,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        buf.clear();
-        let mut n = 0;
-        let mut next = Some(first);
-        while let Some(response) = next {
-            n += 1;
-            if let Err(e) = codec.encode(&response, &mut buf) {
-                // Only a value read larger than the frame bound gets here.
-                tracing::warn!(%addr, "kv server: cannot encode a response: {e}");
-                let refusal = ClientResponse {
-                    id: response.id,
-                    reply: crate::protocol::Reply::TooLarge,
-                };
-                let _ = codec.encode(&refusal, &mut buf);
+                socket.write_all(&out).await?;
+                if out.capacity() > 1 << 20 {
+                    out = Vec::new();
+                }
             }
-            next = if buf.len() < 256 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        if let Err(e) = stream.write_all(&buf) {
-            tracing::debug!(%addr, "kv server: write failed: {e}");
-            let _ = stream.shutdown(Shutdown::Both);
-            slots.close();
-            return;
-        }
-        slots.release(n);
+    }
+}
+
+fn encode_answer(codec: &Codec, answer: ClientResponse, out: &mut Vec<u8>) {
+    if let Err(e) = codec.encode(&answer, out) {
+        // Only a value read larger than the frame bound gets here.
+        tracing::warn!("kv server: cannot encode a response: {e}");
+        let refusal = ClientResponse {
+            id: answer.id,
+            reply: Reply::TooLarge,
+        };
+        let _ = codec.encode(&refusal, out);
     }
 }

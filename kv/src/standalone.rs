@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raftkv_raft::storage::MemStorage;
-use raftkv_raft::{Config, Node, NodeConfig, NodeId, Runtime, Status};
+use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, NodeId, Runtime, Status};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 
 use crate::cluster::{
@@ -65,7 +65,7 @@ pub struct StandaloneNode<R: Runtime> {
     client_addr: SocketAddr,
 }
 
-impl<R: Runtime> StandaloneNode<R> {
+impl<R: NetRuntime> StandaloneNode<R> {
     /// Binds the node's peer and client addresses, opens its storage and starts it.
     pub async fn start(runtime: R, config: StandaloneConfig) -> Result<Self, ClusterError> {
         let id = config.id;

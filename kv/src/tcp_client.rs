@@ -1,25 +1,30 @@
 //! [`TcpConnector`]: the Clerk's TCP [`Connector`]. One connection per server address, shared by
-//! the connector's clones, with many requests in flight (matched to responses by id). Blocking
-//! `std::net` sockets on plain threads (a connect thread per attempt, a reader per connection),
-//! so it works under any runtime and never blocks one.
+//! the connector's clones, with many requests in flight (matched to responses by id). Each
+//! connection is one task on the runtime ([`NetRuntime`]) that writes queued requests, many to
+//! one `write`, and reads answers; a connect runs on a short-lived thread (it may block for the
+//! whole connect timeout).
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Write};
+use std::future::poll_fn;
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::task::Poll;
+use std::thread;
 use std::time::Duration;
 
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::StreamExt;
+use raftkv_raft::NetRuntime;
 use raftkv_transport_tcp::Codec;
 
 use crate::clerk::{CallError, Connector};
 use crate::protocol::{
-    read_frame, ClientRequest, ClientResponse, FrameError, Reply, RequestBody,
+    ClientRequest, ClientResponse, FrameError, FrameReader, Reply, RequestBody,
     CLIENT_FRAME_BYTES_MAX,
 };
-
 /// How a connector connects.
 #[derive(Clone, Debug)]
 pub struct TcpConnectorConfig {
@@ -29,6 +34,9 @@ pub struct TcpConnectorConfig {
     /// Requests waiting for an answer on one connection; beyond, calls fail at once (`Lost`
     /// is never claimed for them: they were not sent).
     pub in_flight_per_connection_max: usize,
+    /// Encoded requests waiting to be written on one connection (a server that stops reading
+    /// holds them there), in bytes; beyond, calls fail at once, unsent.
+    pub queued_bytes_max: usize,
 }
 
 impl Default for TcpConnectorConfig {
@@ -37,21 +45,28 @@ impl Default for TcpConnectorConfig {
             connect_timeout: Duration::from_secs(1),
             frame_bytes_max: CLIENT_FRAME_BYTES_MAX,
             in_flight_per_connection_max: 1024,
+            queued_bytes_max: 4 * CLIENT_FRAME_BYTES_MAX,
         }
     }
 }
 
 /// The TCP connector. Clones share connections. Dropping the last clone closes them.
-#[derive(Clone, Default)]
-pub struct TcpConnector {
-    inner: Arc<Inner>,
+pub struct TcpConnector<R: NetRuntime> {
+    inner: Arc<Inner<R>>,
 }
 
-#[derive(Default)]
-struct Inner {
+impl<R: NetRuntime> Clone for TcpConnector<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<R> {
+    runtime: R,
     config: TcpConnectorConfig,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
-    readers: Mutex<Vec<JoinHandle<()>>>,
     /// A client-side partition: when set, only these addresses can be reached.
     reachable: Mutex<Option<Vec<String>>>,
 }
@@ -59,7 +74,13 @@ struct Inner {
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
 
 struct Conn {
-    writer: Mutex<TcpStream>,
+    /// Encoded requests for the connection's task to write; at most
+    /// `in_flight_per_connection_max` (each has a pending entry).
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    /// A clone of the socket, to shut it down from outside the task.
+    socket: TcpStream,
+    /// Bytes in `outgoing` not yet taken by the task.
+    queued_bytes: AtomicUsize,
     pending: Arc<Pending>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -69,16 +90,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl TcpConnector {
-    pub fn new(config: TcpConnectorConfig) -> Self {
+impl<R: NetRuntime> TcpConnector<R> {
+    /// A connector whose connections are tasks on `runtime`.
+    pub fn new(runtime: R, config: TcpConnectorConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                runtime,
                 config,
                 conns: Mutex::default(),
-                readers: Mutex::default(),
                 reachable: Mutex::default(),
             }),
         }
+    }
+
+    /// A connector with the default configuration.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self::new(runtime, TcpConnectorConfig::default())
     }
 
     /// A client in a network partition (the lab's `ConnectClient`): `Some(addrs)` lets this
@@ -130,37 +157,41 @@ impl TcpConnector {
             .await
             .map_err(|_| CallError::Unreachable("connect thread died".into()))?
             .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
-        let read_half = stream
+        let socket = stream
             .try_clone()
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let registered = self
+            .inner
+            .runtime
+            .register(stream)
+            .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+        let (outgoing, queued) = mpsc::unbounded();
         let conn = Arc::new(Conn {
-            writer: Mutex::new(stream),
+            outgoing,
+            socket,
+            queued_bytes: AtomicUsize::new(0),
             pending: Arc::default(),
             next_id: AtomicU64::new(1),
             closed: Arc::default(),
         });
         let codec = Codec::new(self.inner.config.frame_bytes_max);
-        let (pending, closed) = (conn.pending.clone(), conn.closed.clone());
-        let reader = thread::Builder::new()
-            .name("kv-client-read".into())
-            .spawn(move || {
-                if let Err(e) = read_loop(read_half, &pending, codec) {
-                    tracing::debug!("kv client: connection closed: {e}");
-                }
-                closed.store(true, Ordering::SeqCst);
-                // Dropping the senders fails every call still waiting: `Lost`.
-                lock(&pending).clear();
-            })
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        {
-            let mut readers = lock(&self.inner.readers);
-            readers.retain(|r| !r.is_finished());
-            readers.push(reader);
-        }
+        let task_conn = conn.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = run_connection(registered, queued, &task_conn, codec).await {
+                tracing::debug!("kv client: connection closed: {e}");
+            }
+            task_conn.close();
+            // Dropping the senders fails every call still waiting: `Lost`.
+            lock(&task_conn.pending).clear();
+        });
         let mut conns = lock(&self.inner.conns);
-        if let Some(old) = conns.insert(addr.to_string(), conn.clone()) {
-            old.close();
+        // Calls that found no connection connect at once; the first to finish is kept, so
+        // the others' requests are not lost with a connection closed under them.
+        if let Some(open) = conns.get(addr).filter(|c| !c.closed.load(Ordering::SeqCst)) {
+            conn.close();
+            return Ok(open.clone());
         }
+        conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
     }
 }
@@ -183,23 +214,20 @@ fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
 impl Conn {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _ = lock(&self.writer).shutdown(Shutdown::Both);
+        self.outgoing.close_channel();
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 }
 
-impl Inner {
+impl<R> Inner<R> {
     fn close(&self) {
         for c in lock(&self.conns).drain().map(|(_, c)| c) {
             c.close();
         }
-        let readers = std::mem::take(&mut *lock(&self.readers));
-        for r in readers {
-            let _ = r.join();
-        }
     }
 }
 
-impl Drop for Inner {
+impl<R> Drop for Inner<R> {
     fn drop(&mut self) {
         self.close();
     }
@@ -217,7 +245,7 @@ impl Drop for Forget<'_> {
     }
 }
 
-impl Connector for TcpConnector {
+impl<R: NetRuntime> Connector for TcpConnector<R> {
     async fn call(&self, addr: &str, body: RequestBody) -> Result<Reply, CallError> {
         let conn = self.connection(addr).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
@@ -246,22 +274,87 @@ impl Connector for TcpConnector {
             pending: &conn.pending,
             id,
         };
-        if let Err(e) = lock(&conn.writer).write_all(&frame) {
-            conn.close();
-            return Err(CallError::Lost(format!("{addr}: {e}")));
+        let frame_bytes = frame.len();
+        let queued = conn.queued_bytes.fetch_add(frame_bytes, Ordering::SeqCst);
+        if queued + frame_bytes > self.inner.config.queued_bytes_max {
+            conn.queued_bytes.fetch_sub(frame_bytes, Ordering::SeqCst);
+            return Err(CallError::Unreachable(format!(
+                "{addr}: queued_bytes_max ({}) reached: the server is not reading",
+                self.inner.config.queued_bytes_max
+            )));
+        }
+        if conn.outgoing.unbounded_send(frame).is_err() {
+            return Err(CallError::Unreachable(format!("{addr}: connection closed")));
         }
         rx.await
             .map_err(|_| CallError::Lost(format!("{addr}: connection closed")))
     }
 }
 
-fn read_loop(stream: TcpStream, pending: &Pending, codec: Codec) -> Result<(), FrameError> {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut body = Vec::new();
-    while let Some(response) = read_frame::<ClientResponse>(&mut reader, codec, &mut body)? {
-        if let Some(tx) = lock(pending).remove(&response.id) {
-            let _ = tx.send(response.reply);
+/// What a connection's task waits for.
+enum Wake {
+    Send(Option<Vec<u8>>),
+    Read(io::Result<usize>),
+}
+
+/// Writes queued requests and delivers answers until the connection closes (either side) or
+/// the server sends something that is not a frame.
+async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
+    conn: &Conn,
+    codec: Codec,
+) -> Result<(), FrameError> {
+    let mut frames = FrameReader::new(codec);
+    let mut out = Vec::new();
+    let taken = |frame: Vec<u8>| {
+        conn.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
+        frame
+    };
+    loop {
+        let wake = poll_fn(|cx| {
+            if let Poll::Ready(frame) = queued.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Send(frame.map(taken)));
+            }
+            frames.poll_fill(&mut socket, cx).map(Wake::Read)
+        })
+        .await;
+        match wake {
+            // The connector closed this connection.
+            Wake::Send(None) => return Ok(()),
+            Wake::Send(Some(first)) => {
+                // Every request queued now goes out in one write.
+                match queued.try_recv().map(taken) {
+                    Ok(second) => {
+                        out.clear();
+                        out.extend_from_slice(&first);
+                        out.extend_from_slice(&second);
+                        while out.len() < 256 * 1024 {
+                            match queued.try_recv().map(taken) {
+                                Ok(f) => out.extend_from_slice(&f),
+                                _ => break,
+                            }
+                        }
+                        socket.write_all(&out).await?;
+                        if out.capacity() > 1 << 20 {
+                            out = Vec::new();
+                        }
+                    }
+                    _ => socket.write_all(&first).await?,
+                }
+            }
+            Wake::Read(Ok(0)) if frames.is_mid_frame() => {
+                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()))
+            }
+            Wake::Read(Ok(0)) => return Ok(()),
+            Wake::Read(Ok(_)) => {
+                while let Some(response) = frames.next_frame::<ClientResponse>()? {
+                    if let Some(tx) = lock(&conn.pending).remove(&response.id) {
+                        let _ = tx.send(response.reply);
+                    }
+                }
+            }
+            Wake::Read(Err(e)) => return Err(e.into()),
         }
     }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use raftkv_kv::cluster::{ClusterConfig, LocalCluster, StorageKind};
 use raftkv_kv::history::History;
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
-use raftkv_raft::Runtime;
+use raftkv_raft::{NetRuntime, Runtime};
 
 fn on_tokio<F: std::future::Future<Output = ()> + Send + 'static>(
     test: impl FnOnce(TokioRuntime) -> F,
@@ -52,7 +52,7 @@ fn assert_linearizable(history: &History, what: &str) {
 
 /// `clients` Clerks append `c{i}x{j} ` to their own key and to one shared key, and read back,
 /// while `faults` runs; afterwards every client's appends are present exactly once, in order.
-async fn workload<R: Runtime>(
+async fn workload<R: NetRuntime>(
     cluster: &mut LocalCluster<R>,
     clients: usize,
     duration: Duration,
@@ -207,7 +207,7 @@ fn no_progress_in_a_minority_then_completion_after_heal() {
             .unwrap();
         // A client that reaches only the minority (4A OnePartition).
         let addrs = cluster.addrs();
-        let connector = raftkv_kv::tcp_client::TcpConnector::default();
+        let connector = raftkv_kv::tcp_client::TcpConnector::with_runtime(rt.clone());
         connector.set_reachable(Some(minority.iter().map(|&i| addrs[i].clone()).collect()));
         let mut stuck = raftkv_kv::clerk::Clerk::new(
             rt.clone(),
@@ -232,7 +232,7 @@ fn no_progress_in_a_minority_then_completion_after_heal() {
         // The majority makes progress meanwhile.
         let mut majority_clerk = raftkv_kv::clerk::Clerk::new(
             rt.clone(),
-            raftkv_kv::tcp_client::TcpConnector::default(),
+            raftkv_kv::tcp_client::TcpConnector::with_runtime(rt.clone()),
             majority.iter().map(|&i| addrs[i].clone()).collect(),
             ClerkConfig::default(),
         )

@@ -454,8 +454,8 @@ fn check_file(
 // ------------------------------------------------------------------------------------------
 
 enum AnyClerk {
-    Tokio(RClerk<TokioRuntime, TcpConnector>),
-    Smol(RClerk<SmolRuntime, TcpConnector>),
+    Tokio(RClerk<TokioRuntime, TcpConnector<TokioRuntime>>),
+    Smol(RClerk<SmolRuntime, TcpConnector<SmolRuntime>>),
 }
 
 macro_rules! with_clerk {
@@ -567,7 +567,7 @@ impl Clerk {
         let _guard = rt().enter();
         let mut c = RClerk::new(
             tokio_runtime(),
-            TcpConnector::default(),
+            TcpConnector::with_runtime(tokio_runtime()),
             addrs.clone(),
             config,
         );
@@ -1389,7 +1389,7 @@ fn run_bench<'py>(
     for c in 0..clients {
         let mut clerk = RClerk::new(
             tokio_runtime(),
-            TcpConnector::default(),
+            TcpConnector::with_runtime(tokio_runtime()),
             addrs.clone(),
             config.clone(),
         );

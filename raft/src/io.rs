@@ -7,6 +7,7 @@
 use crate::message::Message;
 use crate::types::{Entry, HardState, Index, LogId, Persisted, Snapshot};
 use bytes::Bytes;
+use futures::io::{AsyncRead, AsyncWrite};
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
@@ -25,6 +26,17 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Monotonic time since an arbitrary origin fixed for this runtime.
     fn now(&self) -> Duration;
+}
+
+/// A runtime with a reactor for TCP (tokio, smol; not the simulator): the client server and
+/// connector do their socket I/O as tasks on it instead of on threads of their own.
+pub trait NetRuntime: Runtime {
+    /// A connected socket registered with the runtime's reactor.
+    type TcpStream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Hands a connected `std` socket to the reactor (it is made non-blocking). Callable from
+    /// any thread, inside or outside the runtime.
+    fn register(&self, stream: std::net::TcpStream) -> std::io::Result<Self::TcpStream>;
 }
 
 /// One operation of a durable write, applied in order within a [`Storage::write`].

@@ -87,7 +87,7 @@ mod types;
 
 pub use config::{Config, ConfigError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus};
-pub use io::{Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
+pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};
 pub use ready::Ready;

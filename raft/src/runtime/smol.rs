@@ -1,6 +1,6 @@
 //! The smol adapter: tasks run on smol's global executor.
 
-use crate::io::Runtime;
+use crate::io::{NetRuntime, Runtime};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -41,5 +41,13 @@ impl Runtime for SmolRuntime {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+}
+
+impl NetRuntime for SmolRuntime {
+    type TcpStream = smol::Async<std::net::TcpStream>;
+
+    fn register(&self, stream: std::net::TcpStream) -> std::io::Result<Self::TcpStream> {
+        smol::Async::new(stream)
     }
 }

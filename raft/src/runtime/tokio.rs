@@ -1,8 +1,11 @@
 //! The tokio adapter. The tokio runtime must have its time driver enabled (`enable_time` /
 //! `enable_all`, or `#[tokio::main]`).
 
-use crate::io::Runtime;
+use crate::io::{NetRuntime, Runtime};
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Runs raftkv's tasks on a tokio runtime.
@@ -40,5 +43,52 @@ impl Runtime for TokioRuntime {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+}
+
+impl NetRuntime for TokioRuntime {
+    type TcpStream = TokioTcpStream;
+
+    fn register(&self, stream: std::net::TcpStream) -> io::Result<TokioTcpStream> {
+        stream.set_nonblocking(true)?;
+        let _context = self.handle.enter();
+        tokio::net::TcpStream::from_std(stream).map(TokioTcpStream)
+    }
+}
+
+/// A tokio socket seen through the `futures` I/O traits, which the runtime-generic code uses.
+#[derive(Debug)]
+pub struct TokioTcpStream(tokio::net::TcpStream);
+
+impl futures::io::AsyncRead for TokioTcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut read) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures::io::AsyncWrite for TokioTcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
     }
 }
