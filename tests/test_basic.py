@@ -225,6 +225,22 @@ def test_status(cluster, clerk):
     wait_until(lambda: cluster.leader() is not None, what="leader()")
 
 
+def test_clerk_server_status_reports_each_servers_view(cluster, clerk):
+    # Regression: server_status returned only {"debug": ...} although documented as a dict
+    # of the server's role, term, indexes.
+    clerk.put(fresh_key(), b"x")
+    leader = cluster.wait_leader(timeout=WAIT)
+    st = clerk.server_status(cluster.addrs[leader])
+    for key in ("raft_id", "role", "term", "leader", "commit_index", "applied_index",
+                "first_index", "last_index", "snapshot_index"):
+        assert key in st, f"server_status lacks {key!r}: {st}"
+    assert st["role"] == "leader"
+    assert st["leader"] == st["raft_id"] == leader + 1
+    assert st["applied_index"] <= st["commit_index"] <= st["last_index"]
+    follower = clerk.server_status(cluster.addrs[(leader + 1) % 3])
+    assert follower["role"] == "follower" and follower["term"] >= 1
+
+
 def test_clerk_given_one_follower_address_follows_the_hint(cluster):
     leader = cluster.wait_leader(timeout=WAIT)
     for i in range(3):

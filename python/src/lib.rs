@@ -673,8 +673,9 @@ impl Clerk {
         self.timeout
     }
 
-    /// The status of the server at `address` (one attempt): a dict with at least role, term,
-    /// leader, commit_index... as the server reports it.
+    /// The status of the server at `address` (one attempt), as it reports it: a dict with
+    /// raft_id, role, term, leader (a Raft id or None), commit_index, applied_index,
+    /// first_index, last_index, snapshot_index.
     fn server_status<'py>(&self, py: Python<'py>, address: String) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
         let s = block_on(py, async move {
@@ -683,7 +684,15 @@ impl Clerk {
         })?
         .map_err(clerk_err)?;
         let d = PyDict::new(py);
-        d.set_item("debug", format!("{s:?}"))?;
+        d.set_item("raft_id", s.id)?;
+        d.set_item("role", s.role)?;
+        d.set_item("term", s.term)?;
+        d.set_item("leader", s.leader)?;
+        d.set_item("commit_index", s.commit_index)?;
+        d.set_item("applied_index", s.applied_index)?;
+        d.set_item("first_index", s.first_index)?;
+        d.set_item("last_index", s.last_index)?;
+        d.set_item("snapshot_index", s.snapshot_index)?;
         Ok(d)
     }
 
