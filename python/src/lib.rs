@@ -684,15 +684,20 @@ impl Clerk {
         })?
         .map_err(clerk_err)?;
         let d = PyDict::new(py);
-        d.set_item("raft_id", s.id)?;
         d.set_item("role", s.role)?;
-        d.set_item("term", s.term)?;
         d.set_item("leader", s.leader)?;
-        d.set_item("commit_index", s.commit_index)?;
-        d.set_item("applied_index", s.applied_index)?;
-        d.set_item("first_index", s.first_index)?;
-        d.set_item("last_index", s.last_index)?;
-        d.set_item("snapshot_index", s.snapshot_index)?;
+        let numbers = [
+            ("raft_id", s.id),
+            ("term", s.term),
+            ("commit_index", s.commit_index),
+            ("applied_index", s.applied_index),
+            ("first_index", s.first_index),
+            ("last_index", s.last_index),
+            ("snapshot_index", s.snapshot_index),
+        ];
+        for (name, value) in numbers {
+            d.set_item(name, value)?;
+        }
         Ok(d)
     }
 
