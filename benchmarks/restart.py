@@ -63,7 +63,7 @@ def leader_index(clerk, endpoints) -> int:
 
 
 def restart(procs, i):
-    """Starts node i again with the arguments it had; returns the new process and its start."""
+    """Starts node i again with the arguments it had (replacing procs[i]); returns the start time."""
     old = procs[i]
     t0 = time.monotonic()
     p = subprocess.Popen(old.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

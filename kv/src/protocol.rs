@@ -98,6 +98,19 @@ pub enum FrameError {
 /// Bytes a [`FrameReader`] asks the socket for at once, and keeps between frames.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// A connection's task gathers the frames ready at one moment into one write of about this
+/// many bytes at most (one frame more may go past it).
+pub(crate) const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Empties a write buffer, keeping at most 1 MiB of it allocated for the next batch.
+pub(crate) fn reuse_write_buffer(out: &mut Vec<u8>) {
+    if out.capacity() > 1 << 20 {
+        *out = Vec::new();
+    } else {
+        out.clear();
+    }
+}
+
 /// Frames read from an async socket: a buffer that one `poll_fill` tops up (one `read`, so a
 /// caller may stop polling at any moment without losing bytes) and `next_frame` takes whole
 /// frames from. It holds at most one frame plus one read chunk: a length over the codec's
@@ -139,12 +152,8 @@ impl FrameReader {
         }
     }
 
-    /// Whether bytes of an unfinished frame are buffered (a close now truncates it).
-    pub fn is_mid_frame(&self) -> bool {
-        self.start < self.end
-    }
-
-    /// One read from `stream` into the buffer: `Ok(0)` is end of stream.
+    /// One read from `stream` into the buffer: `Ok(0)` is end of stream between frames; an
+    /// end of stream inside a frame is `UnexpectedEof`.
     pub fn poll_fill<S: AsyncRead + Unpin>(
         &mut self,
         stream: &mut S,
@@ -154,6 +163,9 @@ impl FrameReader {
             self.make_room();
         }
         let n = ready!(Pin::new(stream).poll_read(cx, &mut self.buf[self.end..]))?;
+        if n == 0 && self.start < self.end {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
         self.end += n;
         Poll::Ready(Ok(n))
     }
@@ -175,5 +187,50 @@ impl FrameReader {
         if len > self.buf.len() {
             self.buf.resize(len, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod frame_reader_tests {
+    use super::*;
+    use futures::io::Cursor;
+    use std::future::poll_fn;
+
+    fn request(id: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let codec = Codec::new(CLIENT_FRAME_BYTES_MAX);
+        let body = RequestBody::Status;
+        codec.encode(&ClientRequest { id, body }, &mut out).unwrap();
+        out
+    }
+
+    /// Reads every frame of `bytes`, then reports how the stream ended.
+    fn read_all(bytes: Vec<u8>) -> (Vec<u64>, io::Result<usize>) {
+        let mut reader = FrameReader::new(Codec::new(CLIENT_FRAME_BYTES_MAX));
+        let mut stream = Cursor::new(bytes);
+        let mut ids = Vec::new();
+        loop {
+            let r = futures::executor::block_on(poll_fn(|cx| reader.poll_fill(&mut stream, cx)));
+            while let Some(req) = reader.next_frame::<ClientRequest>().unwrap() {
+                ids.push(req.id);
+            }
+            if !matches!(r, Ok(n) if n > 0) {
+                return (ids, r);
+            }
+        }
+    }
+
+    #[test]
+    fn end_of_stream_between_frames_is_clean_and_inside_one_is_unexpected() {
+        let mut two = request(1);
+        two.extend(request(2));
+        let (ids, end) = read_all(two.clone());
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(end.unwrap(), 0);
+
+        let truncated = two[..two.len() - 1].to_vec();
+        let (ids, end) = read_all(truncated);
+        assert_eq!(ids, vec![1]);
+        assert_eq!(end.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

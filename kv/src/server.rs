@@ -24,7 +24,8 @@ use raftkv_raft::{NetRuntime, StateMachine};
 use raftkv_transport_tcp::Codec;
 
 use crate::protocol::{
-    ClientRequest, ClientResponse, FrameError, FrameReader, Reply, CLIENT_FRAME_BYTES_MAX,
+    reuse_write_buffer, ClientRequest, ClientResponse, FrameError, FrameReader, Reply,
+    CLIENT_FRAME_BYTES_MAX, WRITE_BATCH_BYTES_MAX,
 };
 use crate::service::KvService;
 use crate::state::Outcome;
@@ -242,27 +243,21 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
         })
         .await;
         match wake {
-            Wake::Read(Ok(0)) if frames.is_mid_frame() => {
-                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()))
-            }
             // The client closed: answers still being served have nowhere to go.
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {}
             Wake::Read(Err(e)) => return Err(e.into()),
             Wake::Answer(first) => {
                 // Every answer ready now goes out in one write.
-                out.clear();
                 encode_answer(&codec, first, &mut out);
-                while out.len() < 256 * 1024 {
+                while out.len() < WRITE_BATCH_BYTES_MAX {
                     match futures::FutureExt::now_or_never(in_flight.next()) {
                         Some(Some(answer)) => encode_answer(&codec, answer, &mut out),
                         _ => break,
                     }
                 }
                 socket.write_all(&out).await?;
-                if out.capacity() > 1 << 20 {
-                    out = Vec::new();
-                }
+                reuse_write_buffer(&mut out);
             }
         }
     }

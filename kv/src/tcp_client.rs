@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::thread;
@@ -22,9 +22,10 @@ use raftkv_transport_tcp::Codec;
 
 use crate::clerk::{CallError, Connector};
 use crate::protocol::{
-    ClientRequest, ClientResponse, FrameError, FrameReader, Reply, RequestBody,
-    CLIENT_FRAME_BYTES_MAX,
+    reuse_write_buffer, ClientRequest, ClientResponse, FrameError, FrameReader, Reply, RequestBody,
+    CLIENT_FRAME_BYTES_MAX, WRITE_BATCH_BYTES_MAX,
 };
+
 /// How a connector connects.
 #[derive(Clone, Debug)]
 pub struct TcpConnectorConfig {
@@ -81,9 +82,8 @@ struct Conn {
     socket: TcpStream,
     /// Bytes in `outgoing` not yet taken by the task.
     queued_bytes: AtomicUsize,
-    pending: Arc<Pending>,
+    pending: Pending,
     next_id: AtomicU64,
-    closed: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,7 +139,7 @@ impl<R: NetRuntime> TcpConnector<R> {
             }
         }
         if let Some(c) = lock(&self.inner.conns).get(addr) {
-            if !c.closed.load(Ordering::SeqCst) {
+            if !c.is_closed() {
                 return Ok(c.clone());
             }
         }
@@ -170,9 +170,8 @@ impl<R: NetRuntime> TcpConnector<R> {
             outgoing,
             socket,
             queued_bytes: AtomicUsize::new(0),
-            pending: Arc::default(),
+            pending: Pending::default(),
             next_id: AtomicU64::new(1),
-            closed: Arc::default(),
         });
         let codec = Codec::new(self.inner.config.frame_bytes_max);
         let task_conn = conn.clone();
@@ -187,7 +186,7 @@ impl<R: NetRuntime> TcpConnector<R> {
         let mut conns = lock(&self.inner.conns);
         // Calls that found no connection connect at once; the first to finish is kept, so
         // the others' requests are not lost with a connection closed under them.
-        if let Some(open) = conns.get(addr).filter(|c| !c.closed.load(Ordering::SeqCst)) {
+        if let Some(open) = conns.get(addr).filter(|c| !c.is_closed()) {
             conn.close();
             return Ok(open.clone());
         }
@@ -212,8 +211,12 @@ fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
 }
 
 impl Conn {
+    /// Closed by the connector, or its task has ended.
+    fn is_closed(&self) -> bool {
+        self.outgoing.is_closed()
+    }
+
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
         self.outgoing.close_channel();
         let _ = self.socket.shutdown(Shutdown::Both);
     }
@@ -324,27 +327,15 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
             Wake::Send(None) => return Ok(()),
             Wake::Send(Some(first)) => {
                 // Every request queued now goes out in one write.
-                match queued.try_recv().map(taken) {
-                    Ok(second) => {
-                        out.clear();
-                        out.extend_from_slice(&first);
-                        out.extend_from_slice(&second);
-                        while out.len() < 256 * 1024 {
-                            match queued.try_recv().map(taken) {
-                                Ok(f) => out.extend_from_slice(&f),
-                                _ => break,
-                            }
-                        }
-                        socket.write_all(&out).await?;
-                        if out.capacity() > 1 << 20 {
-                            out = Vec::new();
-                        }
+                out.extend_from_slice(&first);
+                while out.len() < WRITE_BATCH_BYTES_MAX {
+                    match queued.try_recv().map(taken) {
+                        Ok(f) => out.extend_from_slice(&f),
+                        Err(_) => break,
                     }
-                    _ => socket.write_all(&first).await?,
                 }
-            }
-            Wake::Read(Ok(0)) if frames.is_mid_frame() => {
-                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()))
+                socket.write_all(&out).await?;
+                reuse_write_buffer(&mut out);
             }
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {
