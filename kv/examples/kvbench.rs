@@ -25,7 +25,12 @@ fn main() {
     let handle = rt.handle().clone();
     rt.block_on(async move {
         let runtime = TokioRuntime::new(handle);
-        let mut cluster = LocalCluster::start(runtime.clone(), ClusterConfig::new(3, if std::env::var("KVBENCH_MEMORY").is_ok() { StorageKind::Memory } else { StorageKind::Lmdb }))
+        let storage = if std::env::var("KVBENCH_MEMORY").is_ok() {
+            StorageKind::Memory
+        } else {
+            StorageKind::Lmdb
+        };
+        let mut cluster = LocalCluster::start(runtime.clone(), ClusterConfig::new(3, storage))
             .await
             .unwrap();
         cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
