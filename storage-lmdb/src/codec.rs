@@ -27,6 +27,8 @@ pub(crate) const KEY_FORMAT: &str = "format";
 pub(crate) const KEY_HARD_STATE: &str = "hard_state";
 /// Key of the [`SnapshotMeta`] in the `meta` database.
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
+/// Key of the sequence number of the last WAL record the databases hold (see `wal`).
+pub(crate) const KEY_WAL_SEQ: &str = "wal_seq";
 /// Key of the snapshot's data in the `snapshot` database.
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
 

@@ -1,62 +1,93 @@
-//! Durable [`Storage`] for raftkv on LMDB (through `heed`).
+//! Durable [`Storage`] for raftkv: a write-ahead log in front of LMDB (through `heed`).
 //!
 //! # Tour
-//! - [`LmdbStorage`] (this file): the handle. It owns a dedicated writer thread and talks to it
-//!   over a channel; each request is answered over a `futures` oneshot, so `write` and `load`
-//!   never block the caller's executor (LMDB's commit blocks on fsync). No async runtime is used.
-//! - `writer`: the LMDB environment, owned by that thread alone. Each `write` is one write
-//!   transaction and one durable commit; a full map is grown and the write retried; any other
-//!   error fails the store for good (fail-stop).
-//! - `codec`: the encoding of values and their verification on load.
+//! - [`LmdbStorage`] (this file): the handle and its two threads. The WAL thread takes each
+//!   `write`, checks it, appends it to the WAL with one `fdatasync`, answers, and hands its ops
+//!   to the checkpoint thread, which applies them to LMDB many writes per transaction. Requests
+//!   are answered over `futures` oneshots, so `write` and `load` never block the caller's
+//!   executor. No async runtime is used.
+//! - `wal`: segment files, the record format, and recovery after a crash.
+//! - `shape`: the index and term of every stored entry, so that a write is checked (gaps,
+//!   falling terms, sizes) before it enters the WAL, as LMDB's transaction would check it.
+//! - `writer`: the LMDB environment, owned by the checkpoint thread alone. Each checkpoint is
+//!   one write transaction and one durable commit that also records the last WAL record it
+//!   holds; a full map is grown and the transaction retried; any other error fails the store
+//!   for good (fail-stop).
+//! - `codec`: the encoding of LMDB values and their verification on load.
+//!
+//! # Why a WAL
+//! An LMDB commit fsyncs twice (data pages, then the meta page) and writes whole pages; a WAL
+//! append is one `fdatasync` of the bytes written, into a preallocated file. Each Raft write
+//! waits for its sync, so this halves the disk latency of every commit. LMDB keeps what it is
+//! good at: a compact, verified, instantly readable image of the log and the snapshot.
 //!
 //! # Layout
-//! A directory with LMDB's `data.mdb` and `lock.mdb`, and `raftkv-storage.lock`, which one
-//! process at a time holds locked (`flock`). Three LMDB databases:
+//! A directory with LMDB's `data.mdb` and `lock.mdb`, `raftkv-storage.lock`, which one
+//! process at a time holds locked (`flock`), and WAL segments `wal-<first seq>.log` (see
+//! `wal`). Three LMDB databases:
 //! - `entries`: key = index as 8 big-endian bytes (LMDB's byte order is then index order),
 //!   value = CRC32C ‖ postcard of `(index, term, payload)`;
 //! - `meta`: `format` (layout version), `hard_state`, `snapshot` (its last log id, length and
-//!   CRC32C), each CRC32C ‖ postcard;
+//!   CRC32C), `wal_seq` (the last WAL record LMDB holds), each CRC32C ‖ postcard;
 //! - `snapshot`: `data`, the snapshot's data, raw.
 //!
 //! # Guarantees
-//! - A `write` that returned `Ok` was committed with LMDB's default, durable flags: data pages
-//!   and then the meta page are fsynced. After a crash a write is visible whole or not at all.
+//! - A `write` that returned `Ok` is durable: its WAL record was `fdatasync`ed, or (a write
+//!   with a snapshot op, which never enters the WAL) LMDB committed it with its default,
+//!   durable flags together with every write before it. After a crash a write is visible whole
+//!   or not at all: `open` moves the WAL's records past LMDB's `wal_seq` into LMDB, ignoring
+//!   only the remains of the last, unanswered write at the WAL's very end.
+//! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL.
 //! - `load` verifies every entry (CRC, encoding, key = index, contiguous indexes,
 //!   non-decreasing terms) and the meta values, and reports the first problem as
 //!   [`StorageError::Corrupt`] naming the entry's index; it never drops an entry silently.
-//!   A data file shorter than its last commit needs is reported when opening.
-//! - Fail-stop: after any error from a write, every later `write` (and `load`) returns that same
-//!   error. A failed fsync is never retried.
+//!   A damaged WAL record anywhere but at the very end is reported by `open` as `Corrupt`. A
+//!   data file shorter than its last commit needs is reported when opening.
+//! - Fail-stop: after any error from a write or a checkpoint, every later `write` (and `load`)
+//!   returns that same error. A failed fsync is never retried. A checkpoint that LMDB cannot
+//!   take (its map at `map_size_bytes_max`) leaves the writes in the WAL: opening again with a
+//!   larger map recovers them.
 //!
 //! # Bounds
 //! - One stored entry: [`LmdbOptions::entry_bytes_max`] (default 64 MiB), checked on write and
-//!   before decoding on load.
+//!   before decoding on load. One WAL record (one write): 1 GiB.
 //! - The snapshot: [`LmdbOptions::snapshot_bytes_max`] (default 1 GiB). It is one LMDB value,
 //!   rewritten whole by each snapshot op and copied whole into memory by `load`.
 //! - The map: starts at [`LmdbOptions::map_size_bytes`], doubles when full up to
-//!   [`LmdbOptions::map_size_bytes_max`]; a write that does not fit then fails with
+//!   [`LmdbOptions::map_size_bytes_max`]; a checkpoint that does not fit then fails with
 //!   [`StorageError::Io`].
+//! - The WAL: writes not yet in LMDB are at most about
+//!   [`LmdbOptions::wal_checkpoint_bytes`] (default 8 MiB) plus what the checkpoint thread's
+//!   queue holds (1024 writes; past that the WAL thread waits). Segments are
+//!   [`LmdbOptions::wal_segment_bytes`] (default 16 MiB) and deleted once LMDB holds them.
 //! - The request queue is unbounded, but the driver has at most one write in flight per node.
 //!
 //! # Not done
 //! - LMDB's own pages (branch pages, free lists) carry no checksum: corruption there is caught
 //!   only if LMDB detects it, or if it changes a value (then its CRC fails).
 //! - A data file truncated to zero bytes cannot be told from a new store: LMDB starts afresh.
+//! - A bit flipped inside the WAL's last record cannot be told from that write being torn by
+//!   a crash; the record is dropped with a warning (it is the one write that may not have been
+//!   answered).
 //! - Writes are not merged here: the driver already merges queued work into one `write`.
 
 #![deny(missing_docs)]
 
 mod codec;
+mod shape;
+mod wal;
 mod writer;
 
 use futures::channel::oneshot;
-use raftkv_raft::{Persisted, Storage, StorageError, WriteOp};
+use raftkv_raft::{Payload, Persisted, Storage, StorageError, WriteOp};
+use shape::LogShape;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use wal::Wal;
 use writer::Writer;
 
 pub use writer::{DATA_FILE_NAME, LOCK_FILE_NAME};
@@ -77,6 +108,12 @@ pub struct LmdbOptions {
     pub entry_bytes_max: usize,
     /// The largest snapshot data.
     pub snapshot_bytes_max: usize,
+    /// The size each WAL segment file is preallocated to (a larger write gets a larger one).
+    pub wal_segment_bytes: usize,
+    /// Writes are moved from the WAL into LMDB once this many bytes of them are waiting (and
+    /// at every snapshot, `load` and close). More means fewer, larger LMDB transactions, and
+    /// more to replay after a crash.
+    pub wal_checkpoint_bytes: usize,
 }
 
 impl Default for LmdbOptions {
@@ -91,6 +128,8 @@ impl Default for LmdbOptions {
             },
             entry_bytes_max: 64 * MIB,
             snapshot_bytes_max: 1 << 30,
+            wal_segment_bytes: 16 * MIB,
+            wal_checkpoint_bytes: 8 * MIB,
         }
     }
 }
@@ -104,12 +143,14 @@ impl LmdbOptions {
         Self {
             map_size_bytes,
             map_size_bytes_max: round_up(self.map_size_bytes_max).max(map_size_bytes),
+            wal_segment_bytes: self.wal_segment_bytes.max(4096),
+            wal_checkpoint_bytes: self.wal_checkpoint_bytes.max(1),
             ..self
         }
     }
 }
 
-/// A request to the writer thread.
+/// A request to the WAL thread.
 enum Request {
     Write {
         ops: Vec<WriteOp>,
@@ -120,43 +161,89 @@ enum Request {
     },
 }
 
-/// [`Storage`] on LMDB, in one directory. See the crate documentation for the layout and the
-/// guarantees.
+/// [`Storage`] on a WAL and LMDB, in one directory. See the crate documentation for the
+/// layout and the guarantees.
 ///
-/// Requests are applied by a writer thread in the order `write` and `load` are *called* (the
-/// request is queued by the call, before the future is first polled). Dropping a `write`
-/// future does not cancel the write.
+/// Requests are applied in the order `write` and `load` are *called* (the request is queued
+/// by the call, before the future is first polled). Dropping a `write` future does not cancel
+/// the write.
 ///
-/// Dropping the handle waits for queued requests to finish, stops the writer thread and closes
-/// the environment, so the same directory can be opened again at once, in this process or
-/// another.
+/// Dropping the handle waits for queued requests to finish, moves everything in the WAL into
+/// LMDB, stops both threads and closes the environment, so the same directory can be opened
+/// again at once, in this process or another.
 pub struct LmdbStorage {
     dir: PathBuf,
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Request>>,
-    /// `None` only while dropping.
-    writer: Option<JoinHandle<()>>,
+    /// The WAL thread. `None` only while dropping.
+    thread: Option<JoinHandle<()>>,
     map_size_bytes: Arc<AtomicUsize>,
 }
 
 impl LmdbStorage {
-    /// Opens the store in `dir`, creating the directory and an empty store if needed.
+    /// Opens the store in `dir`, creating the directory and an empty store if needed. Records
+    /// a crash left in the WAL are moved into LMDB first.
     ///
     /// Fails with [`StorageError::Io`] if LMDB cannot open it or it is already open (in this
-    /// process or another), and with [`StorageError::Corrupt`] if the data file is truncated or
-    /// of an unknown format. Entries are verified by [`Storage::load`], not here.
+    /// process or another), and with [`StorageError::Corrupt`] if the data file is truncated,
+    /// of an unknown format, or the WAL is damaged anywhere but in its last, unfinished write.
+    /// Entries are verified by [`Storage::load`], not here.
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
-        let writer = Writer::open(dir, options.normalized())?;
+        let options = options.normalized();
+        let mut writer = Writer::open(dir, options)?;
+        let applied_seq = writer.wal_seq()?;
+        let recovered = wal::recover(dir, applied_seq)?;
+        if !recovered.ops.is_empty() {
+            tracing::info!(dir = %dir.display(), from = applied_seq + 1, to = recovered.last_seq, "moving WAL records into LMDB");
+            writer
+                .write(&recovered.ops, Some(recovered.last_seq))
+                .map_err(|e| match e {
+                    StorageError::Io(why) => {
+                        StorageError::Io(format!("moving the WAL into LMDB: {why}"))
+                    }
+                    other => other,
+                })?;
+        }
+        wal::remove(dir, &recovered.segments)?;
+        let shape = LogShape::from_ids(&writer.log_ids()?)?;
+        let wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
         let map_size_bytes = writer.map_size_bytes();
+
+        let applied_seq = Arc::new(AtomicU64::new(recovered.last_seq));
+        let failed = Arc::new(Mutex::new(None));
+        let (to_checkpointer, checkpoints) = mpsc::sync_channel(CHECKPOINT_QUEUE_LEN_MAX);
+        let checkpointer = Checkpointer {
+            writer,
+            pending: Vec::new(),
+            pending_seq: None,
+            pending_bytes: 0,
+            checkpoint_bytes: options.wal_checkpoint_bytes,
+            applied_seq: Arc::clone(&applied_seq),
+            failed: Arc::clone(&failed),
+        };
+        let checkpointer = thread::Builder::new()
+            .name("raftkv-lmdb-checkpoint".into())
+            .spawn(move || checkpointer.run(checkpoints))
+            .map_err(|e| StorageError::Io(format!("spawn LMDB checkpoint thread: {e}")))?;
+        let front = Front {
+            wal: Some(wal),
+            shape,
+            entry_bytes_max: options.entry_bytes_max,
+            to_checkpointer: Some(to_checkpointer),
+            checkpointer: Some(checkpointer),
+            applied_seq,
+            checkpoint_failed: failed,
+            failed: None,
+        };
         let (requests, inbox) = mpsc::channel();
-        let writer = thread::Builder::new()
-            .name("raftkv-lmdb-writer".into())
-            .spawn(move || serve(writer, inbox))
-            .map_err(|e| StorageError::Io(format!("spawn LMDB writer thread: {e}")))?;
+        let thread = thread::Builder::new()
+            .name("raftkv-lmdb-wal".into())
+            .spawn(move || front.serve(inbox))
+            .map_err(|e| StorageError::Io(format!("spawn WAL thread: {e}")))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             requests: Some(requests),
-            writer: Some(writer),
+            thread: Some(thread),
             map_size_bytes,
         })
     }
@@ -185,26 +272,220 @@ impl LmdbStorage {
             if !queued {
                 return Err(StorageError::Closed);
             }
-            // A dropped reply means the writer thread is gone.
+            // A dropped reply means the WAL thread is gone.
             answer.await.unwrap_or(Err(StorageError::Closed))
         }
     }
 }
 
-/// The writer thread: answers requests in order until every handle is dropped, then drops the
-/// writer, which closes the environment.
-fn serve(mut writer: Writer, inbox: mpsc::Receiver<Request>) {
-    while let Ok(request) = inbox.recv() {
-        // A caller that stopped waiting is not an error: its write is done all the same.
-        match request {
-            Request::Write { ops, reply } => {
-                let _ = reply.send(writer.write(&ops));
+/// Writes waiting for the checkpoint thread; past this many the WAL thread waits.
+const CHECKPOINT_QUEUE_LEN_MAX: usize = 1024;
+
+/// Bytes a write op is counted as towards a checkpoint, beyond its payloads.
+const OP_OVERHEAD_BYTES: usize = 32;
+
+/// A message to the checkpoint thread.
+enum Checkpoint {
+    /// The ops of WAL record `seq`, durable in the WAL; for LMDB at the next checkpoint.
+    Record { seq: u64, ops: Vec<WriteOp> },
+    /// A write with a snapshot op, which is not a WAL record: LMDB takes it at once, with
+    /// everything pending before it, in one transaction.
+    Direct {
+        ops: Vec<WriteOp>,
+        reply: mpsc::SyncSender<Result<(), StorageError>>,
+    },
+    /// Everything stored: pending records are checkpointed first.
+    Load {
+        reply: oneshot::Sender<Result<Persisted, StorageError>>,
+    },
+}
+
+/// The WAL thread's state: appends each write to the WAL, then hands it to the checkpointer.
+struct Front {
+    /// `None` only after the thread's last request.
+    wal: Option<Wal>,
+    shape: LogShape,
+    entry_bytes_max: usize,
+    /// `None` only after the thread's last request.
+    to_checkpointer: Option<mpsc::SyncSender<Checkpoint>>,
+    checkpointer: Option<JoinHandle<()>>,
+    /// The last WAL record LMDB holds.
+    applied_seq: Arc<AtomicU64>,
+    /// Set by the checkpoint thread when LMDB fails.
+    checkpoint_failed: Arc<Mutex<Option<StorageError>>>,
+    /// Set by the first failed write; every later request returns it (fail-stop).
+    failed: Option<StorageError>,
+}
+
+impl Front {
+    /// Answers requests in order until every handle is dropped, then closes the store.
+    fn serve(mut self, inbox: mpsc::Receiver<Request>) {
+        while let Ok(request) = inbox.recv() {
+            // A caller that stopped waiting is not an error: its write is done all the same.
+            match request {
+                Request::Write { ops, reply } => {
+                    let _ = reply.send(self.write(ops));
+                }
+                Request::Load { reply } => self.load(reply),
             }
-            Request::Load { reply } => {
-                let _ = reply.send(writer.load());
+        }
+        self.close();
+    }
+
+    fn check_failed(&mut self) -> Result<(), StorageError> {
+        if self.failed.is_none() {
+            self.failed = lock(&self.checkpoint_failed).clone();
+        }
+        self.failed.clone().map_or(Ok(()), Err)
+    }
+
+    fn write(&mut self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        self.check_failed()?;
+        let result = self.write_unchecked(ops);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "storage failed: every later write will fail");
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn write_unchecked(&mut self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        self.shape
+            .apply(&ops, self.entry_bytes_max)
+            .map_err(|why| StorageError::Io(format!("write rejected: {why}")))?;
+        let (Some(wal), Some(to_checkpointer)) = (self.wal.as_mut(), &self.to_checkpointer) else {
+            return Err(StorageError::Closed);
+        };
+        let has_snapshot = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_)));
+        if has_snapshot {
+            let (reply, answer) = mpsc::sync_channel(1);
+            to_checkpointer
+                .send(Checkpoint::Direct { ops, reply })
+                .map_err(|_| StorageError::Closed)?;
+            return answer.recv().unwrap_or(Err(StorageError::Closed));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let seq = wal.append(&ops)?;
+        to_checkpointer
+            .send(Checkpoint::Record { seq, ops })
+            .map_err(|_| StorageError::Closed)?;
+        wal.release(self.applied_seq.load(Ordering::Acquire))
+    }
+
+    fn load(&mut self, reply: oneshot::Sender<Result<Persisted, StorageError>>) {
+        if let Err(e) = self.check_failed() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if let Some(to_checkpointer) = &self.to_checkpointer {
+            // A send fails only if the checkpoint thread is gone; the reply then drops.
+            let _ = to_checkpointer.send(Checkpoint::Load { reply });
+        }
+    }
+
+    /// Lets the checkpoint thread move everything into LMDB and stop, then deletes the WAL.
+    fn close(&mut self) {
+        drop(self.to_checkpointer.take());
+        if let Some(checkpointer) = self.checkpointer.take() {
+            if checkpointer.join().is_err() {
+                tracing::error!("LMDB checkpoint thread panicked");
+            }
+        }
+        let Some(wal) = self.wal.take() else {
+            return;
+        };
+        let clean = self.check_failed().is_ok()
+            && self.applied_seq.load(Ordering::Acquire) >= wal.last_seq();
+        if clean {
+            if let Err(e) = wal.remove_all() {
+                tracing::warn!(error = %e, "cannot delete the WAL after closing; it is replayed (harmlessly) at the next open");
             }
         }
     }
+}
+
+/// The checkpoint thread's state: owns LMDB, and applies WAL records to it in batches.
+struct Checkpointer {
+    writer: Writer,
+    pending: Vec<WriteOp>,
+    /// The last WAL record in `pending`.
+    pending_seq: Option<u64>,
+    pending_bytes: usize,
+    checkpoint_bytes: usize,
+    applied_seq: Arc<AtomicU64>,
+    failed: Arc<Mutex<Option<StorageError>>>,
+}
+
+impl Checkpointer {
+    fn run(mut self, inbox: mpsc::Receiver<Checkpoint>) {
+        while let Ok(message) = inbox.recv() {
+            match message {
+                Checkpoint::Record { seq, ops } => {
+                    self.pending_bytes += ops.iter().map(op_bytes).sum::<usize>();
+                    self.pending.extend(ops);
+                    self.pending_seq = Some(seq);
+                    if self.pending_bytes >= self.checkpoint_bytes {
+                        // A failure is recorded for the WAL thread, which stops the store.
+                        let _ = self.commit();
+                    }
+                }
+                Checkpoint::Direct { ops, reply } => {
+                    self.pending.extend(ops);
+                    let _ = reply.send(self.commit());
+                }
+                Checkpoint::Load { reply } => {
+                    let result = self.commit().and_then(|()| self.writer.load());
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        // Every handle is gone: what the WAL holds goes into LMDB, so a clean close leaves
+        // no WAL to replay.
+        let _ = self.commit();
+    }
+
+    /// Applies everything pending in one LMDB transaction.
+    fn commit(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return self.writer.failed().map_or(Ok(()), Err);
+        }
+        let ops = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        match self.writer.write(&ops, self.pending_seq) {
+            Ok(()) => {
+                if let Some(seq) = self.pending_seq.take() {
+                    self.applied_seq.store(seq, Ordering::Release);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.failed).get_or_insert_with(|| e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The bytes `op` counts towards a checkpoint.
+fn op_bytes(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Append(entries) => entries
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Command(data) => data.len() + OP_OVERHEAD_BYTES,
+                Payload::Noop => OP_OVERHEAD_BYTES,
+            })
+            .sum(),
+        _ => OP_OVERHEAD_BYTES,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Storage for LmdbStorage {
@@ -221,9 +502,9 @@ impl Drop for LmdbStorage {
     fn drop(&mut self) {
         // Closing the channel ends `serve` once the queue is empty.
         drop(self.requests.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!(dir = %self.dir.display(), "LMDB writer thread panicked");
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(dir = %self.dir.display(), "WAL thread panicked");
             }
         }
     }

@@ -4,13 +4,13 @@
 
 use crate::codec::{
     self, LogVerifier, SnapshotMeta, FORMAT_VERSION, KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT,
-    KEY_SNAPSHOT_DATA,
+    KEY_SNAPSHOT_DATA, KEY_WAL_SEQ,
 };
 use crate::LmdbOptions;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn};
-use raftkv_raft::{Entry, HardState, Persisted, Snapshot, StorageError, WriteOp};
+use raftkv_raft::{Entry, HardState, LogId, Persisted, Snapshot, StorageError, WriteOp};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -203,13 +203,49 @@ impl Writer {
         })
     }
 
-    /// Applies `ops` in one transaction and one durable commit, growing the map as needed.
-    /// After any failure the writer is failed for good (fail-stop).
-    pub(crate) fn write(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
+    /// The error that failed this writer, if one did.
+    pub(crate) fn failed(&self) -> Option<StorageError> {
+        self.failed.clone()
+    }
+
+    /// The sequence number of the last WAL record the databases hold (0: none).
+    pub(crate) fn wal_seq(&self) -> Result<u64, StorageError> {
+        let txn = self.env.read_txn().map_err(|e| io_error("read", e))?;
+        match self.meta.get(&txn, KEY_WAL_SEQ) {
+            Ok(Some(value)) => codec::decode_meta("WAL sequence", value),
+            Ok(None) => Ok(0),
+            Err(e) => Err(io_error("read WAL sequence", e)),
+        }
+    }
+
+    /// The index and term of every stored entry, in order (headers only: `load` verifies).
+    pub(crate) fn log_ids(&self) -> Result<Vec<LogId>, StorageError> {
+        let read_error = |e| io_error("read", e);
+        let txn = self.env.read_txn().map_err(read_error)?;
+        let mut ids = Vec::new();
+        for item in self.entries.iter(&txn).map_err(read_error)? {
+            let (index, value) = item.map_err(read_error)?;
+            let id = codec::entry_header(value).ok_or_else(|| StorageError::Corrupt {
+                index: Some(index),
+                detail: format!("entry {index}: undecodable header"),
+            })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Applies `ops` in one transaction and one durable commit, growing the map as needed;
+    /// `wal_seq`, if given, is recorded in the same transaction as the last WAL record the
+    /// databases now hold. After any failure the writer is failed for good (fail-stop).
+    pub(crate) fn write(
+        &mut self,
+        ops: &[WriteOp],
+        wal_seq: Option<u64>,
+    ) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result = self.write_growing(ops);
+        let result = self.write_growing(ops, wal_seq);
         if let Err(e) = &result {
             tracing::error!(error = %e, "LMDB storage failed: every later write will fail");
             self.failed = Some(e.clone());
@@ -217,9 +253,9 @@ impl Writer {
         result
     }
 
-    fn write_growing(&mut self, ops: &[WriteOp]) -> Result<(), StorageError> {
+    fn write_growing(&mut self, ops: &[WriteOp], wal_seq: Option<u64>) -> Result<(), StorageError> {
         loop {
-            match self.write_once(ops) {
+            match self.write_once(ops, wal_seq) {
                 Ok(()) => return Ok(()),
                 // The aborted transaction wrote nothing: grow and run the whole write again.
                 Err(TxnError::Lmdb(heed::Error::Mdb(MdbError::MapFull))) => self.grow()?,
@@ -231,11 +267,15 @@ impl Writer {
         }
     }
 
-    fn write_once(&self, ops: &[WriteOp]) -> Result<(), TxnError> {
+    fn write_once(&self, ops: &[WriteOp], wal_seq: Option<u64>) -> Result<(), TxnError> {
         // Dropping `txn` on an error aborts it.
         let mut txn = self.env.write_txn()?;
         for op in ops {
             self.apply(&mut txn, op)?;
+        }
+        if let Some(seq) = wal_seq {
+            let value = codec::encode_meta("WAL sequence", &seq).map_err(TxnError::Rejected)?;
+            self.meta.put(&mut txn, KEY_WAL_SEQ, &value)?;
         }
         // With LMDB's default flags, commit returns once data and meta pages are fsynced.
         txn.commit()?;
@@ -340,7 +380,7 @@ impl Writer {
 }
 
 /// The entries of one append are contiguous, start after index 0 and never decrease in term.
-fn check_append(entries: &[Entry]) -> Result<(), String> {
+pub(crate) fn check_append(entries: &[Entry]) -> Result<(), String> {
     if entries.first().is_some_and(|e| e.index == 0) {
         return Err("an entry at index 0".into());
     }

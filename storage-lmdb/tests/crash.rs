@@ -10,7 +10,7 @@ mod common;
 
 use common::{load, mix, open, tiny_map, Rng};
 use futures::executor::block_on;
-use raftkv_raft::{Entry, HardState, Payload, Storage, WriteOp};
+use raftkv_raft::{Entry, HardState, LogId, Payload, Snapshot, Storage, WriteOp};
 use raftkv_storage_lmdb::LmdbStorage;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -60,6 +60,14 @@ fn entry_at(index: u64) -> Entry {
     }
 }
 
+/// The snapshot at `index`: its data is a pure function of it.
+fn snapshot_at(index: u64) -> Snapshot {
+    Snapshot {
+        last: LogId::new(index, term_at(index)),
+        data: payload_at(index ^ 0x5a5a).into(),
+    }
+}
+
 /// The child: appends batches of random sizes, printing `durable <last index>` after each
 /// write returns, until killed.
 #[test]
@@ -75,6 +83,8 @@ fn crash_child() {
     };
     let mut rng = Rng::new(var(CHILD_SEED_VAR));
     let mut last = var(CHILD_LAST_VAR);
+    // The snapshot taken in this run, if any: compaction goes no further.
+    let mut snapshot = 0;
     let storage = open(Path::new(&dir), tiny_map());
     let started = Instant::now();
     let mut stdout = std::io::stdout().lock();
@@ -87,7 +97,18 @@ fn crash_child() {
             voted_for: Some(1),
             commit: last,
         };
-        let ops = vec![WriteOp::Append(entries), WriteOp::HardState(hard_state)];
+        let mut ops = vec![WriteOp::Append(entries), WriteOp::HardState(hard_state)];
+        // Now and then a snapshot (it bypasses the WAL), or a compaction behind it.
+        match rng.range(0, 40) {
+            0 => {
+                ops.push(WriteOp::SaveSnapshot(snapshot_at(last)));
+                snapshot = last;
+            }
+            1 if snapshot > 0 => {
+                ops.push(WriteOp::CompactTo(LogId::new(snapshot, term_at(snapshot))));
+            }
+            _ => {}
+        }
         block_on(storage.write(ops)).unwrap();
         // A closed pipe means the parent is gone: stop.
         if writeln!(stdout, "durable {last}")
@@ -119,18 +140,30 @@ fn highest_reported(stdout: impl std::io::Read) -> u64 {
 }
 
 /// Loads the store and checks it: it loads (no corruption), every entry is exactly what the
-/// child wrote, indexes run from 1 without a gap, and the hard state was committed with the
+/// child wrote, indexes run without a gap from where compaction left them (no later than the
+/// snapshot's, which is exactly what was written), and the hard state was committed with the
 /// last entry (one atomic write). Returns the last index.
 fn verify_store(dir: &Path) -> u64 {
     let storage = LmdbStorage::open(dir, tiny_map()).expect("reopen after SIGKILL");
     let p = load(&storage).expect("load after SIGKILL: nothing corrupt");
-    for (i, e) in p.entries.iter().enumerate() {
+    let first = p.entries.first().map_or(1, |e| e.index);
+    if let Some(s) = &p.snapshot {
         assert_eq!(
-            e,
-            &entry_at(i as u64 + 1),
-            "entry {} is what was written",
-            i + 1
+            s,
+            &snapshot_at(s.last.index),
+            "the snapshot is what was written"
         );
+        assert!(
+            first <= s.last.index + 1,
+            "entries start at {first}, after the snapshot at {}",
+            s.last.index
+        );
+    } else {
+        assert_eq!(first, 1, "no snapshot: the log starts at 1");
+    }
+    for (i, e) in p.entries.iter().enumerate() {
+        let index = first + i as u64;
+        assert_eq!(e, &entry_at(index), "entry {index} is what was written");
     }
     let last = p.entries.last().map_or(0, |e| e.index);
     assert_eq!(

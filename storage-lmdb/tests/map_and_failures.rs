@@ -39,8 +39,11 @@ fn the_map_grows_from_one_mib_to_hold_twenty_mib_of_writes() {
     }
 }
 
+/// A write is durable once in the WAL; LMDB takes it at the next checkpoint. If LMDB's map
+/// cannot hold it, the checkpoint fails and the store stops, and the write stays in the WAL:
+/// reopened with a larger map, nothing is lost.
 #[test]
-fn a_write_beyond_the_largest_map_fails_and_every_later_write_fails_the_same() {
+fn a_checkpoint_beyond_the_largest_map_stops_the_store_and_a_larger_map_recovers_it() {
     let dir = tempfile::tempdir().unwrap();
     let options = LmdbOptions {
         map_size_bytes: 1 << 20,
@@ -62,21 +65,35 @@ fn a_write_beyond_the_largest_map_fails_and_every_later_write_fails_the_same() {
     )
     .unwrap();
 
-    let big = (2..=5).map(|i| entry(i, 1, vec![0; 1 << 20])).collect();
-    let err = write(&storage, vec![WriteOp::Append(big)]).unwrap_err();
-    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    let big: Vec<_> = (2..=5).map(|i| entry(i, 1, vec![0; 1 << 20])).collect();
+    write(&storage, vec![WriteOp::Append(big.clone())]).unwrap();
+    // `load` checkpoints first: LMDB cannot hold 4 MiB in a 2 MiB map.
+    let err = load(&storage).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Io(m) if m.contains("map full")),
+        "{err:?}"
+    );
     assert_eq!(storage.map_size_bytes(), 2 << 20);
 
     // Fail-stop: no retry, not even of a small write; load too reports the failure.
-    let small = vec![WriteOp::Append(vec![entry(2, 1, "b")])];
+    let small = vec![WriteOp::Append(vec![entry(6, 1, "b")])];
     assert_eq!(write(&storage, small), Err(err.clone()));
     assert_eq!(load(&storage), Err(err));
     drop(storage);
 
-    // Nothing of the failed write was stored.
+    // The same map still cannot take the WAL: opening says so.
+    let err = LmdbStorage::open(dir.path(), options).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Io(m) if m.contains("moving the WAL into LMDB")),
+        "{err:?}"
+    );
+
+    // A larger map takes it: every write that returned Ok is there.
     let storage = open(dir.path(), LmdbOptions::default());
     let p = load(&storage).unwrap();
-    assert_eq!(p.entries, vec![entry(1, 1, "a")]);
+    let mut expected = vec![entry(1, 1, "a")];
+    expected.extend(big);
+    assert_eq!(p.entries, expected);
     assert_eq!(p.hard_state, hs);
 }
 
