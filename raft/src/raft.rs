@@ -456,12 +456,21 @@ impl Raft {
             || self.out.compact_to.is_some()
             || !self.out.aborted_reads.is_empty()
             || self.log.last_index() >= self.log.unsent()
-            || self.hard_state() != self.hard_state_out
+            || self.must_persist_hard_state()
             || self.apply_limit() > self.applied
             || self
                 .confirmed_reads
                 .front()
                 .is_some_and(|r| r.index <= self.apply_limit())
+    }
+
+    /// Raft §5 (Figure 2): term and vote are persistent state; `commitIndex` is volatile, so a
+    /// change of the commit index alone is not written (and fsynced) by itself: it goes out with
+    /// the next write made anyway, and a restart that loads an older one only applies less at
+    /// first (etcd-raft's `MustSync` makes the same choice).
+    fn must_persist_hard_state(&self) -> bool {
+        let hs = self.hard_state();
+        hs.term != self.hard_state_out.term || hs.voted_for != self.hard_state_out.voted_for
     }
 
     /// Entries up to here may be applied: committed and durable locally.
@@ -479,8 +488,12 @@ impl Raft {
             .map(Entry::id)
             .or(snapshot.as_ref().map(|s| s.last));
         let hs = self.hard_state();
-        let hard_state = (hs != self.hard_state_out).then_some(hs);
-        self.hard_state_out = hs;
+        let writing = !entries.is_empty() || snapshot.is_some();
+        let hard_state = (self.must_persist_hard_state() || (writing && hs != self.hard_state_out))
+            .then_some(hs);
+        if hard_state.is_some() {
+            self.hard_state_out = hs;
+        }
         let limit = self.apply_limit();
         let committed_entries: Vec<Entry> =
             self.log.range(self.applied + 1, limit).cloned().collect();

@@ -33,7 +33,9 @@ use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
 pub struct Ready {
     /// Messages a leader may send before persisting (thesis §10.2.1).
     pub send_now: Vec<Message>,
-    /// Durable term, vote and commit index, if changed since the last `Ready`.
+    /// Term, vote and commit index to persist: when term or vote changed since the last one
+    /// written, or with `entries` or `snapshot` when only the commit index moved (it is
+    /// volatile state and is never written alone).
     pub hard_state: Option<HardState>,
     /// A snapshot received from the leader: persist it, then restore the state machine from it.
     pub snapshot: Option<Snapshot>,

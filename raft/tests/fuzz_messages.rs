@@ -71,7 +71,7 @@ fn small(rng: &mut Rng, around: u64) -> u64 {
         0 => 0,
         1 => u64::MAX - rng.range(0, 3),
         2 => around.saturating_sub(rng.range(0, 4)),
-        _ => around + rng.range(0, 4),
+        _ => around.saturating_add(rng.range(0, 4)),
     }
 }
 
