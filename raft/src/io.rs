@@ -78,6 +78,11 @@ pub enum StorageError {
 /// Contract: writes are applied in the order `write` is called; a write that returned `Ok` is
 /// durable (fsynced) and atomic — after a crash either all of its ops are visible or none. The
 /// driver issues one `write` at a time per node and merges queued work into it (group commit).
+///
+/// One relaxation: a storage may make `SaveSnapshot` and `CompactTo` durable later than the
+/// write that carried them (still in write order, a compaction never before the snapshot that
+/// covers it). Losing them in a crash loses nothing: the log they would have replaced is still
+/// there, and the node restarts from the older snapshot and that log.
 pub trait Storage: Send + Sync + 'static {
     /// Everything durable, for a restart. Fails with `Corrupt` rather than returning a log with
     /// a silently dropped entry.

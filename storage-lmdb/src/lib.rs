@@ -32,11 +32,18 @@
 //! - `snapshot`: `data`, the snapshot's data, raw.
 //!
 //! # Guarantees
-//! - A `write` that returned `Ok` is durable: its WAL record was `fdatasync`ed, or (a write
-//!   with a snapshot op, which never enters the WAL) LMDB committed it with its default,
-//!   durable flags together with every write before it. After a crash a write is visible whole
-//!   or not at all: `open` moves the WAL's records past LMDB's `wal_seq` into LMDB, ignoring
-//!   only the remains of the last, unanswered write at the WAL's very end.
+//! - A `write` that returned `Ok` is durable: its entries and hard state are in a WAL record
+//!   that was `fdatasync`ed, or (a write with a snapshot from the leader, which never enters
+//!   the WAL) LMDB committed it with its default, durable flags together with every write
+//!   before it. After a crash a write is visible whole or not at all: `open` moves the WAL's
+//!   records past LMDB's `wal_seq` into LMDB, ignoring only the remains of the last,
+//!   unanswered write at the WAL's very end.
+//! - Except for the relaxation the [`Storage`] contract allows: a snapshot the node took of
+//!   itself (`SaveSnapshot`) and compaction (`CompactTo`) are not WAL records; they reach LMDB
+//!   with the next checkpoint, in order with everything else, so that taking a snapshot never
+//!   holds up the writes behind it. A crash before that checkpoint loses them, and only them:
+//!   the entries they would have dropped are still stored. (A compaction in the WAL could be
+//!   replayed after its snapshot was lost: that is why neither goes there.)
 //! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL.
 //! - `load` verifies every entry (CRC, encoding, key = index, contiguous indexes,
 //!   non-decreasing terms) and the meta values, and reports the first problem as
@@ -286,10 +293,11 @@ const OP_OVERHEAD_BYTES: usize = 32;
 
 /// A message to the checkpoint thread.
 enum Checkpoint {
-    /// The ops of WAL record `seq`, durable in the WAL; for LMDB at the next checkpoint.
-    Record { seq: u64, ops: Vec<WriteOp> },
-    /// A write with a snapshot op, which is not a WAL record: LMDB takes it at once, with
-    /// everything pending before it, in one transaction.
+    /// The ops of one write, for LMDB at the next checkpoint: those of WAL record `seq` (if
+    /// it made one), and any own snapshot or compaction, which are not WAL records.
+    Record { seq: Option<u64>, ops: Vec<WriteOp> },
+    /// A write with a snapshot from the leader, which is not a WAL record: LMDB takes it at
+    /// once, with everything pending before it, in one transaction.
     Direct {
         ops: Vec<WriteOp>,
         reply: mpsc::SyncSender<Result<(), StorageError>>,
@@ -356,23 +364,37 @@ impl Front {
         let (Some(wal), Some(to_checkpointer)) = (self.wal.as_mut(), &self.to_checkpointer) else {
             return Err(StorageError::Closed);
         };
-        let has_snapshot = ops
+        // A snapshot from the leader replaces the log: LMDB takes it at once, durably, with
+        // everything before it.
+        if ops
             .iter()
-            .any(|op| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_)));
-        if has_snapshot {
+            .any(|op| matches!(op, WriteOp::InstallSnapshot(_)))
+        {
             let (reply, answer) = mpsc::sync_channel(1);
             to_checkpointer
                 .send(Checkpoint::Direct { ops, reply })
                 .map_err(|_| StorageError::Closed)?;
             return answer.recv().unwrap_or(Err(StorageError::Closed));
         }
-        if ops.is_empty() {
-            return Ok(());
+        // Entries and hard state go into the WAL record. A snapshot the node took of itself,
+        // and compaction, reach LMDB with the next checkpoint, in order with the rest, and
+        // never through the WAL: replayed from it, a compaction could drop entries whose
+        // snapshot was lost in the crash. A crash before the checkpoint loses only them, and
+        // the log they would have replaced is still there.
+        let logged: Vec<&WriteOp> = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::Append(_) | WriteOp::HardState(_)))
+            .collect();
+        let seq = if logged.is_empty() {
+            None
+        } else {
+            Some(wal.append(logged)?)
+        };
+        if !ops.is_empty() {
+            to_checkpointer
+                .send(Checkpoint::Record { seq, ops })
+                .map_err(|_| StorageError::Closed)?;
         }
-        let seq = wal.append(&ops)?;
-        to_checkpointer
-            .send(Checkpoint::Record { seq, ops })
-            .map_err(|_| StorageError::Closed)?;
         wal.release(self.applied_seq.load(Ordering::Acquire))
     }
 
@@ -427,7 +449,7 @@ impl Checkpointer {
                 Checkpoint::Record { seq, ops } => {
                     self.pending_bytes += ops.iter().map(op_bytes).sum::<usize>();
                     self.pending.extend(ops);
-                    self.pending_seq = Some(seq);
+                    self.pending_seq = seq.or(self.pending_seq);
                     if self.pending_bytes >= self.checkpoint_bytes {
                         // A failure is recorded for the WAL thread, which stops the store.
                         let _ = self.commit();

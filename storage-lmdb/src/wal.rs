@@ -107,11 +107,15 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> 
     Ok(found)
 }
 
-/// Encodes the record `(seq, ops)` into `buf` (cleared first). Snapshot ops are not WAL
-/// records: the caller sends them to LMDB directly.
-pub(crate) fn encode_record(seq: u64, ops: &[WriteOp], buf: &mut Vec<u8>) -> Result<(), String> {
+/// Encodes the record `(seq, ops)` into `buf` (cleared first). Snapshots are never WAL
+/// records: they go to LMDB directly.
+pub(crate) fn encode_record<'a>(
+    seq: u64,
+    ops: impl IntoIterator<Item = &'a WriteOp>,
+    buf: &mut Vec<u8>,
+) -> Result<(), String> {
     let refs: Vec<RecordOpRef> = ops
-        .iter()
+        .into_iter()
         .map(|op| match op {
             WriteOp::HardState(hs) => Ok(RecordOpRef::HardState(hs)),
             WriteOp::Append(entries) => Ok(RecordOpRef::Append(entries)),
@@ -358,7 +362,10 @@ impl Wal {
     }
 
     /// Appends `ops` as the next record and syncs it; returns its sequence number.
-    pub(crate) fn append(&mut self, ops: &[WriteOp]) -> Result<u64, StorageError> {
+    pub(crate) fn append<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a WriteOp>,
+    ) -> Result<u64, StorageError> {
         let seq = self.last_seq + 1;
         let mut buf = std::mem::take(&mut self.buf);
         let encoded = encode_record(seq, ops, &mut buf);
