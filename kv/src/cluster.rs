@@ -347,7 +347,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         tcp.fault_filter = Some(self.filter.clone());
         tcp.reconnect_backoff_min = Duration::from_millis(5);
         tcp.reconnect_backoff_max = Duration::from_millis(100);
-        let transport = TcpTransport::start_on(tcp, peer)
+        let transport = TcpTransport::start_on(self.runtime.clone(), tcp, peer)
             .map_err(|e| ClusterError::Transport(e.to_string()))?;
         let storage = self.open_storage(i).await?;
         let sm = KvStateMachine::new(SessionConfig::default());

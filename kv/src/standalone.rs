@@ -105,7 +105,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
                 AnyStorage::Lmdb(open_lmdb(&runtime, dir).await?)
             }
         };
-        let transport = TcpTransport::start_on(tcp, peer_listener)
+        let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)
             .map_err(|e| ClusterError::Transport(e.to_string()))?;
         let sm = KvStateMachine::new(SessionConfig::default());
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;

@@ -1,57 +1,48 @@
-//! The receiving side: one accept thread, and one reader thread per inbound connection.
+//! The receiving side: one accept thread, and one reader task per inbound connection on the
+//! node's runtime.
 //!
 //! A reader first reads the peer's hello under a deadline (`handshake_timeout`) and a small
 //! frame bound, checks it, then reads Raft frames until the connection closes. Bad input of
 //! any kind closes that connection with one `warn!` line and a `connections_refused` count;
 //! the node keeps serving everyone else.
 
-use crate::codec::{Codec, CodecError, PREFIX_BYTES};
+use crate::codec::{Codec, CodecError};
 use crate::frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use crate::frame_reader::FrameReader;
 use crate::shared::{ConnGuard, Direction, RegisterError, Shared};
 use crate::stats::add;
 use futures::channel::mpsc;
-use raftkv_raft::{Message, NodeId};
+use raftkv_raft::{Message, NetRuntime, NodeId};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::{self, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::task::Poll;
+use std::thread;
+use std::time::Duration;
 
 /// How often the accept thread checks for shutdown when no connection arrives.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
-/// The bound on the first frame: a hello is under 32 bytes, so an unauthenticated peer can
-/// never make a reader buffer more than this.
+/// The bound on the first frame: a hello is under 32 bytes, so before its hello a peer can
+/// make a reader hold no more than its one read chunk (see `FrameReader`).
 const HELLO_BYTES_MAX: usize = 64;
 
-/// Read buffer of each inbound connection.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-
-/// A reader keeps at most this much frame buffer between frames.
-const FRAME_BUFFER_KEEP_BYTES: usize = 1 << 20;
-
-/// Reader threads, joined at shutdown (finished ones are reaped as new ones start).
-pub(crate) type Readers = Arc<Mutex<Vec<JoinHandle<()>>>>;
-
-/// The accept thread's loop. The listener is non-blocking, so that the loop sees `stopping`.
-pub(crate) fn accept_loop(
+/// The accept thread's loop: registers each connection and spawns its reader on `runtime`.
+/// The listener is non-blocking, so that the loop sees `stopping`.
+pub(crate) fn accept_loop<R: NetRuntime>(
     listener: TcpListener,
     shared: Arc<Shared>,
     peers: Arc<BTreeSet<NodeId>>,
     inbound: mpsc::Sender<Message>,
-    readers: Readers,
+    runtime: R,
 ) {
+    let node = shared.settings.node_id;
     while !shared.is_stopping() {
         let (stream, addr) = match listener.accept() {
-            Ok((stream, addr)) => match stream.set_nonblocking(false) {
-                Ok(()) => (stream, addr),
-                Err(e) => {
-                    tracing::warn!(node = shared.settings.node_id, %addr, "accept failed: {e}");
-                    continue;
-                }
-            },
+            Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(ACCEPT_POLL);
                 continue;
@@ -59,48 +50,47 @@ pub(crate) fn accept_loop(
             Err(e) if is_transient_accept_error(&e) => continue,
             Err(e) => {
                 // Out of descriptors, for instance: wait and try again.
-                tracing::warn!(node = shared.settings.node_id, "accept failed: {e}");
+                tracing::warn!(node, "accept failed: {e}");
                 thread::sleep(ACCEPT_POLL);
                 continue;
             }
+        };
+        let refuse = |why: &dyn fmt::Display| {
+            add(&shared.counters.connections_refused, 1);
+            tracing::warn!(node, %addr, "refusing inbound connection: {why}");
         };
         let guard = match shared.register(&stream, Direction::Inbound) {
             Ok(guard) => guard,
             Err(RegisterError::Stopped) => break,
             Err(RegisterError::Io(e)) => {
-                add(&shared.counters.connections_refused, 1);
-                tracing::warn!(node = shared.settings.node_id, %addr, "refusing inbound connection: {e}");
+                refuse(&e);
                 continue;
             }
             Err(RegisterError::TooManyInbound) => {
-                add(&shared.counters.connections_refused, 1);
-                tracing::warn!(
-                    node = shared.settings.node_id,
-                    %addr,
-                    "refusing inbound connection: inbound_connections_max ({}) reached",
+                refuse(&format_args!(
+                    "inbound_connections_max ({}) reached",
                     shared.settings.inbound_connections_max
-                );
+                ));
+                continue;
+            }
+        };
+        // If the reactor refuses the socket, dropping the guard unregisters it.
+        let socket = match runtime.register(stream) {
+            Ok(socket) => socket,
+            Err(e) => {
+                refuse(&e);
                 continue;
             }
         };
         let reader = Reader {
             shared: Arc::clone(&shared),
+            runtime: runtime.clone(),
             peers: Arc::clone(&peers),
             inbound: inbound.clone(),
             addr,
             guard,
         };
-        let spawned = thread::Builder::new()
-            .name(format!("raftkv-tcp-n{}-in", shared.settings.node_id))
-            .spawn(move || reader.run(stream));
-        let mut readers = readers.lock().unwrap_or_else(|e| e.into_inner());
-        match spawned {
-            Ok(handle) => readers.push(handle),
-            Err(e) => {
-                tracing::warn!(node = shared.settings.node_id, %addr, "cannot start a reader: {e}")
-            }
-        }
-        reap_finished(&mut readers);
+        runtime.spawn(reader.run(socket));
     }
 }
 
@@ -111,18 +101,6 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// Joins the reader threads that have finished, so that the list stays bounded.
-fn reap_finished(readers: &mut Vec<JoinHandle<()>>) {
-    let mut i = 0;
-    while i < readers.len() {
-        if readers[i].is_finished() {
-            let _ = readers.swap_remove(i).join();
-        } else {
-            i += 1;
-        }
-    }
 }
 
 /// Why a reader stopped.
@@ -172,104 +150,21 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The outcome of reading one frame.
-#[derive(Debug)]
-enum ReadError {
-    /// Closed cleanly before a frame started.
-    Eof,
-    Refused(Refusal),
-    Io(io::Error),
-}
-
-impl From<Refusal> for ReadError {
-    fn from(r: Refusal) -> Self {
-        ReadError::Refused(r)
-    }
-}
-
-/// The socket under a reader, with an optional deadline for every read (the handshake).
-struct DeadlineStream {
-    stream: TcpStream,
-    deadline: Option<Instant>,
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        self.stream.read(buf)
-    }
-}
-
-/// Reads one frame: the prefix, the bound check, then at most the announced body, buffered
-/// as it arrives (a peer that announces 16 MiB and sends 10 bytes costs 10 bytes).
-fn read_frame(
-    reader: &mut impl Read,
-    codec: &Codec,
-    buf: &mut Vec<u8>,
-) -> Result<Frame, ReadError> {
-    let mut prefix = [0u8; PREFIX_BYTES];
-    let mut have = 0;
-    while have < PREFIX_BYTES {
-        match reader.read(&mut prefix[have..]) {
-            Ok(0) if have == 0 => return Err(ReadError::Eof),
-            Ok(0) => {
-                return Err(Refusal::Truncated {
-                    have,
-                    want: PREFIX_BYTES,
-                }
-                .into())
-            }
-            Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-    let len = codec.body_len(prefix).map_err(Refusal::Codec)?;
-    buf.clear();
-    if buf.capacity() > FRAME_BUFFER_KEEP_BYTES {
-        buf.shrink_to(FRAME_BUFFER_KEEP_BYTES);
-    }
-    let got = reader.take(len as u64).read_to_end(buf).map_err(io_error)?;
-    if got < len {
-        return Err(Refusal::Truncated {
-            have: PREFIX_BYTES + got,
-            want: PREFIX_BYTES + len,
-        }
-        .into());
-    }
-    Ok(codec.decode_body(buf).map_err(Refusal::Codec)?)
-}
-
-fn io_error(e: io::Error) -> ReadError {
-    match e.kind() {
-        // A read timeout shows as either, depending on the platform.
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            ReadError::Refused(Refusal::HandshakeTimeout)
-        }
-        _ => ReadError::Io(e),
-    }
-}
-
-/// One inbound connection's reader thread.
-struct Reader {
+/// One inbound connection's reader task.
+struct Reader<R> {
     shared: Arc<Shared>,
+    runtime: R,
     peers: Arc<BTreeSet<NodeId>>,
     inbound: mpsc::Sender<Message>,
     addr: SocketAddr,
     guard: ConnGuard,
 }
 
-impl Reader {
-    fn run(mut self, stream: TcpStream) {
+impl<R: NetRuntime> Reader<R> {
+    async fn run(mut self, socket: R::TcpStream) {
         let node = self.shared.settings.node_id;
         let addr = self.addr;
-        let (peer, close) = self.serve(stream);
+        let (peer, close) = self.serve(socket).await;
         let peer = peer.map_or_else(|| "?".to_string(), |p| format!("n{p}"));
         match close {
             _ if self.shared.is_stopping() => {}
@@ -283,59 +178,79 @@ impl Reader {
             }
             Close::Quiet(why) => tracing::debug!(node, %addr, peer, "inbound connection: {why}"),
         }
-        // The socket closes here, the guard unregisters it.
+        // The socket was closed by `serve`; the guard unregisters it here.
     }
 
     /// Reads the hello, then frames until the connection ends. Returns the peer (once known)
     /// and why it ended.
-    fn serve(&mut self, stream: TcpStream) -> (Option<NodeId>, Close) {
+    async fn serve(&mut self, mut socket: R::TcpStream) -> (Option<NodeId>, Close) {
         let shared = Arc::clone(&self.shared);
         let settings = &shared.settings;
-        let deadline = Instant::now() + settings.handshake_timeout;
-        let mut reader = BufReader::with_capacity(
-            READ_BUFFER_BYTES,
-            DeadlineStream {
-                stream,
-                deadline: Some(deadline),
-            },
-        );
-        let mut buf = Vec::new();
-        let hello = match read_frame(&mut reader, &Codec::new(HELLO_BYTES_MAX), &mut buf) {
+        let mut frames = FrameReader::new(Codec::new(HELLO_BYTES_MAX));
+        let hello = match self.read_hello(&mut socket, &mut frames).await {
             Ok(Frame::Hello(hello)) => hello,
             Ok(Frame::Raft(_)) => return (None, Close::Refused(Refusal::NotHello)),
-            Err(ReadError::Eof) => return (None, Close::Refused(Refusal::ClosedBeforeHello)),
-            Err(ReadError::Refused(r)) => return (None, Close::Refused(r)),
-            Err(ReadError::Io(e)) => return (None, Close::Gone(Some(e))),
+            Err(close) => return (None, close),
         };
         let peer = match self.check_hello(&hello) {
             Ok(peer) => peer,
             Err(refusal) => return (None, Close::Refused(refusal)),
         };
-        // Established: no deadline from now on (`stop` unblocks the read by closing the socket).
-        reader.get_mut().deadline = None;
-        if let Err(e) = reader.get_ref().stream.set_read_timeout(None) {
-            return (Some(peer), Close::Gone(Some(e)));
-        }
+        // Established: no deadline from now on (`stop` ends the read by shutting the socket).
+        frames.set_codec(settings.codec);
         self.shared.claim_inbound(&self.guard, peer);
         add(&self.shared.counters.connections_accepted, 1);
         tracing::debug!(node = settings.node_id, addr = %self.addr, peer, "inbound connection established");
         let close = loop {
-            match read_frame(&mut reader, &settings.codec, &mut buf) {
-                Ok(Frame::Raft(msg)) => {
-                    if let Err(close) = self.deliver(peer, msg) {
-                        break close;
-                    }
-                }
-                Ok(Frame::Hello(_)) => break Close::Refused(Refusal::SecondHello),
-                Err(ReadError::Refused(r)) => break Close::Refused(r),
-                Err(ReadError::Eof) => break Close::Gone(None),
-                Err(ReadError::Io(e)) => break Close::Gone(Some(e)),
+            // Every frame already read, then one more read.
+            match frames.next_frame::<Frame>() {
+                Ok(Some(Frame::Raft(msg))) => match self.deliver(peer, msg) {
+                    Ok(()) => continue,
+                    Err(close) => break close,
+                },
+                Ok(Some(Frame::Hello(_))) => break Close::Refused(Refusal::SecondHello),
+                Ok(None) => {}
+                Err(e) => break Close::Refused(Refusal::Codec(e)),
+            }
+            match poll_fn(|cx| frames.poll_fill(&mut socket, cx)).await {
+                Ok(0) => break Close::Gone(None),
+                Ok(_) => {}
+                Err(e) => break read_error(e, &frames),
             }
         };
         if !self.shared.is_current_inbound(&self.guard, peer) {
             return (Some(peer), Close::Quiet("replaced by a newer connection"));
         }
         (Some(peer), close)
+    }
+
+    /// The first frame, within `handshake_timeout` and `HELLO_BYTES_MAX`.
+    async fn read_hello(
+        &self,
+        socket: &mut R::TcpStream,
+        frames: &mut FrameReader,
+    ) -> Result<Frame, Close> {
+        let mut deadline = Box::pin(self.runtime.sleep(self.shared.settings.handshake_timeout));
+        loop {
+            match frames.next_frame::<Frame>() {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(Close::Refused(Refusal::Codec(e))),
+            }
+            let read = poll_fn(|cx| {
+                if let Poll::Ready(read) = frames.poll_fill(socket, cx) {
+                    return Poll::Ready(Some(read));
+                }
+                deadline.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            match read {
+                None => return Err(Close::Refused(Refusal::HandshakeTimeout)),
+                Some(Ok(0)) => return Err(Close::Refused(Refusal::ClosedBeforeHello)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(read_error(e, frames)),
+            }
+        }
     }
 
     fn check_hello(&self, hello: &Hello) -> Result<NodeId, Refusal> {
@@ -374,4 +289,14 @@ impl Reader {
             Err(_) => Err(Close::Quiet("receiver closed")),
         }
     }
+}
+
+/// A failed read: the end of the stream inside a frame is bad input, anything else is the
+/// connection failing.
+fn read_error(e: io::Error, frames: &FrameReader) -> Close {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        let (have, want) = frames.partial();
+        return Close::Refused(Refusal::Truncated { have, want });
+    }
+    Close::Gone(Some(e))
 }

@@ -1,9 +1,11 @@
 //! # raftkv-transport-tcp: Raft messages over TCP
 //!
 //! [`TcpTransport`] implements the `raftkv_raft::Transport` trait between the nodes of one
-//! cluster. It is runtime-agnostic: the network work runs on plain threads with blocking
-//! `std::net` sockets, and inbound messages reach the async side through a `futures` channel,
-//! so the same transport serves the tokio, smol and any other driver.
+//! cluster. It is runtime-agnostic: its connections are tasks on the node's runtime, reached
+//! through the `raftkv_raft::NetRuntime` trait (a reactor that takes `std` sockets), so the
+//! same transport serves the tokio, smol and any other driver whose runtime implements it.
+//! Only accepting stays on a thread of its own, and each connection attempt runs on a
+//! short-lived thread (`std` has no non-blocking connect).
 //!
 //! ## How it works
 //! Each node listens on one address and keeps one outbound connection to each peer; a
@@ -17,20 +19,22 @@
 //!
 //! [`Transport::send`](raftkv_raft::Transport::send) never blocks: it applies the
 //! [`FaultFilter`] and pushes to the peer's bounded queue, dropping (and counting) when full,
-//! so a slow or dead peer never holds up the others. Each peer's writer thread drains its
-//! queue in batches (one `write_all` per batch), connects and reconnects with exponential
-//! backoff and jitter, and drops what was queued while its peer is unreachable: Raft
-//! retransmits.
+//! so a slow or dead peer never holds up the others. Each peer's writer task drains its
+//! queue in batches (one `write_all` per batch, within `write_timeout`), connects and
+//! reconnects with exponential backoff and jitter, and drops what was queued while its peer is
+//! unreachable: Raft retransmits. Each inbound connection's reader task reads frames with a
+//! cancel-safe [`FrameReader`] and hands them to `recv` through a bounded channel.
 //!
 //! Bad input (garbage, an oversized length, a truncated frame, a failed or missing handshake)
 //! closes that one connection with one `tracing::warn!` line; inbound messages not `from` the
 //! handshake's node, not `to` this node, or not well-formed are dropped and counted.
 //!
 //! ## Modules
-//! `codec` (length-prefixed postcard frames) · `frame` (the peer protocol) · `config` ·
-//! `filter` (fault injection) · `stats` (counters) · `queue` (the bounded queues) · `shared`
-//! (the socket registry used by shutdown) · `inbound` (accept and reader threads) ·
-//! `outbound` (writer threads) · `transport` ([`TcpTransport`]).
+//! `codec` (length-prefixed postcard frames) · `frame_reader` (frames from an async socket,
+//! cancel-safe) · `frame` (the peer protocol) · `config` · `filter` (fault injection) ·
+//! `stats` (counters) · `queue` (the bounded queues, with their tasks' wakeups) · `shared`
+//! (the socket registry used by shutdown) · `inbound` (the accept thread and reader tasks) ·
+//! `outbound` (writer tasks) · `transport` ([`TcpTransport`]).
 //!
 //! ## Not done
 //! - No TLS and no authentication beyond the cluster id: run it on a trusted network.
@@ -43,7 +47,7 @@
 //!   the same node replaces it) or the transport shuts down.
 //! - An authenticated peer can make a reader hold about 28x `frame_bytes_max` at worst (a
 //!   frame full of empty entries: see `codec`); before its hello, a connection can make it
-//!   buffer at most 64 bytes.
+//!   hold only its 64 KiB read buffer (a hello frame is at most 64 bytes).
 
 #![warn(missing_docs)]
 

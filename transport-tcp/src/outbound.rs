@@ -1,31 +1,51 @@
-//! The sending side: one writer thread per peer. It connects (and reconnects, with exponential
-//! backoff and jitter), sends the hello, then drains its peer's queue: everything queued is
-//! encoded into one buffer and written with one `write_all`, so that a burst of messages costs
-//! one system call, not one each.
+//! The sending side: one writer task per peer, on the node's runtime. It connects (and
+//! reconnects, with exponential backoff and jitter), sends the hello, then drains its peer's
+//! queue: everything queued is encoded into one buffer and written with one `write_all`, so
+//! that a burst of messages costs one system call, not one each. Each write must finish within
+//! `write_timeout`, or the connection is dropped: a peer that stops reading holds up only its
+//! own queue (which fills, then drops).
+//!
+//! `std` has no non-blocking connect, so each attempt runs `connect_timeout` on a short-lived
+//! thread (at most one per writer at a time; a writer stopped meanwhile leaves it to finish
+//! within `connect_timeout` and drop its socket).
 
 use crate::frame::{Frame, Hello};
-use crate::queue::PeerQueue;
-use crate::shared::{Direction, RegisterError, Shared};
+use crate::queue::{BoxedSleep, PeerQueue};
+use crate::shared::{ConnGuard, Direction, RegisterError, Shared};
 use crate::stats::add;
-use raftkv_raft::{Message, NodeId, Rng};
-use std::io::{self, Write};
+use futures::channel::oneshot;
+use futures::io::{AsyncWrite, AsyncWriteExt};
+use futures::FutureExt;
+use raftkv_raft::{Message, NetRuntime, NodeId, Rng, Runtime};
+use std::future::poll_fn;
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::task::Poll;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A writer keeps at most this much batch buffer between batches.
 const BATCH_BUFFER_KEEP_BYTES: usize = 1 << 20;
 
-/// One peer's writer thread.
-pub(crate) struct Writer {
+/// One peer's writer task.
+pub(crate) struct Writer<R> {
     pub shared: Arc<Shared>,
+    pub runtime: R,
     pub peer: NodeId,
     pub addr: SocketAddr,
     pub queue: Arc<PeerQueue>,
 }
 
-impl Writer {
-    pub fn run(self) {
+/// Why a connection attempt gave no socket.
+enum ConnectError {
+    /// The queue closed meanwhile: the writer stops.
+    Closed,
+    Io(io::Error),
+}
+
+impl<R: NetRuntime> Writer<R> {
+    pub async fn run(self) {
         let settings = &self.shared.settings;
         let node = settings.node_id;
         let (peer, addr) = (self.peer, self.addr);
@@ -37,9 +57,10 @@ impl Writer {
         let mut batch = Vec::new();
         let mut buf = Vec::new();
         while !self.queue.is_closed() {
-            let stream = match self.connect() {
+            let stream = match self.connect().await {
                 Ok(stream) => stream,
-                Err(e) => {
+                Err(ConnectError::Closed) => return,
+                Err(ConnectError::Io(e)) => {
                     add(&self.shared.counters.connect_failures, 1);
                     // The peer is down: what was queued for it is stale (Raft retransmits).
                     let dropped = self.queue.clear();
@@ -50,24 +71,24 @@ impl Writer {
                         tracing::info!(node, peer, %addr, "cannot connect: {e}; retrying with backoff");
                         outage_logged = true;
                     }
-                    if !self.queue.sleep(jittered(&mut rng, backoff)) {
+                    if !self.pause(&mut rng, backoff).await {
                         return;
                     }
                     backoff = (backoff * 2).min(settings.reconnect_backoff_max);
                     continue;
                 }
             };
-            let _guard = match self.shared.register(&stream, Direction::Outbound) {
-                Ok(guard) => guard,
-                Err(RegisterError::Io(e)) => {
+            let (_guard, mut socket) = match self.register(stream) {
+                Ok(registered) => registered,
+                Err(Some(e)) => {
                     tracing::warn!(node, peer, %addr, "dropping a new connection: {e}");
-                    if !self.queue.sleep(jittered(&mut rng, backoff)) {
+                    if !self.pause(&mut rng, backoff).await {
                         return;
                     }
                     backoff = (backoff * 2).min(settings.reconnect_backoff_max);
                     continue;
                 }
-                Err(_) => return, // stopping
+                Err(None) => return, // stopping
             };
             if connected_before {
                 add(&self.shared.counters.reconnects, 1);
@@ -76,7 +97,7 @@ impl Writer {
             outage_logged = false;
             tracing::debug!(node, peer, %addr, "connected");
             let since = Instant::now();
-            let error = match self.serve(&stream, &mut batch, &mut buf) {
+            let error = match self.serve(&mut socket, &mut batch, &mut buf).await {
                 Ok(()) => return, // the queue closed
                 Err(e) => e,
             };
@@ -89,25 +110,60 @@ impl Writer {
             if since.elapsed() >= settings.reconnect_backoff_max {
                 backoff = settings.reconnect_backoff_min;
             }
-            if !self.queue.sleep(jittered(&mut rng, backoff)) {
+            if !self.pause(&mut rng, backoff).await {
                 return;
             }
             backoff = (backoff * 2).min(settings.reconnect_backoff_max);
         }
     }
 
-    fn connect(&self) -> io::Result<TcpStream> {
+    /// Registers a new connection with the transport (so that `shutdown` closes it) and with
+    /// the runtime's reactor. `Err(None)`: the transport is stopping.
+    fn register(&self, stream: TcpStream) -> Result<(ConnGuard, R::TcpStream), Option<io::Error>> {
+        let guard = match self.shared.register(&stream, Direction::Outbound) {
+            Ok(guard) => guard,
+            Err(RegisterError::Io(e)) => return Err(Some(e)),
+            Err(RegisterError::Stopped | RegisterError::TooManyInbound) => return Err(None),
+        };
+        let socket = self.runtime.register(stream).map_err(Some)?;
+        Ok((guard, socket))
+    }
+
+    /// Waits a jittered `backoff` before the next attempt; false if the queue closed meanwhile.
+    async fn pause(&self, rng: &mut Rng, backoff: Duration) -> bool {
+        self.queue
+            .sleep(&self.runtime, jittered(rng, backoff))
+            .await
+    }
+
+    /// One connection attempt, on a thread of its own (a connect may block for the whole
+    /// `connect_timeout`), given up if the queue closes first.
+    async fn connect(&self) -> Result<TcpStream, ConnectError> {
         let settings = &self.shared.settings;
-        let stream = TcpStream::connect_timeout(&self.addr, settings.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(settings.write_timeout))?;
-        Ok(stream)
+        let (addr, timeout) = (self.addr, settings.connect_timeout);
+        let (tx, rx) = oneshot::channel();
+        thread::Builder::new()
+            .name(format!(
+                "raftkv-tcp-n{}-connect-n{}",
+                settings.node_id, self.peer
+            ))
+            .spawn(move || {
+                let _ = tx.send(connect(addr, timeout));
+            })
+            .map_err(ConnectError::Io)?;
+        match self.queue.unless_closed(rx).await {
+            None => Err(ConnectError::Closed),
+            Some(Ok(result)) => result.map_err(ConnectError::Io),
+            Some(Err(oneshot::Canceled)) => Err(ConnectError::Io(io::Error::other(
+                "the connect thread ended without an answer",
+            ))),
+        }
     }
 
     /// Sends the hello, then batches until the queue closes (`Ok`) or a write fails.
-    fn serve(
+    async fn serve(
         &self,
-        stream: &TcpStream,
+        socket: &mut R::TcpStream,
         batch: &mut Vec<Message>,
         buf: &mut Vec<u8>,
     ) -> io::Result<()> {
@@ -119,11 +175,10 @@ impl Writer {
             .codec
             .encode(&hello, buf)
             .map_err(io::Error::other)?;
-        let mut writer = stream;
-        writer.write_all(buf)?;
+        self.write(socket, buf).await?;
         loop {
             batch.clear();
-            if !self.queue.wait_batch(batch) {
+            if !self.queue.next_batch(batch).await {
                 return Ok(());
             }
             buf.clear();
@@ -146,7 +201,7 @@ impl Writer {
                     }
                 }
                 if buf.len() >= settings.batch_bytes_max {
-                    if let Err(e) = writer.write_all(buf) {
+                    if let Err(e) = self.write(socket, buf).await {
                         let lost = pending + messages.len() as u64;
                         add(&counters.dropped_unreachable, lost);
                         return Err(e);
@@ -157,7 +212,7 @@ impl Writer {
                 }
             }
             if !buf.is_empty() {
-                if let Err(e) = writer.write_all(buf).and_then(|()| writer.flush()) {
+                if let Err(e) = self.write(socket, buf).await {
                     add(&counters.dropped_unreachable, pending);
                     return Err(e);
                 }
@@ -165,6 +220,46 @@ impl Writer {
             }
         }
     }
+
+    /// Writes all of `buf`, or fails with `TimedOut` once `write_timeout` has passed. The timer
+    /// is armed only if the socket does not take everything at once.
+    async fn write(&self, socket: &mut R::TcpStream, buf: &[u8]) -> io::Result<()> {
+        let timeout = self.shared.settings.write_timeout;
+        write_within(&self.runtime, socket, buf, timeout).await
+    }
+}
+
+/// Writes all of `buf` to `socket`, failing with `TimedOut` if that takes longer than
+/// `timeout` on `runtime`'s clock; the timer is armed only once the write would block.
+pub(crate) async fn write_within<R: Runtime, S: AsyncWrite + Unpin>(
+    runtime: &R,
+    socket: &mut S,
+    buf: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut write = socket.write_all(buf);
+    let mut timer: Option<BoxedSleep> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = write.poll_unpin(cx) {
+            return Poll::Ready(result);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(runtime.sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a write took longer than write_timeout ({timeout:?})"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// A blocking connect with a timeout, then the socket options of a peer connection.
+fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// A wait in `backoff / 2 ..= backoff`, so that nodes restarted together do not retry in step.

@@ -1,5 +1,5 @@
-//! State shared by a transport's threads: the counters, the stop flag, and the registry of
-//! open sockets that `shutdown` closes to unblock every blocked read and write.
+//! State shared by a transport's tasks and accept thread: the counters, the stop flag, and the
+//! registry of open sockets that `shutdown` shuts down to end every pending read and write.
 
 use crate::codec::Codec;
 use crate::stats::Counters;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// What the threads need from the configuration.
+/// What the tasks need from the configuration.
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub node_id: NodeId,
@@ -29,7 +29,7 @@ pub(crate) struct Settings {
 pub(crate) struct Shared {
     pub settings: Settings,
     pub counters: Counters,
-    /// Set once by `shutdown`; threads check it to exit and to log quietly.
+    /// Set once by `shutdown`; tasks and the accept thread check it to exit and to log quietly.
     stopping: AtomicBool,
     conns: Mutex<Registry>,
 }
@@ -97,14 +97,14 @@ impl Shared {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Registers a socket so that `stop` can close it; refused once stopping, or for an inbound
+    /// Registers a socket so that `stop` can shut it down; refused once stopping, or for an inbound
     /// socket past `inbound_connections_max`.
     pub fn register(
         self: &Arc<Self>,
         stream: &TcpStream,
         direction: Direction,
     ) -> Result<ConnGuard, RegisterError> {
-        // Every open socket is in the registry, so that `stop` can unblock its thread.
+        // Every open socket is in the registry, so that `stop` can wake its task.
         let clone = stream.try_clone().map_err(RegisterError::Io)?;
         let mut reg = self.registry();
         if reg.stopped {

@@ -1,4 +1,4 @@
-//! Counters, updated by every thread of a transport with relaxed atomics.
+//! Counters, updated by every task and thread of a transport with relaxed atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,20 +1,20 @@
-//! [`TcpTransport`]: the [`Transport`] over TCP, and its threads' lifecycle.
+//! [`TcpTransport`]: the [`Transport`] over TCP, and the lifecycle of its tasks and thread.
 
 use crate::codec::Codec;
 use crate::config::{ConfigError, TcpConfig};
 use crate::filter::{FaultFilter, Verdict};
-use crate::inbound::{accept_loop, Readers};
+use crate::inbound::accept_loop;
 use crate::outbound::Writer;
 use crate::queue::{DelayQueue, PeerQueue, PushError};
 use crate::shared::{Settings, Shared};
 use crate::stats::{add, Counters, TransportStats};
 use futures::channel::mpsc;
 use futures::StreamExt;
-use raftkv_raft::{Message, NodeId, Transport};
+use raftkv_raft::{Message, NetRuntime, NodeId, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use thiserror::Error;
 
@@ -33,17 +33,19 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
-    /// The OS refused to start a thread.
-    #[error("cannot start a transport thread: {0}")]
+    /// The OS refused to start the accept thread.
+    #[error("cannot start the transport's accept thread: {0}")]
     Spawn(#[source] io::Error),
 }
 
 /// A node's TCP transport: listens for its peers and keeps one connection to each.
 ///
-/// Threads: one accept thread, one reader per inbound connection, one writer per peer, and
-/// one timer for filter delays. [`send`](Transport::send) only filters and queues (it never
-/// blocks on the network); [`recv`](Transport::recv) is fed by the readers through a bounded
-/// `futures` channel, so it works under any async runtime.
+/// Threads and tasks: one accept thread; on the node's runtime ([`NetRuntime`]: tokio, smol),
+/// one reader task per inbound connection, one writer task per peer and one task for filter
+/// delays; a writer connects on a short-lived thread (`std` has no non-blocking connect).
+/// [`send`](Transport::send) only filters and queues (it never blocks on the network) and wakes
+/// the peer's writer; [`recv`](Transport::recv) is fed by the readers through a bounded
+/// `futures` channel.
 #[derive(Debug)]
 pub struct TcpTransport {
     node_id: NodeId,
@@ -55,28 +57,31 @@ pub struct TcpTransport {
     /// `None` once shut down.
     inbound: Option<mpsc::Receiver<Message>>,
     shared: Arc<Shared>,
-    /// The accept thread, the writers and the timer.
-    threads: Vec<JoinHandle<()>>,
-    readers: Readers,
+    /// The accept thread, until shutdown joins it.
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl TcpTransport {
-    /// Binds the listener and starts the threads. Peers need not be up: writers connect
-    /// (and reconnect) in the background.
-    pub fn start(config: TcpConfig) -> Result<TcpTransport, TransportError> {
+    /// Binds the listener, starts the accept thread and spawns the writer and delay tasks on
+    /// `runtime`. Peers need not be up: writers connect (and reconnect) in the background.
+    pub fn start<R: NetRuntime>(
+        runtime: R,
+        config: TcpConfig,
+    ) -> Result<TcpTransport, TransportError> {
         config.validate()?;
         let listener =
             TcpListener::bind(config.listen_addr).map_err(|source| TransportError::Bind {
                 addr: config.listen_addr,
                 source,
             })?;
-        Self::start_on(config, listener)
+        Self::start_on(runtime, config, listener)
     }
 
     /// Like [`start`](Self::start), on a listener the caller already bound (`listen_addr` is
     /// then ignored). A local cluster binds every node's listener first, on port 0, and so
     /// knows every address before any node starts.
-    pub fn start_on(
+    pub fn start_on<R: NetRuntime>(
+        runtime: R,
         config: TcpConfig,
         listener: TcpListener,
     ) -> Result<TcpTransport, TransportError> {
@@ -111,7 +116,6 @@ impl TcpTransport {
             .fault_filter
             .clone()
             .unwrap_or_else(|| FaultFilter::new(config.node_id));
-        // Built first, so that an error below shuts down what already runs (in `Drop`).
         let mut transport = TcpTransport {
             node_id: config.node_id,
             local_addr,
@@ -120,56 +124,43 @@ impl TcpTransport {
             filter,
             inbound: Some(inbound_rx),
             shared,
-            threads: Vec::new(),
-            readers: Arc::new(Mutex::new(Vec::new())),
+            acceptor: None,
         };
         let node = config.node_id;
 
-        let (shared, readers) = (
-            Arc::clone(&transport.shared),
-            Arc::clone(&transport.readers),
-        );
+        // The accept thread first: if it cannot start, no task has either.
+        let (shared, accept_runtime) = (Arc::clone(&transport.shared), runtime.clone());
         let peers: Arc<BTreeSet<NodeId>> = Arc::new(config.peers.keys().copied().collect());
-        transport.spawn(format!("raftkv-tcp-n{node}-accept"), move || {
-            accept_loop(listener, shared, peers, inbound_tx, readers)
-        })?;
+        let acceptor = thread::Builder::new()
+            .name(format!("raftkv-tcp-n{node}-accept"))
+            .spawn(move || accept_loop(listener, shared, peers, inbound_tx, accept_runtime))
+            .map_err(TransportError::Spawn)?;
+        transport.acceptor = Some(acceptor);
 
         for (&peer, &addr) in &config.peers {
             let writer = Writer {
                 shared: Arc::clone(&transport.shared),
+                runtime: runtime.clone(),
                 peer,
                 addr,
                 queue: Arc::clone(&transport.queues[&peer]),
             };
-            transport.spawn(format!("raftkv-tcp-n{node}-to-n{peer}"), move || {
-                writer.run()
-            })?;
+            runtime.spawn(writer.run());
         }
 
         let (delays, queues) = (Arc::clone(&transport.delays), Arc::clone(&transport.queues));
         let shared = Arc::clone(&transport.shared);
-        transport.spawn(format!("raftkv-tcp-n{node}-delay"), move || {
-            delays.run(|msg| {
+        let delay_runtime = runtime.clone();
+        runtime.spawn(async move {
+            let deliver = |msg: Message| {
                 if let Some(queue) = queues.get(&msg.to) {
                     enqueue(&shared.counters, queue, msg);
                 }
-            })
-        })?;
+            };
+            delays.run(&delay_runtime, deliver).await;
+        });
         tracing::info!(node, %local_addr, peers = config.peers.len(), "transport started");
         Ok(transport)
-    }
-
-    fn spawn(
-        &mut self,
-        name: String,
-        f: impl FnOnce() + Send + 'static,
-    ) -> Result<(), TransportError> {
-        let handle = thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .map_err(TransportError::Spawn)?;
-        self.threads.push(handle);
-        Ok(())
     }
 
     /// This node's id.
@@ -197,27 +188,25 @@ impl TcpTransport {
         self.inbound.is_none()
     }
 
-    /// Stops every thread and closes every socket, then returns. Queued and delayed messages
-    /// are dropped; [`recv`](Transport::recv) returns `None` from now on. Idempotent; also
-    /// run by `Drop`. May wait up to `connect_timeout` for a writer in the middle of a
-    /// connection attempt.
+    /// Stops accepting (the listener is closed when this returns), shuts down every socket
+    /// and wakes every task, which then ends on the runtime, closing its socket. Never waits
+    /// for a task, so it may run on the runtime itself (the node's event loop drops the
+    /// transport there); it waits for the accept thread, up to 20 ms. Queued and delayed
+    /// messages are dropped; [`recv`](Transport::recv) returns `None` from now on. Idempotent;
+    /// also run by `Drop`. A connection attempt in progress is abandoned: its thread ends
+    /// within `connect_timeout`.
     pub fn shutdown(&mut self) {
-        if self.inbound.take().is_none() && self.threads.is_empty() {
+        if self.inbound.take().is_none() && self.acceptor.is_none() {
             return;
         }
-        // Wake the writers and the timer, then unblock every socket read and write.
+        // Wake the writers and the delay task, then end every socket read and write.
         for queue in self.queues.values() {
             queue.close();
         }
         self.delays.close();
         self.shared.stop();
-        // The accept thread first: once it is joined, no reader starts any more.
-        for handle in self.threads.drain(..) {
-            let _ = handle.join();
-        }
-        let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(|e| e.into_inner()));
-        for handle in readers {
-            let _ = handle.join();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
         }
         tracing::info!(node = self.node_id, "transport shut down");
     }

@@ -1,11 +1,11 @@
 //! Bad input on a real socket: each kind closes only that connection, with exactly one
 //! `warn!` line, and the node keeps delivering between good peers. One test in this binary,
-//! so that the process-wide log counter and thread count see nothing else.
+//! so that the process-wide log counter, thread count and descriptor count see nothing else.
 
 mod common;
 
 use common::*;
-use raftkv_raft::{Body, Message, Transport, WIRE_VALUE_MAX};
+use raftkv_raft::{Body, Message, NetRuntime, Runtime, Transport, WIRE_VALUE_MAX};
 use raftkv_transport_tcp::{Codec, Frame, Hello, TcpTransport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,6 +58,32 @@ fn thread_count() -> usize {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Open file descriptors (sockets included) of this process.
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
+/// Starts what the runtime starts once per process (smol's executor thread, its reactor and
+/// their descriptors), so that the counts before and after see only the transports.
+fn warm_up_runtime() {
+    let runtime = runtime();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sleeper = runtime.clone();
+    runtime.spawn(async move {
+        sleeper.sleep(Duration::from_millis(1)).await;
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the runtime runs tasks");
+    let listener = bind();
+    let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    drop(
+        runtime
+            .register(stream)
+            .expect("the reactor takes a socket"),
+    );
 }
 
 fn frame(frame: &Frame) -> Vec<u8> {
@@ -197,7 +223,9 @@ fn cases() -> Vec<Case> {
 #[test]
 fn bad_input_closes_only_that_connection_with_one_log_line() {
     tracing::subscriber::set_global_default(WarnCounter).unwrap();
+    warm_up_runtime();
     let threads_before = thread_count();
+    let fds_before = fd_count();
     {
         // n1 knows n2 (real) and n3, whose identity the attacker borrows (nothing listens at
         // n3's address).
@@ -207,8 +235,9 @@ fn bad_input_closes_only_that_connection_with_one_log_line() {
         let mut config1 = config(1, BTreeMap::from([(2, addr2), (3, free_addr())]));
         config1.frame_bytes_max = 1 << 20;
         config1.handshake_timeout = Duration::from_millis(300);
-        let t1 = TcpTransport::start_on(config1, l1).unwrap();
-        let t2 = TcpTransport::start_on(config(2, BTreeMap::from([(1, addr1)])), l2).unwrap();
+        let t1 = TcpTransport::start_on(runtime(), config1, l1).unwrap();
+        let t2 =
+            TcpTransport::start_on(runtime(), config(2, BTreeMap::from([(1, addr1)])), l2).unwrap();
         assert!(thread_count() > threads_before);
         let mut c = BTreeMap::from([(1, t1), (2, t2)]);
         send_until_received(&mut c, 1, 2, Duration::from_secs(5));
@@ -272,10 +301,12 @@ fn bad_input_closes_only_that_connection_with_one_log_line() {
             assert_eq!(futures::executor::block_on(t.recv()), None);
         }
     }
-    // Every thread was joined.
+    // Every thread ended, and every task: their sockets are closed.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while thread_count() != threads_before && Instant::now() < deadline {
+    while (thread_count(), fd_count()) != (threads_before, fds_before) && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(thread_count(), threads_before, "threads leaked");
+    assert_eq!(fd_count(), fds_before, "sockets leaked");
 }

@@ -77,8 +77,12 @@ fn a_peer_that_starts_late_is_reached() {
     let addr2 = free_addr();
     let listener1 = bind();
     let addr1 = listener1.local_addr().unwrap();
-    let mut t1 =
-        TcpTransport::start_on(config(1, BTreeMap::from([(2, addr2)])), listener1).unwrap();
+    let mut t1 = TcpTransport::start_on(
+        runtime(),
+        config(1, BTreeMap::from([(2, addr2)])),
+        listener1,
+    )
+    .unwrap();
     // Nobody listens yet: n1's writer fails and backs off.
     for seq in 0..20 {
         t1.send(msg(1, 2, seq));
@@ -89,7 +93,12 @@ fn a_peer_that_starts_late_is_reached() {
     assert_eq!(stats.frames_sent, 0);
 
     let listener2 = TcpListener::bind(addr2).expect("rebind the released port");
-    let t2 = TcpTransport::start_on(config(2, BTreeMap::from([(1, addr1)])), listener2).unwrap();
+    let t2 = TcpTransport::start_on(
+        runtime(),
+        config(2, BTreeMap::from([(1, addr1)])),
+        listener2,
+    )
+    .unwrap();
     let mut c = BTreeMap::from([(1, t1), (2, t2)]);
     // Backoff is capped at 200 ms in tests.
     let took = send_until_received(&mut c, 1, 2, 5 * SECOND);
@@ -114,7 +123,8 @@ fn a_peer_that_restarts_on_the_same_port_is_reached_again() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let listener = TcpListener::bind(addr2).expect("rebind n2's port");
-    let t2 = TcpTransport::start_on(config(2, BTreeMap::from([(1, addr1)])), listener).unwrap();
+    let t2 = TcpTransport::start_on(runtime(), config(2, BTreeMap::from([(1, addr1)])), listener)
+        .unwrap();
     c.insert(2, t2);
     send_until_received(&mut c, 1, 2, 5 * SECOND);
     send_until_received(&mut c, 2, 1, 5 * SECOND);
@@ -228,7 +238,7 @@ fn a_dead_peer_never_blocks_send_and_its_queue_stays_bounded() {
     let listener = bind();
     let mut config = config(1, BTreeMap::from([(2, free_addr())]));
     config.outbound_queue_len_max = 8;
-    let mut t = TcpTransport::start_on(config, listener).unwrap();
+    let mut t = TcpTransport::start_on(runtime(), config, listener).unwrap();
     let start = Instant::now();
     for seq in 0..100_000 {
         t.send(msg(1, 2, seq));
@@ -292,7 +302,7 @@ fn inbound_connections_beyond_the_bound_are_refused() {
     let mut config = config(1, BTreeMap::from([(2, free_addr())]));
     config.inbound_connections_max = 2;
     config.handshake_timeout = 2 * SECOND;
-    let t = TcpTransport::start_on(config, listener).unwrap();
+    let t = TcpTransport::start_on(runtime(), config, listener).unwrap();
     // Two silent connections hold both slots until their handshake times out.
     let _held: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(addr).unwrap())

@@ -3,7 +3,7 @@
 //! restart it and catch it up by snapshot; every node ends with the same state.
 
 use bytes::Bytes;
-use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime, StateMachine};
+use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, Role, StateMachine};
 use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ impl StateMachine for ListSm {
     }
 }
 
-struct Cluster<R: Runtime> {
+struct Cluster<R: NetRuntime> {
     rt: R,
     dir: PathBuf,
     addrs: BTreeMap<u64, SocketAddr>,
@@ -62,7 +62,7 @@ struct Cluster<R: Runtime> {
     states: BTreeMap<u64, Arc<Mutex<Vec<Bytes>>>>,
 }
 
-impl<R: Runtime> Cluster<R> {
+impl<R: NetRuntime> Cluster<R> {
     fn new(rt: R, dir: &Path) -> (Self, Vec<TcpListener>) {
         let listeners: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -89,7 +89,8 @@ impl<R: Runtime> Cluster<R> {
             .map(|(p, a)| (*p, *a))
             .collect();
         let tcp = TcpConfig::new(id, 7, self.addrs[&id], peers);
-        let transport = TcpTransport::start_on(tcp, listener).expect("transport starts");
+        let transport =
+            TcpTransport::start_on(self.rt.clone(), tcp, listener).expect("transport starts");
         let storage = LmdbStorage::open(&self.dir.join(format!("n{id}")), LmdbOptions::default())
             .expect("storage opens");
         let mut config = NodeConfig::new(Config::new(id, [1, 2, 3]));
@@ -166,7 +167,7 @@ impl<R: Runtime> Cluster<R> {
     }
 }
 
-async fn scenario<R: Runtime>(rt: R, dir: &Path) {
+async fn scenario<R: NetRuntime>(rt: R, dir: &Path) {
     let (mut c, listeners) = Cluster::new(rt, dir);
     for (id, l) in (1..=3).zip(listeners) {
         c.start(id, l).await;
@@ -260,7 +261,7 @@ fn three_node_cluster_under_smol_over_tcp_and_lmdb() {
 /// Commit latency at 1 client: sequential proposals to the leader of a 3-node cluster over TCP
 /// and LMDB (every write fsynced). Run with
 /// `cargo test --release -p raftkv-transport-tcp --test lmdb_cluster -- --ignored --nocapture`.
-async fn commit_latency<R: Runtime>(rt: R, dir: &Path, name: &str) {
+async fn commit_latency<R: NetRuntime>(rt: R, dir: &Path, name: &str) {
     let (mut c, listeners) = Cluster::new(rt, dir);
     for (id, l) in (1..=3).zip(listeners) {
         c.start(id, l).await;

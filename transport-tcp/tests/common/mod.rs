@@ -1,13 +1,18 @@
 //! Helpers shared by the socket tests: clusters on 127.0.0.1 with OS-chosen ports, fast
 //! timeouts, and a polling `recv` with a deadline (which also exercises its cancel safety).
+//! The transports' tasks run on smol's global executor (its own thread), or on a tokio
+//! runtime kept for the whole test binary: the tests themselves stay synchronous.
 
 #![allow(dead_code)]
 
 use futures::FutureExt;
-use raftkv_raft::{Body, Message, NodeId, Transport};
+use raftkv_raft::runtime::smol::SmolRuntime;
+use raftkv_raft::runtime::tokio::TokioRuntime;
+use raftkv_raft::{Body, Message, NetRuntime, NodeId, Transport};
 use raftkv_transport_tcp::{FaultFilter, TcpConfig, TcpTransport};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const CLUSTER: u64 = 0xC1u64;
@@ -33,8 +38,36 @@ pub fn config(node: NodeId, peers: BTreeMap<NodeId, SocketAddr>) -> TcpConfig {
     config
 }
 
-/// Starts one transport per id, all knowing each other, optionally sharing a fault filter.
+/// The runtime the tests' transports run on unless they choose: smol's global executor.
+pub fn runtime() -> SmolRuntime {
+    SmolRuntime::new()
+}
+
+/// A handle on a two-worker tokio runtime that lives as long as the test binary.
+pub fn tokio() -> TokioRuntime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    });
+    TokioRuntime::new(runtime.handle().clone())
+}
+
+/// Starts one transport per id on smol, all knowing each other, optionally sharing a fault
+/// filter.
 pub fn cluster(ids: &[NodeId], filter: Option<FaultFilter>) -> BTreeMap<NodeId, TcpTransport> {
+    cluster_on(runtime(), ids, filter)
+}
+
+/// Like [`cluster`], on `runtime`.
+pub fn cluster_on<R: NetRuntime>(
+    runtime: R,
+    ids: &[NodeId],
+    filter: Option<FaultFilter>,
+) -> BTreeMap<NodeId, TcpTransport> {
     let listeners: BTreeMap<NodeId, TcpListener> = ids.iter().map(|&id| (id, bind())).collect();
     let addrs: BTreeMap<NodeId, SocketAddr> = listeners
         .iter()
@@ -50,7 +83,8 @@ pub fn cluster(ids: &[NodeId], filter: Option<FaultFilter>) -> BTreeMap<NodeId, 
                 .collect();
             let mut config = config(id, peers);
             config.fault_filter = filter.clone();
-            (id, TcpTransport::start_on(config, listener).expect("start"))
+            let transport = TcpTransport::start_on(runtime.clone(), config, listener);
+            (id, transport.expect("start"))
         })
         .collect()
 }
