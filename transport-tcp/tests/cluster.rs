@@ -1,10 +1,11 @@
-//! Transports on 127.0.0.1 exchanging messages: two and three nodes, a late peer, a peer that
-//! restarts on the same port, the fault filter, bounded queues and shutdown.
+//! Transports on 127.0.0.1 exchanging messages: two and three nodes (on smol and on tokio), a
+//! late peer, a peer that restarts on the same port, a peer that stops reading, the fault
+//! filter, bounded queues and shutdown.
 
 mod common;
 
 use common::*;
-use raftkv_raft::Transport;
+use raftkv_raft::{Body, LogId, Message, Transport};
 use raftkv_transport_tcp::{FaultFilter, TcpTransport};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -14,7 +15,15 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn two_transports_exchange_messages_both_ways() {
-    let mut c = cluster(&[1, 2], None);
+    exchange_both_ways(cluster(&[1, 2], None));
+}
+
+#[test]
+fn two_transports_exchange_messages_both_ways_on_tokio() {
+    exchange_both_ways(cluster_on(tokio(), &[1, 2], None));
+}
+
+fn exchange_both_ways(mut c: BTreeMap<u64, TcpTransport>) {
     send_until_received(&mut c, 1, 2, 5 * SECOND);
     send_until_received(&mut c, 2, 1, 5 * SECOND);
     drain(c.get_mut(&1).unwrap(), Duration::from_millis(50));
@@ -132,6 +141,87 @@ fn a_peer_that_restarts_on_the_same_port_is_reached_again() {
     assert!(stats.reconnects >= 1, "{stats:?}");
     // n2's new connection to n1 replaced the old one.
     assert!(stats.connections_accepted >= 2, "{stats:?}");
+}
+
+/// A snapshot chunk of `data` from `from` to `to`: a large message.
+fn chunk(from: u64, to: u64, offset: u64, data: bytes::Bytes) -> Message {
+    Message {
+        from,
+        to,
+        term: 1,
+        body: Body::InstallSnapshot {
+            last: LogId::new(1, 1),
+            offset,
+            data,
+            done: false,
+        },
+    }
+}
+
+#[test]
+fn a_peer_that_stops_reading_holds_up_only_its_own_queue() {
+    // n3 is a listener that never accepts: the OS completes the connection and buffers what
+    // it can, then n1's writes to it stall.
+    let stalled = bind();
+    let (l1, l2) = (bind(), bind());
+    let (addr1, addr2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let mut config1 = config(
+        1,
+        BTreeMap::from([(2, addr2), (3, stalled.local_addr().unwrap())]),
+    );
+    config1.outbound_queue_len_max = 16;
+    config1.write_timeout = Duration::from_millis(300);
+    let t1 = TcpTransport::start_on(tokio(), config1, l1).unwrap();
+    let t2 = TcpTransport::start_on(tokio(), config(2, BTreeMap::from([(1, addr1)])), l2).unwrap();
+    let mut c = BTreeMap::from([(1, t1), (2, t2)]);
+    send_until_received(&mut c, 1, 2, 5 * SECOND);
+    drain(c.get_mut(&2).unwrap(), Duration::from_millis(50));
+
+    // 32 MiB for n3, far beyond what the socket buffers take; a heartbeat to n2 meanwhile.
+    let data = bytes::Bytes::from(vec![7u8; 256 << 10]);
+    let mut slowest_send = Duration::ZERO;
+    let mut slowest_delivery = Duration::ZERO;
+    for seq in 0..128 {
+        let start = Instant::now();
+        c.get_mut(&1).unwrap().send(chunk(1, 3, seq, data.clone()));
+        c.get_mut(&1).unwrap().send(msg(1, 2, seq));
+        slowest_send = slowest_send.max(start.elapsed());
+        let got = recv_timeout(c.get_mut(&2).unwrap(), 2 * SECOND);
+        assert_eq!(got, Some(msg(1, 2, seq)), "n1 → n2 while n3 stalls");
+        slowest_delivery = slowest_delivery.max(start.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        slowest_send < Duration::from_millis(50),
+        "send blocked for {slowest_send:?}"
+    );
+    assert!(
+        slowest_delivery < Duration::from_millis(500),
+        "n1 → n2 held up for {slowest_delivery:?}"
+    );
+
+    // The stalled write times out: the connection is dropped with what it carried, and the
+    // writer connects again.
+    let deadline = Instant::now() + 5 * SECOND;
+    loop {
+        let stats = c[&1].stats();
+        if stats.reconnects >= 1 && stats.dropped_unreachable >= 1 {
+            assert!(stats.dropped_queue_full >= 1, "{stats:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write timeout: {stats:?}");
+        c.get_mut(&1).unwrap().send(chunk(1, 3, 0, data.clone()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    for t in c.values_mut() {
+        t.shutdown();
+    }
+    assert!(
+        start.elapsed() < SECOND,
+        "shutdown took {:?}",
+        start.elapsed()
+    );
 }
 
 /// Sends `n` messages `from → to` and returns how many arrive within `window`.
