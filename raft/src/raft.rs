@@ -534,7 +534,12 @@ impl Raft {
     }
 
     pub(crate) fn send_msg(&mut self, msg: Message) {
-        if matches!(self.role, RoleState::Leader(_)) && msg.body.is_from_leader() {
+        let from_leader = matches!(self.role, RoleState::Leader(_)) && msg.body.is_from_leader();
+        /// thesis §6.4: a heartbeat acknowledgement promises nothing durable (only that this
+        /// node has seen no later term), so it need not wait for a write in flight: a
+        /// ReadIndex round then costs a round trip, not a follower's fsync.
+        let ack_only = matches!(msg.body, Body::HeartbeatResponse { .. });
+        if from_leader || ack_only {
             self.out.send_now.push(msg);
         } else {
             self.out.send_after_persist.push(msg);

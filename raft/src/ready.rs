@@ -9,10 +9,10 @@ use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
 /// # The contract
 /// A driver handles each `Ready` in this order:
 ///
-/// 1. **Send `send_now`** at once. Only a leader produces these (Append, Heartbeat,
-///    InstallSnapshot): thesis §10.2.1 lets the leader write its own log in parallel with
-///    replicating it, because it counts itself toward commitment only once its own write is
-///    durable (reported by step 3).
+/// 1. **Send `send_now`** at once. A leader's Append, Heartbeat and InstallSnapshot: thesis
+///    §10.2.1 lets the leader write its own log in parallel with replicating it, because it
+///    counts itself toward commitment only once its own write is durable (reported by step 3).
+///    And any node's HeartbeatResponse, which promises nothing durable (thesis §6.4).
 /// 2. **Persist and fsync**, in one durable write: `snapshot` (a snapshot received from the
 ///    leader), then `entries` (first truncating any stored entries at or after the first one's
 ///    index), then `hard_state`, then drop stored entries up to `compact_to`. Writes of successive
@@ -31,7 +31,8 @@ use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
 /// has told no one anything that depended on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
-    /// Messages a leader may send before persisting (thesis §10.2.1).
+    /// Messages to send before persisting: a leader's replication (thesis §10.2.1) and
+    /// heartbeat acknowledgements (thesis §6.4).
     pub send_now: Vec<Message>,
     /// Term, vote and commit index to persist: when term or vote changed since the last one
     /// written, or with `entries` or `snapshot` when only the commit index moved (it is

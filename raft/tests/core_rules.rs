@@ -72,10 +72,12 @@ fn follower_rejects_append_with_stale_term_and_tells_its_term() {
         },
     ));
     let ready = r.take_ready();
+    // An acknowledgement promises nothing durable: it leaves before any write (thesis §6.4).
     assert_eq!(
-        ready.send_after_persist,
+        ready.send_now,
         vec![msg(1, 2, 3, Body::HeartbeatResponse { read_seq: 0 })]
     );
+    assert!(ready.send_after_persist.is_empty());
     assert_eq!(r.commit_index(), 0);
 }
 
