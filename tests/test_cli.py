@@ -228,3 +228,31 @@ def test_bench_function_accepts_a_keyspace():
         r = raftkv.bench(cluster.addrs, clients=2, seconds=0.5, warmup=0.1, mode="mixed",
                          keyspace=20)
         assert r["ops_per_s"] > 0 and r["errors"] == 0
+
+
+def test_serve_rejects_a_worker_count_out_of_range():
+    proc = run(["serve", "--id", 1, "--peers", "1=127.0.0.1:1", "--storage", "memory",
+                "--workers", 0], timeout=30)
+    assert proc.returncode == 2, describe(proc)
+    assert "--workers" in proc.stderr and "Traceback" not in proc.stderr, describe(proc)
+
+
+def test_serve_runs_the_runtime_with_the_workers_asked_for(tmp_path):
+    """`raftkv serve --workers 3`: the process's tokio runtime has exactly 3 worker threads
+    (`raftkv bench` starts its servers with 1)."""
+    from raftkv.cli import _free_ports
+    peer, client = _free_ports(2)
+    proc = subprocess.Popen(
+        raftkv_cli() + ["serve", "--id", "1", "--peers", f"1=127.0.0.1:{peer}",
+                        "--client-addrs", f"1=127.0.0.1:{client}", "--storage", "memory",
+                        "--workers", "3"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        clerk = raftkv.Clerk([f"127.0.0.1:{client}"], timeout=WAIT)
+        clerk.put(b"k", b"v")  # the node is up and serving
+        names = [open(f"/proc/{proc.pid}/task/{t}/comm").read().strip()
+                 for t in os.listdir(f"/proc/{proc.pid}/task")]
+        assert names.count("raftkv-tokio") == 3, names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

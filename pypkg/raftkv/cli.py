@@ -87,6 +87,9 @@ def cmd_serve(args) -> int:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if args.storage == "lmdb" and not args.data_dir:
         raise UsageError("--data-dir is required with --storage lmdb")
+    if args.workers is not None:
+        # Read once, when the runtime starts: nothing has started it yet in this process.
+        os.environ["RAFTKV_TOKIO_WORKERS"] = str(args.workers)
     try:
         node = raftkv.Node(id=args.id, peers=peers, data_dir=args.data_dir, storage=args.storage,
                            runtime=args.runtime, client_addrs=client_addrs,
@@ -385,7 +388,8 @@ def cmd_demo(args) -> int:
 # bench
 # ----------------------------------------------------------------------------------------------
 
-def _start_servers(n: int, tmp: str, runtime: str) -> tuple[list[subprocess.Popen], list[str]]:
+def _start_servers(n: int, tmp: str, runtime: str,
+                   workers: int) -> tuple[list[subprocess.Popen], list[str]]:
     ports = _free_ports(2 * n)
     peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(n)}
     clients = {i + 1: f"127.0.0.1:{ports[n + i]}" for i in range(n)}
@@ -397,7 +401,7 @@ def _start_servers(n: int, tmp: str, runtime: str) -> tuple[list[subprocess.Pope
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "raftkv", "serve", "--id", str(i), "--peers", peers_s,
              "--client-addrs", clients_s, "--data-dir", os.path.join(tmp, f"node{i}"),
-             "--runtime", runtime],
+             "--runtime", runtime, "--workers", str(workers)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True))
         log.close()
@@ -428,7 +432,8 @@ def cmd_bench(args) -> int:
             tmp = tempfile.TemporaryDirectory(prefix="raftkv-bench-")
             print(f"bench: starting {args.nodes} `raftkv serve` processes (logs in {tmp.name})",
                   file=sys.stderr, flush=True)
-            procs, endpoints = _start_servers(args.nodes, tmp.name, args.runtime)
+            procs, endpoints = _start_servers(args.nodes, tmp.name, args.runtime,
+                                             args.server_workers)
             nodes = args.nodes
         # wait until the cluster serves
         deadline = time.monotonic() + 30
@@ -480,6 +485,13 @@ def cmd_bench(args) -> int:
 # the parser
 # ----------------------------------------------------------------------------------------------
 
+def _workers(s: str) -> int:
+    v = int(s)
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError("must be 1..256")
+    return v
+
+
 def _positive_float(s: str) -> float:
     v = float(s)
     if v < 0:
@@ -503,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="LMDB directory (required with --storage lmdb)")
     s.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb")
     s.add_argument("--runtime", choices=("tokio", "smol"), default="tokio")
+    s.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="worker threads of the process's tokio runtime (default 2); 1 suits "
+                        "several nodes sharing a small machine")
     s.add_argument("--client-addrs", help="every node's client address: 1=HOST:PORT,... "
                                           "(default: peer port + --client-port-offset)")
     s.add_argument("--client-port-offset", type=int, default=1000,
@@ -580,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--endpoints", help="benchmark this running cluster instead")
     b.add_argument("--runtime", choices=("tokio", "smol"), default="tokio",
                    help="the servers' runtime")
+    b.add_argument("--server-workers", type=_workers, default=1, metavar="N",
+                   help="`raftkv serve --workers` for the servers it starts (default 1: the "
+                        "nodes share this machine, and one worker each switches less)")
     b.set_defaults(func=cmd_bench)
     return p
 

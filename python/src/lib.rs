@@ -85,11 +85,32 @@ create_exception!(
 // the runtime and blocking
 // ------------------------------------------------------------------------------------------
 
+/// The environment variable that sets the shared runtime's worker threads (`raftkv serve
+/// --workers` sets it); read once, when the runtime starts.
+const WORKERS_VAR: &str = "RAFTKV_TOKIO_WORKERS";
+const WORKERS_DEFAULT: usize = 2;
+const WORKERS_MAX: usize = 256;
+
+/// Worker threads for the runtime: [`WORKERS_VAR`] if it holds 1..=[`WORKERS_MAX`], else
+/// [`WORKERS_DEFAULT`] (with a warning if it was set to anything else).
+fn runtime_workers() -> usize {
+    let Ok(v) = std::env::var(WORKERS_VAR) else {
+        return WORKERS_DEFAULT;
+    };
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=WORKERS_MAX).contains(&n) => n,
+        _ => {
+            eprintln!("raftkv: {WORKERS_VAR}={v:?} is not 1..={WORKERS_MAX}; using 2");
+            WORKERS_DEFAULT
+        }
+    }
+}
+
 fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(runtime_workers())
             .thread_name("raftkv-tokio")
             .enable_all()
             .build()
