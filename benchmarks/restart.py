@@ -130,7 +130,8 @@ def main() -> int:
     ap.add_argument("--dir", default=None, help="where the data dirs go (default: a temp dir)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="raftkv-restart-", dir=args.dir)
-    procs, endpoints = _start_servers(3, tmp.name, "tokio")
+    # One tokio worker per server, as `raftkv bench` starts them (the nodes share the machine).
+    procs, endpoints = _start_servers(3, tmp.name, "tokio", workers=1)
     try:
         clerk = raftkv.Clerk(endpoints, timeout=2.0)
         deadline = time.monotonic() + 30

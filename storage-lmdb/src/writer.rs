@@ -71,7 +71,7 @@ impl Writer {
         // keeps other processes out, heed's registry keeps this process from opening it twice,
         // and no unsafe flag (NO_SYNC, NO_LOCK, ...) is set.
         let env = unsafe { env_options.open(dir) }.map_err(|e| io_error("open LMDB", e))?;
-        check_data_file_length(&env, dir)?;
+        cover_data_file_length(&env, dir)?;
 
         let mut txn = env.write_txn().map_err(|e| io_error("begin", e))?;
         let open_error = |e| io_error("open databases", e);
@@ -393,26 +393,36 @@ pub(crate) fn check_append(entries: &[Entry]) -> Result<(), String> {
     Ok(())
 }
 
-/// Before any transaction touches the map: the data file must hold every page the last
-/// committed meta page refers to. A shorter (truncated) file would make LMDB read past its end
-/// through the map, which is SIGBUS, not an error.
-fn check_data_file_length(env: &Env, dir: &Path) -> Result<(), StorageError> {
+/// Before any transaction touches the map: the data file must cover every page number the last
+/// commit counts, or a read through the map past its end would be SIGBUS, not an error.
+///
+/// A shorter file is not by itself damage: LMDB does not write pages that a transaction
+/// allocated and freed again (its "loose" pages), yet counts them, so a commit that ends with
+/// such pages leaves the file shorter than its page count. The file is therefore extended
+/// with zeros to cover them. If the missing pages were live (the file really was truncated),
+/// LMDB reports the zeroed pages it reaches as corrupt, and values read from them fail their
+/// CRC: `load` fails with an error, never a crash.
+fn cover_data_file_length(env: &Env, dir: &Path) -> Result<(), StorageError> {
     let path = dir.join(DATA_FILE_NAME);
-    let len = fs::metadata(&path)
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("open data file", e))?;
+    let len = file
+        .metadata()
         .map_err(|e| io_error("stat data file", e))?
         .len();
     let page_bytes = u64::from(env.stat().page_size);
     let pages = env.info().last_page_number as u64 + 1;
     let needed = pages.saturating_mul(page_bytes);
     if len < needed {
-        return Err(StorageError::Corrupt {
-            index: None,
-            detail: format!(
-                "{} is {len} bytes but its last commit uses {pages} pages of {page_bytes} \
-                 ({needed} bytes): truncated",
-                path.display()
-            ),
-        });
+        tracing::warn!(
+            file = %path.display(), len, needed,
+            "data file shorter than its last commit's page count: extending it with zeros"
+        );
+        file.set_len(needed)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("extend data file", e))?;
     }
     Ok(())
 }
