@@ -591,11 +591,17 @@ mod tests {
         // A flip in the first record, with nine good ones after it.
         let mut bad = bytes.clone();
         bad[HEADER_BYTES + 3] ^= 1;
-        fs::write(&path, &bad).unwrap();
-        assert!(matches!(
-            recover(dir.path(), 0),
-            Err(StorageError::Corrupt { .. })
-        ));
+        assert_recovery_finds_corruption(dir.path(), &path, &bad);
+    }
+
+    /// Writes `bytes` to the segment at `path` and expects recovery to report corruption.
+    fn assert_recovery_finds_corruption(dir: &Path, path: &Path, bytes: &[u8]) {
+        fs::write(path, bytes).unwrap();
+        let result = recover(dir, 0);
+        assert!(
+            matches!(result, Err(StorageError::Corrupt { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
@@ -606,11 +612,7 @@ mod tests {
         let mut bytes = fs::read(&first).unwrap();
         let end = bytes.iter().rposition(|&b| b != 0).unwrap();
         bytes[end] ^= 0xff;
-        fs::write(&first, &bytes).unwrap();
-        assert!(matches!(
-            recover(dir.path(), 0),
-            Err(StorageError::Corrupt { .. })
-        ));
+        assert_recovery_finds_corruption(dir.path(), &first, &bytes);
     }
 
     #[test]
