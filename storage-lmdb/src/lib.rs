@@ -86,6 +86,7 @@ mod wal;
 mod writer;
 
 use futures::channel::oneshot;
+use raftkv_raft::sim::store::MemStore;
 use raftkv_raft::{Payload, Persisted, Storage, StorageError, WriteOp};
 use shape::LogShape;
 use std::fmt;
@@ -198,33 +199,38 @@ impl LmdbStorage {
     /// Entries are verified by [`Storage::load`], not here.
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
         let options = options.normalized();
-        let mut writer = Writer::open(dir, options)?;
-        let applied_seq = writer.wal_seq()?;
-        let recovered = wal::recover(dir, applied_seq)?;
-        if !recovered.ops.is_empty() {
-            tracing::info!(dir = %dir.display(), from = applied_seq + 1, to = recovered.last_seq, "moving WAL records into LMDB");
-            writer
-                .write(&recovered.ops, Some(recovered.last_seq))
-                .map_err(|e| match e {
-                    StorageError::Io(why) => {
-                        StorageError::Io(format!("moving the WAL into LMDB: {why}"))
-                    }
-                    other => other,
-                })?;
+        let writer = Writer::open(dir, options)?;
+        let lmdb_seq = writer.wal_seq()?;
+        let recovered = wal::recover(dir, lmdb_seq)?;
+        // The records LMDB lacks are not written into it here (a synchronous transaction,
+        // and an fsync that would also flush whatever the dead process left dirty): they
+        // become the checkpoint thread's first pending writes, `load` merges them in memory,
+        // and their segments stay until a checkpoint holds them.
+        let mut shape = LogShape::from_ids(&writer.log_ids()?)?;
+        shape
+            .apply(&recovered.ops, options.entry_bytes_max)
+            .map_err(|why| StorageError::Corrupt {
+                index: None,
+                detail: format!("WAL records do not follow the stored log: {why}"),
+            })?;
+        let mut wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
+        for path in &recovered.segments {
+            wal.keep_until(path, recovered.last_seq);
         }
-        wal::remove(dir, &recovered.segments)?;
-        let shape = LogShape::from_ids(&writer.log_ids()?)?;
-        let wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
+        if !recovered.ops.is_empty() {
+            tracing::info!(dir = %dir.display(), from = lmdb_seq + 1, to = recovered.last_seq, "WAL records after LMDB's: pending for the next checkpoint");
+        }
         let map_size_bytes = writer.map_size_bytes();
 
-        let applied_seq = Arc::new(AtomicU64::new(recovered.last_seq));
+        let applied_seq = Arc::new(AtomicU64::new(lmdb_seq));
         let failed = Arc::new(Mutex::new(None));
         let (to_checkpointer, checkpoints) = mpsc::sync_channel(CHECKPOINT_QUEUE_LEN_MAX);
+        let pending_seq = (!recovered.ops.is_empty()).then_some(recovered.last_seq);
         let checkpointer = Checkpointer {
             writer,
-            pending: Vec::new(),
-            pending_seq: None,
-            pending_bytes: 0,
+            pending_bytes: recovered.ops.iter().map(op_bytes).sum(),
+            pending: recovered.ops,
+            pending_seq,
             checkpoint_bytes: options.wal_checkpoint_bytes,
             applied_seq: Arc::clone(&applied_seq),
             failed: Arc::clone(&failed),
@@ -461,8 +467,7 @@ impl Checkpointer {
                     let _ = reply.send(self.commit());
                 }
                 Checkpoint::Load { reply } => {
-                    let result = self.commit().and_then(|()| self.writer.load());
-                    let _ = reply.send(result);
+                    let _ = reply.send(self.load());
                 }
             }
         }
@@ -482,6 +487,22 @@ impl Checkpointer {
                 .retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
         }
         self.pending.extend(ops);
+    }
+
+    /// What LMDB holds with the pending writes applied on top, in memory: no transaction, so
+    /// loading right after a crash does not wait for one.
+    fn load(&self) -> Result<Persisted, StorageError> {
+        let stored = self.writer.load()?;
+        if self.pending.is_empty() {
+            return Ok(stored);
+        }
+        let mut merged = MemStore {
+            hard_state: stored.hard_state,
+            snapshot: stored.snapshot,
+            entries: stored.entries.into_iter().map(|e| (e.index, e)).collect(),
+        };
+        merged.apply(self.pending.iter().cloned());
+        Ok(merged.persisted())
     }
 
     /// Applies everything pending in one LMDB transaction.

@@ -16,10 +16,13 @@
 //!
 //! # Recovery
 //! Records after LMDB's sequence number are read back in order. A record that does not verify
-//! ends the log only where a crash can leave one: at the tail of the last segment, as the
+//! ends a segment only where a crash can leave one: at the tail of the last segment, as the
 //! remains of the one write whose `fdatasync` had not returned (each write waits for its
-//! sync before the next starts). If a verifiable record follows it, or it is in an earlier
-//! segment, or the sequence numbers skip, the WAL is reported [`StorageError::Corrupt`].
+//! sync before the next starts), or at the tail of a segment followed by one that starts with
+//! exactly the record that write would have been (the open after that crash started it). If
+//! a verifiable record follows it, or the sequence numbers skip, the WAL is reported
+//! [`StorageError::Corrupt`]. Segments stay until LMDB holds their records, so an open after
+//! a crash keeps the segments it recovered from.
 //! Snapshot ops never enter the WAL: they go to LMDB directly, after every record before
 //! them (see `lib.rs`).
 
@@ -215,13 +218,21 @@ pub(crate) fn recover(dir: &Path, applied_seq: u64) -> Result<Recovered, Storage
         last_seq: applied_seq,
         ..Recovered::default()
     };
-    let count = found.len();
-    for (n, (first_seq, path)) in found.into_iter().enumerate() {
-        let is_last = n + 1 == count;
+    let next_firsts: Vec<Option<u64>> = found
+        .iter()
+        .skip(1)
+        .map(|(seq, _)| Some(*seq))
+        .chain([None])
+        .collect();
+    for ((first_seq, path), next_first) in found.into_iter().zip(next_firsts) {
         let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
         let mut offset = 0;
         // The sequence number the next record of this segment must have.
         let mut expected = first_seq;
+        // An unfinished write may end this segment: it is the last one, or the next one starts
+        // with the record the unfinished write would have been (an open after the crash
+        // started it there), so nothing acknowledged is missing.
+        let may_end_unfinished = |expected: u64| next_first.is_none_or(|next| next == expected);
         loop {
             match read_slot(&bytes, offset) {
                 Slot::Record { seq, ops, end } => {
@@ -254,7 +265,8 @@ pub(crate) fn recover(dir: &Path, applied_seq: u64) -> Result<Recovered, Storage
                 Slot::Empty => {
                     if let Some(at) = bytes[offset..].iter().position(|&b| b != 0) {
                         let at = offset + at;
-                        if !is_last || any_record_from(&bytes[at..], expected) {
+                        if !may_end_unfinished(expected) || any_record_from(&bytes[at..], expected)
+                        {
                             return Err(corrupt(
                                 &path,
                                 format!("non-zero bytes at offset {at} after the last record"),
@@ -266,7 +278,7 @@ pub(crate) fn recover(dir: &Path, applied_seq: u64) -> Result<Recovered, Storage
                 }
                 Slot::Invalid(why) => {
                     let later = any_record_from(&bytes[offset + 1..], expected);
-                    if !is_last || later {
+                    if !may_end_unfinished(expected) || later {
                         return Err(corrupt(&path, format!("offset {offset}: {why}")));
                     }
                     tracing::warn!(wal = %path.display(), offset, "ignoring an unfinished write at the end of the WAL: {why}");
@@ -415,6 +427,14 @@ impl Wal {
         self.offset = 0;
         self.closed.push_back((old, self.last_seq));
         Ok(())
+    }
+
+    /// Keeps the segment at `path` (from before this open) until LMDB holds `last_seq`.
+    pub(crate) fn keep_until(&mut self, path: &Path, last_seq: u64) {
+        // An empty segment from before may carry the name the new one was created under.
+        if path != self.path {
+            self.closed.push_back((path.to_path_buf(), last_seq));
+        }
     }
 
     /// Deletes the closed segments whose records LMDB holds (up to `applied_seq`).
@@ -571,6 +591,37 @@ mod tests {
         torn[start..start + HEADER_BYTES].fill(0);
         fs::write(&path, &torn).unwrap();
         assert_eq!(recover(dir.path(), 0).unwrap().last_seq, 9);
+    }
+
+    #[test]
+    fn a_torn_write_ends_an_older_segment_when_the_next_starts_where_it_would_have_been() {
+        // A crash tore record 10; the open after it started a new segment at 10 and kept the
+        // old one (LMDB did not hold its records yet); then the node crashed again.
+        let (dir, wal) = wal_with(10, 1 << 20);
+        drop(wal);
+        let (path, bytes, end) = last_segment(dir.path());
+        let mut torn = bytes.clone();
+        torn[end - 5..end].fill(0);
+        fs::write(&path, &torn).unwrap();
+        let r = recover(dir.path(), 0).unwrap();
+        assert_eq!(r.last_seq, 9);
+        let mut wal = Wal::create(dir.path(), r.last_seq, 1 << 20).unwrap();
+        for p in &r.segments {
+            wal.keep_until(p, r.last_seq);
+        }
+        wal.append(&ops_of(10)).unwrap();
+        wal.append(&ops_of(11)).unwrap();
+        drop(wal);
+        let r = recover(dir.path(), 0).unwrap();
+        assert_eq!(r.last_seq, 11);
+        assert_eq!(r.ops, (1..=11).flat_map(ops_of).collect::<Vec<_>>());
+        // A segment whose records do not start where its name says is corrupt.
+        let (_, newer) = segments(dir.path()).unwrap().pop().unwrap();
+        fs::rename(&newer, dir.path().join(segment_name(12))).unwrap();
+        assert!(matches!(
+            recover(dir.path(), 0),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -420,8 +420,8 @@ fn cover_data_file_length(env: &Env, dir: &Path) -> Result<(), StorageError> {
             file = %path.display(), len, needed,
             "data file shorter than its last commit's page count: extending it with zeros"
         );
+        // Not synced: if the extension is lost, the next open extends the file again.
         file.set_len(needed)
-            .and_then(|()| file.sync_all())
             .map_err(|e| io_error("extend data file", e))?;
     }
     Ok(())
