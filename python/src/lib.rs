@@ -100,7 +100,9 @@ fn runtime_workers() -> usize {
     match v.trim().parse::<usize>() {
         Ok(n) if (1..=WORKERS_MAX).contains(&n) => n,
         _ => {
-            eprintln!("raftkv: {WORKERS_VAR}={v:?} is not 1..={WORKERS_MAX}; using 2");
+            eprintln!(
+                "raftkv: {WORKERS_VAR}={v:?} is not 1..={WORKERS_MAX}; using {WORKERS_DEFAULT}"
+            );
             WORKERS_DEFAULT
         }
     }

@@ -35,9 +35,9 @@
 //! - A `write` that returned `Ok` is durable: its entries and hard state are in a WAL record
 //!   that was `fdatasync`ed, or (a write with a snapshot from the leader, which never enters
 //!   the WAL) LMDB committed it with its default, durable flags together with every write
-//!   before it. After a crash a write is visible whole or not at all: `open` moves the WAL's
-//!   records past LMDB's `wal_seq` into LMDB, ignoring only the remains of the last,
-//!   unanswered write at the WAL's very end.
+//!   before it. After a crash a write is visible whole or not at all: `open` reads back the
+//!   WAL's records past LMDB's `wal_seq` (`load` merges them, the first checkpoint writes
+//!   them), ignoring only the remains of the last, unanswered write at the WAL's very end.
 //! - Except for the relaxation the [`Storage`] contract allows: a snapshot the node took of
 //!   itself (`SaveSnapshot`) and compaction (`CompactTo`) are not WAL records; they reach LMDB
 //!   with the next checkpoint, in order with everything else, so that taking a snapshot never
@@ -191,7 +191,7 @@ pub struct LmdbStorage {
 
 impl LmdbStorage {
     /// Opens the store in `dir`, creating the directory and an empty store if needed. Records
-    /// a crash left in the WAL are moved into LMDB first.
+    /// a crash left in the WAL are read back; they reach LMDB with the first checkpoint.
     ///
     /// Fails with [`StorageError::Io`] if LMDB cannot open it or it is already open (in this
     /// process or another), and with [`StorageError::Corrupt`] if the data file is truncated,
@@ -309,7 +309,7 @@ enum Checkpoint {
         ops: Vec<WriteOp>,
         reply: mpsc::SyncSender<Result<(), StorageError>>,
     },
-    /// Everything stored: pending records are checkpointed first.
+    /// Everything stored: LMDB's contents with the pending writes applied in memory.
     Load {
         reply: oneshot::Sender<Result<Persisted, StorageError>>,
     },
@@ -388,14 +388,10 @@ impl Front {
         // never through the WAL: replayed from it, a compaction could drop entries whose
         // snapshot was lost in the crash. A crash before the checkpoint loses only them, and
         // the log they would have replaced is still there.
-        let logged: Vec<&WriteOp> = ops
-            .iter()
-            .filter(|op| matches!(op, WriteOp::Append(_) | WriteOp::HardState(_)))
-            .collect();
-        let seq = if logged.is_empty() {
-            None
+        let seq = if ops.iter().any(wal::is_record_op) {
+            Some(wal.append(ops.iter().filter(|op| wal::is_record_op(op)))?)
         } else {
-            Some(wal.append(logged)?)
+            None
         };
         if !ops.is_empty() {
             to_checkpointer

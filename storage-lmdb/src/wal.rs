@@ -23,10 +23,10 @@
 //! a verifiable record follows it, or the sequence numbers skip, the WAL is reported
 //! [`StorageError::Corrupt`]. Segments stay until LMDB holds their records, so an open after
 //! a crash keeps the segments it recovered from.
-//! Snapshot ops never enter the WAL: they go to LMDB directly, after every record before
-//! them (see `lib.rs`).
+//! Snapshot and compaction ops never enter the WAL ([`is_record_op`]): they go to LMDB with
+//! the checkpoints, in order with every record before them (see `lib.rs`).
 
-use raftkv_raft::{Entry, HardState, LogId, StorageError, WriteOp};
+use raftkv_raft::{Entry, HardState, StorageError, WriteOp};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -47,7 +47,6 @@ const SEGMENT_SUFFIX: &str = ".log";
 enum RecordOpRef<'a> {
     HardState(&'a HardState),
     Append(&'a [Entry]),
-    CompactTo(LogId),
 }
 
 /// An op as read back.
@@ -55,7 +54,6 @@ enum RecordOpRef<'a> {
 enum RecordOp {
     HardState(HardState),
     Append(Vec<Entry>),
-    CompactTo(LogId),
 }
 
 impl From<RecordOp> for WriteOp {
@@ -63,7 +61,6 @@ impl From<RecordOp> for WriteOp {
         match op {
             RecordOp::HardState(hs) => WriteOp::HardState(hs),
             RecordOp::Append(entries) => WriteOp::Append(entries),
-            RecordOp::CompactTo(c) => WriteOp::CompactTo(c),
         }
     }
 }
@@ -110,8 +107,15 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> 
     Ok(found)
 }
 
-/// Encodes the record `(seq, ops)` into `buf` (cleared first). Snapshots are never WAL
-/// records: they go to LMDB directly.
+/// Whether `op` goes into a WAL record: entries and hard state do. Snapshots go to LMDB
+/// directly, and so does compaction (replayed from the WAL, a compaction could outlive a
+/// snapshot the crash lost).
+pub(crate) fn is_record_op(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::Append(_) | WriteOp::HardState(_))
+}
+
+/// Encodes the record `(seq, ops)` into `buf` (cleared first); every op must pass
+/// [`is_record_op`].
 pub(crate) fn encode_record<'a>(
     seq: u64,
     ops: impl IntoIterator<Item = &'a WriteOp>,
@@ -122,9 +126,8 @@ pub(crate) fn encode_record<'a>(
         .map(|op| match op {
             WriteOp::HardState(hs) => Ok(RecordOpRef::HardState(hs)),
             WriteOp::Append(entries) => Ok(RecordOpRef::Append(entries)),
-            WriteOp::CompactTo(c) => Ok(RecordOpRef::CompactTo(*c)),
-            WriteOp::InstallSnapshot(_) | WriteOp::SaveSnapshot(_) => {
-                Err("a snapshot op is not a WAL record".to_string())
+            WriteOp::CompactTo(_) | WriteOp::InstallSnapshot(_) | WriteOp::SaveSnapshot(_) => {
+                Err("only entries and hard state are WAL records".to_string())
             }
         })
         .collect::<Result<_, _>>()?;
@@ -476,6 +479,7 @@ fn create_segment(dir: &Path, first_seq: u64, bytes: u64) -> Result<(File, PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftkv_raft::LogId;
     use raftkv_raft::Payload;
 
     fn entry(index: u64, term: u64, payload: &str) -> Entry {
@@ -494,7 +498,6 @@ mod tests {
                 voted_for: Some(2),
                 commit: seq,
             }),
-            WriteOp::CompactTo(LogId::new(seq - 1, 1)),
         ]
     }
 
@@ -533,13 +536,16 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_op_is_refused_as_a_record() {
+    fn snapshot_and_compaction_ops_are_refused_as_records() {
         let mut buf = Vec::new();
         let snapshot = raftkv_raft::Snapshot {
             last: LogId::new(1, 1),
             data: bytes::Bytes::new(),
         };
         assert!(encode_record(1, &[WriteOp::SaveSnapshot(snapshot)], &mut buf).is_err());
+        let compaction = WriteOp::CompactTo(LogId::new(1, 1));
+        assert!(!is_record_op(&compaction));
+        assert!(encode_record(1, &[compaction], &mut buf).is_err());
     }
 
     #[test]
