@@ -26,6 +26,21 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Monotonic time since an arbitrary origin fixed for this runtime.
     fn now(&self) -> Duration;
+
+    /// Completes at the task's next turn, after the runtime has run the other tasks that are
+    /// ready now. The default wakes the task at once and returns `Pending` once; a runtime
+    /// whose scheduler would run such a task again straight away overrides it.
+    fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut yielded = false;
+        std::future::poll_fn(move |cx| {
+            if yielded {
+                return std::task::Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+    }
 }
 
 /// A runtime with a reactor for TCP (tokio, smol; not the simulator): the client server and

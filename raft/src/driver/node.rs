@@ -284,6 +284,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         let mut next_tick = self.runtime.now() + self.tick;
         while self.stopped.is_none() {
             let event = self.next_event(next_tick).await;
+            // Let the tasks that are ready now (connections with requests, say) run first:
+            // what they send joins this turn's `Ready`, instead of each waking the loop for
+            // a `Ready` of its own.
+            self.runtime.yield_now().await;
             let mut handled = 0;
             let mut event = Some(event);
             while let Some(e) = event.take() {

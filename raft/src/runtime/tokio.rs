@@ -44,6 +44,13 @@ impl Runtime for TokioRuntime {
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    /// tokio's own yield: besides the tasks already queued, the worker may poll its I/O
+    /// driver before this task resumes (the wake is deferred until the worker runs out of
+    /// queued tasks).
+    fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static {
+        tokio::task::yield_now()
+    }
 }
 
 impl NetRuntime for TokioRuntime {
