@@ -26,7 +26,9 @@ pub struct Config {
     /// At most this many payload bytes in one Append (one entry is always sent, if it fits
     /// `entry_bytes_max`).
     pub append_bytes_max: usize,
-    /// Pipelining: at most this many unacknowledged Appends per follower.
+    /// Pipelining: at most this many unacknowledged Appends per follower. Only full Appends
+    /// (`append_entries_max` entries or `append_bytes_max` bytes) are sent while one is
+    /// unacknowledged; a partial one waits for the answer, and takes what arrived meanwhile.
     pub inflight_appends_max: usize,
     /// A single proposal may carry at most this many bytes.
     pub entry_bytes_max: usize,

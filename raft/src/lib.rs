@@ -20,7 +20,8 @@
 //! it returns a **conflict hint** (its term at the base, that term's first index, its log
 //! length) so that the leader skips a whole term per round trip. The leader batches entries
 //! (bounded entries and bytes per message), **pipelines** several messages per follower (a
-//! bounded in-flight window) once it knows where the follower's log matches, and otherwise
+//! bounded in-flight window; only full messages, while a partial one waits for the answer to
+//! gather more) once it knows where the follower's log matches, and otherwise
 //! **probes** one message at a time. An entry is **committed** once a majority holds it durably,
 //! but a leader counts replicas only for entries of its own term (§5.4.2); the leader counts its
 //! own copy only once it is durable, which lets it write in parallel with sending (thesis

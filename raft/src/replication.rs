@@ -138,6 +138,14 @@ impl Raft {
         if entries.is_empty() && !(allow_empty && is_probe) {
             return false;
         }
+        /// thesis §10.2.2: batch while pipelining. With an Append unanswered, the next goes
+        /// only if it is full; a partial batch waits for the answer and gathers what arrives
+        /// meanwhile, so a busy follower gets one large write, not many small ones.
+        let full = entries.len() >= entries_max
+            || pr.next_index + entries.len() as Index <= self.log.last_index();
+        if !pr.inflight.is_empty() && !full {
+            return false;
+        }
         pr.sent(base_index + entries.len() as Index);
         let body = Body::Append {
             base: LogId::new(base_index, base_term),

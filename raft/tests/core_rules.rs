@@ -234,6 +234,76 @@ fn leader_replicates_before_persisting_and_counts_itself_only_when_durable() {
     );
 }
 
+/// The entry indexes of each Append to `to` in `ready`, in order.
+fn appends_to(ready: &raftkv_raft::Ready, to: u64) -> Vec<Vec<u64>> {
+    ready
+        .send_now
+        .iter()
+        .chain(&ready.send_after_persist)
+        .filter(|m| m.to == to)
+        .filter_map(|m| match &m.body {
+            Body::Append { entries, .. } => Some(entries.iter().map(|e| e.index).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
+    // thesis §10.2.2: with an Append unanswered, another goes only if it is full; the rest
+    // waits for the answer and leaves with what arrived meanwhile.
+    let mut config = config(1);
+    config.append_entries_max = 2;
+    let persisted = Persisted {
+        hard_state: HardState::default(),
+        snapshot: None,
+        entries: Vec::new(),
+    };
+    let mut r = Raft::restore(config, persisted).expect("valid state");
+    r.campaign();
+    r.step(msg(2, 1, 1, Body::PreVoteResponse { granted: true }));
+    r.step(msg(2, 1, 1, Body::VoteResponse { granted: true }));
+    assert_eq!(r.role(), Role::Leader);
+    let ready = r.take_ready();
+    r.persisted(ready.persist_token.expect("the leader's first entry"));
+    let accepted = |match_index| Body::AppendResponse {
+        base_index: 0,
+        result: AppendResult::Accepted { match_index },
+    };
+    // Node 2 holds the leader's first entry: it is replicated to, pipelined.
+    r.step(msg(2, 1, 1, accepted(1)));
+    let _ = r.take_ready();
+
+    for i in 0..5 {
+        r.propose(Bytes::from(format!("p{i}"))).expect("leader");
+    }
+    let ready = r.take_ready();
+    assert_eq!(
+        appends_to(&ready, 2),
+        [vec![2, 3], vec![4, 5]],
+        "6 alone waits"
+    );
+    r.step(msg(2, 1, 1, accepted(3)));
+    assert_eq!(
+        appends_to(&r.take_ready(), 2),
+        Vec::<Vec<u64>>::new(),
+        "6 alone waits"
+    );
+    // 6..=7 fill an Append, even at the end of the log.
+    r.propose(Bytes::from_static(b"p5")).expect("leader");
+    assert_eq!(appends_to(&r.take_ready(), 2), [vec![6, 7]]);
+    r.propose(Bytes::from_static(b"p6")).expect("leader");
+    r.step(msg(2, 1, 1, accepted(5)));
+    assert_eq!(
+        appends_to(&r.take_ready(), 2),
+        Vec::<Vec<u64>>::new(),
+        "8 alone waits"
+    );
+    // Nothing unanswered: the partial Append goes.
+    r.step(msg(2, 1, 1, accepted(7)));
+    assert_eq!(appends_to(&r.take_ready(), 2), [vec![8]]);
+}
+
 #[test]
 fn leader_commits_an_earlier_term_entry_only_with_one_of_its_own() {
     // Raft §5.4.2: never commit log entries from previous terms by counting replicas.
