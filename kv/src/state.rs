@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// A client operation.
@@ -273,29 +273,43 @@ impl KvStateMachine {
                 value,
                 version,
             } => {
-                let current = self.data.get(&key).map_or(0, |(_, v)| *v);
+                // One search of the tree, not a lookup and then an insert.
+                let slot = self.data.entry(key);
+                let current = match &slot {
+                    btree_map::Entry::Occupied(e) => e.get().1,
+                    btree_map::Entry::Vacant(_) => 0,
+                };
                 match version {
                     Some(v) if current == 0 && v > 0 => return Outcome::Err(KvError::NoKey),
                     Some(v) if v != current => return Outcome::Err(KvError::Version { current }),
                     _ => {}
                 }
                 let version = current + 1;
-                self.data.insert(key, (value, version));
-                Outcome::Written { version }
-            }
-            Op::Append { key, value } => {
-                let (new_value, version) = match self.data.get(&key) {
-                    Some((old, v)) => {
-                        let mut joined = Vec::with_capacity(old.len() + value.len());
-                        joined.extend_from_slice(old);
-                        joined.extend_from_slice(&value);
-                        (Bytes::from(joined), v + 1)
+                match slot {
+                    btree_map::Entry::Occupied(mut e) => {
+                        e.insert((value, version));
                     }
-                    None => (value, 1),
-                };
-                self.data.insert(key, (new_value, version));
+                    btree_map::Entry::Vacant(e) => {
+                        e.insert((value, version));
+                    }
+                }
                 Outcome::Written { version }
             }
+            Op::Append { key, value } => match self.data.entry(key) {
+                btree_map::Entry::Occupied(mut e) => {
+                    let (old, v) = e.get();
+                    let mut joined = Vec::with_capacity(old.len() + value.len());
+                    joined.extend_from_slice(old);
+                    joined.extend_from_slice(&value);
+                    let version = v + 1;
+                    e.insert((Bytes::from(joined), version));
+                    Outcome::Written { version }
+                }
+                btree_map::Entry::Vacant(e) => {
+                    e.insert((value, 1));
+                    Outcome::Written { version: 1 }
+                }
+            },
             Op::Delete { key } => match self.data.remove(&key) {
                 Some(_) => Outcome::Deleted,
                 None => Outcome::Err(KvError::NoKey),
