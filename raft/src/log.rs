@@ -146,11 +146,15 @@ impl Log {
             .map_or(self.first_index(), |e| e.index)
     }
 
-    /// Hands the entries not yet given to storage to the caller.
-    pub fn take_unsent(&mut self) -> Vec<Entry> {
+    /// Hands the entries not yet given to storage, up to `limit`, to the caller.
+    pub fn take_unsent_to(&mut self, limit: Index) -> Vec<Entry> {
         let from = self.unsent;
-        self.unsent = self.last_index() + 1;
-        self.range(from, self.last_index()).cloned().collect()
+        let to = limit.min(self.last_index());
+        if to < from {
+            return Vec::new();
+        }
+        self.unsent = to + 1;
+        self.range(from, to).cloned().collect()
     }
 
     /// Storage reports `id` durable. Ignored if the log no longer holds `id` (it was truncated
@@ -248,7 +252,7 @@ mod tests {
         assert_eq!(l.last_index(), 1);
         assert_eq!(l.persisted(), 1);
         l.push(entry(2, 2));
-        assert_eq!(l.take_unsent(), vec![entry(2, 2)]);
+        assert_eq!(l.take_unsent_to(Index::MAX), vec![entry(2, 2)]);
         l.mark_persisted(LogId::new(3, 1)); // a stale ack for the truncated entry
         assert_eq!(l.persisted(), 1);
         l.mark_persisted(LogId::new(2, 2));

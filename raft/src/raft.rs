@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError};
 use crate::log::Log;
 use crate::message::{Body, Message};
-use crate::progress::Progress;
+use crate::progress::{Progress, ReplicationState};
 use crate::ready::Ready;
 use crate::rng::Rng;
 use crate::types::{
@@ -455,7 +455,7 @@ impl Raft {
             || self.out.snapshot.is_some()
             || self.out.compact_to.is_some()
             || !self.out.aborted_reads.is_empty()
-            || self.log.last_index() >= self.log.unsent()
+            || self.write_limit() >= self.log.unsent()
             || self.must_persist_hard_state()
             || self.apply_limit() > self.applied
             || self
@@ -478,10 +478,27 @@ impl Raft {
         self.commit.min(self.log.persisted()).max(self.applied)
     }
 
+    /// The last entry to hand to storage now. thesis §10.2.1: a leader writes an entry in
+    /// parallel with its first Append, not before it: entries that wait for a follower's
+    /// answer to gather into a full Append also gather into one write. With no follower
+    /// replicated to (none yet, or all probing), everything is written at once.
+    fn write_limit(&self) -> Index {
+        let last = self.log.last_index();
+        let RoleState::Leader(l) = &self.role else {
+            return last;
+        };
+        l.progress
+            .values()
+            .filter(|p| matches!(p.state, ReplicationState::Replicate))
+            .map(|p| p.next_index - 1)
+            .max()
+            .map_or(last, |sent| sent.min(last))
+    }
+
     /// Collects everything the driver must do now. See [`Ready`] for the order.
     pub fn take_ready(&mut self) -> Ready {
         self.flush_leader_sends();
-        let entries = self.log.take_unsent();
+        let entries = self.log.take_unsent_to(self.write_limit());
         let snapshot = self.out.snapshot.take();
         let persist_token = entries
             .last()

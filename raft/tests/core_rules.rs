@@ -248,12 +248,11 @@ fn appends_to(ready: &raftkv_raft::Ready, to: u64) -> Vec<Vec<u64>> {
         .collect()
 }
 
-#[test]
-fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
-    // thesis §10.2.2: with an Append unanswered, another goes only if it is full; the rest
-    // waits for the answer and leaves with what arrived meanwhile.
+/// Node 1 leading term 1 with Appends of at most `entries_max` entries; node 2 holds its first
+/// entry, so it is replicated to (pipelined); node 3 is silent (probing).
+fn pipelined_leader(entries_max: usize) -> Raft {
     let mut config = config(1);
-    config.append_entries_max = 2;
+    config.append_entries_max = entries_max;
     let persisted = Persisted {
         hard_state: HardState::default(),
         snapshot: None,
@@ -266,14 +265,24 @@ fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
     assert_eq!(r.role(), Role::Leader);
     let ready = r.take_ready();
     r.persisted(ready.persist_token.expect("the leader's first entry"));
-    let accepted = |match_index| Body::AppendResponse {
-        base_index: 0,
-        result: AppendResult::Accepted { match_index },
-    };
     // Node 2 holds the leader's first entry: it is replicated to, pipelined.
     r.step(msg(2, 1, 1, accepted(1)));
     let _ = r.take_ready();
+    r
+}
 
+fn accepted(match_index: u64) -> Body {
+    Body::AppendResponse {
+        base_index: 0,
+        result: AppendResult::Accepted { match_index },
+    }
+}
+
+#[test]
+fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
+    // thesis §10.2.2: with an Append unanswered, another goes only if it is full; the rest
+    // waits for the answer and leaves with what arrived meanwhile.
+    let mut r = pipelined_leader(2);
     for i in 0..5 {
         r.propose(Bytes::from(format!("p{i}"))).expect("leader");
     }
@@ -302,6 +311,26 @@ fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
     // Nothing unanswered: the partial Append goes.
     r.step(msg(2, 1, 1, accepted(7)));
     assert_eq!(appends_to(&r.take_ready(), 2), [vec![8]]);
+}
+
+#[test]
+fn leader_writes_an_entry_with_its_first_append_not_before() {
+    // thesis §10.2.1: the leader's write goes in parallel with the Append, so entries that
+    // wait to fill an Append also wait to share one write.
+    let mut r = pipelined_leader(2);
+    for i in 0..3 {
+        r.propose(Bytes::from(format!("p{i}"))).expect("leader");
+    }
+    let ready = r.take_ready();
+    assert_eq!(appends_to(&ready, 2), [vec![2, 3]], "4 waits for an answer");
+    let written: Vec<u64> = ready.entries.iter().map(|e| e.index).collect();
+    assert_eq!(written, [2, 3], "4 is not written yet");
+    r.propose(Bytes::from_static(b"p3")).expect("leader");
+    r.step(msg(2, 1, 1, accepted(3)));
+    let ready = r.take_ready();
+    assert_eq!(appends_to(&ready, 2), [vec![4, 5]]);
+    let written: Vec<u64> = ready.entries.iter().map(|e| e.index).collect();
+    assert_eq!(written, [4, 5], "written together, with their Append");
 }
 
 #[test]
