@@ -2,8 +2,9 @@
 //!
 //! # Tour
 //! - [`LmdbStorage`] (this file): the handle and its two threads. The WAL thread takes each
-//!   `write`, checks it, appends it to the WAL with one `fdatasync`, answers, and hands its ops
-//!   to the checkpoint thread, which applies them to LMDB many writes per transaction. Requests
+//!   `write`, checks it, appends it to the WAL with one `fdatasync`, answers, and holds its
+//!   ops until about a checkpoint's worth has gathered; it then hands them to the checkpoint
+//!   thread, which applies them to LMDB in one transaction. Requests
 //!   are answered over `futures` oneshots, so `write` and `load` never block the caller's
 //!   executor. No async runtime is used.
 //! - `wal`: segment files, the record format, and recovery after a crash.
@@ -63,9 +64,10 @@
 //! - The map: starts at [`LmdbOptions::map_size_bytes`], doubles when full up to
 //!   [`LmdbOptions::map_size_bytes_max`]; a checkpoint that does not fit then fails with
 //!   [`StorageError::Io`].
-//! - The WAL: writes not yet in LMDB are at most about
-//!   [`LmdbOptions::wal_checkpoint_bytes`] (default 1 MiB) plus what the checkpoint thread's
-//!   queue holds (1024 writes; past that the WAL thread waits). Segments are
+//! - The WAL: writes not yet in LMDB are at most about 6 ×
+//!   [`LmdbOptions::wal_checkpoint_bytes`] (default 1 MiB): the batch the WAL thread holds,
+//!   up to 4 queued for the checkpoint thread (past that the WAL thread waits), and the one
+//!   it is committing. Segments are
 //!   [`LmdbOptions::wal_segment_bytes`] (default 16 MiB) and deleted once LMDB holds them.
 //! - The request queue is unbounded, but the driver has at most one write in flight per node.
 //!
@@ -244,6 +246,8 @@ impl LmdbStorage {
             shape,
             entry_bytes_max: options.entry_bytes_max,
             to_checkpointer: Some(to_checkpointer),
+            held: Held::default(),
+            checkpoint_bytes: options.wal_checkpoint_bytes,
             checkpointer: Some(checkpointer),
             applied_seq,
             checkpoint_failed: failed,
@@ -292,16 +296,18 @@ impl LmdbStorage {
     }
 }
 
-/// Writes waiting for the checkpoint thread; past this many the WAL thread waits.
-const CHECKPOINT_QUEUE_LEN_MAX: usize = 1024;
+/// Batches waiting for the checkpoint thread (each about `wal_checkpoint_bytes`); past this
+/// many the WAL thread waits, which bounds what an open after a crash replays.
+const CHECKPOINT_QUEUE_LEN_MAX: usize = 4;
 
 /// Bytes a write op is counted as towards a checkpoint, beyond its payloads.
 const OP_OVERHEAD_BYTES: usize = 32;
 
 /// A message to the checkpoint thread.
 enum Checkpoint {
-    /// The ops of one write, for LMDB at the next checkpoint: those of WAL record `seq` (if
-    /// it made one), and any own snapshot or compaction, which are not WAL records.
+    /// The ops of consecutive writes, for LMDB at the next checkpoint: those of the WAL
+    /// records up to `seq` (if they made any), and any own snapshot or compaction, which are
+    /// not WAL records.
     Record { seq: Option<u64>, ops: Vec<WriteOp> },
     /// A write with a snapshot from the leader, which is not a WAL record: LMDB takes it at
     /// once, with everything pending before it, in one transaction.
@@ -323,6 +329,11 @@ struct Front {
     entry_bytes_max: usize,
     /// `None` only after the thread's last request.
     to_checkpointer: Option<mpsc::SyncSender<Checkpoint>>,
+    /// Writes not yet handed to the checkpoint thread: they go as one message once they reach
+    /// `checkpoint_bytes` (when it would commit anyway), or before a load, a direct write or
+    /// the close. One message per write woke that thread for every write.
+    held: Held,
+    checkpoint_bytes: usize,
     checkpointer: Option<JoinHandle<()>>,
     /// The last WAL record LMDB holds.
     applied_seq: Arc<AtomicU64>,
@@ -368,9 +379,6 @@ impl Front {
         self.shape
             .apply(&ops, self.entry_bytes_max)
             .map_err(|why| StorageError::Io(format!("write rejected: {why}")))?;
-        let (Some(wal), Some(to_checkpointer)) = (self.wal.as_mut(), &self.to_checkpointer) else {
-            return Err(StorageError::Closed);
-        };
         // A snapshot from the leader replaces the log: LMDB takes it at once, durably, with
         // everything before it.
         if ops
@@ -378,11 +386,18 @@ impl Front {
             .any(|op| matches!(op, WriteOp::InstallSnapshot(_)))
         {
             let (reply, answer) = mpsc::sync_channel(1);
+            self.pass_held()?;
+            let Some(to_checkpointer) = &self.to_checkpointer else {
+                return Err(StorageError::Closed);
+            };
             to_checkpointer
                 .send(Checkpoint::Direct { ops, reply })
                 .map_err(|_| StorageError::Closed)?;
             return answer.recv().unwrap_or(Err(StorageError::Closed));
         }
+        let Some(wal) = self.wal.as_mut() else {
+            return Err(StorageError::Closed);
+        };
         // Entries and hard state go into the WAL record. A snapshot the node took of itself,
         // and compaction, reach LMDB with the next checkpoint, in order with the rest, and
         // never through the WAL: replayed from it, a compaction could drop entries whose
@@ -393,12 +408,29 @@ impl Front {
         } else {
             None
         };
+        let applied_seq = self.applied_seq.load(Ordering::Acquire);
+        wal.release(applied_seq)?;
         if !ops.is_empty() {
-            to_checkpointer
-                .send(Checkpoint::Record { seq, ops })
-                .map_err(|_| StorageError::Closed)?;
+            self.held.add(seq, ops);
+            if self.held.bytes >= self.checkpoint_bytes {
+                self.pass_held()?;
+            }
         }
-        wal.release(self.applied_seq.load(Ordering::Acquire))
+        Ok(())
+    }
+
+    /// Hands the held writes to the checkpoint thread.
+    fn pass_held(&mut self) -> Result<(), StorageError> {
+        if self.held.ops.is_empty() {
+            return Ok(());
+        }
+        let Some(to_checkpointer) = &self.to_checkpointer else {
+            return Err(StorageError::Closed);
+        };
+        let Held { seq, ops, .. } = std::mem::take(&mut self.held);
+        to_checkpointer
+            .send(Checkpoint::Record { seq, ops })
+            .map_err(|_| StorageError::Closed)
     }
 
     fn load(&mut self, reply: oneshot::Sender<Result<Persisted, StorageError>>) {
@@ -406,14 +438,21 @@ impl Front {
             let _ = reply.send(Err(e));
             return;
         }
+        // A send fails only if the checkpoint thread is gone; the reply then drops.
+        if self.pass_held().is_err() {
+            return;
+        }
         if let Some(to_checkpointer) = &self.to_checkpointer {
-            // A send fails only if the checkpoint thread is gone; the reply then drops.
             let _ = to_checkpointer.send(Checkpoint::Load { reply });
         }
     }
 
     /// Lets the checkpoint thread move everything into LMDB and stop, then deletes the WAL.
     fn close(&mut self) {
+        if self.check_failed().is_ok() {
+            // Fails only if the checkpoint thread is gone: the WAL then stays for the next open.
+            let _ = self.pass_held();
+        }
         drop(self.to_checkpointer.take());
         if let Some(checkpointer) = self.checkpointer.take() {
             if checkpointer.join().is_err() {
@@ -451,7 +490,7 @@ impl Checkpointer {
             match message {
                 Checkpoint::Record { seq, ops } => {
                     self.pending_bytes += ops.iter().map(op_bytes).sum::<usize>();
-                    self.add(ops);
+                    add_superseding(&mut self.pending, ops);
                     self.pending_seq = seq.or(self.pending_seq);
                     if self.pending_bytes >= self.checkpoint_bytes {
                         // A failure is recorded for the WAL thread, which stops the store.
@@ -459,7 +498,7 @@ impl Checkpointer {
                     }
                 }
                 Checkpoint::Direct { ops, reply } => {
-                    self.add(ops);
+                    add_superseding(&mut self.pending, ops);
                     let _ = reply.send(self.commit());
                 }
                 Checkpoint::Load { reply } => {
@@ -470,19 +509,6 @@ impl Checkpointer {
         // Every handle is gone: what the WAL holds goes into LMDB, so a clean close leaves
         // no WAL to replay.
         let _ = self.commit();
-    }
-
-    /// Adds one write's ops to the next transaction. An own snapshot that a later snapshot op
-    /// replaces in the same transaction is dropped: LMDB would copy its data into pages only
-    /// to free them again before the commit.
-    fn add(&mut self, ops: Vec<WriteOp>) {
-        let snapshot =
-            |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
-        if ops.iter().any(snapshot) {
-            self.pending
-                .retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
-        }
-        self.pending.extend(ops);
     }
 
     /// What LMDB holds with the pending writes applied on top, in memory: no transaction, so
@@ -521,6 +547,34 @@ impl Checkpointer {
             }
         }
     }
+}
+
+/// Writes the WAL thread holds for the checkpoint thread.
+#[derive(Default)]
+struct Held {
+    /// The last WAL record among them.
+    seq: Option<u64>,
+    ops: Vec<WriteOp>,
+    bytes: usize,
+}
+
+impl Held {
+    fn add(&mut self, seq: Option<u64>, ops: Vec<WriteOp>) {
+        self.bytes += ops.iter().map(op_bytes).sum::<usize>();
+        self.seq = seq.or(self.seq);
+        add_superseding(&mut self.ops, ops);
+    }
+}
+
+/// Appends one write's ops to `pending`. An own snapshot that a later snapshot op replaces is
+/// dropped: LMDB would copy its data into pages only to free them again before the commit.
+fn add_superseding(pending: &mut Vec<WriteOp>, ops: Vec<WriteOp>) {
+    let snapshot =
+        |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
+    if ops.iter().any(snapshot) {
+        pending.retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
+    }
+    pending.extend(ops);
 }
 
 /// The bytes `op` counts towards a checkpoint.

@@ -148,3 +148,43 @@ fn a_store_open_in_this_process_cannot_be_opened_again_until_dropped() {
     let storage = open(dir.path(), LmdbOptions::default());
     assert_eq!(load(&storage).unwrap().entries, vec![]);
 }
+
+/// Writes reach LMDB in checkpoints while they go on, and the WAL segments they are in are
+/// deleted: the WAL stays a few checkpoints long however much is written (the WAL thread hands
+/// writes to the checkpoint thread a checkpoint's worth at a time, and waits when 4 are queued).
+#[test]
+fn checkpoints_keep_the_wal_a_few_segments_long_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LmdbOptions {
+        wal_segment_bytes: 64 << 10,
+        wal_checkpoint_bytes: 64 << 10,
+        ..LmdbOptions::default()
+    };
+    let segments = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("wal-") && name.ends_with(".log")
+            })
+            .count()
+    };
+    let storage = open(dir.path(), options.clone());
+    let mut most = 0;
+    // 3.2 MiB in 400 writes: 50 segments' worth.
+    for i in 1..=400u64 {
+        write(
+            &storage,
+            vec![WriteOp::Append(vec![entry(i, 1, vec![7u8; 8 << 10])])],
+        )
+        .unwrap();
+        most = most.max(segments());
+    }
+    assert!(most <= 10, "up to {most} WAL segments");
+    drop(storage);
+    let storage = open(dir.path(), options);
+    let p = load(&storage).unwrap();
+    assert_eq!(p.entries.len(), 400);
+    assert_eq!(p.entries.last().map(|e| e.index), Some(400));
+}
