@@ -170,7 +170,7 @@ fn checkpoints_keep_the_wal_a_few_segments_long_while_writes_go_on() {
             })
             .count()
     };
-    let storage = open(dir.path(), options.clone());
+    let storage = open(dir.path(), options);
     let mut most = 0;
     // 3.2 MiB in 400 writes: 50 segments' worth.
     for i in 1..=400u64 {
