@@ -298,13 +298,15 @@ impl Raft {
         };
         pr.recent_ack = true;
         match pr.state {
+            /// Raft §7: the follower says which offset it expects next, and the leader goes
+            /// on from there, back as well as forward: an answer sent before the follower
+            /// crashed can arrive after its restart and move the leader past what it holds
+            /// (chaos seed 35116). An answer for the chunk already being sent changes nothing
+            /// (a duplicate; a lost chunk is resent on the heartbeat).
             ReplicationState::Snapshot {
                 last: sending,
                 offset,
-            } if sending == last
-                && next_offset <= len
-                && (next_offset > offset || next_offset == 0) =>
-            {
+            } if sending == last && next_offset <= len && next_offset != offset => {
                 pr.state = ReplicationState::Snapshot {
                     last,
                     offset: next_offset,

@@ -794,3 +794,78 @@ fn pre_vote_is_refused_while_hearing_from_a_leader_even_without_check_quorum() {
         )));
     }
 }
+
+/// The offsets of the snapshot chunks the leader's next `Ready` sends to node 2.
+fn snapshot_chunks_to_2(r: &mut Raft) -> Vec<u64> {
+    r.take_ready()
+        .send_now
+        .into_iter()
+        .filter(|m| m.to == 2)
+        .filter_map(|m| match m.body {
+            Body::InstallSnapshot { offset, .. } => Some(offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn leader_resumes_a_snapshot_at_the_offset_the_follower_reports_even_a_lower_one() {
+    // Raft §7. Regression, chaos seed 35116 (5 nodes): a follower crashed in the middle of a
+    // snapshot transfer and restarted empty; answers it had sent before the crash arrived
+    // afterwards and moved the leader past what it held, and the leader then ignored every
+    // later answer (lower than its own offset, and not 0): no progress, forever.
+    let mut c = config(1);
+    c.snapshot_chunk_bytes_max = 10;
+    let last = LogId::new(5, 1);
+    let persisted = Persisted {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+            commit: 5,
+        },
+        snapshot: Some(Snapshot {
+            last,
+            data: Bytes::from(vec![7u8; 40]),
+        }),
+        entries: Vec::new(),
+    };
+    let mut r = Raft::restore(c, persisted).expect("valid state");
+    r.campaign();
+    r.step(msg(3, 1, 2, Body::PreVoteResponse { granted: true }));
+    r.step(msg(3, 1, 2, Body::VoteResponse { granted: true }));
+    assert_eq!(r.role(), Role::Leader);
+    r.take_ready();
+    // Node 2 has nothing: the entries it needs are in the snapshot.
+    let hint = ConflictHint {
+        term: None,
+        first_index_of_term: 0,
+        last_index: 0,
+    };
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 5,
+            result: AppendResult::Rejected { hint },
+        },
+    ));
+    assert_eq!(snapshot_chunks_to_2(&mut r), vec![0]);
+    let answer = |next_offset| msg(2, 1, 2, Body::SnapshotResponse { last, next_offset });
+    r.step(answer(10));
+    assert_eq!(snapshot_chunks_to_2(&mut r), vec![10]);
+    // An answer from before the follower's crash, overtaken on the network: it moves the
+    // leader ahead of what the restarted follower holds.
+    r.step(answer(30));
+    assert_eq!(snapshot_chunks_to_2(&mut r), vec![30]);
+    // The follower's real state: the leader goes back to it.
+    r.step(answer(20));
+    assert_eq!(snapshot_chunks_to_2(&mut r), vec![20]);
+    // The same answer again (a duplicate) sends nothing more: chunk 20 is already on its way.
+    r.step(answer(20));
+    assert_eq!(snapshot_chunks_to_2(&mut r), Vec::<u64>::new());
+    // An answer past the snapshot's end is refused.
+    r.step(answer(41));
+    assert_eq!(snapshot_chunks_to_2(&mut r), Vec::<u64>::new());
+    r.check_invariants();
+}

@@ -173,3 +173,11 @@ fn memory_storage_passes_the_conformance_suite() {
     let storage = raftkv_raft::storage::MemStorage::new();
     raftkv_raft::testing::storage_conformance(|| storage.clone());
 }
+
+/// Regression: seed 35116 (5 nodes) failed liveness. A follower crashed during a snapshot
+/// transfer, and answers it had sent before the crash moved the leader past what the restarted
+/// follower held; the leader ignored the follower's lower offset from then on.
+#[test]
+fn regression_seed_35116_stale_snapshot_answers_from_before_a_crash() {
+    chaos::run(&ChaosOptions::new(35116)).unwrap_or_else(|f| panic!("{f}"));
+}
