@@ -227,12 +227,12 @@ impl LmdbStorage {
         let applied_seq = Arc::new(AtomicU64::new(lmdb_seq));
         let failed = Arc::new(Mutex::new(None));
         let (to_checkpointer, checkpoints) = mpsc::sync_channel(CHECKPOINT_QUEUE_LEN_MAX);
-        let pending_seq = (!recovered.ops.is_empty()).then_some(recovered.last_seq);
+        let mut pending = Batch::default();
+        let seq = (!recovered.ops.is_empty()).then_some(recovered.last_seq);
+        pending.add(seq, recovered.ops);
         let checkpointer = Checkpointer {
             writer,
-            pending_bytes: recovered.ops.iter().map(op_bytes).sum(),
-            pending: recovered.ops,
-            pending_seq,
+            pending,
             checkpoint_bytes: options.wal_checkpoint_bytes,
             applied_seq: Arc::clone(&applied_seq),
             failed: Arc::clone(&failed),
@@ -246,7 +246,7 @@ impl LmdbStorage {
             shape,
             entry_bytes_max: options.entry_bytes_max,
             to_checkpointer: Some(to_checkpointer),
-            held: Held::default(),
+            held: Batch::default(),
             checkpoint_bytes: options.wal_checkpoint_bytes,
             checkpointer: Some(checkpointer),
             applied_seq,
@@ -305,10 +305,8 @@ const OP_OVERHEAD_BYTES: usize = 32;
 
 /// A message to the checkpoint thread.
 enum Checkpoint {
-    /// The ops of consecutive writes, for LMDB at the next checkpoint: those of the WAL
-    /// records up to `seq` (if they made any), and any own snapshot or compaction, which are
-    /// not WAL records.
-    Record { seq: Option<u64>, ops: Vec<WriteOp> },
+    /// Consecutive writes for LMDB at the next checkpoint.
+    Record(Batch),
     /// A write with a snapshot from the leader, which is not a WAL record: LMDB takes it at
     /// once, with everything pending before it, in one transaction.
     Direct {
@@ -332,7 +330,7 @@ struct Front {
     /// Writes not yet handed to the checkpoint thread: they go as one message once they reach
     /// `checkpoint_bytes` (when it would commit anyway), or before a load, a direct write or
     /// the close. One message per write woke that thread for every write.
-    held: Held,
+    held: Batch,
     checkpoint_bytes: usize,
     checkpointer: Option<JoinHandle<()>>,
     /// The last WAL record LMDB holds.
@@ -427,9 +425,8 @@ impl Front {
         let Some(to_checkpointer) = &self.to_checkpointer else {
             return Err(StorageError::Closed);
         };
-        let Held { seq, ops, .. } = std::mem::take(&mut self.held);
         to_checkpointer
-            .send(Checkpoint::Record { seq, ops })
+            .send(Checkpoint::Record(std::mem::take(&mut self.held)))
             .map_err(|_| StorageError::Closed)
     }
 
@@ -475,10 +472,8 @@ impl Front {
 /// The checkpoint thread's state: owns LMDB, and applies WAL records to it in batches.
 struct Checkpointer {
     writer: Writer,
-    pending: Vec<WriteOp>,
-    /// The last WAL record in `pending`.
-    pending_seq: Option<u64>,
-    pending_bytes: usize,
+    /// The writes for the next transaction.
+    pending: Batch,
     checkpoint_bytes: usize,
     applied_seq: Arc<AtomicU64>,
     failed: Arc<Mutex<Option<StorageError>>>,
@@ -488,17 +483,15 @@ impl Checkpointer {
     fn run(mut self, inbox: mpsc::Receiver<Checkpoint>) {
         while let Ok(message) = inbox.recv() {
             match message {
-                Checkpoint::Record { seq, ops } => {
-                    self.pending_bytes += ops.iter().map(op_bytes).sum::<usize>();
-                    add_superseding(&mut self.pending, ops);
-                    self.pending_seq = seq.or(self.pending_seq);
-                    if self.pending_bytes >= self.checkpoint_bytes {
+                Checkpoint::Record(batch) => {
+                    self.pending.merge(batch);
+                    if self.pending.bytes >= self.checkpoint_bytes {
                         // A failure is recorded for the WAL thread, which stops the store.
                         let _ = self.commit();
                     }
                 }
                 Checkpoint::Direct { ops, reply } => {
-                    add_superseding(&mut self.pending, ops);
+                    self.pending.add(None, ops);
                     let _ = reply.send(self.commit());
                 }
                 Checkpoint::Load { reply } => {
@@ -515,7 +508,7 @@ impl Checkpointer {
     /// loading right after a crash does not wait for one.
     fn load(&self) -> Result<Persisted, StorageError> {
         let stored = self.writer.load()?;
-        if self.pending.is_empty() {
+        if self.pending.ops.is_empty() {
             return Ok(stored);
         }
         let mut merged = MemStore {
@@ -523,20 +516,20 @@ impl Checkpointer {
             snapshot: stored.snapshot,
             entries: stored.entries.into_iter().map(|e| (e.index, e)).collect(),
         };
-        merged.apply(self.pending.iter().cloned());
+        merged.apply(self.pending.ops.iter().cloned());
         Ok(merged.persisted())
     }
 
     /// Applies everything pending in one LMDB transaction.
     fn commit(&mut self) -> Result<(), StorageError> {
-        if self.pending.is_empty() {
+        if self.pending.ops.is_empty() {
             return self.writer.failed().map_or(Ok(()), Err);
         }
-        let ops = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        match self.writer.write(&ops, self.pending_seq) {
+        let ops = std::mem::take(&mut self.pending.ops);
+        self.pending.bytes = 0;
+        match self.writer.write(&ops, self.pending.seq) {
             Ok(()) => {
-                if let Some(seq) = self.pending_seq.take() {
+                if let Some(seq) = self.pending.seq.take() {
                     self.applied_seq.store(seq, Ordering::Release);
                 }
                 Ok(())
@@ -549,32 +542,37 @@ impl Checkpointer {
     }
 }
 
-/// Writes the WAL thread holds for the checkpoint thread.
+/// Consecutive writes not yet in LMDB: the WAL thread holds one until it is about a
+/// checkpoint's worth, and the checkpoint thread keeps one for its next transaction.
 #[derive(Default)]
-struct Held {
-    /// The last WAL record among them.
+struct Batch {
+    /// The last WAL record among them: own snapshots and compactions are not WAL records.
     seq: Option<u64>,
     ops: Vec<WriteOp>,
+    /// What the ops count towards a checkpoint ([`op_bytes`]).
     bytes: usize,
 }
 
-impl Held {
+impl Batch {
+    /// Adds one write's ops, made WAL record `seq` if any.
     fn add(&mut self, seq: Option<u64>, ops: Vec<WriteOp>) {
-        self.bytes += ops.iter().map(op_bytes).sum::<usize>();
-        self.seq = seq.or(self.seq);
-        add_superseding(&mut self.ops, ops);
+        let bytes = ops.iter().map(op_bytes).sum::<usize>();
+        self.merge(Batch { seq, ops, bytes });
     }
-}
 
-/// Appends one write's ops to `pending`. An own snapshot that a later snapshot op replaces is
-/// dropped: LMDB would copy its data into pages only to free them again before the commit.
-fn add_superseding(pending: &mut Vec<WriteOp>, ops: Vec<WriteOp>) {
-    let snapshot =
-        |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
-    if ops.iter().any(snapshot) {
-        pending.retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
+    /// Adds the writes of `later`. An own snapshot that a later snapshot op replaces is
+    /// dropped: LMDB would copy its data into pages only to free them again before the commit.
+    fn merge(&mut self, later: Batch) {
+        let snapshot =
+            |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
+        if later.ops.iter().any(snapshot) {
+            self.ops
+                .retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
+        }
+        self.ops.extend(later.ops);
+        self.seq = later.seq.or(self.seq);
+        self.bytes += later.bytes;
     }
-    pending.extend(ops);
 }
 
 /// The bytes `op` counts towards a checkpoint.
