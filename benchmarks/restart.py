@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import raftkv
-from raftkv.cli import _start_servers, _stop_servers
+from raftkv.procs import start_servers, stop_servers, wait_serving
 
 
 def rss_mib(pid: int) -> float:
@@ -131,17 +131,10 @@ def main() -> int:
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="raftkv-restart-", dir=args.dir)
     # One tokio worker per server, as `raftkv bench` starts them (the nodes share the machine).
-    procs, endpoints = _start_servers(3, tmp.name, "tokio", workers=1)
+    procs, endpoints = start_servers(3, tmp.name, "tokio", workers=1)
     try:
+        wait_serving(endpoints, procs, timeout=30.0, log_dir=tmp.name)
         clerk = raftkv.Clerk(endpoints, timeout=2.0)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                clerk.put("ready", "1")
-                break
-            except raftkv.Error:
-                if time.monotonic() > deadline:
-                    raise
         print(f"loading {args.keys:,} keys with {args.clients} clients ...", flush=True)
         t = time.monotonic()
         # The get mode writes the whole keyspace first (keys k000000.., 100-byte values).
@@ -167,7 +160,7 @@ def main() -> int:
               f"{statistics.median(clusters):.3f} s", flush=True)
         return 0
     finally:
-        _stop_servers(procs)
+        stop_servers(procs)
         tmp.cleanup()
 
 

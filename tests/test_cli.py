@@ -240,8 +240,8 @@ def test_serve_rejects_a_worker_count_out_of_range():
 def test_serve_runs_the_runtime_with_the_workers_asked_for(tmp_path):
     """`raftkv serve --workers 3`: the process's tokio runtime has exactly 3 worker threads
     (`raftkv bench` starts its servers with 1)."""
-    from raftkv.cli import _free_ports
-    peer, client = _free_ports(2)
+    from raftkv.procs import free_ports
+    peer, client = free_ports(2)
     proc = subprocess.Popen(
         raftkv_cli() + ["serve", "--id", "1", "--peers", f"1=127.0.0.1:{peer}",
                         "--client-addrs", f"1=127.0.0.1:{client}", "--storage", "memory",

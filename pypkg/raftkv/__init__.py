@@ -18,6 +18,8 @@ The command line: ``raftkv --help`` (serve, get, put, check, demo, bench).
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from raftkv._raftkv import (
     CheckOutcome,
     Clerk,
@@ -42,7 +44,17 @@ from raftkv._raftkv import (
 #: (``.ok``: True | False | None, ``.visualize(path)``).
 CheckResult = CheckOutcome
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    # Single-sourced: maturin takes the version from Cargo into the package metadata.
+    try:
+        return _metadata.version("raftkv")
+    except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+#: The installed package's version (the Cargo version of the extension crate).
+__version__: str = _version()
 
 __all__ = [
     "CheckOutcome",
