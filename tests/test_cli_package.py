@@ -9,18 +9,19 @@ import subprocess
 import sys
 
 import pytest
+from conftest import WAIT, local_cluster, raftkv_cli, wait_until
 
 import raftkv
 import raftkv.cli
-from conftest import WAIT, local_cluster, raftkv_cli, wait_until
 from raftkv import faults, procs
 
 pytestmark = pytest.mark.cli
 
 
 def run(args, timeout=60, **kw):
-    return subprocess.run(raftkv_cli() + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return subprocess.run(
+        raftkv_cli() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def test_version_is_the_installed_package_version():
@@ -34,8 +35,9 @@ def test_version_is_the_installed_package_version():
 
 def test_python_m_raftkv_and_python_m_raftkv_cli_run_the_same_command():
     for module in ("raftkv", "raftkv.cli"):
-        proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == f"raftkv {raftkv.__version__}"
 
@@ -58,8 +60,10 @@ def test_usage_errors_exit_2_with_one_line(monkeypatch, capsys):
     assert raftkv.cli.main(["get", "k"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no endpoints" in err[0], err
-    assert raftkv.cli.main(["serve", "--id", "4", "--peers", "1=127.0.0.1:1",
-                            "--storage", "memory"]) == 2
+    assert (
+        raftkv.cli.main(["serve", "--id", "4", "--peers", "1=127.0.0.1:1", "--storage", "memory"])
+        == 2
+    )
     assert "--id 4 is not among --peers" in capsys.readouterr().err
     assert raftkv.cli.main(["serve", "--id", "1", "--peers", "127.0.0.1:7001"]) == 2
     assert "expected ID=HOST:PORT" in capsys.readouterr().err
@@ -112,13 +116,25 @@ def test_nemesis_applies_the_demo_schedule_and_the_cluster_recovers():
             assert len(nemesis.advance(fault.at, fault.at * 10)) == 1, nemesis.events
         assert nemesis.done
         assert [e.split()[1] for e in nemesis.events] == [
-            "crash", "restart", "partition", "heal", "isolate", "heal", "crash", "restart"]
+            "crash",
+            "restart",
+            "partition",
+            "heal",
+            "isolate",
+            "heal",
+            "crash",
+            "restart",
+        ]
         assert nemesis.down == set()
         nemesis.heal()
         clerk = cluster.clerk(timeout=WAIT)
         assert clerk.put("after", "faults") >= 1
-        wait_until(lambda: all(cluster.status(i)["role"] in ("leader", "follower")
-                               for i in range(len(cluster))), what="every node back")
+        wait_until(
+            lambda: all(
+                cluster.status(i)["role"] in ("leader", "follower") for i in range(len(cluster))
+            ),
+            what="every node back",
+        )
 
 
 # --- raftkv.procs -------------------------------------------------------------------------------
