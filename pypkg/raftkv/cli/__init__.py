@@ -33,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="raftkv",
         description="raftkv: a linearizable key/value store on Raft. " + ADDRESSES_HELP,
     )
-    p.add_argument(
-        "--version", action="version", version=f"%(prog)s {raftkv.__version__}"
-    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {raftkv.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     serve.add_parser(sub)
@@ -69,4 +67,3 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         err(str(e))
         return 2
-

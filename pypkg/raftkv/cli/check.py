@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import raftkv
 from raftkv.cli._common import err, non_negative_float
@@ -46,7 +46,10 @@ def add_parser(sub: Subparsers) -> None:
     c.set_defaults(func=run)
 
 
-def guess_format(path: str) -> str:
+HistoryFormat = Literal["json", "porcupine-kv", "jepsen-etcd"]
+
+
+def guess_format(path: str) -> HistoryFormat:
     """The history format a file name suggests: ``.log`` jepsen-etcd, ``.txt`` porcupine-kv,
     anything else json."""
     if path.endswith(".log"):
@@ -58,7 +61,7 @@ def guess_format(path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Checks the file; 0 linearizable, 1 not, 2 unknown or unreadable."""
-    fmt = args.format or guess_format(args.history)
+    fmt: HistoryFormat = args.format or guess_format(args.history)
     try:
         result = raftkv.check_file(
             args.history,
