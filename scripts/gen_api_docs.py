@@ -361,7 +361,11 @@ def main() -> int:
                 have.splitlines(), text.splitlines(), str(args.out), "generated", lineterm=""
             )
             print("\n".join(textwrap.shorten(line, 200) for line in list(diff)[:60]))
-            print(f"{args.out} is out of date: run python scripts/gen_api_docs.py", file=sys.stderr)
+            print(
+                f"{args.out} is out of date: with the package built and installed in the venv "
+                "(pip install .), run: python scripts/gen_api_docs.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.out} is up to date")
         return 0
