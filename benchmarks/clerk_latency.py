@@ -7,6 +7,7 @@ Starts one 3-node LocalCluster, then alternates: N sequential puts from Python
 Rust Clerk (`raftkv.bench(..., clients=1)`) for about as long. Prints the median latency of
 each, per repeat and overall, and the ratio Python / Rust (issue 6's target: <= 1.3).
 """
+
 import argparse
 import random
 import statistics
@@ -51,11 +52,15 @@ def main():
             py.append(p50)
             r50, rrate = rust_run(addrs, seconds)
             rs.append(r50)
-            print(f"repeat {rep + 1}: python p50 {p50:,.0f} us ({rate:,.0f} ops/s) | "
-                  f"rust p50 {r50:,.0f} us ({rrate:,.0f} ops/s)")
+            print(
+                f"repeat {rep + 1}: python p50 {p50:,.0f} us ({rate:,.0f} ops/s) | "
+                f"rust p50 {r50:,.0f} us ({rrate:,.0f} ops/s)"
+            )
         p, r = statistics.median(py), statistics.median(rs)
-        print(f"median p50: python {p:,.0f} us, rust {r:,.0f} us, python/rust {p / r:.2f}x "
-              f"({args.storage}, 1 client, 3 nodes, {args.ops} puts per python run)")
+        print(
+            f"median p50: python {p:,.0f} us, rust {r:,.0f} us, python/rust {p / r:.2f}x "
+            f"({args.storage}, 1 client, 3 nodes, {args.ops} puts per python run)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,30 +1,30 @@
 #!/usr/bin/env python3
 """Measurement helpers for benchmarks/run.sh (standard library only, Linux /proc).
 
-  measure.py machine  --tmp DIR --raftkv PATH
-      one {"kind":"machine",...} JSON line: date, kernel, CPU, cores, memory, etcd
-      version, the raftkv build being measured, the file system of DIR and a short
-      O_DSYNC write probe in DIR (the disk both systems write to)
-  measure.py quiet    [--max-pct P] [--wait S]
-      samples the machine for 1 s (nothing of ours is running) and prints
-      {"loadavg":[1m,5m,15m],"bg_pct":%busy,"waited_s":s}; with --wait, repeats
-      every few seconds until bg_pct < P or S seconds have passed
-  measure.py run --out FILE --system S --case C --repeat R --noise JSON
-                 [--pids P1,P2,..] [--timeout T] [--log FILE] -- COMMAND...
-      runs COMMAND (which prints one JSON line on stdout), bounded by T seconds
-      (SIGINT, then SIGKILL to its process group), and appends that line to FILE,
-      augmented with system, case, repeat and noise fields:
-        noise.loadavg_before, noise.bg_pct_before  from `quiet` (before the run)
-        noise.busy_pct       machine CPU busy over the command's wall time (/proc/stat)
-        noise.steal_pct, noise.iowait_pct  same window
-        noise.ours_cores     CPU of COMMAND and its reaped children (raftkv bench and
-                             its `raftkv serve` processes; etcd-load) plus that of
-                             --pids (the etcd members) over the window, in cores
-        noise.other_cores    busy cores minus ours: kernel work and other people's jobs
-      A run that fails still gets a line, with "ok": false and the reason.
-  measure.py strays --under DIR [--kill]
-      finds (and stops) `raftkv serve` processes whose --data-dir is inside DIR:
-      the safety net should `raftkv bench` die before stopping its servers
+measure.py machine  --tmp DIR --raftkv PATH
+    one {"kind":"machine",...} JSON line: date, kernel, CPU, cores, memory, etcd
+    version, the raftkv build being measured, the file system of DIR and a short
+    O_DSYNC write probe in DIR (the disk both systems write to)
+measure.py quiet    [--max-pct P] [--wait S]
+    samples the machine for 1 s (nothing of ours is running) and prints
+    {"loadavg":[1m,5m,15m],"bg_pct":%busy,"waited_s":s}; with --wait, repeats
+    every few seconds until bg_pct < P or S seconds have passed
+measure.py run --out FILE --system S --case C --repeat R --noise JSON
+               [--pids P1,P2,..] [--timeout T] [--log FILE] -- COMMAND...
+    runs COMMAND (which prints one JSON line on stdout), bounded by T seconds
+    (SIGINT, then SIGKILL to its process group), and appends that line to FILE,
+    augmented with system, case, repeat and noise fields:
+      noise.loadavg_before, noise.bg_pct_before  from `quiet` (before the run)
+      noise.busy_pct       machine CPU busy over the command's wall time (/proc/stat)
+      noise.steal_pct, noise.iowait_pct  same window
+      noise.ours_cores     CPU of COMMAND and its reaped children (raftkv bench and
+                           its `raftkv serve` processes; etcd-load) plus that of
+                           --pids (the etcd members) over the window, in cores
+      noise.other_cores    busy cores minus ours: kernel work and other people's jobs
+    A run that fails still gets a line, with "ok": false and the reason.
+measure.py strays --under DIR [--kill]
+    finds (and stops) `raftkv serve` processes whose --data-dir is inside DIR:
+    the safety net should `raftkv bench` die before stopping its servers
 """
 
 from __future__ import annotations
@@ -93,17 +93,31 @@ def cmd_quiet(args) -> int:
     warned = False
     while args.wait > 0 and bg >= args.max_pct and time.monotonic() - t0 < args.wait:
         if not warned:
-            print(f"measure: machine {bg:.0f}% busy with other work; waiting up to "
-                  f"{args.wait:.0f} s for < {args.max_pct:.0f}%", file=sys.stderr, flush=True)
+            print(
+                f"measure: machine {bg:.0f}% busy with other work; waiting up to "
+                f"{args.wait:.0f} s for < {args.max_pct:.0f}%",
+                file=sys.stderr,
+                flush=True,
+            )
             warned = True
         time.sleep(3)
         la = loadavg()
         bg = sample_bg()
     if warned and bg >= args.max_pct:
-        print(f"measure: still {bg:.0f}% busy; measuring anyway (noise is recorded)",
-              file=sys.stderr, flush=True)
-    print(json.dumps({"loadavg": la, "bg_pct": round(bg, 1),
-                      "waited_s": round(time.monotonic() - t0 - 1.0, 1)}))
+        print(
+            f"measure: still {bg:.0f}% busy; measuring anyway (noise is recorded)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "loadavg": la,
+                "bg_pct": round(bg, 1),
+                "waited_s": round(time.monotonic() - t0 - 1.0, 1),
+            }
+        )
+    )
     return 0
 
 
@@ -154,10 +168,12 @@ def raftkv_build(raftkv: str) -> dict:
     except OSError:
         pass
     if py:
-        code = ("import json, os, importlib.metadata as m, raftkv._raftkv as x; "
-                "s = os.stat(x.__file__); "
-                "print(json.dumps({'version': m.version('raftkv'), 'extension': x.__file__, "
-                "'extension_mtime': int(s.st_mtime), 'extension_size': s.st_size}))")
+        code = (
+            "import json, os, importlib.metadata as m, raftkv._raftkv as x; "
+            "s = os.stat(x.__file__); "
+            "print(json.dumps({'version': m.version('raftkv'), 'extension': x.__file__, "
+            "'extension_mtime': int(s.st_mtime), 'extension_size': s.st_size}))"
+        )
         line = first_line([py, "-c", code])
         try:
             info.update(json.loads(line or ""))
@@ -219,16 +235,24 @@ def cmd_run(args) -> int:
         return 2
     pids = [int(p) for p in args.pids.split(",") if p.strip()] if args.pids else []
     q = json.loads(args.noise) if args.noise else {}
-    noise = {"loadavg_before": q.get("loadavg"), "bg_pct_before": q.get("bg_pct"),
-             "quiet_wait_s": q.get("waited_s")}
+    noise = {
+        "loadavg_before": q.get("loadavg"),
+        "bg_pct_before": q.get("bg_pct"),
+        "quiet_wait_s": q.get("waited_s"),
+    }
     rec: dict = {}
     err = None
     log = open(args.log, "ab") if args.log else None  # noqa: SIM115
     with tempfile.TemporaryFile() as out:
         a, pt0, w0 = cpu_times(), pid_ticks(pids), time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=log if log else None, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=log if log else None,
+                start_new_session=True,
+            )
         except OSError as e:
             proc, err = None, f"cannot start {cmd[0]}: {e}"
         timed_out = threading.Event()
@@ -288,17 +312,26 @@ def cmd_run(args) -> int:
     wall = max(w1 - w0, 1e-6)
     ours = ((ru.ru_utime + ru.ru_stime) if ru else 0.0) + (pt1 - pt0) / HZ
     busy_cores = pct(a, b, "busy") / 100.0 * NCPU
-    noise.update({
-        "wall_s": round(wall, 2),
-        "busy_pct": round(pct(a, b, "busy"), 1),
-        "steal_pct": round(pct(a, b, "steal"), 1),
-        "iowait_pct": round(pct(a, b, "iowait"), 1),
-        "ours_cores": round(ours / wall, 2),
-        "other_cores": round(busy_cores - ours / wall, 2),
-    })
+    noise.update(
+        {
+            "wall_s": round(wall, 2),
+            "busy_pct": round(pct(a, b, "busy"), 1),
+            "steal_pct": round(pct(a, b, "steal"), 1),
+            "iowait_pct": round(pct(a, b, "iowait"), 1),
+            "ours_cores": round(ours / wall, 2),
+            "other_cores": round(busy_cores - ours / wall, 2),
+        }
+    )
     rec = {"system": args.system, **{k: v for k, v in rec.items() if k != "system"}}
-    rec.update({"case": args.case, "repeat": args.repeat, "ok": err is None, "noise": noise,
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    rec.update(
+        {
+            "case": args.case,
+            "repeat": args.repeat,
+            "ok": err is None,
+            "noise": noise,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
     if err:
         rec["error"] = err
     line = json.dumps(rec)
@@ -307,10 +340,13 @@ def cmd_run(args) -> int:
     print(line, flush=True)
     if err is None:
         lat = rec.get("lat_us", {})
-        print(f"[bench]   {rec.get('ops_per_s', 0):>9,.0f} ops/s  p50 {lat.get('p50', 0):,} us  "
-              f"p99 {lat.get('p99', 0):,} us  errors {rec.get('errors')}  (other cores "
-              f"{noise['other_cores']}, busy before {noise['bg_pct_before']}%)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[bench]   {rec.get('ops_per_s', 0):>9,.0f} ops/s  p50 {lat.get('p50', 0):,} us  "
+            f"p99 {lat.get('p99', 0):,} us  errors {rec.get('errors')}  (other cores "
+            f"{noise['other_cores']}, busy before {noise['bg_pct_before']}%)",
+            file=sys.stderr,
+            flush=True,
+        )
     else:
         print(f"[bench]   FAILED: {err}", file=sys.stderr, flush=True)
     if interrupted:
@@ -355,7 +391,9 @@ def cmd_strays(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("machine")
     m.add_argument("--tmp", required=True)

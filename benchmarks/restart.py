@@ -15,6 +15,7 @@ per repeat:
 RSS (VmRSS) of every node is printed after the load and after each restart; the data dirs'
 size after the load. Issue 7's target: a node holding 1,000,000 keys serves again in <= 1 s.
 """
+
 import argparse
 import os
 import signal
@@ -25,7 +26,7 @@ import tempfile
 import time
 
 import raftkv
-from raftkv.cli import _start_servers, _stop_servers
+from raftkv.procs import start_servers, stop_servers, wait_serving
 
 
 def rss_mib(pid: int) -> float:
@@ -63,11 +64,17 @@ def leader_index(clerk, endpoints) -> int:
 
 
 def restart(procs, i):
-    """Starts node i again with the arguments it had (replacing procs[i]); returns the start time."""
+    """Starts node i again with the arguments it had (replacing procs[i]); returns the start
+    time."""
     old = procs[i]
     t0 = time.monotonic()
-    p = subprocess.Popen(old.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        old.args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     procs[i] = p
     return t0
 
@@ -95,9 +102,11 @@ def one_node(procs, endpoints, clerk, i, what):
         time.sleep(0.002)
     if caught_up is None:
         raise SystemExit(f"node {i + 1} did not catch up within 120 s (first answer: {first})")
-    print(f"  {what} (node {i + 1}): first status answer {first:.3f} s, applied the leader's "
-          f"commit index {committed} at {caught_up:.3f} s; RSS {rss_mib(procs[i].pid):.0f} MiB",
-          flush=True)
+    print(
+        f"  {what} (node {i + 1}): first status answer {first:.3f} s, applied the leader's "
+        f"commit index {committed} at {caught_up:.3f} s; RSS {rss_mib(procs[i].pid):.0f} MiB",
+        flush=True,
+    )
     return caught_up
 
 
@@ -117,8 +126,11 @@ def whole_cluster(procs, endpoints):
                 raise
     took = time.monotonic() - t0
     rss = ", ".join(f"{rss_mib(p.pid):.0f}" for p in procs)
-    print(f"  cluster: a linearizable get answered {took:.3f} s after all three were started "
-          f"again; RSS {rss} MiB", flush=True)
+    print(
+        f"  cluster: a linearizable get answered {took:.3f} s after all three were started "
+        f"again; RSS {rss} MiB",
+        flush=True,
+    )
     return took
 
 
@@ -131,43 +143,43 @@ def main() -> int:
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="raftkv-restart-", dir=args.dir)
     # One tokio worker per server, as `raftkv bench` starts them (the nodes share the machine).
-    procs, endpoints = _start_servers(3, tmp.name, "tokio", workers=1)
+    procs, endpoints = start_servers(3, tmp.name, "tokio", workers=1)
     try:
+        wait_serving(endpoints, procs, timeout=30.0, log_dir=tmp.name)
         clerk = raftkv.Clerk(endpoints, timeout=2.0)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                clerk.put("ready", "1")
-                break
-            except raftkv.Error:
-                if time.monotonic() > deadline:
-                    raise
         print(f"loading {args.keys:,} keys with {args.clients} clients ...", flush=True)
         t = time.monotonic()
         # The get mode writes the whole keyspace first (keys k000000.., 100-byte values).
-        raftkv.bench(endpoints, clients=args.clients, seconds=0.2, mode="get", warmup=0.0,
-                     keyspace=args.keys)
+        raftkv.bench(
+            endpoints, clients=args.clients, seconds=0.2, mode="get", warmup=0.0, keyspace=args.keys
+        )
         load = time.monotonic() - t
         rss = ", ".join(f"{rss_mib(p.pid):.0f}" for p in procs)
-        size = ", ".join(f"{dir_mib(os.path.join(tmp.name, f'node{i}')):.0f}"
-                         for i in range(1, 4))
-        print(f"loaded in {load:.1f} s ({args.keys / load:,.0f} puts/s); RSS per node {rss} MiB; "
-              f"data dir per node {size} MiB", flush=True)
+        size = ", ".join(f"{dir_mib(os.path.join(tmp.name, f'node{i}')):.0f}" for i in range(1, 4))
+        print(
+            f"loaded in {load:.1f} s ({args.keys / load:,.0f} puts/s); RSS per node {rss} MiB; "
+            f"data dir per node {size} MiB",
+            flush=True,
+        )
         followers, leaders, clusters = [], [], []
         for r in range(args.repeats):
             print(f"repeat {r + 1}:", flush=True)
             leader = leader_index(clerk, endpoints)
             follower = (leader + 1) % 3
             followers.append(one_node(procs, endpoints, clerk, follower, "follower"))
-            leaders.append(one_node(procs, endpoints, clerk, leader_index(clerk, endpoints),
-                                    "leader"))
+            leaders.append(
+                one_node(procs, endpoints, clerk, leader_index(clerk, endpoints), "leader")
+            )
             clusters.append(whole_cluster(procs, endpoints))
-        print(f"median over {args.repeats}: follower caught up {statistics.median(followers):.3f} s"
-              f", leader caught up {statistics.median(leaders):.3f} s, whole cluster serving "
-              f"{statistics.median(clusters):.3f} s", flush=True)
+        print(
+            f"median over {args.repeats}: follower caught up {statistics.median(followers):.3f} s"
+            f", leader caught up {statistics.median(leaders):.3f} s, whole cluster serving "
+            f"{statistics.median(clusters):.3f} s",
+            flush=True,
+        )
         return 0
     finally:
-        _stop_servers(procs)
+        stop_servers(procs)
         tmp.cleanup()
 
 

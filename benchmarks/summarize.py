@@ -52,7 +52,9 @@ def case_key(case: str) -> tuple:
 
 def noisy(r: dict) -> bool:
     n = r.get("noise") or {}
-    return (n.get("other_cores") or 0) > NOISY_OTHER_CORES or (n.get("bg_pct_before") or 0) > NOISY_BG_PCT
+    return (n.get("other_cores") or 0) > NOISY_OTHER_CORES or (
+        n.get("bg_pct_before") or 0
+    ) > NOISY_BG_PCT
 
 
 def med(xs: list[float]) -> float | None:
@@ -77,8 +79,11 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
             ok = [r for r in all_runs if r.get("ok")]
             ops = [r["ops_per_s"] for r in ok]
             row[s] = {
-                "n": len(all_runs), "ok": len(ok),
-                "ops": med(ops), "ops_min": min(ops) if ops else None, "ops_max": max(ops) if ops else None,
+                "n": len(all_runs),
+                "ok": len(ok),
+                "ops": med(ops),
+                "ops_min": min(ops) if ops else None,
+                "ops_max": max(ops) if ops else None,
                 "ops_all": ops,
                 "p50": med([r["lat_us"]["p50"] for r in ok]),
                 "p99": med([r["lat_us"]["p99"] for r in ok]),
@@ -89,8 +94,16 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
         row["tput_ratio"] = r_["ops"] / e_["ops"] if r_["ops"] and e_["ops"] else None
         row["p99_ratio"] = e_["p99"] / r_["p99"] if r_["p99"] and e_["p99"] else None
         case_runs = [r for r in runs if r.get("case") == case]
-        others = [r["noise"]["other_cores"] for r in case_runs if (r.get("noise") or {}).get("other_cores") is not None]
-        bgs = [r["noise"]["bg_pct_before"] for r in case_runs if (r.get("noise") or {}).get("bg_pct_before") is not None]
+        others = [
+            r["noise"]["other_cores"]
+            for r in case_runs
+            if (r.get("noise") or {}).get("other_cores") is not None
+        ]
+        bgs = [
+            r["noise"]["bg_pct_before"]
+            for r in case_runs
+            if (r.get("noise") or {}).get("bg_pct_before") is not None
+        ]
         row["other_max"] = max(others) if others else None
         row["bg_max"] = max(bgs) if bgs else None
         row["noisy"] = sum(1 for r in case_runs if noisy(r))
@@ -114,20 +127,25 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
         f"Machine: {machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), {machine.get('mem_gib', '?')} GiB, "
         f"kernel {machine.get('kernel', '?')}; data dirs on {machine.get('tmp_fs', '?')}; "
         f"4 KiB O_DSYNC write before the runs: {machine.get('dsync_4k_us', '?')} us; "
-        f"load average at start {machine.get('loadavg', '?')}.")
+        f"load average at start {machine.get('loadavg', '?')}."
+    )
     lines.append(
         f"etcd {machine.get('etcd', '?')}, 3 members, default flags{(' + ' + machine['etcd_extra_flags']) if machine.get('etcd_extra_flags') else ''}; "
         f"raftkv {raft.get('version', '?')} (`{raft.get('path', '?')}`, checkout {machine.get('checkout', '?')}), "
-        f"3 nodes, LMDB.")
+        f"3 nodes, LMDB."
+    )
     lines.append(
         f"Per run: {machine.get('warmup', '?')} s warm-up + {machine.get('seconds', '?')} s measured; "
         f"{machine.get('repeats', '?')} repeat(s); {machine.get('value_size', '?')}-byte values; "
         f"closed-loop clients to the leader; mixed = 50% linearizable get / 50% put; "
         f"keys uniform over {machine.get('keyspace', machine.get('keyspace_etcd', '?'))} on both systems. "
-        f"Values are medians over repeats (ops/s range in brackets).")
+        f"Values are medians over repeats (ops/s range in brackets)."
+    )
     lines.append("")
-    lines.append("| case | raftkv ops/s | raftkv p50 us | raftkv p99 us | etcd ops/s | etcd p50 us | etcd p99 us "
-                 "| ops/s raftkv/etcd | p99 etcd/raftkv | errors r/e | other cores (max) | busy before % (max) | noisy runs |")
+    lines.append(
+        "| case | raftkv ops/s | raftkv p50 us | raftkv p99 us | etcd ops/s | etcd p50 us | etcd p99 us "
+        "| ops/s raftkv/etcd | p99 etcd/raftkv | errors r/e | other cores (max) | busy before % (max) | noisy runs |"
+    )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     for row in rows:
         r_, e_ = row["raftkv"], row["etcd"]
@@ -138,20 +156,27 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
             f"| {cell_ops(e_)} | {fmt_int(e_['p50'])} | {fmt_int(e_['p99'])} "
             f"| {fmt_ratio(row['tput_ratio'])} | {fmt_ratio(row['p99_ratio'])} "
             f"| {r_['errors']}/{e_['errors']} "
-            f"| {other} | {bg} | {row['noisy']}/{row['runs']} |")
+            f"| {other} | {bg} | {row['noisy']}/{row['runs']} |"
+        )
     lines.append("")
     failed = [r for r in runs if not r.get("ok")]
     n_noisy = sum(1 for r in runs if noisy(r))
     lines.append(
-        f"Noise: \"other cores\" is CPU used during a run by everything but the measured system and its "
-        f"load generator (kernel work, other jobs), out of {machine.get('nproc', '?')}; \"busy before\" is the "
+        f'Noise: "other cores" is CPU used during a run by everything but the measured system and its '
+        f'load generator (kernel work, other jobs), out of {machine.get("nproc", "?")}; "busy before" is the '
         f"machine's CPU use in a 1 s sample just before the run. {n_noisy} of {len(runs)} runs were noisy "
         f"(other cores > {NOISY_OTHER_CORES} or busy before > {NOISY_BG_PCT:.0f}%): compare such numbers only "
-        f"with runs taken under the same conditions.")
+        f"with runs taken under the same conditions."
+    )
     if failed:
         lines.append("")
-        lines.append(f"Failed runs ({len(failed)}): " + "; ".join(
-            f"{r.get('system')} {r.get('case')} repeat {r.get('repeat')}: {r.get('error', '?')}" for r in failed))
+        lines.append(
+            f"Failed runs ({len(failed)}): "
+            + "; ".join(
+                f"{r.get('system')} {r.get('case')} repeat {r.get('repeat')}: {r.get('error', '?')}"
+                for r in failed
+            )
+        )
     return rows, "\n".join(lines) + "\n"
 
 
@@ -162,14 +187,25 @@ def plot(rows: list[dict], title: str, path: str) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("summarize: matplotlib is not importable; no plot (run.sh installs it into "
-              "benchmarks/.venv when it can)", file=sys.stderr)
+        print(
+            "summarize: matplotlib is not importable; no plot (run.sh installs it into "
+            "benchmarks/.venv when it can)",
+            file=sys.stderr,
+        )
         return False
     colors = {"raftkv": "tab:blue", "etcd": "tab:orange"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     for s in SYSTEMS:
-        for mode, style, marker in (("put", "-", "o"), ("mixed", "none", "s"), ("get", "none", "^")):
-            pts = [(row["clients"], row[s]) for row in rows if row["mode"] == mode and row[s]["ops"] is not None]
+        for mode, style, marker in (
+            ("put", "-", "o"),
+            ("mixed", "none", "s"),
+            ("get", "none", "^"),
+        ):
+            pts = [
+                (row["clients"], row[s])
+                for row in rows
+                if row["mode"] == mode and row[s]["ops"] is not None
+            ]
             if not pts:
                 continue
             xs = [c for c, _ in pts]
@@ -177,13 +213,31 @@ def plot(rows: list[dict], title: str, path: str) -> bool:
             ys = [d["ops"] for _, d in pts]
             lo = [d["ops"] - d["ops_min"] for _, d in pts]
             hi = [d["ops_max"] - d["ops"] for _, d in pts]
-            ax1.errorbar(xs, ys, yerr=[lo, hi], color=colors[s], linestyle=style, marker=marker,
-                         capsize=3, label=label, markerfacecolor="white" if mode != "put" else colors[s])
+            ax1.errorbar(
+                xs,
+                ys,
+                yerr=[lo, hi],
+                color=colors[s],
+                linestyle=style,
+                marker=marker,
+                capsize=3,
+                label=label,
+                markerfacecolor="white" if mode != "put" else colors[s],
+            )
             p99 = [d["p99"] / 1000.0 for _, d in pts]
             p_lo = [(d["p99"] - min(d["p99_all"])) / 1000.0 for _, d in pts]
             p_hi = [(max(d["p99_all"]) - d["p99"]) / 1000.0 for _, d in pts]
-            ax2.errorbar(xs, p99, yerr=[p_lo, p_hi], color=colors[s], linestyle=style, marker=marker,
-                         capsize=3, label=label, markerfacecolor="white" if mode != "put" else colors[s])
+            ax2.errorbar(
+                xs,
+                p99,
+                yerr=[p_lo, p_hi],
+                color=colors[s],
+                linestyle=style,
+                marker=marker,
+                capsize=3,
+                label=label,
+                markerfacecolor="white" if mode != "put" else colors[s],
+            )
     all_clients = sorted({row["clients"] for row in rows})
     for ax, ylabel in ((ax1, "throughput (ops/s)"), (ax2, "p99 latency (ms)")):
         ax.set_xscale("log")
@@ -207,7 +261,9 @@ def plot(rows: list[dict], title: str, path: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("jsonl")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
@@ -221,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     made = False
     if not args.no_plot:
         kind = "quick" if machine.get("quick") else "full"
-        made = plot(rows, f"raftkv vs etcd (3 nodes, loopback, {machine.get('value_size', 100)} B values), "
-                          f"{machine.get('date', '')} {kind} run", png)
+        made = plot(
+            rows,
+            f"raftkv vs etcd (3 nodes, loopback, {machine.get('value_size', 100)} B values), "
+            f"{machine.get('date', '')} {kind} run",
+            png,
+        )
     if made:
         md += f"\nPlot: [{os.path.basename(png)}]({os.path.basename(png)})\n"
     md += f"\nRaw runs: `{os.path.basename(args.jsonl)}`\n"

@@ -72,8 +72,10 @@ def read_verdicts(sub: str) -> list[tuple[pathlib.Path, bool]]:
 
 def skip_without_porcupine():
     if not PORCUPINE_DIR.is_dir():
-        pytest.skip(f"the shipped Porcupine data is not at {PORCUPINE_DIR} "
-                    "(expected shared/ beside the checkout)")
+        pytest.skip(
+            f"the shipped Porcupine data is not at {PORCUPINE_DIR} "
+            "(expected shared/ beside the checkout)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,8 +101,9 @@ def raftkv_cli() -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition",
-               detail=None):
+def wait_until(
+    predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "condition", detail=None
+):
     """Polls ``predicate`` until it returns a truthy value, which is returned; fails the test
     after ``timeout`` seconds. Exceptions from the predicate count as "not yet"; the last one
     is shown on failure, with ``detail()`` (e.g. the nodes' statuses) when given."""
@@ -111,14 +114,14 @@ def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: s
             value = predicate()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001 - e.g. status of a node that is restarting
+        except Exception as e:
             last_exc = e
         if time.monotonic() >= deadline:
             extra = f" (last error: {last_exc!r})" if last_exc is not None else ""
             if detail is not None:
                 try:
                     extra += f"\n{detail()}"
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     extra += f"\n(detail failed: {e!r})"
             pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(interval)
@@ -135,7 +138,7 @@ def describe_cluster(cluster) -> str:
     for i in range(len(cluster.addrs)):
         try:
             lines.append(f"  node {i}: {cluster.status(i)}")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             lines.append(f"  node {i}: {type(e).__name__}: {e}")
     return "\n".join(lines)
 
@@ -154,8 +157,12 @@ def wait_caught_up(cluster, nodes=None, timeout: float = WAIT, target: int | Non
             goal = cluster.status(leader)["commit_index"]
         return all(cluster.status(i)["applied_index"] >= goal for i in nodes)
 
-    wait_until(caught_up, timeout, what=f"nodes {nodes} to catch up",
-               detail=lambda: describe_cluster(cluster))
+    wait_until(
+        caught_up,
+        timeout,
+        what=f"nodes {nodes} to catch up",
+        detail=lambda: describe_cluster(cluster),
+    )
 
 
 @contextlib.contextmanager
@@ -193,8 +200,12 @@ def tamper_one_get(history):
     doc = json.loads(history.to_json())
     for op in doc["ops"]:
         out = op.get("output") or {}
-        if (op["input"]["op"] == "get" and op.get("return") is not None
-                and out.get("err") is None and out.get("value") is not None):
+        if (
+            op["input"]["op"] == "get"
+            and op.get("return") is not None
+            and out.get("err") is None
+            and out.get("value") is not None
+        ):
             out["value"] = "TAMPERED-never-written-" + out["value"]
             break
     else:
@@ -223,8 +234,17 @@ class Workload:
     Any exception other than the API's expected ones is kept in ``errors``.
     """
 
-    def __init__(self, addrs, history, clients=4, keys=4, timeout=5.0, seed=None,
-                 pause=(0.0, 0.005), key_prefix="w"):
+    def __init__(
+        self,
+        addrs,
+        history,
+        clients=4,
+        keys=4,
+        timeout=5.0,
+        seed=None,
+        pause=(0.0, 0.005),
+        key_prefix="w",
+    ):
         self.addrs = list(addrs)
         self.history = history
         self.clients = clients
@@ -261,8 +281,11 @@ class Workload:
 
     def _run(self, c: int):
         rng = random.Random(self.seed * 1000 + c)
-        timeout = self.timeout[c % len(self.timeout)] if isinstance(self.timeout, (list, tuple)) \
+        timeout = (
+            self.timeout[c % len(self.timeout)]
+            if isinstance(self.timeout, (list, tuple))
             else self.timeout
+        )
         clerk = raftkv.Clerk(self.addrs, timeout=timeout, history=self.history)
         versions: dict[str, int] = {}
         n = 0
@@ -292,7 +315,7 @@ class Workload:
             except UNKNOWN:
                 with self.lock:
                     self.unknown += 1
-            except Exception as e:  # noqa: BLE001 - reported by the test
+            except Exception as e:
                 with self.lock:
                     self.errors.append(f"client {c}: {type(e).__module__}.{type(e).__name__}: {e}")
                 time.sleep(0.05)
@@ -304,13 +327,20 @@ class Workload:
         """Waits until ``ops`` more operations complete."""
         with self.lock:
             goal = self.completed + ops
-        wait_until(lambda: self.completed >= goal, timeout,
-                   what=f"{ops} more completed operations {what}".strip())
+        wait_until(
+            lambda: self.completed >= goal,
+            timeout,
+            what=f"{ops} more completed operations {what}".strip(),
+        )
 
     def summary(self) -> str:
-        return (f"{self.clients} clients, seed {self.seed}: {self.completed} completed, "
-                f"{self.unknown} unknown outcome")
+        return (
+            f"{self.clients} clients, seed {self.seed}: {self.completed} completed, "
+            f"{self.unknown} unknown outcome"
+        )
 
     def assert_no_errors(self):
         print(self.summary())
-        assert not self.errors, "unexpected exceptions from clients:\n" + "\n".join(self.errors[:20])
+        assert not self.errors, "unexpected exceptions from clients:\n" + "\n".join(
+            self.errors[:20]
+        )

@@ -7,9 +7,9 @@ import itertools
 import json
 
 import pytest
+from conftest import ALL_COMBOS_FIXTURE, WAIT, local_cluster, wait_until
 
 import raftkv
-from conftest import ALL_COMBOS_FIXTURE, WAIT, local_cluster, wait_until
 
 _keys = itertools.count()
 
@@ -137,12 +137,12 @@ def test_str_keys_and_values_are_utf8(clerk):
     key = f"ключ-{next(_keys)}-ü-🙂"
     assert clerk.put(key, "значение-ü-🙂") == 1
     value, version = clerk.get(key)
-    assert value == "значение-ü-🙂".encode("utf-8")
+    assert value == "значение-ü-🙂".encode()
     assert type(value) is bytes
     # the same key reached as bytes
     assert clerk.get(key.encode("utf-8")) == (value, 1)
     assert clerk.append(key.encode("utf-8"), "!") == 2
-    assert clerk.get(key) == ("значение-ü-🙂!".encode("utf-8"), 2)
+    assert clerk.get(key) == ("значение-ü-🙂!".encode(), 2)
     clerk.delete(key)
     with pytest.raises(raftkv.KeyNotFound):
         clerk.get(key.encode("utf-8"))
@@ -197,8 +197,17 @@ def test_addrs(cluster):
         assert host == "127.0.0.1" and 0 < int(port) < 65536
 
 
-STATUS_KEYS = ("id", "role", "term", "leader", "commit_index", "applied_index", "first_index",
-               "last_index", "snapshot_index")
+STATUS_KEYS = (
+    "id",
+    "role",
+    "term",
+    "leader",
+    "commit_index",
+    "applied_index",
+    "first_index",
+    "last_index",
+    "snapshot_index",
+)
 
 
 def test_status(cluster, clerk):
@@ -231,8 +240,17 @@ def test_clerk_server_status_reports_each_servers_view(cluster, clerk):
     clerk.put(fresh_key(), b"x")
     leader = cluster.wait_leader(timeout=WAIT)
     st = clerk.server_status(cluster.addrs[leader])
-    for key in ("raft_id", "role", "term", "leader", "commit_index", "applied_index",
-                "first_index", "last_index", "snapshot_index"):
+    for key in (
+        "raft_id",
+        "role",
+        "term",
+        "leader",
+        "commit_index",
+        "applied_index",
+        "first_index",
+        "last_index",
+        "snapshot_index",
+    ):
         assert key in st, f"server_status lacks {key!r}: {st}"
     assert st["role"] == "leader"
     assert st["leader"] == st["raft_id"] == leader + 1
@@ -272,7 +290,15 @@ def test_history_records_clerk_operations(cluster):
     assert doc["model"] == "kv"
     ops = doc["ops"]
     assert len(ops) == 7
-    assert [o["input"]["op"] for o in ops] == ["put", "put", "put", "append", "get", "delete", "get"]
+    assert [o["input"]["op"] for o in ops] == [
+        "put",
+        "put",
+        "put",
+        "append",
+        "get",
+        "delete",
+        "get",
+    ]
     for o in ops:
         assert o["input"]["key"] == kt
         assert isinstance(o["call"], int) and isinstance(o["return"], int)

@@ -8,10 +8,17 @@ import os
 import subprocess
 
 import pytest
+from conftest import (
+    PORCUPINE_DIR,
+    WAIT,
+    local_cluster,
+    raftkv_cli,
+    read_verdicts,
+    skip_without_porcupine,
+    tamper_one_get,
+)
 
 import raftkv
-from conftest import (PORCUPINE_DIR, WAIT, local_cluster, raftkv_cli, read_verdicts,
-                      skip_without_porcupine, tamper_one_get)
 
 pytestmark = pytest.mark.cli
 
@@ -21,19 +28,37 @@ CHECK_TIMEOUT = 120  # seconds for one `raftkv check` process
 def run(args, timeout=CHECK_TIMEOUT, cwd=None, **kw):
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.run(raftkv_cli() + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env, **kw)
+    return subprocess.run(
+        raftkv_cli() + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        **kw,
+    )
 
 
 def describe(proc):
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+    return (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
+        f"--- stderr\n{proc.stderr[-3000:]}"
+    )
 
 
 def verdict_params(sub, *, skip_c50=False):
     if not (PORCUPINE_DIR / sub / "VERDICTS.txt").is_file():
-        return [pytest.param(None, None, id=f"{sub}-missing",
-                             marks=pytest.mark.skip(reason=f"no shipped data at {PORCUPINE_DIR / sub} "
-                                                    "(expected shared/ beside the checkout)"))]
+        return [
+            pytest.param(
+                None,
+                None,
+                id=f"{sub}-missing",
+                marks=pytest.mark.skip(
+                    reason=f"no shipped data at {PORCUPINE_DIR / sub} "
+                    "(expected shared/ beside the checkout)"
+                ),
+            )
+        ]
     out = []
     for path, ok in read_verdicts(sub):
         if skip_c50 and path.name.startswith("c50"):
@@ -65,8 +90,9 @@ def test_check_jepsen_etcd(path, ok):
 def test_check_html_output(tmp_path):
     skip_without_porcupine()
     out = tmp_path / "c01-bad.html"
-    proc = run(["check", PORCUPINE_DIR / "kv" / "c01-bad.txt", "--format", "porcupine-kv",
-                "--html", out])
+    proc = run(
+        ["check", PORCUPINE_DIR / "kv" / "c01-bad.txt", "--format", "porcupine-kv", "--html", out]
+    )
     expect_verdict(proc, False)
     assert "<html" in out.read_text(encoding="utf-8").lower()
 
@@ -81,13 +107,23 @@ def expect_bad_input(proc):
     assert len(lines) == 1, "expected a one-line error\n" + describe(proc)
 
 
-@pytest.mark.parametrize("fmt,content", [
-    ("porcupine-kv", "{:process 0, :type :invoke, :f :get, :key \"0\"\nthis is not a history {{{\n"),
-    ("jepsen-etcd", "INFO  jepsen.util - 0\t:invoke\t:read\tnil\n"
-                    "INFO  jepsen.util - 0\t:invoke\t:frobnicate\tnil\n"),
-    ("json", "{\"model\": \"kv\", \"ops\": [ {\"client\": 0, "),
-    ("json", "\x00\x01\x02 binary garbage \xff"),
-], ids=["porcupine-kv", "jepsen-etcd", "json-truncated", "json-garbage"])
+@pytest.mark.parametrize(
+    "fmt,content",
+    [
+        (
+            "porcupine-kv",
+            '{:process 0, :type :invoke, :f :get, :key "0"\nthis is not a history {{{\n',
+        ),
+        (
+            "jepsen-etcd",
+            "INFO  jepsen.util - 0\t:invoke\t:read\tnil\n"
+            "INFO  jepsen.util - 0\t:invoke\t:frobnicate\tnil\n",
+        ),
+        ("json", '{"model": "kv", "ops": [ {"client": 0, '),
+        ("json", "\x00\x01\x02 binary garbage \xff"),
+    ],
+    ids=["porcupine-kv", "jepsen-etcd", "json-truncated", "json-garbage"],
+)
 def test_check_malformed_file_exits_2(tmp_path, fmt, content):
     bad = tmp_path / "bad.txt"
     bad.write_text(content, encoding="utf-8", errors="surrogateescape")
@@ -152,7 +188,7 @@ def test_get_and_put_commands():
         assert clerk.get("cli-key") == (b"v2", 2)
 
 
-# --- demo -------------------------------------------------------------------------------------------
+# --- demo ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -177,10 +213,18 @@ def test_help_exits_0():
 
 
 def test_json_history_file_example_from_the_api(tmp_path):
-    doc = {"model": "kv",
-           "ops": [{"client": 0, "call": 1200, "return": 5300,
-                    "input": {"op": "put", "key": "k", "value": "v", "version": None},
-                    "output": {"value": None, "version": 1, "err": None}}]}
+    doc = {
+        "model": "kv",
+        "ops": [
+            {
+                "client": 0,
+                "call": 1200,
+                "return": 5300,
+                "input": {"op": "put", "key": "k", "value": "v", "version": None},
+                "output": {"value": None, "version": 1, "err": None},
+            }
+        ],
+    }
     path = tmp_path / "api.json"
     path.write_text(json.dumps(doc))
     expect_verdict(run(["check", path, "--format", "json"]), True)
@@ -194,8 +238,18 @@ def test_check_timeout_gives_unknown_or_the_verdict_promptly(name, ok):
     import time
 
     start = time.monotonic()
-    proc = run(["check", PORCUPINE_DIR / "kv" / name, "--format", "porcupine-kv",
-                "--no-partition", "--timeout", "1"], timeout=60)
+    proc = run(
+        [
+            "check",
+            PORCUPINE_DIR / "kv" / name,
+            "--format",
+            "porcupine-kv",
+            "--no-partition",
+            "--timeout",
+            "1",
+        ],
+        timeout=60,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode in ((0 if ok else 1), 2), describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)
@@ -207,14 +261,39 @@ def test_bench_starts_serve_processes_and_prints_one_json_line(mode, tmp_path, m
     """`raftkv bench` with its own 3 `raftkv serve` processes: one JSON line on stdout with the
     schema of the issue, no errors, and no server left behind."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the servers' data dirs: found by `ps` below
-    proc = run(["bench", "--nodes", 3, "--clients", 4, "--seconds", 1, "--warmup", 0.2,
-                "--keyspace", 100, "--mode", mode], timeout=120, cwd=tmp_path)
+    proc = run(
+        [
+            "bench",
+            "--nodes",
+            3,
+            "--clients",
+            4,
+            "--seconds",
+            1,
+            "--warmup",
+            0.2,
+            "--keyspace",
+            100,
+            "--mode",
+            mode,
+        ],
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, describe(proc)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, describe(proc)
     r = json.loads(lines[0])
-    for field in ("mode", "clients", "nodes", "seconds", "value_size", "ops_per_s", "lat_us",
-                  "errors"):
+    for field in (
+        "mode",
+        "clients",
+        "nodes",
+        "seconds",
+        "value_size",
+        "ops_per_s",
+        "lat_us",
+        "errors",
+    ):
         assert field in r, (field, r)
     assert r["mode"] == mode and r["clients"] == 4 and r["nodes"] == 3
     assert r["ops_per_s"] > 0 and r["errors"] == 0, r
@@ -225,14 +304,17 @@ def test_bench_starts_serve_processes_and_prints_one_json_line(mode, tmp_path, m
 
 def test_bench_function_accepts_a_keyspace():
     with local_cluster("memory", "tokio") as cluster:
-        r = raftkv.bench(cluster.addrs, clients=2, seconds=0.5, warmup=0.1, mode="mixed",
-                         keyspace=20)
+        r = raftkv.bench(
+            cluster.addrs, clients=2, seconds=0.5, warmup=0.1, mode="mixed", keyspace=20
+        )
         assert r["ops_per_s"] > 0 and r["errors"] == 0
 
 
 def test_serve_rejects_a_worker_count_out_of_range():
-    proc = run(["serve", "--id", 1, "--peers", "1=127.0.0.1:1", "--storage", "memory",
-                "--workers", 0], timeout=30)
+    proc = run(
+        ["serve", "--id", 1, "--peers", "1=127.0.0.1:1", "--storage", "memory", "--workers", 0],
+        timeout=30,
+    )
     assert proc.returncode == 2, describe(proc)
     assert "--workers" in proc.stderr and "Traceback" not in proc.stderr, describe(proc)
 
@@ -240,18 +322,36 @@ def test_serve_rejects_a_worker_count_out_of_range():
 def test_serve_runs_the_runtime_with_the_workers_asked_for(tmp_path):
     """`raftkv serve --workers 3`: the process's tokio runtime has exactly 3 worker threads
     (`raftkv bench` starts its servers with 1)."""
-    from raftkv.cli import _free_ports
-    peer, client = _free_ports(2)
+    from raftkv.procs import free_ports
+
+    peer, client = free_ports(2)
     proc = subprocess.Popen(
-        raftkv_cli() + ["serve", "--id", "1", "--peers", f"1=127.0.0.1:{peer}",
-                        "--client-addrs", f"1=127.0.0.1:{client}", "--storage", "memory",
-                        "--workers", "3"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        raftkv_cli()
+        + [
+            "serve",
+            "--id",
+            "1",
+            "--peers",
+            f"1=127.0.0.1:{peer}",
+            "--client-addrs",
+            f"1=127.0.0.1:{client}",
+            "--storage",
+            "memory",
+            "--workers",
+            "3",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         clerk = raftkv.Clerk([f"127.0.0.1:{client}"], timeout=WAIT)
         clerk.put(b"k", b"v")  # the node is up and serving
-        names = [open(f"/proc/{proc.pid}/task/{t}/comm").read().strip()
-                 for t in os.listdir(f"/proc/{proc.pid}/task")]
+        names = [
+            open(f"/proc/{proc.pid}/task/{t}/comm").read().strip()
+            for t in os.listdir(f"/proc/{proc.pid}/task")
+        ]
         assert names.count("raftkv-tokio") == 3, names
     finally:
         proc.terminate()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import WAIT, combos, local_cluster, wait_until
 
 import raftkv
-from conftest import WAIT, combos, local_cluster, wait_until
 
 ERRORS = ("KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout")
 
@@ -30,16 +30,27 @@ def test_errors_are_distinct():
                 assert not issubclass(a, b), f"{a.__name__} must not subclass {b.__name__}"
 
 
-@pytest.mark.parametrize("addrs", [
-    [],
-    ["127.0.0.1"],                 # no port
-    ["127.0.0.1:notaport"],
-    ["127.0.0.1:70000"],           # port out of range
-    [":7001:"],
-    [""],
-    ["127.0.0.1:7001", "garbage"],  # one bad address among good ones
-], ids=["empty", "no-port", "port-not-a-number", "port-out-of-range", "colons", "empty-string",
-        "one-bad"])
+@pytest.mark.parametrize(
+    "addrs",
+    [
+        [],
+        ["127.0.0.1"],  # no port
+        ["127.0.0.1:notaport"],
+        ["127.0.0.1:70000"],  # port out of range
+        [":7001:"],
+        [""],
+        ["127.0.0.1:7001", "garbage"],  # one bad address among good ones
+    ],
+    ids=[
+        "empty",
+        "no-port",
+        "port-not-a-number",
+        "port-out-of-range",
+        "colons",
+        "empty-string",
+        "one-bad",
+    ],
+)
 def test_bad_addresses_raise_value_error(addrs):
     with pytest.raises(ValueError):
         raftkv.Clerk(addrs, timeout=1.0)
@@ -123,7 +134,8 @@ def test_request_over_the_frame_bound_fails_at_once_not_by_timeout():
             clerk.put(b"big", b"x" * (5 << 20))
         elapsed = time.monotonic() - start
         assert not isinstance(info.value, raftkv.Timeout), (
-            f"a too-large put raised Timeout after {elapsed:.1f} s instead of TooLarge")
+            f"a too-large put raised Timeout after {elapsed:.1f} s instead of TooLarge"
+        )
         assert isinstance(info.value, raftkv.TooLarge), repr(info.value)
         assert elapsed < 3
         # just under the bound works

@@ -11,10 +11,19 @@ import json
 import random
 
 import pytest
+from conftest import (
+    WAIT,
+    Workload,
+    assert_linearizable,
+    combos,
+    describe_cluster,
+    local_cluster,
+    tamper_one_get,
+    wait_caught_up,
+    wait_until,
+)
 
 import raftkv
-from conftest import (WAIT, Workload, assert_linearizable, combos, describe_cluster, local_cluster,
-                      tamper_one_get, wait_caught_up, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +35,13 @@ def other_than(leader, n):
 # --- concurrent clients under random partitions -----------------------------------------------
 
 
-@pytest.mark.parametrize("storage,runtime,n", [
-    pytest.param("lmdb", "tokio", 5, id="lmdb-tokio-5"),
-    pytest.param("memory", "smol", 3, id="memory-smol-3"),
-])
+@pytest.mark.parametrize(
+    "storage,runtime,n",
+    [
+        pytest.param("lmdb", "tokio", 5, id="lmdb-tokio-5"),
+        pytest.param("memory", "smol", 3, id="memory-smol-3"),
+    ],
+)
 def test_concurrent_clients_under_random_partitions(storage, runtime, n, tmp_path):
     rng = random.Random()
     seed = rng.randrange(2**32)
@@ -38,8 +50,9 @@ def test_concurrent_clients_under_random_partitions(storage, runtime, n, tmp_pat
     history = raftkv.History()
     with local_cluster(storage, runtime, n=n) as cluster:
         # two clients with a short timeout: some of their operations end unknown
-        with Workload(cluster.addrs, history, clients=4, keys=4, seed=seed,
-                      timeout=[5.0, 0.3]) as w:
+        with Workload(
+            cluster.addrs, history, clients=4, keys=4, seed=seed, timeout=[5.0, 0.3]
+        ) as w:
             w.wait_progress(20, what="before any fault")
             for _ in range(10):
                 nodes = list(range(n))
@@ -73,10 +86,13 @@ def test_concurrent_clients_under_random_partitions(storage, runtime, n, tmp_pat
 # --- a minority makes no progress, and catches up after heal ----------------------------------
 
 
-@pytest.mark.parametrize("storage,runtime,n", [
-    pytest.param("memory", "tokio", 3, id="memory-tokio-3"),
-    pytest.param("lmdb", "smol", 5, id="lmdb-smol-5"),
-])
+@pytest.mark.parametrize(
+    "storage,runtime,n",
+    [
+        pytest.param("memory", "tokio", 3, id="memory-tokio-3"),
+        pytest.param("lmdb", "smol", 5, id="lmdb-smol-5"),
+    ],
+)
 def test_minority_partition_no_progress_then_catch_up(storage, runtime, n):
     with local_cluster(storage, runtime, n=n) as cluster:
         clerk = raftkv.Clerk(cluster.addrs, timeout=WAIT)
@@ -94,13 +110,17 @@ def test_minority_partition_no_progress_then_catch_up(storage, runtime, n):
             leaders = [i for i, s in sts.items() if s["role"] == "leader"]
             return leaders  # a list: node 0 must count as found
 
-        new = wait_until(new_leader, what="a leader in the majority",
-                         detail=lambda: describe_cluster(cluster))[0]
+        new = wait_until(
+            new_leader, what="a leader in the majority", detail=lambda: describe_cluster(cluster)
+        )[0]
         assert new in majority
 
         # the isolated old leader stops leading (CheckQuorum)
-        wait_until(lambda: all(cluster.status(i)["role"] != "leader" for i in minority),
-                   what="the minority to stop leading", detail=lambda: describe_cluster(cluster))
+        wait_until(
+            lambda: all(cluster.status(i)["role"] != "leader" for i in minority),
+            what="the minority to stop leading",
+            detail=lambda: describe_cluster(cluster),
+        )
         frozen = {i: cluster.status(i)["commit_index"] for i in minority}
 
         # the majority makes progress
@@ -195,18 +215,23 @@ def test_unreliable_network(storage, runtime, tmp_path):
 # --- restart of the whole cluster ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("storage,runtime,snapshot_threshold", [
-    pytest.param("lmdb", "tokio", None, id="lmdb-tokio"),
-    pytest.param("lmdb", "smol", 20, id="lmdb-smol-snapshots"),
-])
-def test_whole_cluster_restart_keeps_acknowledged_writes(storage, runtime, snapshot_threshold,
-                                                         tmp_path):
+@pytest.mark.parametrize(
+    "storage,runtime,snapshot_threshold",
+    [
+        pytest.param("lmdb", "tokio", None, id="lmdb-tokio"),
+        pytest.param("lmdb", "smol", 20, id="lmdb-smol-snapshots"),
+    ],
+)
+def test_whole_cluster_restart_keeps_acknowledged_writes(
+    storage, runtime, snapshot_threshold, tmp_path
+):
     """Crash every node, restart every node: every acknowledged write is there (with
     snapshot_threshold=20 the state comes back from snapshots plus the log's tail)."""
     history = raftkv.History()
     acked = {}
-    with local_cluster(storage, runtime, data_dir=str(tmp_path / "data"),
-                       snapshot_threshold=snapshot_threshold) as cluster:
+    with local_cluster(
+        storage, runtime, data_dir=str(tmp_path / "data"), snapshot_threshold=snapshot_threshold
+    ) as cluster:
         clerk = raftkv.Clerk(cluster.addrs, timeout=WAIT, history=history)
         for i in range(60):
             key = f"key{i % 20}"
@@ -215,8 +240,11 @@ def test_whole_cluster_restart_keeps_acknowledged_writes(storage, runtime, snaps
         clerk.delete("key0")
         del acked["key0"]
         if snapshot_threshold is not None:
-            wait_until(lambda: all(cluster.status(i)["snapshot_index"] > 0 for i in range(3)),
-                       what="every node to snapshot", detail=lambda: describe_cluster(cluster))
+            wait_until(
+                lambda: all(cluster.status(i)["snapshot_index"] > 0 for i in range(3)),
+                what="every node to snapshot",
+                detail=lambda: describe_cluster(cluster),
+            )
         for rnd in range(2):
             for i in range(3):
                 cluster.crash(i)
@@ -287,8 +315,10 @@ def test_snapshots_compact_the_log_and_a_lagging_node_catches_up(storage, runtim
         leader = cluster.wait_leader(timeout=WAIT)
         target = cluster.status(leader)["commit_index"]
         # the leader has snapshotted past everything the lagging node has
-        wait_until(lambda: cluster.status(leader)["snapshot_index"] > sts[lagging]["last_index"],
-                   what="the leader to snapshot past the lagging node's log")
+        wait_until(
+            lambda: cluster.status(leader)["snapshot_index"] > sts[lagging]["last_index"],
+            what="the leader to snapshot past the lagging node's log",
+        )
 
         cluster.restart(lagging)
         wait_caught_up(cluster, [lagging], target=target)

@@ -10,10 +10,22 @@ import pytest
 import raftkv
 
 
-def op(client, call, ret, kind, key, value=None, version=None, out_value=None, out_version=None,
-       err=None):
+def op(
+    client,
+    call,
+    ret,
+    kind,
+    key,
+    value=None,
+    version=None,
+    out_value=None,
+    out_version=None,
+    err=None,
+):
     return {
-        "client": client, "call": call, "return": ret,
+        "client": client,
+        "call": call,
+        "return": ret,
         "input": {"op": kind, "key": key, "value": value, "version": version},
         "output": {"value": out_value, "version": out_version, "err": err},
     }
@@ -36,79 +48,109 @@ def test_empty_history():
 
 
 def test_sequential_ok():
-    assert check(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(0, 20, 30, "get", "k", out_value="a", out_version=1),
-        op(0, 40, 50, "append", "k", "b", out_version=2),
-        op(0, 60, 70, "get", "k", out_value="ab", out_version=2),
-        op(0, 80, 90, "delete", "k"),
-        op(0, 100, 110, "get", "k", err="no_key"),
-    ) is True
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(0, 20, 30, "get", "k", out_value="a", out_version=1),
+            op(0, 40, 50, "append", "k", "b", out_version=2),
+            op(0, 60, 70, "get", "k", out_value="ab", out_version=2),
+            op(0, 80, 90, "delete", "k"),
+            op(0, 100, 110, "get", "k", err="no_key"),
+        )
+        is True
+    )
 
 
 def test_stale_read_is_not_linearizable():
-    assert check(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(0, 20, 30, "put", "k", "b", out_version=2),
-        op(1, 40, 50, "get", "k", out_value="a", out_version=1),
-    ) is False
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(0, 20, 30, "put", "k", "b", out_version=2),
+            op(1, 40, 50, "get", "k", out_value="a", out_version=1),
+        )
+        is False
+    )
 
 
 def test_read_of_a_concurrent_write_is_linearizable():
-    assert check(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(0, 20, 100, "put", "k", "b", out_version=2),
-        op(1, 30, 40, "get", "k", out_value="a", out_version=1),
-        op(1, 50, 60, "get", "k", out_value="b", out_version=2),
-    ) is True
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(0, 20, 100, "put", "k", "b", out_version=2),
+            op(1, 30, 40, "get", "k", out_value="a", out_version=1),
+            op(1, 50, 60, "get", "k", out_value="b", out_version=2),
+        )
+        is True
+    )
 
 
 def test_wrong_version_is_not_linearizable():
-    assert check(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(0, 20, 30, "put", "k", "b", out_version=1),
-    ) is False
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(0, 20, 30, "put", "k", "b", out_version=1),
+        )
+        is False
+    )
 
 
 def test_conditional_put_semantics():
-    assert check(
-        op(0, 0, 10, "put", "k", "a", version=0, out_version=1),
-        op(0, 20, 30, "put", "k", "b", version=0, err="version"),
-        op(0, 40, 50, "put", "k", "c", version=1, out_version=2),
-        op(0, 60, 70, "put", "j", "x", version=3, err="no_key"),
-    ) is True
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", version=0, out_version=1),
+            op(0, 20, 30, "put", "k", "b", version=0, err="version"),
+            op(0, 40, 50, "put", "k", "c", version=1, out_version=2),
+            op(0, 60, 70, "put", "j", "x", version=3, err="no_key"),
+        )
+        is True
+    )
     # a conditional put that claims success at the wrong version
-    assert check(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(0, 20, 30, "put", "k", "b", version=5, out_version=6),
-    ) is False
+    assert (
+        check(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(0, 20, 30, "put", "k", "b", version=5, out_version=6),
+        )
+        is False
+    )
 
 
 def test_unknown_outcome_may_have_applied_or_not():
     # the timed-out put (return null) is seen later
-    assert check(
-        op(0, 0, None, "put", "k", "a", err="timeout"),
-        op(1, 50, 60, "get", "k", out_value="a", out_version=1),
-    ) is True
+    assert (
+        check(
+            op(0, 0, None, "put", "k", "a", err="timeout"),
+            op(1, 50, 60, "get", "k", out_value="a", out_version=1),
+        )
+        is True
+    )
     # ... or never
-    assert check(
-        op(0, 0, None, "put", "k", "a", err="timeout"),
-        op(1, 50, 60, "get", "k", err="no_key"),
-    ) is True
+    assert (
+        check(
+            op(0, 0, None, "put", "k", "a", err="timeout"),
+            op(1, 50, 60, "get", "k", err="no_key"),
+        )
+        is True
+    )
     # but not before its call
-    assert check(
-        op(1, 0, 10, "get", "k", out_value="a", out_version=1),
-        op(0, 50, None, "put", "k", "a", err="maybe"),
-    ) is False
+    assert (
+        check(
+            op(1, 0, 10, "get", "k", out_value="a", out_version=1),
+            op(0, 50, None, "put", "k", "a", err="maybe"),
+        )
+        is False
+    )
 
 
 def test_keys_are_independent():
-    assert check(
-        op(0, 0, 10, "put", "a", "1", out_version=1),
-        op(1, 0, 10, "put", "b", "1", out_version=1),
-        op(0, 20, 30, "get", "b", out_value="1", out_version=1),
-        op(1, 20, 30, "get", "a", out_value="1", out_version=1),
-    ) is True
+    assert (
+        check(
+            op(0, 0, 10, "put", "a", "1", out_version=1),
+            op(1, 0, 10, "put", "b", "1", out_version=1),
+            op(0, 20, 30, "get", "b", out_value="1", out_version=1),
+            op(1, 20, 30, "get", "a", out_value="1", out_version=1),
+        )
+        is True
+    )
 
 
 def test_json_round_trip_keeps_everything():
@@ -135,13 +177,16 @@ def test_json_round_trip_keeps_everything():
     assert json.loads(raftkv.History.from_json(h.to_json()).to_json()) == doc
 
 
-@pytest.mark.parametrize("bad", [
-    "",
-    "not json",
-    "{\"model\": \"kv\", \"ops\": [{\"client\": 0}]}",
-    "{\"model\": \"kv\", \"ops\": [{\"client\": 0, \"call\": 1, \"return\": 2, "
-    "\"input\": {\"op\": \"frobnicate\", \"key\": \"k\"}, \"output\": {}}]}",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "not json",
+        '{"model": "kv", "ops": [{"client": 0}]}',
+        '{"model": "kv", "ops": [{"client": 0, "call": 1, "return": 2, '
+        '"input": {"op": "frobnicate", "key": "k"}, "output": {}}]}',
+    ],
+)
 def test_from_json_rejects_malformed(bad):
     with pytest.raises((ValueError, raftkv.Error)):
         raftkv.History.from_json(bad)
@@ -153,15 +198,19 @@ def test_from_json_type_error():
 
 
 def test_visualize_writes_html(tmp_path):
-    ok = raftkv.check_linearizable(history_of(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(1, 20, 30, "get", "k", out_value="a", out_version=1),
-    ))
+    ok = raftkv.check_linearizable(
+        history_of(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(1, 20, 30, "get", "k", out_value="a", out_version=1),
+        )
+    )
     assert ok.ok is True
-    bad = raftkv.check_linearizable(history_of(
-        op(0, 0, 10, "put", "k", "a", out_version=1),
-        op(1, 20, 30, "get", "k", out_value="zzz", out_version=1),
-    ))
+    bad = raftkv.check_linearizable(
+        history_of(
+            op(0, 0, 10, "put", "k", "a", out_version=1),
+            op(1, 20, 30, "get", "k", out_value="zzz", out_version=1),
+        )
+    )
     assert bad.ok is False
     for name, result in (("ok.html", ok), ("bad.html", bad)):
         path = tmp_path / name
@@ -180,8 +229,10 @@ def test_check_timeout_argument_and_model():
 def test_history_is_thread_safe():
     """Many clerks recording concurrently into one History need real concurrency; here just
     check len/to_json from several threads while another history is filled by from_json."""
-    ops = [op(i % 8, i * 10, i * 10 + 5, "put", f"k{i % 8}", f"v{i}", out_version=i // 8 + 1)
-           for i in range(800)]
+    ops = [
+        op(i % 8, i * 10, i * 10 + 5, "put", f"k{i % 8}", f"v{i}", out_version=i // 8 + 1)
+        for i in range(800)
+    ]
     h = history_of(*ops)
     errors = []
 
@@ -190,7 +241,7 @@ def test_history_is_thread_safe():
             for _ in range(20):
                 assert len(h) == 800
                 assert len(json.loads(h.to_json())["ops"]) == 800
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=reader) for _ in range(4)]

@@ -49,17 +49,28 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how,runtime,call", [
-    pytest.param("crash-all", "tokio", 'clerk.get(b"k")', id="crash-all-tokio-get"),
-    pytest.param("no-majority", "smol", 'clerk.get(b"k")', id="no-majority-smol-get"),
-    pytest.param("no-majority", "tokio", 'clerk.put(b"k", b"w")', id="no-majority-tokio-put"),
-    pytest.param("crash-all", "smol", "cluster.wait_leader(timeout=120.0)",
-                 id="crash-all-smol-wait_leader"),
-])
+@pytest.mark.parametrize(
+    "how,runtime,call",
+    [
+        pytest.param("crash-all", "tokio", 'clerk.get(b"k")', id="crash-all-tokio-get"),
+        pytest.param("no-majority", "smol", 'clerk.get(b"k")', id="no-majority-smol-get"),
+        pytest.param("no-majority", "tokio", 'clerk.put(b"k", b"w")', id="no-majority-tokio-put"),
+        pytest.param(
+            "crash-all",
+            "smol",
+            "cluster.wait_leader(timeout=120.0)",
+            id="crash-all-smol-wait_leader",
+        ),
+    ],
+)
 def test_ctrl_c_interrupts_a_blocked_call(how, runtime, call):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD % call, how, runtime],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD % call, how, runtime],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: queue.Queue = queue.Queue()
 
     def pump():
@@ -80,7 +91,9 @@ def test_ctrl_c_interrupts_a_blocked_call(how, runtime, call):
                 break
             if line == "READY":
                 ready = time.monotonic()
-        assert ready is not None, f"the child never got ready: {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert ready is not None, (
+            f"the child never got ready: {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
 
         # SIGINT 1 s into the blocked call (polling, so a fast return would be noticed)
         while time.monotonic() < ready + 1.0:
@@ -111,7 +124,8 @@ def test_ctrl_c_interrupts_a_blocked_call(how, runtime, call):
         # the call had been blocked for ~1 s when the signal came; it must end within ~2 s of it
         blocked = float(interrupted[0].split()[1])
         assert blocked < (sent - ready) + 2.5, (
-            f"KeyboardInterrupt came {blocked - (sent - ready):.2f} s after SIGINT")
+            f"KeyboardInterrupt came {blocked - (sent - ready):.2f} s after SIGINT"
+        )
         assert exited - sent < 15
     finally:
         if proc.poll() is None:

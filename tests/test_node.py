@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import WAIT, raftkv_cli, wait_until
 
 import raftkv
-from conftest import WAIT, raftkv_cli, wait_until
 
 OFFSET = 1000
 
@@ -59,10 +59,13 @@ def leader_of(nodes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("storage,runtime", [
-    pytest.param("lmdb", "tokio", id="lmdb-tokio"),
-    pytest.param("memory", "smol", id="memory-smol"),
-])
+@pytest.mark.parametrize(
+    "storage,runtime",
+    [
+        pytest.param("lmdb", "tokio", id="lmdb-tokio"),
+        pytest.param("memory", "smol", id="memory-smol"),
+    ],
+)
 def test_three_nodes(tmp_path, storage, runtime):
     ports = free_ports(3)
     peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
@@ -120,19 +123,43 @@ def test_serve_processes_with_get_and_put(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         for i in range(3):
-            procs.append(subprocess.Popen(
-                raftkv_cli() + ["serve", "--id", str(i + 1), "--peers", peers,
-                                "--data-dir", str(tmp_path / f"node{i + 1}")],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+            procs.append(
+                subprocess.Popen(
+                    raftkv_cli()
+                    + [
+                        "serve",
+                        "--id",
+                        str(i + 1),
+                        "--peers",
+                        peers,
+                        "--data-dir",
+                        str(tmp_path / f"node{i + 1}"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
 
         def put_ok():
-            proc = subprocess.run(raftkv_cli() + ["put", "served", "yes", "--endpoints", endpoints],
-                                  capture_output=True, text=True, timeout=60, env=env)
+            proc = subprocess.run(
+                raftkv_cli() + ["put", "served", "yes", "--endpoints", endpoints],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
             return proc.returncode == 0
 
         wait_until(put_ok, timeout=30, interval=0.2, what="`raftkv put` against the served nodes")
-        proc = subprocess.run(raftkv_cli() + ["get", "served", "--endpoints", endpoints],
-                              capture_output=True, text=True, timeout=60, env=env)
+        proc = subprocess.run(
+            raftkv_cli() + ["get", "served", "--endpoints", endpoints],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "yes" in proc.stdout
         clerk = raftkv.Clerk(endpoints.split(","), timeout=WAIT)
@@ -148,7 +175,10 @@ def test_serve_processes_with_get_and_put(tmp_path):
                 pytest.fail("`raftkv serve` did not stop within 15 s of SIGINT")
             err = p.stderr.read()
             assert "Traceback" not in err, err
-            assert p.returncode in (0, -signal.SIGINT, 128 + signal.SIGINT, 130), (p.returncode, err)
+            assert p.returncode in (0, -signal.SIGINT, 128 + signal.SIGINT, 130), (
+                p.returncode,
+                err,
+            )
     finally:
         for p in procs:
             if p.poll() is None:

@@ -18,6 +18,10 @@ The command line: ``raftkv --help`` (serve, get, put, check, demo, bench).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from importlib import metadata as _metadata
+from typing import Any, Literal
+
 from raftkv._raftkv import (
     CheckOutcome,
     Clerk,
@@ -33,16 +37,28 @@ from raftkv._raftkv import (
     Timeout,
     TooLarge,
     VersionMismatch,
-    bench as _bench,
     check_file,
     check_linearizable,
+)
+from raftkv._raftkv import (
+    bench as _bench,
 )
 
 #: The result type of :func:`check_linearizable` and :func:`check_file`
 #: (``.ok``: True | False | None, ``.visualize(path)``).
 CheckResult = CheckOutcome
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    # Single-sourced: maturin takes the version from Cargo into the package metadata.
+    try:
+        return _metadata.version("raftkv")
+    except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+#: The installed package's version (the Cargo version of the extension crate).
+__version__: str = _version()
 
 __all__ = [
     "CheckOutcome",
@@ -66,19 +82,39 @@ __all__ = [
 ]
 
 
-def bench(addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0,
-          timeout=10.0, progress=None, interval=1.0, keyspace=10_000):
+def bench(
+    addresses: Iterable[str] | str,
+    clients: int = 64,
+    seconds: float = 10.0,
+    mode: Literal["put", "get", "mixed"] = "put",
+    value_size: int = 100,
+    warmup: float = 1.0,
+    timeout: float = 10.0,
+    progress: Callable[[float, int, int], object] | None = None,
+    interval: float = 1.0,
+    keyspace: int = 10_000,
+) -> dict[str, Any]:
     """Runs ``clients`` closed-loop Clerks (in Rust, on the extension's tokio runtime) against
     the cluster at ``addresses`` for ``warmup`` + ``seconds`` seconds.
 
     ``mode``: ``"put"`` | ``"get"`` | ``"mixed"`` (gets and puts at random, half each); keys
     are drawn uniformly from ``keyspace`` keys ``k000000..`` (get and mixed write them all
-    first, outside the warm-up), values are ``value_size`` random alphanumeric bytes. ``progress(elapsed_s, ops, errors)`` is
-    called about every ``interval`` seconds while measuring.
+    first, outside the warm-up), values are ``value_size`` random alphanumeric bytes.
+    ``progress(elapsed_s, ops, errors)`` is called about every ``interval`` seconds while
+    measuring.
 
     Returns a dict: ``ops``, ``seconds``, ``ops_per_s``, ``errors`` and
     ``lat_us = {"p50", "p99", "p999"}`` (microseconds, measured after the warm-up).
     """
-    return _bench(addresses, clients=clients, seconds=seconds, mode=mode, value_size=value_size,
-                  warmup=warmup, timeout=timeout, progress=progress, interval=interval,
-                  keyspace=keyspace)
+    return _bench(
+        addresses,
+        clients=clients,
+        seconds=seconds,
+        mode=mode,
+        value_size=value_size,
+        warmup=warmup,
+        timeout=timeout,
+        progress=progress,
+        interval=interval,
+        keyspace=keyspace,
+    )

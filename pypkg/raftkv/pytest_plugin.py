@@ -18,31 +18,40 @@ Fixtures:
 from __future__ import annotations
 
 import os
+import pathlib
 import re
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import raftkv
 
+#: The type of the ``raftkv_check`` fixture's value.
+CheckFunction = Callable[..., raftkv.CheckOutcome]
 
-def pytest_addoption(parser):
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Adds ``--raftkv-html-dir`` to pytest's options."""
     group = parser.getgroup("raftkv")
-    group.addoption("--raftkv-html-dir", default=None,
-                    help="where raftkv_check writes the HTML of a failed linearizability check "
-                         "(default: beside --junitxml, else <rootdir>/raftkv-html)")
+    group.addoption(
+        "--raftkv-html-dir",
+        default=None,
+        help="where raftkv_check writes the HTML of a failed linearizability check "
+        "(default: beside --junitxml, else <rootdir>/raftkv-html)",
+    )
 
 
-def _html_dir(config) -> str:
-    d = config.getoption("--raftkv-html-dir", default=None)
+def _html_dir(config: pytest.Config) -> str:
+    d: str | None = config.getoption("--raftkv-html-dir", default=None)
     if d:
         return os.path.abspath(d)
-    xml = getattr(config.option, "xmlpath", None)
+    xml: str | None = getattr(config.option, "xmlpath", None)
     if xml:
         return os.path.dirname(os.path.abspath(xml))
     return os.path.join(str(config.rootpath), "raftkv-html")
 
 
-def _html_path(request) -> str:
+def _html_path(request: pytest.FixtureRequest) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid).strip("_")
     d = _html_dir(request.config)
     os.makedirs(d, exist_ok=True)
@@ -50,13 +59,13 @@ def _html_path(request) -> str:
 
 
 @pytest.fixture
-def raftkv_history():
+def raftkv_history() -> raftkv.History:
     """A fresh, thread-safe raftkv.History."""
     return raftkv.History()
 
 
 @pytest.fixture
-def raftkv_cluster(tmp_path):
+def raftkv_cluster(tmp_path: pathlib.Path) -> Iterator[raftkv.LocalCluster]:
     """A 3-node LocalCluster on LMDB under tmp_path, with a leader; closed after the test."""
     cluster = raftkv.LocalCluster(n=3, storage="lmdb", data_dir=str(tmp_path / "raftkv"))
     try:
@@ -72,14 +81,19 @@ def raftkv_cluster(tmp_path):
 
 
 @pytest.fixture
-def raftkv_check(request):
+def raftkv_check(request: pytest.FixtureRequest) -> CheckFunction:
     """``raftkv_check(history=None, timeout=60.0, allow_unknown=False)``: checks the history
     (default: this test's ``raftkv_history``); on a failure writes the HTML and fails the test
     naming the file. Returns the check result."""
 
-    def check(history=None, timeout=60.0, allow_unknown=False):
+    def check(
+        history: raftkv.History | None = None,
+        timeout: float | None = 60.0,
+        allow_unknown: bool = False,
+    ) -> raftkv.CheckOutcome:
         if history is None:
             history = request.getfixturevalue("raftkv_history")
+            assert isinstance(history, raftkv.History)
         result = raftkv.check_linearizable(history, timeout=timeout)
         if result.ok is True or (result.ok is None and allow_unknown):
             return result
@@ -87,10 +101,13 @@ def raftkv_check(request):
         result.visualize(path)
         request.node.user_properties.append(("raftkv_html", path))
         request.node.add_report_section("call", "raftkv", f"linearizability check: {path}")
-        what = "not linearizable" if result.ok is False else (
-            f"linearizability unknown ({result.reason or 'undecided'})")
-        pytest.fail(f"history of {len(history)} ops is {what}; visualization: {path}",
-                    pytrace=False)
-        return result  # not reached
+        what = (
+            "not linearizable"
+            if result.ok is False
+            else (f"linearizability unknown ({result.reason or 'undecided'})")
+        )
+        pytest.fail(
+            f"history of {len(history)} ops is {what}; visualization: {path}", pytrace=False
+        )
 
     return check

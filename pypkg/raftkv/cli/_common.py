@@ -1,0 +1,77 @@
+"""What the commands share: usage errors, address lists, argument types, the error line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+ADDRESSES_HELP = (
+    "A node's client address is the host of its peer address with port + 1000 "
+    "(--client-port-offset), unless --client-addrs names them."
+)
+
+ENDPOINTS_HELP = (
+    "client addresses HOST:PORT[,HOST:PORT...] of any nodes of the cluster "
+    "(default: $RAFTKV_ENDPOINTS). " + ADDRESSES_HELP
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input: ``main`` prints it as one line on stderr and exits 2."""
+
+
+def parse_id_map(text: str, what: str) -> dict[int, str]:
+    """Parses ``1=host:port,2=host:port`` into ``{1: "host:port", 2: "host:port"}``.
+
+    ``what`` names the option in the :class:`UsageError` raised for a malformed or empty list.
+    """
+    out: dict[int, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        ident, sep, addr = part.partition("=")
+        if not sep or not ident.strip().isdigit() or not addr.strip():
+            raise UsageError(f"bad {what} entry {part!r}: expected ID=HOST:PORT")
+        out[int(ident)] = addr.strip()
+    if not out:
+        raise UsageError(f"{what} is empty")
+    return out
+
+
+def endpoints(text: str | None) -> list[str]:
+    """The client addresses of ``--endpoints`` (or of ``$RAFTKV_ENDPOINTS`` when not given)."""
+    text = text or os.environ.get("RAFTKV_ENDPOINTS", "")
+    eps = [e.strip() for e in text.split(",") if e.strip()]
+    if not eps:
+        raise UsageError(
+            "no endpoints: give --endpoints HOST:PORT[,HOST:PORT...] "
+            "(client addresses) or set RAFTKV_ENDPOINTS"
+        )
+    return eps
+
+
+def err(msg: str) -> None:
+    """Prints ``raftkv: msg`` on stderr."""
+    print(f"raftkv: {msg}", file=sys.stderr, flush=True)
+
+
+def workers(s: str) -> int:
+    """argparse type: a tokio worker thread count, 1..256."""
+    v = int(s)
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError("must be 1..256")
+    return v
+
+
+def non_negative_float(s: str) -> float:
+    """argparse type: a float >= 0."""
+    v = float(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
