@@ -22,10 +22,10 @@ use futures::pin_mut;
 use raftkv_raft::{Rng, Runtime};
 use thiserror::Error;
 
-use crate::checker::models::{KvErr, KvOutput};
-use crate::history::History;
+use crate::history::{input_of, History};
 use crate::protocol::{Reply, RequestBody, ServerStatus};
 use crate::state::{KvError, Op, Outcome};
+use raftkv_checker::models::{KvErr, KvOutput};
 
 /// Why a call to a server failed before any answer came.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         let pending = self
             .history
             .as_ref()
-            .map(|(h, c)| (h.clone(), h.call(*c, &op)));
+            .map(|(h, c)| (h.clone(), h.call(*c, input_of(&op))));
         let deadline = self.runtime.now() + self.config.timeout;
         let result = match op {
             Op::Get { key } => self.read(key, deadline).await,

@@ -6,24 +6,20 @@
 //! - [`protocol`]: the client protocol (requests, replies).
 //! - [`service`]: [`service::KvService`] — one node's endpoint: writes through the log, gets
 //!   through ReadIndex, `NotLeader` answers that name the leader's client address.
-//! - [`server`]: the TCP server in front of a service (the transport's framing, its own port).
 //! - [`clerk`]: [`clerk::Clerk`] — the client: leader finding, retries with backoff, deadlines,
 //!   exactly-once writes, `MaybeApplied`; generic over runtime and [`clerk::Connector`].
-//! - [`tcp_client`]: the TCP [`clerk::Connector`].
-//! - [`history`]: [`history::History`] — records what Clerks did, for the checker.
-//! - [`cluster`]: [`cluster::LocalCluster`] — n nodes in this process over real TCP, with fault
-//!   injection (the Python package's `LocalCluster`).
-//! - [`checker`]: a linearizability checker in the manner of Porcupine (Wing & Gong's search,
-//!   Lowe's memoization, P-compositionality), with readers for our JSON histories and Porcupine's
-//!   test-data formats, and a self-contained HTML visualization of a checked history.
+//! - [`history`]: records what Clerks did into the checker's [`history::History`].
+//! - `testing` (feature `testing`): whole KV clusters on the deterministic simulator, for tests
+//!   of this service and of services built on it.
+//!
+//! This crate names no storage, transport or async runtime: `raftkv-node` serves a
+//! [`service::KvService`] over TCP, connects Clerks over TCP, and assembles nodes and
+//! in-process clusters on LMDB or memory storage.
 
-pub mod checker;
 pub mod clerk;
-pub mod cluster;
 pub mod history;
 pub mod protocol;
-pub mod server;
 pub mod service;
-pub mod standalone;
 pub mod state;
-pub mod tcp_client;
+#[cfg(feature = "testing")]
+pub mod testing;

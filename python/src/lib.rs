@@ -18,15 +18,15 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use raftkv_kv::checker::formats::json::read_json;
-use raftkv_kv::checker::{AnyHistory, CheckOptions, CheckResult, Format, Verdict};
+use raftkv_checker::formats::json::read_json;
+use raftkv_checker::history::History as RHistory;
+use raftkv_checker::{AnyHistory, CheckOptions, CheckResult, Format, Verdict};
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig, ClerkError};
-use raftkv_kv::cluster::{
+use raftkv_node::cluster::{
     ClusterConfig, ClusterError as RClusterError, LocalCluster as RCluster, StorageKind,
 };
-use raftkv_kv::history::History as RHistory;
-use raftkv_kv::standalone::{StandaloneConfig, StandaloneNode};
-use raftkv_kv::tcp_client::TcpConnector;
+use raftkv_node::standalone::{StandaloneConfig, StandaloneNode};
+use raftkv_node::tcp_client::TcpConnector;
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use raftkv_raft::Status;
@@ -443,7 +443,7 @@ fn check_file(
 ) -> PyResult<CheckOutcome> {
     let fmt: Format = format
         .parse()
-        .map_err(|e: raftkv_kv::checker::formats::UnknownFormat| {
+        .map_err(|e: raftkv_checker::formats::UnknownFormat| {
             PyValueError::new_err(e.to_string())
         })?;
     let expected = match fmt {
@@ -466,7 +466,7 @@ fn check_file(
     let history = py
         .allow_threads(move || AnyHistory::read_file(fmt, &p))
         .map_err(|e| match e {
-            raftkv_kv::checker::ReadError::Io(io) => PyErr::from(io),
+            raftkv_checker::ReadError::Io(io) => PyErr::from(io),
             e => HistoryError::new_err(format!("{}: {e}", path.display())),
         })?;
     run_check(py, history, partition, timeout)
