@@ -29,6 +29,7 @@ use raftkv_checker::models::{KvErr, KvOutput};
 
 /// Why a call to a server failed before any answer came.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError {
     /// The request was certainly not delivered (no connection could be made).
     #[error("unreachable: {0}")]
@@ -57,6 +58,7 @@ pub trait Connector: Send + Sync + 'static {
 
 /// Why a Clerk operation failed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClerkError {
     /// The key does not exist.
     #[error("no such key")]
@@ -73,9 +75,17 @@ pub enum ClerkError {
     /// The request is larger than the servers accept.
     #[error("request too large")]
     TooLarge,
-    /// A server answered something this Clerk cannot use (a bug or a version mismatch).
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    /// A server answered something this Clerk cannot use (a bug, or client and server of
+    /// different versions).
+    #[error("protocol error: unexpected answer {reply:?}")]
+    UnexpectedReply { reply: Box<Reply> },
+    /// A server refused the request with an error the Clerk does not expect for it (such as
+    /// `Malformed`).
+    #[error("protocol error: the server refused the request: {error}")]
+    Refused { error: KvError },
+    /// The one server asked (by [`Clerk::server_status`]) could not be reached.
+    #[error("cannot reach the server: {error}")]
+    Call { error: CallError },
 }
 
 /// How a Clerk retries.
@@ -209,8 +219,10 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         pin_mut!(call, timer);
         match select(call, timer).await {
             Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
-            Either::Left((Ok(other), _)) => Err(ClerkError::Protocol(format!("{other:?}"))),
-            Either::Left((Err(e), _)) => Err(ClerkError::Protocol(e.to_string())),
+            Either::Left((Ok(other), _)) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
+            Either::Left((Err(error), _)) => Err(ClerkError::Call { error }),
             Either::Right(_) => Err(ClerkError::Timeout(self.config.attempt_timeout)),
         }
     }
@@ -279,7 +291,9 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 self.seq = 0;
                 Ok(session)
             }
-            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            Some(other) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
             None => Err(ClerkError::Timeout(self.config.timeout)),
         }
     }
@@ -291,10 +305,12 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
                 Err(ClerkError::Version { current })
             }
-            Some(Reply::Done(Outcome::Err(e))) => Err(ClerkError::Protocol(e.to_string())),
+            Some(Reply::Done(Outcome::Err(error))) => Err(ClerkError::Refused { error }),
             Some(Reply::Done(outcome)) => Ok(outcome),
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
-            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            Some(other) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
         }
     }
 
@@ -381,7 +397,9 @@ fn written(outcome: Outcome) -> Result<u64, ClerkError> {
 }
 
 fn unexpected(outcome: Outcome) -> ClerkError {
-    ClerkError::Protocol(format!("unexpected answer {outcome:?}"))
+    ClerkError::UnexpectedReply {
+        reply: Box::new(Reply::Done(outcome)),
+    }
 }
 
 /// The history's output for a result.

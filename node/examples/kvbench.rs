@@ -1,102 +1,84 @@
 //! A closed-loop load generator against an in-process 3-node cluster (TCP + LMDB, tokio), for
 //! profiling the hot path: `cargo run --release -p raftkv-node --example kvbench -- [clients]
-//! [seconds] [put|get|mixed]`. Prints ops/s and latency percentiles. `raftkv bench` (the Python
-//! CLI) is the benchmark of record: it runs each node in its own process.
+//! [seconds] [put|get|mixed]`. Prints ops/s and latency percentiles as one JSON line.
+//! `KVBENCH_MEMORY=1` keeps the logs in memory. `raftkv bench` (the Python CLI) is the
+//! benchmark of record: it runs the same load generator ([`raftkv_node::load`]) against nodes
+//! that each have a process of their own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use raftkv_kv::clerk::ClerkConfig;
 use raftkv_node::cluster::{ClusterConfig, LocalCluster, StorageKind};
+use raftkv_node::load::{Load, LoadConfig, LoadMode};
 use raftkv_raft::runtime::tokio::TokioRuntime;
-use raftkv_raft::Runtime;
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let clients: usize = args.get(1).map_or(64, |a| a.parse().expect("clients"));
-    let seconds: f64 = args.get(2).map_or(5.0, |a| a.parse().expect("seconds"));
-    let mode = args.get(3).cloned().unwrap_or_else(|| "put".into());
+    let parsed = (|| -> Result<(usize, f64, LoadMode), String> {
+        let clients = args
+            .get(1)
+            .map_or(Ok(64), |a| a.parse().map_err(|e| format!("clients: {e}")))?;
+        let seconds = args
+            .get(2)
+            .map_or(Ok(5.0), |a| a.parse().map_err(|e| format!("seconds: {e}")))?;
+        let mode = args
+            .get(3)
+            .map_or(Ok(LoadMode::Put), |a| a.parse().map_err(|e| format!("{e}")))?;
+        if clients == 0 || !(seconds > 0.0 && seconds < 86_400.0) {
+            return Err("clients must be positive and seconds in (0, 86400)".into());
+        }
+        Ok((clients, seconds, mode))
+    })();
+    let (clients, seconds, mode) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kvbench: {e}\nusage: kvbench [clients] [seconds] [put|get|mixed]");
+            return ExitCode::from(2);
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    let handle = rt.handle().clone();
-    rt.block_on(async move {
-        let runtime = TokioRuntime::new(handle);
-        let storage = if std::env::var("KVBENCH_MEMORY").is_ok() {
-            StorageKind::Memory
-        } else {
-            StorageKind::Lmdb
-        };
-        let mut cluster = LocalCluster::start(runtime.clone(), ClusterConfig::new(3, storage))
-            .await
-            .unwrap();
-        cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
-        let value = "x".repeat(100);
-        let stop = Arc::new(AtomicBool::new(false));
-        let measuring = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = futures::channel::mpsc::unbounded::<(Vec<u32>, u64)>();
-        for c in 0..clients {
-            let mut clerk = cluster.clerk(ClerkConfig::default());
-            let (stop, measuring, tx, value, mode) = (stop.clone(), measuring.clone(), tx.clone(), value.clone(), mode.clone());
-            runtime.spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0;
-                let mut j = c as u64 * 7919;
-                while !stop.load(Ordering::Relaxed) {
-                    j = j.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let key = format!("k{:06}", (j >> 33) % 10_000);
-                    let t = Instant::now();
-                    let put = match mode.as_str() {
-                        "get" => false,
-                        "mixed" => (j >> 20) & 1 == 0,
-                        _ => true,
-                    };
-                    let ok = if put {
-                        clerk.put(key, value.clone(), None).await.is_ok()
-                    } else {
-                        match clerk.get(key).await {
-                            Ok(_) | Err(raftkv_kv::clerk::ClerkError::NoKey) => true,
-                            Err(_) => false,
-                        }
-                    };
-                    if measuring.load(Ordering::Relaxed) {
-                        if ok {
-                            lat.push(t.elapsed().as_micros() as u32);
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                }
-                let _ = tx.unbounded_send((lat, errors));
-            });
-        }
-        drop(tx);
-        runtime.sleep(Duration::from_secs(1)).await;
-        measuring.store(true, Ordering::Relaxed);
-        let start = Instant::now();
-        runtime.sleep(Duration::from_secs_f64(seconds)).await;
-        measuring.store(false, Ordering::Relaxed);
-        let elapsed = start.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
-        use futures::StreamExt;
-        let mut all = Vec::new();
-        let mut errors = 0;
-        while let Some((lat, e)) = rx.next().await {
-            all.extend(lat);
-            errors += e;
-        }
-        all.sort_unstable();
-        let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
-        println!(
-            "{{\"clients\": {clients}, \"mode\": \"{mode}\", \"ops_per_s\": {:.0}, \"lat_us\": {{\"p50\": {}, \"p99\": {}, \"p999\": {}}}, \"errors\": {errors}}}",
-            all.len() as f64 / elapsed,
-            pct(0.5),
-            pct(0.99),
-            pct(0.999)
-        );
-        cluster.close().await;
+        .expect("cannot start the tokio runtime");
+    let runtime = TokioRuntime::new(rt.handle().clone());
+    let storage = if std::env::var_os("KVBENCH_MEMORY").is_some() {
+        StorageKind::Memory
+    } else {
+        StorageKind::Lmdb
+    };
+    let started = rt.block_on(async {
+        let cluster = LocalCluster::start(runtime.clone(), ClusterConfig::new(3, storage)).await?;
+        cluster.wait_leader(Duration::from_secs(5)).await?;
+        Ok::<_, raftkv_node::cluster::ClusterError>(cluster)
     });
+    let mut cluster = match started {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kvbench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _guard = rt.enter();
+    let mut config = LoadConfig::new(clients, mode);
+    // As before: gets of keys never written are answers too; no preload.
+    config.preload = false;
+    let load = Load::start(&runtime, cluster.addrs(), config);
+    std::thread::sleep(Duration::from_secs(1)); // warm-up
+    load.measure();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    load.stop();
+    let elapsed = start.elapsed().as_secs_f64();
+    let report = load.collect(Duration::from_secs(12));
+    println!(
+        "{{\"clients\": {clients}, \"mode\": \"{mode}\", \"ops_per_s\": {:.0}, \"lat_us\": {{\"p50\": {}, \"p99\": {}, \"p999\": {}}}, \"errors\": {}}}",
+        report.ops as f64 / elapsed,
+        report.latency_us_at(0.5),
+        report.latency_us_at(0.99),
+        report.latency_us_at(0.999),
+        report.errors,
+    );
+    rt.block_on(cluster.close());
+    ExitCode::SUCCESS
 }

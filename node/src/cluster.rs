@@ -10,22 +10,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use raftkv_raft::storage::MemStorage;
-use raftkv_raft::{
-    Config, NetRuntime, Node, NodeConfig, NodeError, NodeId, Persisted, Role, Runtime, Status,
-    Storage, StorageError, WriteOp,
-};
-use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
+use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, NodeId, Role, Runtime, Status};
 use raftkv_transport_tcp::{FaultFilter, LinkRule, TcpConfig, TcpTransport};
-use thiserror::Error;
 
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 
+pub use crate::error::ClusterError;
 use crate::server::{KvServer, ServerConfig};
+use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 
 /// Where a node keeps its log.
@@ -66,51 +63,6 @@ impl ClusterConfig {
     }
 }
 
-/// Why a cluster operation failed.
-#[derive(Debug, Error)]
-pub enum ClusterError {
-    #[error("a cluster needs 1 to 7 nodes, not {0}")]
-    Size(usize),
-    #[error("no node {0} (the cluster has {1})")]
-    NoSuchNode(usize, usize),
-    #[error("node {0} is not running")]
-    NotRunning(usize),
-    #[error("node {0} is already running")]
-    Running(usize),
-    #[error("no leader within {0:?}")]
-    NoLeader(Duration),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    #[error("node: {0}")]
-    Node(#[from] NodeError),
-    #[error("transport: {0}")]
-    Transport(String),
-}
-
-/// A node's storage, memory or LMDB.
-pub enum AnyStorage {
-    Memory(MemStorage),
-    Lmdb(LmdbStorage),
-}
-
-impl Storage for AnyStorage {
-    async fn load(&self) -> Result<Persisted, StorageError> {
-        match self {
-            AnyStorage::Memory(s) => s.load().await,
-            AnyStorage::Lmdb(s) => s.load().await,
-        }
-    }
-
-    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
-        match self {
-            AnyStorage::Memory(s) => s.write(ops).await,
-            AnyStorage::Lmdb(s) => s.write(ops).await,
-        }
-    }
-}
-
 struct Running<R: Runtime> {
     node: Node<R, KvStateMachine>,
     _server: KvServer,
@@ -142,14 +94,13 @@ pub struct LocalCluster<R: Runtime> {
     cluster_id: u64,
 }
 
-/// How long a restart waits for a crashed node's port and storage lock to be released.
-pub(crate) const RELEASE_WAIT: Duration = Duration::from_secs(10);
-
 impl<R: NetRuntime> LocalCluster<R> {
     /// Binds every node's addresses, then starts every node.
     pub async fn start(runtime: R, config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.nodes == 0 || config.nodes > 7 {
-            return Err(ClusterError::Size(config.nodes));
+            return Err(ClusterError::Size {
+                nodes: config.nodes,
+            });
         }
         let n = config.nodes;
         let peer_listeners: Vec<TcpListener> = (0..n)
@@ -227,7 +178,10 @@ impl<R: NetRuntime> LocalCluster<R> {
 
     fn check(&self, i: usize) -> Result<(), ClusterError> {
         if i >= self.nodes.len() {
-            return Err(ClusterError::NoSuchNode(i, self.nodes.len()));
+            return Err(ClusterError::NoSuchNode {
+                index: i,
+                nodes: self.nodes.len(),
+            });
         }
         Ok(())
     }
@@ -238,7 +192,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         self.nodes[i]
             .as_ref()
             .map(|r| &r.node)
-            .ok_or(ClusterError::NotRunning(i))
+            .ok_or(ClusterError::NotRunning { index: i })
     }
 
     /// Node `i`'s status.
@@ -267,7 +221,7 @@ impl<R: NetRuntime> LocalCluster<R> {
                 return Ok(i);
             }
             if self.runtime.now() >= deadline {
-                return Err(ClusterError::NoLeader(timeout));
+                return Err(ClusterError::NoLeader { waited: timeout });
             }
             self.runtime.sleep(Duration::from_millis(10)).await;
         }
@@ -287,7 +241,9 @@ impl<R: NetRuntime> LocalCluster<R> {
     /// made durable stays.
     pub async fn crash(&mut self, i: usize) -> Result<(), ClusterError> {
         self.check(i)?;
-        let running = self.nodes[i].take().ok_or(ClusterError::NotRunning(i))?;
+        let running = self.nodes[i]
+            .take()
+            .ok_or(ClusterError::NotRunning { index: i })?;
         running.node.shutdown().await;
         drop(running); // the server shuts down: accept loop, connections
         Ok(())
@@ -297,7 +253,7 @@ impl<R: NetRuntime> LocalCluster<R> {
     pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
         self.check(i)?;
         if self.nodes[i].is_some() {
-            return Err(ClusterError::Running(i));
+            return Err(ClusterError::Running { index: i });
         }
         let peer = self.rebind(self.peer_addrs[i]).await?;
         let client = self.rebind(self.client_addrs[i]).await?;
@@ -348,8 +304,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         tcp.fault_filter = Some(self.filter.clone());
         tcp.reconnect_backoff_min = Duration::from_millis(5);
         tcp.reconnect_backoff_max = Duration::from_millis(100);
-        let transport = TcpTransport::start_on(self.runtime.clone(), tcp, peer)
-            .map_err(|e| ClusterError::Transport(e.to_string()))?;
+        let transport = TcpTransport::start_on(self.runtime.clone(), tcp, peer)?;
         let storage = self.open_storage(i).await?;
         let sm = KvStateMachine::new(SessionConfig::default());
         let node = Node::start(self.runtime.clone(), node_config, storage, transport, sm).await?;
@@ -481,32 +436,4 @@ impl<R: Runtime> Drop for LocalCluster<R> {
 
 fn node_dir(data_dir: &Path, i: usize) -> PathBuf {
     data_dir.join(format!("node{}", i + 1))
-}
-
-/// Opens the LMDB storage in `dir`, waiting while a stopped node still holds its lock (its
-/// storage closes once its tasks have ended).
-pub(crate) async fn open_lmdb<R: Runtime>(
-    runtime: &R,
-    dir: &Path,
-) -> Result<LmdbStorage, ClusterError> {
-    let deadline = runtime.now() + RELEASE_WAIT;
-    loop {
-        match LmdbStorage::open(dir, LmdbOptions::default()) {
-            Ok(s) => return Ok(s),
-            Err(e) if runtime.now() >= deadline => return Err(e.into()),
-            Err(StorageError::Io(_)) => runtime.sleep(Duration::from_millis(20)).await,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Whether some process (or this one) still holds the storage lock in `dir`.
-pub(crate) fn lmdb_locked(dir: &Path) -> bool {
-    dir.exists() && LmdbStorage::open(dir, LmdbOptions::default()).is_err()
-}
-
-pub(crate) fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -8,11 +8,15 @@
 //!   processes or machines (the Python `Node`, `raftkv serve`).
 //! - [`cluster`]: [`cluster::LocalCluster`] — n KV nodes in this process over real TCP, with
 //!   fault injection (the Python `LocalCluster`).
+//! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, `kvbench`).
 //! - `wire`: what the server and the connector share (frames, write batching).
 
 pub mod cluster;
+mod error;
+pub mod load;
 pub mod server;
 pub mod standalone;
+pub mod storage;
 pub mod tcp_client;
 mod wire;
 

@@ -11,9 +11,8 @@ use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, NodeId, Runtime, Status};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 
-use crate::cluster::{
-    lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, ClusterError, RELEASE_WAIT,
-};
+use crate::error::ClusterError;
+use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 
@@ -70,14 +69,11 @@ impl<R: NetRuntime> StandaloneNode<R> {
     /// Binds the node's peer and client addresses, opens its storage and starts it.
     pub async fn start(runtime: R, config: StandaloneConfig) -> Result<Self, ClusterError> {
         let id = config.id;
-        let peer_addr = *config
-            .peers
-            .get(&id)
-            .ok_or_else(|| ClusterError::Transport(format!("node {id} is not among the peers")))?;
+        let peer_addr = *config.peers.get(&id).ok_or(ClusterError::NotAPeer { id })?;
         let client_addr = *config
             .client_addrs
             .get(&id)
-            .ok_or_else(|| ClusterError::Transport(format!("node {id} has no client address")))?;
+            .ok_or(ClusterError::NoClientAddr { id })?;
         let peer_listener = TcpListener::bind(peer_addr)?;
         let client_listener = TcpListener::bind(client_addr)?;
         let peer_addr = peer_listener.local_addr()?;
@@ -106,8 +102,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
                 AnyStorage::Lmdb(open_lmdb(&runtime, dir).await?)
             }
         };
-        let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)
-            .map_err(|e| ClusterError::Transport(e.to_string()))?;
+        let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
         let sm = KvStateMachine::new(SessionConfig::default());
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = KvService::new(

@@ -22,6 +22,7 @@ use super::{check, visualize, CheckOptions, CheckResult, Operation};
 
 /// Why a history could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The input could not be read.
     #[error("cannot read the history: {0}")]
@@ -105,8 +106,11 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of `json`, `porcupine-kv`, `jepsen-etcd`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown history format {0:?} (expected json, porcupine-kv or jepsen-etcd)")]
-pub struct UnknownFormat(pub String);
+#[error("unknown history format {name:?} (expected json, porcupine-kv or jepsen-etcd)")]
+pub struct UnknownFormat {
+    /// The name given.
+    pub name: String,
+}
 
 impl FromStr for Format {
     type Err = UnknownFormat;
@@ -116,7 +120,9 @@ impl FromStr for Format {
             "json" => Ok(Format::Json),
             "porcupine-kv" => Ok(Format::PorcupineKv),
             "jepsen-etcd" => Ok(Format::JepsenEtcd),
-            _ => Err(UnknownFormat(s.to_string())),
+            _ => Err(UnknownFormat {
+                name: s.to_string(),
+            }),
         }
     }
 }
