@@ -1,68 +1,13 @@
 //! Hashing, the linearized-set bitset and the visited set of (linearized set, state) pairs.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
-/// FxHash, the multiply-rotate hash of rustc: fast on short keys, not DoS-resistant (the keys
-/// are ours).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
+/// FxHash (the `rustc-hash` crate): fast on short keys, not DoS-resistant (the keys are ours).
+pub(crate) use rustc_hash::{FxBuildHasher, FxHasher};
 
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-/// `BuildHasher` for [`FxHasher`].
-pub(crate) type FxBuildHasher = BuildHasherDefault<FxHasher>;
+/// An odd constant with well-spread bits (FxHash's): spreads a state id before it is mixed
+/// with the linearized set's hash.
+const STATE_SPREAD: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
 /// FxHash of a string.
 pub(crate) fn hash_str(s: &str) -> u64 {
@@ -177,7 +122,7 @@ impl Visited {
 
     /// Records (`set`, `state`) unless already recorded.
     pub(crate) fn insert(&mut self, set: &Linearized, state: u32) -> Insert {
-        let key = mix(set.hash() ^ u64::from(state).wrapping_mul(FX_SEED));
+        let key = mix(set.hash() ^ u64::from(state).wrapping_mul(STATE_SPREAD));
         let words = set.words();
         let mask = self.slots.len() - 1;
         let mut i = key as usize & mask;

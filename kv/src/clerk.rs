@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::pin_mut;
+use raftkv_backoff::Backoff;
 use raftkv_raft::{Rng, Runtime};
 use thiserror::Error;
 
@@ -322,7 +323,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         deadline: Duration,
         body: impl Fn() -> RequestBody,
     ) -> (Option<Reply>, bool) {
-        let mut backoff = self.config.backoff_min;
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut tried_in_round = 0;
         let mut maybe_delivered = false;
         let mut followed_last = false;
@@ -375,17 +376,11 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             followed_last = follow;
             if ping_pong || tried_in_round >= self.addrs.len() {
                 tried_in_round = 0;
-                let pause = self.jittered(backoff);
+                let pause = backoff.next(self.rng.next_u64());
                 let left = deadline.saturating_sub(self.runtime.now());
                 self.runtime.sleep(pause.min(left)).await;
-                backoff = (backoff * 2).min(self.config.backoff_max);
             }
         }
-    }
-
-    /// `d` scaled by a pseudo-random factor in [0.5, 1.0].
-    fn jittered(&mut self, d: Duration) -> Duration {
-        d.mul_f64(0.5 + self.rng.range(0, 1000) as f64 / 2000.0)
     }
 }
 
