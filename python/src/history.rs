@@ -1,4 +1,4 @@
-//! `History`, `CheckResult` (the Rust `CheckOutcome` class), `check_linearizable` and
+//! `History`, `CheckResult` (the Python class `CheckOutcome`), `check_linearizable` and
 //! `check_file`: the linearizability checker, usable on its own.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use raftkv_checker::formats::json::read_json;
 use raftkv_checker::history::History as RHistory;
-use raftkv_checker::{AnyHistory, CheckOptions, CheckResult, Format, Verdict};
+use raftkv_checker::{AnyHistory, CheckOptions, CheckResult as RCheckResult, Format, Verdict};
 
 use crate::convert::{duration, to_bytes};
 use crate::errors::{Error, HistoryError};
@@ -65,14 +65,17 @@ impl History {
 
 /// The outcome of a linearizability check: `ok` is True (linearizable), False (not) or None
 /// (unknown: timed out). `visualize(path)` writes a self-contained HTML page of the history.
-#[pyclass(module = "raftkv._raftkv", frozen)]
-pub struct CheckOutcome {
+///
+/// One name in Rust, `CheckResult` (with its `Verdict`), as in `raftkv_checker`; the Python
+/// class keeps its published name `CheckOutcome` (`raftkv.CheckResult` is an alias of it).
+#[pyclass(module = "raftkv._raftkv", name = "CheckOutcome", frozen)]
+pub struct CheckResult {
     history: Arc<AnyHistory>,
-    result: Arc<CheckResult>,
+    result: Arc<RCheckResult>,
 }
 
 #[pymethods]
-impl CheckOutcome {
+impl CheckResult {
     /// True: linearizable; False: not; None: unknown (the check timed out or gave up).
     #[getter]
     fn ok(&self) -> Option<bool> {
@@ -155,7 +158,7 @@ fn run_check(
     history: AnyHistory,
     partition: bool,
     timeout: Option<f64>,
-) -> PyResult<CheckOutcome> {
+) -> PyResult<CheckResult> {
     // Bound each partition's visited set (past it the verdict is unknown, never an
     // out-of-memory kill); at most one partition per core is searched at once.
     let options = CheckOptions {
@@ -171,7 +174,7 @@ fn run_check(
         tokio::task::spawn_blocking(move || h.check(&options)).await
     })?
     .map_err(|e| Error::new_err(format!("internal error in the checker: {e}")))?;
-    Ok(CheckOutcome {
+    Ok(CheckResult {
         history,
         result: Arc::new(result),
     })
@@ -189,7 +192,7 @@ pub(crate) fn check_linearizable(
     model: &str,
     timeout: Option<f64>,
     partition: bool,
-) -> PyResult<CheckOutcome> {
+) -> PyResult<CheckResult> {
     if model != "kv" {
         return Err(PyValueError::new_err(format!(
             "a History is checked under model \"kv\", not {model:?} (use check_file for other formats)"
@@ -222,7 +225,7 @@ pub(crate) fn check_file(
     model: Option<&str>,
     timeout: Option<f64>,
     partition: bool,
-) -> PyResult<CheckOutcome> {
+) -> PyResult<CheckResult> {
     let fmt: Format = format
         .parse()
         .map_err(|e: raftkv_checker::formats::UnknownFormat| {

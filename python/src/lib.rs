@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::add_to(m)?;
     m.add_class::<history::History>()?;
-    m.add_class::<history::CheckOutcome>()?;
+    m.add_class::<history::CheckResult>()?;
     m.add_class::<clerk::Clerk>()?;
     m.add_class::<cluster::LocalCluster>()?;
     m.add_class::<node::Node>()?;
