@@ -1,5 +1,5 @@
 //! [`Clerk`]: the KV client. Runtime-generic like the driver, and generic over how it reaches a
-//! server ([`Connector`]: TCP in [`crate::tcp_client`], a simulated network in tests).
+//! server ([`Connector`]: TCP in `raftkv_node::tcp_client`, a simulated network in tests).
 //!
 //! - **Leader finding:** it remembers the last leader; a `NotLeader` answer names the leader's
 //!   client address, which the Clerk follows (and adds to its list when it did not know it), so

@@ -1,14 +1,14 @@
 //! `raftkv._raftkv`: the Rust core of the raftkv Python package, one module per concept.
 //!
-//! - [`errors`]: `raftkv.Error` and its subclasses (`KeyNotFound` is also a `KeyError`,
+//! - `errors`: `raftkv.Error` and its subclasses (`KeyNotFound` is also a `KeyError`,
 //!   `Timeout` a `TimeoutError`, `VersionMismatch` carries `.current`).
-//! - [`clerk`]: `Clerk`, a client of any cluster.
-//! - [`cluster`]: `LocalCluster`, n nodes in this process with faults (nodes named by index).
-//! - [`node`]: `Node`, one node of a cluster spread over processes (named by Raft id).
-//! - [`history`]: `History`, `check_linearizable`, `check_file` and their result.
-//! - [`bench`]: `bench`, the load generator of `raftkv bench`.
-//! - [`runtime`]: the tokio runtime every blocking call waits on, with the GIL released.
-//! - [`convert`]: Python arguments in, Python values out.
+//! - `clerk`: `Clerk`, a client of any cluster.
+//! - `cluster`: `LocalCluster`, n nodes in this process with faults (nodes named by index).
+//! - `node`: `Node`, one node of a cluster spread over processes (named by Raft id).
+//! - `history`: `History`, `check_linearizable`, `check_file` and their result.
+//! - `bench`: `bench`, the load generator of `raftkv bench`.
+//! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
+//! - `convert`: Python arguments in, Python values out.
 
 mod bench;
 mod clerk;
