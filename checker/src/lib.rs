@@ -1,4 +1,42 @@
-//! A linearizability checker in the manner of Porcupine.
+//! A linearizability checker in the manner of Porcupine. It knows nothing of Raft: any
+//! history of operations on an object with a sequential [`Model`] can be checked.
+//!
+//! # A tour of the modules
+//!
+//! - this module: [`Operation`], the [`Model`] trait, [`check`] with [`CheckOptions`], and its
+//!   outcome: a [`CheckResult`] whose [`Verdict`] is `Ok`, `Illegal` or `Unknown`.
+//! - [`models`]: [`models::KvModel`] (raftkv's versioned key/value store), and Porcupine's
+//!   [`models::PorcupineKvModel`] and Jepsen's etcd [`models::RegisterModel`].
+//! - [`formats`]: readers for our JSON histories, Porcupine's `kv` logs and Jepsen's etcd logs;
+//!   the JSON writer; [`AnyHistory`], a history of any of them.
+//! - [`history`]: [`history::History`], a thread-safe recorder of a key/value store's clients.
+//! - [`visualize`](mod@visualize): a self-contained HTML page of a checked history.
+//! - `search`, `cache` (private): the search, the linearized-set bitset and the visited set.
+//!
+//! # Checking a history
+//!
+//! ```
+//! use raftkv_checker::models::{KvErr, KvInput, KvModel, KvOp, KvOutput};
+//! use raftkv_checker::{check, CheckOptions, Operation, Verdict};
+//!
+//! let put = KvInput { op: KvOp::Put, key: "k".into(), value: Some("v".into()), version: None };
+//! let get = KvInput { op: KvOp::Get, key: "k".into(), value: None, version: None };
+//! let written = KvOutput { value: None, version: Some(1), err: None };
+//! let read = |value: Option<&str>, err| KvOutput { value: value.map(Into::into), version: value.map(|_| 1), err };
+//! // Client 0 puts k=v during [0, 10]; client 1 reads during [20, 30], after the put returned.
+//! let ok = vec![
+//!     Operation { client: 0, call: 0, ret: Some(10), input: put.clone(), output: written.clone() },
+//!     Operation { client: 1, call: 20, ret: Some(30), input: get.clone(), output: read(Some("v"), None) },
+//! ];
+//! assert_eq!(check(&KvModel, &ok, &CheckOptions::default()).verdict, Verdict::Ok);
+//! // Reading "no such key" after the put returned is not linearizable.
+//! let stale = vec![
+//!     Operation { client: 0, call: 0, ret: Some(10), input: put, output: written },
+//!     Operation { client: 1, call: 20, ret: Some(30), input: get, output: read(None, Some(KvErr::NoKey)) },
+//! ];
+//! let result = check(&KvModel, &stale, &CheckOptions::default());
+//! assert_eq!(result.verdict, Verdict::Illegal);
+//! ```
 //!
 //! # The algorithm in prose
 //!
@@ -441,3 +479,8 @@ pub fn check<M: Model>(
 
 #[cfg(test)]
 mod tests;
+
+/// The README's Rust snippet, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

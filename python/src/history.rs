@@ -34,7 +34,7 @@ impl History {
         }
     }
 
-    /// The history as JSON (see shared/API.md: {"model": "kv", "ops": [...]}).
+    /// The history as JSON ({"model": "kv", "ops": [...]}, the format `raftkv check` reads).
     fn to_json(&self) -> String {
         self.inner.to_json()
     }

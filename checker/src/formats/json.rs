@@ -1,4 +1,4 @@
-//! Our JSON history (`shared/API.md`):
+//! Our JSON history (the format raftkv records and `raftkv check` reads):
 //!
 //! ```json
 //! {"model": "kv",

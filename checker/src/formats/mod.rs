@@ -79,7 +79,7 @@ pub(crate) fn for_each_line(
 /// A history file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// Our JSON history (`shared/API.md`), model `kv`.
+    /// Our JSON history ([`json`]), model `kv`.
     Json,
     /// Porcupine's key/value logs (`{:process 0, :type :invoke, ...}` a line), unversioned kv.
     PorcupineKv,

@@ -1,4 +1,4 @@
-//! The model of our versioned key/value service (`shared/API.md`).
+//! The model of our versioned key/value service.
 //!
 //! Each key has a value and a version; a missing key has version 0. Every successful write
 //! (put, append) adds one to the version, so a key's first write gives version 1; a delete
