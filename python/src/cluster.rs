@@ -54,7 +54,10 @@ pub struct LocalCluster {
 }
 
 fn not_open() -> PyErr {
-    ClusterError::new_err("the cluster is closed")
+    ClusterError::new_err(
+        "the cluster is closed (close() was called, or the with block ended); start a new \
+         LocalCluster",
+    )
 }
 
 impl LocalCluster {
@@ -235,10 +238,11 @@ impl LocalCluster {
         })
     }
 
-    /// Node i's status: a dict with id (node index), raft_id, role ("leader", "follower",
-    /// "candidate", "pre-candidate"), term, leader (node index or None), commit_index,
-    /// applied_index, first_index, last_index, snapshot_index, persisted_index. Raises
-    /// raftkv.ClusterError if node i is not running.
+    /// Node i's status: a dict with index and id (both the node index i), raft_id (i + 1),
+    /// role ("leader", "follower", "candidate", "pre-candidate"), term, leader (node index or
+    /// None), leader_raft_id (Raft id or None), commit_index, applied_index, first_index,
+    /// last_index, snapshot_index, persisted_index. Raises raftkv.ClusterError if node i is
+    /// not running.
     fn status<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyDict>> {
         let i = node_index(i, self.n)?;
         let s = self.run(py, move |c| {

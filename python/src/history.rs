@@ -44,7 +44,7 @@ impl History {
     #[staticmethod]
     fn from_json(s: &Bound<'_, PyAny>) -> PyResult<Self> {
         let text = to_bytes(s, "the JSON text")?;
-        let ops = read_json(&text[..]).map_err(|e| HistoryError::new_err(e.to_string()))?;
+        let ops = read_json(&text[..]).map_err(json_err)?;
         Ok(Self {
             inner: RHistory::from_ops(ops),
         })
@@ -173,7 +173,11 @@ fn run_check(
         // The search is CPU-bound: keep it off the runtime's workers.
         tokio::task::spawn_blocking(move || h.check(&options)).await
     })?
-    .map_err(|e| Error::new_err(format!("internal error in the checker: {e}")))?;
+    .map_err(|e| {
+        Error::new_err(format!(
+            "internal error in the checker: {e}; this is a bug to report, with the history"
+        ))
+    })?;
     Ok(CheckResult {
         history,
         result: Arc::new(result),
@@ -202,7 +206,7 @@ pub(crate) fn check_linearizable(
         h.get().inner.operations()
     } else if history.is_instance_of::<PyString>() || history.is_instance_of::<PyBytes>() {
         let text = to_bytes(history, "history")?;
-        read_json(&text[..]).map_err(|e| HistoryError::new_err(e.to_string()))?
+        read_json(&text[..]).map_err(json_err)?
     } else {
         return Err(PyTypeError::new_err(format!(
             "history must be a raftkv.History or JSON text, not {}",
@@ -252,7 +256,19 @@ pub(crate) fn check_file(
         .allow_threads(move || AnyHistory::read_file(fmt, &p))
         .map_err(|e| match e {
             raftkv_checker::ReadError::Io(io) => PyErr::from(io),
-            e => HistoryError::new_err(format!("{}: {e}", path.display())),
+            e => HistoryError::new_err(format!(
+                "cannot read the history {}: {e}; check that format={format:?} is the file's \
+                 format (json, porcupine-kv or jepsen-etcd)",
+                path.display()
+            )),
         })?;
     run_check(py, history, partition, timeout)
+}
+
+/// The exception for JSON text that is not a history.
+fn json_err(e: raftkv_checker::ReadError) -> PyErr {
+    HistoryError::new_err(format!(
+        "cannot read the history: {e}; expected the JSON that History.to_json() writes \
+         ({{\"model\": \"kv\", \"ops\": [...]}})"
+    ))
 }

@@ -154,7 +154,9 @@ impl Node {
         block_on(py, async move {
             let mut g = running.lock().await;
             if g.is_some() {
-                return Err(ClusterError::new_err("the node is already running"));
+                return Err(ClusterError::new_err(
+                    "the node is already running; stop() it before starting it again",
+                ));
             }
             let n = if smol {
                 let r = SmolRuntime::new();
@@ -182,7 +184,9 @@ impl Node {
         let s = block_on(py, async move {
             let g = running.lock().await;
             match g.as_ref() {
-                None => Err(ClusterError::new_err("the node is not running")),
+                None => Err(ClusterError::new_err(
+                    "the node is not running; start() it first",
+                )),
                 Some(AnyNode::Tokio(n, _)) => ce(n.status().await),
                 Some(AnyNode::Smol(n, _)) => ce(n.status().await),
             }
