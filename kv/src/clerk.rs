@@ -1,5 +1,5 @@
 //! [`Clerk`]: the KV client. Runtime-generic like the driver, and generic over how it reaches a
-//! server ([`Connector`]: TCP in [`crate::tcp_client`], a simulated network in tests).
+//! server ([`Connector`]: TCP in `raftkv_node::tcp_client`, a simulated network in tests).
 //!
 //! - **Leader finding:** it remembers the last leader; a `NotLeader` answer names the leader's
 //!   client address, which the Clerk follows (and adds to its list when it did not know it), so
@@ -19,16 +19,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::pin_mut;
+use raftkv_backoff::Backoff;
 use raftkv_raft::{Rng, Runtime};
 use thiserror::Error;
 
-use crate::checker::models::{KvErr, KvOutput};
-use crate::history::History;
+use crate::history::{input_of, History};
 use crate::protocol::{Reply, RequestBody, ServerStatus};
 use crate::state::{KvError, Op, Outcome};
+use raftkv_checker::models::{KvErr, KvOutput};
 
 /// Why a call to a server failed before any answer came.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError {
     /// The request was certainly not delivered (no connection could be made).
     #[error("unreachable: {0}")]
@@ -57,6 +59,7 @@ pub trait Connector: Send + Sync + 'static {
 
 /// Why a Clerk operation failed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClerkError {
     /// The key does not exist.
     #[error("no such key")]
@@ -73,9 +76,17 @@ pub enum ClerkError {
     /// The request is larger than the servers accept.
     #[error("request too large")]
     TooLarge,
-    /// A server answered something this Clerk cannot use (a bug or a version mismatch).
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    /// A server answered something this Clerk cannot use (a bug, or client and server of
+    /// different versions).
+    #[error("protocol error: unexpected answer {reply:?}")]
+    UnexpectedReply { reply: Box<Reply> },
+    /// A server refused the request with an error the Clerk does not expect for it (such as
+    /// `Malformed`).
+    #[error("protocol error: the server refused the request: {error}")]
+    Refused { error: KvError },
+    /// The one server asked (by [`Clerk::server_status`]) could not be reached.
+    #[error("cannot reach the server: {error}")]
+    Call { error: CallError },
 }
 
 /// How a Clerk retries.
@@ -209,8 +220,10 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         pin_mut!(call, timer);
         match select(call, timer).await {
             Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
-            Either::Left((Ok(other), _)) => Err(ClerkError::Protocol(format!("{other:?}"))),
-            Either::Left((Err(e), _)) => Err(ClerkError::Protocol(e.to_string())),
+            Either::Left((Ok(other), _)) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
+            Either::Left((Err(error), _)) => Err(ClerkError::Call { error }),
             Either::Right(_) => Err(ClerkError::Timeout(self.config.attempt_timeout)),
         }
     }
@@ -220,7 +233,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         let pending = self
             .history
             .as_ref()
-            .map(|(h, c)| (h.clone(), h.call(*c, &op)));
+            .map(|(h, c)| (h.clone(), h.call(*c, input_of(&op))));
         let deadline = self.runtime.now() + self.config.timeout;
         let result = match op {
             Op::Get { key } => self.read(key, deadline).await,
@@ -279,7 +292,9 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 self.seq = 0;
                 Ok(session)
             }
-            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            Some(other) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
             None => Err(ClerkError::Timeout(self.config.timeout)),
         }
     }
@@ -291,10 +306,12 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
                 Err(ClerkError::Version { current })
             }
-            Some(Reply::Done(Outcome::Err(e))) => Err(ClerkError::Protocol(e.to_string())),
+            Some(Reply::Done(Outcome::Err(error))) => Err(ClerkError::Refused { error }),
             Some(Reply::Done(outcome)) => Ok(outcome),
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
-            Some(other) => Err(ClerkError::Protocol(format!("{other:?}"))),
+            Some(other) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
         }
     }
 
@@ -306,7 +323,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         deadline: Duration,
         body: impl Fn() -> RequestBody,
     ) -> (Option<Reply>, bool) {
-        let mut backoff = self.config.backoff_min;
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut tried_in_round = 0;
         let mut maybe_delivered = false;
         let mut followed_last = false;
@@ -359,17 +376,11 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             followed_last = follow;
             if ping_pong || tried_in_round >= self.addrs.len() {
                 tried_in_round = 0;
-                let pause = self.jittered(backoff);
+                let pause = backoff.next(self.rng.next_u64());
                 let left = deadline.saturating_sub(self.runtime.now());
                 self.runtime.sleep(pause.min(left)).await;
-                backoff = (backoff * 2).min(self.config.backoff_max);
             }
         }
-    }
-
-    /// `d` scaled by a pseudo-random factor in [0.5, 1.0].
-    fn jittered(&mut self, d: Duration) -> Duration {
-        d.mul_f64(0.5 + self.rng.range(0, 1000) as f64 / 2000.0)
     }
 }
 
@@ -381,7 +392,9 @@ fn written(outcome: Outcome) -> Result<u64, ClerkError> {
 }
 
 fn unexpected(outcome: Outcome) -> ClerkError {
-    ClerkError::Protocol(format!("unexpected answer {outcome:?}"))
+    ClerkError::UnexpectedReply {
+        reply: Box::new(Reply::Done(outcome)),
+    }
 }
 
 /// The history's output for a result.

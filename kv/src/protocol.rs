@@ -1,15 +1,11 @@
 //! The client protocol: what a Clerk sends to a KV server and what it answers.
 //!
-//! Over TCP each message is one frame of the transport's framing (a `u32` big-endian length and
-//! a postcard body, [`raftkv_transport_tcp::Codec`]) on the server's own client port. Requests
-//! carry an id chosen by the client; responses carry it back and may come out of order (a
-//! connection has several requests in flight). Both ends read frames with the transport's
-//! cancel-safe [`FrameReader`], re-exported here.
+//! The messages are plain serde types; how they travel is the carrier's business. Over TCP
+//! (`raftkv-node`'s server and connector) each message is one frame of the peer transport's
+//! framing (a `u32` big-endian length and a postcard body) on the server's own client port.
+//! Requests carry an id chosen by the client; responses carry it back and may come out of
+//! order (a connection has several requests in flight).
 
-use std::io;
-
-use raftkv_transport_tcp::CodecError;
-pub use raftkv_transport_tcp::FrameReader;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Op, Outcome};
@@ -81,26 +77,4 @@ pub struct ServerStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
-}
-
-/// Why a frame could not be read from a stream.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("bad frame: {0}")]
-    Codec(#[from] CodecError),
-}
-
-/// A connection's task gathers the frames ready at one moment into one write of about this
-/// many bytes at most (one frame more may go past it).
-pub(crate) const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
-
-/// Empties a write buffer, keeping at most 1 MiB of it allocated for the next batch.
-pub(crate) fn reuse_write_buffer(out: &mut Vec<u8>) {
-    if out.capacity() > 1 << 20 {
-        *out = Vec::new();
-    } else {
-        out.clear();
-    }
 }

@@ -1,5 +1,5 @@
 //! [`KvService`]: one node's KV endpoint, independent of how requests arrive. The TCP server
-//! ([`crate::server`]) and the simulator's client network both call [`KvService::handle`].
+//! (`raftkv_node::server`) and the simulator's client network both call [`KvService::handle`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

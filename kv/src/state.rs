@@ -67,6 +67,7 @@ impl Command {
 
 /// Expected failures of an operation (never a broken invariant).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum KvError {
     #[error("no such key")]
     NoKey,

@@ -8,19 +8,16 @@
 //! `RAFTKV_SEED=<n> cargo test --release -p raftkv-kv --test kvraft_sim -- <test> --exact
 //! --nocapture`, or sweep with `RAFTKV_SEEDS=0..50` (or `3,7,9`, or a count).
 
-#[path = "sim_kv/mod.rs"]
-mod sim_kv;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftkv_kv::checker::Verdict;
+use raftkv_checker::Verdict;
 use raftkv_kv::history::History;
 use raftkv_kv::state::{KvStateMachine, Outcome, SessionConfig};
+use raftkv_kv::testing::*;
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime};
 use raftkv_raft::{Runtime, StateMachine};
-use sim_kv::*;
 
 /// Phases of a generic test (the lab: 3).
 const ITERATIONS: usize = 3;

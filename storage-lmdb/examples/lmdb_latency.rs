@@ -9,10 +9,11 @@
 
 use bytes::Bytes;
 use futures::executor::block_on;
+use hdrhistogram::Histogram;
 use raftkv_raft::{Entry, HardState, Payload, Storage, WriteOp};
 use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const PAYLOAD_BYTES: usize = 100;
 const WARMUP_WRITES: usize = 50;
@@ -47,10 +48,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Latencies of `writes` writes of `per_write` entries each, after a warm-up.
-fn measure(storage: &LmdbStorage, per_write: usize, writes: usize) -> Vec<Duration> {
+fn measure(storage: &LmdbStorage, per_write: usize, writes: usize) -> Histogram<u64> {
     let payload = Payload::Command(Bytes::from(vec![0x5a; PAYLOAD_BYTES]));
     let mut next_index = 1;
-    let mut latencies = Vec::with_capacity(writes);
+    // Microseconds, 1 µs to one hour, three significant digits.
+    let mut latencies = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     for i in 0..WARMUP_WRITES + writes {
         let entries: Vec<Entry> = (next_index..next_index + per_write as u64)
             .map(|index| Entry {
@@ -69,15 +71,11 @@ fn measure(storage: &LmdbStorage, per_write: usize, writes: usize) -> Vec<Durati
         let start = Instant::now();
         block_on(storage.write(ops)).expect("write");
         if i >= WARMUP_WRITES {
-            latencies.push(start.elapsed());
+            let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            latencies.saturating_record(us.max(1));
         }
     }
     latencies
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn main() {
@@ -98,17 +96,15 @@ fn main() {
         let dir = base.path().join(format!("per-write-{per_write}"));
         let storage = LmdbStorage::open(&dir, LmdbOptions::default()).expect("open");
         let started = Instant::now();
-        let mut latencies = measure(&storage, per_write, args.writes);
+        let latencies = measure(&storage, per_write, args.writes);
         let elapsed = started.elapsed();
-        latencies.sort();
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
         let total_writes = (WARMUP_WRITES + args.writes) as f64;
         println!(
             "{per_write:>3} entries/write: p50 {:>7.0} us  p99 {:>7.0} us  max {:>7.0} us  \
              | {:>6.0} writes/s {:>8.0} entries/s",
-            us(percentile(&latencies, 0.50)),
-            us(percentile(&latencies, 0.99)),
-            us(*latencies.last().expect("at least one write")),
+            latencies.value_at_quantile(0.50),
+            latencies.value_at_quantile(0.99),
+            latencies.max(),
             total_writes / elapsed.as_secs_f64(),
             total_writes * per_write as f64 / elapsed.as_secs_f64(),
         );

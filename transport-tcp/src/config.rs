@@ -118,6 +118,7 @@ impl TcpConfig {
 
 /// A configuration that [`TcpConfig::validate`] refuses.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// This node's or a peer's id is 0.
     #[error("node id 0 is not a valid id")]

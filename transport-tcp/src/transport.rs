@@ -20,6 +20,7 @@ use thiserror::Error;
 
 /// Why a transport could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The configuration failed [`TcpConfig::validate`].
     #[error("invalid transport config: {0}")]

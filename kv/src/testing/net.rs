@@ -1,0 +1,302 @@
+//! The client network of a simulated KV cluster: [`ClientNet`] and its [`SimConnector`].
+
+use super::*;
+
+type Handler =
+    Arc<dyn Fn(RequestBody) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// How the client network behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientNetConfig {
+    /// One-way latency, virtual ms (inclusive range).
+    pub latency_ms: (u64, u64),
+    /// Chance that a request is lost before reaching the server.
+    pub drop_request: f64,
+    /// Chance that a reply is lost on its way back.
+    pub drop_reply: f64,
+    /// Of the drops, the fraction that never answer (the Clerk's attempt timeout ends them);
+    /// the others answer `Lost` after up to 100 ms, like labrpc's `false`.
+    pub silent_fraction: f64,
+    /// Chance that a request is held up to `long_delay_ms` more: it may reach the server long
+    /// after the Clerk gave up on it and moved on.
+    pub long_delay_chance: f64,
+    pub long_delay_ms: u64,
+    /// Chance that a request is delivered twice (the second copy a little later).
+    pub duplicate_chance: f64,
+}
+
+impl ClientNetConfig {
+    pub fn reliable() -> Self {
+        Self {
+            latency_ms: (1, 3),
+            drop_request: 0.0,
+            drop_reply: 0.0,
+            silent_fraction: 0.0,
+            long_delay_chance: 0.0,
+            long_delay_ms: 0,
+            duplicate_chance: 0.0,
+        }
+    }
+
+    /// labrpc's unreliable mode: up to 27 ms of delay, 10% of requests and 10% of replies lost.
+    pub fn unreliable() -> Self {
+        Self {
+            latency_ms: (1, 27),
+            drop_request: 0.1,
+            drop_reply: 0.1,
+            silent_fraction: 0.2,
+            ..Self::reliable()
+        }
+    }
+
+    /// Beyond labrpc: also requests held up to 3 s, which may reach a server after the Clerk
+    /// gave up on them. (Each request is still delivered at most once, as over TCP.)
+    pub fn hostile() -> Self {
+        Self {
+            long_delay_chance: 0.03,
+            long_delay_ms: 3_000,
+            ..Self::unreliable()
+        }
+    }
+}
+
+/// What the client network did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientNetStats {
+    pub calls: u64,
+    pub served: u64,
+    pub dropped_requests: u64,
+    pub dropped_replies: u64,
+    pub unreachable: u64,
+    /// Requests dropped because their server crashed while serving them.
+    pub lost_in_crash: u64,
+    pub delayed: u64,
+    pub duplicated: u64,
+}
+
+struct Server {
+    group: u64,
+    handler: Handler,
+}
+
+struct ClientNetInner {
+    servers: BTreeMap<String, Server>,
+    /// client → the addresses it is connected to.
+    reach: BTreeMap<u64, BTreeSet<String>>,
+    config: ClientNetConfig,
+    next_client: u64,
+    stats: ClientNetStats,
+}
+
+/// How a call ended, as the network tells the caller.
+enum Delivery {
+    Answer(Result<Reply, CallError>),
+    /// Lost without a trace: the caller waits until it gives up.
+    Silent,
+}
+
+/// The network between Clerks and KV servers. Clones share it.
+///
+/// A call is carried by a task of its own (in [`NET_GROUP`], never killed): a request keeps
+/// travelling after the Clerk abandons it, and may reach the server later.
+#[derive(Clone)]
+pub struct ClientNet {
+    rt: SimRuntime,
+    inner: Arc<Mutex<ClientNetInner>>,
+}
+
+/// The runtime group of the client network's delivery tasks (never killed).
+pub const NET_GROUP: u64 = CLIENT_GROUP + 1;
+
+impl ClientNet {
+    pub fn new(rt: &SimRuntime) -> Self {
+        Self {
+            rt: rt.with_group(NET_GROUP),
+            inner: Arc::new(Mutex::new(ClientNetInner {
+                servers: BTreeMap::new(),
+                reach: BTreeMap::new(),
+                config: ClientNetConfig::reliable(),
+                next_client: 0,
+                stats: ClientNetStats::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClientNetInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> ClientNetConfig {
+        self.lock().config
+    }
+
+    pub fn set_config(&self, config: ClientNetConfig) {
+        self.lock().config = config;
+    }
+
+    pub fn stats(&self) -> ClientNetStats {
+        self.lock().stats
+    }
+
+    /// Serves `addr` with `service`, whose tasks run in runtime group `group`.
+    pub fn register<M: StateMachine<Response = Outcome>>(
+        &self,
+        addr: &str,
+        group: u64,
+        service: KvService<SimRuntime, M>,
+    ) {
+        let handler: Handler = Arc::new(move |body| {
+            let service = service.clone();
+            Box::pin(async move { service.handle(body).await })
+        });
+        self.lock()
+            .servers
+            .insert(addr.to_string(), Server { group, handler });
+    }
+
+    /// `addr` is down: calls to it are `Unreachable`.
+    pub fn unregister(&self, addr: &str) {
+        self.lock().servers.remove(addr);
+    }
+
+    /// A connector for a new client connected to `addrs`.
+    pub fn connector(&self, addrs: &[String]) -> SimConnector {
+        let mut n = self.lock();
+        let client = n.next_client;
+        n.next_client += 1;
+        n.reach.insert(client, addrs.iter().cloned().collect());
+        SimConnector {
+            net: self.clone(),
+            client,
+        }
+    }
+
+    /// Connects `client` to exactly `addrs` (the lab's `ConnectClient`).
+    pub fn connect(&self, client: u64, addrs: &[String]) {
+        self.lock()
+            .reach
+            .insert(client, addrs.iter().cloned().collect());
+    }
+
+    fn latency(&self, config: &ClientNetConfig) -> Duration {
+        ms(self.rt.random(config.latency_ms.0, config.latency_ms.1 + 1))
+    }
+
+    fn reachable(&self, client: u64, addr: &str) -> bool {
+        self.lock()
+            .reach
+            .get(&client)
+            .is_some_and(|r| r.contains(addr))
+    }
+
+    /// A lost message: `Lost` after a while, or no answer at all.
+    async fn dropped(&self, config: ClientNetConfig) -> Delivery {
+        if self.rt.chance(config.silent_fraction) {
+            return Delivery::Silent;
+        }
+        self.rt.sleep(ms(self.rt.random(0, 100))).await;
+        Delivery::Answer(Err(CallError::Lost("dropped by the network".into())))
+    }
+
+    async fn call(&self, client: u64, addr: String, body: RequestBody) -> Result<Reply, CallError> {
+        let config = self.config();
+        self.lock().stats.calls += 1;
+        if self.rt.chance(config.duplicate_chance) {
+            self.lock().stats.duplicated += 1;
+            let (net, addr, body) = (self.clone(), addr.clone(), body.clone());
+            let extra = ms(self.rt.random(0, 50));
+            self.rt.spawn(async move {
+                net.rt.sleep(extra).await;
+                let _ = net.deliver(client, addr, body, config).await;
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let net = self.clone();
+        self.rt.spawn(async move {
+            let _ = tx.send(net.deliver(client, addr, body, config).await);
+        });
+        match rx.await {
+            Ok(Delivery::Answer(answer)) => answer,
+            Ok(Delivery::Silent) | Err(_) => futures::future::pending().await,
+        }
+    }
+
+    /// Carries one request to its server and the reply back.
+    async fn deliver(
+        &self,
+        client: u64,
+        addr: String,
+        body: RequestBody,
+        config: ClientNetConfig,
+    ) -> Delivery {
+        let mut delay = self.latency(&config);
+        if self.rt.chance(config.long_delay_chance) {
+            self.lock().stats.delayed += 1;
+            delay += ms(self.rt.random(0, config.long_delay_ms + 1));
+        }
+        self.rt.sleep(delay).await;
+        let server = {
+            let mut n = self.lock();
+            let connected = n.reach.get(&client).is_some_and(|r| r.contains(&addr));
+            match n.servers.get(&addr) {
+                Some(s) if connected => Some((s.group, s.handler.clone())),
+                _ => {
+                    n.stats.unreachable += 1;
+                    None
+                }
+            }
+        };
+        let Some((group, handler)) = server else {
+            return Delivery::Answer(Err(CallError::Unreachable(format!(
+                "{addr} is down or not connected"
+            ))));
+        };
+        if self.rt.chance(config.drop_request) {
+            self.lock().stats.dropped_requests += 1;
+            return self.dropped(config).await;
+        }
+        // Served by the server's group: a crash drops the request mid-flight.
+        let (tx, rx) = oneshot::channel();
+        self.rt.with_group(group).spawn(async move {
+            let _ = tx.send(handler(body).await);
+        });
+        let Ok(reply) = rx.await else {
+            self.lock().stats.lost_in_crash += 1;
+            return Delivery::Answer(Err(CallError::Lost(format!(
+                "{addr} crashed while serving"
+            ))));
+        };
+        self.rt.sleep(self.latency(&config)).await;
+        if !self.reachable(client, &addr) || self.rt.chance(config.drop_reply) {
+            self.lock().stats.dropped_replies += 1;
+            return self.dropped(config).await;
+        }
+        self.lock().stats.served += 1;
+        Delivery::Answer(Ok(reply))
+    }
+}
+
+/// One client's end of the [`ClientNet`].
+pub struct SimConnector {
+    net: ClientNet,
+    client: u64,
+}
+
+impl SimConnector {
+    pub fn client(&self) -> u64 {
+        self.client
+    }
+}
+
+impl Connector for SimConnector {
+    fn call(
+        &self,
+        addr: &str,
+        body: RequestBody,
+    ) -> impl Future<Output = Result<Reply, CallError>> + Send {
+        let net = self.net.clone();
+        let client = self.client;
+        let addr = addr.to_string();
+        async move { net.call(client, addr, body).await }
+    }
+}

@@ -1,0 +1,439 @@
+//! [`LocalCluster`]: n KV nodes in this process, over real TCP on 127.0.0.1 (ports chosen by
+//! the OS), on memory or LMDB storage, under any [`Runtime`] — for scripts, tests and the
+//! Python package. Faults: `crash` (stop a node abruptly: what was not durable is lost),
+//! `restart` (from its durable state), `partition`, `isolate`, `heal`, `set_unreliable`,
+//! `set_reliable` (peer traffic, through the transports' shared [`FaultFilter`]).
+//!
+//! Each node `i` (0-based) has Raft id `i + 1`, a peer address and a client address; both
+//! stay the same across restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raftkv_raft::storage::MemStorage;
+use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, NodeId, Role, Runtime, Status};
+use raftkv_transport_tcp::{FaultFilter, LinkRule, TcpConfig, TcpTransport};
+
+use raftkv_kv::clerk::{Clerk, ClerkConfig};
+use raftkv_kv::service::{KvService, ServiceConfig};
+use raftkv_kv::state::{KvStateMachine, SessionConfig};
+
+pub use crate::error::ClusterError;
+use crate::server::{KvServer, ServerConfig};
+use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
+use crate::tcp_client::TcpConnector;
+
+/// Where a node keeps its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// In memory (survives `crash`/`restart` in this process, not the process).
+    Memory,
+    /// LMDB in a directory per node.
+    Lmdb,
+}
+
+/// How to build a local cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    pub storage: StorageKind,
+    /// LMDB: node `i` uses `data_dir/node{i+1}`. `None`: a temporary directory, removed when
+    /// the cluster is dropped.
+    pub data_dir: Option<PathBuf>,
+    /// Seeds elections and the fault filter.
+    pub seed: u64,
+    /// Snapshot after this many log entries past the last snapshot (`None`: the default).
+    pub snapshot_threshold: Option<u64>,
+    /// A node's request timeout (how long it waits for a proposal to apply).
+    pub request_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(nodes: usize, storage: StorageKind) -> Self {
+        Self {
+            nodes,
+            storage,
+            data_dir: None,
+            seed: 1,
+            snapshot_threshold: None,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Running<R: Runtime> {
+    node: Node<R, KvStateMachine>,
+    _server: KvServer,
+}
+
+/// The network faults in force, reapplied to the filter as a whole on every change.
+#[derive(Clone, Debug, Default)]
+struct Faults {
+    /// Directed links (from, to) that drop everything (node ids).
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    drop_probability: f64,
+    delay_ms: (u64, u64),
+}
+
+/// n nodes in this process. Dropping it stops every node (without waiting); call
+/// [`LocalCluster::close`] to wait until every thread, port and file is released.
+pub struct LocalCluster<R: Runtime> {
+    runtime: R,
+    config: ClusterConfig,
+    peer_addrs: Vec<SocketAddr>,
+    client_addrs: Vec<SocketAddr>,
+    filter: FaultFilter,
+    faults: Faults,
+    nodes: Vec<Option<Running<R>>>,
+    memory: Vec<MemStorage>,
+    data_dir: Option<PathBuf>,
+    /// Keeps a temporary data directory alive; removed on drop.
+    _temp_dir: Option<tempfile::TempDir>,
+    cluster_id: u64,
+}
+
+impl<R: NetRuntime> LocalCluster<R> {
+    /// Binds every node's addresses, then starts every node.
+    pub async fn start(runtime: R, config: ClusterConfig) -> Result<Self, ClusterError> {
+        if config.nodes == 0 || config.nodes > 7 {
+            return Err(ClusterError::Size {
+                nodes: config.nodes,
+            });
+        }
+        let n = config.nodes;
+        let peer_listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let client_listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let peer_addrs = peer_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_addrs = client_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        let (data_dir, temp_dir) = match (config.storage, &config.data_dir) {
+            (StorageKind::Memory, _) => (None, None),
+            (StorageKind::Lmdb, Some(d)) => (Some(d.clone()), None),
+            (StorageKind::Lmdb, None) => {
+                let t = tempfile::Builder::new().prefix("raftkv-").tempdir()?;
+                (Some(t.path().to_path_buf()), Some(t))
+            }
+        };
+        let cluster_id = config.seed ^ 0x5241_4654_4b56; // "RAFTKV"
+        let mut cluster = Self {
+            filter: FaultFilter::new(config.seed),
+            runtime,
+            peer_addrs,
+            client_addrs,
+            faults: Faults::default(),
+            nodes: (0..n).map(|_| None).collect(),
+            memory: (0..n).map(|_| MemStorage::new()).collect(),
+            data_dir,
+            _temp_dir: temp_dir,
+            cluster_id,
+            config,
+        };
+        for (i, (peer, client)) in peer_listeners.into_iter().zip(client_listeners).enumerate() {
+            cluster.start_node(i, peer, client).await?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// Client addresses, `"127.0.0.1:PORT"`, index = node.
+    pub fn addrs(&self) -> Vec<String> {
+        self.client_addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// Peer (Raft) addresses, index = node.
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
+    }
+
+    /// Node `i`'s LMDB directory (`None` on memory storage).
+    pub fn node_dir(&self, i: usize) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| node_dir(d, i))
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|n| n.is_some())
+    }
+
+    fn check(&self, i: usize) -> Result<(), ClusterError> {
+        if i >= self.nodes.len() {
+            return Err(ClusterError::NoSuchNode {
+                index: i,
+                nodes: self.nodes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A running node's handle.
+    pub fn node(&self, i: usize) -> Result<&Node<R, KvStateMachine>, ClusterError> {
+        self.check(i)?;
+        self.nodes[i]
+            .as_ref()
+            .map(|r| &r.node)
+            .ok_or(ClusterError::NotRunning { index: i })
+    }
+
+    /// Node `i`'s status.
+    pub async fn status(&self, i: usize) -> Result<Status, ClusterError> {
+        Ok(self.node(i)?.status().await?)
+    }
+
+    /// The leader of the highest term among running nodes, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.nodes.len() {
+            if let Ok(s) = self.status(i).await {
+                if s.role == Role::Leader && best.is_none_or(|(t, _)| s.term > t) {
+                    best = Some((s.term, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Waits until some node leads (and has committed an entry of its term, so it serves).
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
+        let deadline = self.runtime.now() + timeout;
+        loop {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            if self.runtime.now() >= deadline {
+                return Err(ClusterError::NoLeader { waited: timeout });
+            }
+            self.runtime.sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A Clerk that knows every node's client address.
+    pub fn clerk(&self, config: ClerkConfig) -> Clerk<R, TcpConnector<R>> {
+        Clerk::new(
+            self.runtime.clone(),
+            TcpConnector::with_runtime(self.runtime.clone()),
+            self.addrs(),
+            config,
+        )
+    }
+
+    /// Stops node `i` abruptly: its tasks stop, its connections close; what its storage had
+    /// made durable stays.
+    pub async fn crash(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        let running = self.nodes[i]
+            .take()
+            .ok_or(ClusterError::NotRunning { index: i })?;
+        running.node.shutdown().await;
+        drop(running); // the server shuts down: accept loop, connections
+        Ok(())
+    }
+
+    /// Starts node `i` again from its durable state, on the same addresses.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        if self.nodes[i].is_some() {
+            return Err(ClusterError::Running { index: i });
+        }
+        let peer = self.rebind(self.peer_addrs[i]).await?;
+        let client = self.rebind(self.client_addrs[i]).await?;
+        self.start_node(i, peer, client).await
+    }
+
+    /// Binds `addr` again, waiting while the crashed node still holds it.
+    async fn rebind(&self, addr: SocketAddr) -> Result<TcpListener, ClusterError> {
+        let deadline = self.runtime.now() + RELEASE_WAIT;
+        loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) if self.runtime.now() >= deadline => return Err(e.into()),
+                Err(_) => self.runtime.sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn open_storage(&self, i: usize) -> Result<AnyStorage, ClusterError> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(AnyStorage::Memory(self.memory[i].clone()));
+        };
+        let dir = node_dir(dir, i);
+        std::fs::create_dir_all(&dir)?;
+        Ok(AnyStorage::Lmdb(open_lmdb(&self.runtime, &dir).await?))
+    }
+
+    async fn start_node(
+        &mut self,
+        i: usize,
+        peer: TcpListener,
+        client: TcpListener,
+    ) -> Result<(), ClusterError> {
+        let n = self.nodes.len() as u64;
+        let id = i as u64 + 1;
+        let mut raft = Config::new(id, 1..=n);
+        raft.seed = self.config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        let mut node_config = NodeConfig::new(raft);
+        node_config.request_timeout = self.config.request_timeout;
+        if let Some(t) = self.config.snapshot_threshold {
+            node_config.snapshot_threshold_entries = t.max(1);
+        }
+        let peers: BTreeMap<NodeId, SocketAddr> = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| (j as u64 + 1, self.peer_addrs[j]))
+            .collect();
+        let mut tcp = TcpConfig::new(id, self.cluster_id, self.peer_addrs[i], peers);
+        tcp.fault_filter = Some(self.filter.clone());
+        tcp.reconnect_backoff_min = Duration::from_millis(5);
+        tcp.reconnect_backoff_max = Duration::from_millis(100);
+        let transport = TcpTransport::start_on(self.runtime.clone(), tcp, peer)?;
+        let storage = self.open_storage(i).await?;
+        let sm = KvStateMachine::new(SessionConfig::default());
+        let node = Node::start(self.runtime.clone(), node_config, storage, transport, sm).await?;
+        let service = KvService::new(
+            node.clone(),
+            self.runtime.clone(),
+            ServiceConfig {
+                clock_epoch_ms: wall_clock_ms(),
+                client_addrs: (0..self.nodes.len())
+                    .map(|j| (j as u64 + 1, self.client_addrs[j].to_string()))
+                    .collect(),
+            },
+        );
+        let server = KvServer::start(
+            client,
+            service,
+            self.runtime.clone(),
+            ServerConfig::default(),
+        )?;
+        self.nodes[i] = Some(Running {
+            node,
+            _server: server,
+        });
+        Ok(())
+    }
+
+    /// Groups of nodes that can talk only within themselves (peer traffic; clients reach
+    /// every node). Nodes in no group are cut off from everyone.
+    pub fn partition(&mut self, groups: &[Vec<usize>]) -> Result<(), ClusterError> {
+        for &i in groups.iter().flatten() {
+            self.check(i)?;
+        }
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        let n = self.nodes.len();
+        self.faults.blocked.clear();
+        for a in 0..n {
+            for b in 0..n {
+                let split = match (group_of(a), group_of(b)) {
+                    (Some(x), Some(y)) => x != y,
+                    _ => true,
+                };
+                if a != b && split {
+                    self.faults.blocked.insert((a as u64 + 1, b as u64 + 1));
+                }
+            }
+        }
+        self.apply_faults();
+        Ok(())
+    }
+
+    /// Cuts node `i` off from every other node.
+    pub fn isolate(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|&j| j != i).collect();
+        self.partition(&[vec![i], others])
+    }
+
+    /// Full connectivity again (unreliability set by `set_unreliable` stays).
+    pub fn heal(&mut self) {
+        self.faults.blocked.clear();
+        self.apply_faults();
+    }
+
+    /// Peer messages are dropped with probability `drop` and delayed by a uniform time in
+    /// `delay_ms` (which reorders them when the range is wide and `reorder` is true).
+    pub fn set_unreliable(&mut self, drop: f64, delay_ms: (u64, u64), reorder: bool) {
+        self.faults.drop_probability = if drop.is_nan() {
+            0.0
+        } else {
+            drop.clamp(0.0, 1.0)
+        };
+        let (lo, hi) = (delay_ms.0.min(delay_ms.1), delay_ms.0.max(delay_ms.1));
+        // Without reordering, a fixed delay keeps each link in order.
+        self.faults.delay_ms = if reorder { (lo, hi) } else { (hi, hi) };
+        self.apply_faults();
+    }
+
+    pub fn set_reliable(&mut self) {
+        self.faults.drop_probability = 0.0;
+        self.faults.delay_ms = (0, 0);
+        self.apply_faults();
+    }
+
+    fn apply_faults(&self) {
+        self.filter.heal();
+        let n = self.nodes.len() as u64;
+        for from in 1..=n {
+            for to in (1..=n).filter(|&t| t != from) {
+                let rule = LinkRule {
+                    blocked: self.faults.blocked.contains(&(from, to)),
+                    drop_probability: self.faults.drop_probability,
+                    delay_ms_min: self.faults.delay_ms.0,
+                    delay_ms_max: self.faults.delay_ms.1,
+                };
+                if rule != LinkRule::default() {
+                    self.filter.set_link(from, to, rule);
+                }
+            }
+        }
+    }
+
+    /// Stops every node and waits until their storage is closed and ports are free.
+    pub async fn close(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_some() {
+                let _ = self.crash(i).await;
+            }
+        }
+        // Wait until every LMDB environment is closed (its lock released).
+        if let Some(dir) = self.data_dir.clone() {
+            for i in 0..self.nodes.len() {
+                let deadline = self.runtime.now() + RELEASE_WAIT;
+                while lmdb_locked(&node_dir(&dir, i)) && self.runtime.now() < deadline {
+                    self.runtime.sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Drop for LocalCluster<R> {
+    fn drop(&mut self) {
+        for running in self.nodes.iter_mut().filter_map(Option::take) {
+            // Shutdown is a message to the event loop: poll it once, without a runtime.
+            futures::executor::block_on(running.node.shutdown());
+        }
+    }
+}
+
+fn node_dir(data_dir: &Path, i: usize) -> PathBuf {
+    data_dir.join(format!("node{}", i + 1))
+}

@@ -1,0 +1,352 @@
+//! [`TcpConnector`]: the Clerk's TCP [`Connector`]. One connection per server address, shared by
+//! the connector's clones, with many requests in flight (matched to responses by id). Each
+//! connection is one task on the runtime ([`NetRuntime`]) that writes queued requests, many to
+//! one `write`, and reads answers; a connect runs on a short-lived thread (it may block for the
+//! whole connect timeout).
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::thread;
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::StreamExt;
+use raftkv_raft::NetRuntime;
+use raftkv_transport_tcp::Codec;
+
+use raftkv_kv::clerk::{CallError, Connector};
+use raftkv_kv::protocol::{
+    ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX,
+};
+
+use crate::wire::{reuse_write_buffer, FrameError, FrameReader, WRITE_BATCH_BYTES_MAX};
+
+/// How a connector connects.
+#[derive(Clone, Debug)]
+pub struct TcpConnectorConfig {
+    pub connect_timeout: Duration,
+    /// The largest request or response frame body, in bytes.
+    pub frame_bytes_max: usize,
+    /// Requests waiting for an answer on one connection; beyond, calls fail at once (`Lost`
+    /// is never claimed for them: they were not sent).
+    pub in_flight_per_connection_max: usize,
+    /// Encoded requests waiting to be written on one connection (a server that stops reading
+    /// holds them there), in bytes; beyond, calls fail at once, unsent.
+    pub queued_bytes_max: usize,
+}
+
+impl Default for TcpConnectorConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            frame_bytes_max: CLIENT_FRAME_BYTES_MAX,
+            in_flight_per_connection_max: 1024,
+            queued_bytes_max: 4 * CLIENT_FRAME_BYTES_MAX,
+        }
+    }
+}
+
+/// The TCP connector. Clones share connections. Dropping the last clone closes them.
+pub struct TcpConnector<R: NetRuntime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: NetRuntime> Clone for TcpConnector<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<R> {
+    runtime: R,
+    config: TcpConnectorConfig,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// A client-side partition: when set, only these addresses can be reached.
+    reachable: Mutex<Option<Vec<String>>>,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
+
+struct Conn {
+    /// Encoded requests for the connection's task to write; at most
+    /// `in_flight_per_connection_max` (each has a pending entry).
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    /// A clone of the socket, to shut it down from outside the task.
+    socket: TcpStream,
+    /// Bytes in `outgoing` not yet taken by the task.
+    queued_bytes: AtomicUsize,
+    pending: Pending,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<R: NetRuntime> TcpConnector<R> {
+    /// A connector whose connections are tasks on `runtime`.
+    pub fn new(runtime: R, config: TcpConnectorConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                config,
+                conns: Mutex::default(),
+                reachable: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A connector with the default configuration.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self::new(runtime, TcpConnectorConfig::default())
+    }
+
+    /// A client in a network partition (the lab's `ConnectClient`): `Some(addrs)` lets this
+    /// connector reach only `addrs` (others are `Unreachable`, and connections to them close);
+    /// `None` reaches everyone again.
+    pub fn set_reachable(&self, addrs: Option<Vec<String>>) {
+        if let Some(allowed) = &addrs {
+            let mut conns = lock(&self.inner.conns);
+            conns.retain(|addr, conn| {
+                let keep = allowed.contains(addr);
+                if !keep {
+                    conn.close();
+                }
+                keep
+            });
+        }
+        *lock(&self.inner.reachable) = addrs;
+    }
+
+    /// Closes every connection (calls in flight fail with `Lost`).
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Arc<Conn>, CallError> {
+        if let Some(allowed) = &*lock(&self.inner.reachable) {
+            if !allowed.iter().any(|a| a == addr) {
+                return Err(CallError::Unreachable(format!(
+                    "{addr}: partitioned from this client"
+                )));
+            }
+        }
+        if let Some(c) = lock(&self.inner.conns).get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        // Connect on a plain thread: a connect can block for the whole timeout.
+        let (tx, rx) = oneshot::channel();
+        let target = addr.to_string();
+        let timeout = self.inner.config.connect_timeout;
+        thread::Builder::new()
+            .name("kv-connect".into())
+            .spawn(move || {
+                let _ = tx.send(connect(&target, timeout));
+            })
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let stream = rx
+            .await
+            .map_err(|_| CallError::Unreachable("connect thread died".into()))?
+            .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+        let socket = stream
+            .try_clone()
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let registered = self
+            .inner
+            .runtime
+            .register(stream)
+            .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+        let (outgoing, queued) = mpsc::unbounded();
+        let conn = Arc::new(Conn {
+            outgoing,
+            socket,
+            queued_bytes: AtomicUsize::new(0),
+            pending: Pending::default(),
+            next_id: AtomicU64::new(1),
+        });
+        let codec = Codec::new(self.inner.config.frame_bytes_max);
+        let task_conn = conn.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = run_connection(registered, queued, &task_conn, codec).await {
+                tracing::debug!("kv client: connection closed: {e}");
+            }
+            task_conn.close();
+            // Dropping the senders fails every call still waiting: `Lost`.
+            lock(&task_conn.pending).clear();
+        });
+        let mut conns = lock(&self.inner.conns);
+        // Calls that found no connection connect at once; the first to finish is kept, so
+        // the others' requests are not lost with a connection closed under them.
+        if let Some(open) = conns.get(addr).filter(|c| !c.is_closed()) {
+            conn.close();
+            return Ok(open.clone());
+        }
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+}
+
+fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Conn {
+    /// Closed by the connector, or its task has ended.
+    fn is_closed(&self) -> bool {
+        self.outgoing.is_closed()
+    }
+
+    fn close(&self) {
+        self.outgoing.close_channel();
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl<R> Inner<R> {
+    fn close(&self) {
+        for c in lock(&self.conns).drain().map(|(_, c)| c) {
+            c.close();
+        }
+    }
+}
+
+impl<R> Drop for Inner<R> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Removes a call's pending entry if its future is dropped (abandoned) first.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
+    }
+}
+
+impl<R: NetRuntime> Connector for TcpConnector<R> {
+    async fn call(&self, addr: &str, body: RequestBody) -> Result<Reply, CallError> {
+        let conn = self.connection(addr).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let codec = Codec::new(self.inner.config.frame_bytes_max);
+        let mut frame = Vec::new();
+        match codec.encode(&ClientRequest { id, body }, &mut frame) {
+            Ok(_) => {}
+            // No server accepts a frame over the bound: no retry can succeed.
+            Err(raftkv_transport_tcp::CodecError::FrameTooLarge { .. }) => {
+                return Ok(Reply::TooLarge)
+            }
+            Err(e) => return Err(CallError::Unreachable(format!("cannot send: {e}"))),
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&conn.pending);
+            if pending.len() >= self.inner.config.in_flight_per_connection_max {
+                return Err(CallError::Unreachable(format!(
+                    "{addr}: in_flight_per_connection_max ({}) reached",
+                    self.inner.config.in_flight_per_connection_max
+                )));
+            }
+            pending.insert(id, tx);
+        }
+        let _forget = Forget {
+            pending: &conn.pending,
+            id,
+        };
+        let frame_bytes = frame.len();
+        let queued = conn.queued_bytes.fetch_add(frame_bytes, Ordering::SeqCst);
+        if queued + frame_bytes > self.inner.config.queued_bytes_max {
+            conn.queued_bytes.fetch_sub(frame_bytes, Ordering::SeqCst);
+            return Err(CallError::Unreachable(format!(
+                "{addr}: queued_bytes_max ({}) reached: the server is not reading",
+                self.inner.config.queued_bytes_max
+            )));
+        }
+        if conn.outgoing.unbounded_send(frame).is_err() {
+            return Err(CallError::Unreachable(format!("{addr}: connection closed")));
+        }
+        rx.await
+            .map_err(|_| CallError::Lost(format!("{addr}: connection closed")))
+    }
+}
+
+/// What a connection's task waits for.
+enum Wake {
+    Send(Option<Vec<u8>>),
+    Read(io::Result<usize>),
+}
+
+/// Writes queued requests and delivers answers until the connection closes (either side) or
+/// the server sends something that is not a frame.
+async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
+    conn: &Conn,
+    codec: Codec,
+) -> Result<(), FrameError> {
+    let mut frames = FrameReader::new(codec);
+    let mut out = Vec::new();
+    let taken = |frame: Vec<u8>| {
+        conn.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
+        frame
+    };
+    loop {
+        let wake = poll_fn(|cx| {
+            if let Poll::Ready(frame) = queued.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Send(frame.map(taken)));
+            }
+            frames.poll_fill(&mut socket, cx).map(Wake::Read)
+        })
+        .await;
+        match wake {
+            // The connector closed this connection.
+            Wake::Send(None) => return Ok(()),
+            Wake::Send(Some(first)) => {
+                // Every request queued now goes out in one write.
+                out.extend_from_slice(&first);
+                while out.len() < WRITE_BATCH_BYTES_MAX {
+                    match queued.try_recv().map(taken) {
+                        Ok(f) => out.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                socket.write_all(&out).await?;
+                reuse_write_buffer(&mut out);
+            }
+            Wake::Read(Ok(0)) => return Ok(()),
+            Wake::Read(Ok(_)) => {
+                while let Some(response) = frames.next_frame::<ClientResponse>()? {
+                    if let Some(tx) = lock(&conn.pending).remove(&response.id) {
+                        let _ = tx.send(response.reply);
+                    }
+                }
+            }
+            Wake::Read(Err(e)) => return Err(e.into()),
+        }
+    }
+}

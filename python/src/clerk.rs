@@ -1,0 +1,236 @@
+//! `Clerk`: a client of any raftkv cluster, over TCP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig};
+use raftkv_node::tcp_client::TcpConnector;
+use raftkv_raft::runtime::smol::SmolRuntime;
+use raftkv_raft::runtime::tokio::TokioRuntime;
+
+use crate::convert::{duration, parse_addrs, to_bytes};
+use crate::errors::clerk_err;
+use crate::history::History;
+use crate::runtime::{block_on, rt, tokio_runtime};
+
+pub(crate) enum AnyClerk {
+    Tokio(RClerk<TokioRuntime, TcpConnector<TokioRuntime>>),
+    Smol(RClerk<SmolRuntime, TcpConnector<SmolRuntime>>),
+}
+
+macro_rules! with_clerk {
+    ($c:expr, $x:ident => $body:expr) => {
+        match $c {
+            AnyClerk::Tokio($x) => $body,
+            AnyClerk::Smol($x) => $body,
+        }
+    };
+}
+
+/// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None)`.
+///
+/// `addresses`: client addresses "host:port" of any non-empty subset of the cluster (a node
+/// that is not the leader names the leader, and the Clerk follows). Keys and values are bytes;
+/// str is encoded as UTF-8; values are returned as bytes. Every failure to reach a majority
+/// within `timeout` seconds raises raftkv.Timeout. A Clerk runs one operation at a time
+/// (calls from several threads queue up): use one Clerk per concurrent client thread.
+#[pyclass(module = "raftkv._raftkv", frozen)]
+pub struct Clerk {
+    pub(crate) inner: Arc<tokio::sync::Mutex<AnyClerk>>,
+    addrs: Vec<String>,
+    timeout: f64,
+}
+
+pub(crate) fn clerk_config(timeout: f64) -> PyResult<ClerkConfig> {
+    let t = duration(timeout, "timeout")?;
+    if t.is_zero() {
+        return Err(PyValueError::new_err("timeout must be positive"));
+    }
+    Ok(ClerkConfig {
+        timeout: t,
+        attempt_timeout: Duration::from_secs(1).min(t),
+        ..ClerkConfig::default()
+    })
+}
+
+impl Clerk {
+    pub(crate) fn wrap(c: AnyClerk, addrs: Vec<String>, timeout: f64) -> Self {
+        Self {
+            inner: Arc::new(tokio::sync::Mutex::new(c)),
+            addrs,
+            timeout,
+        }
+    }
+}
+
+#[pymethods]
+impl Clerk {
+    #[new]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None))]
+    fn new(
+        addresses: &Bound<'_, PyAny>,
+        timeout: f64,
+        history: Option<PyRef<'_, History>>,
+    ) -> PyResult<Self> {
+        let addrs = parse_addrs(addresses)?;
+        let config = clerk_config(timeout)?;
+        let _guard = rt().enter();
+        let mut c = RClerk::new(
+            tokio_runtime(),
+            TcpConnector::with_runtime(tokio_runtime()),
+            addrs.clone(),
+            config,
+        );
+        if let Some(h) = history {
+            c = c.with_history(h.inner.clone());
+        }
+        Ok(Self::wrap(AnyClerk::Tokio(c), addrs, timeout))
+    }
+
+    /// Reads `key`: returns (value: bytes, version: int). Raises raftkv.KeyNotFound.
+    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<(Py<PyBytes>, u64)> {
+        let key = to_bytes(key, "key")?;
+        let inner = self.inner.clone();
+        let k = key.clone();
+        let (value, version) = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.get(k).await)
+        })?
+        .map_err(|e| clerk_err(e, Some(&key)))?;
+        Ok((PyBytes::new(py, &value).unbind(), version))
+    }
+
+    /// Writes `value` under `key`; returns the key's new version. With `version=N`, only if
+    /// the key's current version is N (0: the key must not exist): raises
+    /// raftkv.VersionMismatch if not applied, raftkv.KeyNotFound for a missing key with N > 0,
+    /// raftkv.MaybeApplied when a retry cannot tell whether it was applied.
+    #[pyo3(signature = (key, value, version=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let key = to_bytes(key, "key")?;
+        let value = to_bytes(value, "value")?;
+        let version =
+            match version {
+                None => None,
+                Some(v) if v.is_none() => None,
+                Some(v) => {
+                    if v.is_instance_of::<pyo3::types::PyBool>() {
+                        return Err(PyTypeError::new_err("version must be an int, not bool"));
+                    }
+                    let n: i128 = v.extract().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "version must be an int, not {}",
+                            v.get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        ))
+                    })?;
+                    Some(u64::try_from(n).map_err(|_| {
+                        PyValueError::new_err(format!("version must be >= 0, not {n}"))
+                    })?)
+                }
+            };
+        let inner = self.inner.clone();
+        let k = key.clone();
+        block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.put(k, value, version).await)
+        })?
+        .map_err(|e| clerk_err(e, Some(&key)))
+    }
+
+    /// Appends `value` to `key`'s value (creating the key); returns the new version.
+    fn append(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
+        let key = to_bytes(key, "key")?;
+        let value = to_bytes(value, "value")?;
+        let inner = self.inner.clone();
+        let k = key.clone();
+        block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.append(k, value).await)
+        })?
+        .map_err(|e| clerk_err(e, Some(&key)))
+    }
+
+    /// Deletes `key`. Raises raftkv.KeyNotFound if it does not exist.
+    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = to_bytes(key, "key")?;
+        let inner = self.inner.clone();
+        let k = key.clone();
+        block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.delete(k).await)
+        })?
+        .map_err(|e| clerk_err(e, Some(&key)))
+    }
+
+    /// The addresses this Clerk was given.
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.addrs.clone()
+    }
+
+    /// The per-operation timeout, in seconds.
+    #[getter]
+    fn timeout(&self) -> f64 {
+        self.timeout
+    }
+
+    /// The status of the server at `address` (one attempt), as it reports it: a dict with
+    /// raft_id, role, term, leader (a Raft id or None), commit_index, applied_index,
+    /// first_index, last_index, snapshot_index.
+    fn server_status<'py>(&self, py: Python<'py>, address: String) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let s = block_on(py, async move {
+            let c = inner.lock().await;
+            with_clerk!(&*c, c => c.server_status(&address).await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        let d = PyDict::new(py);
+        d.set_item("role", s.role)?;
+        d.set_item("leader", s.leader)?;
+        let numbers = [
+            ("raft_id", s.id),
+            ("term", s.term),
+            ("commit_index", s.commit_index),
+            ("applied_index", s.applied_index),
+            ("first_index", s.first_index),
+            ("last_index", s.last_index),
+            ("snapshot_index", s.snapshot_index),
+        ];
+        for (name, value) in numbers {
+            d.set_item(name, value)?;
+        }
+        Ok(d)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        false
+    }
+
+    /// Does nothing (connections close when the Clerk is garbage-collected); for symmetry.
+    fn close(&self) {}
+
+    fn __repr__(&self) -> String {
+        format!("Clerk({:?}, timeout={})", self.addrs, self.timeout)
+    }
+}

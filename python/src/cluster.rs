@@ -1,0 +1,412 @@
+//! `LocalCluster`: n nodes in this process over real TCP on 127.0.0.1, with faults.
+//!
+//! Nodes are named by their index 0..n-1 (the position in `addrs`), everywhere in this class;
+//! node index `i` has Raft id `i + 1`. `status(i)` reports both (`index`, and `id`/`raft_id`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use raftkv_node::cluster::{ClusterConfig, LocalCluster as RCluster, StorageKind};
+use raftkv_raft::runtime::smol::SmolRuntime;
+use raftkv_raft::runtime::tokio::TokioRuntime;
+
+use crate::clerk::{clerk_config, AnyClerk, Clerk};
+use crate::convert::{duration, status_dict};
+use crate::errors::{ce, cluster_err, ClusterError};
+use crate::history::History;
+use crate::runtime::{block_on, tokio_runtime};
+
+enum AnyCluster {
+    Tokio(RCluster<TokioRuntime>),
+    Smol(RCluster<SmolRuntime>),
+}
+
+macro_rules! with_cluster {
+    ($c:expr, $x:ident => $body:expr) => {
+        match $c {
+            AnyCluster::Tokio($x) => $body,
+            AnyCluster::Smol($x) => $body,
+        }
+    };
+}
+
+type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
+
+/// n raftkv nodes in this process over real TCP on 127.0.0.1, for scripts and tests.
+///
+/// `LocalCluster(n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None,
+/// snapshot_threshold=None)`: storage "memory" | "lmdb" (lmdb with data_dir None: a temporary
+/// directory, removed on close); runtime "tokio" | "smol". Use it as a context manager, or
+/// call close(): it stops every node and releases every port, thread and temporary directory.
+/// Nodes are numbered 0..n-1 (index = position in `addrs`).
+#[pyclass(module = "raftkv._raftkv", frozen)]
+pub struct LocalCluster {
+    slot: ClusterSlot,
+    addrs: Vec<String>,
+    n: usize,
+    runtime: String,
+    storage: String,
+    data_dir: Option<PathBuf>,
+}
+
+fn not_open() -> PyErr {
+    ClusterError::new_err(
+        "the cluster is closed (close() was called, or the with block ended); start a new \
+         LocalCluster",
+    )
+}
+
+impl LocalCluster {
+    /// Runs `f` on the open cluster.
+    fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut AnyCluster,
+            )
+                -> std::pin::Pin<Box<dyn Future<Output = PyResult<T>> + Send + 'a>>
+            + Send
+            + 'static,
+    {
+        let slot = self.slot.clone();
+        block_on(py, async move {
+            let mut g = slot.lock().await;
+            match g.as_mut() {
+                None => Err(not_open()),
+                Some(c) => f(c).await,
+            }
+        })?
+    }
+}
+
+fn node_index(i: i64, n: usize) -> PyResult<usize> {
+    if i < 0 || i as usize >= n {
+        return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+            "no node {i} (the cluster has {n}: 0..{})",
+            n.saturating_sub(1)
+        )));
+    }
+    Ok(i as usize)
+}
+
+#[pymethods]
+impl LocalCluster {
+    #[new]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        n: i64,
+        storage: &str,
+        data_dir: Option<PathBuf>,
+        runtime: &str,
+        seed: Option<u64>,
+        snapshot_threshold: Option<u64>,
+        request_timeout: f64,
+    ) -> PyResult<Self> {
+        if !(1..=7).contains(&n) {
+            return Err(PyValueError::new_err(format!(
+                "a cluster needs 1 to 7 nodes, not {n}"
+            )));
+        }
+        let kind = match storage {
+            "memory" => StorageKind::Memory,
+            "lmdb" => StorageKind::Lmdb,
+            s => {
+                return Err(PyValueError::new_err(format!(
+                    "storage must be \"memory\" or \"lmdb\", not {s:?}"
+                )))
+            }
+        };
+        if runtime != "tokio" && runtime != "smol" {
+            return Err(PyValueError::new_err(format!(
+                "runtime must be \"tokio\" or \"smol\", not {runtime:?}"
+            )));
+        }
+        if snapshot_threshold == Some(0) {
+            return Err(PyValueError::new_err("snapshot_threshold must be positive"));
+        }
+        let mut config = ClusterConfig::new(n as usize, kind);
+        config.data_dir = data_dir.clone();
+        config.seed = seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+        config.snapshot_threshold = snapshot_threshold;
+        config.request_timeout = duration(request_timeout, "request_timeout")?;
+        let smol = runtime == "smol";
+        let cluster = block_on(py, async move {
+            if smol {
+                RCluster::start(SmolRuntime::new(), config)
+                    .await
+                    .map(AnyCluster::Smol)
+            } else {
+                RCluster::start(tokio_runtime(), config)
+                    .await
+                    .map(AnyCluster::Tokio)
+            }
+        })?
+        .map_err(cluster_err)?;
+        let addrs = with_cluster!(&cluster, c => c.addrs());
+        Ok(Self {
+            slot: Arc::new(tokio::sync::Mutex::new(Some(cluster))),
+            addrs,
+            n: n as usize,
+            runtime: runtime.to_string(),
+            storage: storage.to_string(),
+            data_dir,
+        })
+    }
+
+    /// Client addresses "127.0.0.1:PORT", index = node.
+    #[getter]
+    fn addrs(&self) -> Vec<String> {
+        self.addrs.clone()
+    }
+
+    /// Raft (peer) addresses, index = node.
+    #[getter]
+    fn peer_addrs(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.run(py, |c| {
+            Box::pin(async move {
+                Ok(with_cluster!(c, c => c.peer_addrs().iter().map(|a| a.to_string()).collect()))
+            })
+        })
+    }
+
+    /// Number of nodes.
+    fn __len__(&self) -> usize {
+        self.n
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    #[getter]
+    fn runtime(&self) -> String {
+        self.runtime.clone()
+    }
+
+    #[getter]
+    fn storage(&self) -> String {
+        self.storage.clone()
+    }
+
+    /// The data directory given (None: a temporary one, or memory storage).
+    #[getter]
+    fn data_dir(&self) -> Option<PathBuf> {
+        self.data_dir.clone()
+    }
+
+    /// Node i's LMDB directory (None on memory storage).
+    fn node_dir(&self, py: Python<'_>, i: i64) -> PyResult<Option<PathBuf>> {
+        let i = node_index(i, self.n)?;
+        self.run(py, move |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.node_dir(i))) })
+        })
+    }
+
+    /// Whether node i is running (not crashed).
+    fn is_running(&self, py: Python<'_>, i: i64) -> PyResult<bool> {
+        let i = node_index(i, self.n)?;
+        self.run(py, move |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.is_running(i))) })
+        })
+    }
+
+    /// Waits until some node leads and serves; returns its index. Raises raftkv.Timeout.
+    #[pyo3(signature = (timeout=5.0))]
+    fn wait_leader(&self, py: Python<'_>, timeout: f64) -> PyResult<usize> {
+        let t = duration(timeout, "timeout")?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.wait_leader(t).await)) })
+        })
+    }
+
+    /// The index of the leader of the highest term among running nodes, or None.
+    fn leader(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        self.run(py, |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.leader().await)) })
+        })
+    }
+
+    /// Node i's status: a dict with index and id (both the node index i), raft_id (i + 1),
+    /// role ("leader", "follower", "candidate", "pre-candidate"), term, leader (node index or
+    /// None), leader_raft_id (Raft id or None), commit_index, applied_index, first_index,
+    /// last_index, snapshot_index, persisted_index. Raises raftkv.ClusterError if node i is
+    /// not running.
+    fn status<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyDict>> {
+        let i = node_index(i, self.n)?;
+        let s = self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.status(i).await)) })
+        })?;
+        status_dict(py, &s, Some(1))
+    }
+
+    /// Stops node i abruptly; its durable state stays.
+    fn crash(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.n)?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.crash(i).await)) })
+        })
+    }
+
+    /// Starts node i again from its durable state, on the same addresses.
+    fn restart(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.n)?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.restart(i).await)) })
+        })
+    }
+
+    /// `partition([0, 1], [2])`: groups of nodes that can talk only within themselves (peer
+    /// traffic; clients reach every node). Nodes in no group are cut off from everyone.
+    #[pyo3(signature = (*groups))]
+    fn partition(&self, py: Python<'_>, groups: Vec<Vec<i64>>) -> PyResult<()> {
+        let mut gs = Vec::new();
+        for g in groups {
+            gs.push(
+                g.into_iter()
+                    .map(|i| node_index(i, self.n))
+                    .collect::<PyResult<Vec<usize>>>()?,
+            );
+        }
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.partition(&gs))) })
+        })
+    }
+
+    /// Cuts node i off from every other node.
+    fn isolate(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.n)?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.isolate(i))) })
+        })
+    }
+
+    /// Full connectivity again (unreliability set by set_unreliable stays).
+    fn heal(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |c| {
+            Box::pin(async move {
+                with_cluster!(c, c => c.heal());
+                Ok(())
+            })
+        })
+    }
+
+    /// Peer messages are dropped with probability `drop` and delayed by a uniform time in
+    /// `delay_ms` = (min, max) milliseconds (reordering them when `reorder`).
+    #[pyo3(signature = (drop=0.1, delay_ms=(0, 27), reorder=true))]
+    fn set_unreliable(
+        &self,
+        py: Python<'_>,
+        drop: f64,
+        delay_ms: (u64, u64),
+        reorder: bool,
+    ) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&drop) {
+            return Err(PyValueError::new_err(format!(
+                "drop must be a probability in [0, 1], not {drop}"
+            )));
+        }
+        self.run(py, move |c| {
+            Box::pin(async move {
+                with_cluster!(c, c => c.set_unreliable(drop, delay_ms, reorder));
+                Ok(())
+            })
+        })
+    }
+
+    /// Reliable peer traffic again.
+    fn set_reliable(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |c| {
+            Box::pin(async move {
+                with_cluster!(c, c => c.set_reliable());
+                Ok(())
+            })
+        })
+    }
+
+    /// A Clerk connected to every node, recording into `history` if given.
+    #[pyo3(signature = (history=None, timeout=10.0))]
+    fn clerk(
+        &self,
+        py: Python<'_>,
+        history: Option<PyRef<'_, History>>,
+        timeout: f64,
+    ) -> PyResult<Clerk> {
+        let config = clerk_config(timeout)?;
+        let h = history.map(|h| h.inner.clone());
+        let c = self.run(py, move |c| {
+            Box::pin(async move {
+                let mut k = match c {
+                    AnyCluster::Tokio(c) => AnyClerk::Tokio(c.clerk(config)),
+                    AnyCluster::Smol(c) => AnyClerk::Smol(c.clerk(config)),
+                };
+                if let Some(h) = h {
+                    k = match k {
+                        AnyClerk::Tokio(c) => AnyClerk::Tokio(c.with_history(h)),
+                        AnyClerk::Smol(c) => AnyClerk::Smol(c.with_history(h)),
+                    };
+                }
+                Ok(k)
+            })
+        })?;
+        Ok(Clerk::wrap(c, self.addrs.clone(), timeout))
+    }
+
+    /// Stops every node and waits until their threads, ports and storage are released; removes
+    /// a temporary data directory. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let slot = self.slot.clone();
+        block_on(py, async move {
+            let mut g = slot.lock().await;
+            if let Some(mut c) = g.take() {
+                with_cluster!(&mut c, c => c.close().await);
+                drop(c);
+            }
+        })
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        let slot = self.slot.clone();
+        block_on(py, async move { slot.lock().await.is_none() })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        // Close even when interrupted by Ctrl-C (a second one still interrupts the wait).
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LocalCluster(n={}, storage={:?}, runtime={:?}, addrs={:?})",
+            self.n, self.storage, self.runtime, self.addrs
+        )
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        // Not closed: stop the nodes without waiting (LocalCluster's own Drop).
+        if let Ok(mut g) = self.slot.try_lock() {
+            g.take();
+        }
+    }
+}

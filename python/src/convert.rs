@@ -1,0 +1,130 @@
+//! Turning Python arguments into Rust values (with messages that say what was expected) and
+//! Rust values into Python ones.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use raftkv_raft::Status;
+
+pub(crate) fn duration(seconds: f64, what: &str) -> PyResult<Duration> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, not {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `bytes` as is, `str` as UTF-8; anything else is a TypeError.
+pub(crate) fn to_bytes(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(b.as_bytes()));
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return Ok(Bytes::from(s.to_str()?.to_owned()));
+    }
+    if let Ok(b) = obj.downcast::<pyo3::types::PyByteArray>() {
+        return Ok(Bytes::from(b.to_vec()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be bytes or str, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// A node's status as a dict.
+///
+/// Naming: a `LocalCluster` names its nodes by index (0..n-1) everywhere, and node index `i`
+/// has Raft id `i + 1` (`index_base` Some(1)); there `id` and `index` are the index (`id` is the
+/// older name, kept), `raft_id` the Raft id, `leader` an index and `leader_raft_id`
+/// a Raft id. A `Node` (`index_base` None) has only Raft ids: `id`, `raft_id` and `leader` are
+/// Raft ids, and there is no `index`.
+pub(crate) fn status_dict<'py>(
+    py: Python<'py>,
+    s: &Status,
+    index_base: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let conv = |id: u64| match index_base {
+        Some(b) => id.saturating_sub(b),
+        None => id,
+    };
+    d.set_item("id", conv(s.id))?;
+    d.set_item("raft_id", s.id)?;
+    if index_base.is_some() {
+        d.set_item("index", conv(s.id))?;
+        d.set_item("leader_raft_id", s.leader)?;
+    }
+    d.set_item("role", s.role.to_string())?;
+    d.set_item("term", s.term)?;
+    d.set_item("leader", s.leader.map(conv))?;
+    d.set_item("commit_index", s.commit_index)?;
+    d.set_item("applied_index", s.applied_index)?;
+    d.set_item("first_index", s.first_index)?;
+    d.set_item("last_index", s.last_index)?;
+    d.set_item("snapshot_index", s.snapshot_index)?;
+    d.set_item("persisted_index", s.persisted_index)?;
+    Ok(d)
+}
+
+pub(crate) fn validate_addr(a: &str) -> PyResult<()> {
+    let bad = || PyValueError::new_err(format!("bad address {a:?}: expected \"host:port\""));
+    let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_addrs(addresses: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if addresses.is_instance_of::<PyString>() {
+        // "a:1,b:2" is accepted too.
+        let s: String = addresses.extract()?;
+        let v: Vec<String> = s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+        if v.is_empty() {
+            return Err(PyValueError::new_err("a Clerk needs at least one address"));
+        }
+        for a in &v {
+            validate_addr(a)?;
+        }
+        return Ok(v);
+    }
+    let mut v = Vec::new();
+    for item in addresses
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("addresses must be a list of \"host:port\" strings"))?
+    {
+        let item = item?;
+        let s: String = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "an address must be a \"host:port\" str, not {}",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        validate_addr(&s)?;
+        v.push(s);
+    }
+    if v.is_empty() {
+        return Err(PyValueError::new_err("a Clerk needs at least one address"));
+    }
+    Ok(v)
+}
+
+pub(crate) fn resolve(a: &str) -> PyResult<SocketAddr> {
+    validate_addr(a)?;
+    a.to_socket_addrs()
+        .map_err(|e| PyValueError::new_err(format!("bad address {a:?}: {e}")))?
+        .next()
+        .ok_or_else(|| PyValueError::new_err(format!("address {a:?} resolves to nothing")))
+}

@@ -1,0 +1,229 @@
+//! `Node`: one raftkv node, for clusters spread over processes or machines. Nodes are named by
+//! their Raft id (1..), as in `peers`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use raftkv_node::standalone::{StandaloneConfig, StandaloneNode};
+use raftkv_raft::runtime::smol::SmolRuntime;
+use raftkv_raft::runtime::tokio::TokioRuntime;
+
+use crate::convert::{resolve, status_dict};
+use crate::errors::{ce, ClusterError};
+use crate::runtime::{block_on, tokio_runtime};
+
+enum AnyNode {
+    Tokio(StandaloneNode<TokioRuntime>, TokioRuntime),
+    Smol(StandaloneNode<SmolRuntime>, SmolRuntime),
+}
+
+/// One raftkv node, for clusters spread over processes or machines.
+///
+/// `Node(id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None,
+/// client_port_offset=1000, snapshot_threshold=None)`: `peers` maps every node's Raft id
+/// (int >= 1, this one's included) to its Raft (peer) address "host:port". The client
+/// address of a node (the one Clerks use) is, unless `client_addrs` {id: "host:port"} is
+/// given, the same host with port + 1000 (`client_port_offset`). storage "lmdb" needs
+/// `data_dir`; "memory" keeps the log in memory only. start() binds and starts the node,
+/// status() returns a dict (id, role, term, leader as Raft ids...), stop() stops it.
+#[pyclass(module = "raftkv._raftkv", frozen)]
+pub struct Node {
+    config: StandaloneConfig,
+    runtime: String,
+    running: Arc<tokio::sync::Mutex<Option<AnyNode>>>,
+}
+
+#[pymethods]
+impl Node {
+    #[new]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: u64,
+        peers: BTreeMap<u64, String>,
+        data_dir: Option<PathBuf>,
+        storage: &str,
+        runtime: &str,
+        client_addrs: Option<BTreeMap<u64, String>>,
+        client_port_offset: u16,
+        snapshot_threshold: Option<u64>,
+        cluster_id: Option<u64>,
+    ) -> PyResult<Self> {
+        if !peers.contains_key(&id) {
+            return Err(PyValueError::new_err(format!(
+                "node id {id} is not among the peers {:?}",
+                peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        if peers.contains_key(&0) {
+            return Err(PyValueError::new_err("node ids start at 1"));
+        }
+        if runtime != "tokio" && runtime != "smol" {
+            return Err(PyValueError::new_err(format!(
+                "runtime must be \"tokio\" or \"smol\", not {runtime:?}"
+            )));
+        }
+        let data_dir = match storage {
+            "lmdb" => Some(
+                data_dir
+                    .ok_or_else(|| PyValueError::new_err("storage \"lmdb\" needs a data_dir"))?,
+            ),
+            "memory" => None,
+            s => {
+                return Err(PyValueError::new_err(format!(
+                    "storage must be \"memory\" or \"lmdb\", not {s:?}"
+                )))
+            }
+        };
+        let mut peer_map = BTreeMap::new();
+        for (&j, a) in &peers {
+            peer_map.insert(j, resolve(a)?);
+        }
+        let mut client_map = BTreeMap::new();
+        match client_addrs {
+            Some(m) => {
+                for &j in peers.keys() {
+                    let a = m.get(&j).ok_or_else(|| {
+                        PyValueError::new_err(format!("client_addrs lacks node {j}"))
+                    })?;
+                    client_map.insert(j, resolve(a)?);
+                }
+            }
+            None => {
+                for (&j, a) in &peer_map {
+                    let port = a.port().checked_add(client_port_offset).ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "peer port {} + {client_port_offset} is not a port",
+                            a.port()
+                        ))
+                    })?;
+                    client_map.insert(j, SocketAddr::new(a.ip(), port));
+                }
+            }
+        }
+        let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
+        config.snapshot_threshold = snapshot_threshold;
+        if let Some(c) = cluster_id {
+            config.cluster_id = c;
+        }
+        Ok(Self {
+            config,
+            runtime: runtime.to_string(),
+            running: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+    }
+
+    /// This node's Raft id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// This node's client address (for Clerks).
+    #[getter]
+    fn client_addr(&self) -> String {
+        self.config.client_addrs[&self.config.id].to_string()
+    }
+
+    /// This node's Raft (peer) address.
+    #[getter]
+    fn peer_addr(&self) -> String {
+        self.config.peers[&self.config.id].to_string()
+    }
+
+    /// Every node's client address, by Raft id.
+    #[getter]
+    fn client_addrs(&self) -> BTreeMap<u64, String> {
+        self.config
+            .client_addrs
+            .iter()
+            .map(|(&j, a)| (j, a.to_string()))
+            .collect()
+    }
+
+    /// Binds the node's addresses, opens its storage and starts it. Raises raftkv.ClusterError.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let config = self.config.clone();
+        let smol = self.runtime == "smol";
+        let running = self.running.clone();
+        block_on(py, async move {
+            let mut g = running.lock().await;
+            if g.is_some() {
+                return Err(ClusterError::new_err(
+                    "the node is already running; stop() it before starting it again",
+                ));
+            }
+            let n = if smol {
+                let r = SmolRuntime::new();
+                AnyNode::Smol(ce(StandaloneNode::start(r.clone(), config).await)?, r)
+            } else {
+                let r = tokio_runtime();
+                AnyNode::Tokio(ce(StandaloneNode::start(r.clone(), config).await)?, r)
+            };
+            *g = Some(n);
+            Ok(())
+        })?
+    }
+
+    /// Whether the node is running.
+    #[getter]
+    fn running(&self, py: Python<'_>) -> PyResult<bool> {
+        let running = self.running.clone();
+        block_on(py, async move { running.lock().await.is_some() })
+    }
+
+    /// The node's status: id, role, term, leader (Raft id or None), commit_index,
+    /// applied_index, first_index, last_index, snapshot_index, persisted_index.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let running = self.running.clone();
+        let s = block_on(py, async move {
+            let g = running.lock().await;
+            match g.as_ref() {
+                None => Err(ClusterError::new_err(
+                    "the node is not running; start() it first",
+                )),
+                Some(AnyNode::Tokio(n, _)) => ce(n.status().await),
+                Some(AnyNode::Smol(n, _)) => ce(n.status().await),
+            }
+        })??;
+        status_dict(py, &s, None)
+    }
+
+    /// Stops the node and waits until its ports and storage are released. Idempotent.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let running = self.running.clone();
+        block_on(py, async move {
+            let mut g = running.lock().await;
+            match g.take() {
+                None => {}
+                Some(AnyNode::Tokio(n, r)) => n.stop(&r).await,
+                Some(AnyNode::Smol(n, r)) => n.stop(&r).await,
+            }
+        })
+    }
+
+    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        slf.get().start(py)?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.stop(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Node(id={}, peer_addr={:?}, client_addr={:?})",
+            self.config.id,
+            self.peer_addr(),
+            self.client_addr()
+        )
+    }
+}
