@@ -9,8 +9,8 @@
 //!   100 ms, as labrpc's `false`, or — a fraction of the time — never, so that the Clerk's
 //!   attempt timeout is exercised). A crashed server, or one outside the set a client is
 //!   connected to, is `Unreachable`. Calls travel in tasks of their own, so a request the
-//!   Clerk abandoned may still arrive; the hostile mode also delays requests by seconds, and
-//!   the network can duplicate requests (which no shipped connector does; see the test
+//!   Clerk abandoned may still arrive; the hostile mode also delays requests by seconds and
+//!   delivers some twice (as a connector that resends after a reconnect would; see the test
 //!   `duplicated_request_meets_expired_session`).
 //! - [`KvSimCluster`]: n nodes with crash (storage survives), restart, server partitions
 //!   ([`SimNet::partition`]), client partitions ([`KvSimCluster::connect_client`]), unreliable
@@ -177,11 +177,12 @@ impl ClientNetConfig {
     }
 
     /// Beyond labrpc: also requests held up to 3 s, which may reach a server after the Clerk
-    /// gave up on them. (Each request is still delivered at most once, as over TCP.)
+    /// gave up on them, and requests delivered twice.
     pub fn hostile() -> Self {
         Self {
             long_delay_chance: 0.03,
             long_delay_ms: 3_000,
+            duplicate_chance: 0.03,
             ..Self::unreliable()
         }
     }
