@@ -185,6 +185,9 @@ pub struct KvStateMachine {
     by_activity: BTreeSet<(u64, u64)>,
     /// The log's clock: the largest leader timestamp applied so far (never goes back).
     clock_ms: u64,
+    /// The node's session settings: not part of a snapshot (issue 21 #9: a restore kept the
+    /// settings of whoever took the snapshot, overriding the node's configuration).
+    #[serde(skip)]
     config: SessionConfig,
     /// expired session → the last sequence number it applied: what tells a late copy of a
     /// request "not applied" from "applied, outcome forgotten". At most `sessions_max` of them,
@@ -419,10 +422,6 @@ impl KvStateMachine {
                 .all(|s| self.expired.contains_key(s) && !self.sessions.contains_key(s)),
             "expired sessions are ordered once and no longer live"
         );
-        assert!(
-            self.expired.len() <= self.config.sessions_max.max(1),
-            "the expired table is bounded"
-        );
     }
 }
 
@@ -447,8 +446,16 @@ impl StateMachine for KvStateMachine {
         Bytes::from(postcard::to_allocvec(self).expect("state always encodes"))
     }
 
+    /// Replaces the state with the snapshot's; the session settings stay the node's. (The
+    /// tables are not trimmed to smaller bounds here: that would expire sessions on this
+    /// replica and not on the others; they shrink as the log is applied.)
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        *self = postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
+        let restored: Self =
+            postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
+        *self = Self {
+            config: self.config,
+            ..restored
+        };
         Ok(())
     }
 }
@@ -465,7 +472,6 @@ mod bulk_map_tests {
         sessions: BTreeMap<u64, Session>,
         by_activity: BTreeSet<(u64, u64)>,
         clock_ms: u64,
-        config: SessionConfig,
         expired: BTreeMap<u64, u64>,
         expired_order: VecDeque<u64>,
     }
@@ -490,7 +496,6 @@ mod bulk_map_tests {
             sessions: BTreeMap::new(),
             by_activity: BTreeSet::new(),
             clock_ms: 7,
-            config: SessionConfig::default(),
             expired: BTreeMap::new(),
             expired_order: VecDeque::new(),
         })
@@ -607,5 +612,37 @@ mod expired_session_tests {
             Outcome::Err(KvError::Forgotten)
         );
         sm.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    /// Issue 21 #9: session settings stored in a snapshot overrode the node's configuration
+    /// on restore.
+    #[test]
+    fn snapshot_restore_keeps_the_nodes_session_settings() {
+        let theirs = SessionConfig {
+            ttl_ms: 1,
+            sessions_max: 1,
+        };
+        let ours = SessionConfig {
+            ttl_ms: 60_000,
+            sessions_max: 100,
+        };
+        let mut leader = KvStateMachine::new(theirs);
+        leader.apply_command(1, Command::Register { now_ms: 0 });
+        let snapshot = leader.snapshot();
+
+        let mut node = KvStateMachine::new(ours);
+        node.restore(&snapshot).unwrap();
+        assert_eq!(node.config, ours);
+        assert_eq!(node.sessions(), 1);
+        // And the node's settings decide: a second session does not evict the first (a table
+        // of one would), and 10 s of idleness does not expire it (1 ms would).
+        node.apply_command(2, Command::Register { now_ms: 10_000 });
+        assert_eq!(node.sessions(), 2);
+        node.check_invariants();
     }
 }
