@@ -29,7 +29,8 @@
 //! - `entries`: key = index as 8 big-endian bytes (LMDB's byte order is then index order),
 //!   value = CRC32C ‖ postcard of `(index, term, payload)`;
 //! - `meta`: `format` (layout version), `hard_state`, `snapshot` (its last log id, length and
-//!   CRC32C), `wal_seq` (the last WAL record LMDB holds), each CRC32C ‖ postcard;
+//!   CRC32C), `wal_seq` (the last WAL record LMDB holds), `wal_head` (what the WAL held at the
+//!   last checkpoint: its newest segment and last durable record), each CRC32C ‖ postcard;
 //! - `snapshot`: `data`, the snapshot's data, raw.
 //!
 //! # Guarantees
@@ -51,6 +52,11 @@
 //!   [`StorageError::Corrupt`] naming the entry's index; it never drops an entry silently.
 //!   A damaged WAL record anywhere but at the very end is reported by `open` as `Corrupt`. A
 //!   data file shorter than its last commit needs is reported when opening.
+//! - Missing WAL data is not a torn tail: a WAL that ends before the last durable record a
+//!   checkpoint saw, that lacks the segment being written then (or a later one), or whose
+//!   newest segment is sealed (the WAL moved on from it) is refused by `open` with a
+//!   `Corrupt` error that says what is missing and how to recover (wipe the node's data
+//!   directory and rejoin): the node may have acknowledged writes it no longer holds.
 //! - Fail-stop: after any error from a write or a checkpoint, every later `write` (and `load`)
 //!   returns that same error. A failed fsync is never retried. A checkpoint that LMDB cannot
 //!   take (its map at `map_size_bytes_max`) leaves the writes in the WAL: opening again with a
@@ -79,6 +85,9 @@
 //!   a crash; the record is dropped with a warning (it is the one write that may not have been
 //!   answered).
 //! - Writes are not merged here: the driver already merges queued work into one `write`.
+//! - Missing WAL data goes unnoticed in one case: the newest segment deleted when no checkpoint
+//!   has recorded the WAL's head yet (a new store, before its first checkpoint) and no sealed
+//!   segment precedes it.
 
 #![deny(missing_docs)]
 
@@ -204,6 +213,9 @@ impl LmdbStorage {
         let writer = Writer::open(dir, options)?;
         let lmdb_seq = writer.wal_seq()?;
         let recovered = wal::recover(dir, lmdb_seq)?;
+        if let Some(head) = writer.wal_head()? {
+            wal::check_head(dir, &recovered, head)?;
+        }
         // The records LMDB lacks are not written into it here (a synchronous transaction,
         // and an fsync that would also flush whatever the dead process left dirty): they
         // become the checkpoint thread's first pending writes, `load` merges them in memory,
@@ -216,9 +228,16 @@ impl LmdbStorage {
                 detail: format!("WAL records do not follow the stored log: {why}"),
             })?;
         let mut wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
+        if let Some(tail) = &recovered.tail {
+            wal.seal_previous(tail)?;
+        }
         for path in &recovered.segments {
             wal.keep_until(path, recovered.last_seq);
         }
+        let head = Arc::new(SharedHead {
+            first_seq: AtomicU64::new(wal.first_seq()),
+            durable_seq: AtomicU64::new(wal.last_seq()),
+        });
         if !recovered.ops.is_empty() {
             tracing::info!(dir = %dir.display(), from = lmdb_seq + 1, to = recovered.last_seq, "WAL records after LMDB's: pending for the next checkpoint");
         }
@@ -236,6 +255,7 @@ impl LmdbStorage {
             checkpoint_bytes: options.wal_checkpoint_bytes,
             applied_seq: Arc::clone(&applied_seq),
             failed: Arc::clone(&failed),
+            head: Arc::clone(&head),
         };
         let checkpointer = thread::Builder::new()
             .name("raftkv-lmdb-checkpoint".into())
@@ -250,6 +270,7 @@ impl LmdbStorage {
             checkpoint_bytes: options.wal_checkpoint_bytes,
             checkpointer: Some(checkpointer),
             applied_seq,
+            head,
             checkpoint_failed: failed,
             failed: None,
         };
@@ -335,6 +356,8 @@ struct Front {
     checkpointer: Option<JoinHandle<()>>,
     /// The last WAL record LMDB holds.
     applied_seq: Arc<AtomicU64>,
+    /// What the WAL holds, for the checkpoint thread to record.
+    head: Arc<SharedHead>,
     /// Set by the checkpoint thread when LMDB fails.
     checkpoint_failed: Arc<Mutex<Option<StorageError>>>,
     /// Set by the first failed write; every later request returns it (fail-stop).
@@ -402,7 +425,14 @@ impl Front {
         // snapshot was lost in the crash. A crash before the checkpoint loses only them, and
         // the log they would have replaced is still there.
         let seq = if ops.iter().any(wal::is_record_op) {
-            Some(wal.append(ops.iter().filter(|op| wal::is_record_op(op)))?)
+            let seq = wal.append(ops.iter().filter(|op| wal::is_record_op(op)))?;
+            // The segment first: a checkpoint that sees the new durable number must not
+            // record an older segment than the one holding it.
+            self.head
+                .first_seq
+                .store(wal.first_seq(), Ordering::Release);
+            self.head.durable_seq.store(seq, Ordering::Release);
+            Some(seq)
         } else {
             None
         };
@@ -477,6 +507,17 @@ struct Checkpointer {
     checkpoint_bytes: usize,
     applied_seq: Arc<AtomicU64>,
     failed: Arc<Mutex<Option<StorageError>>>,
+    /// What the WAL holds, recorded with each checkpoint.
+    head: Arc<SharedHead>,
+}
+
+/// What the WAL holds, shared by the WAL thread (which writes it after each record) with the
+/// checkpoint thread (which records it in LMDB with each checkpoint: see `wal::check_head`).
+struct SharedHead {
+    /// The first sequence number of the segment being written.
+    first_seq: AtomicU64,
+    /// The last record whose `fdatasync` returned.
+    durable_seq: AtomicU64,
 }
 
 impl Checkpointer {
@@ -527,7 +568,13 @@ impl Checkpointer {
         }
         let ops = std::mem::take(&mut self.pending.ops);
         self.pending.bytes = 0;
-        match self.writer.write(&ops, self.pending.seq) {
+        // Durable first: then the segment read is at least the one holding that record.
+        let durable_seq = self.head.durable_seq.load(Ordering::Acquire);
+        let head = codec::WalHead {
+            first_seq: self.head.first_seq.load(Ordering::Acquire),
+            durable_seq,
+        };
+        match self.writer.write(&ops, self.pending.seq, head) {
             Ok(()) => {
                 if let Some(seq) = self.pending.seq.take() {
                     self.applied_seq.store(seq, Ordering::Release);

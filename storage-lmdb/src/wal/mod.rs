@@ -23,6 +23,14 @@
 //! a verifiable record follows it, or the sequence numbers skip, the WAL is reported
 //! [`StorageError::Corrupt`]. Segments stay until LMDB holds their records, so an open after
 //! a crash keeps the segments it recovered from.
+//!
+//! # Missing data is not a torn tail
+//! A segment the WAL moves on from (at a rotation, or the newest one from before an open) is
+//! sealed with a record naming the next segment, once that one exists. Each checkpoint records
+//! in LMDB the segment being written and the last durable record ([`check_head`]). A clean
+//! close leaves one empty segment named after the next record. So a WAL missing its newest
+//! segment (or records a checkpoint saw) is refused ([`missing`]) instead of opening on an
+//! older log.
 //! Snapshot and compaction ops never enter the WAL ([`is_record_op`]): they go to LMDB with
 //! the checkpoints, in order with every record before them (see `lib.rs`).
 
@@ -32,10 +40,10 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-use record::encode_record;
 pub(crate) use record::is_record_op;
-pub(crate) use recover::recover;
-use segment::{create_segment, preallocate, remove};
+use record::{encode_record, encode_seal, SEAL_BYTES_MAX};
+pub(crate) use recover::{check_head, recover, Tail};
+use segment::{create_segment, preallocate, remove, segment_name};
 
 use raftkv_raft::{StorageError, WriteOp};
 use std::fs::{self, File};
@@ -50,6 +58,22 @@ pub(crate) fn corrupt(path: &Path, detail: String) -> StorageError {
     StorageError::Corrupt {
         index: None,
         detail: format!("WAL {}: {detail}", path.display()),
+    }
+}
+
+/// The refusal to open a store whose WAL lost data it had made durable (a deleted or
+/// truncated segment, not a torn last write): the node may have acknowledged writes it no
+/// longer holds, so starting it could break a majority's promise.
+pub(crate) fn missing(dir: &Path, what: String) -> StorageError {
+    StorageError::Corrupt {
+        index: None,
+        detail: format!(
+            "missing WAL data in {}: {what}. This node may have acknowledged writes it no longer \
+             holds; it must not rejoin with this data. To recover: wipe this node's data \
+             directory and rejoin the cluster as a new, empty member that catches up from the \
+             others",
+            dir.display()
+        ),
     }
 }
 
@@ -99,6 +123,33 @@ impl Wal {
         self.last_seq
     }
 
+    /// The first sequence number of the segment being written (its name).
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Seals `tail`, the newest segment from before this open, now that this WAL's first
+    /// segment exists: recovery then knows a segment follows it. Skipped (nothing can follow
+    /// it unnoticed) when it is this WAL's own segment, when its records are not the ones just
+    /// before this WAL's, or when it has no room left.
+    pub(crate) fn seal_previous(&self, tail: &Tail) -> Result<(), StorageError> {
+        if tail.path == self.path || tail.next_seq != self.first_seq {
+            return Ok(());
+        }
+        let seal = encode_seal(self.first_seq);
+        if tail.end + seal.len() as u64 > tail.len {
+            tracing::warn!(wal = %tail.path.display(), "no room to seal the WAL segment");
+            return Ok(());
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&tail.path)
+            .map_err(|e| io_error("open", &tail.path, e))?;
+        file.write_all_at(&seal, tail.end)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| io_error("seal", &tail.path, e))
+    }
+
     /// Appends `ops` as the next record and syncs it; returns its sequence number.
     pub(crate) fn append<'a>(
         &mut self,
@@ -121,8 +172,10 @@ impl Wal {
 
     fn write_synced(&mut self, record: &[u8]) -> Result<(), StorageError> {
         let len = record.len() as u64;
-        if self.offset + len > self.len {
-            self.rotate(len)?;
+        // Room is kept after every record for the seal that ends the segment.
+        let need = len + SEAL_BYTES_MAX as u64;
+        if self.offset + need > self.len {
+            self.rotate(need)?;
         }
         self.file
             .write_all_at(record, self.offset)
@@ -136,6 +189,8 @@ impl Wal {
 
     /// Closes the current segment and starts the next, large enough for `need` bytes. An
     /// empty current segment is enlarged instead (its name is already the next record's).
+    /// The closed segment is sealed once the next one exists (a crash in between leaves it
+    /// unsealed and followed by an empty segment: nothing lost).
     fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
         let bytes = self.segment_bytes.max(need);
         if self.last_seq < self.first_seq {
@@ -146,6 +201,10 @@ impl Wal {
             return Ok(());
         }
         let (file, path) = create_segment(&self.dir, self.last_seq + 1, bytes)?;
+        self.file
+            .write_all_at(&encode_seal(self.last_seq + 1), self.offset)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error("seal", &self.path, e))?;
         let old = std::mem::replace(&mut self.path, path);
         self.first_seq = self.last_seq + 1;
         self.file = file;
@@ -176,10 +235,23 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes every segment, the current one too: LMDB holds every record (a clean close).
+    /// Deletes every segment with records: LMDB holds every record (a clean close). An empty
+    /// segment named after the next record stays (created first, unallocated), so that the
+    /// segment LMDB last saw being written, or a later one, is always there (see
+    /// [`check_head`]); the next open writes into it.
     pub(crate) fn remove_all(self) -> Result<(), StorageError> {
+        let next = self.dir.join(segment_name(self.last_seq + 1));
         let mut paths: Vec<PathBuf> = self.closed.into_iter().map(|c| c.0).collect();
-        paths.push(self.path);
+        if self.path == next {
+            self.file
+                .set_len(0)
+                .and_then(|()| self.file.sync_all())
+                .map_err(|e| io_error("empty", &self.path, e))?;
+        } else {
+            create_segment(&self.dir, self.last_seq + 1, 0)?;
+            paths.push(self.path);
+        }
+        // Oldest first: a crash part way leaves a chain that still links up.
         remove(&self.dir, &paths)
     }
 }

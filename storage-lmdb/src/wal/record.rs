@@ -1,5 +1,9 @@
 //! The record format: `len (u32 LE) ‖ crc32c of body (u32 LE) ‖ body`, body = postcard of
 //! `(seq, ops)`; encoding, and reading one position of a segment back.
+//!
+//! A segment the WAL moved on from ends with a seal: a record `(next, [Seal])` whose `next` is
+//! the first sequence number of the segment that follows (the next record's). Recovery then
+//! knows that segment must exist: a WAL that ends in a sealed segment lost its newest one.
 
 use raftkv_raft::{Entry, HardState, WriteOp};
 use serde::{Deserialize, Serialize};
@@ -16,6 +20,7 @@ pub(crate) const RECORD_BYTES_MAX: usize = 1 << 30;
 enum RecordOpRef<'a> {
     HardState(&'a HardState),
     Append(&'a [Entry]),
+    Seal,
 }
 
 /// An op as read back.
@@ -23,15 +28,30 @@ enum RecordOpRef<'a> {
 pub(crate) enum RecordOp {
     HardState(HardState),
     Append(Vec<Entry>),
+    /// The segment ends here; the record's sequence number is the next segment's first.
+    Seal,
 }
 
-impl From<RecordOp> for WriteOp {
-    fn from(op: RecordOp) -> Self {
-        match op {
-            RecordOp::HardState(hs) => WriteOp::HardState(hs),
-            RecordOp::Append(entries) => WriteOp::Append(entries),
+impl RecordOp {
+    /// The write op, or `None` for a seal.
+    pub(crate) fn into_write_op(self) -> Option<WriteOp> {
+        match self {
+            RecordOp::HardState(hs) => Some(WriteOp::HardState(hs)),
+            RecordOp::Append(entries) => Some(WriteOp::Append(entries)),
+            RecordOp::Seal => None,
         }
     }
+}
+
+/// Room a segment keeps for its seal after its last record (a seal encodes to at most 20).
+pub(crate) const SEAL_BYTES_MAX: usize = 32;
+
+/// The seal record saying the next segment starts at `next_seq`.
+pub(crate) fn encode_seal(next_seq: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    frame(next_seq, &[RecordOpRef::Seal], &mut buf).expect("a seal always encodes");
+    debug_assert!(buf.len() <= SEAL_BYTES_MAX);
+    buf
 }
 
 /// Whether `op` goes into a WAL record: entries and hard state do. Snapshots go to LMDB
@@ -58,6 +78,11 @@ pub(crate) fn encode_record<'a>(
             }
         })
         .collect::<Result<_, _>>()?;
+    frame(seq, &refs, buf)
+}
+
+/// Frames the record `(seq, refs)` into `buf` (cleared first): header, then body.
+fn frame(seq: u64, refs: &[RecordOpRef], buf: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
     buf.resize(HEADER_BYTES, 0);
     let mut body = postcard::to_extend(&(seq, refs), std::mem::take(buf))

@@ -1,6 +1,6 @@
 //! Unit tests of the WAL: records, segments, recovery.
 
-use super::record::{encode_record, read_slot, Slot, HEADER_BYTES};
+use super::record::{encode_record, encode_seal, read_slot, Slot, HEADER_BYTES};
 use super::recover::Recovered;
 use super::segment::{segment_name, segment_seq, segments};
 use super::*;
@@ -189,11 +189,123 @@ fn assert_recovery_finds_corruption(dir: &Path, path: &Path, bytes: &[u8]) {
 fn an_invalid_record_in_an_older_segment_is_corruption() {
     let (dir, wal) = wal_with(100, 1024);
     drop(wal);
-    let (_, first) = segments(dir.path()).unwrap().remove(0);
-    let mut bytes = fs::read(&first).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
-    bytes[end] ^= 0xff;
-    assert_recovery_finds_corruption(dir.path(), &first, &bytes);
+    let found = segments(dir.path()).unwrap();
+    let (_, first) = &found[0];
+    let mut bytes = fs::read(first).unwrap();
+    // The last byte of the last record, just before the seal.
+    let seal = encode_seal(found[1].0);
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert_eq!(
+        &bytes[end - seal.len()..end],
+        &seal[..],
+        "the segment ends sealed"
+    );
+    bytes[end - seal.len() - 1] ^= 0xff;
+    assert_recovery_finds_corruption(dir.path(), first, &bytes);
+}
+
+/// Issue 21 #3: deleting the newest segment rolled the node back silently. A segment the WAL
+/// moved on from is sealed, naming the next one: without it, recovery refuses.
+#[test]
+fn a_sealed_segment_without_its_successor_is_missing_data_not_a_torn_tail() {
+    let (dir, wal) = wal_with(100, 1024);
+    drop(wal);
+    let found = segments(dir.path()).unwrap();
+    let (_, newest) = found.last().unwrap();
+    fs::remove_file(newest).unwrap();
+    let err = recover(dir.path(), 0).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err:?}");
+    assert!(text.contains("missing WAL data"), "{text}");
+    assert!(
+        text.contains(&segment_name(found.last().unwrap().0)),
+        "{text}"
+    );
+    assert!(text.contains("wipe this node's data directory"), "{text}");
+}
+
+#[test]
+fn the_last_segment_from_before_an_open_is_sealed_and_recovery_follows_the_seal() {
+    let (dir, wal) = wal_with(10, 1 << 20);
+    drop(wal);
+    // A torn last write, as a crash leaves it: the seal goes where the good records end.
+    let (path, mut bytes, end) = last_segment(dir.path());
+    bytes[end - 3..end].fill(0);
+    fs::write(&path, &bytes).unwrap();
+    let r = recover(dir.path(), 0).unwrap();
+    assert_eq!(r.last_seq, 9);
+    let mut wal = Wal::create(dir.path(), r.last_seq, 1 << 20).unwrap();
+    wal.seal_previous(r.tail.as_ref().unwrap()).unwrap();
+    wal.append(&ops_of(10)).unwrap();
+    drop(wal);
+    let r = recover(dir.path(), 0).unwrap();
+    assert_eq!(r.ops, (1..=10).flat_map(ops_of).collect::<Vec<_>>());
+    // Without the new segment the sealed one says data is missing.
+    let (_, newest) = segments(dir.path()).unwrap().pop().unwrap();
+    fs::remove_file(newest).unwrap();
+    assert!(recover(dir.path(), 0)
+        .unwrap_err()
+        .to_string()
+        .contains("missing WAL data"));
+}
+
+#[test]
+fn check_head_refuses_a_wal_shorter_than_a_checkpoint_saw_and_accepts_a_torn_tail() {
+    let (dir, wal) = wal_with(10, 1 << 20);
+    let head = crate::codec::WalHead {
+        first_seq: wal.first_seq(),
+        durable_seq: 10,
+    };
+    drop(wal);
+    let r = recover(dir.path(), 0).unwrap();
+    check_head(dir.path(), &r, head).unwrap();
+    // The last write torn: it was never counted durable by a checkpoint that saw 9.
+    let (path, mut bytes, end) = last_segment(dir.path());
+    bytes[end - 3..end].fill(0);
+    fs::write(&path, &bytes).unwrap();
+    let r = recover(dir.path(), 0).unwrap();
+    let head_9 = crate::codec::WalHead {
+        durable_seq: 9,
+        ..head
+    };
+    check_head(dir.path(), &r, head_9).unwrap();
+    // But a checkpoint that saw 10 durable: 10 is missing.
+    let err = check_head(dir.path(), &r, head).unwrap_err().to_string();
+    assert!(err.contains("records up to 10"), "{err}");
+    // The only segment deleted: the one being written at the checkpoint is gone.
+    fs::remove_file(&path).unwrap();
+    let r = recover(dir.path(), 0).unwrap();
+    let err = check_head(
+        dir.path(),
+        &r,
+        crate::codec::WalHead {
+            durable_seq: 0,
+            ..head
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&segment_name(head.first_seq)), "{err}");
+}
+
+#[test]
+fn a_clean_close_leaves_only_an_empty_segment_named_after_the_next_record() {
+    let (dir, wal) = wal_with(100, 1024);
+    wal.remove_all().unwrap();
+    let left = segments(dir.path()).unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, 101);
+    assert_eq!(fs::metadata(&left[0].1).unwrap().len(), 0);
+    let r = recover(dir.path(), 100).unwrap();
+    check_head(
+        dir.path(),
+        &r,
+        crate::codec::WalHead {
+            first_seq: 82,
+            durable_seq: 100,
+        },
+    )
+    .unwrap();
 }
 
 #[test]
