@@ -12,7 +12,7 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn};
 use raftkv_raft::{Entry, HardState, LogId, Persisted, Snapshot, StorageError, WriteOp};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Opens (creating if needed) the store in `dir`. `options` are already normalised.
     pub(crate) fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
-        fs::create_dir_all(dir).map_err(|e| io_error("create storage directory", e))?;
+        crate::dir::create_dir_all_synced(dir)?;
         let lock = DirLock::acquire(dir)?;
         let mut env_options = EnvOpenOptions::new();
         env_options.map_size(options.map_size_bytes).max_dbs(3);
@@ -116,6 +116,9 @@ impl Writer {
             }
         }
         txn.commit().map_err(|e| io_error("commit", e))?;
+        // LMDB's files and the lock file may have just been created: their names too must
+        // survive a power cut.
+        crate::dir::sync_dir(dir)?;
 
         let map_size_bytes = Arc::new(AtomicUsize::new(env.info().map_size));
         Ok(Self {

@@ -228,11 +228,9 @@ impl Wal {
         while self.closed.front().is_some_and(|c| c.1 <= applied_seq) {
             done.extend(self.closed.pop_front().map(|c| c.0));
         }
-        // A deletion lost in a crash is harmless: recovery skips what LMDB holds.
-        for path in &done {
-            fs::remove_file(path).map_err(|e| io_error("delete", path, e))?;
-        }
-        Ok(())
+        // A deletion lost in a crash is harmless (recovery skips what LMDB holds), but
+        // `remove` makes it durable all the same: each file created or removed is.
+        remove(&self.dir, &done)
     }
 
     /// Deletes every segment with records: LMDB holds every record (a clean close). An empty

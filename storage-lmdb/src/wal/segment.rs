@@ -2,6 +2,7 @@
 //! durable in the directory.
 
 use super::io_error;
+use crate::dir::sync_dir;
 use raftkv_raft::StorageError;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -49,12 +50,6 @@ pub(crate) fn remove(dir: &Path, paths: &[PathBuf]) -> Result<(), StorageError> 
         sync_dir(dir)?;
     }
     Ok(())
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("sync directory", dir, e))
 }
 
 /// Reserves `bytes` of disk for `file` (its length becomes `bytes`), so that writes within
