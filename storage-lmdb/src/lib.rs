@@ -215,22 +215,28 @@ impl LmdbStorage {
     /// Entries are verified by [`Storage::load`], not here.
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
         let options = options.normalized();
-        let writer = Writer::open(dir, options)?;
-        let lmdb_seq = writer.wal_seq()?;
+        let located = in_store(dir);
+        let writer = Writer::open(dir, options).map_err(&located)?;
+        let lmdb_seq = writer.wal_seq().map_err(&located)?;
         let recovered = wal::recover(dir, lmdb_seq)?;
-        if let Some(head) = writer.wal_head()? {
+        if let Some(head) = writer.wal_head().map_err(&located)? {
             wal::check_head(dir, &recovered, head)?;
         }
         // The records LMDB lacks are not written into it here (a synchronous transaction,
         // and an fsync that would also flush whatever the dead process left dirty): they
         // become the checkpoint thread's first pending writes, `load` merges them in memory,
         // and their segments stay until a checkpoint holds them.
-        let mut shape = LogShape::from_ids(&writer.log_ids()?)?;
+        let mut shape =
+            LogShape::from_ids(&writer.log_ids().map_err(&located)?).map_err(&located)?;
         shape
             .apply(&recovered.ops, options.entry_bytes_max)
             .map_err(|why| StorageError::Corrupt {
                 index: None,
-                detail: format!("WAL records do not follow the stored log: {why}"),
+                detail: format!(
+                    "the WAL records in {} do not follow the log stored in {}: {why}",
+                    dir.display(),
+                    dir.join(DATA_FILE_NAME).display()
+                ),
             })?;
         let mut wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
         if let Some(tail) = &recovered.tail {
@@ -255,6 +261,7 @@ impl LmdbStorage {
         let seq = (!recovered.ops.is_empty()).then_some(recovered.last_seq);
         pending.add(seq, recovered.ops);
         let checkpointer = Checkpointer {
+            dir: dir.to_path_buf(),
             writer,
             pending,
             checkpoint_bytes: options.wal_checkpoint_bytes,
@@ -506,6 +513,8 @@ impl Front {
 
 /// The checkpoint thread's state: owns LMDB, and applies WAL records to it in batches.
 struct Checkpointer {
+    /// The store's directory, to say where an error is.
+    dir: PathBuf,
     writer: Writer,
     /// The writes for the next transaction.
     pending: Batch,
@@ -553,7 +562,7 @@ impl Checkpointer {
     /// What LMDB holds with the pending writes applied on top, in memory: no transaction, so
     /// loading right after a crash does not wait for one.
     fn load(&self) -> Result<Persisted, StorageError> {
-        let stored = self.writer.load()?;
+        let stored = self.writer.load().map_err(in_store(&self.dir))?;
         if self.pending.ops.is_empty() {
             return Ok(stored);
         }
@@ -569,7 +578,11 @@ impl Checkpointer {
     /// Applies everything pending in one LMDB transaction.
     fn commit(&mut self) -> Result<(), StorageError> {
         if self.pending.ops.is_empty() {
-            return self.writer.failed().map_or(Ok(()), Err);
+            return self
+                .writer
+                .failed()
+                .map(in_store(&self.dir))
+                .map_or(Ok(()), Err);
         }
         let ops = std::mem::take(&mut self.pending.ops);
         self.pending.bytes = 0;
@@ -579,7 +592,8 @@ impl Checkpointer {
             first_seq: self.head.first_seq.load(Ordering::Acquire),
             durable_seq,
         };
-        match self.writer.write(&ops, self.pending.seq, head) {
+        let written = self.writer.write(&ops, self.pending.seq, head);
+        match written.map_err(in_store(&self.dir)) {
             Ok(()) => {
                 if let Some(seq) = self.pending.seq.take() {
                     self.applied_seq.store(seq, Ordering::Release);
@@ -638,6 +652,22 @@ fn op_bytes(op: &WriteOp) -> usize {
             })
             .sum(),
         _ => OP_OVERHEAD_BYTES,
+    }
+}
+
+/// Says where an error from LMDB is (issue 21 #6: "storage corruption at index None" said
+/// neither what nor where): a corruption names the data file, an I/O error the store.
+fn in_store(dir: &Path) -> impl Fn(StorageError) -> StorageError + '_ {
+    move |e| match e {
+        StorageError::Corrupt { index, detail } => StorageError::Corrupt {
+            index,
+            detail: format!(
+                "LMDB data file {}: {detail}",
+                dir.join(DATA_FILE_NAME).display()
+            ),
+        },
+        StorageError::Io(why) => StorageError::Io(format!("store {}: {why}", dir.display())),
+        other => other,
     }
 }
 
