@@ -94,3 +94,76 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use crate::dir::tests::synced_under;
+    use crate::{LmdbOptions, LmdbStorage};
+    use raftkv_raft::Entry;
+    use raftkv_raft::{Payload, Storage, WriteOp};
+
+    /// Issue 21 #11: the data directory's parent and new files' directory entries were never
+    /// fsynced, so a power cut could lose a whole new store, or a segment a record was in.
+    #[test]
+    fn opening_writing_and_closing_sync_every_directory_whose_entries_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node").join("data");
+        let options = LmdbOptions {
+            map_size_bytes: 1 << 20,
+            wal_segment_bytes: 4096,
+            wal_checkpoint_bytes: 1024,
+            ..LmdbOptions::default()
+        };
+        let storage = LmdbStorage::open(&dir, options).unwrap();
+        let synced = synced_under(root.path());
+        let node = root.path().join("node");
+        for parent in [root.path(), node.as_path()] {
+            assert!(
+                synced.iter().any(|p| p == parent),
+                "{} not synced: {synced:?}",
+                parent.display()
+            );
+        }
+        let at_open = synced.iter().filter(|p| **p == dir).count();
+        assert!(
+            at_open >= 3,
+            "the store directory is synced when created, after LMDB's files and after the first \
+             WAL segment: {synced:?}"
+        );
+        // Enough writes to rotate segments and release them after checkpoints.
+        for i in 1..=200u64 {
+            let entry = Entry {
+                index: i,
+                term: 1,
+                payload: Payload::Command(bytes::Bytes::from(vec![7u8; 100])),
+            };
+            futures::executor::block_on(storage.write(vec![WriteOp::Append(vec![entry])])).unwrap();
+        }
+        let segments_now = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_str().unwrap().starts_with("wal-")
+            })
+            .count();
+        let syncs_after_writes = synced_under(root.path())
+            .iter()
+            .filter(|p| **p == dir)
+            .count();
+        // 200 records of ~130 bytes in 4 KiB segments: at least 6 segments created, most
+        // released again, each a directory sync.
+        assert!(
+            syncs_after_writes >= at_open + 6 + segments_now.min(1),
+            "{syncs_after_writes} syncs after writing, {at_open} at open"
+        );
+        drop(storage);
+        let at_close = synced_under(root.path())
+            .iter()
+            .filter(|p| **p == dir)
+            .count();
+        assert!(
+            at_close > syncs_after_writes,
+            "the clean close removes segments"
+        );
+    }
+}

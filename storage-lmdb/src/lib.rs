@@ -7,6 +7,7 @@
 //!   thread, which applies them to LMDB in one transaction. Requests
 //!   are answered over `futures` oneshots, so `write` and `load` never block the caller's
 //!   executor. No async runtime is used.
+//! - `checkpoint`: the checkpoint thread's side: batches of writes into LMDB, and loads.
 //! - `wal`: segment files, the record format, and recovery after a crash.
 //! - `shape`: the index and term of every stored entry, so that a write is checked (gaps,
 //!   falling terms, sizes) before it enters the WAL, as LMDB's transaction would check it.
@@ -47,7 +48,8 @@
 //!   holds up the writes behind it. A crash before that checkpoint loses them, and only them:
 //!   the entries they would have dropped are still stored. (A compaction in the WAL could be
 //!   replayed after its snapshot was lost: that is why neither goes there.)
-//! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL.
+//! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL (but
+//!   for one empty segment named after the next record).
 //! - Directory entries are durable too (`dir`): the directory is fsynced after every file
 //!   created or removed in it (LMDB's files, WAL segments), and a store directory that did not
 //!   exist has its parent fsynced as well.
@@ -95,15 +97,16 @@
 
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod codec;
 mod dir;
 mod shape;
 mod wal;
 mod writer;
 
+use checkpoint::{in_store, Batch, Checkpoint, Checkpointer, SharedHead, CHECKPOINT_QUEUE_LEN_MAX};
 use futures::channel::oneshot;
-use raftkv_raft::sim::store::MemStore;
-use raftkv_raft::{Payload, Persisted, Storage, StorageError, WriteOp};
+use raftkv_raft::{Persisted, Storage, StorageError, WriteOp};
 use shape::LogShape;
 use std::fmt;
 use std::future::Future;
@@ -329,29 +332,6 @@ impl LmdbStorage {
     }
 }
 
-/// Batches waiting for the checkpoint thread (each about `wal_checkpoint_bytes`); past this
-/// many the WAL thread waits, which bounds what an open after a crash replays.
-const CHECKPOINT_QUEUE_LEN_MAX: usize = 4;
-
-/// Bytes a write op is counted as towards a checkpoint, beyond its payloads.
-const OP_OVERHEAD_BYTES: usize = 32;
-
-/// A message to the checkpoint thread.
-enum Checkpoint {
-    /// Consecutive writes for LMDB at the next checkpoint.
-    Record(Batch),
-    /// A write with a snapshot from the leader, which is not a WAL record: LMDB takes it at
-    /// once, with everything pending before it, in one transaction.
-    Direct {
-        ops: Vec<WriteOp>,
-        reply: mpsc::SyncSender<Result<(), StorageError>>,
-    },
-    /// Everything stored: LMDB's contents with the pending writes applied in memory.
-    Load {
-        reply: oneshot::Sender<Result<Persisted, StorageError>>,
-    },
-}
-
 /// The WAL thread's state: appends each write to the WAL, then hands it to the checkpointer.
 struct Front {
     /// `None` only after the thread's last request.
@@ -511,167 +491,7 @@ impl Front {
     }
 }
 
-/// The checkpoint thread's state: owns LMDB, and applies WAL records to it in batches.
-struct Checkpointer {
-    /// The store's directory, to say where an error is.
-    dir: PathBuf,
-    writer: Writer,
-    /// The writes for the next transaction.
-    pending: Batch,
-    checkpoint_bytes: usize,
-    applied_seq: Arc<AtomicU64>,
-    failed: Arc<Mutex<Option<StorageError>>>,
-    /// What the WAL holds, recorded with each checkpoint.
-    head: Arc<SharedHead>,
-}
-
-/// What the WAL holds, shared by the WAL thread (which writes it after each record) with the
-/// checkpoint thread (which records it in LMDB with each checkpoint: see `wal::check_head`).
-struct SharedHead {
-    /// The first sequence number of the segment being written.
-    first_seq: AtomicU64,
-    /// The last record whose `fdatasync` returned.
-    durable_seq: AtomicU64,
-}
-
-impl Checkpointer {
-    fn run(mut self, inbox: mpsc::Receiver<Checkpoint>) {
-        while let Ok(message) = inbox.recv() {
-            match message {
-                Checkpoint::Record(batch) => {
-                    self.pending.merge(batch);
-                    if self.pending.bytes >= self.checkpoint_bytes {
-                        // A failure is recorded for the WAL thread, which stops the store.
-                        let _ = self.commit();
-                    }
-                }
-                Checkpoint::Direct { ops, reply } => {
-                    self.pending.add(None, ops);
-                    let _ = reply.send(self.commit());
-                }
-                Checkpoint::Load { reply } => {
-                    let _ = reply.send(self.load());
-                }
-            }
-        }
-        // Every handle is gone: what the WAL holds goes into LMDB, so a clean close leaves
-        // no WAL to replay.
-        let _ = self.commit();
-    }
-
-    /// What LMDB holds with the pending writes applied on top, in memory: no transaction, so
-    /// loading right after a crash does not wait for one.
-    fn load(&self) -> Result<Persisted, StorageError> {
-        let stored = self.writer.load().map_err(in_store(&self.dir))?;
-        if self.pending.ops.is_empty() {
-            return Ok(stored);
-        }
-        let mut merged = MemStore {
-            hard_state: stored.hard_state,
-            snapshot: stored.snapshot,
-            entries: stored.entries.into_iter().map(|e| (e.index, e)).collect(),
-        };
-        merged.apply(self.pending.ops.iter().cloned());
-        Ok(merged.persisted())
-    }
-
-    /// Applies everything pending in one LMDB transaction.
-    fn commit(&mut self) -> Result<(), StorageError> {
-        if self.pending.ops.is_empty() {
-            return self
-                .writer
-                .failed()
-                .map(in_store(&self.dir))
-                .map_or(Ok(()), Err);
-        }
-        let ops = std::mem::take(&mut self.pending.ops);
-        self.pending.bytes = 0;
-        // Durable first: then the segment read is at least the one holding that record.
-        let durable_seq = self.head.durable_seq.load(Ordering::Acquire);
-        let head = codec::WalHead {
-            first_seq: self.head.first_seq.load(Ordering::Acquire),
-            durable_seq,
-        };
-        let written = self.writer.write(&ops, self.pending.seq, head);
-        match written.map_err(in_store(&self.dir)) {
-            Ok(()) => {
-                if let Some(seq) = self.pending.seq.take() {
-                    self.applied_seq.store(seq, Ordering::Release);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                lock(&self.failed).get_or_insert_with(|| e.clone());
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Consecutive writes not yet in LMDB: the WAL thread holds one until it is about a
-/// checkpoint's worth, and the checkpoint thread keeps one for its next transaction.
-#[derive(Default)]
-struct Batch {
-    /// The last WAL record among them: own snapshots and compactions are not WAL records.
-    seq: Option<u64>,
-    ops: Vec<WriteOp>,
-    /// What the ops count towards a checkpoint ([`op_bytes`]).
-    bytes: usize,
-}
-
-impl Batch {
-    /// Adds one write's ops, made WAL record `seq` if any.
-    fn add(&mut self, seq: Option<u64>, ops: Vec<WriteOp>) {
-        let bytes = ops.iter().map(op_bytes).sum::<usize>();
-        self.merge(Batch { seq, ops, bytes });
-    }
-
-    /// Adds the writes of `later`. An own snapshot that a later snapshot op replaces is
-    /// dropped: LMDB would copy its data into pages only to free them again before the commit.
-    fn merge(&mut self, later: Batch) {
-        let snapshot =
-            |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
-        if later.ops.iter().any(snapshot) {
-            self.ops
-                .retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
-        }
-        self.ops.extend(later.ops);
-        self.seq = later.seq.or(self.seq);
-        self.bytes += later.bytes;
-    }
-}
-
-/// The bytes `op` counts towards a checkpoint.
-fn op_bytes(op: &WriteOp) -> usize {
-    match op {
-        WriteOp::Append(entries) => entries
-            .iter()
-            .map(|e| match &e.payload {
-                Payload::Command(data) => data.len() + OP_OVERHEAD_BYTES,
-                Payload::Noop => OP_OVERHEAD_BYTES,
-            })
-            .sum(),
-        _ => OP_OVERHEAD_BYTES,
-    }
-}
-
-/// Says where an error from LMDB is (issue 21 #6: "storage corruption at index None" said
-/// neither what nor where): a corruption names the data file, an I/O error the store.
-fn in_store(dir: &Path) -> impl Fn(StorageError) -> StorageError + '_ {
-    move |e| match e {
-        StorageError::Corrupt { index, detail } => StorageError::Corrupt {
-            index,
-            detail: format!(
-                "LMDB data file {}: {detail}",
-                dir.join(DATA_FILE_NAME).display()
-            ),
-        },
-        StorageError::Io(why) => StorageError::Io(format!("store {}: {why}", dir.display())),
-        other => other,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -703,77 +523,5 @@ impl fmt::Debug for LmdbStorage {
             .field("dir", &self.dir)
             .field("map_size_bytes", &self.map_size_bytes())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod dir_sync_tests {
-    use super::*;
-    use crate::dir::tests::synced_under;
-    use raftkv_raft::Entry;
-
-    /// Issue 21 #11: the data directory's parent and new files' directory entries were never
-    /// fsynced, so a power cut could lose a whole new store, or a segment a record was in.
-    #[test]
-    fn opening_writing_and_closing_sync_every_directory_whose_entries_changed() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("node").join("data");
-        let options = LmdbOptions {
-            map_size_bytes: 1 << 20,
-            wal_segment_bytes: 4096,
-            wal_checkpoint_bytes: 1024,
-            ..LmdbOptions::default()
-        };
-        let storage = LmdbStorage::open(&dir, options).unwrap();
-        let synced = synced_under(root.path());
-        let node = root.path().join("node");
-        for parent in [root.path(), node.as_path()] {
-            assert!(
-                synced.iter().any(|p| p == parent),
-                "{} not synced: {synced:?}",
-                parent.display()
-            );
-        }
-        let at_open = synced.iter().filter(|p| **p == dir).count();
-        assert!(
-            at_open >= 3,
-            "the store directory is synced when created, after LMDB's files and after the first \
-             WAL segment: {synced:?}"
-        );
-        // Enough writes to rotate segments and release them after checkpoints.
-        for i in 1..=200u64 {
-            let entry = Entry {
-                index: i,
-                term: 1,
-                payload: Payload::Command(bytes::Bytes::from(vec![7u8; 100])),
-            };
-            futures::executor::block_on(storage.write(vec![WriteOp::Append(vec![entry])])).unwrap();
-        }
-        let segments_now = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_str().unwrap().starts_with("wal-")
-            })
-            .count();
-        let syncs_after_writes = synced_under(root.path())
-            .iter()
-            .filter(|p| **p == dir)
-            .count();
-        // 200 records of ~130 bytes in 4 KiB segments: at least 6 segments created, most
-        // released again, each a directory sync.
-        assert!(
-            syncs_after_writes >= at_open + 6 + segments_now.min(1),
-            "{syncs_after_writes} syncs after writing, {at_open} at open"
-        );
-        drop(storage);
-        let at_close = synced_under(root.path())
-            .iter()
-            .filter(|p| **p == dir)
-            .count();
-        assert!(
-            at_close > syncs_after_writes,
-            "the clean close removes segments"
-        );
     }
 }
