@@ -10,9 +10,12 @@
 //! - **Retries:** with exponential backoff and jitter, until the deadline (`timeout`), then
 //!   [`ClerkError::Timeout`] — the write may still be applied later; the history says so
 //!   (`return: null`).
-//! - **Unknown outcomes:** if a retry finds its session expired (or superseded) after an
-//!   earlier attempt may have been applied, the outcome can no longer be learned:
-//!   [`ClerkError::MaybeApplied`], never a guess such as a false `Version`.
+//! - **Expired sessions:** a write refused with `SessionExpired` was not applied and never will
+//!   be (the state machine keeps each expired session's last applied sequence number to say
+//!   so), so the Clerk opens a new session and sends it again. When the answer is that the
+//!   outcome is forgotten (an earlier copy was applied before the session expired, or the
+//!   session's record is gone), it can no longer be learned: [`ClerkError::MaybeApplied`],
+//!   never a guess such as a false `Version` or a second apply.
 
 use std::time::Duration;
 
@@ -42,11 +45,10 @@ pub enum CallError {
 
 /// How a Clerk reaches a server's client address.
 ///
-/// Contract: each `call` delivers its request **at most once** (TCP does; a network that
-/// duplicates requests does not). The Clerk relies on it: when a write's only delivered
-/// attempt is refused with `SessionExpired`, it concludes nothing was applied and sends the
-/// write again under a new session; a duplicated copy applied before the expiry would make
-/// that a second apply (kept as the ignored test `duplicated_request_meets_expired_session`).
+/// A `call` may deliver its request more than once (a network that duplicates, a connector
+/// that resends after a reconnect): the Clerk does not infer "not applied" from how many
+/// copies it sent, only from the state machine's answer (the test
+/// `duplicated_request_meets_expired_session` runs it over a network that duplicates).
 pub trait Connector: Send + Sync + 'static {
     /// Sends `body` to the server at `addr` and waits for its reply. Dropping the future
     /// abandons the call (the request may still be served).
@@ -246,7 +248,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     }
 
     async fn read(&mut self, key: Bytes, deadline: Duration) -> Result<Outcome, ClerkError> {
-        let (reply, _) = self
+        let reply = self
             .attempts(deadline, || RequestBody::Read { key: key.clone() })
             .await;
         self.final_answer(reply)
@@ -260,32 +262,36 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             };
             self.seq += 1;
             let seq = self.seq;
-            let (reply, maybe_delivered) = self
+            let reply = self
                 .attempts(deadline, || RequestBody::Write {
                     session,
                     seq,
                     op: op.clone(),
                 })
                 .await;
-            if let Some(Reply::Done(Outcome::Err(KvError::SessionExpired | KvError::Stale))) = reply
-            {
-                self.session = None;
-                if maybe_delivered {
-                    // An earlier attempt may have been applied before the session expired:
-                    // the table that would say so is gone (6.5840's ErrMaybe).
+            match reply {
+                Some(Reply::Done(Outcome::Err(KvError::SessionExpired))) => {
+                    // thesis §6.3: the state machine knows this sequence number was never
+                    // applied under the expired session, and never will be, whatever copies
+                    // of it are still in flight: a new session can safely send it again.
+                    self.session = None;
+                    continue;
+                }
+                Some(Reply::Done(Outcome::Err(KvError::Forgotten | KvError::Stale))) => {
+                    // A copy may have been applied before the session expired, and its
+                    // outcome is gone (6.5840's ErrMaybe). Sending it again could apply it
+                    // twice — even if this Clerk sent it once: the network may duplicate.
+                    self.session = None;
                     return Err(ClerkError::MaybeApplied);
                 }
-                // Only one attempt reached a server and it was refused: nothing was applied,
-                // so a new session can safely send the write again.
-                continue;
+                _ => return self.final_answer(reply),
             }
-            return self.final_answer(reply);
         }
     }
 
     /// Opens a session (a retried registration may open two; the unused one expires).
     async fn register(&mut self, deadline: Duration) -> Result<u64, ClerkError> {
-        let (reply, _) = self.attempts(deadline, || RequestBody::Register).await;
+        let reply = self.attempts(deadline, || RequestBody::Register).await;
         match reply {
             Some(Reply::Done(Outcome::Registered { session })) => {
                 self.session = Some(session);
@@ -316,21 +322,19 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     }
 
     /// Sends `body()` until a final answer or the deadline (`None`): follows `NotLeader` hints,
-    /// moves on from unreachable, slow or busy servers, backs off after each round. Also says
-    /// whether an attempt other than the last may have been delivered and acted on.
+    /// moves on from unreachable, slow or busy servers, backs off after each round.
     async fn attempts(
         &mut self,
         deadline: Duration,
         body: impl Fn() -> RequestBody,
-    ) -> (Option<Reply>, bool) {
+    ) -> Option<Reply> {
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut tried_in_round = 0;
-        let mut maybe_delivered = false;
         let mut followed_last = false;
         loop {
             let now = self.runtime.now();
             if now >= deadline {
-                return (None, maybe_delivered);
+                return None;
             }
             let addr = self.addrs[self.leader].clone();
             let wait = self.config.attempt_timeout.min(deadline - now);
@@ -357,14 +361,18 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                         follow = true;
                     }
                 }
-                // Certainly not acted on.
-                Some(Ok(Reply::NotLeader { .. } | Reply::Busy))
-                | Some(Err(CallError::Unreachable(_))) => {}
-                // May have been proposed (and applied later).
-                Some(Ok(Reply::Timeout | Reply::OutcomeUnknown | Reply::Unavailable(_)))
-                | Some(Err(CallError::Lost(_)))
-                | None => maybe_delivered = true,
-                Some(Ok(reply)) => return (Some(reply), maybe_delivered),
+                // Not answered here (a write may still be applied later: its retries carry
+                // the same sequence number, so it is applied at most once).
+                Some(Ok(
+                    Reply::NotLeader { .. }
+                    | Reply::Busy
+                    | Reply::Timeout
+                    | Reply::OutcomeUnknown
+                    | Reply::Unavailable(_),
+                ))
+                | Some(Err(_))
+                | None => {}
+                Some(Ok(reply)) => return Some(reply),
             }
             if !follow {
                 self.leader = (self.leader + 1) % self.addrs.len();

@@ -12,12 +12,19 @@
 //! is answered from the table and never applied twice. Sessions expire deterministically — the
 //! same decision on every replica — from the leader's timestamps carried in the log, and the
 //! table is bounded (`sessions_max`, least recently used first); a request from an expired
-//! session gets `SessionExpired`, never a second apply.
+//! session is never applied.
+//!
+//! An expired session leaves a small record (its last applied sequence number, in a table as
+//! bounded as the sessions') so that a late copy of a request — the network or a resending
+//! connector may deliver a request twice — gets an answer that says what happened: a sequence
+//! number above the last applied one was not applied and never will be (`SessionExpired`: the
+//! client may send it again under a new session); one at or below it was applied and its
+//! outcome is forgotten (`Forgotten`), as is every request of a session whose record is gone.
 
 use bytes::Bytes;
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// A client operation.
@@ -73,7 +80,9 @@ pub enum KvError {
     NoKey,
     #[error("version mismatch (current version {current})")]
     Version { current: u64 },
-    #[error("the client session expired")]
+    /// The session expired before this request was applied: it was not applied and never
+    /// will be (the session cannot come back), so it may be sent again under a new session.
+    #[error("the client session expired; the request was not applied")]
     SessionExpired,
     /// A request older than the session's last applied one (a client bug or a very late
     /// duplicate): its outcome is no longer known.
@@ -81,6 +90,11 @@ pub enum KvError {
     Stale,
     #[error("malformed command")]
     Malformed,
+    /// The session expired and either this request had been applied before (its outcome is
+    /// no longer kept) or the session's record is gone too: it may or may not have been
+    /// applied.
+    #[error("the client session expired; whether the request was applied is no longer known")]
+    Forgotten,
 }
 
 /// The result of applying a command or serving a read.
@@ -172,7 +186,17 @@ pub struct KvStateMachine {
     by_activity: BTreeSet<(u64, u64)>,
     /// The log's clock: the largest leader timestamp applied so far (never goes back).
     clock_ms: u64,
+    /// The node's session settings: not part of a snapshot (issue 21 #9: a restore kept the
+    /// settings of whoever took the snapshot, overriding the node's configuration).
+    #[serde(skip)]
     config: SessionConfig,
+    /// expired session → the last sequence number it applied: what tells a late copy of a
+    /// request "not applied" from "applied, outcome forgotten". At most `sessions_max` of them,
+    /// the earliest expired dropped first. Invariant: no key is also in `sessions`.
+    expired: BTreeMap<u64, u64>,
+    /// The sessions of `expired`, earliest expired first.
+    /// Invariant: holds exactly the keys of `expired`, each once.
+    expired_order: VecDeque<u64>,
 }
 
 impl KvStateMachine {
@@ -231,7 +255,12 @@ impl KvStateMachine {
             } => {
                 self.advance_clock(now_ms);
                 let Some(s) = self.sessions.get(&session).copied() else {
-                    return Outcome::Err(KvError::SessionExpired);
+                    // thesis §6.3: never applied under an expired session; the record left by
+                    // the session says whether an earlier copy of this request was.
+                    return Outcome::Err(match self.expired.get(&session) {
+                        Some(&last_seq) if seq > last_seq => KvError::SessionExpired,
+                        _ => KvError::Forgotten,
+                    });
                 };
                 if seq < s.last_seq {
                     return Outcome::Err(KvError::Stale);
@@ -327,7 +356,21 @@ impl KvStateMachine {
                 break;
             }
             self.by_activity.remove(&(active, session));
-            self.sessions.remove(&session);
+            self.forget(session);
+        }
+    }
+
+    /// Removes `session` from the table, keeping its last sequence number in `expired`.
+    fn forget(&mut self, session: u64) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.expired.insert(session, s.last_seq);
+        self.expired_order.push_back(session);
+        while self.expired_order.len() > self.config.sessions_max {
+            if let Some(old) = self.expired_order.pop_front() {
+                self.expired.remove(&old);
+            }
         }
     }
 
@@ -344,7 +387,7 @@ impl KvStateMachine {
 
     fn expire_oldest(&mut self) {
         if let Some((_, session)) = self.by_activity.pop_first() {
-            self.sessions.remove(&session);
+            self.forget(session);
         }
     }
 
@@ -368,6 +411,17 @@ impl KvStateMachine {
         assert!(
             self.data.values().all(|(_, v)| *v >= 1),
             "versions start at 1"
+        );
+        assert_eq!(
+            self.expired.len(),
+            self.expired_order.len(),
+            "one order entry per expired session"
+        );
+        assert!(
+            self.expired_order
+                .iter()
+                .all(|s| self.expired.contains_key(s) && !self.sessions.contains_key(s)),
+            "expired sessions are ordered once and no longer live"
         );
     }
 }
@@ -393,8 +447,16 @@ impl StateMachine for KvStateMachine {
         Bytes::from(postcard::to_allocvec(self).expect("state always encodes"))
     }
 
+    /// Replaces the state with the snapshot's; the session settings stay the node's. (The
+    /// tables are not trimmed to smaller bounds here: that would expire sessions on this
+    /// replica and not on the others; they shrink as the log is applied.)
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        *self = postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
+        let restored: Self =
+            postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
+        *self = Self {
+            config: self.config,
+            ..restored
+        };
         Ok(())
     }
 }
@@ -411,7 +473,8 @@ mod bulk_map_tests {
         sessions: BTreeMap<u64, Session>,
         by_activity: BTreeSet<(u64, u64)>,
         clock_ms: u64,
-        config: SessionConfig,
+        expired: BTreeMap<u64, u64>,
+        expired_order: VecDeque<u64>,
     }
 
     fn pair(k: &str, v: &str, version: u64) -> (Bytes, (Bytes, u64)) {
@@ -434,7 +497,8 @@ mod bulk_map_tests {
             sessions: BTreeMap::new(),
             by_activity: BTreeSet::new(),
             clock_ms: 7,
-            config: SessionConfig::default(),
+            expired: BTreeMap::new(),
+            expired_order: VecDeque::new(),
         })
         .unwrap();
         let mut restored = KvStateMachine::default();
@@ -463,5 +527,123 @@ mod bulk_map_tests {
         }
         bytes.push(n as u8);
         assert!(KvStateMachine::default().restore(&bytes).is_err());
+    }
+}
+
+#[cfg(test)]
+mod expired_session_tests {
+    use super::*;
+
+    fn register(sm: &mut KvStateMachine, index: Index, now_ms: u64) -> u64 {
+        match sm.apply_command(index, Command::Register { now_ms }) {
+            Outcome::Registered { session } => session,
+            other => panic!("registration answered {other:?}"),
+        }
+    }
+
+    fn append(session: u64, seq: u64, now_ms: u64) -> Command {
+        Command::Request {
+            session,
+            seq,
+            now_ms,
+            op: Op::Append {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"x;"),
+            },
+        }
+    }
+
+    fn small_table() -> KvStateMachine {
+        KvStateMachine::new(SessionConfig {
+            ttl_ms: 1_000,
+            sessions_max: 1,
+        })
+    }
+
+    /// Issue 21 #12: a request delivered twice — one copy applied while its session lived,
+    /// the other after the session expired — was answered `SessionExpired`, which the Clerk
+    /// took for "not applied" and sent again: a second apply.
+    #[test]
+    fn duplicate_applied_before_session_expiry_is_not_answered_session_expired() {
+        let mut sm = small_table();
+        let s = register(&mut sm, 1, 0);
+        assert_eq!(
+            sm.apply_command(2, append(s, 1, 10)),
+            Outcome::Written { version: 1 }
+        );
+        register(&mut sm, 3, 20); // evicts session s (a table of one)
+        assert_eq!(
+            sm.apply_command(4, append(s, 1, 30)),
+            Outcome::Err(KvError::Forgotten),
+            "the late copy was applied before: its outcome is unknown, not 'not applied'"
+        );
+        sm.check_invariants();
+    }
+
+    #[test]
+    fn a_request_never_applied_before_its_session_expired_is_answered_session_expired() {
+        let mut sm = small_table();
+        let s = register(&mut sm, 1, 0);
+        sm.apply_command(2, append(s, 1, 10));
+        sm.apply_command(3, append(s, 2, 5_000)); // expired by idleness (TTL 1 s)
+        assert_eq!(
+            sm.apply_command(4, append(s, 2, 5_001)),
+            Outcome::Err(KvError::SessionExpired)
+        );
+        assert_eq!(
+            sm.get(b"k"),
+            Outcome::Value {
+                value: Bytes::from_static(b"x;"),
+                version: 1
+            }
+        );
+        sm.check_invariants();
+    }
+
+    #[test]
+    fn the_expired_table_is_bounded_and_a_forgotten_session_is_answered_forgotten() {
+        let mut sm = small_table();
+        let first = register(&mut sm, 1, 0);
+        for i in 2..10 {
+            register(&mut sm, i, i);
+        }
+        assert_eq!(sm.expired.len(), 1, "at most sessions_max records");
+        assert_eq!(
+            sm.apply_command(10, append(first, 1, 10)),
+            Outcome::Err(KvError::Forgotten)
+        );
+        sm.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    /// Issue 21 #9: session settings stored in a snapshot overrode the node's configuration
+    /// on restore.
+    #[test]
+    fn snapshot_restore_keeps_the_nodes_session_settings() {
+        let theirs = SessionConfig {
+            ttl_ms: 1,
+            sessions_max: 1,
+        };
+        let ours = SessionConfig {
+            ttl_ms: 60_000,
+            sessions_max: 100,
+        };
+        let mut leader = KvStateMachine::new(theirs);
+        leader.apply_command(1, Command::Register { now_ms: 0 });
+        let snapshot = leader.snapshot();
+
+        let mut node = KvStateMachine::new(ours);
+        node.restore(&snapshot).unwrap();
+        assert_eq!(node.config, ours);
+        assert_eq!(node.sessions(), 1);
+        // And the node's settings decide: a second session does not evict the first (a table
+        // of one would), and 10 s of idleness does not expire it (1 ms would).
+        node.apply_command(2, Command::Register { now_ms: 10_000 });
+        assert_eq!(node.sessions(), 2);
+        node.check_invariants();
     }
 }

@@ -7,12 +7,21 @@
 //! stops reading (TCP backpressure). No thread per connection: a request is read, served and
 //! answered without leaving the runtime. Bad input — garbage, an oversized length, a truncated
 //! frame — closes that one connection with one `warn!` line; everyone else is served on.
+//!
+//! Deadlines (issue 21 #4: ~1,000 idle connections locked new clients out): a connection must
+//! send its first request within `handshake_timeout`, a frame once begun must arrive whole
+//! within `request_read_timeout` (a slow drip is closed), and a connection with nothing in
+//! flight is closed after `idle_timeout`. At `connections_max`, a new connection closes the
+//! one idle the longest (nothing in flight) instead of being refused, so new clients keep
+//! getting in; only when every connection is busy is it refused. Each of these logs a `warn!`
+//! (evictions at most once a second, with a count).
 
 use std::collections::BTreeMap;
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::thread::{self, JoinHandle};
@@ -39,8 +48,15 @@ pub struct ServerConfig {
     pub frame_bytes_max: usize,
     /// Requests of one connection being served at once; more wait in the socket.
     pub in_flight_per_connection_max: usize,
-    /// Open client connections; more are refused (closed at once, with a log line).
+    /// Open client connections. A new one past it closes the connection idle the longest; if
+    /// none is idle, the new one is refused (closed at once, with a log line).
     pub connections_max: usize,
+    /// A new connection must send its first whole request within this.
+    pub handshake_timeout: Duration,
+    /// A request frame, once its first byte is in, must arrive whole within this.
+    pub request_read_timeout: Duration,
+    /// A connection with no request in flight and no byte received for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -49,16 +65,43 @@ impl Default for ServerConfig {
             frame_bytes_max: CLIENT_FRAME_BYTES_MAX,
             in_flight_per_connection_max: 128,
             connections_max: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            request_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
 
+/// One open connection, as the accept thread sees it.
+struct Slot {
+    /// A clone of the socket, to close it from outside its task.
+    socket: TcpStream,
+    activity: Arc<Activity>,
+}
+
+/// What a connection's task tells the accept thread, to pick one to close at the cap.
+#[derive(Default)]
+struct Activity {
+    /// When the connection last received a byte or sent an answer (runtime clock, ms).
+    last_active_ms: AtomicU64,
+    /// Requests being served.
+    in_flight: AtomicUsize,
+}
+
+/// Rate-limits the eviction log line.
+#[derive(Default)]
+struct EvictionLog {
+    last_ms: Option<u64>,
+    unlogged: u64,
+}
+
 struct Shared {
     stopping: AtomicBool,
-    /// Open connections (a clone of each socket, to close them at shutdown).
-    conns: Mutex<BTreeMap<u64, TcpStream>>,
+    /// Open connections (a clone of each socket, to close them at shutdown or evict them).
+    conns: Mutex<BTreeMap<u64, Slot>>,
     next_conn: AtomicU64,
     config: ServerConfig,
+    evictions: Mutex<EvictionLog>,
 }
 
 /// A running KV server. Dropping it shuts it down.
@@ -83,6 +126,7 @@ impl KvServer {
             conns: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
             config,
+            evictions: Mutex::default(),
         });
         let s = shared.clone();
         let acceptor = thread::Builder::new()
@@ -113,7 +157,7 @@ impl KvServer {
             let _ = a.join();
         }
         for conn in lock(&self.shared.conns).values() {
-            let _ = conn.shutdown(Shutdown::Both);
+            let _ = conn.socket.shutdown(Shutdown::Both);
         }
     }
 }
@@ -163,16 +207,28 @@ fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let now_ms = millis(runtime.now());
+    let activity = Arc::new(Activity {
+        last_active_ms: AtomicU64::new(now_ms),
+        in_flight: AtomicUsize::new(0),
+    });
     {
         let mut conns = lock(&shared.conns);
-        if conns.len() >= shared.config.connections_max {
+        if conns.len() >= shared.config.connections_max && !evict_idlest(shared, &mut conns, now_ms)
+        {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(io::Error::other(format!(
-                "connections_max ({}) reached",
+                "connections_max ({}) reached and every connection is busy",
                 shared.config.connections_max
             )));
         }
-        conns.insert(id, stream.try_clone()?);
+        conns.insert(
+            id,
+            Slot {
+                socket: stream.try_clone()?,
+                activity: activity.clone(),
+            },
+        );
     }
     let socket = match runtime.register(stream) {
         Ok(s) => s,
@@ -183,25 +239,86 @@ fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     };
     let shared = shared.clone();
     let service = service.clone();
+    let task_runtime = runtime.clone();
     runtime.spawn(async move {
-        let in_flight_max = shared.config.in_flight_per_connection_max.max(1);
+        let limits = Limits {
+            in_flight_max: shared.config.in_flight_per_connection_max.max(1),
+            handshake: shared.config.handshake_timeout,
+            read: shared.config.request_read_timeout,
+            idle: shared.config.idle_timeout,
+        };
         let codec = Codec::new(shared.config.frame_bytes_max);
-        if let Err(e) = connection(socket, &service, codec, in_flight_max).await {
+        let result = connection(socket, &service, &task_runtime, codec, limits, &activity).await;
+        if let Err(e) = result {
             if !shared.stopping.load(Ordering::SeqCst) {
                 tracing::warn!(%addr, "kv server: closing connection: {e}");
             }
         }
         if let Some(s) = lock(&shared.conns).remove(&id) {
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = s.socket.shutdown(Shutdown::Both);
         }
     });
     Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// At the connection cap: closes the connection idle the longest (nothing in flight), and
+/// says so (at most one line a second). False if every connection is busy.
+fn evict_idlest(shared: &Shared, conns: &mut BTreeMap<u64, Slot>, now_ms: u64) -> bool {
+    let idlest = conns
+        .iter()
+        .filter(|(_, s)| s.activity.in_flight.load(Ordering::Relaxed) == 0)
+        .min_by_key(|(_, s)| s.activity.last_active_ms.load(Ordering::Relaxed))
+        .map(|(&id, _)| id);
+    let Some(slot) = idlest.and_then(|id| conns.remove(&id)) else {
+        return false;
+    };
+    let idle_ms = now_ms.saturating_sub(slot.activity.last_active_ms.load(Ordering::Relaxed));
+    let _ = slot.socket.shutdown(Shutdown::Both);
+    let mut log = lock(&shared.evictions);
+    log.unlogged += 1;
+    if log.last_ms.is_none_or(|last| now_ms >= last + 1_000) {
+        tracing::warn!(
+            connections_max = shared.config.connections_max,
+            evicted = log.unlogged,
+            idle_ms,
+            "kv server: connections_max reached: closing the connections idle the longest to \
+             let new clients in"
+        );
+        log.last_ms = Some(now_ms);
+        log.unlogged = 0;
+    }
+    true
+}
+
+/// A connection's armed deadline.
+type Timer = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A connection's bounds.
+#[derive(Clone, Copy)]
+struct Limits {
+    in_flight_max: usize,
+    handshake: Duration,
+    read: Duration,
+    idle: Duration,
+}
+
+/// Which deadline closed a connection.
+fn deadline_error(what: &str, limit: Duration) -> FrameError {
+    FrameError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what} ({limit:?})"),
+    ))
 }
 
 /// What a connection's task waits for.
 enum Wake {
     Answer(ClientResponse),
     Read(io::Result<usize>),
+    Deadline,
 }
 
 /// Serves one connection until the client closes it, it sends bad input, or the server shuts
@@ -209,8 +326,10 @@ enum Wake {
 async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     mut socket: R::TcpStream,
     service: &KvService<R, M>,
+    runtime: &R,
     codec: Codec,
-    in_flight_max: usize,
+    limits: Limits,
+    activity: &Activity,
 ) -> Result<(), FrameError> {
     let mut frames = FrameReader::new(codec);
     let mut in_flight = FuturesUnordered::new();
@@ -222,29 +341,95 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
         }
     };
     let mut out = Vec::new();
+    let opened = runtime.now();
+    let mut requests = 0u64;
+    // When the frame being read began (its first byte), and when the last byte came or
+    // answer went.
+    let mut frame_started: Option<Duration> = None;
+    let mut last_active = opened;
+    // The deadline being waited for and its timer, kept while the deadline stays the same.
+    let mut timer: Option<(Duration, Timer)> = None;
     loop {
-        while in_flight.len() < in_flight_max {
+        while in_flight.len() < limits.in_flight_max {
             match frames.next_frame::<ClientRequest>()? {
-                Some(request) => in_flight.push(serve(request)),
+                Some(request) => {
+                    requests += 1;
+                    in_flight.push(serve(request));
+                }
                 None => break,
+            }
+        }
+        activity.in_flight.store(in_flight.len(), Ordering::Relaxed);
+        let (partial, _) = frames.partial();
+        if partial == 0 {
+            frame_started = None;
+        }
+        // Only a connection with nothing in flight has a deadline: a slow answer is the
+        // service's to bound, not the client's fault.
+        let deadline = if !in_flight.is_empty() {
+            None
+        } else if let Some(started) = frame_started {
+            Some((
+                started + limits.read,
+                "a request frame arrived too slowly",
+                limits.read,
+            ))
+        } else if requests == 0 {
+            Some((
+                opened + limits.handshake,
+                "no request after connecting",
+                limits.handshake,
+            ))
+        } else {
+            Some((last_active + limits.idle, "idle", limits.idle))
+        };
+        match (deadline, &timer) {
+            (None, _) => timer = None,
+            (Some((at, ..)), Some((armed, _))) if *armed == at => {}
+            (Some((at, ..)), _) => {
+                let wait = at.saturating_sub(runtime.now());
+                timer = Some((at, Box::pin(runtime.sleep(wait))));
             }
         }
         let wake = poll_fn(|cx| {
             if let Poll::Ready(Some(answer)) = in_flight.poll_next_unpin(cx) {
                 return Poll::Ready(Wake::Answer(answer));
             }
-            if in_flight.len() < in_flight_max {
+            if in_flight.len() < limits.in_flight_max {
                 if let Poll::Ready(r) = frames.poll_fill(&mut socket, cx) {
                     return Poll::Ready(Wake::Read(r));
+                }
+            }
+            if let Some((_, t)) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Deadline);
                 }
             }
             Poll::Pending
         })
         .await;
         match wake {
+            Wake::Deadline => {
+                let (_, what, limit) = deadline.expect("a timer is armed only with a deadline");
+                if what == "idle" {
+                    // An idle client is not misbehaving: closed without a warning.
+                    tracing::debug!("kv server: closing a connection idle for {limit:?}");
+                    return Ok(());
+                }
+                return Err(deadline_error(what, limit));
+            }
             // The client closed: answers still being served have nowhere to go.
             Wake::Read(Ok(0)) => return Ok(()),
-            Wake::Read(Ok(_)) => {}
+            Wake::Read(Ok(_)) => {
+                let now = runtime.now();
+                last_active = now;
+                activity
+                    .last_active_ms
+                    .store(millis(now), Ordering::Relaxed);
+                if frame_started.is_none() {
+                    frame_started = Some(now);
+                }
+            }
             Wake::Read(Err(e)) => return Err(e.into()),
             Wake::Answer(first) => {
                 // Every answer ready now goes out in one write.
@@ -257,6 +442,10 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
                 }
                 socket.write_all(&out).await?;
                 reuse_write_buffer(&mut out);
+                last_active = runtime.now();
+                activity
+                    .last_active_ms
+                    .store(millis(last_active), Ordering::Relaxed);
             }
         }
     }

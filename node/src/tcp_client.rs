@@ -3,6 +3,13 @@
 //! connection is one task on the runtime ([`NetRuntime`]) that writes queued requests, many to
 //! one `write`, and reads answers; a connect runs on a short-lived thread (it may block for the
 //! whole connect timeout).
+//!
+//! Nothing here blocks the caller's task, so a Clerk's deadline (a timer raced against each
+//! call) always holds: sockets are non-blocking once registered with the runtime (smol's
+//! `Async` and the tokio adapter both set it), a write to a server that stops reading waits
+//! in the connection's own task, and what queues behind it is bounded (`queued_bytes_max`,
+//! refused at once beyond). `tests/client_deadline.rs` holds this against a server that never
+//! reads and one that never answers, under both runtimes.
 
 use std::collections::HashMap;
 use std::future::poll_fn;

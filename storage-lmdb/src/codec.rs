@@ -29,8 +29,21 @@ pub(crate) const KEY_HARD_STATE: &str = "hard_state";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 /// Key of the sequence number of the last WAL record the databases hold (see `wal`).
 pub(crate) const KEY_WAL_SEQ: &str = "wal_seq";
+/// Key of the [`WalHead`] in the `meta` database.
+pub(crate) const KEY_WAL_HEAD: &str = "wal_head";
 /// Key of the snapshot's data in the `snapshot` database.
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
+
+/// What a checkpoint saw of the WAL, recorded with it: an open refuses a WAL that lost
+/// records written by then, or the segment then being written (issue 21 #3: a deleted newest
+/// segment silently rolled the node back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WalHead {
+    /// The first sequence number of the segment being written (its name).
+    pub first_seq: u64,
+    /// The last record whose `fdatasync` had returned.
+    pub durable_seq: u64,
+}
 
 /// An entry as encoded: borrowed on the way out, so the payload is not copied.
 #[derive(Serialize)]

@@ -7,6 +7,7 @@
 //!   thread, which applies them to LMDB in one transaction. Requests
 //!   are answered over `futures` oneshots, so `write` and `load` never block the caller's
 //!   executor. No async runtime is used.
+//! - `checkpoint`: the checkpoint thread's side: batches of writes into LMDB, and loads.
 //! - `wal`: segment files, the record format, and recovery after a crash.
 //! - `shape`: the index and term of every stored entry, so that a write is checked (gaps,
 //!   falling terms, sizes) before it enters the WAL, as LMDB's transaction would check it.
@@ -15,6 +16,7 @@
 //!   holds; a full map is grown and the transaction retried; any other error fails the store
 //!   for good (fail-stop).
 //! - `codec`: the encoding of LMDB values and their verification on load.
+//! - `dir`: directory fsyncs, so that new and removed files' names survive a power cut.
 //!
 //! # Why a WAL
 //! An LMDB commit fsyncs twice (data pages, then the meta page) and writes whole pages; a WAL
@@ -29,7 +31,8 @@
 //! - `entries`: key = index as 8 big-endian bytes (LMDB's byte order is then index order),
 //!   value = CRC32C ‖ postcard of `(index, term, payload)`;
 //! - `meta`: `format` (layout version), `hard_state`, `snapshot` (its last log id, length and
-//!   CRC32C), `wal_seq` (the last WAL record LMDB holds), each CRC32C ‖ postcard;
+//!   CRC32C), `wal_seq` (the last WAL record LMDB holds), `wal_head` (what the WAL held at the
+//!   last checkpoint: its newest segment and last durable record), each CRC32C ‖ postcard;
 //! - `snapshot`: `data`, the snapshot's data, raw.
 //!
 //! # Guarantees
@@ -45,12 +48,21 @@
 //!   holds up the writes behind it. A crash before that checkpoint loses them, and only them:
 //!   the entries they would have dropped are still stored. (A compaction in the WAL could be
 //!   replayed after its snapshot was lost: that is why neither goes there.)
-//! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL.
+//! - A clean close (dropping the handle) moves everything into LMDB and deletes the WAL (but
+//!   for one empty segment named after the next record).
+//! - Directory entries are durable too (`dir`): the directory is fsynced after every file
+//!   created or removed in it (LMDB's files, WAL segments), and a store directory that did not
+//!   exist has its parent fsynced as well.
 //! - `load` verifies every entry (CRC, encoding, key = index, contiguous indexes,
 //!   non-decreasing terms) and the meta values, and reports the first problem as
 //!   [`StorageError::Corrupt`] naming the entry's index; it never drops an entry silently.
 //!   A damaged WAL record anywhere but at the very end is reported by `open` as `Corrupt`. A
 //!   data file shorter than its last commit needs is reported when opening.
+//! - Missing WAL data is not a torn tail: a WAL that ends before the last durable record a
+//!   checkpoint saw, that lacks the segment being written then (or a later one), or whose
+//!   newest segment is sealed (the WAL moved on from it) is refused by `open` with a
+//!   `Corrupt` error that says what is missing and how to recover (wipe the node's data
+//!   directory and rejoin): the node may have acknowledged writes it no longer holds.
 //! - Fail-stop: after any error from a write or a checkpoint, every later `write` (and `load`)
 //!   returns that same error. A failed fsync is never retried. A checkpoint that LMDB cannot
 //!   take (its map at `map_size_bytes_max`) leaves the writes in the WAL: opening again with a
@@ -79,17 +91,22 @@
 //!   a crash; the record is dropped with a warning (it is the one write that may not have been
 //!   answered).
 //! - Writes are not merged here: the driver already merges queued work into one `write`.
+//! - Missing WAL data goes unnoticed in one case: the newest segment deleted when no checkpoint
+//!   has recorded the WAL's head yet (a new store, before its first checkpoint) and no sealed
+//!   segment precedes it.
 
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod codec;
+mod dir;
 mod shape;
 mod wal;
 mod writer;
 
+use checkpoint::{in_store, Batch, Checkpoint, Checkpointer, SharedHead, CHECKPOINT_QUEUE_LEN_MAX};
 use futures::channel::oneshot;
-use raftkv_raft::sim::store::MemStore;
-use raftkv_raft::{Payload, Persisted, Storage, StorageError, WriteOp};
+use raftkv_raft::{Persisted, Storage, StorageError, WriteOp};
 use shape::LogShape;
 use std::fmt;
 use std::future::Future;
@@ -201,24 +218,40 @@ impl LmdbStorage {
     /// Entries are verified by [`Storage::load`], not here.
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
         let options = options.normalized();
-        let writer = Writer::open(dir, options)?;
-        let lmdb_seq = writer.wal_seq()?;
+        let located = in_store(dir);
+        let writer = Writer::open(dir, options).map_err(&located)?;
+        let lmdb_seq = writer.wal_seq().map_err(&located)?;
         let recovered = wal::recover(dir, lmdb_seq)?;
+        if let Some(head) = writer.wal_head().map_err(&located)? {
+            wal::check_head(dir, &recovered, head)?;
+        }
         // The records LMDB lacks are not written into it here (a synchronous transaction,
         // and an fsync that would also flush whatever the dead process left dirty): they
         // become the checkpoint thread's first pending writes, `load` merges them in memory,
         // and their segments stay until a checkpoint holds them.
-        let mut shape = LogShape::from_ids(&writer.log_ids()?)?;
+        let mut shape =
+            LogShape::from_ids(&writer.log_ids().map_err(&located)?).map_err(&located)?;
         shape
             .apply(&recovered.ops, options.entry_bytes_max)
             .map_err(|why| StorageError::Corrupt {
                 index: None,
-                detail: format!("WAL records do not follow the stored log: {why}"),
+                detail: format!(
+                    "the WAL records in {} do not follow the log stored in {}: {why}",
+                    dir.display(),
+                    dir.join(DATA_FILE_NAME).display()
+                ),
             })?;
         let mut wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
+        if let Some(tail) = &recovered.tail {
+            wal.seal_previous(tail)?;
+        }
         for path in &recovered.segments {
             wal.keep_until(path, recovered.last_seq);
         }
+        let head = Arc::new(SharedHead {
+            first_seq: AtomicU64::new(wal.first_seq()),
+            durable_seq: AtomicU64::new(wal.last_seq()),
+        });
         if !recovered.ops.is_empty() {
             tracing::info!(dir = %dir.display(), from = lmdb_seq + 1, to = recovered.last_seq, "WAL records after LMDB's: pending for the next checkpoint");
         }
@@ -231,11 +264,13 @@ impl LmdbStorage {
         let seq = (!recovered.ops.is_empty()).then_some(recovered.last_seq);
         pending.add(seq, recovered.ops);
         let checkpointer = Checkpointer {
+            dir: dir.to_path_buf(),
             writer,
             pending,
             checkpoint_bytes: options.wal_checkpoint_bytes,
             applied_seq: Arc::clone(&applied_seq),
             failed: Arc::clone(&failed),
+            head: Arc::clone(&head),
         };
         let checkpointer = thread::Builder::new()
             .name("raftkv-lmdb-checkpoint".into())
@@ -250,6 +285,7 @@ impl LmdbStorage {
             checkpoint_bytes: options.wal_checkpoint_bytes,
             checkpointer: Some(checkpointer),
             applied_seq,
+            head,
             checkpoint_failed: failed,
             failed: None,
         };
@@ -296,29 +332,6 @@ impl LmdbStorage {
     }
 }
 
-/// Batches waiting for the checkpoint thread (each about `wal_checkpoint_bytes`); past this
-/// many the WAL thread waits, which bounds what an open after a crash replays.
-const CHECKPOINT_QUEUE_LEN_MAX: usize = 4;
-
-/// Bytes a write op is counted as towards a checkpoint, beyond its payloads.
-const OP_OVERHEAD_BYTES: usize = 32;
-
-/// A message to the checkpoint thread.
-enum Checkpoint {
-    /// Consecutive writes for LMDB at the next checkpoint.
-    Record(Batch),
-    /// A write with a snapshot from the leader, which is not a WAL record: LMDB takes it at
-    /// once, with everything pending before it, in one transaction.
-    Direct {
-        ops: Vec<WriteOp>,
-        reply: mpsc::SyncSender<Result<(), StorageError>>,
-    },
-    /// Everything stored: LMDB's contents with the pending writes applied in memory.
-    Load {
-        reply: oneshot::Sender<Result<Persisted, StorageError>>,
-    },
-}
-
 /// The WAL thread's state: appends each write to the WAL, then hands it to the checkpointer.
 struct Front {
     /// `None` only after the thread's last request.
@@ -335,6 +348,8 @@ struct Front {
     checkpointer: Option<JoinHandle<()>>,
     /// The last WAL record LMDB holds.
     applied_seq: Arc<AtomicU64>,
+    /// What the WAL holds, for the checkpoint thread to record.
+    head: Arc<SharedHead>,
     /// Set by the checkpoint thread when LMDB fails.
     checkpoint_failed: Arc<Mutex<Option<StorageError>>>,
     /// Set by the first failed write; every later request returns it (fail-stop).
@@ -402,7 +417,14 @@ impl Front {
         // snapshot was lost in the crash. A crash before the checkpoint loses only them, and
         // the log they would have replaced is still there.
         let seq = if ops.iter().any(wal::is_record_op) {
-            Some(wal.append(ops.iter().filter(|op| wal::is_record_op(op)))?)
+            let seq = wal.append(ops.iter().filter(|op| wal::is_record_op(op)))?;
+            // The segment first: a checkpoint that sees the new durable number must not
+            // record an older segment than the one holding it.
+            self.head
+                .first_seq
+                .store(wal.first_seq(), Ordering::Release);
+            self.head.durable_seq.store(seq, Ordering::Release);
+            Some(seq)
         } else {
             None
         };
@@ -469,127 +491,7 @@ impl Front {
     }
 }
 
-/// The checkpoint thread's state: owns LMDB, and applies WAL records to it in batches.
-struct Checkpointer {
-    writer: Writer,
-    /// The writes for the next transaction.
-    pending: Batch,
-    checkpoint_bytes: usize,
-    applied_seq: Arc<AtomicU64>,
-    failed: Arc<Mutex<Option<StorageError>>>,
-}
-
-impl Checkpointer {
-    fn run(mut self, inbox: mpsc::Receiver<Checkpoint>) {
-        while let Ok(message) = inbox.recv() {
-            match message {
-                Checkpoint::Record(batch) => {
-                    self.pending.merge(batch);
-                    if self.pending.bytes >= self.checkpoint_bytes {
-                        // A failure is recorded for the WAL thread, which stops the store.
-                        let _ = self.commit();
-                    }
-                }
-                Checkpoint::Direct { ops, reply } => {
-                    self.pending.add(None, ops);
-                    let _ = reply.send(self.commit());
-                }
-                Checkpoint::Load { reply } => {
-                    let _ = reply.send(self.load());
-                }
-            }
-        }
-        // Every handle is gone: what the WAL holds goes into LMDB, so a clean close leaves
-        // no WAL to replay.
-        let _ = self.commit();
-    }
-
-    /// What LMDB holds with the pending writes applied on top, in memory: no transaction, so
-    /// loading right after a crash does not wait for one.
-    fn load(&self) -> Result<Persisted, StorageError> {
-        let stored = self.writer.load()?;
-        if self.pending.ops.is_empty() {
-            return Ok(stored);
-        }
-        let mut merged = MemStore {
-            hard_state: stored.hard_state,
-            snapshot: stored.snapshot,
-            entries: stored.entries.into_iter().map(|e| (e.index, e)).collect(),
-        };
-        merged.apply(self.pending.ops.iter().cloned());
-        Ok(merged.persisted())
-    }
-
-    /// Applies everything pending in one LMDB transaction.
-    fn commit(&mut self) -> Result<(), StorageError> {
-        if self.pending.ops.is_empty() {
-            return self.writer.failed().map_or(Ok(()), Err);
-        }
-        let ops = std::mem::take(&mut self.pending.ops);
-        self.pending.bytes = 0;
-        match self.writer.write(&ops, self.pending.seq) {
-            Ok(()) => {
-                if let Some(seq) = self.pending.seq.take() {
-                    self.applied_seq.store(seq, Ordering::Release);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                lock(&self.failed).get_or_insert_with(|| e.clone());
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Consecutive writes not yet in LMDB: the WAL thread holds one until it is about a
-/// checkpoint's worth, and the checkpoint thread keeps one for its next transaction.
-#[derive(Default)]
-struct Batch {
-    /// The last WAL record among them: own snapshots and compactions are not WAL records.
-    seq: Option<u64>,
-    ops: Vec<WriteOp>,
-    /// What the ops count towards a checkpoint ([`op_bytes`]).
-    bytes: usize,
-}
-
-impl Batch {
-    /// Adds one write's ops, made WAL record `seq` if any.
-    fn add(&mut self, seq: Option<u64>, ops: Vec<WriteOp>) {
-        let bytes = ops.iter().map(op_bytes).sum::<usize>();
-        self.merge(Batch { seq, ops, bytes });
-    }
-
-    /// Adds the writes of `later`. An own snapshot that a later snapshot op replaces is
-    /// dropped: LMDB would copy its data into pages only to free them again before the commit.
-    fn merge(&mut self, later: Batch) {
-        let snapshot =
-            |op: &WriteOp| matches!(op, WriteOp::SaveSnapshot(_) | WriteOp::InstallSnapshot(_));
-        if later.ops.iter().any(snapshot) {
-            self.ops
-                .retain(|op| !matches!(op, WriteOp::SaveSnapshot(_)));
-        }
-        self.ops.extend(later.ops);
-        self.seq = later.seq.or(self.seq);
-        self.bytes += later.bytes;
-    }
-}
-
-/// The bytes `op` counts towards a checkpoint.
-fn op_bytes(op: &WriteOp) -> usize {
-    match op {
-        WriteOp::Append(entries) => entries
-            .iter()
-            .map(|e| match &e.payload {
-                Payload::Command(data) => data.len() + OP_OVERHEAD_BYTES,
-                Payload::Noop => OP_OVERHEAD_BYTES,
-            })
-            .sum(),
-        _ => OP_OVERHEAD_BYTES,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -2,16 +2,17 @@
 //! which is the only thread that ever opens a transaction: so it can resize the map (LMDB
 //! requires that no transaction be open in the process) and close the environment on drop.
 
+use crate::codec::WalHead;
 use crate::codec::{
     self, LogVerifier, SnapshotMeta, FORMAT_VERSION, KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT,
-    KEY_SNAPSHOT_DATA, KEY_WAL_SEQ,
+    KEY_SNAPSHOT_DATA, KEY_WAL_HEAD, KEY_WAL_SEQ,
 };
 use crate::LmdbOptions;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn};
 use raftkv_raft::{Entry, HardState, LogId, Persisted, Snapshot, StorageError, WriteOp};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Opens (creating if needed) the store in `dir`. `options` are already normalised.
     pub(crate) fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
-        fs::create_dir_all(dir).map_err(|e| io_error("create storage directory", e))?;
+        crate::dir::create_dir_all_synced(dir)?;
         let lock = DirLock::acquire(dir)?;
         let mut env_options = EnvOpenOptions::new();
         env_options.map_size(options.map_size_bytes).max_dbs(3);
@@ -115,6 +116,9 @@ impl Writer {
             }
         }
         txn.commit().map_err(|e| io_error("commit", e))?;
+        // LMDB's files and the lock file may have just been created: their names too must
+        // survive a power cut.
+        crate::dir::sync_dir(dir)?;
 
         let map_size_bytes = Arc::new(AtomicUsize::new(env.info().map_size));
         Ok(Self {
@@ -218,6 +222,16 @@ impl Writer {
         }
     }
 
+    /// What the last checkpoint saw of the WAL (`None`: no checkpoint recorded it yet).
+    pub(crate) fn wal_head(&self) -> Result<Option<WalHead>, StorageError> {
+        let txn = self.env.read_txn().map_err(|e| io_error("read", e))?;
+        match self.meta.get(&txn, KEY_WAL_HEAD) {
+            Ok(Some(value)) => codec::decode_meta("WAL head", value).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_error("read WAL head", e)),
+        }
+    }
+
     /// The index and term of every stored entry, in order (headers only: `load` verifies).
     pub(crate) fn log_ids(&self) -> Result<Vec<LogId>, StorageError> {
         let read_error = |e| io_error("read", e);
@@ -236,16 +250,18 @@ impl Writer {
 
     /// Applies `ops` in one transaction and one durable commit, growing the map as needed;
     /// `wal_seq`, if given, is recorded in the same transaction as the last WAL record the
-    /// databases now hold. After any failure the writer is failed for good (fail-stop).
+    /// databases now hold, and `head` as what the WAL held then. After any failure the writer
+    /// is failed for good (fail-stop).
     pub(crate) fn write(
         &mut self,
         ops: &[WriteOp],
         wal_seq: Option<u64>,
+        head: WalHead,
     ) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result = self.write_growing(ops, wal_seq);
+        let result = self.write_growing(ops, wal_seq, head);
         if let Err(e) = &result {
             tracing::error!(error = %e, "LMDB storage failed: every later write will fail");
             self.failed = Some(e.clone());
@@ -253,9 +269,14 @@ impl Writer {
         result
     }
 
-    fn write_growing(&mut self, ops: &[WriteOp], wal_seq: Option<u64>) -> Result<(), StorageError> {
+    fn write_growing(
+        &mut self,
+        ops: &[WriteOp],
+        wal_seq: Option<u64>,
+        head: WalHead,
+    ) -> Result<(), StorageError> {
         loop {
-            match self.write_once(ops, wal_seq) {
+            match self.write_once(ops, wal_seq, head) {
                 Ok(()) => return Ok(()),
                 // The aborted transaction wrote nothing: grow and run the whole write again.
                 Err(TxnError::Lmdb(heed::Error::Mdb(MdbError::MapFull))) => self.grow()?,
@@ -267,7 +288,12 @@ impl Writer {
         }
     }
 
-    fn write_once(&self, ops: &[WriteOp], wal_seq: Option<u64>) -> Result<(), TxnError> {
+    fn write_once(
+        &self,
+        ops: &[WriteOp],
+        wal_seq: Option<u64>,
+        head: WalHead,
+    ) -> Result<(), TxnError> {
         // Dropping `txn` on an error aborts it.
         let mut txn = self.env.write_txn()?;
         for op in ops {
@@ -277,6 +303,8 @@ impl Writer {
             let value = codec::encode_meta("WAL sequence", &seq).map_err(TxnError::Rejected)?;
             self.meta.put(&mut txn, KEY_WAL_SEQ, &value)?;
         }
+        let value = codec::encode_meta("WAL head", &head).map_err(TxnError::Rejected)?;
+        self.meta.put(&mut txn, KEY_WAL_HEAD, &value)?;
         // With LMDB's default flags, commit returns once data and meta pages are fsynced.
         txn.commit()?;
         Ok(())

@@ -27,6 +27,10 @@ const CHILD_SEED_VAR: &str = "RAFTKV_LMDB_CRASH_CHILD_SEED";
 /// store, so the child need not load it again before writing).
 const CHILD_LAST_VAR: &str = "RAFTKV_LMDB_CRASH_CHILD_LAST";
 
+/// Set in the child's environment, optionally: the WAL segment size (the checkpoint size is
+/// half of it), so that kills land amid segment rotations, seals and checkpoints.
+const CHILD_SEGMENT_VAR: &str = "RAFTKV_LMDB_CRASH_CHILD_SEGMENT_BYTES";
+
 const KILLS: usize = 60;
 const KILL_DELAY_MS_MIN: u64 = 20;
 const KILL_DELAY_MS_MAX: u64 = 250;
@@ -85,7 +89,15 @@ fn crash_child() {
     let mut last = var(CHILD_LAST_VAR);
     // The snapshot taken in this run, if any: compaction goes no further.
     let mut snapshot = 0;
-    let storage = open(Path::new(&dir), tiny_map());
+    let mut options = tiny_map();
+    if let Some(bytes) = std::env::var(CHILD_SEGMENT_VAR)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        options.wal_segment_bytes = bytes;
+        options.wal_checkpoint_bytes = bytes / 2;
+    }
+    let storage = open(Path::new(&dir), options);
     let started = Instant::now();
     let mut stdout = std::io::stdout().lock();
     while started.elapsed() < CHILD_LIFETIME_MAX {
@@ -175,6 +187,18 @@ fn verify_store(dir: &Path) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_durable_write() {
+    kill_at_random_moments(None);
+}
+
+/// Issue 21 #3: the WAL's segments are sealed as it moves on and checkpoints record its head,
+/// so that a missing segment is refused. Killed amid rotations (8 KiB segments), it must never
+/// mistake a crash for missing data, nor lose a durable write.
+#[test]
+fn sigkill_amid_segment_rotations_loses_no_durable_write_and_is_never_refused() {
+    kill_at_random_moments(Some(8 << 10));
+}
+
+fn kill_at_random_moments(segment_bytes: Option<usize>) {
     let seed = common::seed();
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +207,11 @@ fn sigkill_at_random_moments_loses_no_durable_write() {
     let (mut kills, mut kills_mid_run, mut losses, mut reported_max) = (0, 0, 0u64, 0u64);
     let mut last = 0;
     for round in 0..KILLS {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if let Some(bytes) = segment_bytes {
+            command.env(CHILD_SEGMENT_VAR, bytes.to_string());
+        }
+        let mut child = command
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR_VAR, dir.path())
             .env(CHILD_SEED_VAR, rng.next_u64().to_string())

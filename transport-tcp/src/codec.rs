@@ -8,15 +8,18 @@
 //! +----------------+---------------------------+
 //! ```
 //!
-//! Bound: a body is at most `frame_bytes_max` bytes. A length prefix above the bound is refused
-//! from the 4 prefix bytes alone, before any buffer is sized for it, and a partial frame is
-//! `Ok(None)` without allocating. Below the bound, decoding allocates in proportion to the
-//! bytes present, never to a length field alone: postcard passes a sequence length to serde as
-//! a capacity hint only when that many bytes remain (and serde caps hints at 1 MiB). The
-//! decoded value can still be larger in memory than on the wire: an `Entry` is 3 bytes on the
-//! wire at least and 48 in memory, so a body of empty entries peaks near 28x its size (the
-//! fuzz test bounds every input by `size_of::<Entry>()` times its length).
+//! Bounds: a body is at most `frame_bytes_max` bytes. A length prefix above the bound is
+//! refused from the 4 prefix bytes alone, before any buffer is sized for it, and a partial
+//! frame is `Ok(None)` without allocating. Below the bound, decoding allocates in proportion to
+//! the bytes present, never to a length field alone. And a decoded frame holds at most
+//! `frame_items_max` collection elements (sequence elements and map entries, at any depth;
+//! struct fields are not counted): the decode fails on the first one over, before the
+//! collection holding it grows, and capacity hints are capped at what is left (`budget`).
+//! Without that bound, an `Entry` being 3 bytes on the wire and 48 in memory, a 16 MiB body of
+//! empty entries decoded to about 450 MB (issue 21 #13). A decode now holds at most the body's
+//! bytes plus `frame_items_max` elements.
 
+use crate::budget::{Budget, Budgeted};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -26,6 +29,10 @@ pub const PREFIX_BYTES: usize = 4;
 
 /// The default bound on a frame body: 16 MiB.
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
+
+/// The default bound on the collection elements one frame decodes to: 65,536 (a Raft append
+/// carries at most `append_entries_max` entries, 512 by default).
+pub const FRAME_ITEMS_MAX_DEFAULT: usize = 1 << 16;
 
 /// Why a frame could not be encoded or decoded. Never allocates.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -45,6 +52,13 @@ pub enum CodecError {
     /// The payload could not be serialized (a serde `Serialize` impl failed).
     #[error("cannot encode frame: {0}")]
     Encode(postcard::Error),
+    /// The body decodes to more collection elements than `frame_items_max`; refused at the
+    /// first one over, before storing it.
+    #[error("frame decodes to more than frame_items_max {max} items")]
+    TooManyItems {
+        /// The codec's `frame_items_max`.
+        max: usize,
+    },
 }
 
 /// A length-prefixed postcard codec with a bound on the body size. Cheap to copy.
@@ -52,6 +66,7 @@ pub enum CodecError {
 pub struct Codec {
     /// Invariant: `frame_bytes_max <= u32::MAX`.
     frame_bytes_max: usize,
+    frame_items_max: usize,
 }
 
 impl Default for Codec {
@@ -62,16 +77,30 @@ impl Default for Codec {
 
 impl Codec {
     /// A codec whose bodies are at most `frame_bytes_max` bytes (clamped to `u32::MAX`, the
-    /// most the prefix can express).
+    /// most the prefix can express) and decode to at most [`FRAME_ITEMS_MAX_DEFAULT`] items.
     pub fn new(frame_bytes_max: usize) -> Self {
         Self {
             frame_bytes_max: frame_bytes_max.min(u32::MAX as usize),
+            frame_items_max: FRAME_ITEMS_MAX_DEFAULT,
+        }
+    }
+
+    /// This codec, with frames decoding to at most `frame_items_max` collection elements.
+    pub fn with_items_max(self, frame_items_max: usize) -> Self {
+        Self {
+            frame_items_max,
+            ..self
         }
     }
 
     /// The bound on a frame body, in bytes.
     pub fn frame_bytes_max(&self) -> usize {
         self.frame_bytes_max
+    }
+
+    /// The bound on the collection elements a frame decodes to.
+    pub fn frame_items_max(&self) -> usize {
+        self.frame_items_max
     }
 
     /// Appends one frame (prefix and body) to `out` and returns the bytes appended. On error
@@ -140,11 +169,20 @@ impl Codec {
                 max: self.frame_bytes_max,
             });
         }
-        match postcard::take_from_bytes::<T>(body) {
+        let budget = Budget::new(self.frame_items_max);
+        let mut postcard = postcard::Deserializer::from_bytes(body);
+        let decoded = T::deserialize(Budgeted {
+            inner: &mut postcard,
+            budget: &budget,
+        });
+        match decoded.and_then(|value| postcard.finalize().map(|rest| (value, rest))) {
             Ok((value, [])) => Ok(value),
             Ok((_, _trailing)) => Err(CodecError::Malformed(
                 postcard::Error::DeserializeBadEncoding,
             )),
+            Err(_) if budget.exceeded() => Err(CodecError::TooManyItems {
+                max: self.frame_items_max,
+            }),
             Err(e) => Err(CodecError::Malformed(e)),
         }
     }
@@ -198,6 +236,33 @@ mod tests {
         let err = codec.encode(&"four", &mut buf).unwrap_err();
         assert_eq!(err, CodecError::FrameTooLarge { len: 5, max: 3 });
         assert_eq!(buf, vec![1, 2]);
+    }
+
+    #[test]
+    fn collection_elements_are_counted_at_any_depth_and_struct_fields_are_not() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Wide {
+            a: u8,
+            b: u8,
+            c: Option<Vec<u8>>,
+            d: std::collections::BTreeMap<u8, Vec<u8>>,
+        }
+        let value = Wide {
+            a: 1,
+            b: 2,
+            c: Some(vec![1, 2]),
+            d: [(1, vec![3]), (2, vec![])].into_iter().collect(),
+        };
+        let mut buf = Vec::new();
+        Codec::default().encode(&value, &mut buf).unwrap();
+        // 2 elements of c, 2 map entries, 1 element inside: 5 items.
+        let five = Codec::default().with_items_max(5);
+        assert_eq!(five.decode::<Wide>(&buf), Ok(Some((value, buf.len()))));
+        let four = Codec::default().with_items_max(4);
+        assert_eq!(
+            four.decode::<Wide>(&buf),
+            Err(CodecError::TooManyItems { max: 4 })
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The transport's configuration, with a bound on everything that could grow.
 
-use crate::codec::FRAME_BYTES_MAX_DEFAULT;
+use crate::codec::{FRAME_BYTES_MAX_DEFAULT, FRAME_ITEMS_MAX_DEFAULT};
 use crate::filter::FaultFilter;
 use raftkv_raft::NodeId;
 use std::collections::BTreeMap;
@@ -27,6 +27,10 @@ pub struct TcpConfig {
     pub delayed_len_max: usize,
     /// The bound on a frame body, both ways.
     pub frame_bytes_max: usize,
+    /// The bound on the collection elements (entries, ...) one received frame decodes to: a
+    /// frame over it closes the connection before it is decoded further. At least the Raft
+    /// configuration's `append_entries_max`.
+    pub frame_items_max: usize,
     /// A writer stops draining its queue into one batch once the batch reaches this size.
     pub batch_bytes_max: usize,
     /// Inbound connections open at once (handshaking or established); more are refused.
@@ -63,6 +67,7 @@ impl TcpConfig {
             inbound_queue_len_max: 4096,
             delayed_len_max: 16 * 1024,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            frame_items_max: FRAME_ITEMS_MAX_DEFAULT,
             batch_bytes_max: 1 << 20,
             inbound_connections_max: 64,
             reconnect_backoff_min: Duration::from_millis(20),
@@ -90,6 +95,7 @@ impl TcpConfig {
             ("inbound_queue_len_max", self.inbound_queue_len_max),
             ("delayed_len_max", self.delayed_len_max),
             ("frame_bytes_max", self.frame_bytes_max),
+            ("frame_items_max", self.frame_items_max),
             ("batch_bytes_max", self.batch_bytes_max),
             ("inbound_connections_max", self.inbound_connections_max),
         ];

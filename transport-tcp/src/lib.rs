@@ -45,12 +45,15 @@
 //!   after a peer's restart is usually lost (Raft retransmits). There are no keepalives: a
 //!   half-open inbound connection lingers until the peer reconnects (the new connection from
 //!   the same node replaces it) or the transport shuts down.
-//! - An authenticated peer can make a reader hold about 28x `frame_bytes_max` at worst (a
-//!   frame full of empty entries: see `codec`); before its hello, a connection can make it
+//! - An authenticated peer can make a reader hold at most about `frame_bytes_max` plus
+//!   `frame_items_max` decoded elements per connection (a frame decoding to more is refused
+//!   at the first element over: see `codec`; before that bound, a 16 MiB frame of empty
+//!   entries decoded to about 450 MB); before its hello, a connection can make it
 //!   hold only its 64 KiB read buffer (a hello frame is at most 64 bytes).
 
 #![warn(missing_docs)]
 
+mod budget;
 mod codec;
 mod config;
 mod filter;
@@ -63,7 +66,9 @@ mod shared;
 mod stats;
 mod transport;
 
-pub use codec::{Codec, CodecError, FRAME_BYTES_MAX_DEFAULT, PREFIX_BYTES};
+pub use codec::{
+    Codec, CodecError, FRAME_BYTES_MAX_DEFAULT, FRAME_ITEMS_MAX_DEFAULT, PREFIX_BYTES,
+};
 pub use config::{ConfigError, TcpConfig};
 pub use filter::{FaultFilter, LinkRule, Verdict};
 pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};

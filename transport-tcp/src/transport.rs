@@ -98,7 +98,7 @@ impl TcpTransport {
         let shared = Arc::new(Shared::new(Settings {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
-            codec: Codec::new(config.frame_bytes_max),
+            codec: Codec::new(config.frame_bytes_max).with_items_max(config.frame_items_max),
             batch_bytes_max: config.batch_bytes_max,
             inbound_connections_max: config.inbound_connections_max,
             reconnect_backoff_min: config.reconnect_backoff_min,

@@ -217,7 +217,36 @@ fn cases() -> Vec<Case> {
             false,
         ),
         case("a second hello", after_hello(&hello(CLUSTER, 3)), false),
+        // Issue 21 #13: within the byte bound, but more entries than frame_items_max.
+        case(
+            "more entries than frame_items_max after the hello",
+            after_hello(&many_noop_entries(3, 1, ITEMS_MAX + 1)),
+            false,
+        ),
     ]
+}
+
+/// The node's bound on the entries one frame decodes to, in this test.
+const ITEMS_MAX: usize = 1_000;
+
+fn many_noop_entries(from: u64, to: u64, n: usize) -> Vec<u8> {
+    let entries = (1..=n as u64)
+        .map(|index| raftkv_raft::Entry {
+            term: 1,
+            index,
+            payload: raftkv_raft::Payload::Noop,
+        })
+        .collect();
+    frame(&Frame::Raft(Message {
+        from,
+        to,
+        term: 1,
+        body: Body::Append {
+            base: raftkv_raft::LogId::default(),
+            entries,
+            commit: 0,
+        },
+    }))
 }
 
 #[test]
@@ -234,6 +263,7 @@ fn bad_input_closes_only_that_connection_with_one_log_line() {
             (l1.local_addr().unwrap(), l2.local_addr().unwrap());
         let mut config1 = config(1, BTreeMap::from([(2, addr2), (3, free_addr())]));
         config1.frame_bytes_max = 1 << 20;
+        config1.frame_items_max = ITEMS_MAX;
         config1.handshake_timeout = Duration::from_millis(300);
         let t1 = TcpTransport::start_on(runtime(), config1, l1).unwrap();
         let t2 =
@@ -272,8 +302,8 @@ fn bad_input_closes_only_that_connection_with_one_log_line() {
                 assert_eq!(got, Some(msg(from, to, seq)), "after {}", case.name);
             }
         }
-        // Only the four attacks that got past the hello were accepted; n2 never reconnected.
-        assert_eq!(c[&1].stats().connections_accepted, accepted + 4);
+        // Only the five attacks that got past the hello were accepted; n2 never reconnected.
+        assert_eq!(c[&1].stats().connections_accepted, accepted + 5);
         assert_eq!(c[&2].stats().reconnects, 0);
 
         // Misaddressed and ill-formed messages are dropped and counted; the connection stays.

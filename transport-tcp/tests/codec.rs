@@ -362,7 +362,7 @@ fn fuzzed_frames_decode_to_ok_or_a_typed_error_without_unbounded_allocation() {
                     "{mutation:?}: allocated for an oversized frame"
                 );
             }
-            Err(CodecError::Malformed(_)) => outcomes[3] += 1,
+            Err(CodecError::Malformed(_) | CodecError::TooManyItems { .. }) => outcomes[3] += 1,
             Err(e @ CodecError::Encode(_)) => panic!("decode returned {e}"),
         }
         // Decoding allocates in proportion to the bytes really present, never to a length
@@ -399,8 +399,9 @@ const AMPLIFICATION_MAX: usize = std::mem::size_of::<Entry>();
 
 #[test]
 fn a_body_of_minimal_entries_allocates_in_proportion_to_its_bytes() {
-    // The worst case named above, made on purpose: as many Noop entries as fit.
-    let codec = Codec::new(1 << 20);
+    // The worst case named above, made on purpose: as many Noop entries as fit (the item
+    // bound raised out of the way).
+    let codec = Codec::new(1 << 20).with_items_max(1 << 20);
     let entries: Vec<Entry> = (0..100_000)
         .map(|_| Entry {
             term: 1,
@@ -429,4 +430,83 @@ fn a_body_of_minimal_entries_allocates_in_proportion_to_its_bytes() {
         peak as f64 / buf.len() as f64
     );
     assert!(peak <= buf.len() * AMPLIFICATION_MAX + 1024);
+}
+
+/// An Append frame of `n` identical Noop entries, built from the encodings of one and two of
+/// them (so that a 16 MiB frame is made without holding 5 million entries in memory).
+fn frame_of_noop_entries(n: usize) -> Vec<u8> {
+    let encode = |k: usize| {
+        let frame = Frame::Raft(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: Body::Append {
+                base: LogId::default(),
+                entries: vec![
+                    Entry {
+                        term: 1,
+                        index: 1,
+                        payload: Payload::Noop,
+                    };
+                    k
+                ],
+                commit: 0,
+            },
+        });
+        let mut buf = Vec::new();
+        Codec::default().encode(&frame, &mut buf).unwrap();
+        buf.split_off(PREFIX_BYTES)
+    };
+    let (one, two) = (encode(1), encode(2));
+    // The count is the first byte where they differ (a one-byte varint), the entries follow.
+    let at = one.iter().zip(&two).position(|(a, b)| a != b).unwrap();
+    assert_eq!((one[at], two[at]), (1, 2));
+    let entry_len = two.len() - one.len();
+    let entry = &one[at + 1..at + 1 + entry_len];
+    let mut body = one[..at].to_vec();
+    let mut count = n as u64;
+    while count >= 0x80 {
+        body.push(count as u8 | 0x80);
+        count >>= 7;
+    }
+    body.push(count as u8);
+    for _ in 0..n {
+        body.extend_from_slice(entry);
+    }
+    body.extend_from_slice(&one[at + 1 + entry_len..]);
+    let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    framed
+}
+
+/// Issue 21 #13: a 16 MiB frame of empty entries from an authenticated peer decoded to about
+/// 450 MB (3 bytes on the wire, 48 in memory, each). Now the decode stops at the item bound,
+/// having held no more than that many entries.
+#[test]
+fn a_16_mib_frame_of_empty_entries_is_refused_at_the_item_bound_not_decoded_to_450_mb() {
+    let codec = Codec::default();
+    let entry_bytes = frame_of_noop_entries(2).len() - frame_of_noop_entries(1).len();
+    let n = (codec.frame_bytes_max() - 64) / entry_bytes;
+    let input = frame_of_noop_entries(n);
+    assert!(input.len() <= PREFIX_BYTES + codec.frame_bytes_max());
+    assert!(input.len() > 15 << 20, "{} bytes", input.len());
+    let (result, _, peak) = measure(|| codec.decode::<Frame>(&input));
+    assert_eq!(
+        result,
+        Err(CodecError::TooManyItems {
+            max: codec.frame_items_max()
+        })
+    );
+    // The entries vector grows by doubling: at most twice the bound, plus change.
+    let bound = 2 * codec.frame_items_max() * std::mem::size_of::<Entry>() + (64 << 10);
+    eprintln!(
+        "{n} empty entries in {} bytes: refused with {peak} bytes live at the peak \
+         (unbounded: {} bytes)",
+        input.len(),
+        n * std::mem::size_of::<Entry>()
+    );
+    assert!(peak <= bound, "{peak} bytes live, bound {bound}");
+    // Just under the bound decodes.
+    let ok = frame_of_noop_entries(codec.frame_items_max() - 1);
+    assert!(codec.decode::<Frame>(&ok).unwrap().is_some());
 }

@@ -12,8 +12,8 @@
 //!   100 ms, as labrpc's `false`, or — a fraction of the time — never, so that the Clerk's
 //!   attempt timeout is exercised). A crashed server, or one outside the set a client is
 //!   connected to, is `Unreachable`. Calls travel in tasks of their own, so a request the
-//!   Clerk abandoned may still arrive; the hostile mode also delays requests by seconds, and
-//!   the network can duplicate requests (which no shipped connector does; see the test
+//!   Clerk abandoned may still arrive; the hostile mode also delays requests by seconds and
+//!   delivers some twice (as a connector that resends after a reconnect would; see the test
 //!   `duplicated_request_meets_expired_session`).
 //! - [`KvSimCluster`]: n nodes with crash (storage survives), restart, server partitions
 //!   ([`SimNet::partition`]), client partitions ([`KvSimCluster::connect_client`]), unreliable

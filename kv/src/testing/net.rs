@@ -50,11 +50,12 @@ impl ClientNetConfig {
     }
 
     /// Beyond labrpc: also requests held up to 3 s, which may reach a server after the Clerk
-    /// gave up on them. (Each request is still delivered at most once, as over TCP.)
+    /// gave up on them, and requests delivered twice.
     pub fn hostile() -> Self {
         Self {
             long_delay_chance: 0.03,
             long_delay_ms: 3_000,
+            duplicate_chance: 0.03,
             ..Self::unreliable()
         }
     }
