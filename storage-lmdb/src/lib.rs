@@ -114,6 +114,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use wal::fs::StdFs;
 use wal::Wal;
 use writer::Writer;
 
@@ -221,10 +222,8 @@ impl LmdbStorage {
         let located = in_store(dir);
         let writer = Writer::open(dir, options).map_err(&located)?;
         let lmdb_seq = writer.wal_seq().map_err(&located)?;
-        let recovered = wal::recover(dir, lmdb_seq)?;
-        if let Some(head) = writer.wal_head().map_err(&located)? {
-            wal::check_head(dir, &recovered, head)?;
-        }
+        let head = writer.wal_head().map_err(&located)?;
+        let recovered = wal::recover_checked(&StdFs, dir, lmdb_seq, head)?;
         // The records LMDB lacks are not written into it here (a synchronous transaction,
         // and an fsync that would also flush whatever the dead process left dirty): they
         // become the checkpoint thread's first pending writes, `load` merges them in memory,
@@ -241,13 +240,7 @@ impl LmdbStorage {
                     dir.join(DATA_FILE_NAME).display()
                 ),
             })?;
-        let mut wal = Wal::create(dir, recovered.last_seq, options.wal_segment_bytes as u64)?;
-        if let Some(tail) = &recovered.tail {
-            wal.seal_previous(tail)?;
-        }
-        for path in &recovered.segments {
-            wal.keep_until(path, recovered.last_seq);
-        }
+        let wal = Wal::resume(StdFs, dir, &recovered, options.wal_segment_bytes as u64)?;
         let head = Arc::new(SharedHead {
             first_seq: AtomicU64::new(wal.first_seq()),
             durable_seq: AtomicU64::new(wal.last_seq()),
