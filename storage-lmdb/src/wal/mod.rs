@@ -35,9 +35,13 @@
 //! the checkpoints, in order with every record before them (see `lib.rs`).
 
 pub(crate) mod fs;
+#[cfg(test)]
+mod power_loss_tests;
 mod record;
 mod recover;
 mod segment;
+#[cfg(test)]
+mod sim_fs;
 #[cfg(test)]
 mod tests;
 
