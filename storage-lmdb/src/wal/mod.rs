@@ -4,6 +4,10 @@
 //! (a checkpoint), and records the sequence number of the last record it holds; segments
 //! whose records LMDB holds are deleted.
 //!
+//! # File I/O
+//! Every file operation goes through [`fs::WalFs`] and [`fs::WalFile`]: [`fs::StdFs`]
+//! (`std::fs`, static dispatch) in the store, a simulated disk in the power-loss tests.
+//!
 //! # Files
 //! `wal-<first seq, 20 digits>.log` in the storage directory, preallocated to
 //! [`LmdbOptions::wal_segment_bytes`](crate::LmdbOptions::wal_segment_bytes) (larger if one
@@ -27,10 +31,10 @@
 //! # Missing data is not a torn tail
 //! A segment the WAL moves on from (at a rotation, or the newest one from before an open) is
 //! sealed with a record naming the next segment, once that one exists. Each checkpoint records
-//! in LMDB the segment being written and the last durable record ([`check_head`]). A clean
-//! close leaves one empty segment named after the next record. So a WAL missing its newest
-//! segment (or records a checkpoint saw) is refused ([`missing`]) instead of opening on an
-//! older log.
+//! in LMDB the segment being written and the last durable record
+//! ([`check_head`](recover::check_head)). A clean close leaves one empty segment named after
+//! the next record. So a WAL missing its newest segment (or records a checkpoint saw) is
+//! refused ([`missing`]) instead of opening on an older log.
 //! Snapshot and compaction ops never enter the WAL ([`is_record_op`]): they go to LMDB with
 //! the checkpoints, in order with every record before them (see `lib.rs`).
 
@@ -264,7 +268,7 @@ impl<F: WalFs> Wal<F> {
     /// Deletes every segment with records: LMDB holds every record (a clean close). An empty
     /// segment named after the next record stays (created first, unallocated), so that the
     /// segment LMDB last saw being written, or a later one, is always there (see
-    /// [`check_head`]); the next open writes into it.
+    /// [`check_head`](recover::check_head)); the next open writes into it.
     pub(crate) fn remove_all(self) -> Result<(), StorageError> {
         let next = self.dir.join(segment_name(self.last_seq + 1));
         let mut paths: Vec<PathBuf> = self.closed.into_iter().map(|c| c.0).collect();
