@@ -106,7 +106,7 @@ struct Write {
     data: Vec<u8>,
 }
 
-fn power_lost() -> io::Error {
+fn power_lost_error() -> io::Error {
     io::Error::other("simulated power loss")
 }
 
@@ -127,7 +127,7 @@ impl State {
 
     fn alive(&self) -> io::Result<()> {
         match self.ops_max {
-            Some(max) if self.ops > max => Err(power_lost()),
+            Some(max) if self.ops > max => Err(power_lost_error()),
             _ => Ok(()),
         }
     }
