@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 
 /// Flushes `dir`'s entries (names created, renamed or removed in it) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    sync_dir_io(dir).map_err(|e| StorageError::Io(format!("sync directory {}: {e}", dir.display())))
+}
+
+/// [`sync_dir`] with the bare I/O error (the WAL's file system seam, `wal::fs`, says where).
+pub(crate) fn sync_dir_io(dir: &Path) -> std::io::Result<()> {
     #[cfg(test)]
     tests::record(dir);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::Io(format!("sync directory {}: {e}", dir.display())))
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Creates `dir` and any missing ancestors, then syncs the parent of each directory it

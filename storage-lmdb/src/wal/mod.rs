@@ -4,6 +4,10 @@
 //! (a checkpoint), and records the sequence number of the last record it holds; segments
 //! whose records LMDB holds are deleted.
 //!
+//! # File I/O
+//! Every file operation goes through [`fs::WalFs`] and [`fs::WalFile`]: [`fs::StdFs`]
+//! (`std::fs`, static dispatch) in the store, a simulated disk in the power-loss tests.
+//!
 //! # Files
 //! `wal-<first seq, 20 digits>.log` in the storage directory, preallocated to
 //! [`LmdbOptions::wal_segment_bytes`](crate::LmdbOptions::wal_segment_bytes) (larger if one
@@ -27,27 +31,31 @@
 //! # Missing data is not a torn tail
 //! A segment the WAL moves on from (at a rotation, or the newest one from before an open) is
 //! sealed with a record naming the next segment, once that one exists. Each checkpoint records
-//! in LMDB the segment being written and the last durable record ([`check_head`]). A clean
-//! close leaves one empty segment named after the next record. So a WAL missing its newest
-//! segment (or records a checkpoint saw) is refused ([`missing`]) instead of opening on an
-//! older log.
+//! in LMDB the segment being written and the last durable record
+//! ([`check_head`](recover::check_head)). A clean close leaves one empty segment named after
+//! the next record. So a WAL missing its newest segment (or records a checkpoint saw) is
+//! refused ([`missing`]) instead of opening on an older log.
 //! Snapshot and compaction ops never enter the WAL ([`is_record_op`]): they go to LMDB with
 //! the checkpoints, in order with every record before them (see `lib.rs`).
 
+pub(crate) mod fs;
+#[cfg(test)]
+mod power_loss_tests;
 mod record;
 mod recover;
 mod segment;
+#[cfg(test)]
+mod sim_fs;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use record::is_record_op;
 use record::{encode_record, encode_seal, SEAL_BYTES_MAX};
-pub(crate) use recover::{check_head, recover, Tail};
-use segment::{create_segment, preallocate, remove, segment_name};
+pub(crate) use recover::{recover_checked, Recovered, Tail};
+use segment::{create_segment, remove, segment_name};
 
+use fs::{StdFs, WalFile, WalFs};
 use raftkv_raft::{StorageError, WriteOp};
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub(crate) fn io_error(context: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
@@ -78,10 +86,12 @@ pub(crate) fn missing(dir: &Path, what: String) -> StorageError {
 }
 
 /// The open WAL: the segment being appended to, and the older ones LMDB does not hold yet.
-pub(crate) struct Wal {
+/// All its file I/O goes through `F` ([`fs`]).
+pub(crate) struct Wal<F: WalFs = StdFs> {
+    fs: F,
     dir: PathBuf,
     segment_bytes: u64,
-    file: File,
+    file: F::File,
     path: PathBuf,
     /// The sequence number the current segment starts at (its name).
     first_seq: u64,
@@ -96,15 +106,17 @@ pub(crate) struct Wal {
     buf: Vec<u8>,
 }
 
-impl Wal {
+impl<F: WalFs> Wal<F> {
     /// Starts a new segment for the records after `last_seq`.
     pub(crate) fn create(
+        fs: F,
         dir: &Path,
         last_seq: u64,
         segment_bytes: u64,
     ) -> Result<Self, StorageError> {
-        let (file, path) = create_segment(dir, last_seq + 1, segment_bytes)?;
+        let (file, path) = create_segment(&fs, dir, last_seq + 1, segment_bytes)?;
         Ok(Self {
+            fs,
             dir: dir.to_path_buf(),
             segment_bytes,
             file,
@@ -116,6 +128,25 @@ impl Wal {
             closed: Default::default(),
             buf: Vec::new(),
         })
+    }
+
+    /// Resumes writing after an open's recovery: a new segment after the last record
+    /// recovered, the newest segment from before sealed to point at it, and the recovered
+    /// segments kept until LMDB holds their records.
+    pub(crate) fn resume(
+        fs: F,
+        dir: &Path,
+        recovered: &Recovered,
+        segment_bytes: u64,
+    ) -> Result<Self, StorageError> {
+        let mut wal = Self::create(fs, dir, recovered.last_seq, segment_bytes)?;
+        if let Some(tail) = &recovered.tail {
+            wal.seal_previous(tail)?;
+        }
+        for path in &recovered.segments {
+            wal.keep_until(path, recovered.last_seq);
+        }
+        Ok(wal)
     }
 
     /// The sequence number of the last record written.
@@ -141,9 +172,9 @@ impl Wal {
             tracing::warn!(wal = %tail.path.display(), "no room to seal the WAL segment");
             return Ok(());
         }
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(&tail.path)
+        let file = self
+            .fs
+            .open_write(&tail.path)
             .map_err(|e| io_error("open", &tail.path, e))?;
         file.write_all_at(&seal, tail.end)
             .and_then(|()| file.sync_data())
@@ -194,13 +225,14 @@ impl Wal {
     fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
         let bytes = self.segment_bytes.max(need);
         if self.last_seq < self.first_seq {
-            preallocate(&self.file, bytes)
+            self.file
+                .preallocate(bytes)
                 .and_then(|()| self.file.sync_all())
                 .map_err(|e| io_error("enlarge", &self.path, e))?;
             self.len = bytes;
             return Ok(());
         }
-        let (file, path) = create_segment(&self.dir, self.last_seq + 1, bytes)?;
+        let (file, path) = create_segment(&self.fs, &self.dir, self.last_seq + 1, bytes)?;
         self.file
             .write_all_at(&encode_seal(self.last_seq + 1), self.offset)
             .and_then(|()| self.file.sync_data())
@@ -230,13 +262,13 @@ impl Wal {
         }
         // A deletion lost in a crash is harmless (recovery skips what LMDB holds), but
         // `remove` makes it durable all the same: each file created or removed is.
-        remove(&self.dir, &done)
+        remove(&self.fs, &self.dir, &done)
     }
 
     /// Deletes every segment with records: LMDB holds every record (a clean close). An empty
     /// segment named after the next record stays (created first, unallocated), so that the
     /// segment LMDB last saw being written, or a later one, is always there (see
-    /// [`check_head`]); the next open writes into it.
+    /// [`check_head`](recover::check_head)); the next open writes into it.
     pub(crate) fn remove_all(self) -> Result<(), StorageError> {
         let next = self.dir.join(segment_name(self.last_seq + 1));
         let mut paths: Vec<PathBuf> = self.closed.into_iter().map(|c| c.0).collect();
@@ -246,10 +278,10 @@ impl Wal {
                 .and_then(|()| self.file.sync_all())
                 .map_err(|e| io_error("empty", &self.path, e))?;
         } else {
-            create_segment(&self.dir, self.last_seq + 1, 0)?;
+            create_segment(&self.fs, &self.dir, self.last_seq + 1, 0)?;
             paths.push(self.path);
         }
         // Oldest first: a crash part way leaves a chain that still links up.
-        remove(&self.dir, &paths)
+        remove(&self.fs, &self.dir, &paths)
     }
 }

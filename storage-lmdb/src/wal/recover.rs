@@ -1,11 +1,11 @@
 //! Recovery: reading every segment back after a crash, and what may end one.
 
+use super::fs::WalFs;
 use super::record::{any_record_from, read_slot, RecordOp, Slot};
 use super::segment::{segment_name, segments};
 use super::{corrupt, io_error, missing};
 use crate::codec::WalHead;
 use raftkv_raft::{StorageError, WriteOp};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// What a WAL holds beyond LMDB.
@@ -32,9 +32,28 @@ pub(crate) struct Tail {
     pub len: u64,
 }
 
+/// Reads the WAL in `dir` back after LMDB's last record, `applied_seq` ([`recover`]), and
+/// checks it against what LMDB's last checkpoint saw of it, `head` ([`check_head`]).
+pub(crate) fn recover_checked<F: WalFs>(
+    fs: &F,
+    dir: &Path,
+    applied_seq: u64,
+    head: Option<WalHead>,
+) -> Result<Recovered, StorageError> {
+    let recovered = recover(fs, dir, applied_seq)?;
+    if let Some(head) = head {
+        check_head(dir, &recovered, head)?;
+    }
+    Ok(recovered)
+}
+
 /// Reads every segment in `dir`, keeping the records after `applied_seq` (LMDB's).
-pub(crate) fn recover(dir: &Path, applied_seq: u64) -> Result<Recovered, StorageError> {
-    let found = segments(dir)?;
+pub(crate) fn recover<F: WalFs>(
+    fs: &F,
+    dir: &Path,
+    applied_seq: u64,
+) -> Result<Recovered, StorageError> {
+    let found = segments(fs, dir)?;
     let mut recovered = Recovered {
         last_seq: applied_seq,
         ..Recovered::default()
@@ -46,7 +65,7 @@ pub(crate) fn recover(dir: &Path, applied_seq: u64) -> Result<Recovered, Storage
         .chain([None])
         .collect();
     for ((first_seq, path), next_first) in found.into_iter().zip(next_firsts) {
-        let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+        let bytes = fs.read(&path).map_err(|e| io_error("read", &path, e))?;
         let mut offset = 0;
         // The sequence number the next record of this segment must have.
         let mut expected = first_seq;
