@@ -66,9 +66,8 @@ pub struct ControllerConfig {
     /// At most this many bytes per address.
     pub addr_bytes_max: usize,
     /// At most this many configurations (config 0 included); beyond it changes are refused.
-    /// Every configuration is kept; memory is bounded by storing each as its change from the
-    /// one before (a full copy every [`crate::state::CHECKPOINT_EVERY`]), see
-    /// [`crate::state`].
+    /// Every configuration is kept, stored as its change from the one before; the memory this
+    /// bounds is worked out in [`crate::state`].
     pub configs_max: u64,
     /// The exactly-once session table's expiry and bound (as the KV service's).
     pub sessions: SessionConfig,
@@ -81,7 +80,7 @@ impl Default for ControllerConfig {
             groups_max: 256,
             addrs_per_group_max: 9,
             addr_bytes_max: 256,
-            configs_max: 1 << 20,
+            configs_max: 1 << 16,
             sessions: SessionConfig {
                 ttl_ms: 10 * 60 * 1000,
                 sessions_max: 100_000,

@@ -9,12 +9,17 @@
 //! no config and answers a [`CtrlError`]. `Query(None)` — and, as in 6.5840, `Query(n)` for an
 //! `n` beyond the latest — answers the latest config.
 //!
-//! **Memory.** Every config stays answerable. Config `n` is stored as its change from config
-//! `n - 1` (groups joined with their addresses, gids that left, shards that moved), with a full
-//! copy every [`CHECKPOINT_EVERY`] configs; a historical query replays at most
-//! `CHECKPOINT_EVERY - 1` changes from a copy. A change costs the shards it moves (at most the
-//! shard count; a Move, one) plus the addresses it adds; the count of configs is bounded by
-//! `configs_max`, beyond which changes get [`CtrlError::ConfigsFull`].
+//! **Memory.** Every config stays answerable, and memory is bounded as follows. Config `n` is
+//! stored as its change from config `n - 1` (gids joined and left, shards that moved: 8 bytes
+//! per gid, 12 per moved shard); each Join's addresses are stored once, in an address table
+//! keyed by (gid, the config the Join made); a full copy of the shard list and of the gids
+//! (without addresses) is kept every [`CHECKPOINT_EVERY`] configs, so a historical query
+//! replays at most `CHECKPOINT_EVERY - 1` changes. The number of configs is bounded by
+//! `configs_max` (beyond it changes get [`CtrlError::ConfigsFull`]), so the total is at most
+//! `configs_max × (shards × 12 B + one Join's addresses) + configs_max / CHECKPOINT_EVERY ×
+//! (shards × 8 B + groups_max × 16 B)`. With the defaults (256 shards, 65,536 configs, 256
+//! groups) the checkpoints take 6 MB; the changes take 200 MB only if every change moved every
+//! shard — a Move moves one, and a Join or Leave of one group among `g` about `256 / g`.
 //!
 //! **Exactly-once** ([`crate::session`]): a client registers a session and numbers its
 //! changes; a retried change is answered with its first result (success or error) and never
@@ -101,27 +106,47 @@ enum Cached {
     Err(CtrlError),
 }
 
-/// How config `n + 1` differs from config `n`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Delta {
+/// What a change does to the latest config (addresses included).
+#[derive(Default)]
+struct Plan {
     joined: BTreeMap<Gid, Vec<String>>,
     left: Vec<Gid>,
     /// (shard, its new gid), shards ascending.
     moved: Vec<(ShardId, Gid)>,
 }
 
-impl Delta {
-    fn apply_to(&self, config: &mut ShardConfig) {
-        for gid in &self.left {
-            config.groups.remove(gid);
+/// How config `n + 1` differs from config `n`. The joined groups' addresses are in
+/// [`ControllerStateMachine`]'s address table under (gid, `n + 1`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Delta {
+    joined: Vec<Gid>,
+    left: Vec<Gid>,
+    /// (shard, its new gid), shards ascending.
+    moved: Vec<(ShardId, Gid)>,
+}
+
+/// A config without addresses: each group names the config whose Join added it, which keys
+/// its addresses in the address table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Compact {
+    num: u64,
+    shards: Vec<Gid>,
+    /// gid → the number of the config that joined it.
+    groups: BTreeMap<Gid, u64>,
+}
+
+impl Compact {
+    fn apply(&mut self, delta: &Delta) {
+        self.num += 1;
+        for gid in &delta.left {
+            self.groups.remove(gid);
         }
-        for (gid, addrs) in &self.joined {
-            config.groups.insert(*gid, addrs.clone());
+        for &gid in &delta.joined {
+            self.groups.insert(gid, self.num);
         }
-        for &(shard, gid) in &self.moved {
-            config.shards[shard as usize] = gid;
+        for &(shard, gid) in &delta.moved {
+            self.shards[shard as usize] = gid;
         }
-        config.num += 1;
     }
 }
 
@@ -131,13 +156,17 @@ pub struct ControllerStateMachine {
     config: ControllerConfig,
     /// The latest config. Invariant: `latest.num == deltas.len()`; its shard list has
     /// `config.shards` entries; every gid in it is a group of it; a shard is unassigned exactly
-    /// when there are no groups.
+    /// when there are no groups; it equals `compact` with the addresses filled in.
     latest: ShardConfig,
+    /// The latest config without addresses.
+    compact: Compact,
     /// `deltas[i]` turns config `i` into config `i + 1`.
     deltas: Vec<Delta>,
-    /// `checkpoints[k]` is config `k * CHECKPOINT_EVERY`.
+    /// `checkpoints[k]` is config `k * CHECKPOINT_EVERY`, without addresses.
     /// Invariant: `checkpoints.len() == latest.num / CHECKPOINT_EVERY + 1`.
-    checkpoints: Vec<ShardConfig>,
+    checkpoints: Vec<Compact>,
+    /// (gid, the config its Join made) → the group's addresses: each Join's addresses, once.
+    addrs: BTreeMap<(Gid, u64), Vec<String>>,
     sessions: Sessions<Cached>,
 }
 
@@ -145,12 +174,18 @@ impl ControllerStateMachine {
     /// A controller with config 0 only. Fails if `config` is invalid (shard count).
     pub fn new(config: ControllerConfig) -> Result<Self, CtrlError> {
         config.validate()?;
-        let zero = ShardConfig::empty(config.shards);
+        let zero = Compact {
+            num: 0,
+            shards: vec![0; config.shards as usize],
+            groups: BTreeMap::new(),
+        };
         Ok(Self {
             config,
-            latest: zero.clone(),
+            latest: ShardConfig::empty(config.shards),
+            compact: zero.clone(),
             deltas: Vec::new(),
             checkpoints: vec![zero],
+            addrs: BTreeMap::new(),
             sessions: Sessions::new(config.sessions),
         })
     }
@@ -180,11 +215,31 @@ impl ControllerStateMachine {
             _ => return self.latest.clone(),
         };
         let k = num / CHECKPOINT_EVERY;
-        let mut config = self.checkpoints[k as usize].clone();
+        let mut compact = self.checkpoints[k as usize].clone();
         for delta in &self.deltas[(k * CHECKPOINT_EVERY) as usize..num as usize] {
-            delta.apply_to(&mut config);
+            compact.apply(delta);
         }
-        config
+        self.expand(&compact)
+    }
+
+    /// `compact` with its groups' addresses.
+    fn expand(&self, compact: &Compact) -> ShardConfig {
+        let groups = compact
+            .groups
+            .iter()
+            .map(|(&gid, &joined)| {
+                let addrs = self
+                    .addrs
+                    .get(&(gid, joined))
+                    .expect("every joined group's addresses are in the table");
+                (gid, addrs.clone())
+            })
+            .collect();
+        ShardConfig {
+            num: compact.num,
+            shards: compact.shards.clone(),
+            groups,
+        }
     }
 
     /// Applies one command (the log index is the session id of a registration).
@@ -221,17 +276,34 @@ impl ControllerStateMachine {
                 max: self.config.configs_max,
             });
         }
-        let delta = self.plan(op)?;
-        delta.apply_to(&mut self.latest);
-        self.deltas.push(delta);
-        if self.latest.num % CHECKPOINT_EVERY == 0 {
-            self.checkpoints.push(self.latest.clone());
+        let plan = self.plan(op)?;
+        let num = self.latest.num + 1;
+        let delta = Delta {
+            joined: plan.joined.keys().copied().collect(),
+            left: plan.left,
+            moved: plan.moved,
+        };
+        for gid in &delta.left {
+            self.latest.groups.remove(gid);
         }
-        Ok(self.latest.num)
+        for (gid, addrs) in plan.joined {
+            self.latest.groups.insert(gid, addrs.clone());
+            self.addrs.insert((gid, num), addrs);
+        }
+        for &(shard, gid) in &delta.moved {
+            self.latest.shards[shard as usize] = gid;
+        }
+        self.latest.num = num;
+        self.compact.apply(&delta);
+        self.deltas.push(delta);
+        if num % CHECKPOINT_EVERY == 0 {
+            self.checkpoints.push(self.compact.clone());
+        }
+        Ok(num)
     }
 
     /// The delta `op` makes from the latest config, or why it is refused.
-    fn plan(&self, op: CtrlOp) -> Result<Delta, CtrlError> {
+    fn plan(&self, op: CtrlOp) -> Result<Plan, CtrlError> {
         let current = &self.latest;
         match op {
             CtrlOp::Join { groups } => {
@@ -254,7 +326,7 @@ impl ControllerStateMachine {
                     .chain(groups.keys())
                     .copied()
                     .collect();
-                Ok(Delta {
+                Ok(Plan {
                     moved: changed(&current.shards, &rebalance(&current.shards, &gids)),
                     joined: groups,
                     left: Vec::new(),
@@ -277,7 +349,7 @@ impl ControllerStateMachine {
                     .filter(|g| !leaving.contains(g))
                     .copied()
                     .collect();
-                Ok(Delta {
+                Ok(Plan {
                     moved: changed(&current.shards, &rebalance(&current.shards, &remaining)),
                     joined: BTreeMap::new(),
                     left: leaving.into_iter().collect(),
@@ -291,9 +363,9 @@ impl ControllerStateMachine {
                     });
                 }
                 self.check_present(gid)?;
-                Ok(Delta {
+                Ok(Plan {
                     moved: vec![(shard, gid)],
-                    ..Delta::default()
+                    ..Plan::default()
                 })
             }
         }
@@ -347,6 +419,35 @@ impl ControllerStateMachine {
         }
         if l.shards.len() != self.config.shards as usize {
             return Err("one gid per shard".into());
+        }
+        // Every stored config refers to addresses that exist and to shards in range, so that
+        // no query of a restored snapshot can fail.
+        let n = self.config.shards as usize;
+        for c in self.checkpoints.iter().chain([&self.compact]) {
+            if c.shards.len() != n {
+                return Err("one gid per shard in every stored config".into());
+            }
+            if c.groups
+                .iter()
+                .any(|(&g, &j)| !self.addrs.contains_key(&(g, j)))
+            {
+                return Err("every group of a stored config has its addresses".into());
+            }
+        }
+        for (i, d) in self.deltas.iter().enumerate() {
+            let num = i as u64 + 1;
+            if d.moved.iter().any(|&(s, _)| s as usize >= n) {
+                return Err("every moved shard is in range".into());
+            }
+            if d.joined
+                .iter()
+                .any(|&g| !self.addrs.contains_key(&(g, num)))
+            {
+                return Err("every joined group has its addresses".into());
+            }
+        }
+        if self.compact.num != l.num || self.expand(&self.compact) != *l {
+            return Err("latest equals the compact config with its addresses".into());
         }
         if l.groups.len() > self.config.groups_max {
             return Err("groups are bounded".into());

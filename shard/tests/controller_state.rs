@@ -399,3 +399,47 @@ fn restore_rejects_garbage_and_keeps_state() {
     assert!(err.contains("invariant"), "{err}");
     assert_eq!(c, before);
 }
+
+#[test]
+fn rejoined_group_keeps_its_old_addresses_in_old_configs() {
+    let mut c = controller(4);
+    c.change(join(&[1])).unwrap();
+    c.change(leave(&[1])).unwrap();
+    let moved = CtrlOp::Join {
+        groups: BTreeMap::from([(1, vec!["new-home:1".to_string()])]),
+    };
+    c.change(moved).unwrap();
+    assert_eq!(c.query(Some(1)).groups[&1], addrs(1));
+    assert!(c.query(Some(2)).groups.is_empty());
+    assert_eq!(c.query(Some(3)).groups[&1], vec!["new-home:1".to_string()]);
+}
+
+/// Addresses are stored once per Join, not once per config or checkpoint: many configs after
+/// one large Join cost little.
+#[test]
+fn addresses_are_stored_once_per_join() {
+    let mut c = controller(256);
+    let big = |g: Gid| {
+        (0..9)
+            .map(|i| format!("{g:0>3}-{i}-{}", "x".repeat(200)))
+            .collect()
+    };
+    let groups: BTreeMap<Gid, Vec<String>> = (1..=100).map(|g| (g, big(g))).collect();
+    let address_bytes: usize = groups.values().flatten().map(|a| a.len()).sum();
+    c.change(CtrlOp::Join { groups }).unwrap();
+    for i in 0..(4 * CHECKPOINT_EVERY) {
+        let shard = (i % 256) as u32;
+        c.change(CtrlOp::Move {
+            shard,
+            gid: i % 100 + 1,
+        })
+        .unwrap();
+    }
+    let snapshot = c.snapshot().len();
+    // The latest config and the address table: two copies, plus a few KB of changes.
+    assert!(
+        snapshot < 2 * address_bytes + 64 * 1024,
+        "snapshot {snapshot} bytes for {address_bytes} bytes of addresses"
+    );
+    assert_eq!(c.query(Some(200)).groups.len(), 100);
+}
