@@ -18,6 +18,17 @@ use raftkv_shard::{ControllerConfig, CtrlError, Gid, ShardConfig};
 const NSHARDS: u32 = 10;
 const TEST: &str = "controller_sim";
 
+/// The chaos test's default seeds (a seed takes a few milliseconds in a release build).
+const CHAOS_SEEDS: [u64; 64] = {
+    let mut seeds = [0; 64];
+    let mut i = 0;
+    while i < 64 {
+        seeds[i] = i as u64;
+        i += 1;
+    }
+    seeds
+};
+
 fn addrs_of(gid: Gid) -> Vec<String> {
     (1..=3).map(|i| format!("g{gid}-s{i}")).collect()
 }
@@ -316,7 +327,7 @@ fn changes_under_crashes_partitions_and_unreliable_network() {
     run_seeds(
         TEST,
         "changes_under_crashes_partitions_and_unreliable_network",
-        &[1, 2, 3, 4],
+        &CHAOS_SEEDS,
         |seed| {
             sim(seed, move |rt| async move {
                 let mut cfg =
@@ -412,6 +423,107 @@ fn changes_under_crashes_partitions_and_unreliable_network() {
                     (0..cfg.n()).any(|i| cfg.has_snapshot(i)),
                     "RAFTKV_SEED={seed}: no server snapshotted"
                 );
+            })
+        },
+    );
+}
+
+/// Every server snapshots, the whole cluster crashes and restarts from its storage: every
+/// config is still answered, and sessions survive (a retry-free Clerk keeps working).
+#[test]
+fn whole_cluster_restarts_from_snapshots() {
+    run_seeds(
+        TEST,
+        "whole_cluster_restarts_from_snapshots",
+        &[1, 2, 3],
+        |seed| {
+            sim(seed, move |rt| async move {
+                let mut cfg =
+                    CtrlSimCluster::new(seed, &rt, 3, ControllerConfig::with_shards(NSHARDS), 5)
+                        .await;
+                let mut ck = cfg.clerk(&cfg.all());
+                let mut seen = vec![ck.query(None).await.unwrap()];
+                for round in 0..30u64 {
+                    let gid = round % 4 + 1;
+                    let num = if seen.last().unwrap().groups.contains_key(&gid) {
+                        ck.move_shard((round % u64::from(NSHARDS)) as u32, gid)
+                            .await
+                            .unwrap()
+                    } else {
+                        ck.join(groups(&[gid])).await.unwrap()
+                    };
+                    seen.push(ck.query(Some(num)).await.unwrap());
+                }
+                // Let every follower apply (and snapshot) the last entries.
+                rt.sleep(Duration::from_secs(2)).await;
+                for i in 0..cfg.n() {
+                    assert!(
+                        cfg.has_snapshot(i),
+                        "RAFTKV_SEED={seed}: c{} took no snapshot",
+                        i + 1
+                    );
+                }
+                for i in 0..cfg.n() {
+                    cfg.crash(i);
+                }
+                for i in 0..cfg.n() {
+                    cfg.start(i).await;
+                }
+                for c in &seen {
+                    assert_eq!(
+                        &ck.query(Some(c.num)).await.unwrap(),
+                        c,
+                        "RAFTKV_SEED={seed}"
+                    );
+                }
+                let next = ck.leave(vec![1]).await.unwrap();
+                assert_eq!(next, seen.last().unwrap().num + 1);
+            })
+        },
+    );
+}
+
+/// A Clerk that can reach only a server cut off from the majority gets a typed `Timeout` at
+/// its deadline, and nothing is applied; once healed, changes go through.
+#[test]
+fn clerk_in_minority_times_out_without_applying() {
+    run_seeds(
+        TEST,
+        "clerk_in_minority_times_out_without_applying",
+        &[1, 2, 3],
+        |seed| {
+            sim(seed, move |rt| async move {
+                let cfg = cluster(seed, &rt, 3).await;
+                let mut ck = cfg.clerk(&cfg.all());
+                ck.join(groups(&[1])).await.unwrap();
+                let leader = cfg.wait_leader(Duration::from_secs(10)).await;
+                let other = (leader + 1) % 3;
+                let third = (leader + 2) % 3;
+                cfg.partition(&[vec![leader, third], vec![other]]);
+                let connector = cfg.clients.connector(&CtrlSimCluster::addrs(&[other]));
+                let config = raftkv_kv::clerk::ClerkConfig {
+                    timeout: Duration::from_secs(3),
+                    ..lab_clerk_config()
+                };
+                let mut cut_off = raftkv_shard::clerk::ControllerClerk::new(
+                    rt.clone(),
+                    connector,
+                    CtrlSimCluster::addrs(&cfg.all()),
+                    config,
+                );
+                let r = cut_off.join(groups(&[2])).await;
+                assert!(
+                    matches!(r, Err(CtrlClerkError::Timeout(_))),
+                    "RAFTKV_SEED={seed}: {r:?}"
+                );
+                cfg.heal();
+                rt.sleep(Duration::from_secs(2)).await;
+                let latest = ck.query(None).await.unwrap();
+                assert_eq!(
+                    latest.num, 1,
+                    "RAFTKV_SEED={seed}: the cut-off change was applied"
+                );
+                assert_eq!(ck.join(groups(&[2])).await, Ok(2));
             })
         },
     );
