@@ -463,6 +463,36 @@ impl ControllerStateMachine {
         Ok(())
     }
 
+    /// The invariants of the latest config alone (cheap: checked after every apply in debug
+    /// builds, the simulator's included); panics naming the broken one.
+    pub fn check_latest(&self) {
+        let l = &self.latest;
+        assert_eq!(
+            l.num,
+            self.deltas.len() as u64,
+            "latest.num == deltas.len()"
+        );
+        assert_eq!(
+            l.shards.len(),
+            self.config.shards as usize,
+            "one gid per shard"
+        );
+        assert!(
+            l.groups.len() <= self.config.groups_max,
+            "groups are bounded"
+        );
+        for &gid in &l.shards {
+            assert!(
+                gid != 0 || l.groups.is_empty(),
+                "every shard is assigned while a group exists"
+            );
+            assert!(
+                gid == 0 || l.groups.contains_key(&gid),
+                "shards go to groups"
+            );
+        }
+    }
+
     /// Panics naming a broken invariant.
     pub fn check_invariants(&self) {
         if let Err(rule) = self.validate() {
@@ -494,10 +524,14 @@ impl StateMachine for ControllerStateMachine {
     type Response = Outcome;
 
     fn apply(&mut self, index: Index, command: &[u8]) -> Outcome {
-        match Command::decode(command) {
+        let outcome = match Command::decode(command) {
             Ok(c) => self.apply_command(index, c),
             Err(e) => Outcome::Err(e),
+        };
+        if cfg!(debug_assertions) {
+            self.check_latest();
         }
+        outcome
     }
 
     fn query(&self, query: &[u8]) -> Outcome {

@@ -528,3 +528,35 @@ fn clerk_in_minority_times_out_without_applying() {
         },
     );
 }
+
+/// A session evicted from a full table (the bound is one session here) is refused on the
+/// only attempt that reached a server, so the Clerk opens a new session and sends the change
+/// again: applied once, and the other Clerk is unaffected.
+#[test]
+fn evicted_session_reregisters_and_applies_once() {
+    run_seeds(
+        TEST,
+        "evicted_session_reregisters_and_applies_once",
+        &[1, 2, 3],
+        |seed| {
+            sim(seed, move |rt| async move {
+                let mut controller = ControllerConfig::with_shards(NSHARDS);
+                controller.sessions.sessions_max = 1;
+                let cfg = CtrlSimCluster::new(seed, &rt, 3, controller, NEVER_SNAPSHOT).await;
+                let mut a = cfg.clerk(&cfg.all());
+                let mut b = cfg.clerk(&cfg.all());
+                assert_eq!(a.join(groups(&[1])).await, Ok(1));
+                assert_eq!(b.join(groups(&[2])).await, Ok(2), "b's session evicts a's");
+                assert_eq!(
+                    a.join(groups(&[3])).await,
+                    Ok(3),
+                    "a re-registers and applies once"
+                );
+                assert_eq!(b.move_shard(0, 2).await, Ok(4));
+                let latest = a.query(None).await.unwrap();
+                assert_eq!(latest.num, 4);
+                assert_eq!(latest.groups.len(), 3);
+            })
+        },
+    );
+}
