@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use raftkv_kv::protocol::CLIENT_FRAME_BYTES_MAX;
 use raftkv_kv::state::SessionConfig;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -98,12 +99,32 @@ impl ControllerConfig {
         }
     }
 
-    /// Checks the configuration itself.
+    /// An upper bound on the encoded size of one configuration (postcard: at most 10 bytes per
+    /// integer, 5 per length) under these bounds.
+    pub fn config_bytes_max(&self) -> usize {
+        let group = 10
+            + 5
+            + self
+                .addrs_per_group_max
+                .saturating_mul(5 + self.addr_bytes_max);
+        (10 + 5 + 5 + self.shards as usize * 10)
+            .saturating_add(self.groups_max.saturating_mul(group))
+    }
+
+    /// Checks the configuration itself: the shard count, and that the largest configuration
+    /// these bounds allow fits in one client frame (a `Query` answer must).
     pub fn validate(&self) -> Result<(), CtrlError> {
         if self.shards == 0 || self.shards > SHARDS_MAX {
             return Err(CtrlError::ShardCount {
                 shards: self.shards,
                 max: SHARDS_MAX,
+            });
+        }
+        let bytes = self.config_bytes_max();
+        if bytes > CLIENT_FRAME_BYTES_MAX - 1024 {
+            return Err(CtrlError::ConfigTooLarge {
+                bytes,
+                max: CLIENT_FRAME_BYTES_MAX - 1024,
             });
         }
         Ok(())
@@ -141,6 +162,9 @@ pub enum CtrlError {
     /// The controller holds its maximum number of configurations.
     #[error("the controller holds its maximum of {max} configurations")]
     ConfigsFull { max: u64 },
+    /// The bounds allow a configuration too large for one client frame.
+    #[error("the bounds allow configurations of {bytes} bytes (at most {max})")]
+    ConfigTooLarge { bytes: usize, max: usize },
     #[error("a controller has 1 to {max} shards, not {shards}")]
     ShardCount { shards: u32, max: u32 },
     #[error("the client session expired")]

@@ -443,3 +443,28 @@ fn addresses_are_stored_once_per_join() {
     );
     assert_eq!(c.query(Some(200)).groups.len(), 100);
 }
+
+/// The largest configuration the default bounds allow encodes within the estimate, which fits
+/// a client frame; bounds that would not fit are refused.
+#[test]
+fn largest_config_fits_a_client_frame() {
+    let config = ControllerConfig::default();
+    config.validate().unwrap();
+    let mut c = ControllerStateMachine::new(config).unwrap();
+    let addr = |g: Gid, i: usize| format!("{g:0>4}{i}{}", "x".repeat(config.addr_bytes_max - 5));
+    let groups: BTreeMap<Gid, Vec<String>> = (0..config.groups_max as Gid)
+        .map(|g| (u64::MAX - g, (0..9).map(|i| addr(g, i)).collect()))
+        .collect();
+    c.change(CtrlOp::Join { groups }).unwrap();
+    let encoded = postcard::to_allocvec(&c.query(None)).unwrap().len();
+    assert!(encoded <= config.config_bytes_max(), "{encoded} > estimate");
+    assert!(encoded <= raftkv_kv::protocol::CLIENT_FRAME_BYTES_MAX);
+    let too_big = ControllerConfig {
+        groups_max: 10_000,
+        ..ControllerConfig::default()
+    };
+    assert!(matches!(
+        ControllerStateMachine::new(too_big),
+        Err(CtrlError::ConfigTooLarge { .. })
+    ));
+}
