@@ -1,0 +1,73 @@
+//! # raftkv-shard: the sharding layer
+//!
+//! One Raft group holds all data and all writes go through one leader, so a single group cannot
+//! grow past one disk and one leader's throughput. Sharding splits the key space so that
+//! several Raft groups — **replica groups** — each serve part of it (DESIGN.md §8). This crate
+//! holds the first part of that layer: the stable key → shard map and the **shard
+//! controller**. (Replica groups that serve shards and migrate them are the next step.)
+//!
+//! ## Shards, configurations, the controller
+//! - A **shard** is a slice of the key space: key `k` belongs to shard
+//!   [`key_to_shard`]`(k, shards)` — FNV-1a over the key's bytes, modulo the number of shards.
+//!   The hash is part of the format and never changes. The number of shards is fixed when the
+//!   controller is created ([`SHARDS_DEFAULT`] = 256).
+//! - A **configuration** ([`ShardConfig`]) is numbered; it says which replica group (by
+//!   **gid**, a number ≥ 1) serves each shard, and the client addresses of each group's
+//!   members. Config 0 is empty: no groups, every shard unassigned (gid 0).
+//! - The **controller** is a replicated state machine ([`ControllerStateMachine`]) on a Raft
+//!   group of its own. `Join(groups)` adds groups, `Leave(gids)` removes them, `Move(shard,
+//!   gid)` hands one shard to one group; each applied change makes the next configuration, and
+//!   every past one stays answerable by `Query(num)` (`None`: the latest). Changes are
+//!   exactly-once like KV writes: a client session numbers them and a retry answers the first
+//!   result. Bad changes get a typed [`CtrlError`] and make no configuration.
+//!
+//! ## The rebalancing rule
+//! After a Join or a Leave, with `n` shards and `g` groups, every group gets `n / g` shards and
+//! the `n % g` groups that already hold the most get one more (ties go to the lower gid); so
+//! shard counts differ by at most one, and with more groups than shards the extra groups get
+//! none. Each group keeps as many of its shards as its new count allows (giving up its
+//! highest-numbered first); the shards of departed groups, unassigned shards and those given up
+//! go, lowest-numbered first, to the groups below their count, in gid order. No shard moves
+//! unless it must, so the number of moved shards is the least any even assignment needs (the
+//! property tests check it against a brute-force search). Only ordered maps are iterated, so
+//! every replica computes the same configuration. A `Move` is applied as asked, and stays until
+//! the next Join or Leave rebalances.
+//!
+//! ## Modules
+//! - [`hash`]: [`key_to_shard`], the stable key → shard map, with fixed test vectors.
+//! - [`config`]: [`ShardConfig`], gids and shard ids, [`ControllerConfig`] (shard count and
+//!   the bounds: groups, addresses per group, address bytes, configs, sessions) and
+//!   [`CtrlError`].
+//! - [`rebalance`]: the pure rebalancing function.
+//! - [`session`]: the exactly-once session table (the KV service's rules, generic over the
+//!   remembered outcome).
+//! - [`state`]: [`ControllerStateMachine`]: commands, queries, the stored configurations
+//!   (changes plus checkpoints, with the memory bound), snapshot and restore.
+//! - [`protocol`]: the controller's client protocol.
+//! - [`service`]: [`service::ControllerService`]: changes through the Raft log, queries
+//!   through ReadIndex.
+//! - [`clerk`]: [`clerk::ControllerClerk`]: leader finding, retries, deadlines, exactly-once;
+//!   generic over runtime and connector.
+//! - `testing` (feature `testing`): whole controller clusters on the deterministic simulator.
+//!
+//! ## Not done yet
+//! - Replica groups, shard migration, the `ShardClerk`, Python and CLI (issue 17's later steps).
+//! - A TCP server and connector for the controller protocol (`raftkv-node` serves the KV one).
+//! - Configurations are never discarded; a controller that reaches `configs_max` refuses
+//!   changes. Once groups report the config they have installed, configs older than every
+//!   group's could be dropped.
+
+pub mod clerk;
+pub mod config;
+pub mod hash;
+pub mod protocol;
+pub mod rebalance;
+pub mod service;
+pub mod session;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{ControllerConfig, CtrlError, Gid, ShardConfig, ShardId, SHARDS_DEFAULT};
+pub use hash::{key_hash, key_to_shard, ZeroShards};
+pub use state::ControllerStateMachine;

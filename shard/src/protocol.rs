@@ -1,0 +1,62 @@
+//! The controller's client protocol: what a [`crate::clerk::ControllerClerk`] sends to a
+//! controller and what it answers. Plain serde types, carried like the KV protocol
+//! (`raftkv_kv::protocol`): one postcard frame per message, requests and responses paired by
+//! an id chosen by the client.
+//!
+//! Unification note: [`CtrlReply`] is `raftkv_kv::protocol::Reply` with the controller's
+//! [`Outcome`] in `Done`; made generic over the outcome (`Reply<O>`), kv's would serve both.
+
+use raftkv_kv::protocol::ServerStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{CtrlOp, Outcome};
+
+/// A request from a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtrlRequest {
+    /// Chosen by the client, echoed in the response.
+    pub id: u64,
+    pub body: CtrlRequestBody,
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtrlRequestBody {
+    /// thesis §6.3: open an exactly-once session; answered with `Outcome::Registered`.
+    Register,
+    /// A Join, Leave or Move of a session; applied at most once.
+    Change { session: u64, seq: u64, op: CtrlOp },
+    /// thesis §6.4: config `num` (`None`: the latest) through ReadIndex; no log entry.
+    Query { num: Option<u64> },
+    /// The server's view of its Raft group.
+    Status,
+}
+
+/// The server's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtrlResponse {
+    pub id: u64,
+    pub reply: CtrlReply,
+}
+
+/// How a request ended at the server (as `raftkv_kv::protocol::Reply`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtrlReply {
+    /// The state machine's answer.
+    Done(Outcome),
+    /// This server does not lead; `leader_hint` is the leader's client address, if known.
+    NotLeader {
+        leader_hint: Option<String>,
+    },
+    /// The server could not learn the outcome in time (it may still be applied later).
+    Timeout,
+    /// Leadership changed after the change was proposed; it may or may not be applied.
+    OutcomeUnknown,
+    /// Backpressure: retry shortly.
+    Busy,
+    /// The request is larger than the server accepts; retrying will not help.
+    TooLarge,
+    /// The node is stopped; try another server.
+    Unavailable(String),
+    Status(ServerStatus),
+}

@@ -1,0 +1,110 @@
+//! [`ControllerService`]: one controller node's endpoint, independent of how requests arrive
+//! (the simulator's client network in `testing` (feature `testing`); a TCP server is future work).
+//! Changes go through the Raft log; queries through ReadIndex — as `raftkv_kv::service`.
+
+use std::sync::Arc;
+
+use raftkv_kv::protocol::ServerStatus;
+use raftkv_kv::service::ServiceConfig;
+use raftkv_raft::{Node, NodeError, Runtime};
+
+use crate::protocol::{CtrlReply, CtrlRequestBody};
+use crate::state::{Command, ControllerStateMachine, Query};
+
+/// One node's controller service: it turns client requests into proposals and ReadIndex reads.
+pub struct ControllerService<R: Runtime> {
+    node: Node<R, ControllerStateMachine>,
+    runtime: R,
+    config: Arc<ServiceConfig>,
+}
+
+impl<R: Runtime> Clone for ControllerService<R> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+            runtime: self.runtime.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> ControllerService<R> {
+    /// `config` is the KV service's: the clock epoch for session timestamps and every node's
+    /// client address (for `NotLeader` hints).
+    pub fn new(node: Node<R, ControllerStateMachine>, runtime: R, config: ServiceConfig) -> Self {
+        Self {
+            node,
+            runtime,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The node behind this service.
+    pub fn node(&self) -> &Node<R, ControllerStateMachine> {
+        &self.node
+    }
+
+    fn now_ms(&self) -> u64 {
+        let since_start = u64::try_from(self.runtime.now().as_millis()).unwrap_or(u64::MAX);
+        self.config.clock_epoch_ms.saturating_add(since_start)
+    }
+
+    /// Serves one request.
+    pub async fn handle(&self, body: CtrlRequestBody) -> CtrlReply {
+        let result = match body {
+            CtrlRequestBody::Register => {
+                let command = Command::Register {
+                    now_ms: self.now_ms(),
+                };
+                self.node.propose(command.encode()).await
+            }
+            CtrlRequestBody::Change { session, seq, op } => {
+                let command = Command::Request {
+                    session,
+                    seq,
+                    now_ms: self.now_ms(),
+                    op,
+                };
+                self.node.propose(command.encode()).await
+            }
+            CtrlRequestBody::Query { num } => {
+                self.node.linearizable_read(Query { num }.encode()).await
+            }
+            CtrlRequestBody::Status => {
+                return match self.node.status().await {
+                    Ok(s) => CtrlReply::Status(ServerStatus {
+                        id: s.id,
+                        role: s.role.to_string(),
+                        term: s.term,
+                        leader: s.leader,
+                        commit_index: s.commit_index,
+                        applied_index: s.applied_index,
+                        first_index: s.first_index,
+                        last_index: s.last_index,
+                        snapshot_index: s.snapshot_index,
+                    }),
+                    Err(e) => self.reply_for(e),
+                }
+            }
+        };
+        match result {
+            Ok(outcome) => CtrlReply::Done(outcome),
+            Err(e) => self.reply_for(e),
+        }
+    }
+
+    fn reply_for(&self, error: NodeError) -> CtrlReply {
+        match error {
+            NodeError::NotLeader { leader_hint } => CtrlReply::NotLeader {
+                leader_hint: leader_hint.and_then(|id| self.config.client_addrs.get(&id).cloned()),
+            },
+            NodeError::Timeout => CtrlReply::Timeout,
+            NodeError::OutcomeUnknown => CtrlReply::OutcomeUnknown,
+            NodeError::Busy(_) => CtrlReply::Busy,
+            NodeError::TooLarge(_) => CtrlReply::TooLarge,
+            e @ (NodeError::Shutdown | NodeError::Storage(_) | NodeError::Config(_)) => {
+                CtrlReply::Unavailable(e.to_string())
+            }
+        }
+    }
+}
