@@ -69,13 +69,16 @@
 mod config;
 pub mod driver;
 mod election;
+mod inspect;
 pub mod io;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod quorum;
 mod raft;
 mod ready;
+mod reconfig;
 mod replication;
 mod rng;
 pub mod runtime;
@@ -84,16 +87,18 @@ mod step;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 mod types;
 
 pub use config::{Config, ConfigError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus};
 pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
+pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};
 pub use ready::Ready;
 pub use rng::Rng;
 pub use types::{
-    Entry, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role, Snapshot, Status,
-    Term, ENTRY_OVERHEAD_BYTES,
+    Entry, FollowerStatus, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role,
+    Snapshot, Status, Term, ENTRY_OVERHEAD_BYTES,
 };

@@ -89,7 +89,7 @@ mod writer;
 
 use futures::channel::oneshot;
 use raftkv_raft::sim::store::MemStore;
-use raftkv_raft::{Payload, Persisted, Storage, StorageError, WriteOp};
+use raftkv_raft::{Persisted, Storage, StorageError, WriteOp};
 use shape::LogShape;
 use std::fmt;
 use std::future::Future;
@@ -580,10 +580,7 @@ fn op_bytes(op: &WriteOp) -> usize {
     match op {
         WriteOp::Append(entries) => entries
             .iter()
-            .map(|e| match &e.payload {
-                Payload::Command(data) => data.len() + OP_OVERHEAD_BYTES,
-                Payload::Noop => OP_OVERHEAD_BYTES,
-            })
+            .map(|e| e.payload.len_bytes() + OP_OVERHEAD_BYTES)
             .sum(),
         _ => OP_OVERHEAD_BYTES,
     }

@@ -541,6 +541,7 @@ mod tests {
         let snapshot = raftkv_raft::Snapshot {
             last: LogId::new(1, 1),
             data: bytes::Bytes::new(),
+            membership: Default::default(),
         };
         assert!(encode_record(1, &[WriteOp::SaveSnapshot(snapshot)], &mut buf).is_err());
         let compaction = WriteOp::CompactTo(LogId::new(1, 1));

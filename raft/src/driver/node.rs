@@ -414,7 +414,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                         self.bytes_since_snapshot += data.len() as u64;
                         Some(self.sm.apply(e.index, data))
                     }
-                    Payload::Noop => None,
+                    Payload::Noop | Payload::Membership(_) => None,
                 };
                 if let Some((term, reply)) = self.proposals.remove(&e.index) {
                     let result = match response {
@@ -470,30 +470,25 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     /// Snapshots the state machine once enough entries were applied since the last snapshot.
     fn maybe_snapshot(&mut self) {
-        let status = self.raft.status();
-        if status.applied_index <= status.snapshot_index
-            || (status.applied_index < status.snapshot_index + self.snapshot_threshold
+        let (applied, snapshot_index) = (self.raft.applied_index(), self.raft.snapshot_index());
+        if applied <= snapshot_index
+            || (applied < snapshot_index + self.snapshot_threshold
                 && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
         {
             return;
         }
-        let index = status.applied_index;
-        let Some(term) = self.raft.term_at(index) else {
-            return;
-        };
+        let index = applied;
         let data = self.sm.snapshot();
-        let snapshot = Snapshot {
-            last: LogId::new(index, term),
-            data: data.clone(),
-        };
-        // The snapshot write is queued before the compaction the core asks for next.
-        self.queue_write(Job {
-            ops: vec![WriteOp::SaveSnapshot(snapshot)],
-            token: None,
-            after: Vec::new(),
-        });
         match self.raft.snapshot_taken(index, data) {
-            Ok(()) => self.bytes_since_snapshot = 0,
+            Ok(snapshot) => {
+                // The snapshot write is queued before the compaction the next `Ready` asks for.
+                self.queue_write(Job {
+                    ops: vec![WriteOp::SaveSnapshot(snapshot)],
+                    token: None,
+                    after: Vec::new(),
+                });
+                self.bytes_since_snapshot = 0;
+            }
             Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
         }
     }
@@ -526,6 +521,9 @@ fn from_raft(e: RaftError) -> NodeError {
         RaftError::NotLeader { leader_hint } => NodeError::NotLeader { leader_hint },
         RaftError::ProposalTooLarge { size_bytes, .. } => NodeError::TooLarge(size_bytes),
         RaftError::Busy(why) => NodeError::Busy(why.into()),
-        RaftError::SnapshotIndex { .. } => NodeError::Busy(e.to_string()),
+        // A leadership transfer in progress: the same node answers again once it is over.
+        RaftError::SnapshotIndex { .. } | RaftError::TransferInProgress { .. } => {
+            NodeError::Busy(e.to_string())
+        }
     }
 }

@@ -80,7 +80,7 @@ impl SafetyChecker {
     /// Leader Completeness: a leader's log holds every entry applied anywhere (those it has not
     /// compacted into its snapshot).
     pub fn check_leader_complete(&self, raft: &Raft) -> Result<(), Violation> {
-        let from = raft.status().snapshot_index + 1;
+        let from = raft.snapshot_index() + 1;
         for (&index, &(term, _)) in self.applied.range(from..) {
             if raft.term_at(index) != Some(term) {
                 return Err(format!(
@@ -99,5 +99,6 @@ fn payload_hash(p: &Payload) -> u64 {
     match p {
         Payload::Noop => 0,
         Payload::Command(data) => fx_hash(&data[..]) | 1,
+        Payload::Membership(m) => fx_hash(m) | 2,
     }
 }

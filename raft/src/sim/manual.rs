@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Error;
-use crate::types::{Index, LogId, NodeId, Payload, Role, Snapshot, Term};
+use crate::types::{Index, LogId, NodeId, Payload, Role, Term};
 use crate::Raft;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -135,11 +135,11 @@ impl ManualCluster {
             }));
         };
         let last = LogId::new(index, term);
-        if let Err(e) = raft.snapshot_taken(index, data.clone()) {
-            return Ok(Err(e));
-        }
-        node.store
-            .apply([WriteOp::SaveSnapshot(Snapshot { last, data })]);
+        let snapshot = match raft.snapshot_taken(index, data) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        node.store.apply([WriteOp::SaveSnapshot(snapshot)]);
         self.process(id);
         Ok(Ok(last))
     }
@@ -244,6 +244,7 @@ impl ManualCluster {
                 node.sm.last_applied = e.index;
                 match &e.payload {
                     Payload::Noop => out.push(format!("n{id} apply {} noop", e.id())),
+                    Payload::Membership(m) => out.push(format!("n{id} apply {} {m}", e.id())),
                     Payload::Command(data) => {
                         node.sm.commands.insert(e.index, data.clone());
                         out.push(format!(

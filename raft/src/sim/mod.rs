@@ -26,7 +26,7 @@ use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Error;
 use crate::rng::Rng;
-use crate::types::{Entry, Index, LogId, NodeId, Payload, Role, Snapshot, Term};
+use crate::types::{Entry, Index, LogId, NodeId, Payload, Role, Term};
 use crate::Raft;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -525,18 +525,12 @@ impl Sim {
             return Ok(());
         };
         let applied = node.sm.last_applied;
-        if applied < raft.status().snapshot_index + every {
+        if applied < raft.snapshot_index() + every {
             return Ok(());
         }
-        let term = raft
-            .term_at(applied)
-            .ok_or("applied entry missing from the log")?;
         let data = node.sm.encode();
-        let snapshot = Snapshot {
-            last: LogId::new(applied, term),
-            data: data.clone(),
-        };
-        raft.snapshot_taken(applied, data)
+        let snapshot = raft
+            .snapshot_taken(applied, data)
             .map_err(|e| e.to_string())?;
         // The application's own snapshot write, ordered before the compaction that follows.
         self.queue_write(i, vec![WriteOp::SaveSnapshot(snapshot)], None, Vec::new());
