@@ -1,0 +1,289 @@
+//! The simulator's event loop: time, message delivery, disk completions, and driving each node
+//! through its `Ready`s as a production driver would, checking safety after every event.
+
+use super::{Event, Failure, PendingWrite, Sim, TestSm};
+use crate::io::WriteOp;
+use crate::message::Message;
+use crate::types::{Entry, LogId, NodeId, Payload, Role};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+impl Sim {
+    /// Runs the cluster for `ms` virtual milliseconds.
+    pub fn run_for(&mut self, ms: u64) -> Result<(), Failure> {
+        let end = self.now_ms + ms;
+        self.run_until(end, |_| false).map(|_| ())
+    }
+
+    /// Runs until `done` holds (checked after every event) or until virtual time `end_ms`.
+    /// Returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        end_ms: u64,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, Failure> {
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        while let Some(entry) = self.events.first_entry() {
+            if entry.key().0 > end_ms {
+                break;
+            }
+            let ((t, _), event) = entry.remove_entry();
+            self.now_ms = t;
+            self.process(event)?;
+            if done(self) {
+                return Ok(true);
+            }
+        }
+        self.now_ms = self.now_ms.max(end_ms);
+        Ok(done(self))
+    }
+
+    fn process(&mut self, event: Event) -> Result<(), Failure> {
+        let result = catch_unwind(AssertUnwindSafe(|| self.process_inner(event)));
+        let message = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(violation)) => violation,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("panic: {text}")
+            }
+        };
+        Err(self.fail(message))
+    }
+
+    fn process_inner(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Tick { node, life } => {
+                if self.nodes[node].life != life {
+                    return Ok(());
+                }
+                let tick_ms = self.opts.tick_ms;
+                self.schedule(tick_ms, Event::Tick { node, life });
+                let Some(raft) = self.nodes[node].raft.as_mut() else {
+                    return Ok(());
+                };
+                raft.tick();
+                self.trace.hash_only(self.now_ms, ("tick", node));
+                self.after_input(node)
+            }
+            Event::Deliver { msg } => {
+                let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
+                if !self.link_ok(from, to) || self.nodes[to].raft.is_none() {
+                    self.stats.dropped += 1;
+                    self.trace
+                        .record(self.now_ms, ("drop", &msg), || format!("drop {msg}"));
+                    return Ok(());
+                }
+                self.stats.delivered += 1;
+                if let crate::Body::AppendResponse {
+                    result: crate::AppendResult::Rejected { .. },
+                    ..
+                } = msg.body
+                {
+                    self.stats.append_rejections += 1;
+                }
+                self.trace.record(self.now_ms, &msg, || msg.to_string());
+                if let Some(raft) = self.nodes[to].raft.as_mut() {
+                    raft.step(msg);
+                }
+                self.after_input(to)
+            }
+            Event::DiskDone { node, life } => {
+                if self.nodes[node].life != life {
+                    return Ok(());
+                }
+                let Some(w) = self.nodes[node].disk.pop_front() else {
+                    return Ok(());
+                };
+                self.nodes[node].store.apply(w.write);
+                for m in w.after {
+                    self.send(m);
+                }
+                if let (Some(token), Some(raft)) = (w.token, self.nodes[node].raft.as_mut()) {
+                    raft.persisted(token);
+                }
+                self.after_input(node)
+            }
+        }
+    }
+
+    /// Drives node `i` through every `Ready` it has, as a production driver would, and checks
+    /// the safety properties on the way.
+    pub(super) fn after_input(&mut self, i: usize) -> Result<(), String> {
+        loop {
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return Ok(());
+            };
+            if !raft.has_ready() {
+                break;
+            }
+            let mut ready = raft.take_ready();
+            self.checker
+                .observe_appended(self.nodes[i].raft.as_ref().expect("up"), &ready.entries)?;
+            for m in std::mem::take(&mut ready.send_now) {
+                self.send(m);
+            }
+            let token = ready.persist_token;
+            let after = std::mem::take(&mut ready.send_after_persist);
+            let write = ready.take_write_ops();
+            self.queue_write(i, write, token, after);
+            if let Some(s) = ready.snapshot.take() {
+                let sm = TestSm::decode(&s.data)?;
+                if sm.last_applied != s.last.index {
+                    return Err(format!(
+                        "n{} installed a snapshot for {} holding {}",
+                        i + 1,
+                        s.last,
+                        sm.last_applied
+                    ));
+                }
+                self.nodes[i].sm = sm;
+            }
+            for e in &ready.committed_entries {
+                self.apply(i, e)?;
+            }
+            for r in &ready.read_states {
+                let Some(min) = self.nodes[i].reads.remove(&r.id) else {
+                    return Err(format!("n{} confirmed unknown read {}", i + 1, r.id));
+                };
+                /// thesis §6.4: a read must reflect every write committed before it began.
+                if r.index < min {
+                    return Err(format!(
+                        "ReadIndex: n{} read {} at index {} but {} was committed before it began",
+                        i + 1,
+                        r.id,
+                        r.index,
+                        min
+                    ));
+                }
+                if r.index > self.nodes[i].sm.last_applied {
+                    return Err(format!(
+                        "n{} served read {} before applying {}",
+                        i + 1,
+                        r.id,
+                        r.index
+                    ));
+                }
+                self.nodes[i].reads_done.push((r.id, r.index));
+            }
+            for id in ready.aborted_reads.drain(..) {
+                self.nodes[i].reads.remove(&id);
+                self.nodes[i].reads_aborted.push(id);
+            }
+            self.maybe_snapshot(i)?;
+        }
+        self.check_node(i)
+    }
+
+    fn apply(&mut self, i: usize, e: &Entry) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        if e.index != node.sm.last_applied + 1 {
+            return Err(format!(
+                "n{} applied {} after {}: applies must be in order",
+                i + 1,
+                e.id(),
+                node.sm.last_applied
+            ));
+        }
+        self.checker.observe_applied(i as NodeId + 1, e)?;
+        node.sm.last_applied = e.index;
+        if let Payload::Command(data) = &e.payload {
+            node.sm.commands.insert(e.index, data.clone());
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self, i: usize) -> Result<(), String> {
+        let Some(every) = self.opts.snapshot_entries else {
+            return Ok(());
+        };
+        let node = &mut self.nodes[i];
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let applied = node.sm.last_applied;
+        if applied < raft.snapshot_index() + every {
+            return Ok(());
+        }
+        let data = node.sm.encode();
+        let snapshot = raft
+            .snapshot_taken(applied, data)
+            .map_err(|e| e.to_string())?;
+        // The application's own snapshot write, ordered before the compaction that follows.
+        self.queue_write(i, vec![WriteOp::SaveSnapshot(snapshot)], None, Vec::new());
+        Ok(())
+    }
+
+    /// Queues a durable write; messages that promise it (and any earlier write) wait for it.
+    pub(super) fn queue_write(
+        &mut self,
+        i: usize,
+        write: Vec<WriteOp>,
+        token: Option<LogId>,
+        after: Vec<Message>,
+    ) {
+        let empty = write.is_empty();
+        let node = &mut self.nodes[i];
+        if empty && token.is_none() {
+            if let Some(last) = node.disk.back_mut() {
+                // Nothing to write, but these messages may depend on earlier writes.
+                last.after.extend(after);
+            } else {
+                for m in after {
+                    self.send(m);
+                }
+            }
+            return;
+        }
+        let (lo, hi) = self.opts.disk_latency_ms;
+        let latency = self.rng.range(lo, hi + 1);
+        let node = &mut self.nodes[i];
+        let done_ms = node
+            .disk
+            .back()
+            .map_or(0, |w| w.done_ms)
+            .max(self.now_ms + latency);
+        let life = node.life;
+        node.disk.push_back(PendingWrite {
+            done_ms,
+            write,
+            token,
+            after,
+        });
+        self.schedule(done_ms - self.now_ms, Event::DiskDone { node: i, life });
+    }
+
+    /// The node-level checks after each event: invariants, Election Safety, Leader
+    /// Completeness, commit never going back.
+    fn check_node(&mut self, i: usize) -> Result<(), String> {
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return Ok(());
+        };
+        raft.check_invariants();
+        self.checker.observe_role(raft)?;
+        let role_term = (raft.role(), raft.term());
+        if role_term.0 == Role::Leader && self.nodes[i].last_role_term != role_term {
+            self.checker.check_leader_complete(raft)?;
+        }
+        let commit = raft.commit_index();
+        if commit < self.nodes[i].last_commit {
+            return Err(format!(
+                "n{}: commit index went back from {} to {commit}",
+                i + 1,
+                self.nodes[i].last_commit
+            ));
+        }
+        if raft.stats().protocol_violations > 0 {
+            return Err(format!("n{} saw a protocol violation from a peer", i + 1));
+        }
+        self.checker.observe_commit(commit);
+        self.nodes[i].last_commit = commit;
+        self.nodes[i].last_role_term = role_term;
+        Ok(())
+    }
+}
