@@ -72,10 +72,15 @@ impl Raft {
     /// Raft §5.2: a candidate with votes from a majority becomes leader.
     pub(crate) fn become_leader(&mut self) {
         let next = self.log.last_index() + 1;
+        let peer_answered = match &self.role {
+            RoleState::Candidate { granted, rejected } => granted.len() > 1 || !rejected.is_empty(),
+            _ => false,
+        };
         self.role = RoleState::Leader(Box::new(Leader {
             progress: BTreeMap::new(),
             ticks: 0,
             transfer: None,
+            term_durable: peer_answered,
             heartbeat_elapsed: 0,
             check_quorum_elapsed: 0,
             term_start: next,

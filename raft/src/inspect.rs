@@ -155,16 +155,12 @@ impl Raft {
             );
             /// thesis §4.2.2: a leader outside C_new leads until C_new is committed.
             assert!(
-                self.promotable() || self.log.config_index() > self.commit,
+                membership.is_voter(self.config.id) || self.log.config_index() > self.commit,
                 "invariant: a leader is a voter, or its removal is not committed yet"
             );
-            let mut members = membership.members();
-            members.extend(self.log.membership_at(self.commit).members());
-            members.remove(&self.config.id);
             assert!(
-                l.progress.keys().eq(members.iter()),
-                "invariant: the leader tracks exactly the members of the configurations in \
-                 effect and committed"
+                l.progress.keys().eq(self.replication_targets().iter()),
+                "invariant: the leader tracks exactly its replication targets"
             );
             if let Some(t) = &l.transfer {
                 assert!(

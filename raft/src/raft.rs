@@ -73,6 +73,13 @@ pub(crate) struct Leader {
     pub ticks: u64,
     /// thesis §3.10: a leadership transfer in progress.
     pub transfer: Option<Transfer>,
+    /// The leader's term and vote are known durable (Raft Figure 2: "updated on stable
+    /// storage before responding to RPCs"). True once a peer answered a vote request (sent
+    /// only after the write), or once this term's first entry is durable (written after it).
+    /// Until then its messages wait for the write: a leader that won alone (a single voter,
+    /// with learners) must not send entries of a term it could forget in a crash, then win
+    /// again and write others at the same index and term (chaos seed 19866).
+    pub term_durable: bool,
     pub heartbeat_elapsed: u64,
     pub check_quorum_elapsed: u64,
     /// The index of this term's no-op entry: a commit at or past it commits this term.
@@ -436,6 +443,8 @@ impl Raft {
         let last = LogId::new(index, term);
         let membership = self.log.membership_at(index).clone();
         self.log.compact_to(last);
+        // A node removed by a configuration now compacted away is no longer replicated to.
+        self.sync_progress();
         let snapshot = Snapshot {
             last,
             data,
@@ -450,7 +459,8 @@ impl Raft {
     /// The driver made the write of a `Ready` durable; `token` is its `persist_token`.
     pub fn persisted(&mut self, token: LogId) {
         self.log.mark_persisted(token);
-        if matches!(self.role, RoleState::Leader(_)) {
+        if let RoleState::Leader(l) = &mut self.role {
+            l.term_durable |= self.log.persisted() >= l.term_start;
             /// thesis §10.2.1: the leader counts itself toward a majority only once its own
             /// write is durable.
             self.maybe_commit();
@@ -566,7 +576,8 @@ impl Raft {
     }
 
     pub(crate) fn send_msg(&mut self, msg: Message) {
-        let from_leader = matches!(self.role, RoleState::Leader(_)) && msg.body.is_from_leader();
+        let from_leader = matches!(&self.role, RoleState::Leader(l) if l.term_durable)
+            && msg.body.is_from_leader();
         /// thesis §6.4: a heartbeat acknowledgement promises nothing durable (only that this
         /// node has seen no later term), so it need not wait for a write in flight: a
         /// ReadIndex round then costs a round trip, not a follower's fsync.

@@ -11,6 +11,7 @@ use crate::message::Body;
 use crate::progress::{Progress, ReplicationState};
 use crate::raft::{Raft, RoleState};
 use crate::types::{Entry, Index, NodeId, Payload};
+use std::collections::BTreeSet;
 
 impl Raft {
     /// thesis §4.1: the configuration in effect on this node (the latest in its log).
@@ -30,14 +31,24 @@ impl Raft {
         self.log.config_index()
     }
 
-    /// True if this node may campaign and vote counts for it: a voter of either half of the
-    /// configuration in effect (thesis §4.2.1: never a learner).
+    /// True if this node may campaign: a voter of either half of the configuration in effect,
+    /// or of the committed one while a configuration that removes it is not committed yet.
+    /// thesis §4.2.2: "a server that is not part of its own latest configuration should still
+    /// start new elections, as it might still be needed until the C_new entry is committed";
+    /// its own vote then does not count (the tally uses the latest configuration). Chaos seed
+    /// 16668: a leader removing itself had the only complete log and stepped down (CheckQuorum)
+    /// before C_new committed; the remaining voter needed its vote, and could not get it.
+    /// thesis §4.2.1: never a learner.
     pub(crate) fn promotable(&self) -> bool {
-        self.log.membership().is_voter(self.config.id)
+        let id = self.config.id;
+        self.log.membership().is_voter(id)
+            || (self.log.config_index() > self.commit
+                && self.log.membership_at(self.commit).is_voter(id))
     }
 
     /// True if this node's log says it is no longer a member (a node that is joining, with no
-    /// configuration yet, is not "removed").
+    /// configuration yet, is not "removed"). It stops campaigning once it knows the
+    /// configuration that removed it is committed.
     pub fn is_removed(&self) -> bool {
         let m = self.log.membership();
         !m.voters().is_empty() && !m.contains(self.config.id)
@@ -114,15 +125,24 @@ impl Raft {
         index
     }
 
-    /// Makes the leader's progress map track exactly the other members of the configuration
-    /// in effect and of the committed one: new members are probed from the end of the log;
-    /// members of a configuration both superseded and committed past are dropped.
-    pub(crate) fn sync_progress(&mut self) {
-        let id = self.config.id;
-        let next = self.log.last_index() + 1;
+    /// The nodes a leader replicates to: the other members of the configuration in effect and
+    /// of the one before it. A node the latest change removed keeps receiving the log until
+    /// the next change, so that it learns its removal is committed and stops campaigning.
+    pub(crate) fn replication_targets(&self) -> BTreeSet<NodeId> {
         let mut members = self.log.membership().members();
-        members.extend(self.log.membership_at(self.commit).members());
-        members.remove(&id);
+        let index = self.log.config_index();
+        if index > self.log.snapshot().index {
+            members.extend(self.log.membership_at(index - 1).members());
+        }
+        members.remove(&self.config.id);
+        members
+    }
+
+    /// Makes the leader's progress map track exactly its replication targets: new ones are
+    /// probed from the end of the log; former ones are dropped.
+    pub(crate) fn sync_progress(&mut self) {
+        let next = self.log.last_index() + 1;
+        let members = self.replication_targets();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -136,24 +156,24 @@ impl Raft {
     }
 
     /// A leader's commit index advanced (or it was just elected): leave a committed joint
-    /// configuration, stop tracking members committed away, and step down if it was removed.
+    /// configuration, and step down if it was removed.
     pub(crate) fn after_commit(&mut self) {
         if !matches!(self.role, RoleState::Leader(_)) {
             return;
         }
         let current = self.log.membership();
         let committed = self.log.config_index() <= self.commit;
+        let removed = !current.is_voter(self.config.id);
         /// Raft §6: once C_old,new is committed, the leader appends C_new.
         if committed && current.is_joint() {
             let new = current.leave_joint();
             self.append_membership(new);
             return;
         }
-        self.sync_progress();
         /// thesis §4.2.2: a leader that is not part of C_new steps down once C_new is
         /// committed; it hands leadership to an up-to-date voter of C_new first (thesis §3.10),
         /// so that the cluster need not wait for an election timeout.
-        if committed && !self.promotable() {
+        if committed && removed {
             if let Some(target) = self.best_successor() {
                 self.send(target, Body::TimeoutNow);
             }

@@ -376,7 +376,10 @@ impl Raft {
         l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(released);
         let first_commit_in_term = self.commit < l.term_start;
         self.commit = index;
-        if first_commit_in_term {
+        // First what the commit means for the configuration (a removed leader steps down
+        // here, failing the reads that wait), then the reads.
+        self.after_commit();
+        if let (true, RoleState::Leader(l)) = (first_commit_in_term, &mut self.role) {
             /// thesis §6.4: reads that waited for the term's first commit can now take the
             /// commit index as their read index.
             let waiting = std::mem::take(&mut l.reads_before_commit);
@@ -385,7 +388,6 @@ impl Raft {
                 let _ = self.read_index(id);
             }
         }
-        self.after_commit();
     }
 
     /// thesis §6.4: reads whose heartbeat round a majority acknowledged are confirmed.

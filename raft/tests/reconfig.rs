@@ -664,3 +664,51 @@ fn no_change_starts_while_leadership_is_transferred() {
         Err(MembershipError::TransferInProgress { target: 3 })
     );
 }
+
+#[test]
+fn a_leader_that_won_alone_sends_nothing_before_its_term_is_durable() {
+    // Raft Figure 2: term and vote are durable before the node acts on them. A single voter
+    // wins without asking anyone; its Appends to a learner wait for that write (chaos seed
+    // 19866: it crashed, won the same term again and wrote other entries at the same ids).
+    let learner = Membership::from_voters([1])
+        .apply_changes(&[add_learner(2)])
+        .unwrap();
+    let persisted = Persisted {
+        entries: vec![Entry {
+            index: 1,
+            term: 0,
+            payload: Payload::Membership(learner),
+        }],
+        ..Persisted::default()
+    };
+    let mut r = Raft::restore(Config::new(1, [1]), persisted).unwrap();
+    r.campaign();
+    assert_eq!(r.role(), Role::Leader);
+    let ready = r.take_ready();
+    assert!(ready.hard_state.is_some_and(|hs| hs.term == 1));
+    assert!(
+        ready.send_now.is_empty(),
+        "nothing leaves before the term is durable"
+    );
+    assert!(ready
+        .send_after_persist
+        .iter()
+        .any(|m| m.to == 2 && matches!(m.body, Body::Append { .. })));
+    r.persisted(ready.persist_token.unwrap());
+    r.step(Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: Body::AppendResponse {
+            base_index: 1,
+            result: raftkv_raft::AppendResult::Accepted { match_index: 2 },
+        },
+    });
+    r.take_ready();
+    r.propose(Bytes::from_static(b"x")).unwrap();
+    let ready = r.take_ready();
+    assert!(
+        ready.send_now.iter().any(|m| m.to == 2),
+        "once durable, replication leaves before the write again (thesis §10.2.1)"
+    );
+}

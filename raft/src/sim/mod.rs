@@ -28,11 +28,12 @@ pub use trace::{fx_hash, Failure, Trace};
 
 use crate::config::Config;
 use crate::io::WriteOp;
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::rng::Rng;
 use crate::types::{Index, LogId, NodeId, Role, Term};
 use crate::Raft;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// The simulated network's behaviour. Latencies are in virtual milliseconds.
 #[derive(Clone, Debug)]
@@ -71,6 +72,9 @@ impl Default for NetConfig {
 pub struct SimOptions {
     /// 1 to 7 nodes, with ids 1..=nodes.
     pub nodes: usize,
+    /// Nodes 1..=voters start as the cluster's voters; the others start with no configuration
+    /// (thesis §4: they join once a leader adds them). `None`: every node is a voter.
+    pub voters: Option<usize>,
     pub seed: u64,
     /// Virtual milliseconds per `tick()`.
     pub tick_ms: u64,
@@ -92,6 +96,7 @@ impl SimOptions {
         config.snapshot_chunk_bytes_max = 512;
         Self {
             nodes,
+            voters: None,
             seed,
             tick_ms: 10,
             config,
@@ -129,6 +134,9 @@ pub struct SimNode {
     life: u64,
     last_commit: Index,
     last_role_term: (Role, Term),
+    /// The configuration in effect as of the last event, and the id of the entry (or
+    /// snapshot point) that holds it: the configuration the node's next input starts from.
+    last_membership: (LogId, Membership),
     /// Reads in flight: id → the highest commit index in the cluster when it was requested.
     reads: BTreeMap<u64, Index>,
     /// Completed reads: (id, read index).
@@ -147,6 +155,9 @@ pub struct SimStats {
     pub append_rejections: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Membership changes and leadership transfers the leader accepted.
+    pub changes_accepted: u64,
+    pub transfers_started: u64,
 }
 
 /// A simulated cluster. Node indexes are 0-based; node `i` has id `i + 1`.
@@ -164,6 +175,9 @@ pub struct Sim {
     pub stats: SimStats,
     failure: Option<Failure>,
     next_read_id: u64,
+    /// Granted votes delivered to each candidate, by (candidate id, term): a new leader's
+    /// voters must form a quorum of its configuration (learners' votes do not count).
+    votes: HashMap<(NodeId, Term), BTreeSet<NodeId>>,
 }
 
 impl Sim {
@@ -189,10 +203,12 @@ impl Sim {
             },
             failure: None,
             next_read_id: 1,
+            votes: HashMap::new(),
             opts,
         };
         for i in 0..n {
             let raft = Raft::new(sim.node_config(i)).expect("simulator config is valid");
+            let raft_membership = raft.membership().clone();
             sim.nodes.push(SimNode {
                 raft: Some(raft),
                 store: MemStore::default(),
@@ -201,6 +217,7 @@ impl Sim {
                 life: 0,
                 last_commit: 0,
                 last_role_term: (Role::Follower, 0),
+                last_membership: (LogId::default(), raft_membership),
                 reads: BTreeMap::new(),
                 reads_done: Vec::new(),
                 reads_aborted: Vec::new(),
@@ -214,7 +231,11 @@ impl Sim {
     fn node_config(&self, i: usize) -> Config {
         let mut c = self.opts.config.clone();
         c.id = i as NodeId + 1;
-        c.voters = (1..=self.opts.nodes as NodeId).collect();
+        let voters = self.opts.voters.unwrap_or(self.opts.nodes) as NodeId;
+        c.voters = match (i as NodeId) < voters {
+            true => (1..=voters).collect(),
+            false => Vec::new(),
+        };
         c.seed = self.opts.seed.wrapping_mul(31).wrapping_add(i as u64);
         c
     }

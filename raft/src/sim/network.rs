@@ -1,9 +1,10 @@
 //! The simulated network (latency, loss, duplication, reordering, partitions) and faults.
 
 use super::{Event, Sim, TestSm};
+use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Raft;
-use crate::types::Role;
+use crate::types::{LogId, Role};
 
 impl Sim {
     pub(super) fn link_ok(&self, from: usize, to: usize) -> bool {
@@ -71,7 +72,13 @@ impl Sim {
         self.note(format!("crash n{}", i + 1));
         let node = &mut self.nodes[i];
         node.raft = None;
-        node.disk.clear();
+        for w in node.disk.drain(..) {
+            for op in &w.write {
+                if let WriteOp::Append(entries) = op {
+                    self.checker.forget_lost(entries);
+                }
+            }
+        }
         node.life += 1;
         node.reads.clear();
     }
@@ -89,7 +96,9 @@ impl Sim {
             Some(s) => TestSm::decode(&s.data).unwrap_or_default(),
             None => TestSm::default(),
         };
-        node.raft = Some(Raft::restore(config, persisted).expect("persisted state is valid"));
+        let raft = Raft::restore(config, persisted).expect("persisted state is valid");
+        node.last_membership = (LogId::default(), raft.membership().clone());
+        node.raft = Some(raft);
         node.last_commit = 0;
         node.last_role_term = (Role::Follower, 0);
         let life = node.life;

@@ -40,9 +40,18 @@ impl Sim {
     }
 
     fn process(&mut self, event: Event) -> Result<(), Failure> {
-        let result = catch_unwind(AssertUnwindSafe(|| self.process_inner(event)));
+        match self.guard(|sim| sim.process_inner(event)) {
+            Some(()) => Ok(()),
+            None => Err(self.failure.clone().expect("guard records the failure")),
+        }
+    }
+
+    /// Runs `f` (an event, or a client's input and the node's handling of it): a broken
+    /// property or a panic in the core becomes the run's failure, and `None`.
+    pub(super) fn guard<R>(&mut self, f: impl FnOnce(&mut Sim) -> Result<R, String>) -> Option<R> {
+        let result = catch_unwind(AssertUnwindSafe(|| f(self)));
         let message = match result {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(r)) => return Some(r),
             Ok(Err(violation)) => violation,
             Err(panic) => {
                 let text = panic
@@ -53,7 +62,8 @@ impl Sim {
                 format!("panic: {text}")
             }
         };
-        Err(self.fail(message))
+        self.fail(message);
+        None
     }
 
     fn process_inner(&mut self, event: Event) -> Result<(), String> {
@@ -80,12 +90,16 @@ impl Sim {
                     return Ok(());
                 }
                 self.stats.delivered += 1;
-                if let crate::Body::AppendResponse {
-                    result: crate::AppendResult::Rejected { .. },
-                    ..
-                } = msg.body
-                {
-                    self.stats.append_rejections += 1;
+                match msg.body {
+                    crate::Body::AppendResponse {
+                        result: crate::AppendResult::Rejected { .. },
+                        ..
+                    } => self.stats.append_rejections += 1,
+                    crate::Body::VoteResponse { granted: true } => {
+                        let voters = self.votes.entry((msg.to, msg.term)).or_default();
+                        voters.insert(msg.from);
+                    }
+                    _ => {}
                 }
                 self.trace.record(self.now_ms, &msg, || msg.to_string());
                 if let Some(raft) = self.nodes[to].raft.as_mut() {
@@ -133,6 +147,7 @@ impl Sim {
             let write = ready.take_write_ops();
             self.queue_write(i, write, token, after);
             if let Some(s) = ready.snapshot.take() {
+                self.checker.observe_snapshot(i as NodeId + 1, &s)?;
                 let sm = TestSm::decode(&s.data)?;
                 if sm.last_applied != s.last.index {
                     return Err(format!(
@@ -191,6 +206,16 @@ impl Sim {
             ));
         }
         self.checker.observe_applied(i as NodeId + 1, e)?;
+        /// Raft §6: a committed configuration's quorums intersect its predecessor's.
+        if let Payload::Membership(next) = &e.payload {
+            let prev = node
+                .raft
+                .as_ref()
+                .and_then(|r| r.membership_at(e.index - 1));
+            if let Some(prev) = prev {
+                self.checker.check_transition(e.id(), prev, next)?;
+            }
+        }
         node.sm.last_applied = e.index;
         if let Payload::Command(data) = &e.payload {
             node.sm.commands.insert(e.index, data.clone());
@@ -267,10 +292,37 @@ impl Sim {
         raft.check_invariants();
         self.checker.observe_role(raft)?;
         let role_term = (raft.role(), raft.term());
-        if role_term.0 == Role::Leader && self.nodes[i].last_role_term != role_term {
+        let id = raft.id();
+        // The configuration the node started this event with: the one it campaigned in, or
+        // counted a quorum in.
+        let (last_role, last_term) = self.nodes[i].last_role_term;
+        let membership = &self.nodes[i].last_membership.1;
+        if role_term.0 == Role::Leader && (last_role, last_term) != role_term {
             self.checker.check_leader_complete(raft)?;
+            let granted = self.votes.remove(&(id, role_term.1)).unwrap_or_default();
+            self.checker
+                .check_election(id, role_term.1, membership, &granted)?;
         }
         let commit = raft.commit_index();
+        if last_role == Role::Leader
+            && last_term == role_term.1
+            && commit > self.nodes[i].last_commit
+        {
+            let term = raft
+                .term_at(commit)
+                .ok_or("the commit index is in the log")?;
+            let holders = membership
+                .all_voters()
+                .into_iter()
+                .filter(|v| {
+                    self.nodes[*v as usize - 1]
+                        .store
+                        .holds(LogId::new(commit, term))
+                })
+                .collect();
+            self.checker
+                .check_commit(id, LogId::new(commit, term), membership, &holders)?;
+        }
         if commit < self.nodes[i].last_commit {
             return Err(format!(
                 "n{}: commit index went back from {} to {commit}",
@@ -282,6 +334,11 @@ impl Sim {
             return Err(format!("n{} saw a protocol violation from a peer", i + 1));
         }
         self.checker.observe_commit(commit);
+        let index = raft.membership_index();
+        let membership_id = LogId::new(index, raft.term_at(index).unwrap_or(0));
+        if self.nodes[i].last_membership.0 != membership_id {
+            self.nodes[i].last_membership = (membership_id, raft.membership().clone());
+        }
         self.nodes[i].last_commit = commit;
         self.nodes[i].last_role_term = role_term;
         Ok(())
