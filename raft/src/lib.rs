@@ -91,7 +91,7 @@ mod transfer;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use driver::{Node, NodeConfig, NodeError, NodeStatus};
+pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};

@@ -11,7 +11,7 @@ use crate::message::Body;
 use crate::progress::{Progress, ReplicationState};
 use crate::raft::{Raft, RoleState};
 use crate::types::{Entry, Index, NodeId, Payload};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Raft {
     /// thesis §4.1: the configuration in effect on this node (the latest in its log).
@@ -136,6 +136,30 @@ impl Raft {
         }
         members.remove(&self.config.id);
         members
+    }
+
+    /// The nodes this one may exchange messages with (the members of the configuration in
+    /// effect and of the one before it), with the peer address the configuration records for
+    /// each, or `""` (see [`crate::Transport::set_peers`]).
+    pub fn peer_addrs(&self) -> BTreeMap<NodeId, String> {
+        let mut addrs = self.log.membership().addrs().clone();
+        let index = self.log.config_index();
+        if index > self.log.snapshot().index {
+            for (id, a) in self.log.membership_at(index - 1).addrs() {
+                addrs.entry(*id).or_insert_with(|| a.clone());
+            }
+        }
+        self.replication_targets()
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    addrs
+                        .get(&id)
+                        .map_or(String::new(), |a| a.peer_addr.clone()),
+                )
+            })
+            .collect()
     }
 
     /// Makes the leader's progress map track exactly its replication targets: new ones are

@@ -52,6 +52,14 @@ impl Raft {
         Ok(())
     }
 
+    /// The target of the leadership transfer this node (a leader) is making, if any.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        match &self.role {
+            RoleState::Leader(l) => l.transfer.as_ref().map(|t| t.target),
+            _ => None,
+        }
+    }
+
     /// Sends TimeoutNow to the transfer's target if its log matches the leader's entirely.
     /// Called when the target acknowledges entries and at each heartbeat (a lost TimeoutNow is
     /// sent again while the transfer lasts).
