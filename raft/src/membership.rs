@@ -195,6 +195,16 @@ impl Membership {
         all
     }
 
+    /// Every member once, without allocating (voters, outgoing voters, learners).
+    pub(crate) fn members_iter(&self) -> impl Iterator<Item = NodeId> + Clone + '_ {
+        let outgoing = self.voters_outgoing.iter().copied();
+        self.voters
+            .iter()
+            .copied()
+            .chain(outgoing.filter(|id| !self.voters.contains(id)))
+            .chain(self.learners.iter().copied())
+    }
+
     /// Every voter of either half, in id order.
     pub fn all_voters(&self) -> BTreeSet<NodeId> {
         self.voters.union(&self.voters_outgoing).copied().collect()
@@ -226,7 +236,7 @@ impl Membership {
 
     /// Checks the invariants listed on the type.
     pub fn validate(&self) -> Result<(), String> {
-        if self.members().contains(&0) {
+        if self.contains(0) {
             return Err("node id 0 in the membership".into());
         }
         if let Some(id) = self.learners.iter().find(|id| self.is_voter(**id)) {
