@@ -712,3 +712,50 @@ fn a_leader_that_won_alone_sends_nothing_before_its_term_is_durable() {
         "once durable, replication leaves before the write again (thesis §10.2.1)"
     );
 }
+
+#[test]
+fn a_removed_follower_learns_its_removal_committed_and_stops_campaigning() {
+    // thesis §4.2.2: a node outside its latest configuration still campaigns until that
+    // configuration commits; the leader keeps replicating to it so that it learns the commit.
+    let mut c = cluster(3);
+    let joint = change(&mut c, 1, &[remove(3)]);
+    run(&mut c, 12);
+    let r3 = c.raft(3).unwrap();
+    assert!(r3.is_removed() && r3.status().removed);
+    assert!(r3.commit_index() > joint, "n3 learned that C_new committed");
+    c.partition(&[vec![1, 2], vec![3]]);
+    let term = c.raft(3).unwrap().term();
+    c.tick(3, 300).unwrap();
+    assert!(c.queue.is_empty(), "no pre-vote, no vote");
+    assert_eq!(c.raft(3).unwrap().term(), term);
+    assert_eq!(c.raft(3).unwrap().role(), Role::Follower);
+}
+
+#[test]
+fn a_node_outside_its_uncommitted_latest_configuration_still_campaigns() {
+    // thesis §4.2.2, chaos seed 16668: in {1, 2}, node 1 removes itself. C_old,new = {2}&{1, 2}
+    // commits; C_new = {2} reaches no one before node 1 restarts (its commit index, written
+    // lazily, now says C_new is not committed). Node 2 needs node 1's vote (C_old), which node
+    // 1 refuses (its log is longer): only node 1 can win, with node 2's vote (C_new), commit
+    // C_new and hand over.
+    let mut c = cluster(2);
+    let joint = change(&mut c, 1, &[remove(1)]);
+    c.deliver(&[2]);
+    c.deliver(&[1]); // the joint configuration commits; node 1 appends C_new
+    assert_eq!(voters(&c, 1), vec![2]);
+    c.queue.clear();
+    c.crash(1).unwrap();
+    c.restart(1).unwrap();
+    let r1 = c.raft(1).unwrap();
+    assert!(r1.is_removed(), "its latest configuration excludes it");
+    assert!(r1.commit_index() <= joint + 1 && r1.membership_index() == joint + 1);
+    run(&mut c, 150);
+    assert_eq!(
+        c.raft(2).unwrap().role(),
+        Role::Leader,
+        "node 1 won, then handed over"
+    );
+    assert_eq!(voters(&c, 2), vec![2]);
+    assert!(c.raft(2).unwrap().commit_index() > joint + 1);
+    assert_eq!(c.raft(1).unwrap().role(), Role::Follower);
+}

@@ -270,3 +270,24 @@ fn the_checker_catches_disjoint_quorums_between_configurations() {
     assert!(disjoint_quorums(&old, &joint).is_none());
     assert!(disjoint_quorums(&joint, &joint.leave_joint()).is_none());
 }
+
+/// Regression, with reconfiguration (seeds 107444; 304429 with 3 nodes): a node became the
+/// single voter's leader through a transfer and crashed before its term was durable; it then
+/// voted in that term for another. It had sent and committed nothing: Election Safety counts a
+/// leader once its term and vote are durable.
+#[test]
+fn regression_reconfig_seeds_107444_304429_a_leadership_lost_before_its_term_was_durable() {
+    chaos::run(&ChaosOptions::with_reconfig(107444)).unwrap_or_else(|f| panic!("{f}"));
+    let opts = ChaosOptions {
+        nodes: Some(3),
+        ..ChaosOptions::with_reconfig(304429)
+    };
+    chaos::run(&opts).unwrap_or_else(|f| panic!("{f}"));
+}
+
+/// Regression, with reconfiguration (seed 164196): votes delivered late made a node leader of
+/// a term older than the latest; Leader Completeness only binds leaders of later terms.
+#[test]
+fn regression_reconfig_seed_164196_a_leader_of_a_stale_term() {
+    chaos::run(&ChaosOptions::with_reconfig(164196)).unwrap_or_else(|f| panic!("{f}"));
+}

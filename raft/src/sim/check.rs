@@ -58,6 +58,11 @@ impl SafetyChecker {
         Ok(())
     }
 
+    /// The highest term in which a leader was observed (0: none yet).
+    pub fn highest_leader_term(&self) -> Term {
+        self.leaders.keys().copied().max().unwrap_or(0)
+    }
+
     /// Log Matching: entries a node appended agree with every other copy of the same index and
     /// term, in payload and in the term of the entry before them.
     /// thesis §4.1: and on the configuration in effect at them.

@@ -290,15 +290,27 @@ impl Sim {
             return Ok(());
         };
         raft.check_invariants();
-        self.checker.observe_role(raft)?;
         let role_term = (raft.role(), raft.term());
         let id = raft.id();
+        /// Raft §5.2, Election Safety: at most one leader per term, counting a leader once its
+        /// term and vote are durable. A node that won alone and crashed before that write can
+        /// win the same term again after its restart, or vote in it for another; it sent and
+        /// committed nothing in between (chaos seeds 107444 and 304429 with reconfiguration).
+        let hs = self.nodes[i].store.hard_state;
+        if hs.term == role_term.1 && hs.voted_for == Some(id) {
+            self.checker.observe_role(raft)?;
+        }
         // The configuration the node started this event with: the one it campaigned in, or
         // counted a quorum in.
         let (last_role, last_term) = self.nodes[i].last_role_term;
         let membership = &self.nodes[i].last_membership.1;
         if role_term.0 == Role::Leader && (last_role, last_term) != role_term {
-            self.checker.check_leader_complete(raft)?;
+            /// Raft §5.4: Leader Completeness holds for leaders of later terms than the commit;
+            /// a leader of a stale term (votes delivered late) need not hold what a later term
+            /// committed (chaos seed 164196 with reconfiguration).
+            if role_term.1 >= self.checker.highest_leader_term() {
+                self.checker.check_leader_complete(raft)?;
+            }
             let granted = self.votes.remove(&(id, role_term.1)).unwrap_or_default();
             self.checker
                 .check_election(id, role_term.1, membership, &granted)?;
