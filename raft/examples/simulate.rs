@@ -2,6 +2,9 @@
 //! every event and liveness after healing.
 //!
 //! cargo run --release -p raftkv-raft --example simulate -- --seeds N [--start S] [--nodes K]
+//!     [--reconfig]
+//!
+//! `--reconfig` also adds, removes and promotes nodes and transfers leadership during each run.
 //!
 //! Prints each failure (with `RAFTKV_SEED=<n>` and the trace tail) and a last line
 //! `N seeds, F failures, R seeds/s`. Exits 1 if any seed failed.
@@ -15,6 +18,7 @@ fn main() {
     let mut seeds = 1_000u64;
     let mut start = 0u64;
     let mut nodes: Option<usize> = None;
+    let mut reconfig = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> u64 {
@@ -34,6 +38,7 @@ fn main() {
                 }
                 nodes = Some(k);
             }
+            "--reconfig" => reconfig = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -44,6 +49,8 @@ fn main() {
     let next = AtomicU64::new(start);
     let failures = Mutex::new(Vec::new());
     let events = AtomicU64::new(0);
+    let changes = AtomicU64::new(0);
+    let transfers = AtomicU64::new(0);
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -54,11 +61,14 @@ fn main() {
                 }
                 let opts = ChaosOptions {
                     nodes,
+                    reconfig,
                     ..ChaosOptions::new(seed)
                 };
                 match chaos::run(&opts) {
                     Ok(r) => {
                         events.fetch_add(r.events, Ordering::Relaxed);
+                        changes.fetch_add(r.changes, Ordering::Relaxed);
+                        transfers.fetch_add(r.transfers, Ordering::Relaxed);
                     }
                     Err(f) => {
                         eprintln!("{f}");
@@ -74,8 +84,10 @@ fn main() {
         println!("failing seeds: {failed:?}");
     }
     println!(
-        "events: {}, threads: {threads}, wall: {secs:.1} s",
-        events.load(Ordering::Relaxed)
+        "events: {}, membership changes: {}, transfers: {}, threads: {threads}, wall: {secs:.1} s",
+        events.load(Ordering::Relaxed),
+        changes.load(Ordering::Relaxed),
+        transfers.load(Ordering::Relaxed),
     );
     println!(
         "{seeds} seeds, {} failures, {:.1} seeds/s",
@@ -91,6 +103,6 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
-    eprintln!("usage: simulate --seeds N [--start S] [--nodes K]");
+    eprintln!("usage: simulate --seeds N [--start S] [--nodes K] [--reconfig]");
     std::process::exit(2);
 }

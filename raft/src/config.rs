@@ -7,9 +7,12 @@ use thiserror::Error;
 /// interval of its choosing (the simulator and the drivers use 10 ms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id. Must be one of `voters`.
+    /// This node's id.
     pub id: NodeId,
-    /// Every voting member, this node included. Membership is static (see the crate doc).
+    /// The voters a fresh log starts with, this node included (thesis §4: the initial
+    /// configuration). Only a node with neither a snapshot nor a configuration entry uses it:
+    /// after that the log decides. Empty for a node that joins a running cluster: it waits,
+    /// never campaigning, until a leader sends it the log and with it the configuration.
     pub voters: Vec<NodeId>,
     /// Raft §5.2: election timeouts are drawn from `min..max` ticks at random.
     pub election_timeout_ticks_min: u64,
@@ -40,6 +43,9 @@ pub struct Config {
     pub snapshot_bytes_max: u64,
     /// At most this many ReadIndex requests wait for confirmation at once.
     pub pending_reads_max: usize,
+    /// thesis §4.2.1: a learner added with `auto_promote` is promoted by the leader once its
+    /// log is within this many entries of the leader's (and it answered recently).
+    pub promote_lag_entries_max: u64,
     /// Seed of the node's random number generator (election timeouts).
     pub seed: u64,
 }
@@ -64,8 +70,14 @@ impl Config {
             snapshot_chunk_bytes_max: 1 << 20,
             snapshot_bytes_max: 16 << 30,
             pending_reads_max: 65_536,
+            promote_lag_entries_max: 1_000,
             seed: id,
         }
+    }
+
+    /// A node that joins a running cluster: no initial voters (see [`Config::voters`]).
+    pub fn joining(id: NodeId) -> Self {
+        Self::new(id, [])
     }
 
     /// Checks the configuration, so that the core can rely on it.
@@ -82,9 +94,9 @@ impl Config {
         if voters.contains(&0) {
             return Err(ConfigError::Invalid("voter id 0 is not allowed".into()));
         }
-        if !voters.contains(&self.id) {
+        if !voters.is_empty() && !voters.contains(&self.id) {
             return Err(ConfigError::Invalid(format!(
-                "id {} is not among the voters",
+                "id {} is not among the voters (leave them empty to join a running cluster)",
                 self.id
             )));
         }

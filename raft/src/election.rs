@@ -2,8 +2,7 @@
 //! thesis §9.6 (PreVote) and §4.2.3 (ignoring disruptive candidates).
 
 use crate::message::{Body, Message};
-use crate::progress::Progress;
-use crate::quorum::{vote_result, VoteResult};
+use crate::quorum::VoteResult;
 use crate::raft::{Leader, Raft, RoleState};
 use crate::types::{Entry, LogId, NodeId, Payload, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -40,7 +39,7 @@ impl Raft {
         self.reset_election_timer();
         let last_log = self.log.last_id();
         let term = self.term + 1;
-        for to in self.peers().collect::<Vec<_>>() {
+        for to in self.other_voters() {
             self.send_msg(Message {
                 from: self.config.id,
                 to,
@@ -51,8 +50,10 @@ impl Raft {
         self.tally_votes();
     }
 
-    /// Raft §5.2: increment the term, vote for self, and request votes from every other voter.
-    pub(crate) fn become_candidate(&mut self) {
+    /// Raft §5.2: increment the term, vote for self, and request votes from every other voter
+    /// (Raft §6: of both halves of a joint configuration). `transfer` marks an election the
+    /// leader asked for (thesis §3.10).
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
         self.term += 1;
         self.voted_for = Some(self.config.id);
         self.role = RoleState::Candidate {
@@ -62,8 +63,8 @@ impl Raft {
         self.leader = None;
         self.reset_election_timer();
         let last_log = self.log.last_id();
-        for to in self.peers().collect::<Vec<_>>() {
-            self.send(to, Body::Vote { last_log });
+        for to in self.other_voters() {
+            self.send(to, Body::Vote { last_log, transfer });
         }
         self.tally_votes();
     }
@@ -71,10 +72,15 @@ impl Raft {
     /// Raft §5.2: a candidate with votes from a majority becomes leader.
     pub(crate) fn become_leader(&mut self) {
         let next = self.log.last_index() + 1;
-        let progress: BTreeMap<NodeId, Progress> =
-            self.peers().map(|p| (p, Progress::new(next))).collect();
+        let peer_answered = match &self.role {
+            RoleState::Candidate { granted, rejected } => granted.len() > 1 || !rejected.is_empty(),
+            _ => false,
+        };
         self.role = RoleState::Leader(Box::new(Leader {
-            progress,
+            progress: BTreeMap::new(),
+            ticks: 0,
+            transfer: None,
+            term_durable: peer_answered,
             heartbeat_elapsed: 0,
             check_quorum_elapsed: 0,
             term_start: next,
@@ -86,6 +92,7 @@ impl Raft {
             replicate_pending: true,
         }));
         self.leader = Some(self.config.id);
+        self.sync_progress();
         /// Raft §8 / thesis §6.4: a new leader appends a no-op so that it commits an entry of its
         /// own term, which commits all earlier entries and fixes its commit index.
         self.log.push(Entry {
@@ -94,22 +101,29 @@ impl Raft {
             payload: Payload::Noop,
         });
         self.maybe_commit();
+        self.after_commit();
     }
 
-    /// Counts the votes of the current (pre-)election and acts on a decision.
+    /// Counts the votes of the current (pre-)election and acts on a decision. Raft §6: the
+    /// configuration in effect decides (both halves of a joint one); thesis §4.2.1: votes of
+    /// learners and of nodes outside it do not count.
     fn tally_votes(&mut self) {
-        let n = self.config.voters.len();
-        let (result, pre) = match &self.role {
-            RoleState::PreCandidate { granted, rejected } => {
-                (vote_result(n, granted.len(), rejected.len()), true)
-            }
-            RoleState::Candidate { granted, rejected } => {
-                (vote_result(n, granted.len(), rejected.len()), false)
-            }
+        let (granted, rejected, pre) = match &self.role {
+            RoleState::PreCandidate { granted, rejected } => (granted, rejected, true),
+            RoleState::Candidate { granted, rejected } => (granted, rejected, false),
             _ => return,
         };
+        let result = self.log.membership().vote_result(|id| {
+            if granted.contains(&id) {
+                Some(true)
+            } else if rejected.contains(&id) {
+                Some(false)
+            } else {
+                None
+            }
+        });
         match (result, pre) {
-            (VoteResult::Won, true) => self.become_candidate(),
+            (VoteResult::Won, true) => self.become_candidate(false),
             (VoteResult::Won, false) => self.become_leader(),
             /// Raft §5.2: a candidate that lost waits for a new election timeout as a follower.
             (VoteResult::Lost, _) => self.become_follower(self.term, None),

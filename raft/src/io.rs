@@ -5,9 +5,10 @@
 //! simulated network here and TCP in `raftkv-transport-tcp`.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, Index, LogId, Persisted, Snapshot};
+use crate::types::{Entry, HardState, Index, LogId, NodeId, Persisted, Snapshot};
 use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
@@ -116,6 +117,16 @@ pub trait Storage: Send + Sync + 'static {
 pub trait Transport: Send + 'static {
     fn send(&mut self, msg: Message);
     fn recv(&mut self) -> impl Future<Output = Option<Message>> + Send;
+
+    /// The nodes this one may exchange messages with, by the configuration in effect (thesis
+    /// §4: members of the latest configuration and of the one before it), each with the peer
+    /// address the configuration records for it, or `""` if it records none (keep the address
+    /// the transport was configured with). The driver calls it when the node starts and
+    /// whenever that set changes, so that a transport can reach members added since it
+    /// started and let go of removed ones. The default ignores it (a static transport).
+    fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        let _ = peers;
+    }
 }
 
 /// The application's deterministic state machine, replicated by Raft.

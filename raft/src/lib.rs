@@ -37,24 +37,66 @@
 //! commit index, confirms with a round of heartbeats that it is still leader (one round confirms
 //! every read queued before it), and the read is served once that index is applied.
 //!
+//! **Membership** is data in the log (thesis §4). A configuration lists the **voters**, the
+//! **learners** (thesis §4.2.1: they receive the log and snapshots but never vote, never count
+//! toward a commit, a ReadIndex round or CheckQuorum, and never campaign) and each member's
+//! addresses, which the core carries but never reads. A configuration entry takes effect on a
+//! node as soon as it is in its log, committed or not (thesis §4.1); if it is truncated away,
+//! the one before it applies again, and a snapshot carries the configuration at its last
+//! entry. `Config::voters` only starts a fresh log; a node that joins a running cluster starts
+//! with none and learns the configuration from the leader. A change (add a voter or a learner,
+//! promote, remove; several at once) that alters the voters goes through **joint consensus**
+//! (Raft §6, thesis §4.3): the leader appends C_old,new, in which every election and every
+//! commit needs a majority of C_old *and* of C_new; once that commits, the leader appends C_new
+//! by itself. A leader starts a change only once it has committed an entry of its own term and
+//! no other change is pending (thesis §4.1: the single-server bug of 2015), and refuses one
+//! whose new voters that are up to date and reachable would not be a quorum of it. A learner
+//! added with `auto_promote` is promoted by the leader once its log is within
+//! `promote_lag_entries_max` of the leader's, so that adding an empty node never stalls
+//! commits. A leader outside C_new keeps leading, without counting itself, until C_new
+//! commits, then steps down and hands over (thesis §4.2.2). A node outside its latest
+//! configuration still campaigns while that configuration is uncommitted (it may hold the only
+//! complete log), and stops once it knows its removal committed; the leader keeps replicating
+//! to the nodes the latest change removed so that they learn it. **Leadership transfer**
+//! (thesis §3.10): the leader brings the target's log up to date, refuses proposals, sends
+//! `TimeoutNow`; the target campaigns at once, without a pre-vote, and voters answer it despite
+//! the leader's lease; the leader gives up after an election timeout.
+//!
 //! ## Using the core
 //! [`Raft`] takes inputs ([`Raft::tick`], [`Raft::step`], [`Raft::propose`],
-//! [`Raft::read_index`], [`Raft::snapshot_taken`], [`Raft::persisted`]) and returns work as
-//! [`Ready`] from [`Raft::take_ready`]; the order in which a driver must do that work is written
-//! on [`Ready`]. [`sim`] runs whole clusters of it under one seed, with faults.
+//! [`Raft::read_index`], [`Raft::propose_change`], [`Raft::transfer_leader`],
+//! [`Raft::snapshot_taken`], [`Raft::persisted`]) and returns work as [`Ready`] from
+//! [`Raft::take_ready`]; the order in which a driver must do that work is written on [`Ready`].
+//! [`Raft::status`] reports the membership, whether the node was removed and, on a leader,
+//! every follower's progress. [`Node`] drives it over a runtime, storage and transport; [`sim`]
+//! runs whole clusters of it under one seed, with faults and reconfiguration.
 //!
 //! ## Modules
 //! `types` (ids, entries, hard state) · `message` (wire messages and the trace notation) ·
-//! `config` (bounds) · `log` (the in-memory log) · `progress` (the leader's view of a follower) ·
-//! `quorum` (majority arithmetic) · `raft` (the node and its inputs) · `election` (roles and
-//! votes) · `step` (term rules and dispatch) · `replication` (append, commit, snapshots, reads) ·
-//! `ready` (the driver contract) · `sim` (the deterministic cluster simulator).
+//! `config` (bounds) · `log` (the in-memory log and its configuration history) · `membership`
+//! (configurations and change requests) · `progress` (the leader's view of a follower) ·
+//! `quorum` (simple and joint quorums) · `raft` (the node and its inputs) · `election` (roles
+//! and votes) · `step` (term rules and dispatch) · `replication` (append, commit, snapshots,
+//! reads) · `reconfig` (membership changes) · `transfer` (leadership transfer) · `ready` (the
+//! driver contract) · `inspect` (status, invariants) · `driver` (the async [`Node`]) · `sim`
+//! (the deterministic cluster simulator).
 //!
 //! ## Deviations and what is not done
-//! - Membership is static: no joint consensus or single-server changes (thesis §4) yet.
-//! - No leadership transfer (thesis §3.10) and no lease-based reads (thesis §6.4.1).
+//! - Every change that alters the voters goes through a joint configuration, even a single
+//!   server's (thesis §4.1's single-server changes are not used); learner-only changes and
+//!   address updates take effect directly. One change at a time; no demotion of a voter to
+//!   learner in one step (remove it, then add it as a learner).
+//! - A configuration takes effect when appended (thesis §4.1), not when applied as in etcd.
+//! - Nodes process requests from any sender, member or not (thesis §4.1); answers are used
+//!   only from nodes the leader replicates to.
+//! - A leader keeps replicating to the nodes the latest change removed until the next change
+//!   (so that they learn their removal committed), which costs a heartbeat per interval to a
+//!   node that may be gone.
+//! - A leader that won alone (one voter, with learners) holds its messages until its term is
+//!   durable; every other leader sends in parallel with its own write (thesis §10.2.1).
+//! - No lease-based reads (thesis §6.4.1).
 //! - A leader always answers a Vote of a higher term by stepping down unless it is within its
-//!   CheckQuorum lease; there is no learner/non-voting role.
+//!   CheckQuorum lease (or the vote is for a transfer it asked for).
 //! - The core keeps every entry since the last snapshot in memory; snapshots bound it.
 //! - A follower replies to an Append whose base is below its commit index with its commit index
 //!   as the match (those entries are known to match), as etcd does, instead of checking it.
@@ -69,13 +111,16 @@
 mod config;
 pub mod driver;
 mod election;
+mod inspect;
 pub mod io;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod quorum;
 mod raft;
 mod ready;
+mod reconfig;
 mod replication;
 mod rng;
 pub mod runtime;
@@ -84,16 +129,18 @@ mod step;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use driver::{Node, NodeConfig, NodeError, NodeStatus};
+pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
+pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{Error, Raft, Stats};
 pub use ready::Ready;
 pub use rng::Rng;
 pub use types::{
-    Entry, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role, Snapshot, Status,
-    Term, ENTRY_OVERHEAD_BYTES,
+    Entry, FollowerStatus, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role,
+    Snapshot, Status, Term, ENTRY_OVERHEAD_BYTES,
 };

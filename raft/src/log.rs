@@ -4,7 +4,8 @@
 //! holds the same entries durably; the core tells the driver what to write through
 //! [`crate::Ready`] and learns what is durable through [`crate::Raft::persisted`].
 
-use crate::types::{Entry, Index, LogId, Term};
+use crate::membership::Membership;
+use crate::types::{Entry, Index, LogId, Payload, Term};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
@@ -19,22 +20,69 @@ pub struct Log {
     unsent: Index,
     /// Entries up to here are durable in storage. Invariant: `persisted <= last_index()`.
     persisted: Index,
+    /// thesis §4.1: the configuration in effect at the snapshot point.
+    snapshot_membership: Membership,
+    /// The indexes of the configuration entries after the snapshot, ascending: the history a
+    /// truncation rolls back through. Invariant: exactly the `Payload::Membership` entries.
+    config_indexes: Vec<Index>,
 }
 
 impl Log {
-    /// A log restored from storage: everything in it is durable.
-    pub fn restore(snapshot: LogId, entries: impl IntoIterator<Item = Entry>) -> Self {
+    /// A log restored from storage: everything in it is durable. `membership` is the
+    /// configuration in effect at the snapshot point.
+    pub fn restore(
+        snapshot: LogId,
+        membership: Membership,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Self {
         let entries: VecDeque<Entry> = entries
             .into_iter()
             .filter(|e| e.index > snapshot.index)
             .collect();
         let last = snapshot.index + entries.len() as Index;
+        let config_indexes = entries
+            .iter()
+            .filter(|e| matches!(e.payload, Payload::Membership(_)))
+            .map(|e| e.index)
+            .collect();
         Self {
             snapshot,
             entries,
             unsent: last + 1,
             persisted: last,
+            snapshot_membership: membership,
+            config_indexes,
         }
+    }
+
+    /// thesis §4.1: the configuration in effect, the latest one in the log.
+    pub fn membership(&self) -> &Membership {
+        self.membership_at(Index::MAX)
+    }
+
+    /// The configuration in effect at `index`: the latest one at or before it (the snapshot's
+    /// for indexes at or before the snapshot point).
+    pub fn membership_at(&self, index: Index) -> &Membership {
+        let n = self.config_indexes.partition_point(|i| *i <= index);
+        match n
+            .checked_sub(1)
+            .and_then(|k| self.get(self.config_indexes[k]))
+        {
+            Some(Entry {
+                payload: Payload::Membership(m),
+                ..
+            }) => m,
+            _ => &self.snapshot_membership,
+        }
+    }
+
+    /// The index of the entry holding the configuration in effect (the snapshot point if the
+    /// log after it holds none).
+    pub fn config_index(&self) -> Index {
+        self.config_indexes
+            .last()
+            .copied()
+            .unwrap_or(self.snapshot.index)
     }
 
     pub fn snapshot(&self) -> LogId {
@@ -114,6 +162,9 @@ impl Log {
     /// Appends one entry at the end (leader). The caller guarantees index and term order.
     pub fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
+        if let Payload::Membership(_) = entry.payload {
+            self.config_indexes.push(entry.index);
+        }
         self.entries.push_back(entry);
     }
 
@@ -123,6 +174,9 @@ impl Log {
             return;
         }
         self.entries.truncate((index - self.first_index()) as usize);
+        /// thesis §4.1: a configuration entry that is truncated away no longer applies; the
+        /// one before it does again.
+        self.config_indexes.retain(|i| *i < index);
         self.unsent = self.unsent.min(index);
         self.persisted = self.persisted.min(index - 1);
     }
@@ -168,6 +222,8 @@ impl Log {
     /// Raft §7: the application snapshotted the state machine through `id`: drop the prefix.
     pub fn compact_to(&mut self, id: LogId) {
         debug_assert!(self.has(id));
+        self.snapshot_membership = self.membership_at(id.index).clone();
+        self.config_indexes.retain(|i| *i > id.index);
         while self.entries.front().is_some_and(|e| e.index <= id.index) {
             self.entries.pop_front();
         }
@@ -177,16 +233,18 @@ impl Log {
 
     /// Raft §7: a snapshot from the leader replaces the log. "If existing log entry has same
     /// index and term as snapshot's last included entry, retain log entries following it";
-    /// otherwise discard the entire log.
-    pub fn install_snapshot(&mut self, last: LogId) {
+    /// otherwise discard the entire log. `membership` is the snapshot's configuration.
+    pub fn install_snapshot(&mut self, last: LogId, membership: Membership) {
         if self.has(last) {
             self.compact_to(last);
         } else {
             self.entries.clear();
+            self.config_indexes.clear();
             self.snapshot = last;
             self.unsent = self.first_index();
             self.persisted = self.persisted.min(last.index);
         }
+        self.snapshot_membership = membership;
     }
 
     /// Every structural invariant of the log; panics naming the broken one.
@@ -209,6 +267,15 @@ impl Log {
             self.persisted <= self.last_index(),
             "log invariant: persisted <= last_index"
         );
+        let configs = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.payload, Payload::Membership(_)))
+            .map(|e| e.index);
+        assert!(
+            configs.eq(self.config_indexes.iter().copied()),
+            "log invariant: the configuration history is the log's configuration entries"
+        );
     }
 }
 
@@ -228,6 +295,7 @@ mod tests {
     fn log(terms: &[Term]) -> Log {
         Log::restore(
             LogId::default(),
+            Membership::default(),
             terms
                 .iter()
                 .enumerate()
@@ -263,11 +331,52 @@ mod tests {
     #[test]
     fn snapshot_install_keeps_matching_suffix_and_drops_a_conflicting_log() {
         let mut l = log(&[1, 1, 2, 2]);
-        l.install_snapshot(LogId::new(2, 1));
+        l.install_snapshot(LogId::new(2, 1), Membership::default());
         assert_eq!((l.first_index(), l.last_index()), (3, 4));
-        l.install_snapshot(LogId::new(6, 3));
+        l.install_snapshot(LogId::new(6, 3), Membership::default());
         assert_eq!((l.first_index(), l.last_index()), (7, 6));
         assert_eq!(l.term_at(6), Some(3));
+        l.check_invariants();
+    }
+
+    fn config(index: Index, term: Term, voters: &[u64]) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: Payload::Membership(Membership::from_voters(voters.iter().copied())),
+        }
+    }
+
+    #[test]
+    fn a_truncated_configuration_rolls_back_to_the_one_before() {
+        let mut l = Log::restore(LogId::default(), Membership::from_voters([1, 2, 3]), []);
+        l.push(entry(1, 1));
+        l.push(config(2, 1, &[1, 2, 3, 4]));
+        l.push(config(3, 1, &[1, 2, 3, 4, 5]));
+        assert_eq!(l.membership().voters().len(), 5);
+        assert_eq!(l.membership_at(2).voters().len(), 4);
+        assert_eq!(l.membership_at(1).voters().len(), 3);
+        l.truncate_from(3);
+        assert_eq!(l.membership().voters().len(), 4);
+        l.truncate_from(2);
+        assert_eq!(l.membership().voters().len(), 3);
+        assert_eq!(l.config_index(), 0);
+        l.check_invariants();
+    }
+
+    #[test]
+    fn compaction_keeps_the_configuration_in_effect_at_the_snapshot() {
+        let mut l = Log::restore(LogId::default(), Membership::from_voters([1]), []);
+        l.push(config(1, 1, &[1, 2]));
+        l.push(entry(2, 1));
+        l.push(config(3, 1, &[1, 2, 3]));
+        l.compact_to(LogId::new(2, 1));
+        assert_eq!(l.membership_at(2).voters().len(), 2);
+        assert_eq!(l.membership().voters().len(), 3);
+        assert_eq!(l.config_index(), 3);
+        l.compact_to(LogId::new(3, 1));
+        assert_eq!(l.membership().voters().len(), 3);
+        assert_eq!(l.config_index(), 3);
         l.check_invariants();
     }
 

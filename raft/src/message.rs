@@ -1,6 +1,7 @@
 //! Messages between Raft nodes, and the one trace notation used by logs, goldens and panics:
 //! `n1@3 → n2 Append base=4@2 [5@3] commit=4`.
 
+use crate::membership::Membership;
 use crate::types::{Entry, Index, LogId, NodeId, Term};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -38,9 +39,11 @@ pub enum Body {
     PreVoteResponse {
         granted: bool,
     },
-    /// Raft §5.2: RequestVote.
+    /// Raft §5.2: RequestVote. `transfer` marks the election a leader asked for (thesis
+    /// §3.10): voters answer it even while they hear from that leader (§4.2.3's lease).
     Vote {
         last_log: LogId,
+        transfer: bool,
     },
     VoteResponse {
         granted: bool,
@@ -65,9 +68,11 @@ pub enum Body {
     HeartbeatResponse {
         read_seq: u64,
     },
-    /// Raft §7: one chunk of the leader's snapshot covering the log up to `last`.
+    /// Raft §7: one chunk of the leader's snapshot covering the log up to `last`, with the
+    /// configuration in effect at `last` (thesis §4.1).
     InstallSnapshot {
         last: LogId,
+        membership: Membership,
         offset: u64,
         data: Bytes,
         done: bool,
@@ -77,6 +82,9 @@ pub enum Body {
         last: LogId,
         next_offset: u64,
     },
+    /// thesis §3.10: the leader hands leadership over: start an election now, without a
+    /// pre-vote.
+    TimeoutNow,
 }
 
 /// The outcome of an Append at the follower.
@@ -100,7 +108,7 @@ impl Message {
         let id_ok = |id: &LogId| ok(id.index) && ok(id.term);
         ok(self.term)
             && match &self.body {
-                Body::PreVote { last_log } | Body::Vote { last_log } => id_ok(last_log),
+                Body::PreVote { last_log } | Body::Vote { last_log, .. } => id_ok(last_log),
                 Body::PreVoteResponse { .. } | Body::VoteResponse { .. } => true,
                 Body::Append {
                     base,
@@ -122,6 +130,7 @@ impl Message {
                 Body::HeartbeatResponse { read_seq } => ok(*read_seq),
                 Body::InstallSnapshot { last, offset, .. } => id_ok(last) && ok(*offset),
                 Body::SnapshotResponse { last, next_offset } => id_ok(last) && ok(*next_offset),
+                Body::TimeoutNow => true,
             }
     }
 }
@@ -131,7 +140,10 @@ impl Body {
     pub fn is_from_leader(&self) -> bool {
         matches!(
             self,
-            Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. }
+            Body::Append { .. }
+                | Body::Heartbeat { .. }
+                | Body::InstallSnapshot { .. }
+                | Body::TimeoutNow
         )
     }
 
@@ -148,6 +160,7 @@ impl Body {
             Body::HeartbeatResponse { .. } => "HeartbeatResponse",
             Body::InstallSnapshot { .. } => "InstallSnapshot",
             Body::SnapshotResponse { .. } => "SnapshotResponse",
+            Body::TimeoutNow => "TimeoutNow",
         }
     }
 
@@ -179,7 +192,13 @@ impl fmt::Display for Body {
         match self {
             Body::PreVote { last_log } => write!(f, "PreVote last={last_log}"),
             Body::PreVoteResponse { granted } => write!(f, "PreVoteResponse granted={granted}"),
-            Body::Vote { last_log } => write!(f, "Vote last={last_log}"),
+            Body::Vote { last_log, transfer } => {
+                write!(f, "Vote last={last_log}")?;
+                if *transfer {
+                    f.write_str(" transfer")?;
+                }
+                Ok(())
+            }
             Body::VoteResponse { granted } => write!(f, "VoteResponse granted={granted}"),
             Body::Append {
                 base,
@@ -222,6 +241,7 @@ impl fmt::Display for Body {
                 offset,
                 data,
                 done,
+                ..
             } => write!(
                 f,
                 "InstallSnapshot last={last} offset={offset} len={} done={done}",
@@ -230,6 +250,7 @@ impl fmt::Display for Body {
             Body::SnapshotResponse { last, next_offset } => {
                 write!(f, "SnapshotResponse last={last} next_offset={next_offset}")
             }
+            Body::TimeoutNow => f.write_str("TimeoutNow"),
         }
     }
 }

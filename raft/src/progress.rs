@@ -30,6 +30,8 @@ pub struct Progress {
     pub inflight: VecDeque<Index>,
     /// thesis §6.2: heard from this follower since the last CheckQuorum round.
     pub recent_active: bool,
+    /// The leader's tick count when it last heard from this follower (`None`: never).
+    pub heard_tick: Option<u64>,
     /// Highest read sequence this follower acknowledged (thesis §6.4).
     pub read_seq: u64,
     /// An Append or snapshot answer arrived since the last heartbeat tick (stall detection).
@@ -44,9 +46,16 @@ impl Progress {
             state: ReplicationState::Probe { paused: false },
             inflight: VecDeque::new(),
             recent_active: false,
+            heard_tick: None,
             read_seq: 0,
             recent_ack: false,
         }
+    }
+
+    /// Heard from within the last `window_ticks` ticks of the leader's clock `now_tick`.
+    pub fn active(&self, now_tick: u64, window_ticks: u64) -> bool {
+        self.heard_tick
+            .is_some_and(|t| now_tick.saturating_sub(t) < window_ticks)
     }
 
     /// Move to probing from `next_index` (after a rejection or a lost snapshot).

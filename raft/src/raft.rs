@@ -1,15 +1,18 @@
 //! [`Raft`]: one node's protocol state and its public inputs. The role logic lives in
-//! `election.rs` (PreVote, votes, roles) and `replication.rs` (Append, snapshots, commit, reads).
+//! `election.rs` (PreVote, votes, roles), `replication.rs` (Append, snapshots, commit, reads),
+//! `reconfig.rs` (membership changes), `transfer.rs` (leadership transfer); `inspect.rs` holds
+//! the status, descriptions and invariants.
 
 use crate::config::{Config, ConfigError};
 use crate::log::Log;
+use crate::membership::Membership;
 use crate::message::{Body, Message};
-use crate::progress::{Progress, ReplicationState};
-use crate::ready::Ready;
+use crate::progress::Progress;
+use crate::quorum::VoteResult;
 use crate::rng::Rng;
+use crate::transfer::Transfer;
 use crate::types::{
-    Entry, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role, Snapshot, Status,
-    Term,
+    Entry, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role, Snapshot, Term,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -17,6 +20,7 @@ use thiserror::Error;
 
 /// Why a proposal or read was refused. Expected conditions, never a broken invariant.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// Only the leader accepts proposals and reads; `leader_hint` is who this node thinks leads.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -29,6 +33,10 @@ pub enum Error {
     /// `snapshot_taken` at an index the log cannot compact to.
     #[error("cannot snapshot at index {index}: {reason}")]
     SnapshotIndex { index: Index, reason: &'static str },
+    /// thesis §3.10: the leader is handing leadership to `target` and takes no proposals
+    /// meanwhile; retry shortly (at the new leader).
+    #[error("leadership is being transferred to node {target}; retry shortly")]
+    TransferInProgress { target: NodeId },
 }
 
 /// Counters of input the core refused, for tests and operators. In a correct cluster
@@ -57,8 +65,20 @@ pub(crate) struct PendingRead {
 /// State only a leader has.
 #[derive(Clone, Debug)]
 pub(crate) struct Leader {
-    /// Every other voter's progress.
+    /// The progress of every other member of the configuration in effect and of the one at
+    /// the commit index (so that a removed member still learns the configuration without it).
     pub progress: BTreeMap<NodeId, Progress>,
+    /// Ticks since the node became leader (the clock of `Progress::heard_tick`).
+    pub ticks: u64,
+    /// thesis §3.10: a leadership transfer in progress.
+    pub transfer: Option<Transfer>,
+    /// The leader's term and vote are known durable (Raft Figure 2: "updated on stable
+    /// storage before responding to RPCs"). True once a peer answered a vote request (sent
+    /// only after the write), or once this term's first entry is durable (written after it).
+    /// Until then its messages wait for the write: a leader that won alone (a single voter,
+    /// with learners) must not send entries of a term it could forget in a crash, then win
+    /// again and write others at the same index and term (chaos seed 19866).
+    pub term_durable: bool,
     pub heartbeat_elapsed: u64,
     pub check_quorum_elapsed: u64,
     /// The index of this term's no-op entry: a commit at or past it commits this term.
@@ -102,7 +122,7 @@ pub(crate) struct Outbox {
 }
 
 /// One Raft node as a deterministic state machine. See the crate documentation for the
-/// protocol and [`Ready`] for the driver contract.
+/// protocol and [`crate::Ready`] for the driver contract.
 #[derive(Clone, Debug)]
 pub struct Raft {
     pub(crate) config: Config,
@@ -152,9 +172,26 @@ impl Raft {
         } = persisted;
         let snap_id = snapshot.as_ref().map_or(LogId::default(), |s| s.last);
         let bad = |what: String| Err(ConfigError::Persisted(what));
-        if let Some(v) = hard_state.voted_for {
-            if !config.voters.contains(&v) {
-                return bad(format!("voted_for n{v} is not a voter"));
+        /// thesis §4: `Config::voters` is only the initial configuration: a snapshot's (or
+        /// the log's) configuration wins. A snapshot stored before configurations were
+        /// recorded carries none.
+        let mut snapshot = snapshot;
+        let base_membership = match &mut snapshot {
+            Some(s) if !s.membership.voters().is_empty() => s.membership.clone(),
+            Some(s) => {
+                s.membership = Membership::from_voters(config.voters.iter().copied());
+                s.membership.clone()
+            }
+            None => Membership::from_voters(config.voters.iter().copied()),
+        };
+        if let Err(e) = base_membership.validate() {
+            return bad(format!("snapshot configuration: {e}"));
+        }
+        for e in &entries {
+            if let Payload::Membership(m) = &e.payload {
+                if let Err(why) = m.validate() {
+                    return bad(format!("configuration at {}: {why}", e.id()));
+                }
             }
         }
         if snap_id.term > hard_state.term {
@@ -170,7 +207,7 @@ impl Raft {
             }
             prev = e.id();
         }
-        let log = Log::restore(snap_id, entries);
+        let log = Log::restore(snap_id, base_membership, entries);
         let commit = hard_state.commit.clamp(snap_id.index, log.last_index());
         let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut raft = Self {
@@ -226,6 +263,18 @@ impl Raft {
         self.commit
     }
 
+    /// The highest index handed to the application to apply (or covered by its snapshot).
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    /// The last index the latest snapshot covers (0 with none).
+    pub fn snapshot_index(&self) -> Index {
+        self.log.snapshot().index
+    }
+
+    /// The node's configuration. (Its `voters` are only the initial ones: the membership in
+    /// effect is [`Raft::membership`].)
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -263,58 +312,16 @@ impl Raft {
         self.log.term_at(index)
     }
 
-    pub fn status(&self) -> Status {
-        Status {
-            id: self.config.id,
-            role: self.role(),
-            term: self.term,
-            leader: self.leader,
-            commit_index: self.commit,
-            applied_index: self.applied,
-            first_index: self.log.first_index(),
-            last_index: self.log.last_index(),
-            snapshot_index: self.log.snapshot().index,
-            persisted_index: self.log.persisted(),
-        }
-    }
-
-    /// A one-line description of the node's state (and, for a leader, of each follower's
-    /// replication progress), for failure reports.
-    pub fn describe(&self) -> String {
-        let mut out = format!(
-            "n{} {} term={} last={} commit={} applied={} persisted={} snapshot={}",
-            self.config.id,
-            self.role(),
-            self.term,
-            self.log.last_id(),
-            self.commit,
-            self.applied,
-            self.log.persisted(),
-            self.log.snapshot()
-        );
-        if let RoleState::Leader(l) = &self.role {
-            for (id, p) in &l.progress {
-                out.push_str(&format!(
-                    " | n{id} match={} next={} {:?} inflight={}",
-                    p.match_index,
-                    p.next_index,
-                    p.state,
-                    p.inflight.len()
-                ));
-            }
-        }
-        out
-    }
-
     /// Time passes by one tick.
     pub fn tick(&mut self) {
         if let RoleState::Leader(_) = self.role {
             self.tick_leader();
         } else {
-            self.election_elapsed += 1;
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
             /// Raft §5.2: a follower that hears from no leader within its election timeout
-            /// starts an election (thesis §9.6: by a pre-vote, if enabled).
-            if self.election_elapsed >= self.election_timeout_ticks {
+            /// starts an election (thesis §9.6: by a pre-vote, if enabled). thesis §4.2.1: a
+            /// learner (or a removed or joining node) never does.
+            if self.election_elapsed >= self.election_timeout_ticks && self.promotable() {
                 self.campaign();
             }
         }
@@ -322,15 +329,16 @@ impl Raft {
     }
 
     /// Starts an election now, as if the election timeout had fired (thesis §9.6: through a
-    /// pre-vote round when `pre_vote` is on). A leader ignores it.
+    /// pre-vote round when `pre_vote` is on). A leader, a learner and a node that is not a
+    /// voter ignore it.
     pub fn campaign(&mut self) {
-        if matches!(self.role, RoleState::Leader(_)) {
+        if matches!(self.role, RoleState::Leader(_)) || !self.promotable() {
             return;
         }
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
         self.debug_check();
     }
@@ -346,6 +354,10 @@ impl Raft {
         let RoleState::Leader(leader) = &mut self.role else {
             return Err(Error::NotLeader { leader_hint });
         };
+        /// thesis §3.10: no proposals while leadership is handed over.
+        if let Some(t) = &leader.transfer {
+            return Err(Error::TransferInProgress { target: t.target });
+        }
         if size_bytes > max_bytes {
             return Err(Error::ProposalTooLarge {
                 size_bytes,
@@ -371,7 +383,8 @@ impl Raft {
     /// `Ready`; the read may be served once `index` is applied. `id` is the caller's.
     pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
         let leader_hint = self.leader;
-        let voters = self.config.voters.len();
+        let me = self.config.id;
+        let alone = self.log.membership().vote_result(|v| Some(v == me)) == VoteResult::Won;
         let pending_max = self.config.pending_reads_max;
         let commit = self.commit;
         let term_committed = self.log.term_at(commit) == Some(self.term);
@@ -385,7 +398,7 @@ impl Raft {
             /// thesis §6.4: the leader must have committed an entry in its term before its
             /// commit index is known to be the latest.
             leader.reads_before_commit.push(id);
-        } else if voters == 1 {
+        } else if alone {
             self.confirmed_reads
                 .push_back(ReadState { id, index: commit });
         } else {
@@ -404,10 +417,12 @@ impl Raft {
         Ok(())
     }
 
-    /// The application saved a snapshot of its state machine through `index` (which it has
-    /// applied) durably. The log is compacted up to it, and the snapshot is what lagging
-    /// followers will be sent (Raft §7).
-    pub fn snapshot_taken(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
+    /// The application took a snapshot of its state machine through `index` (which it has
+    /// applied). Returns the [`Snapshot`] to store (with the configuration in effect at
+    /// `index`); the driver must queue its durable write before handling the next `Ready`,
+    /// whose `compact_to` drops the log it covers. It is what lagging followers will be
+    /// sent (Raft §7).
+    pub fn snapshot_taken(&mut self, index: Index, data: Bytes) -> Result<Snapshot, Error> {
         if index <= self.log.snapshot().index {
             return Err(Error::SnapshotIndex {
                 index,
@@ -425,117 +440,31 @@ impl Raft {
             reason: "not in the log",
         })?;
         let last = LogId::new(index, term);
+        let membership = self.log.membership_at(index).clone();
         self.log.compact_to(last);
-        self.snapshot = Some(Snapshot { last, data });
+        // A node removed by a configuration now compacted away is no longer replicated to.
+        self.sync_progress();
+        let snapshot = Snapshot {
+            last,
+            data,
+            membership,
+        };
+        self.snapshot = Some(snapshot.clone());
         self.out.compact_to = Some(last);
         self.debug_check();
-        Ok(())
+        Ok(snapshot)
     }
 
     /// The driver made the write of a `Ready` durable; `token` is its `persist_token`.
     pub fn persisted(&mut self, token: LogId) {
         self.log.mark_persisted(token);
-        if matches!(self.role, RoleState::Leader(_)) {
+        if let RoleState::Leader(l) = &mut self.role {
+            l.term_durable |= self.log.persisted() >= l.term_start;
             /// thesis §10.2.1: the leader counts itself toward a majority only once its own
             /// write is durable.
             self.maybe_commit();
         }
         self.debug_check();
-    }
-
-    /// True if `take_ready` would return work.
-    pub fn has_ready(&self) -> bool {
-        let leader_pending = match &self.role {
-            RoleState::Leader(l) => l.replicate_pending || l.read_round_pending,
-            _ => false,
-        };
-        leader_pending
-            || !self.out.send_now.is_empty()
-            || !self.out.send_after_persist.is_empty()
-            || self.out.snapshot.is_some()
-            || self.out.compact_to.is_some()
-            || !self.out.aborted_reads.is_empty()
-            || self.write_limit() >= self.log.unsent()
-            || self.must_persist_hard_state()
-            || self.apply_limit() > self.applied
-            || self
-                .confirmed_reads
-                .front()
-                .is_some_and(|r| r.index <= self.apply_limit())
-    }
-
-    /// Raft §5 (Figure 2): term and vote are persistent state; `commitIndex` is volatile, so a
-    /// change of the commit index alone is not written (and fsynced) by itself: it goes out with
-    /// the next write made anyway, and a restart that loads an older one only applies less at
-    /// first (etcd-raft's `MustSync` makes the same choice).
-    fn must_persist_hard_state(&self) -> bool {
-        let hs = self.hard_state();
-        hs.term != self.hard_state_out.term || hs.voted_for != self.hard_state_out.voted_for
-    }
-
-    /// Entries up to here may be applied: committed and durable locally.
-    fn apply_limit(&self) -> Index {
-        self.commit.min(self.log.persisted()).max(self.applied)
-    }
-
-    /// The last entry to hand to storage now. thesis §10.2.1: a leader writes an entry in
-    /// parallel with its first Append, not before it: entries that wait for a follower's
-    /// answer to gather into a full Append also gather into one write. With no follower
-    /// replicated to (none yet, or all probing), everything is written at once.
-    fn write_limit(&self) -> Index {
-        let last = self.log.last_index();
-        let RoleState::Leader(l) = &self.role else {
-            return last;
-        };
-        l.progress
-            .values()
-            .filter(|p| matches!(p.state, ReplicationState::Replicate))
-            .map(|p| p.next_index - 1)
-            .max()
-            .map_or(last, |sent| sent.min(last))
-    }
-
-    /// Collects everything the driver must do now. See [`Ready`] for the order.
-    pub fn take_ready(&mut self) -> Ready {
-        self.flush_leader_sends();
-        let entries = self.log.take_unsent_to(self.write_limit());
-        let snapshot = self.out.snapshot.take();
-        let persist_token = entries
-            .last()
-            .map(Entry::id)
-            .or(snapshot.as_ref().map(|s| s.last));
-        let hs = self.hard_state();
-        let writing = !entries.is_empty() || snapshot.is_some();
-        let hard_state = (self.must_persist_hard_state() || (writing && hs != self.hard_state_out))
-            .then_some(hs);
-        if hard_state.is_some() {
-            self.hard_state_out = hs;
-        }
-        let limit = self.apply_limit();
-        let committed_entries: Vec<Entry> =
-            self.log.range(self.applied + 1, limit).cloned().collect();
-        self.applied = limit;
-        let mut read_states = Vec::new();
-        while let Some(r) = self.confirmed_reads.front() {
-            if r.index > self.applied {
-                break;
-            }
-            read_states.extend(self.confirmed_reads.pop_front());
-        }
-        let ready = Ready {
-            send_now: std::mem::take(&mut self.out.send_now),
-            hard_state,
-            snapshot,
-            entries,
-            compact_to: self.out.compact_to.take(),
-            persist_token,
-            send_after_persist: std::mem::take(&mut self.out.send_after_persist),
-            committed_entries,
-            read_states,
-            aborted_reads: std::mem::take(&mut self.out.aborted_reads),
-        };
-        self.debug_check();
-        ready
     }
 
     /// Queues a message. Replication traffic from a leader may leave before the write
@@ -551,7 +480,8 @@ impl Raft {
     }
 
     pub(crate) fn send_msg(&mut self, msg: Message) {
-        let from_leader = matches!(self.role, RoleState::Leader(_)) && msg.body.is_from_leader();
+        let from_leader = matches!(&self.role, RoleState::Leader(l) if l.term_durable)
+            && msg.body.is_from_leader();
         /// thesis §6.4: a heartbeat acknowledgement promises nothing durable (only that this
         /// node has seen no later term), so it need not wait for a write in flight: a
         /// ReadIndex round then costs a round trip, not a follower's fsync.
@@ -563,9 +493,13 @@ impl Raft {
         }
     }
 
-    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+    /// The voters (of either half of the configuration) other than this node: whom a
+    /// candidate asks for votes.
+    pub(crate) fn other_voters(&self) -> Vec<NodeId> {
         let id = self.config.id;
-        self.config.voters.iter().copied().filter(move |v| *v != id)
+        let mut voters = self.log.membership().all_voters();
+        voters.remove(&id);
+        voters.into_iter().collect()
     }
 
     pub(crate) fn ignore(&mut self) {
@@ -582,82 +516,5 @@ impl Raft {
             self.config.election_timeout_ticks_min,
             self.config.election_timeout_ticks_max,
         );
-    }
-
-    fn debug_check(&self) {
-        if cfg!(debug_assertions) {
-            self.check_invariants();
-        }
-    }
-
-    /// Checks every invariant on the node's fields; panics naming the broken rule. Called after
-    /// every input in debug builds, and by the simulator after every event.
-    pub fn check_invariants(&self) {
-        self.log.check_invariants();
-        let snap = self.log.snapshot();
-        assert!(
-            snap.index <= self.applied && self.applied <= self.commit,
-            "invariant: snapshot {snap} <= applied {} <= commit {}",
-            self.applied,
-            self.commit
-        );
-        assert!(
-            self.commit <= self.log.last_index(),
-            "invariant: commit {} <= last index {}",
-            self.commit,
-            self.log.last_index()
-        );
-        assert!(
-            self.log.last_id().term <= self.term,
-            "invariant: no entry from a future term"
-        );
-        if snap.index > 0 {
-            assert_eq!(
-                self.snapshot.as_ref().map(|s| s.last),
-                Some(snap),
-                "invariant: the held snapshot is the log's snapshot point"
-            );
-        }
-        if let Some(v) = self.voted_for {
-            assert!(
-                self.config.voters.contains(&v),
-                "invariant: voted for a voter"
-            );
-        }
-        if let RoleState::Leader(l) = &self.role {
-            assert_eq!(
-                self.voted_for,
-                Some(self.config.id),
-                "invariant: a leader voted for itself"
-            );
-            assert_eq!(
-                self.leader,
-                Some(self.config.id),
-                "invariant: a leader knows it leads"
-            );
-            assert!(
-                l.term_start <= snap.index || self.log.term_at(l.term_start) == Some(self.term),
-                "invariant: the term's first entry is in the log or its snapshot"
-            );
-            for (id, pr) in &l.progress {
-                assert!(
-                    pr.match_index < pr.next_index && pr.next_index <= self.log.last_index() + 1,
-                    "invariant: n{id} match {} < next {} <= last + 1",
-                    pr.match_index,
-                    pr.next_index
-                );
-                assert!(
-                    pr.inflight.len() <= self.config.inflight_appends_max,
-                    "invariant: in-flight appends are bounded"
-                );
-            }
-            assert!(
-                l.reads
-                    .iter()
-                    .zip(l.reads.iter().skip(1))
-                    .all(|(a, b)| a.seq <= b.seq),
-                "invariant: pending reads are ordered by sequence"
-            );
-        }
     }
 }

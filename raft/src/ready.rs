@@ -1,7 +1,10 @@
-//! [`Ready`]: everything the core asks its driver to do, returned as data.
+//! [`Ready`]: everything the core asks its driver to do, returned as data, and how the core
+//! assembles it ([`Raft::has_ready`], [`Raft::take_ready`]).
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, LogId, ReadState, Snapshot};
+use crate::progress::ReplicationState;
+use crate::raft::{Raft, RoleState};
+use crate::types::{Entry, HardState, Index, LogId, ReadState, Snapshot};
 
 /// The work the core hands to its driver after some inputs. Take it with
 /// [`crate::Raft::take_ready`] after any call that changes the node.
@@ -68,5 +71,102 @@ impl Ready {
             || self.snapshot.is_some()
             || !self.entries.is_empty()
             || self.compact_to.is_some()
+    }
+}
+
+impl Raft {
+    /// True if `take_ready` would return work.
+    pub fn has_ready(&self) -> bool {
+        let leader_pending = match &self.role {
+            RoleState::Leader(l) => l.replicate_pending || l.read_round_pending,
+            _ => false,
+        };
+        leader_pending
+            || !self.out.send_now.is_empty()
+            || !self.out.send_after_persist.is_empty()
+            || self.out.snapshot.is_some()
+            || self.out.compact_to.is_some()
+            || !self.out.aborted_reads.is_empty()
+            || self.write_limit() >= self.log.unsent()
+            || self.must_persist_hard_state()
+            || self.apply_limit() > self.applied
+            || self
+                .confirmed_reads
+                .front()
+                .is_some_and(|r| r.index <= self.apply_limit())
+    }
+
+    /// Raft §5 (Figure 2): term and vote are persistent state; `commitIndex` is volatile, so a
+    /// change of the commit index alone is not written (and fsynced) by itself: it goes out with
+    /// the next write made anyway, and a restart that loads an older one only applies less at
+    /// first (etcd-raft's `MustSync` makes the same choice).
+    pub(crate) fn must_persist_hard_state(&self) -> bool {
+        let hs = self.hard_state();
+        hs.term != self.hard_state_out.term || hs.voted_for != self.hard_state_out.voted_for
+    }
+
+    /// Entries up to here may be applied: committed and durable locally.
+    fn apply_limit(&self) -> Index {
+        self.commit.min(self.log.persisted()).max(self.applied)
+    }
+
+    /// The last entry to hand to storage now. thesis §10.2.1: a leader writes an entry in
+    /// parallel with its first Append, not before it: entries that wait for a follower's
+    /// answer to gather into a full Append also gather into one write. With no follower
+    /// replicated to (none yet, or all probing), everything is written at once.
+    fn write_limit(&self) -> Index {
+        let last = self.log.last_index();
+        let RoleState::Leader(l) = &self.role else {
+            return last;
+        };
+        l.progress
+            .values()
+            .filter(|p| matches!(p.state, ReplicationState::Replicate))
+            .map(|p| p.next_index - 1)
+            .max()
+            .map_or(last, |sent| sent.min(last))
+    }
+
+    /// Collects everything the driver must do now. See [`Ready`] for the order.
+    pub fn take_ready(&mut self) -> Ready {
+        self.flush_leader_sends();
+        let entries = self.log.take_unsent_to(self.write_limit());
+        let snapshot = self.out.snapshot.take();
+        let persist_token = entries
+            .last()
+            .map(Entry::id)
+            .or(snapshot.as_ref().map(|s| s.last));
+        let hs = self.hard_state();
+        let writing = !entries.is_empty() || snapshot.is_some();
+        let hard_state = (self.must_persist_hard_state() || (writing && hs != self.hard_state_out))
+            .then_some(hs);
+        if hard_state.is_some() {
+            self.hard_state_out = hs;
+        }
+        let limit = self.apply_limit();
+        let committed_entries: Vec<Entry> =
+            self.log.range(self.applied + 1, limit).cloned().collect();
+        self.applied = limit;
+        let mut read_states = Vec::new();
+        while let Some(r) = self.confirmed_reads.front() {
+            if r.index > self.applied {
+                break;
+            }
+            read_states.extend(self.confirmed_reads.pop_front());
+        }
+        let ready = Ready {
+            send_now: std::mem::take(&mut self.out.send_now),
+            hard_state,
+            snapshot,
+            entries,
+            compact_to: self.out.compact_to.take(),
+            persist_token,
+            send_after_persist: std::mem::take(&mut self.out.send_after_persist),
+            committed_entries,
+            read_states,
+            aborted_reads: std::mem::take(&mut self.out.aborted_reads),
+        };
+        self.debug_check();
+        ready
     }
 }

@@ -1,12 +1,22 @@
 //! Log replication (Raft §5.3), commitment (§5.4.2), snapshots (§7), CheckQuorum (thesis §6.2)
 //! and ReadIndex (thesis §6.4).
 
+use crate::membership::Membership;
 use crate::message::{AppendResult, Body, ConflictHint};
 use crate::progress::{Progress, ReplicationState};
-use crate::quorum::committed_index;
+use crate::quorum::VoteResult;
 use crate::raft::{IncomingSnapshot, Raft, RoleState};
-use crate::types::{Entry, Index, LogId, NodeId, ReadState, Snapshot, Term};
+use crate::types::{Entry, Index, LogId, NodeId, Payload, ReadState, Snapshot, Term};
 use bytes::Bytes;
+
+/// One InstallSnapshot chunk, as received.
+pub(crate) struct SnapshotChunk<'a> {
+    pub last: LogId,
+    pub membership: &'a Membership,
+    pub offset: u64,
+    pub data: Bytes,
+    pub done: bool,
+}
 
 impl Raft {
     // ---- leader: time ----
@@ -15,22 +25,35 @@ impl Raft {
         let heartbeat_ticks = self.config.heartbeat_interval_ticks;
         let quorum_ticks = self.config.election_timeout_ticks_min;
         let check_quorum = self.config.check_quorum;
-        let voters = self.config.voters.len();
+        let id = self.config.id;
+        let membership = self.log.membership();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
+        l.ticks += 1;
         l.heartbeat_elapsed += 1;
         l.check_quorum_elapsed += 1;
         if l.check_quorum_elapsed >= quorum_ticks {
             l.check_quorum_elapsed = 0;
-            let active = 1 + l.progress.values().filter(|p| p.recent_active).count();
+            /// thesis §6.2: a leader that has not heard from a quorum within an election
+            /// timeout steps down, so that clients can find the real leader. Raft §6, thesis
+            /// §4.2.1: a quorum of the configuration in effect; learners do not count.
+            let active = membership.vote_result(|v| {
+                Some(v == id || l.progress.get(&v).is_some_and(|p| p.recent_active))
+            });
             for p in l.progress.values_mut() {
                 p.recent_active = false;
             }
-            /// thesis §6.2: a leader that has not heard from a majority within an election
-            /// timeout steps down, so that clients can find the real leader.
-            if check_quorum && active < crate::quorum::majority(voters) {
+            if check_quorum && active != VoteResult::Won {
                 return self.become_follower(self.term, None);
+            }
+        }
+        /// thesis §3.10: a transfer that has not completed within an election timeout is
+        /// abandoned, and the leader takes proposals again.
+        if let Some(t) = &mut l.transfer {
+            t.elapsed_ticks += 1;
+            if t.elapsed_ticks >= quorum_ticks {
+                l.transfer = None;
             }
         }
         if l.heartbeat_elapsed >= heartbeat_ticks {
@@ -57,6 +80,8 @@ impl Raft {
             for to in resend_snapshot {
                 self.send_snapshot_chunk(to);
             }
+            self.maybe_send_timeout_now();
+            self.maybe_auto_promote();
         }
     }
 
@@ -87,7 +112,7 @@ impl Raft {
         let replicate = std::mem::take(&mut l.replicate_pending);
         let read_round = l.read_round_pending;
         if replicate {
-            for to in self.peers().collect::<Vec<_>>() {
+            for to in l.progress.keys().copied().collect::<Vec<_>>() {
                 self.send_appends(to);
             }
         }
@@ -182,6 +207,7 @@ impl Raft {
         let data = snapshot.data.slice(start as usize..end as usize);
         let body = Body::InstallSnapshot {
             last,
+            membership: snapshot.membership,
             offset: start,
             data,
             done: end == len,
@@ -195,13 +221,14 @@ impl Raft {
     /// `None` (and the message counted as ignored) if this node does not lead or `from` is
     /// not a follower.
     fn heard_from(&mut self, from: NodeId) -> Option<&mut Progress> {
-        let progress = match &mut self.role {
-            RoleState::Leader(l) => l.progress.get_mut(&from),
-            _ => None,
+        let (progress, now_tick) = match &mut self.role {
+            RoleState::Leader(l) => (l.progress.get_mut(&from), l.ticks),
+            _ => (None, 0),
         };
         match progress {
             Some(pr) => {
                 pr.recent_active = true;
+                pr.heard_tick = Some(now_tick);
                 Some(pr)
             }
             None => {
@@ -250,6 +277,7 @@ impl Raft {
                 }
                 if news {
                     self.maybe_commit();
+                    self.maybe_send_timeout_now();
                 }
             }
             AppendResult::Rejected { hint } => {
@@ -318,16 +346,26 @@ impl Raft {
     }
 
     /// Raft §5.3/§5.4.2: commit the highest index a majority holds durably — but only if that
-    /// entry is from the current term; earlier entries then commit with it.
+    /// entry is from the current term; earlier entries then commit with it. Raft §6: a
+    /// majority of each half of a joint configuration; thesis §4.2.1: learners do not count;
+    /// thesis §4.2.2: a leader outside C_new does not count itself in it.
     pub(crate) fn maybe_commit(&mut self) {
         let own = self.log.persisted();
+        let id = self.config.id;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let mut matches: Vec<Index> = l.progress.values().map(|p| p.match_index).collect();
-        matches.push(own);
-        let index = committed_index(matches);
-        if index <= self.commit || self.log.term_at(index) != Some(self.term) {
+        let index = self.log.membership().committed_index(|v| {
+            if v == id {
+                own
+            } else {
+                l.progress.get(&v).map_or(0, |p| p.match_index)
+            }
+        });
+        if index <= self.commit
+            || index > self.log.last_index()
+            || self.log.term_at(index) != Some(self.term)
+        {
             return;
         }
         let released: usize = self
@@ -338,7 +376,10 @@ impl Raft {
         l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(released);
         let first_commit_in_term = self.commit < l.term_start;
         self.commit = index;
-        if first_commit_in_term {
+        // First what the commit means for the configuration (a removed leader steps down
+        // here, failing the reads that wait), then the reads.
+        self.after_commit();
+        if let (true, RoleState::Leader(l)) = (first_commit_in_term, &mut self.role) {
             /// thesis §6.4: reads that waited for the term's first commit can now take the
             /// commit index as their read index.
             let waiting = std::mem::take(&mut l.reads_before_commit);
@@ -350,13 +391,19 @@ impl Raft {
     }
 
     /// thesis §6.4: reads whose heartbeat round a majority acknowledged are confirmed.
+    /// Raft §6, thesis §4.2.1: a quorum of the configuration in effect, learners not counted.
     fn confirm_reads(&mut self) {
+        let id = self.config.id;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let mut acked: Vec<u64> = l.progress.values().map(|p| p.read_seq).collect();
-        acked.push(l.read_seq);
-        let quorum_seq = committed_index(acked);
+        let quorum_seq = self.log.membership().committed_index(|v| {
+            if v == id {
+                l.read_seq
+            } else {
+                l.progress.get(&v).map_or(0, |p| p.read_seq)
+            }
+        });
         while l.reads.front().is_some_and(|r| r.seq <= quorum_seq) {
             if let Some(r) = l.reads.pop_front() {
                 self.confirmed_reads.push_back(ReadState {
@@ -383,6 +430,11 @@ impl Raft {
         for e in entries {
             if e.index != prev.index + 1 || e.term < prev.term || e.term > term {
                 return self.violation();
+            }
+            if let Payload::Membership(m) = &e.payload {
+                if m.validate().is_err() {
+                    return self.violation();
+                }
             }
             prev = e.id();
         }
@@ -455,17 +507,17 @@ impl Raft {
     }
 
     /// Raft §7: the InstallSnapshot receiver, one chunk at a time.
-    pub(crate) fn handle_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        term: Term,
-        last: LogId,
-        offset: u64,
-        data: Bytes,
-        done: bool,
-    ) {
+    pub(crate) fn handle_snapshot_chunk(&mut self, from: NodeId, term: Term, chunk: SnapshotChunk) {
+        let SnapshotChunk {
+            last,
+            membership,
+            offset,
+            data,
+            done,
+        } = chunk;
         if last.term > term
             || offset.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max
+            || membership.validate().is_err()
         {
             return self.violation();
         }
@@ -506,11 +558,18 @@ impl Raft {
         let Some(inc) = self.incoming_snapshot.take() else {
             return;
         };
+        /// thesis §4.1: the snapshot's configuration is the one in effect at its last entry
+        /// (one that records none falls back to the initial voters, as on restart).
+        let membership = match membership.voters().is_empty() {
+            false => membership.clone(),
+            true => Membership::from_voters(self.config.voters.iter().copied()),
+        };
         let snapshot = Snapshot {
             last,
             data: Bytes::from(inc.data),
+            membership: membership.clone(),
         };
-        self.log.install_snapshot(last);
+        self.log.install_snapshot(last, membership);
         self.commit = last.index;
         self.applied = last.index;
         self.out.snapshot = Some(snapshot.clone());

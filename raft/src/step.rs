@@ -3,11 +3,17 @@
 
 use crate::message::{Body, Message};
 use crate::raft::{Raft, RoleState};
+use crate::replication::SnapshotChunk;
 
 impl Raft {
     /// Feeds one message from the network. Input from outside never panics the node: a
-    /// message from an unknown node, a stale term, indexes out of range, a duplicate or a
+    /// message to another node, a stale term, indexes out of range, a duplicate or a
     /// reordered reply is ignored (counted in [`crate::Stats`]) or answered.
+    ///
+    /// thesis §4.1: a node processes requests without consulting its configuration: a new
+    /// member's vote request can arrive before the configuration that adds it, and a joining
+    /// node hears from a leader it has no configuration for yet. Only answers need a sender
+    /// the leader tracks.
     pub fn step(&mut self, msg: Message) {
         self.step_inner(msg);
         if cfg!(debug_assertions) {
@@ -16,19 +22,24 @@ impl Raft {
     }
 
     fn step_inner(&mut self, msg: Message) {
-        if msg.to != self.config.id
-            || msg.from == self.config.id
-            || !self.config.voters.contains(&msg.from)
-        {
+        if msg.to != self.config.id || msg.from == self.config.id || msg.from == 0 {
             return self.ignore();
         }
         if !msg.is_well_formed() {
             return self.violation();
         }
-        let is_vote_request = matches!(msg.body, Body::PreVote { .. } | Body::Vote { .. });
+        let is_vote_request = matches!(
+            msg.body,
+            Body::PreVote { .. }
+                | Body::Vote {
+                    transfer: false,
+                    ..
+                }
+        );
         if msg.term > self.term {
             /// thesis §4.2.3: a node that hears from a current leader ignores vote requests, so
-            /// that a removed or partitioned server cannot depose a working leader.
+            /// that a removed or partitioned server cannot depose a working leader. thesis
+            /// §3.10: except in the election that leader asked for.
             if is_vote_request && self.in_lease() {
                 return self.ignore();
             }
@@ -47,7 +58,7 @@ impl Raft {
         }
         match msg.body {
             Body::PreVote { last_log } => self.handle_pre_vote(&msg, last_log),
-            Body::Vote { last_log } => self.handle_vote(&msg, last_log),
+            Body::Vote { last_log, .. } => self.handle_vote(&msg, last_log),
             Body::PreVoteResponse { granted } => self.handle_vote_response(&msg, granted, true),
             Body::VoteResponse { granted } => self.handle_vote_response(&msg, granted, false),
             Body::Append {
@@ -66,13 +77,25 @@ impl Raft {
             }
             Body::InstallSnapshot {
                 last,
+                ref membership,
                 offset,
                 ref data,
                 done,
             } => {
                 if self.accept_leader(&msg) {
-                    let data = data.clone();
-                    self.handle_snapshot_chunk(msg.from, msg.term, last, offset, data, done);
+                    let chunk = SnapshotChunk {
+                        last,
+                        membership,
+                        offset,
+                        data: data.clone(),
+                        done,
+                    };
+                    self.handle_snapshot_chunk(msg.from, msg.term, chunk);
+                }
+            }
+            Body::TimeoutNow => {
+                if self.accept_leader(&msg) {
+                    self.handle_timeout_now(msg.from);
                 }
             }
             Body::AppendResponse { base_index, result } => {

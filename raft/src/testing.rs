@@ -7,6 +7,7 @@
 //! previous handle first), so that "reopen after close" is tested.
 
 use crate::io::{Storage, WriteOp};
+use crate::membership::{MemberAddrs, MemberChange, Membership};
 use crate::types::{Entry, HardState, LogId, Payload, Persisted, Snapshot};
 use bytes::Bytes;
 use futures::executor::block_on;
@@ -23,10 +24,23 @@ fn entries(from: u64, to: u64, term: u64, tag: &str) -> Vec<Entry> {
     (from..=to).map(|i| entry(i, term, tag)).collect()
 }
 
+/// A configuration that differs with `n`: voters 1..=3, learner `n + 3`, with addresses.
+fn membership(n: u64) -> Membership {
+    let addrs = MemberAddrs::new(format!("10.0.0.{n}:7000"), format!("10.0.0.{n}:8000"));
+    Membership::from_voters([1, 2, 3])
+        .apply_changes(&[MemberChange::AddLearner {
+            id: n + 3,
+            addrs,
+            auto_promote: n % 2 == 0,
+        }])
+        .expect("a valid change")
+}
+
 fn snapshot(index: u64, term: u64) -> Snapshot {
     Snapshot {
         last: LogId::new(index, term),
         data: Bytes::from(vec![index as u8; 100]),
+        membership: membership(index),
     }
 }
 
@@ -67,11 +81,22 @@ pub fn storage_conformance<S: Storage>(mut open: impl FnMut() -> S) {
         "append truncates the conflicting suffix"
     );
 
-    // An empty append changes nothing; appending at the end extends.
+    // An empty append changes nothing; appending at the end extends, a configuration too.
     write(&s, vec![WriteOp::Append(Vec::new())]);
-    write(&s, vec![WriteOp::Append(entries(5, 6, 2, "c"))]);
-    expect.extend(entries(5, 6, 2, "c"));
-    assert_eq!(load(&s).entries, expect, "append at the end extends");
+    let config = Entry {
+        index: 5,
+        term: 2,
+        payload: Payload::Membership(membership(5)),
+    };
+    write(&s, vec![WriteOp::Append(vec![config.clone()])]);
+    write(&s, vec![WriteOp::Append(entries(6, 6, 2, "c"))]);
+    expect.push(config);
+    expect.extend(entries(6, 6, 2, "c"));
+    assert_eq!(
+        load(&s).entries,
+        expect,
+        "append at the end extends; configurations round-trip"
+    );
 
     // Save a snapshot, then compact up to it, in one write.
     write(
@@ -82,7 +107,11 @@ pub fn storage_conformance<S: Storage>(mut open: impl FnMut() -> S) {
         ],
     );
     let p = load(&s);
-    assert_eq!(p.snapshot, Some(snapshot(3, 2)), "snapshot saved");
+    assert_eq!(
+        p.snapshot,
+        Some(snapshot(3, 2)),
+        "snapshot saved, with its configuration"
+    );
     assert_eq!(
         p.entries,
         expect[3..].to_vec(),

@@ -1,7 +1,9 @@
 //! The paper's vocabulary: node ids, terms, indexes, log ids, entries and the hard state.
 
+use crate::membership::Membership;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A node's id in the cluster. Ids are chosen by the operator; 0 is never a valid id.
@@ -42,14 +44,19 @@ pub enum Payload {
     Noop,
     /// An application command, opaque to Raft.
     Command(Bytes),
+    /// thesis §4.1: a cluster configuration. It takes effect on a node as soon as the node
+    /// appends it, committed or not. (Variants are only ever added at the end: the stored
+    /// encoding numbers them.)
+    Membership(Membership),
 }
 
 impl Payload {
-    /// Bytes of application data carried (0 for a no-op).
+    /// Bytes of data carried, for byte bounds (0 for a no-op).
     pub fn len_bytes(&self) -> usize {
         match self {
             Payload::Noop => 0,
             Payload::Command(data) => data.len(),
+            Payload::Membership(m) => m.size_bytes(),
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct Snapshot {
     pub last: LogId,
     /// The application's encoding of its state. Shared, never copied by the core.
     pub data: Bytes,
+    /// The configuration in effect at `last` (thesis §4.1: the latest one in the log it
+    /// covers). Empty in a snapshot stored before membership was recorded: the node then
+    /// falls back to [`crate::Config::voters`].
+    pub membership: Membership,
 }
 
 /// Everything a node persisted, handed back to [`crate::Raft::restore`] on restart.
@@ -150,4 +161,26 @@ pub struct Status {
     pub last_index: Index,
     pub snapshot_index: Index,
     pub persisted_index: Index,
+    /// The configuration in effect here: the latest one in this node's log (thesis §4.1).
+    pub membership: Membership,
+    /// This node learned from its log that it is no longer a member: it does not campaign.
+    pub removed: bool,
+    /// A leader's view of every other member's log (empty on other nodes): what the layer
+    /// above needs to decide when a learner has caught up.
+    pub followers: BTreeMap<NodeId, FollowerStatus>,
+    /// A leader handing leadership over (thesis §3.10) names the target here.
+    pub transferring_to: Option<NodeId>,
+}
+
+/// What a leader knows of one follower's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerStatus {
+    /// The highest index known to be durable on the follower.
+    pub match_index: Index,
+    /// The next index the leader will send it.
+    pub next_index: Index,
+    /// True if the follower is receiving a snapshot.
+    pub snapshotting: bool,
+    /// True if the leader heard from it within the last election timeout.
+    pub active: bool,
 }

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use raftkv_raft::{
-    AppendResult, Body, Config, ConflictHint, Entry, Error, HardState, LogId, Message, Payload,
-    Persisted, Raft, Role, Snapshot, Term,
+    AppendResult, Body, Config, ConflictHint, Entry, Error, HardState, LogId, Membership, Message,
+    Payload, Persisted, Raft, Role, Snapshot, Term,
 };
 
 fn config(id: u64) -> Config {
@@ -86,8 +86,24 @@ fn vote_is_granted_to_one_candidate_per_term() {
     // Raft §5.2: each server votes for at most one candidate in a given term.
     let mut r = node(1, 1, None, &[1]);
     let last_log = LogId::new(1, 1);
-    r.step(msg(2, 1, 2, Body::Vote { last_log }));
-    r.step(msg(3, 1, 2, Body::Vote { last_log }));
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::Vote {
+            last_log,
+            transfer: false,
+        },
+    ));
+    r.step(msg(
+        3,
+        1,
+        2,
+        Body::Vote {
+            last_log,
+            transfer: false,
+        },
+    ));
     let ready = r.take_ready();
     assert_eq!(
         ready.hard_state,
@@ -120,6 +136,7 @@ fn vote_is_refused_to_a_candidate_whose_log_is_behind() {
         3,
         Body::Vote {
             last_log: LogId::new(5, 1),
+            transfer: false,
         },
     ));
     r.step(msg(
@@ -128,6 +145,7 @@ fn vote_is_refused_to_a_candidate_whose_log_is_behind() {
         4,
         Body::Vote {
             last_log: LogId::new(1, 2),
+            transfer: false,
         },
     ));
     let ready = r.take_ready();
@@ -474,7 +492,24 @@ fn follower_truncates_a_conflicting_suffix_but_never_a_committed_entry() {
 }
 
 #[test]
-fn messages_from_unknown_nodes_or_to_others_are_ignored() {
+fn messages_to_others_from_itself_or_from_id_0_are_ignored() {
+    let mut r = node(1, 1, None, &[1]);
+    let vote = || Body::Vote {
+        last_log: LogId::new(9, 9),
+        transfer: false,
+    };
+    r.step(msg(2, 7, 5, vote()));
+    r.step(msg(1, 1, 5, vote()));
+    r.step(msg(0, 1, 5, vote()));
+    assert_eq!(r.term(), 1);
+    assert!(r.take_ready().is_empty());
+    assert_eq!(r.stats().ignored_messages, 3);
+}
+
+#[test]
+fn a_vote_request_from_a_node_outside_the_configuration_is_answered() {
+    // thesis §4.1: servers process requests without consulting their configuration: a voter
+    // just added may ask for votes before this node has the entry that adds it.
     let mut r = node(1, 1, None, &[1]);
     r.step(msg(
         9,
@@ -482,27 +517,14 @@ fn messages_from_unknown_nodes_or_to_others_are_ignored() {
         5,
         Body::Vote {
             last_log: LogId::new(9, 9),
+            transfer: false,
         },
     ));
-    r.step(msg(
-        2,
-        7,
-        5,
-        Body::Vote {
-            last_log: LogId::new(9, 9),
-        },
-    ));
-    r.step(msg(
-        1,
-        1,
-        5,
-        Body::Vote {
-            last_log: LogId::new(9, 9),
-        },
-    ));
-    assert_eq!(r.term(), 1);
-    assert!(r.take_ready().is_empty());
-    assert_eq!(r.stats().ignored_messages, 3);
+    assert_eq!(r.term(), 5);
+    assert_eq!(
+        r.take_ready().send_after_persist,
+        vec![msg(1, 9, 5, Body::VoteResponse { granted: true })]
+    );
 }
 
 #[test]
@@ -518,6 +540,7 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
             1,
             Body::InstallSnapshot {
                 last,
+                membership: Membership::from_voters([1, 2, 3]),
                 offset,
                 data: Bytes::from_static(data),
                 done,
@@ -541,7 +564,8 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
         ready.snapshot,
         Some(Snapshot {
             last,
-            data: Bytes::from_static(b"abcdefghi")
+            data: Bytes::from_static(b"abcdefghi"),
+            membership: Membership::from_voters([1, 2, 3]),
         })
     );
     assert_eq!(ready.persist_token, Some(last));
@@ -626,9 +650,13 @@ fn restore_rejects_inconsistent_persisted_state() {
         Persisted {
             hard_state: HardState {
                 term: 1,
-                voted_for: Some(9),
-                commit: 0,
+                ..Default::default()
             },
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                payload: Payload::Membership(Membership::from_voters([0, 1])),
+            }],
             ..Default::default()
         },
         Persisted {
@@ -698,6 +726,7 @@ fn regression_fuzz_index_near_u64_max_is_refused_not_overflowed() {
         1,
         Body::InstallSnapshot {
             last,
+            membership: Membership::from_voters([1, 2, 3]),
             offset: 0,
             data: Bytes::new(),
             done: true,
@@ -826,6 +855,7 @@ fn leader_resumes_a_snapshot_at_the_offset_the_follower_reports_even_a_lower_one
         snapshot: Some(Snapshot {
             last,
             data: Bytes::from(vec![7u8; 40]),
+            membership: Membership::from_voters([1, 2, 3]),
         }),
         entries: Vec::new(),
     };

@@ -5,7 +5,10 @@
 
 use bytes::Bytes;
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
-use raftkv_raft::{Config, Node, NodeConfig, NodeError, Role, Runtime, StateMachine};
+use raftkv_raft::{
+    Config, MemberAddrs, MemberChange, MembershipError, Node, NodeConfig, NodeError, ReconfigError,
+    Role, Runtime, StateMachine,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,6 +81,8 @@ struct Cluster {
     global: Applied,
     /// Election Safety: the leader seen for each term.
     leaders: BTreeMap<u64, u64>,
+    /// Nodes 1..=voters start as the voters; the others start with no configuration (to join).
+    voters: u64,
 }
 
 impl Cluster {
@@ -90,13 +95,16 @@ impl Cluster {
             nodes: (0..n).map(|_| None).collect(),
             global: Applied::default(),
             leaders: BTreeMap::new(),
+            voters: n as u64,
         }
     }
 
     async fn start(&mut self, i: usize) {
-        let n = self.nodes.len() as u64;
         let id = i as u64 + 1;
-        let mut raft = Config::new(id, 1..=n);
+        let mut raft = match id <= self.voters {
+            true => Config::new(id, 1..=self.voters),
+            false => Config::joining(id),
+        };
         raft.seed = self.seed.wrapping_mul(31).wrapping_add(id);
         raft.snapshot_chunk_bytes_max = 256;
         let mut config = NodeConfig::new(raft);
@@ -306,4 +314,116 @@ fn sweep() {
         "{seeds} seeds, 0 failures, {:.1} seeds/s",
         seeds as f64 / t0.elapsed().as_secs_f64()
     );
+}
+
+/// Waits (in virtual time, at most 10 s) until `done` holds for node `i`'s status.
+async fn wait_for(
+    c: &Cluster,
+    i: usize,
+    what: &str,
+    done: impl Fn(&raftkv_raft::Status) -> bool,
+) -> raftkv_raft::Status {
+    let deadline = c.rt.now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = c.nodes[i].as_ref().expect("up").status().await {
+            if done(&s) {
+                return s;
+            }
+        }
+        assert!(c.rt.now() < deadline, "n{}: {what} within 10 s", i + 1);
+        c.rt.sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn the_driver_adds_a_learner_promotes_it_transfers_leadership_and_replaces_a_voter() {
+    let rt = SimRuntime::new(7);
+    let r2 = rt.clone();
+    rt.block_on(async move {
+        let rt = r2;
+        let mut c = Cluster::new(7, 5, &rt);
+        c.voters = 3;
+        for i in 0..5 {
+            c.start(i).await;
+        }
+        let l = loop {
+            rt.sleep(Duration::from_millis(50)).await;
+            if let Some(l) = c.leader().await {
+                break l;
+            }
+        };
+        let leader = c.nodes[l].clone().unwrap();
+        for k in 0..20 {
+            leader
+                .propose(Bytes::from(format!("before{k}")))
+                .await
+                .unwrap();
+        }
+        let addrs = |id: u64| MemberAddrs::new(format!("peer{id}"), format!("client{id}"));
+        // A follower refuses: it is not the leader.
+        let follower = c.nodes[(l + 1) % 3].clone().unwrap();
+        let refused = follower
+            .change_membership(vec![MemberChange::Remove { id: 3 }])
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(ReconfigError::Node(NodeError::NotLeader { .. }))
+            ),
+            "{refused:?}"
+        );
+        // Add node 4 as a learner that the leader promotes once caught up.
+        let m = leader
+            .change_membership(vec![MemberChange::AddLearner {
+                id: 4,
+                addrs: addrs(4),
+                auto_promote: true,
+            }])
+            .await
+            .unwrap();
+        assert!(m.is_learner(4) || m.voters().contains(&4), "{m}");
+        assert_eq!(
+            leader.transfer_leader(5).await,
+            Err(ReconfigError::Refused(MembershipError::NotAMember(5)))
+        );
+        let s = wait_for(&c, 3, "n4 becomes a voter", |s| {
+            s.membership.voters().contains(&4) && !s.membership.is_joint()
+        })
+        .await;
+        assert!(!s.removed);
+        // Hand leadership to node 4; it proposes and replaces node 1 by node 5.
+        leader.transfer_leader(4).await.unwrap();
+        let n4 = c.nodes[3].clone().unwrap();
+        wait_for(&c, 3, "n4 leads", |s| s.role == Role::Leader).await;
+        n4.propose(Bytes::from_static(b"after transfer"))
+            .await
+            .unwrap();
+        let m = n4
+            .change_membership(vec![
+                MemberChange::AddVoter {
+                    id: 5,
+                    addrs: addrs(5),
+                },
+                MemberChange::Remove { id: 1 },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            m.voters().iter().copied().collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+        assert!(!m.is_joint(), "the change completes with C_new");
+        wait_for(&c, 0, "n1 learns it was removed", |s| s.removed).await;
+        n4.propose(Bytes::from_static(b"after replace"))
+            .await
+            .unwrap();
+        // The transports learned the new members' addresses.
+        let peers = c.net.peers_of(2).expect("set_peers was called");
+        assert_eq!(peers.get(&5).map(String::as_str), Some("peer5"));
+        assert_eq!(peers.get(&4).map(String::as_str), Some("peer4"));
+        for node in c.nodes.iter().flatten() {
+            node.shutdown().await;
+        }
+    })
+    .expect("no deadlock");
 }

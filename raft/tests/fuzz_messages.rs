@@ -4,8 +4,27 @@
 use bytes::Bytes;
 use raftkv_raft::sim::manual::ManualCluster;
 use raftkv_raft::{
-    AppendResult, Body, Config, ConflictHint, Entry, LogId, Message, Payload, Raft, Rng, Role,
+    AppendResult, Body, Config, ConflictHint, Entry, LogId, MemberAddrs, MemberChange, Membership,
+    Message, Payload, Raft, Rng, Role,
 };
+
+/// A random configuration over ids 0..5 (id 0 makes it invalid), sometimes joint, sometimes
+/// with a learner.
+fn random_membership(rng: &mut Rng) -> Membership {
+    let m = Membership::from_voters((0..5).filter(|_| rng.chance(0.5)));
+    let change = match rng.range(0, 3) {
+        0 => return m,
+        1 => MemberChange::Remove {
+            id: rng.range(0, 5),
+        },
+        _ => MemberChange::AddLearner {
+            id: rng.range(0, 5),
+            addrs: MemberAddrs::new("p", "c"),
+            auto_promote: rng.chance(0.5),
+        },
+    };
+    m.apply_changes(&[change]).unwrap_or(m)
+}
 
 /// A corpus of real messages and nodes in every role, from a scripted cluster run.
 fn corpus_and_nodes() -> (Vec<Message>, Vec<Raft>) {
@@ -85,7 +104,9 @@ fn random_entries(rng: &mut Rng, base: LogId, term: u64) -> Vec<Entry> {
             } else {
                 small(rng, index)
             };
-            let payload = if rng.chance(0.3) {
+            let payload = if rng.chance(0.1) {
+                Payload::Membership(random_membership(rng))
+            } else if rng.chance(0.3) {
                 Payload::Noop
             } else {
                 Payload::Command(Bytes::from(vec![
@@ -106,12 +127,15 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
     let from = rng.range(0, 5);
     let t = small(rng, term);
     let id = |rng: &mut Rng| LogId::new(small(rng, last.index), small(rng, last.term));
-    let body = match rng.range(0, 10) {
+    let body = match rng.range(0, 11) {
         0 => Body::PreVote { last_log: id(rng) },
         1 => Body::PreVoteResponse {
             granted: rng.chance(0.5),
         },
-        2 => Body::Vote { last_log: id(rng) },
+        2 => Body::Vote {
+            last_log: id(rng),
+            transfer: rng.chance(0.3),
+        },
         3 => Body::VoteResponse {
             granted: rng.chance(0.5),
         },
@@ -148,14 +172,16 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
         },
         8 => Body::InstallSnapshot {
             last: id(rng),
+            membership: random_membership(rng),
             offset: small(rng, 16),
             data: Bytes::from(vec![7u8; rng.range(0, 40) as usize]),
             done: rng.chance(0.5),
         },
-        _ => Body::SnapshotResponse {
+        9 => Body::SnapshotResponse {
             last: id(rng),
             next_offset: small(rng, 16),
         },
+        _ => Body::TimeoutNow,
     };
     Message {
         from,
@@ -251,6 +277,17 @@ fn feed(corpus: &[Message], nodes: &[Raft], seed: u64) -> u64 {
                 if round % 7 == 0 && rng.chance(0.1) {
                     let _ = r.propose(Bytes::from_static(b"p"));
                     let _ = r.read_index(rng.next_u64());
+                    let id = rng.range(0, 6);
+                    let _ = match rng.range(0, 4) {
+                        0 => r.transfer_leader(id).map(|_| 0),
+                        1 => r.propose_change(&[MemberChange::Remove { id }]),
+                        2 => r.propose_change(&[MemberChange::Promote { id }]),
+                        _ => r.propose_change(&[MemberChange::AddLearner {
+                            id,
+                            addrs: MemberAddrs::default(),
+                            auto_promote: true,
+                        }]),
+                    };
                 }
                 r.check_invariants();
             }

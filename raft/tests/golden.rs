@@ -7,11 +7,14 @@
 //! `campaign ID`, `propose ID DATA`, `read ID READ_ID..`, `deliver [IDS..]`, `stabilize`,
 //! `partition GROUP GROUP..` (a group is ids joined by dashes, e.g. `1-2 3`), `isolate ID`,
 //! `heal`, `crash ID`, `restart ID`, `snapshot ID`, `status [IDS..]`, `log [IDS..]`.
+//! Reconfiguration: `add-node ID` (a node with no configuration, to be added), `change ID
+//! OP=NODE..` (OP: `voter`, `learner`, `learner-auto` (promoted once caught up), `promote`,
+//! `remove`; several at once), `transfer ID TARGET`, `members [IDS..]`.
 
 use bytes::Bytes;
 use goldenscript::{Command, Runner};
 use raftkv_raft::sim::manual::ManualCluster;
-use raftkv_raft::{Config, NodeId};
+use raftkv_raft::{Config, MemberAddrs, MemberChange, NodeId};
 use std::error::Error;
 use std::fmt::Write as _;
 
@@ -34,6 +37,7 @@ impl Runner for GoldenRunner {
             config.check_quorum = args.lookup_parse("checkquorum")?.unwrap_or(true);
             config.snapshot_chunk_bytes_max = args.lookup_parse("chunk")?.unwrap_or(64);
             config.append_entries_max = args.lookup_parse("batch")?.unwrap_or(64);
+            config.promote_lag_entries_max = args.lookup_parse("promote_lag")?.unwrap_or(0);
             args.reject_rest()?;
             self.cluster = Some(ManualCluster::new(nodes, config)?);
             return Ok(String::new());
@@ -119,6 +123,56 @@ impl Runner for GoldenRunner {
                 c.partition(&[vec![id], rest]);
             }
             "heal" => c.heal(),
+            "add-node" => c.add_node(ids(&args.rest_pos())?[0])?,
+            "change" => {
+                let id: NodeId = args
+                    .next_pos()
+                    .ok_or("change ID OP=NODE..")?
+                    .value
+                    .parse()?;
+                let mut changes = Vec::new();
+                for arg in args.rest_key() {
+                    let node: NodeId = arg.value.parse()?;
+                    let addrs = MemberAddrs::new(format!("peer{node}"), format!("client{node}"));
+                    changes.push(match arg.key.as_deref() {
+                        Some("voter") => MemberChange::AddVoter { id: node, addrs },
+                        Some("learner") | Some("learner-auto") => MemberChange::AddLearner {
+                            id: node,
+                            addrs,
+                            auto_promote: arg.key.as_deref() == Some("learner-auto"),
+                        },
+                        Some("promote") => MemberChange::Promote { id: node },
+                        Some("remove") => MemberChange::Remove { id: node },
+                        other => return Err(format!("unknown change {other:?}").into()),
+                    });
+                }
+                match c.change(id, &changes)? {
+                    Ok(index) => writeln!(out, "n{id} proposed the change at index {index}")?,
+                    Err(e) => writeln!(out, "n{id} refused the change: {e}")?,
+                }
+            }
+            "transfer" => {
+                let targets = ids(&args.rest_pos())?;
+                let (id, target) = (targets[0], targets[1]);
+                if let Err(e) = c.transfer(id, target)? {
+                    writeln!(out, "n{id} refused the transfer: {e}")?;
+                }
+            }
+            "members" => {
+                let mut targets = ids(&args.rest_pos())?;
+                if targets.is_empty() {
+                    targets = c.ids();
+                }
+                for id in targets {
+                    match c.raft(id) {
+                        Some(r) => {
+                            let removed = if r.is_removed() { " (removed)" } else { "" };
+                            writeln!(out, "n{id} {}{removed}", r.membership())?
+                        }
+                        None => writeln!(out, "n{id} crashed")?,
+                    }
+                }
+            }
             "crash" => c.crash(ids(&args.rest_pos())?[0])?,
             "restart" => c.restart(ids(&args.rest_pos())?[0])?,
             "snapshot" => {

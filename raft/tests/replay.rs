@@ -1,5 +1,6 @@
 //! Replays one chaos seed with a long trace: `RAFTKV_SEED=<n> cargo test --release -p
-//! raftkv-raft --test replay -- --ignored --nocapture` (optionally `RAFTKV_NODES=<k>`).
+//! raftkv-raft --test replay -- --ignored --nocapture` (optionally `RAFTKV_NODES=<k>`, and
+//! `RAFTKV_RECONFIG=1` for a seed of the sweep with reconfiguration).
 
 use raftkv_raft::sim::chaos::{self, ChaosOptions};
 
@@ -13,8 +14,10 @@ fn replay_seed() {
     let nodes = std::env::var("RAFTKV_NODES")
         .ok()
         .map(|k| k.parse().expect("a number"));
+    let reconfig = std::env::var("RAFTKV_RECONFIG").is_ok_and(|v| v == "1");
     let opts = ChaosOptions {
         nodes,
+        reconfig,
         trace_lines: 400,
         ..ChaosOptions::new(seed)
     };

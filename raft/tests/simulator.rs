@@ -18,9 +18,37 @@ const SUITE_SEEDS: u64 = if cfg!(debug_assertions) {
     20_000
 };
 
+/// Seeds with reconfiguration (membership changes and leadership transfers among the faults)
+/// run by `cargo test`: a separate sweep, so that the seeds above replay as before.
+const RECONFIG_SEEDS: u64 = if cfg!(debug_assertions) {
+    2_000
+} else {
+    10_000
+};
+
 #[test]
 fn chaos_seeds_keep_safety_and_recover() {
+    sweep(SUITE_SEEDS, ChaosOptions::new);
+}
+
+#[test]
+fn chaos_seeds_with_reconfiguration_keep_safety_and_recover() {
+    let stats = sweep(RECONFIG_SEEDS, ChaosOptions::with_reconfig);
+    // The sweep must exercise what it claims to: changes and transfers the leader accepted.
+    assert!(
+        stats.0 >= RECONFIG_SEEDS && stats.1 >= RECONFIG_SEEDS / 2,
+        "only {} membership changes and {} transfers in {RECONFIG_SEEDS} seeds",
+        stats.0,
+        stats.1
+    );
+}
+
+/// Runs `seeds` chaos seeds on every core; panics with every failure's report. Returns the
+/// membership changes and leadership transfers the runs made.
+fn sweep(seeds: u64, options: fn(u64) -> ChaosOptions) -> (u64, u64) {
     let next = AtomicU64::new(0);
+    let changes = AtomicU64::new(0);
+    let transfers = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -29,12 +57,14 @@ fn chaos_seeds_keep_safety_and_recover() {
                     let mut failed = Vec::new();
                     loop {
                         let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed >= SUITE_SEEDS {
+                        if seed >= seeds {
                             return failed;
                         }
-                        match chaos::run(&ChaosOptions::new(seed)) {
+                        match chaos::run(&options(seed)) {
                             Ok(r) => {
-                                assert!(r.faults >= 3, "seed {seed}: only {} faults", r.faults)
+                                assert!(r.faults >= 3, "seed {seed}: only {} faults", r.faults);
+                                changes.fetch_add(r.changes, Ordering::Relaxed);
+                                transfers.fetch_add(r.transfers, Ordering::Relaxed);
                             }
                             Err(f) => failed.push(f.to_string()),
                         }
@@ -53,6 +83,7 @@ fn chaos_seeds_keep_safety_and_recover() {
         failures.len(),
         failures.join("\n")
     );
+    (changes.into_inner(), transfers.into_inner())
 }
 
 #[test]
@@ -71,6 +102,10 @@ fn same_seed_gives_same_trace_hash() {
     );
     let c = chaos::run(&ChaosOptions::new(8)).expect("seed 8 passes");
     assert_ne!(a.trace_hash, c.trace_hash);
+    let r1 = chaos::run(&ChaosOptions::with_reconfig(7)).expect("seed 7 passes");
+    let r2 = chaos::run(&ChaosOptions::with_reconfig(7)).expect("seed 7 passes");
+    assert_eq!(r1, r2, "with reconfiguration too");
+    assert_ne!(r1.trace_hash, a.trace_hash);
 }
 
 #[test]
@@ -186,4 +221,73 @@ fn memory_storage_passes_the_conformance_suite() {
 #[test]
 fn regression_seed_35116_stale_snapshot_answers_from_before_a_crash() {
     chaos::run(&ChaosOptions::new(35116)).unwrap_or_else(|f| panic!("{f}"));
+}
+
+/// Regression, with reconfiguration: a leader removing itself held the only complete log and
+/// stepped down (CheckQuorum) before C_new committed; it no longer campaigned, and the last
+/// voter of C_new, still in C_old,new, needed its vote. thesis §4.2.2: a server outside its
+/// latest configuration still campaigns until that configuration is committed.
+#[test]
+fn regression_reconfig_seed_16668_a_removed_leader_is_needed_until_c_new_commits() {
+    chaos::run(&ChaosOptions::with_reconfig(16668)).unwrap_or_else(|f| panic!("{f}"));
+}
+
+/// Regression, with reconfiguration: a single voter with a learner won an election alone and
+/// sent entries before its new term was durable, crashed, won the same term again and wrote
+/// other entries at the same index and term. Its messages now wait until its term is durable.
+#[test]
+fn regression_reconfig_seed_19866_a_lone_leader_sends_nothing_before_its_term_is_durable() {
+    chaos::run(&ChaosOptions::with_reconfig(19866)).unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[test]
+fn the_checker_catches_disjoint_quorums_between_configurations() {
+    use raftkv_raft::sim::check::disjoint_quorums;
+    use raftkv_raft::{LogId, Membership};
+    let old = Membership::from_voters([1, 2, 3]);
+    let new = Membership::from_voters([3, 4, 5]);
+    assert!(disjoint_quorums(&old, &new).is_some());
+    let mut checker = SafetyChecker::default();
+    let err = checker
+        .check_transition(LogId::new(5, 1), &old, &new)
+        .unwrap_err();
+    assert!(err.contains("Joint consensus"), "{err}");
+    // Through the joint configuration, every step intersects.
+    let joint = old
+        .apply_changes(&[
+            raftkv_raft::MemberChange::Remove { id: 1 },
+            raftkv_raft::MemberChange::Remove { id: 2 },
+            raftkv_raft::MemberChange::AddVoter {
+                id: 4,
+                addrs: Default::default(),
+            },
+            raftkv_raft::MemberChange::AddVoter {
+                id: 5,
+                addrs: Default::default(),
+            },
+        ])
+        .unwrap();
+    assert!(disjoint_quorums(&old, &joint).is_none());
+    assert!(disjoint_quorums(&joint, &joint.leave_joint()).is_none());
+}
+
+/// Regression, with reconfiguration (seeds 107444; 304429 with 3 nodes): a node became the
+/// single voter's leader through a transfer and crashed before its term was durable; it then
+/// voted in that term for another. It had sent and committed nothing: Election Safety counts a
+/// leader once its term and vote are durable.
+#[test]
+fn regression_reconfig_seeds_107444_304429_a_leadership_lost_before_its_term_was_durable() {
+    chaos::run(&ChaosOptions::with_reconfig(107444)).unwrap_or_else(|f| panic!("{f}"));
+    let opts = ChaosOptions {
+        nodes: Some(3),
+        ..ChaosOptions::with_reconfig(304429)
+    };
+    chaos::run(&opts).unwrap_or_else(|f| panic!("{f}"));
+}
+
+/// Regression, with reconfiguration (seed 164196): votes delivered late made a node leader of
+/// a term older than the latest; Leader Completeness only binds leaders of later terms.
+#[test]
+fn regression_reconfig_seed_164196_a_leader_of_a_stale_term() {
+    chaos::run(&ChaosOptions::with_reconfig(164196)).unwrap_or_else(|f| panic!("{f}"));
 }

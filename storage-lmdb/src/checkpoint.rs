@@ -7,7 +7,7 @@ use crate::lock;
 use crate::writer::{Writer, DATA_FILE_NAME};
 use futures::channel::oneshot;
 use raftkv_raft::sim::store::MemStore;
-use raftkv_raft::{Payload, Persisted, StorageError, WriteOp};
+use raftkv_raft::{Persisted, StorageError, WriteOp};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -170,10 +170,7 @@ pub(crate) fn op_bytes(op: &WriteOp) -> usize {
     match op {
         WriteOp::Append(entries) => entries
             .iter()
-            .map(|e| match &e.payload {
-                Payload::Command(data) => data.len() + OP_OVERHEAD_BYTES,
-                Payload::Noop => OP_OVERHEAD_BYTES,
-            })
+            .map(|e| e.payload.len_bytes() + OP_OVERHEAD_BYTES)
             .sum(),
         _ => OP_OVERHEAD_BYTES,
     }

@@ -6,9 +6,10 @@
 //!   `index` as 8 big-endian bytes (so LMDB's byte order is index order);
 //! - a meta value's body is postcard of the value (format version, hard state, snapshot meta).
 //!
-//! The snapshot's data is stored raw under its own key, its length and CRC in [`SnapshotMeta`].
+//! The snapshot's data is stored raw under its own key, its length and CRC in [`SnapshotMeta`];
+//! its configuration (a `Membership`) is a CRC-prefixed postcard value beside the data.
 
-use raftkv_raft::{Entry, Index, LogId, Payload, StorageError, Term};
+use raftkv_raft::{Entry, Index, LogId, Membership, Payload, StorageError, Term};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,12 @@ pub(crate) const KEY_WAL_SEQ: &str = "wal_seq";
 pub(crate) const KEY_WAL_HEAD: &str = "wal_head";
 /// Key of the snapshot's data in the `snapshot` database.
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
+/// Key of the snapshot's configuration in the `snapshot` database. Absent in a store written
+/// before configurations were recorded: the snapshot then loads with an empty one, and the
+/// core falls back to its initial voters.
+pub(crate) const KEY_SNAPSHOT_MEMBERSHIP: &str = "membership";
+/// Bound on a stored configuration (every member's id and addresses).
+pub(crate) const MEMBERSHIP_BYTES_MAX: usize = 1 << 20;
 
 /// What a checkpoint saw of the WAL, recorded with it: an open refuses a WAL that lost
 /// records written by then, or the segment then being written (issue 21 #3: a deleted newest
@@ -145,13 +152,26 @@ pub(crate) fn decode_meta<T: DeserializeOwned>(
     name: &str,
     value: &[u8],
 ) -> Result<T, StorageError> {
+    decode_bounded(name, value, META_BYTES_MAX)
+}
+
+/// Decodes and verifies a stored snapshot configuration.
+pub(crate) fn decode_membership(value: &[u8]) -> Result<Membership, StorageError> {
+    decode_bounded("snapshot membership", value, MEMBERSHIP_BYTES_MAX)
+}
+
+fn decode_bounded<T: DeserializeOwned>(
+    name: &str,
+    value: &[u8],
+    bytes_max: usize,
+) -> Result<T, StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt {
         index: None,
         detail: format!("meta value {name}: {detail}"),
     };
-    if value.len() > META_BYTES_MAX {
+    if value.len() > bytes_max {
         return Err(corrupt(format!(
-            "{} bytes, over the bound of {META_BYTES_MAX}",
+            "{} bytes, over the bound of {bytes_max}",
             value.len()
         )));
     }

@@ -172,6 +172,7 @@ mod tests {
         let snapshot = |index, term| Snapshot {
             last: LogId::new(index, term),
             data: bytes::Bytes::new(),
+            membership: Default::default(),
         };
         s.apply(&[WriteOp::InstallSnapshot(snapshot(7, 1))], MAX)
             .unwrap();

@@ -5,7 +5,7 @@
 use crate::codec::WalHead;
 use crate::codec::{
     self, LogVerifier, SnapshotMeta, FORMAT_VERSION, KEY_FORMAT, KEY_HARD_STATE, KEY_SNAPSHOT,
-    KEY_SNAPSHOT_DATA, KEY_WAL_HEAD, KEY_WAL_SEQ,
+    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_MEMBERSHIP, KEY_WAL_HEAD, KEY_WAL_SEQ,
 };
 use crate::LmdbOptions;
 use heed::byteorder::BigEndian;
@@ -156,7 +156,15 @@ impl Writer {
                     .snapshot
                     .get(&txn, KEY_SNAPSHOT_DATA)
                     .map_err(read_error)?;
-                Some(self.verify_snapshot(meta, data)?)
+                let mut snapshot = self.verify_snapshot(meta, data)?;
+                let membership = self
+                    .snapshot
+                    .get(&txn, KEY_SNAPSHOT_MEMBERSHIP)
+                    .map_err(read_error)?;
+                if let Some(value) = membership {
+                    snapshot.membership = codec::decode_membership(value)?;
+                }
+                Some(snapshot)
             }
             None => None,
         };
@@ -204,6 +212,7 @@ impl Writer {
         Ok(Snapshot {
             last: meta.last,
             data: bytes::Bytes::copy_from_slice(data),
+            membership: Default::default(),
         })
     }
 
@@ -403,6 +412,10 @@ impl Writer {
         let value = codec::encode_meta("snapshot", &meta).map_err(TxnError::Rejected)?;
         self.meta.put(txn, KEY_SNAPSHOT, &value)?;
         self.snapshot.put(txn, KEY_SNAPSHOT_DATA, &s.data)?;
+        let membership =
+            codec::encode_meta("snapshot membership", &s.membership).map_err(TxnError::Rejected)?;
+        self.snapshot
+            .put(txn, KEY_SNAPSHOT_MEMBERSHIP, &membership)?;
         Ok(())
     }
 }

@@ -62,6 +62,7 @@ fn a_flipped_byte_in_the_snapshot_data_is_reported_as_corrupt() {
         let snapshot = Snapshot {
             last: LogId::new(10, 2),
             data: b"SNAPSHOT-PATTERN-".repeat(100).into(),
+            membership: Default::default(),
         };
         write(&storage, vec![WriteOp::SaveSnapshot(snapshot)]).unwrap();
     }
@@ -132,6 +133,7 @@ fn a_checkpoint_that_appends_snapshots_and_compacts_in_one_transaction_reopens()
         let snapshot = Snapshot {
             last: LogId::new(last - 1, 1),
             data: vec![1; 1000].into(),
+            membership: Default::default(),
         };
         write(
             &storage,

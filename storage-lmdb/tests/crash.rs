@@ -69,6 +69,7 @@ fn snapshot_at(index: u64) -> Snapshot {
     Snapshot {
         last: LogId::new(index, term_at(index)),
         data: payload_at(index ^ 0x5a5a).into(),
+        membership: Default::default(),
     }
 }
 

@@ -151,6 +151,7 @@ fn chunk(from: u64, to: u64, offset: u64, data: bytes::Bytes) -> Message {
         term: 1,
         body: Body::InstallSnapshot {
             last: LogId::new(1, 1),
+            membership: Default::default(),
             offset,
             data,
             done: false,

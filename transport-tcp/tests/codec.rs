@@ -3,7 +3,10 @@
 //! from a length field alone (measured with a counting allocator).
 
 use bytes::Bytes;
-use raftkv_raft::{AppendResult, Body, ConflictHint, Entry, LogId, Message, Payload, Rng};
+use raftkv_raft::{
+    AppendResult, Body, ConflictHint, Entry, LogId, MemberAddrs, MemberChange, Membership, Message,
+    Payload, Rng,
+};
 use raftkv_transport_tcp::{Codec, CodecError, Frame, Hello, MAGIC, PREFIX_BYTES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -91,6 +94,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
         payload,
     };
     let command = Payload::Command(bytes(rng, 40));
+    let config = Payload::Membership(membership(rng));
     vec![
         Body::PreVote {
             last_log: log_id(rng),
@@ -98,6 +102,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
         Body::PreVoteResponse { granted: true },
         Body::Vote {
             last_log: log_id(rng),
+            transfer: rng.chance(0.5),
         },
         Body::VoteResponse { granted: false },
         Body::Append {
@@ -106,6 +111,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
                 entry(rng, Payload::Noop),
                 entry(rng, command),
                 entry(rng, Payload::Command(Bytes::new())),
+                entry(rng, config),
             ],
             commit: rng.range(0, 1 << 30),
         },
@@ -149,6 +155,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
         },
         Body::InstallSnapshot {
             last: log_id(rng),
+            membership: membership(rng),
             offset: rng.range(0, 1 << 40),
             data: bytes(rng, 200),
             done: rng.chance(0.5),
@@ -157,7 +164,23 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
             last: log_id(rng),
             next_offset: rng.range(0, 1 << 40),
         },
+        Body::TimeoutNow,
     ]
+}
+
+/// A joint configuration with a learner and addresses.
+fn membership(rng: &mut Rng) -> Membership {
+    let id = rng.range(4, 100);
+    Membership::from_voters([1, 2, 3])
+        .apply_changes(&[
+            MemberChange::AddLearner {
+                id,
+                addrs: MemberAddrs::new(format!("10.0.0.{id}:7000"), "10.0.0.1:8000"),
+                auto_promote: true,
+            },
+            MemberChange::Remove { id: 3 },
+        ])
+        .expect("a valid change")
 }
 
 /// Fails to compile when `Body` gains a variant, so that `every_body` is kept complete.
@@ -173,7 +196,8 @@ fn every_body_is_complete(body: &Body) {
         | Body::Heartbeat { .. }
         | Body::HeartbeatResponse { .. }
         | Body::InstallSnapshot { .. }
-        | Body::SnapshotResponse { .. } => {}
+        | Body::SnapshotResponse { .. }
+        | Body::TimeoutNow => {}
     }
 }
 

@@ -1,5 +1,6 @@
-//! The async driver: [`Node`] runs one [`Raft`](crate::Raft) core over a [`Runtime`], a
-//! [`Storage`], a [`Transport`] and a [`StateMachine`], following the [`Ready`](crate::Ready)
+//! The async driver: [`Node`] runs one [`Raft`](crate::Raft) core over a
+//! [`Runtime`](crate::Runtime), a [`Storage`](crate::Storage), a [`Transport`](crate::Transport)
+//! and a [`StateMachine`](crate::StateMachine), following the [`Ready`](crate::Ready)
 //! contract. It is the same code under tokio, smol and the deterministic simulation runtime.
 //!
 //! Two tasks per node: the **event loop** owns the core, the state machine and the transport;
@@ -9,4 +10,4 @@
 
 mod node;
 
-pub use node::{Node, NodeConfig, NodeError, NodeStatus};
+pub use node::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};

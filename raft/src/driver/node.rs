@@ -2,9 +2,10 @@
 
 use crate::config::Config;
 use crate::io::{Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
+use crate::membership::{MemberChange, Membership, MembershipError};
 use crate::message::Message;
 use crate::raft::Error as RaftError;
-use crate::types::{Index, LogId, NodeId, Payload, Snapshot, Status, Term};
+use crate::types::{Index, LogId, NodeId, Payload, Role, Snapshot, Status, Term};
 use crate::Raft;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -70,16 +71,41 @@ pub enum NodeError {
     Config(String),
 }
 
+/// Why a membership change or a leadership transfer failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconfigError {
+    /// The leader refused it; the error says why and what to do.
+    #[error(transparent)]
+    Refused(#[from] MembershipError),
+    /// The node could not carry it out: not the leader, no answer in time (the transfer was
+    /// abandoned, or the change's outcome is unknown), shut down.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
 /// What `status()` reports.
 pub type NodeStatus = Status;
 
 type Reply<R> = oneshot::Sender<Result<R, NodeError>>;
+type ReconfigReply<R> = oneshot::Sender<Result<R, ReconfigError>>;
 
 enum Request<R> {
     Propose(Bytes, Reply<R>),
     Read(Bytes, Reply<R>),
     Status(oneshot::Sender<Status>),
+    Change(Vec<MemberChange>, ReconfigReply<Membership>),
+    Transfer(NodeId, ReconfigReply<()>),
     Shutdown,
+}
+
+/// A membership change waiting to complete: its entry, and whether that entry (a joint
+/// configuration) was applied and the change now waits for C_new.
+struct PendingChange {
+    index: Index,
+    term: Term,
+    joint_applied: bool,
+    reply: ReconfigReply<Membership>,
 }
 
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
@@ -137,6 +163,9 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             next_read_id: 1,
+            changes: Vec::new(),
+            transfers: Vec::new(),
+            peers_key: None,
             stopped: None,
         };
         runtime.spawn(event_loop.run());
@@ -158,6 +187,26 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         self.request(|tx| Request::Read(query, tx)).await
     }
 
+    /// Changes the cluster's membership (several changes at once are fine; thesis §4.3, joint
+    /// consensus). This node must lead. Resolves with the new configuration once it is
+    /// committed and applied here (after C_old,new, the configuration C_new the leader appends
+    /// by itself). A refusal says why ([`MembershipError`]); `Node(Timeout)` leaves the
+    /// outcome unknown (look at [`Node::status`]).
+    pub async fn change_membership(
+        &self,
+        changes: Vec<MemberChange>,
+    ) -> Result<Membership, ReconfigError> {
+        self.call(|tx| Request::Change(changes, tx)).await?
+    }
+
+    /// Hands leadership to voter `target` (thesis §3.10). This node must lead; it takes no
+    /// proposals meanwhile. Resolves once this node sees `target` lead; fails with
+    /// `Node(Timeout)` if the transfer was abandoned (after an election timeout) or the
+    /// request timed out, `Node(NotLeader)` if another node took over.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ReconfigError> {
+        self.call(|tx| Request::Transfer(target, tx)).await?
+    }
+
     /// The node's current status.
     pub async fn status(&self) -> Result<Status, NodeError> {
         let (tx, rx) = oneshot::channel();
@@ -177,6 +226,15 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         &self,
         make: impl FnOnce(Reply<M::Response>) -> Request<M::Response>,
     ) -> Result<M::Response, NodeError> {
+        self.call(make).await?
+    }
+
+    /// Sends a request to the event loop and waits for its answer, at most the request
+    /// timeout.
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request<M::Response>,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         match self.requests.clone().try_send(make(tx)) {
             Ok(()) => {}
@@ -187,7 +245,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         let deadline = self.runtime.sleep(self.timeout).fuse();
         pin_mut!(answer, deadline);
         select_biased! {
-            r = answer => r.unwrap_or(Err(NodeError::Shutdown)),
+            r = answer => r.map_err(|_| NodeError::Shutdown),
             _ = deadline => Err(NodeError::Timeout),
         }
     }
@@ -271,6 +329,13 @@ struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     /// Reads waiting for confirmation: read id → (query, reply).
     reads: HashMap<u64, (Bytes, Reply<M::Response>)>,
     next_read_id: u64,
+    /// Membership changes waiting to complete.
+    changes: Vec<PendingChange>,
+    /// Leadership transfers waiting for their target to lead.
+    transfers: Vec<(NodeId, ReconfigReply<()>)>,
+    /// What the transport was last told of the peers: (configuration entry, its term,
+    /// snapshot point); `None` before the first call.
+    peers_key: Option<(Index, Option<Term>, Index)>,
     /// Why the node stopped, once it has.
     stopped: Option<NodeError>,
 }
@@ -281,6 +346,7 @@ const EVENTS_PER_READY_MAX: usize = 256;
 
 impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     async fn run(mut self) {
+        self.update_peers();
         let mut next_tick = self.runtime.now() + self.tick;
         while self.stopped.is_none() {
             let event = self.next_event(next_tick).await;
@@ -384,7 +450,113 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             Request::Status(reply) => {
                 let _ = reply.send(self.raft.status());
             }
+            Request::Change(changes, reply) => match self.raft.propose_change(&changes) {
+                Ok(index) => self.changes.push(PendingChange {
+                    index,
+                    term: self.raft.term(),
+                    joint_applied: false,
+                    reply,
+                }),
+                Err(MembershipError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Request::Transfer(target, reply) => match self.raft.transfer_leader(target) {
+                Ok(()) => self.transfers.push((target, reply)),
+                Err(MembershipError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
             Request::Shutdown => self.stopped = Some(NodeError::Shutdown),
+        }
+    }
+
+    /// Tells the transport the peers of the configuration in effect, when they changed.
+    fn update_peers(&mut self) {
+        let index = self.raft.membership_index();
+        let key = (index, self.raft.term_at(index), self.raft.snapshot_index());
+        if self.peers_key != Some(key) {
+            self.peers_key = Some(key);
+            self.transport.set_peers(&self.raft.peer_addrs());
+        }
+    }
+
+    /// A configuration entry was applied: changes waiting for it (or, after their joint
+    /// configuration, for C_new) complete. An entry of another term at a change's index means
+    /// the change was lost with a leadership change.
+    fn applied_entry(&mut self, e: &crate::types::Entry) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let leader_hint = self.raft.leader();
+        let membership = match &e.payload {
+            Payload::Membership(m) => Some(m),
+            _ => None,
+        };
+        let mut i = 0;
+        while i < self.changes.len() {
+            let c = &mut self.changes[i];
+            let done = if c.joint_applied {
+                membership.filter(|m| !m.is_joint()).map(|m| Ok(m.clone()))
+            } else if c.index == e.index {
+                match membership {
+                    Some(m) if e.term == c.term && m.is_joint() => {
+                        c.joint_applied = true;
+                        None
+                    }
+                    Some(m) if e.term == c.term => Some(Ok(m.clone())),
+                    _ => Some(Err(NodeError::NotLeader { leader_hint }.into())),
+                }
+            } else {
+                None
+            };
+            match done {
+                Some(result) => {
+                    let c = self.changes.swap_remove(i);
+                    let _ = c.reply.send(result);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Transfers complete once their target leads; they fail once abandoned (this node leads
+    /// and no longer transfers) or once another node leads.
+    fn check_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let (me, leader) = (self.raft.id(), self.raft.leader());
+        let abandoned = self.raft.role() == Role::Leader;
+        let transferring = self.raft.transferring_to();
+        let mut i = 0;
+        while i < self.transfers.len() {
+            let target = self.transfers[i].0;
+            let result = if leader == Some(target) {
+                Some(Ok(()))
+            } else if abandoned && transferring != Some(target) {
+                Some(Err(NodeError::Timeout.into()))
+            } else if leader.is_some_and(|l| l != me) {
+                Some(Err(NodeError::NotLeader {
+                    leader_hint: leader,
+                }
+                .into()))
+            } else {
+                None
+            };
+            match result {
+                Some(r) => {
+                    let (_, reply) = self.transfers.swap_remove(i);
+                    let _ = reply.send(r);
+                }
+                None => i += 1,
+            }
         }
     }
 
@@ -409,12 +581,13 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 self.restore(&s);
             }
             for e in ready.committed_entries {
+                self.applied_entry(&e);
                 let response = match &e.payload {
                     Payload::Command(data) => {
                         self.bytes_since_snapshot += data.len() as u64;
                         Some(self.sm.apply(e.index, data))
                     }
-                    Payload::Noop => None,
+                    Payload::Noop | Payload::Membership(_) => None,
                 };
                 if let Some((term, reply)) = self.proposals.remove(&e.index) {
                     let result = match response {
@@ -439,6 +612,8 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }
             self.maybe_snapshot();
         }
+        self.update_peers();
+        self.check_transfers();
     }
 
     fn queue_write(&mut self, job: Job) {
@@ -466,34 +641,48 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 let _ = reply.send(Err(NodeError::OutcomeUnknown));
             }
         }
+        // Changes the snapshot covers: done if it holds C_new after their joint configuration,
+        // unknown if it covers their entry unseen.
+        let mut i = 0;
+        while i < self.changes.len() {
+            let c = &self.changes[i];
+            let result = if c.joint_applied && !s.membership.is_joint() {
+                Some(Ok(s.membership.clone()))
+            } else if !c.joint_applied && c.index <= s.last.index {
+                Some(Err(NodeError::OutcomeUnknown.into()))
+            } else {
+                None
+            };
+            match result {
+                Some(r) => {
+                    let _ = self.changes.swap_remove(i).reply.send(r);
+                }
+                None => i += 1,
+            }
+        }
     }
 
     /// Snapshots the state machine once enough entries were applied since the last snapshot.
     fn maybe_snapshot(&mut self) {
-        let status = self.raft.status();
-        if status.applied_index <= status.snapshot_index
-            || (status.applied_index < status.snapshot_index + self.snapshot_threshold
+        let (applied, snapshot_index) = (self.raft.applied_index(), self.raft.snapshot_index());
+        if applied <= snapshot_index
+            || (applied < snapshot_index + self.snapshot_threshold
                 && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
         {
             return;
         }
-        let index = status.applied_index;
-        let Some(term) = self.raft.term_at(index) else {
-            return;
-        };
+        let index = applied;
         let data = self.sm.snapshot();
-        let snapshot = Snapshot {
-            last: LogId::new(index, term),
-            data: data.clone(),
-        };
-        // The snapshot write is queued before the compaction the core asks for next.
-        self.queue_write(Job {
-            ops: vec![WriteOp::SaveSnapshot(snapshot)],
-            token: None,
-            after: Vec::new(),
-        });
         match self.raft.snapshot_taken(index, data) {
-            Ok(()) => self.bytes_since_snapshot = 0,
+            Ok(snapshot) => {
+                // The snapshot write is queued before the compaction the next `Ready` asks for.
+                self.queue_write(Job {
+                    ops: vec![WriteOp::SaveSnapshot(snapshot)],
+                    token: None,
+                    after: Vec::new(),
+                });
+                self.bytes_since_snapshot = 0;
+            }
             Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
         }
     }
@@ -506,6 +695,12 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         for (_, (_, reply)) in self.reads.drain() {
             let _ = reply.send(Err(err.clone()));
         }
+        for c in self.changes.drain(..) {
+            let _ = c.reply.send(Err(err.clone().into()));
+        }
+        for (_, reply) in self.transfers.drain(..) {
+            let _ = reply.send(Err(err.clone().into()));
+        }
         self.requests.close();
         while let Ok(r) = self.requests.try_recv() {
             match r {
@@ -514,6 +709,12 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 }
                 Request::Status(reply) => {
                     let _ = reply.send(self.raft.status());
+                }
+                Request::Change(_, reply) => {
+                    let _ = reply.send(Err(err.clone().into()));
+                }
+                Request::Transfer(_, reply) => {
+                    let _ = reply.send(Err(err.clone().into()));
                 }
                 Request::Shutdown => {}
             }
@@ -526,6 +727,9 @@ fn from_raft(e: RaftError) -> NodeError {
         RaftError::NotLeader { leader_hint } => NodeError::NotLeader { leader_hint },
         RaftError::ProposalTooLarge { size_bytes, .. } => NodeError::TooLarge(size_bytes),
         RaftError::Busy(why) => NodeError::Busy(why.into()),
-        RaftError::SnapshotIndex { .. } => NodeError::Busy(e.to_string()),
+        // A leadership transfer in progress: the same node answers again once it is over.
+        RaftError::SnapshotIndex { .. } | RaftError::TransferInProgress { .. } => {
+            NodeError::Busy(e.to_string())
+        }
     }
 }

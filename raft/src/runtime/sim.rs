@@ -278,6 +278,8 @@ struct NetInner {
     blocked: BTreeSet<(NodeId, NodeId)>,
     drop_chance: f64,
     latency_ms: (u64, u64),
+    /// What each node's transport was last told of its peers ([`Transport::set_peers`]).
+    peers: BTreeMap<NodeId, BTreeMap<NodeId, String>>,
 }
 
 /// A simulated network: latency, loss, reordering (random latencies) and one-way blocks.
@@ -297,6 +299,7 @@ impl SimNet {
                 blocked: BTreeSet::new(),
                 drop_chance: 0.0,
                 latency_ms: (1, 5),
+                peers: BTreeMap::new(),
             })),
         }
     }
@@ -348,6 +351,11 @@ impl SimNet {
         self.net().blocked.clear();
     }
 
+    /// The peers node `id`'s driver last gave its transport ([`Transport::set_peers`]).
+    pub fn peers_of(&self, id: NodeId) -> Option<BTreeMap<NodeId, String>> {
+        self.net().peers.get(&id).cloned()
+    }
+
     fn send(&self, msg: Message) {
         let (drop_chance, (lo, hi)) = {
             let n = self.net();
@@ -387,6 +395,11 @@ impl Transport for SimTransport {
 
     async fn recv(&mut self) -> Option<Message> {
         self.inbox.next().await
+    }
+
+    /// Every node is reachable by id in the simulation; the peers are recorded for tests.
+    fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.net.net().peers.insert(self.id, peers.clone());
     }
 }
 

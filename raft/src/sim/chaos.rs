@@ -1,9 +1,16 @@
 //! Randomized fault runs: the sweep's unit of work. One seed picks a cluster size, network and
 //! node settings, a client workload and a schedule of faults; the run then heals everything and
 //! requires the cluster to elect a leader and commit a new command (liveness).
+//!
+//! With `reconfig`, the cluster starts with some of its nodes as voters and the run also adds
+//! and removes nodes, adds learners (some promoted by the leader once caught up), promotes them
+//! and transfers leadership, concurrently with the faults; liveness then asks every member of
+//! the final configuration to apply the new command.
 
 use super::{Failure, Sim, SimOptions};
+use crate::membership::{MemberAddrs, MemberChange};
 use crate::rng::Rng;
+use crate::types::NodeId;
 use bytes::Bytes;
 
 /// The shape of a chaos run.
@@ -18,6 +25,9 @@ pub struct ChaosOptions {
     pub liveness_ms: u64,
     /// Trace lines to keep (0 is fastest; a failing seed is re-run with lines to report).
     pub trace_lines: usize,
+    /// Membership changes and leadership transfers during the run (replay a failing seed with
+    /// `RAFTKV_RECONFIG=1`).
+    pub reconfig: bool,
 }
 
 impl ChaosOptions {
@@ -28,6 +38,15 @@ impl ChaosOptions {
             chaos_ms: 5_000,
             liveness_ms: 10_000,
             trace_lines: 0,
+            reconfig: false,
+        }
+    }
+
+    /// The same run with membership changes and leadership transfers.
+    pub fn with_reconfig(seed: u64) -> Self {
+        Self {
+            reconfig: true,
+            ..Self::new(seed)
         }
     }
 }
@@ -40,6 +59,9 @@ pub struct ChaosReport {
     pub faults: u64,
     pub committed: u64,
     pub reads: u64,
+    /// Membership changes and leadership transfers the leader accepted.
+    pub changes: u64,
+    pub transfers: u64,
     pub trace_hash: u64,
     /// Virtual milliseconds from healing to the liveness command being applied everywhere.
     pub recovery_ms: u64,
@@ -47,7 +69,7 @@ pub struct ChaosReport {
 
 /// Runs one seed. On failure, re-runs it with a trace so that the report has the tail.
 pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
-    match run_once(opts) {
+    let result = match run_once(opts) {
         Err(f) if opts.trace_lines == 0 => {
             let traced = ChaosOptions {
                 trace_lines: 40,
@@ -56,7 +78,13 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
             Err(run_once(&traced).err().unwrap_or(f))
         }
         other => other,
-    }
+    };
+    result.map_err(|mut f| {
+        if opts.reconfig {
+            f.message = format!("(with reconfiguration: RAFTKV_RECONFIG=1) {}", f.message);
+        }
+        f
+    })
 }
 
 fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
@@ -73,8 +101,19 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
     so.config.snapshot_chunk_bytes_max = rng.range(16, 512) as usize;
     so.config.inflight_appends_max = rng.range(1, 9) as usize;
     so.config.append_entries_max = rng.range(1, 17) as usize;
+    // Reconfiguration draws from its own generator, so that runs without it are unchanged.
+    let mut rc = Rng::new(opts.seed ^ 0x5EC0_4F16_C0DE);
+    if opts.reconfig {
+        so.voters = Some(if rc.chance(0.5) {
+            3
+        } else {
+            rc.range(1, nodes as u64 + 1) as usize
+        });
+        so.config.promote_lag_entries_max = rc.range(0, 30);
+    }
     let mut sim = Sim::new(so);
     let n = nodes;
+    let mut next_reconfig = rc.range(200, 600);
 
     let mut faults = 0u64;
     // Faults come every 50–1,200 ms: short gaps catch leaders before their no-op commits
@@ -109,6 +148,10 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
             faults += 1;
             inject_fault(&mut sim, &mut rng);
         }
+        if opts.reconfig && now >= next_reconfig {
+            next_reconfig = now + rc.range(50, 700);
+            reconfigure(&mut sim, &mut rc);
+        }
     }
 
     // Heal everything; the cluster must recover.
@@ -130,14 +173,14 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
                 .filter_map(|i| sim.raft(i).map(|r| r.describe()))
                 .collect();
             return Err(sim.fail(format!(
-                "liveness: no command committed on all {n} nodes within {} ms of healing (proposed at {proposed:?})\n{}",
+                "liveness: no command committed on every member within {} ms of healing (proposed at {proposed:?})\n{}",
                 opts.liveness_ms,
                 states.join("\n")
             )));
         }
         if let Some(index) = proposed {
-            let (count, got) = sim.n_committed(index);
-            if count == n && got.as_ref() == Some(&probe) {
+            let (_, got) = sim.n_committed(index);
+            if got.as_ref() == Some(&probe) && members_applied(&sim, index) {
                 break;
             }
             // Lost to a leader change (another command took its index, or nothing commits
@@ -160,6 +203,8 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
         faults,
         committed: sim.checker.commit_max,
         reads,
+        changes: sim.stats.changes_accepted,
+        transfers: sim.stats.transfers_started,
         trace_hash: sim.trace_hash(),
         recovery_ms: sim.now_ms() - healed_at,
     })
@@ -225,5 +270,101 @@ fn inject_fault(sim: &mut Sim, rng: &mut Rng) {
             let on = !sim.opts.net.long_reordering;
             sim.set_long_reordering(on);
         }
+    }
+}
+
+/// True if every member of the leader's configuration (every node, without reconfiguration)
+/// applied the command at `index`.
+fn members_applied(sim: &Sim, index: u64) -> bool {
+    let Some(members) = sim
+        .leader()
+        .and_then(|l| sim.raft(l))
+        .map(|r| r.membership().members())
+    else {
+        return false;
+    };
+    members
+        .iter()
+        .all(|id| sim.nodes[*id as usize - 1].sm.commands.contains_key(&index))
+}
+
+/// One membership change or leadership transfer at the current leader, picked at random:
+/// add a learner (promoted by the leader once caught up, or not), add a voter, promote a
+/// learner, remove a member (the leader too), replace a voter, transfer leadership. Refusals
+/// (a change in progress, an unhealthy quorum, ...) are part of the test.
+fn reconfigure(sim: &mut Sim, rng: &mut Rng) {
+    let n = sim.n();
+    let Some(leader) = sim.leader() else {
+        return;
+    };
+    let Some(m) = sim.raft(leader).map(|r| r.membership().clone()) else {
+        return;
+    };
+    let index = |id: &NodeId| *id as usize - 1;
+    let outsiders: Vec<usize> = (0..n).filter(|i| !m.contains(*i as NodeId + 1)).collect();
+    let voters: Vec<usize> = m.voters().iter().map(index).collect();
+    let learners: Vec<usize> = m.learners().iter().map(index).collect();
+    let members: Vec<usize> = m.members().iter().map(index).collect();
+    let pick = |rng: &mut Rng, from: &[usize]| -> Option<NodeId> {
+        (!from.is_empty()).then(|| from[rng.range(0, from.len() as u64) as usize] as NodeId + 1)
+    };
+    let addrs = |id: NodeId| MemberAddrs::new(format!("sim-peer-{id}"), format!("sim-client-{id}"));
+    let mut changes = Vec::new();
+    match rng.range(0, 12) {
+        0..=2 => {
+            if let Some(id) = pick(rng, &outsiders) {
+                let auto_promote = rng.chance(0.6);
+                changes.push(MemberChange::AddLearner {
+                    id,
+                    addrs: addrs(id),
+                    auto_promote,
+                });
+            }
+        }
+        3 => {
+            if let Some(id) = pick(rng, &outsiders) {
+                changes.push(MemberChange::AddVoter {
+                    id,
+                    addrs: addrs(id),
+                });
+            }
+        }
+        4 | 5 => changes.extend(pick(rng, &learners).map(|id| MemberChange::Promote { id })),
+        6 | 7 if members.len() > 2 => {
+            changes.extend(pick(rng, &members).map(|id| MemberChange::Remove { id }))
+        }
+        8 => {
+            // Replace a voter: add one, remove another, in one change.
+            if let (Some(add), Some(remove)) = (pick(rng, &outsiders), pick(rng, &voters)) {
+                changes.push(MemberChange::AddVoter {
+                    id: add,
+                    addrs: addrs(add),
+                });
+                changes.push(MemberChange::Remove { id: remove });
+            }
+        }
+        9 => {
+            // Several at once: promote every learner and remove a voter.
+            changes.extend(learners.iter().map(|i| MemberChange::Promote {
+                id: *i as NodeId + 1,
+            }));
+            if voters.len() > 1 {
+                changes.extend(pick(rng, &voters).map(|id| MemberChange::Remove { id }));
+            }
+        }
+        _ => {
+            // Mostly to a voter; sometimes to anyone (refused unless a voter).
+            let target = match rng.chance(0.85) {
+                true => pick(rng, &voters),
+                false => Some(rng.range(1, n as u64 + 1)),
+            };
+            if let Some(target) = target {
+                let _ = sim.transfer(leader, target as usize - 1);
+            }
+            return;
+        }
+    }
+    if !changes.is_empty() {
+        let _ = sim.change(leader, &changes);
     }
 }

@@ -6,9 +6,10 @@ use super::store::MemStore;
 use super::TestSm;
 use crate::config::Config;
 use crate::io::WriteOp;
+use crate::membership::{MemberChange, Membership, MembershipError};
 use crate::message::Message;
 use crate::raft::Error;
-use crate::types::{Index, LogId, NodeId, Payload, Role, Snapshot, Term};
+use crate::types::{Index, LogId, NodeId, Payload, Role, Term};
 use crate::Raft;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,7 +20,11 @@ pub struct ManualNode {
     pub raft: Option<Raft>,
     pub store: MemStore,
     pub sm: TestSm,
+    /// The node's configuration (its initial voters), for restarts.
+    config: Config,
     role_term: (Role, Term),
+    /// The configuration in effect as last reported, and whether the node was removed.
+    membership: (Membership, bool),
 }
 
 /// A cluster driven step by step. Node ids are 1..=n.
@@ -50,27 +55,52 @@ impl ManualCluster {
             output: Vec::new(),
         };
         for id in 1..=n {
-            let raft = Raft::new(cluster.node_config(id, n))?;
-            nodes.insert(
-                id,
-                ManualNode {
-                    raft: Some(raft),
-                    store: MemStore::default(),
-                    sm: TestSm::default(),
-                    role_term: (Role::Follower, 0),
-                },
-            );
+            let config = cluster.node_config(id, (1..=n).collect());
+            nodes.insert(id, ManualNode::new(config)?);
         }
         cluster.nodes = nodes;
         Ok(cluster)
     }
 
-    fn node_config(&self, id: NodeId, n: u64) -> Config {
+    fn node_config(&self, id: NodeId, voters: Vec<NodeId>) -> Config {
         let mut c = self.config.clone();
         c.id = id;
-        c.voters = (1..=n).collect();
+        c.voters = voters;
         c.seed = id;
         c
+    }
+
+    /// Starts node `id` with no configuration: it joins once a leader adds it (thesis §4).
+    pub fn add_node(&mut self, id: NodeId) -> Result<(), String> {
+        if self.nodes.contains_key(&id) {
+            return Err(format!("n{id} exists"));
+        }
+        let config = self.node_config(id, Vec::new());
+        let node = ManualNode::new(config).map_err(|e| e.to_string())?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Proposes a membership change at node `id`.
+    pub fn change(
+        &mut self,
+        id: NodeId,
+        changes: &[MemberChange],
+    ) -> Result<Result<Index, MembershipError>, String> {
+        let r = self.raft_mut(id)?.propose_change(changes);
+        self.process(id);
+        Ok(r)
+    }
+
+    /// Asks node `id` to hand leadership to `target` (thesis §3.10).
+    pub fn transfer(
+        &mut self,
+        id: NodeId,
+        target: NodeId,
+    ) -> Result<Result<(), MembershipError>, String> {
+        let r = self.raft_mut(id)?.transfer_leader(target);
+        self.process(id);
+        Ok(r)
     }
 
     pub fn take_output(&mut self) -> Vec<String> {
@@ -135,11 +165,11 @@ impl ManualCluster {
             }));
         };
         let last = LogId::new(index, term);
-        if let Err(e) = raft.snapshot_taken(index, data.clone()) {
-            return Ok(Err(e));
-        }
-        node.store
-            .apply([WriteOp::SaveSnapshot(Snapshot { last, data })]);
+        let snapshot = match raft.snapshot_taken(index, data) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        node.store.apply([WriteOp::SaveSnapshot(snapshot)]);
         self.process(id);
         Ok(Ok(last))
     }
@@ -152,8 +182,8 @@ impl ManualCluster {
     }
 
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
-        let config = self.node_config(id, self.nodes.len() as u64);
         let node = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
+        let config = node.config.clone();
         let persisted = node.store.persisted();
         node.sm = match &persisted.snapshot {
             Some(s) => TestSm::decode(&s.data)?,
@@ -244,6 +274,7 @@ impl ManualCluster {
                 node.sm.last_applied = e.index;
                 match &e.payload {
                     Payload::Noop => out.push(format!("n{id} apply {} noop", e.id())),
+                    Payload::Membership(m) => out.push(format!("n{id} apply {} {m}", e.id())),
                     Payload::Command(data) => {
                         node.sm.commands.insert(e.index, data.clone());
                         out.push(format!(
@@ -273,6 +304,12 @@ impl ManualCluster {
             );
             node.role_term = role_term;
         }
+        /// thesis §4.1: a configuration takes effect when appended (and ends when truncated).
+        if (raft.membership(), raft.is_removed()) != (&node.membership.0, node.membership.1) {
+            node.membership = (raft.membership().clone(), raft.is_removed());
+            let removed = if node.membership.1 { " (removed)" } else { "" };
+            out.insert(0, format!("n{id} config {}{removed}", node.membership.0));
+        }
         self.output.extend(out);
     }
 
@@ -299,5 +336,20 @@ impl ManualCluster {
             ids.join(" "),
             s.commit_index
         )
+    }
+}
+
+impl ManualNode {
+    fn new(config: Config) -> Result<Self, crate::ConfigError> {
+        let raft = Raft::new(config.clone())?;
+        let membership = (raft.membership().clone(), raft.is_removed());
+        Ok(Self {
+            raft: Some(raft),
+            store: MemStore::default(),
+            sm: TestSm::default(),
+            config,
+            role_term: (Role::Follower, 0),
+            membership,
+        })
     }
 }

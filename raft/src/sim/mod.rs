@@ -12,25 +12,28 @@
 
 pub mod chaos;
 pub mod check;
+mod client;
 pub mod lab;
 pub mod manual;
+mod network;
+mod run;
 pub mod store;
+mod testsm;
 pub mod trace;
 
 pub use check::SafetyChecker;
 pub use store::MemStore;
+pub use testsm::TestSm;
 pub use trace::{fx_hash, Failure, Trace};
 
 use crate::config::Config;
 use crate::io::WriteOp;
+use crate::membership::Membership;
 use crate::message::Message;
-use crate::raft::Error;
 use crate::rng::Rng;
-use crate::types::{Entry, Index, LogId, NodeId, Payload, Role, Snapshot, Term};
+use crate::types::{Index, LogId, NodeId, Role, Term};
 use crate::Raft;
-use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// The simulated network's behaviour. Latencies are in virtual milliseconds.
 #[derive(Clone, Debug)]
@@ -69,6 +72,9 @@ impl Default for NetConfig {
 pub struct SimOptions {
     /// 1 to 7 nodes, with ids 1..=nodes.
     pub nodes: usize,
+    /// Nodes 1..=voters start as the cluster's voters; the others start with no configuration
+    /// (thesis §4: they join once a leader adds them). `None`: every node is a voter.
+    pub voters: Option<usize>,
     pub seed: u64,
     /// Virtual milliseconds per `tick()`.
     pub tick_ms: u64,
@@ -90,6 +96,7 @@ impl SimOptions {
         config.snapshot_chunk_bytes_max = 512;
         Self {
             nodes,
+            voters: None,
             seed,
             tick_ms: 10,
             config,
@@ -98,51 +105,6 @@ impl SimOptions {
             snapshot_entries: None,
             trace_lines: 64,
         }
-    }
-}
-
-/// The simulator's test state machine: it records every command applied, by index, and its
-/// snapshot holds all of them (as the 6.5840 tester's does), so nodes can be compared.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TestSm {
-    pub last_applied: Index,
-    pub commands: BTreeMap<Index, Bytes>,
-}
-
-impl TestSm {
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(16 + self.commands.len() * 20);
-        out.extend_from_slice(&self.last_applied.to_le_bytes());
-        for (index, cmd) in &self.commands {
-            out.extend_from_slice(&index.to_le_bytes());
-            out.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
-            out.extend_from_slice(cmd);
-        }
-        Bytes::from(out)
-    }
-
-    pub fn decode(data: &[u8]) -> Result<Self, String> {
-        let take = |data: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
-            if data.len() < n {
-                return Err("truncated test snapshot".into());
-            }
-            let (head, tail) = data.split_at(n);
-            *data = tail;
-            Ok(head.to_vec())
-        };
-        let mut rest = data;
-        let u64_of = |b: Vec<u8>| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let last_applied = u64_of(take(&mut rest, 8)?);
-        let mut commands = BTreeMap::new();
-        while !rest.is_empty() {
-            let index = u64_of(take(&mut rest, 8)?);
-            let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap_or([0; 4]));
-            commands.insert(index, Bytes::from(take(&mut rest, len as usize)?));
-        }
-        Ok(Self {
-            last_applied,
-            commands,
-        })
     }
 }
 
@@ -172,6 +134,9 @@ pub struct SimNode {
     life: u64,
     last_commit: Index,
     last_role_term: (Role, Term),
+    /// The configuration in effect as of the last event, and the id of the entry (or
+    /// snapshot point) that holds it: the configuration the node's next input starts from.
+    last_membership: (LogId, Membership),
     /// Reads in flight: id → the highest commit index in the cluster when it was requested.
     reads: BTreeMap<u64, Index>,
     /// Completed reads: (id, read index).
@@ -190,6 +155,9 @@ pub struct SimStats {
     pub append_rejections: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Membership changes and leadership transfers the leader accepted.
+    pub changes_accepted: u64,
+    pub transfers_started: u64,
 }
 
 /// A simulated cluster. Node indexes are 0-based; node `i` has id `i + 1`.
@@ -207,6 +175,9 @@ pub struct Sim {
     pub stats: SimStats,
     failure: Option<Failure>,
     next_read_id: u64,
+    /// Granted votes delivered to each candidate, by (candidate id, term): a new leader's
+    /// voters must form a quorum of its configuration (learners' votes do not count).
+    votes: HashMap<(NodeId, Term), BTreeSet<NodeId>>,
 }
 
 impl Sim {
@@ -232,10 +203,12 @@ impl Sim {
             },
             failure: None,
             next_read_id: 1,
+            votes: HashMap::new(),
             opts,
         };
         for i in 0..n {
             let raft = Raft::new(sim.node_config(i)).expect("simulator config is valid");
+            let raft_membership = raft.membership().clone();
             sim.nodes.push(SimNode {
                 raft: Some(raft),
                 store: MemStore::default(),
@@ -244,6 +217,7 @@ impl Sim {
                 life: 0,
                 last_commit: 0,
                 last_role_term: (Role::Follower, 0),
+                last_membership: (LogId::default(), raft_membership),
                 reads: BTreeMap::new(),
                 reads_done: Vec::new(),
                 reads_aborted: Vec::new(),
@@ -257,7 +231,11 @@ impl Sim {
     fn node_config(&self, i: usize) -> Config {
         let mut c = self.opts.config.clone();
         c.id = i as NodeId + 1;
-        c.voters = (1..=self.opts.nodes as NodeId).collect();
+        let voters = self.opts.voters.unwrap_or(self.opts.nodes) as NodeId;
+        c.voters = match (i as NodeId) < voters {
+            true => (1..=voters).collect(),
+            false => Vec::new(),
+        };
         c.seed = self.opts.seed.wrapping_mul(31).wrapping_add(i as u64);
         c
     }
@@ -322,511 +300,5 @@ impl Sim {
         self.seq += 1;
         self.events
             .insert((self.now_ms + delay_ms, self.seq), event);
-    }
-
-    // ---- running ----
-
-    /// Runs the cluster for `ms` virtual milliseconds.
-    pub fn run_for(&mut self, ms: u64) -> Result<(), Failure> {
-        let end = self.now_ms + ms;
-        self.run_until(end, |_| false).map(|_| ())
-    }
-
-    /// Runs until `done` holds (checked after every event) or until virtual time `end_ms`.
-    /// Returns whether `done` held.
-    pub fn run_until(
-        &mut self,
-        end_ms: u64,
-        mut done: impl FnMut(&Sim) -> bool,
-    ) -> Result<bool, Failure> {
-        if let Some(f) = &self.failure {
-            return Err(f.clone());
-        }
-        while let Some(entry) = self.events.first_entry() {
-            if entry.key().0 > end_ms {
-                break;
-            }
-            let ((t, _), event) = entry.remove_entry();
-            self.now_ms = t;
-            self.process(event)?;
-            if done(self) {
-                return Ok(true);
-            }
-        }
-        self.now_ms = self.now_ms.max(end_ms);
-        Ok(done(self))
-    }
-
-    fn process(&mut self, event: Event) -> Result<(), Failure> {
-        let result = catch_unwind(AssertUnwindSafe(|| self.process_inner(event)));
-        let message = match result {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(violation)) => violation,
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                format!("panic: {text}")
-            }
-        };
-        Err(self.fail(message))
-    }
-
-    fn process_inner(&mut self, event: Event) -> Result<(), String> {
-        match event {
-            Event::Tick { node, life } => {
-                if self.nodes[node].life != life {
-                    return Ok(());
-                }
-                let tick_ms = self.opts.tick_ms;
-                self.schedule(tick_ms, Event::Tick { node, life });
-                let Some(raft) = self.nodes[node].raft.as_mut() else {
-                    return Ok(());
-                };
-                raft.tick();
-                self.trace.hash_only(self.now_ms, ("tick", node));
-                self.after_input(node)
-            }
-            Event::Deliver { msg } => {
-                let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
-                if !self.link_ok(from, to) || self.nodes[to].raft.is_none() {
-                    self.stats.dropped += 1;
-                    self.trace
-                        .record(self.now_ms, ("drop", &msg), || format!("drop {msg}"));
-                    return Ok(());
-                }
-                self.stats.delivered += 1;
-                if let crate::Body::AppendResponse {
-                    result: crate::AppendResult::Rejected { .. },
-                    ..
-                } = msg.body
-                {
-                    self.stats.append_rejections += 1;
-                }
-                self.trace.record(self.now_ms, &msg, || msg.to_string());
-                if let Some(raft) = self.nodes[to].raft.as_mut() {
-                    raft.step(msg);
-                }
-                self.after_input(to)
-            }
-            Event::DiskDone { node, life } => {
-                if self.nodes[node].life != life {
-                    return Ok(());
-                }
-                let Some(w) = self.nodes[node].disk.pop_front() else {
-                    return Ok(());
-                };
-                self.nodes[node].store.apply(w.write);
-                for m in w.after {
-                    self.send(m);
-                }
-                if let (Some(token), Some(raft)) = (w.token, self.nodes[node].raft.as_mut()) {
-                    raft.persisted(token);
-                }
-                self.after_input(node)
-            }
-        }
-    }
-
-    /// Drives node `i` through every `Ready` it has, as a production driver would, and checks
-    /// the safety properties on the way.
-    fn after_input(&mut self, i: usize) -> Result<(), String> {
-        loop {
-            let Some(raft) = self.nodes[i].raft.as_mut() else {
-                return Ok(());
-            };
-            if !raft.has_ready() {
-                break;
-            }
-            let mut ready = raft.take_ready();
-            self.checker
-                .observe_appended(self.nodes[i].raft.as_ref().expect("up"), &ready.entries)?;
-            for m in std::mem::take(&mut ready.send_now) {
-                self.send(m);
-            }
-            let token = ready.persist_token;
-            let after = std::mem::take(&mut ready.send_after_persist);
-            let write = ready.take_write_ops();
-            self.queue_write(i, write, token, after);
-            if let Some(s) = ready.snapshot.take() {
-                let sm = TestSm::decode(&s.data)?;
-                if sm.last_applied != s.last.index {
-                    return Err(format!(
-                        "n{} installed a snapshot for {} holding {}",
-                        i + 1,
-                        s.last,
-                        sm.last_applied
-                    ));
-                }
-                self.nodes[i].sm = sm;
-            }
-            for e in &ready.committed_entries {
-                self.apply(i, e)?;
-            }
-            for r in &ready.read_states {
-                let Some(min) = self.nodes[i].reads.remove(&r.id) else {
-                    return Err(format!("n{} confirmed unknown read {}", i + 1, r.id));
-                };
-                /// thesis §6.4: a read must reflect every write committed before it began.
-                if r.index < min {
-                    return Err(format!(
-                        "ReadIndex: n{} read {} at index {} but {} was committed before it began",
-                        i + 1,
-                        r.id,
-                        r.index,
-                        min
-                    ));
-                }
-                if r.index > self.nodes[i].sm.last_applied {
-                    return Err(format!(
-                        "n{} served read {} before applying {}",
-                        i + 1,
-                        r.id,
-                        r.index
-                    ));
-                }
-                self.nodes[i].reads_done.push((r.id, r.index));
-            }
-            for id in ready.aborted_reads.drain(..) {
-                self.nodes[i].reads.remove(&id);
-                self.nodes[i].reads_aborted.push(id);
-            }
-            self.maybe_snapshot(i)?;
-        }
-        self.check_node(i)
-    }
-
-    fn apply(&mut self, i: usize, e: &Entry) -> Result<(), String> {
-        let node = &mut self.nodes[i];
-        if e.index != node.sm.last_applied + 1 {
-            return Err(format!(
-                "n{} applied {} after {}: applies must be in order",
-                i + 1,
-                e.id(),
-                node.sm.last_applied
-            ));
-        }
-        self.checker.observe_applied(i as NodeId + 1, e)?;
-        node.sm.last_applied = e.index;
-        if let Payload::Command(data) = &e.payload {
-            node.sm.commands.insert(e.index, data.clone());
-        }
-        Ok(())
-    }
-
-    fn maybe_snapshot(&mut self, i: usize) -> Result<(), String> {
-        let Some(every) = self.opts.snapshot_entries else {
-            return Ok(());
-        };
-        let node = &mut self.nodes[i];
-        let Some(raft) = node.raft.as_mut() else {
-            return Ok(());
-        };
-        let applied = node.sm.last_applied;
-        if applied < raft.status().snapshot_index + every {
-            return Ok(());
-        }
-        let term = raft
-            .term_at(applied)
-            .ok_or("applied entry missing from the log")?;
-        let data = node.sm.encode();
-        let snapshot = Snapshot {
-            last: LogId::new(applied, term),
-            data: data.clone(),
-        };
-        raft.snapshot_taken(applied, data)
-            .map_err(|e| e.to_string())?;
-        // The application's own snapshot write, ordered before the compaction that follows.
-        self.queue_write(i, vec![WriteOp::SaveSnapshot(snapshot)], None, Vec::new());
-        Ok(())
-    }
-
-    /// Queues a durable write; messages that promise it (and any earlier write) wait for it.
-    fn queue_write(
-        &mut self,
-        i: usize,
-        write: Vec<WriteOp>,
-        token: Option<LogId>,
-        after: Vec<Message>,
-    ) {
-        let empty = write.is_empty();
-        let node = &mut self.nodes[i];
-        if empty && token.is_none() {
-            if let Some(last) = node.disk.back_mut() {
-                // Nothing to write, but these messages may depend on earlier writes.
-                last.after.extend(after);
-            } else {
-                for m in after {
-                    self.send(m);
-                }
-            }
-            return;
-        }
-        let (lo, hi) = self.opts.disk_latency_ms;
-        let latency = self.rng.range(lo, hi + 1);
-        let node = &mut self.nodes[i];
-        let done_ms = node
-            .disk
-            .back()
-            .map_or(0, |w| w.done_ms)
-            .max(self.now_ms + latency);
-        let life = node.life;
-        node.disk.push_back(PendingWrite {
-            done_ms,
-            write,
-            token,
-            after,
-        });
-        self.schedule(done_ms - self.now_ms, Event::DiskDone { node: i, life });
-    }
-
-    /// The node-level checks after each event: invariants, Election Safety, Leader
-    /// Completeness, commit never going back.
-    fn check_node(&mut self, i: usize) -> Result<(), String> {
-        let Some(raft) = self.nodes[i].raft.as_ref() else {
-            return Ok(());
-        };
-        raft.check_invariants();
-        self.checker.observe_role(raft)?;
-        let role_term = (raft.role(), raft.term());
-        if role_term.0 == Role::Leader && self.nodes[i].last_role_term != role_term {
-            self.checker.check_leader_complete(raft)?;
-        }
-        let commit = raft.commit_index();
-        if commit < self.nodes[i].last_commit {
-            return Err(format!(
-                "n{}: commit index went back from {} to {commit}",
-                i + 1,
-                self.nodes[i].last_commit
-            ));
-        }
-        if raft.stats().protocol_violations > 0 {
-            return Err(format!("n{} saw a protocol violation from a peer", i + 1));
-        }
-        self.checker.observe_commit(commit);
-        self.nodes[i].last_commit = commit;
-        self.nodes[i].last_role_term = role_term;
-        Ok(())
-    }
-
-    // ---- network ----
-
-    fn link_ok(&self, from: usize, to: usize) -> bool {
-        self.connected[from] && self.connected[to] && !self.blocked[from][to]
-    }
-
-    fn send(&mut self, msg: Message) {
-        let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
-        let reply = msg.body.is_response();
-        if !reply {
-            self.stats.requests_sent[from] += 1;
-        }
-        if let crate::Body::Append { entries, .. } = &msg.body {
-            self.stats.append_payload_bytes += entries
-                .iter()
-                .map(|e| e.payload.len_bytes() as u64)
-                .sum::<u64>();
-        }
-        if !self.link_ok(from, to) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let net = &self.opts.net;
-        if net.unreliable {
-            let p = if reply {
-                net.drop_reply
-            } else {
-                net.drop_request
-            };
-            if self.rng.chance(p) {
-                self.stats.dropped += 1;
-                return;
-            }
-        }
-        let copies = if self.rng.chance(self.opts.net.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let net = &self.opts.net;
-            let (lo, hi, unreliable, delay_max, long) = (
-                net.latency_ms_min,
-                net.latency_ms_max,
-                net.unreliable,
-                net.delay_ms_max,
-                net.long_reordering,
-            );
-            let mut delay = self.rng.range(lo, hi + 1);
-            if unreliable {
-                delay += self.rng.range(0, delay_max + 1);
-            }
-            if long && reply && self.rng.range(0, 900) < 600 {
-                let extra = self.rng.range(0, 2001);
-                delay = 200 + self.rng.range(0, 1 + extra);
-            }
-            self.schedule(delay, Event::Deliver { msg: msg.clone() });
-        }
-    }
-
-    // ---- faults ----
-
-    /// Stops node `i` abruptly: everything not yet durable is lost.
-    pub fn crash(&mut self, i: usize) {
-        self.note(format!("crash n{}", i + 1));
-        let node = &mut self.nodes[i];
-        node.raft = None;
-        node.disk.clear();
-        node.life += 1;
-        node.reads.clear();
-    }
-
-    /// Starts node `i` again from its durable state.
-    pub fn restart(&mut self, i: usize) {
-        if self.nodes[i].raft.is_some() {
-            return;
-        }
-        self.note(format!("restart n{}", i + 1));
-        let config = self.node_config(i);
-        let node = &mut self.nodes[i];
-        let persisted = node.store.persisted();
-        node.sm = match &persisted.snapshot {
-            Some(s) => TestSm::decode(&s.data).unwrap_or_default(),
-            None => TestSm::default(),
-        };
-        node.raft = Some(Raft::restore(config, persisted).expect("persisted state is valid"));
-        node.last_commit = 0;
-        node.last_role_term = (Role::Follower, 0);
-        let life = node.life;
-        let phase = self.rng.range(0, self.opts.tick_ms);
-        self.schedule(phase, Event::Tick { node: i, life });
-    }
-
-    /// Cuts node `i` off from everyone, both ways (the 6.5840 `disconnect`).
-    pub fn disconnect(&mut self, i: usize) {
-        self.note(format!("disconnect n{}", i + 1));
-        self.connected[i] = false;
-    }
-
-    pub fn connect(&mut self, i: usize) {
-        self.note(format!("connect n{}", i + 1));
-        self.connected[i] = true;
-    }
-
-    /// Splits the cluster: nodes talk only within their group.
-    pub fn partition(&mut self, groups: &[Vec<usize>]) {
-        self.note(format!("partition {groups:?}"));
-        let n = self.n();
-        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
-        for a in 0..n {
-            for b in 0..n {
-                self.blocked[a][b] = group_of(a) != group_of(b);
-            }
-        }
-    }
-
-    /// Drops every message from `from` to `to` (one way).
-    pub fn block_one_way(&mut self, from: usize, to: usize) {
-        self.note(format!("block n{} → n{}", from + 1, to + 1));
-        self.blocked[from][to] = true;
-    }
-
-    /// Full connectivity again (partitions and disconnections).
-    pub fn heal(&mut self) {
-        self.note("heal".into());
-        for row in &mut self.blocked {
-            row.fill(false);
-        }
-        self.connected.fill(true);
-    }
-
-    pub fn set_unreliable(&mut self, on: bool) {
-        self.note(format!("unreliable={on}"));
-        self.opts.net.unreliable = on;
-    }
-
-    pub fn set_long_reordering(&mut self, on: bool) {
-        self.note(format!("long_reordering={on}"));
-        self.opts.net.long_reordering = on;
-    }
-
-    // ---- clients ----
-
-    /// Proposes `data` at node `i`; returns the entry's (index, term) if `i` leads.
-    pub fn propose(&mut self, i: usize, data: Bytes) -> Result<(Index, Term), Error> {
-        let Some(raft) = self.nodes[i].raft.as_mut() else {
-            return Err(Error::NotLeader { leader_hint: None });
-        };
-        let index = raft.propose(data)?;
-        let term = raft.term();
-        self.note(format!("propose n{} → {index}@{term}", i + 1));
-        if let Err(v) = self.after_input(i) {
-            self.fail(v);
-        }
-        Ok((index, term))
-    }
-
-    /// Starts a linearizable read at node `i`; its id comes back in `nodes[i].reads_done`.
-    pub fn read(&mut self, i: usize) -> Result<u64, Error> {
-        let id = self.next_read_id;
-        let commit_max = self.checker.commit_max;
-        let Some(raft) = self.nodes[i].raft.as_mut() else {
-            return Err(Error::NotLeader { leader_hint: None });
-        };
-        raft.read_index(id)?;
-        self.next_read_id += 1;
-        self.nodes[i].reads.insert(id, commit_max);
-        if let Err(v) = self.after_input(i) {
-            self.fail(v);
-        }
-        Ok(id)
-    }
-
-    /// Starts an election at node `i` now.
-    pub fn campaign(&mut self, i: usize) {
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
-            raft.campaign();
-        }
-        if let Err(v) = self.after_input(i) {
-            self.fail(v);
-        }
-    }
-
-    // ---- observations (the 6.5840 tester's helpers) ----
-
-    /// Leaders among the live, connected nodes, by term.
-    pub fn leaders_by_term(&self) -> BTreeMap<Term, Vec<usize>> {
-        let mut out: BTreeMap<Term, Vec<usize>> = BTreeMap::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(r) = &node.raft {
-                if self.connected[i] && r.role() == Role::Leader {
-                    out.entry(r.term()).or_default().push(i);
-                }
-            }
-        }
-        out
-    }
-
-    /// The leader of the highest term among live, connected nodes.
-    pub fn leader(&self) -> Option<usize> {
-        self.leaders_by_term()
-            .into_iter()
-            .next_back()
-            .and_then(|(_, l)| l.first().copied())
-    }
-
-    /// How many nodes have applied a command at `index`, and which command.
-    pub fn n_committed(&self, index: Index) -> (usize, Option<Bytes>) {
-        let mut count = 0;
-        let mut cmd = None;
-        for node in &self.nodes {
-            if let Some(c) = node.sm.commands.get(&index) {
-                count += 1;
-                cmd = Some(c.clone());
-            }
-        }
-        (count, cmd)
     }
 }

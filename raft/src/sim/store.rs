@@ -5,7 +5,7 @@
 
 use crate::io::WriteOp;
 use crate::ready::Ready;
-use crate::types::{Entry, HardState, Index, Persisted, Snapshot};
+use crate::types::{Entry, HardState, Index, LogId, Persisted, Snapshot};
 use std::collections::BTreeMap;
 
 /// One node's durable state.
@@ -71,6 +71,18 @@ impl MemStore {
             WriteOp::SaveSnapshot(s) => self.snapshot = Some(s),
             WriteOp::CompactTo(c) => self.entries = self.entries.split_off(&(c.index + 1)),
         }
+    }
+
+    /// True if the entry `id` is durable here: in the log, or covered by the snapshot (which
+    /// holds only committed entries).
+    pub fn holds(&self, id: LogId) -> bool {
+        self.entries
+            .get(&id.index)
+            .is_some_and(|e| e.term == id.term)
+            || self
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.last.index >= id.index)
     }
 
     pub fn persisted(&self) -> Persisted {

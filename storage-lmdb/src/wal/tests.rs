@@ -67,6 +67,7 @@ fn snapshot_and_compaction_ops_are_refused_as_records() {
     let snapshot = raftkv_raft::Snapshot {
         last: LogId::new(1, 1),
         data: bytes::Bytes::new(),
+        membership: Default::default(),
     };
     assert!(encode_record(1, &[WriteOp::SaveSnapshot(snapshot)], &mut buf).is_err());
     let compaction = WriteOp::CompactTo(LogId::new(1, 1));
