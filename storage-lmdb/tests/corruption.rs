@@ -178,6 +178,7 @@ fn corruption_messages_say_what_and_where() {
         let snapshot = Snapshot {
             last: LogId::new(10, 2),
             data: b"SNAPSHOT-PATTERN-".repeat(100).into(),
+            membership: Default::default(),
         };
         write(&storage, vec![WriteOp::SaveSnapshot(snapshot)]).unwrap();
     }

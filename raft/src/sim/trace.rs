@@ -3,37 +3,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
-/// FxHash (rustc's hasher): fast and deterministic across runs, unlike `RandomState`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(buf));
-        }
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64)
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64)
-    }
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-/// Hashes any value with [`FxHasher`].
+/// Hashes any value with rustc's FxHash: fast and deterministic across runs, unlike
+/// `RandomState`.
 pub fn fx_hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut h = FxHasher::default();
     value.hash(&mut h);
@@ -42,12 +16,22 @@ pub fn fx_hash<T: Hash + ?Sized>(value: &T) -> u64 {
 
 /// A bounded ring of formatted trace lines plus a hash of all events. Lines are formatted only
 /// when `lines_max > 0`; the hash covers every event either way.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Trace {
     lines: VecDeque<String>,
     lines_max: usize,
     hash: FxHasher,
     pub events: u64,
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("events", &self.events)
+            .field("hash", &self.hash())
+            .field("lines", &self.lines)
+            .finish()
+    }
 }
 
 impl Trace {
