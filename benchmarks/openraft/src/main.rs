@@ -49,7 +49,8 @@ struct Args {
     /// tokio worker threads (servers and proposers share them).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Systems to run, comma separated.
+    /// Systems to run, comma separated: raftkv (the library's MemStorage), openraft, and
+    /// raftkv-vecstore (raftkv with the bench's leaner VecDeque storage, for comparison).
     #[arg(long, value_delimiter = ',', default_value = "raftkv,openraft")]
     systems: Vec<String>,
     /// JSON lines output (default: benchmarks/results/openraft-STAMP.jsonl).
@@ -91,7 +92,13 @@ fn loadavg() -> f64 {
 
 /// Closed loop: `proposers` tasks each write, wait for the answer, write again. A write counts
 /// (and its latency is recorded) if it completes inside the measured window.
-async fn drive<W: Workload>(w: W, proposers: usize, warmup: Duration, secs: Duration, payload: Bytes) -> Measured {
+async fn drive<W: Workload>(
+    w: W,
+    proposers: usize,
+    warmup: Duration,
+    secs: Duration,
+    payload: Bytes,
+) -> Measured {
     let t0 = Instant::now();
     let start = t0 + warmup;
     let end = start + secs;
@@ -167,8 +174,8 @@ fn run_one(system: &str, proposers: usize, args: &Args) -> Measured {
     let payload = Bytes::from(vec![b'x'; args.payload]);
     let m = rt.block_on(async {
         match system {
-            "raftkv" => {
-                let c = raftkv_side::start().await;
+            "raftkv" | "raftkv-vecstore" => {
+                let c = raftkv_side::start(system == "raftkv-vecstore").await;
                 let m = drive(c.leader.clone(), proposers, warmup, secs, payload).await;
                 c.shutdown().await;
                 m
@@ -232,7 +239,16 @@ fn main() {
         std::fs::create_dir_all(dir).expect("results dir");
     }
     let mut file = std::fs::File::create(&out).expect("results file");
-    let commit = cmd_out("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]);
+    let commit = cmd_out(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
     let machine = json!({
         "kind": "machine",
         "stamp": stamp,
@@ -295,47 +311,59 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "| proposers | raftkv ops/s median (min–max) | openraft ops/s median (min–max) | ratio of medians | per-repeat ratios | raftkv p50 / p99 µs | openraft p50 / p99 µs | p50 ratio | ops per CPU-second raftkv / openraft (ratio) | load avg (min–max) |"
+        "| system | proposers | its ops/s median (min–max) | openraft ops/s median (min–max) | ratio of medians | per-repeat ratios | its p50 / p99 µs | openraft p50 / p99 µs | p50 ratio | ops per CPU-second, its / openraft (ratio) | load avg (min–max) |"
     );
-    let _ = writeln!(md, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    for &p in &args.proposers {
-        let stats = |sys: &str| {
-            let r: Vec<&Row> = rows.iter().filter(|r| r.system == sys && r.proposers == p).collect();
-            let mut ops: Vec<f64> = r.iter().map(|r| r.ops_per_s).collect();
-            let mut p50: Vec<f64> = r.iter().map(|r| r.p50_us).collect();
-            let mut p99: Vec<f64> = r.iter().map(|r| r.p99_us).collect();
-            let min = ops.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = ops.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut eff: Vec<f64> = r.iter().map(|r| r.ops_per_s / r.cpu_cores).collect();
-            (median(&mut ops), min, max, median(&mut p50), median(&mut p99), median(&mut eff))
-        };
-        // Each repeat runs both systems back to back: their ratio is paired, so less exposed
-        // to the machine's load drifting between repeats than the ratio of medians.
-        let paired: Vec<String> = (0..args.repeats)
-            .filter_map(|rep| {
-                let get = |sys: &str| {
-                    rows.iter()
-                        .find(|r| r.system == sys && r.proposers == p && r.repeat == rep)
-                        .map(|r| r.ops_per_s)
-                };
-                Some(format!("{:.2}", get("raftkv")? / get("openraft")?))
-            })
-            .collect();
-        let k = stats("raftkv");
-        let o = stats("openraft");
-        let loads: Vec<f64> = rows
+    let _ = writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let stats = |sys: &str, p: usize| {
+        let r: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.proposers == p)
-            .flat_map(|r| [r.load_before, r.load_after])
+            .filter(|r| r.system == sys && r.proposers == p)
             .collect();
-        let lmin = loads.iter().cloned().fold(f64::INFINITY, f64::min);
-        let lmax = loads.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let _ = writeln!(
-            md,
-            "| {p} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2}× | {} | {:.1} / {:.0} | {:.1} / {:.0} | {:.2} | {:.0}k / {:.0}k ({:.2}×) | {lmin:.2}–{lmax:.2} |",
-            k.0, k.1, k.2, o.0, o.1, o.2, k.0 / o.0, paired.join(", "), k.3, k.4, o.3, o.4, k.3 / o.3,
-            k.5 / 1e3, o.5 / 1e3, k.5 / o.5
-        );
+        let mut ops: Vec<f64> = r.iter().map(|r| r.ops_per_s).collect();
+        let mut p50: Vec<f64> = r.iter().map(|r| r.p50_us).collect();
+        let mut p99: Vec<f64> = r.iter().map(|r| r.p99_us).collect();
+        let min = ops.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = ops.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut eff: Vec<f64> = r.iter().map(|r| r.ops_per_s / r.cpu_cores).collect();
+        (
+            median(&mut ops),
+            min,
+            max,
+            median(&mut p50),
+            median(&mut p99),
+            median(&mut eff),
+        )
+    };
+    for sys in args.systems.iter().filter(|s| *s != "openraft") {
+        for &p in &args.proposers {
+            // Each repeat runs the systems back to back: their ratio is paired, so less exposed
+            // to the machine's load drifting between repeats than the ratio of medians.
+            let paired: Vec<String> = (0..args.repeats)
+                .filter_map(|rep| {
+                    let get = |sys: &str| {
+                        rows.iter()
+                            .find(|r| r.system == sys && r.proposers == p && r.repeat == rep)
+                            .map(|r| r.ops_per_s)
+                    };
+                    Some(format!("{:.2}", get(sys)? / get("openraft")?))
+                })
+                .collect();
+            let k = stats(sys, p);
+            let o = stats("openraft", p);
+            let loads: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.proposers == p && (r.system == *sys || r.system == "openraft"))
+                .flat_map(|r| [r.load_before, r.load_after])
+                .collect();
+            let lmin = loads.iter().cloned().fold(f64::INFINITY, f64::min);
+            let lmax = loads.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                md,
+                "| {sys} | {p} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2}× | {} | {:.1} / {:.0} | {:.1} / {:.0} | {:.2} | {:.0}k / {:.0}k ({:.2}×) | {lmin:.2}–{lmax:.2} |",
+                k.0, k.1, k.2, o.0, o.1, o.2, k.0 / o.0, paired.join(", "), k.3, k.4, o.3, o.4,
+                k.3 / o.3, k.5 / 1e3, o.5 / 1e3, k.5 / o.5
+            );
+        }
     }
     print!("{md}");
     let md_path = out.with_extension("md");

@@ -104,7 +104,11 @@ impl RaftLogStorage<TypeConfig> for Arc<LogStore> {
         Ok(())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = EntryOf<TypeConfig>> + OptionalSend,
     {
@@ -149,7 +153,9 @@ pub struct SmStore {
 impl RaftSnapshotBuilder<TypeConfig> for Arc<SmStore> {
     type SnapshotData = Cursor<Vec<u8>>;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
         let mut st = self.state.lock().unwrap();
         let meta = SnapshotMetaOf::<TypeConfig> {
             last_log_id: st.applied,
@@ -184,7 +190,8 @@ impl RaftStateMachine<TypeConfig> for Arc<SmStore> {
                 let mut st = self.state.lock().unwrap();
                 st.applied = Some(entry.log_id);
                 if let EntryPayload::Membership(ref m) = entry.payload {
-                    st.membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m.clone());
+                    st.membership =
+                        StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), m.clone());
                 }
             }
             if let Some(r) = responder {
@@ -214,10 +221,13 @@ impl RaftStateMachine<TypeConfig> for Arc<SmStore> {
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
         let st = self.state.lock().unwrap();
-        Ok(st.snapshot.as_ref().map(|(meta, data)| SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
-            meta: meta.clone(),
-            snapshot: Cursor::new(data.clone()),
-        }))
+        Ok(st
+            .snapshot
+            .as_ref()
+            .map(|(meta, data)| SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+                meta: meta.clone(),
+                snapshot: Cursor::new(data.clone()),
+            }))
     }
 }
 

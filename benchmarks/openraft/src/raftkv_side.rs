@@ -10,9 +10,12 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use raftkv_raft::storage::MemStorage;
-use raftkv_raft::{Config, Index, Message, Node, NodeConfig, NodeId, Role, StateMachine, Transport};
-use std::collections::HashMap;
-use std::sync::Arc;
+use raftkv_raft::{
+    Config, Entry, HardState, Index, Message, Node, NodeConfig, NodeId, Persisted, Role, Snapshot,
+    StateMachine, Storage, StorageError, Transport, WriteOp,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An in-process network: `send` pushes onto the addressee's unbounded channel; `recv` pops
@@ -49,6 +52,83 @@ impl StateMachine for NoopSm {
     }
 }
 
+/// A leaner in-memory `Storage` than the library's `MemStorage`, for comparison (`--systems
+/// raftkv-vecstore`): entries in a `VecDeque` (appends are at the tail, compaction at the head),
+/// where `MemStorage` keeps a `BTreeMap` and calls `split_off` on every append. Same contract:
+/// nothing is fsynced, a write is "durable" when it returns.
+#[derive(Default)]
+pub struct VecStorage {
+    inner: Mutex<VecState>,
+}
+
+#[derive(Default)]
+struct VecState {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    entries: VecDeque<Entry>,
+}
+
+impl VecState {
+    /// Drops stored entries at or after `index`.
+    fn truncate_from(&mut self, index: Index) {
+        if let Some(first) = self.entries.front().map(|e| e.index) {
+            let keep = index.saturating_sub(first) as usize;
+            self.entries.truncate(keep);
+        }
+    }
+
+    /// Drops stored entries up to and including `index`.
+    fn compact_to(&mut self, index: Index) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            self.entries.pop_front();
+        }
+    }
+}
+
+impl Storage for VecStorage {
+    async fn load(&self) -> Result<Persisted, StorageError> {
+        let st = self.inner.lock().map_err(|_| StorageError::Closed)?;
+        Ok(Persisted {
+            hard_state: st.hard_state,
+            snapshot: st.snapshot.clone(),
+            entries: st.entries.iter().cloned().collect(),
+        })
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let mut st = self.inner.lock().map_err(|_| StorageError::Closed)?;
+        for op in ops {
+            match op {
+                WriteOp::HardState(hs) => st.hard_state = hs,
+                WriteOp::Append(entries) => {
+                    if let Some(first) = entries.first() {
+                        if st.entries.back().is_some_and(|l| l.index >= first.index) {
+                            st.truncate_from(first.index);
+                        }
+                        st.entries.extend(entries);
+                    }
+                }
+                WriteOp::InstallSnapshot(s) => {
+                    let keep = st
+                        .entries
+                        .iter()
+                        .find(|e| e.index == s.last.index)
+                        .is_some_and(|e| e.term == s.last.term);
+                    if keep {
+                        st.compact_to(s.last.index);
+                    } else {
+                        st.entries.clear();
+                    }
+                    st.snapshot = Some(s);
+                }
+                WriteOp::SaveSnapshot(s) => st.snapshot = Some(s),
+                WriteOp::CompactTo(c) => st.compact_to(c.index),
+            }
+        }
+        Ok(())
+    }
+}
+
 pub type BenchNode = Node<TokioRuntime, NoopSm>;
 
 pub struct Cluster {
@@ -56,7 +136,8 @@ pub struct Cluster {
     pub leader: BenchNode,
 }
 
-pub async fn start() -> Cluster {
+/// `vec_storage`: the bench's [`VecStorage`] instead of the library's `MemStorage`.
+pub async fn start(vec_storage: bool) -> Cluster {
     let ids: Vec<NodeId> = vec![1, 2, 3];
     let mut txs = HashMap::new();
     let mut rxs = HashMap::new();
@@ -73,14 +154,25 @@ pub async fn start() -> Cluster {
             peers: peers.clone(),
             rx: rxs.remove(&id).unwrap(),
         };
-        let node = Node::start(
-            TokioRuntime::current(),
-            config,
-            MemStorage::new(),
-            transport,
-            NoopSm,
-        )
-        .await
+        let node = if vec_storage {
+            Node::start(
+                TokioRuntime::current(),
+                config,
+                VecStorage::default(),
+                transport,
+                NoopSm,
+            )
+            .await
+        } else {
+            Node::start(
+                TokioRuntime::current(),
+                config,
+                MemStorage::new(),
+                transport,
+                NoopSm,
+            )
+            .await
+        }
         .expect("raftkv node starts");
         nodes.push(node);
     }
@@ -112,6 +204,8 @@ impl Cluster {
 
 impl Workload for BenchNode {
     async fn write(&self, payload: &Bytes) -> Result<(), String> {
-        self.propose(payload.clone()).await.map_err(|e| e.to_string())
+        self.propose(payload.clone())
+            .await
+            .map_err(|e| e.to_string())
     }
 }
