@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// One write through a system's public API, on its leader.
 pub trait Workload: Clone + Send + Sync + 'static {
-    fn write(&self, payload: &Bytes) -> impl Future<Output = Result<(), String>> + Send;
+    fn write(&self, payload: Bytes) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -121,7 +121,10 @@ async fn drive<W: Workload>(
                 if s >= end {
                     break;
                 }
-                let r = w.write(&payload).await;
+                // A fresh buffer per write, as a server decoding a request would have: one
+                // shared `Bytes` would make every clone, in both systems, an atomic on the same
+                // cache line from both cores. Empty requests need no buffer.
+                let r = w.write(Bytes::copy_from_slice(&payload)).await;
                 let e = Instant::now();
                 match r {
                     Ok(()) => {

@@ -367,8 +367,8 @@ impl Cluster {
 }
 
 impl Workload for BenchRaft {
-    async fn write(&self, payload: &Bytes) -> Result<(), String> {
-        self.client_write(Req(payload.clone()))
+    async fn write(&self, payload: Bytes) -> Result<(), String> {
+        self.client_write(Req(payload))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -203,9 +203,7 @@ impl Cluster {
 }
 
 impl Workload for BenchNode {
-    async fn write(&self, payload: &Bytes) -> Result<(), String> {
-        self.propose(payload.clone())
-            .await
-            .map_err(|e| e.to_string())
+    async fn write(&self, payload: Bytes) -> Result<(), String> {
+        self.propose(payload).await.map_err(|e| e.to_string())
     }
 }
