@@ -275,3 +275,42 @@ def test_a_node_whose_disk_fills_up_exits_1_with_the_cause_on_stderr(tmp_path):
         assert code == 1, s.stderr
         assert "fail-stop" in s.stderr, s.stderr
         assert "No space left on device" in s.stderr or "storage" in s.stderr, s.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# recovery from a full disk (issue 21 item 5)
+# --------------------------------------------------------------------------------------------
+
+
+def fill_leaving(disk: Path, free_bytes: int) -> None:
+    """Fills the disk until about ``free_bytes`` are left."""
+    st = os.statvfs(disk)
+    left = st.f_bavail * st.f_frsize - free_bytes
+    chunk = b"\0" * (1 << 20)
+    with open(disk / "filler", "wb") as f:
+        while left > 0:
+            n = min(left, len(chunk))
+            f.write(chunk[:n])
+            left -= n
+
+
+def test_a_node_restarts_on_a_nearly_full_disk_and_says_what_it_needs_on_a_full_one(tmp_path):
+    with small_disk(tmp_path / "disk", 48) as disk:
+        data = disk / "n1"
+        with serve(data_dir=data) as s:
+            s.wait_for("serving")
+            clerk_put(s)
+            s.proc.send_signal(signal.SIGTERM)
+            assert s.exit_code() == 0, s.stderr
+        # 2 MiB free: not a whole 16 MiB WAL segment, but room to start and serve.
+        fill_leaving(disk, 2 << 20)
+        with serve(data_dir=data) as s:
+            s.wait_for("is the leader")
+            assert raftkv.Clerk([f"127.0.0.1:{s.client}"], timeout=WAIT).get(b"k")[0] == b"v"
+            assert any("short of space" in line for line in s.lines), s.stderr
+            s.proc.send_signal(signal.SIGTERM)
+            assert s.exit_code() == 0, s.stderr
+        fill(disk)
+        with serve(data_dir=data) as s:
+            assert s.exit_code() == 3, s.stderr
+        assert "no space left" in s.stderr and "bytes free" in s.stderr, s.stderr
