@@ -314,3 +314,31 @@ def test_a_node_restarts_on_a_nearly_full_disk_and_says_what_it_needs_on_a_full_
         with serve(data_dir=data) as s:
             assert s.exit_code() == 3, s.stderr
         assert "no space left" in s.stderr and "bytes free" in s.stderr, s.stderr
+
+
+def test_node_failure_says_why_a_node_stopped_itself(tmp_path):
+    """raftkv.Node in this process: `failure` is None while it runs, the storage error once
+    a full disk stopped it, and None again after stop()."""
+    peer, client = free_ports(2)
+    with small_disk(tmp_path / "disk", 40) as disk:
+        node = raftkv.Node(
+            id=1,
+            peers={1: f"127.0.0.1:{peer}"},
+            client_addrs={1: f"127.0.0.1:{client}"},
+            data_dir=str(disk / "n1"),
+        )
+        node.start()
+        try:
+            clerk = raftkv.Clerk([node.client_addr], timeout=2.0)
+            clerk.put(b"k", b"v")
+            assert node.failure is None
+            fill(disk)
+            deadline = time.monotonic() + 60
+            while node.failure is None and time.monotonic() < deadline:
+                with contextlib.suppress(raftkv.Error):
+                    clerk.put(b"k", b"v" * 32_768)
+            assert node.failure is not None, "the node kept running on a full disk"
+            assert "No space left on device" in node.failure, node.failure
+        finally:
+            node.stop()
+        assert node.failure is None

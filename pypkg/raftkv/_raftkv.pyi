@@ -27,11 +27,11 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "VersionMismatch",
+    # Private, for `raftkv serve` (PyO3 lists every function it adds in __all__).
+    "_log_to_stderr",
     "bench",
     "check_file",
     "check_linearizable",
-    # Private, for `raftkv serve` (PyO3 lists every function it adds in __all__).
-    "_log_to_stderr",
 ]
 
 _Bytes = bytes | str

@@ -6,13 +6,17 @@ filtered by the ``RAFTKV_LOG`` environment variable (``tracing`` ``EnvFilter`` s
 ``debug``, ``warn,raftkv_transport_tcp=debug``...; default ``info``).
 
 Signals: SIGTERM or SIGINT stop the node promptly in every state (starting, serving, after a
-failure) and the process exits 0; a second signal while stopping exits at once.
+failure) and the process exits 0; a second signal while stopping exits at once. (A signal
+that comes before the interpreter has loaded this module ends the process by that signal.)
 
-Exit codes (see :data:`EXIT_CODES`): 0 stopped by SIGTERM/SIGINT; 1 the node stopped itself
-while serving (fail-stop: its storage failed; the cause is on stderr), so that a supervisor
-restarts it or alerts; 2 bad options (or ``RAFTKV_LOG``); 3 the node could not start (an
-address in use, a data directory locked by another process, unreadable storage), reported at
-once.
+Exit codes (:data:`EXIT_CODES`):
+
+- 0: stopped by SIGTERM or SIGINT (in any state, a start in progress included).
+- 1: the node stopped itself while serving (fail-stop: its storage failed, e.g. a full disk);
+  the cause is on stderr, so that a supervisor restarts the node or alerts.
+- 2: bad options (or a malformed ``RAFTKV_LOG``).
+- 3: the node could not start (an address in use, a data directory locked by another process,
+  unreadable storage, no room for the WAL); reported at once.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ EXIT_CODES = {
     0: "stopped by SIGTERM or SIGINT",
     1: "the node stopped itself while serving (its storage failed): the cause is on stderr",
     2: "bad options (or a malformed RAFTKV_LOG)",
-    3: "the node could not start (address in use, data directory locked, unreadable storage)",
+    3: "the node could not start (address in use, data directory locked, unreadable storage, "
+    "no room for the WAL)",
 }
 
 #: How often the main thread checks for a signal or a failed node, in seconds.
