@@ -13,7 +13,7 @@
 //!   failures) and `logging` filters them; debug and trace events are dropped at once, with
 //!   one atomic load, unless the `raftkv` logger's effective level (re-read every
 //!   [`LEVEL_REFRESH`] by the forwarding thread) lets them through.
-//! - **stderr** (`raftkv serve`, through [`log_to_stderr`]): `tracing-subscriber`'s text or
+//! - **stderr** (`raftkv serve`, through [`_log_to_stderr`]): `tracing-subscriber`'s text or
 //!   JSON format, filtered by an `EnvFilter` from `RAFTKV_LOG` (default `info`).
 //!
 //! Forwarding ends when the interpreter exits (an `atexit` hook, which waits for the
