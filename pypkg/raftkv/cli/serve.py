@@ -49,6 +49,12 @@ EXIT_CODES = {
 POLL_S = 0.1
 
 
+def _say(line: str) -> None:
+    """One line on stderr, in one write: the Rust log's lines share stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class _Stop(Exception):
     """Raised by the signal handler to interrupt a start in progress."""
 
@@ -123,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _serve(args, stop, state)
     except _Stop:
-        print(f"raftkv: node {args.id} stopped while starting", file=sys.stderr, flush=True)
+        _say(f"raftkv: node {args.id} stopped while starting")
         return 0
 
 
@@ -158,7 +164,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
     try:
         node.start()
     except raftkv.ClusterError as e:
-        print(f"raftkv: node {args.id} cannot start: {e}", file=sys.stderr, flush=True)
+        _say(f"raftkv: node {args.id} cannot start: {e}")
         return 3
     state["starting"] = False
     if stop.is_set():
@@ -166,11 +172,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         node.stop()
         return 0
     where = f", {args.data_dir}" if args.data_dir else ""
-    print(
+    _say(
         f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
-        f" ({args.storage}{where})",
-        file=sys.stderr,
-        flush=True,
+        f" ({args.storage}{where})"
     )
     failure = None
     while not stop.wait(POLL_S):
@@ -181,15 +185,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
     started = time.monotonic()
     node.stop()
     if failure is not None:
-        print(
-            f"raftkv: node {args.id} failed and stopped (fail-stop): {failure}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _say(f"raftkv: node {args.id} failed and stopped (fail-stop): {failure}")
         return 1
-    print(
-        f"raftkv: node {args.id} stopped ({time.monotonic() - started:.1f} s)",
-        file=sys.stderr,
-        flush=True,
-    )
+    _say(f"raftkv: node {args.id} stopped ({time.monotonic() - started:.1f} s)")
     return 0
