@@ -1,18 +1,32 @@
 //! [`StandaloneNode`]: one KV node of a cluster spread over processes or machines — Raft over
 //! [`TcpTransport`], a log on LMDB (or in memory), a [`KvService`] behind a [`KvServer`] on its
 //! own client port. The Python package's `Node` and the `raftkv serve` command use it.
+//!
+//! A standalone node watches itself: a task polls the driver's status every
+//! [`WATCH_INTERVAL`], logs (`tracing`, at info) when this node's role, term or leader changes
+//! and when it takes or installs a snapshot, and notices when the driver stopped without being
+//! asked to (fail-stop after a storage error). The cause is kept ([`StandaloneNode::failure`]),
+//! logged at error, and announced on [`StandaloneNode::failed`], so that a process can exit
+//! non-zero instead of answering "node is shut down" forever.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::oneshot;
 use raftkv_raft::storage::MemStorage;
-use raftkv_raft::{Config, NetRuntime, Node, NodeConfig, NodeId, Runtime, Status};
+use raftkv_raft::{
+    Config, NetRuntime, Node, NodeConfig, NodeId, Persisted, Role, Runtime, Status, Storage,
+    StorageError, WriteOp,
+};
+use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 
 use crate::error::ClusterError;
-use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
+use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 
@@ -56,6 +70,61 @@ impl StandaloneConfig {
     }
 }
 
+/// How often the watch task polls the driver's status.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The name of the file storage-lmdb holds `flock`ed while a store is open.
+const LOCK_FILE_NAME: &str = "raftkv-storage.lock";
+
+/// Why a node stopped without being asked to, shared by the node, its storage and its watch task.
+#[derive(Clone, Debug, Default)]
+pub struct Failure {
+    /// The first storage error, once one happened.
+    storage: Arc<Mutex<Option<String>>>,
+    /// The cause, once the watch task saw the driver stopped.
+    cause: Arc<Mutex<Option<String>>>,
+}
+
+impl Failure {
+    /// Why the node stopped by itself, or `None` while it runs (or after a requested stop).
+    pub fn get(&self) -> Option<String> {
+        lock(&self.cause).clone()
+    }
+
+    fn storage_failed(&self, e: &StorageError) {
+        lock(&self.storage).get_or_insert_with(|| e.to_string());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A storage that remembers its first error (the driver logs it and stops, but keeps no cause
+/// that its handle could report).
+struct Watched<S> {
+    inner: S,
+    failure: Failure,
+}
+
+impl<S: Storage> Storage for Watched<S> {
+    async fn load(&self) -> Result<Persisted, StorageError> {
+        let r = self.inner.load().await;
+        if let Err(e) = &r {
+            self.failure.storage_failed(e);
+        }
+        r
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let r = self.inner.write(ops).await;
+        if let Err(e) = &r {
+            self.failure.storage_failed(e);
+        }
+        r
+    }
+}
+
 /// One running node.
 pub struct StandaloneNode<R: Runtime> {
     node: Node<R, KvStateMachine>,
@@ -63,6 +132,11 @@ pub struct StandaloneNode<R: Runtime> {
     data_dir: Option<PathBuf>,
     peer_addr: SocketAddr,
     client_addr: SocketAddr,
+    failure: Failure,
+    /// Set before a requested stop, so that the watch task does not take it for a failure.
+    stopping: Arc<AtomicBool>,
+    /// Resolves once the node stopped by itself (dropped, unresolved, after a requested stop).
+    failed: Option<oneshot::Receiver<()>>,
 }
 
 impl<R: NetRuntime> StandaloneNode<R> {
@@ -97,14 +171,39 @@ impl<R: NetRuntime> StandaloneNode<R> {
         tcp.reconnect_backoff_max = Duration::from_millis(200);
         let storage = match &config.data_dir {
             None => AnyStorage::Memory(MemStorage::new()),
-            Some(dir) => {
-                std::fs::create_dir_all(dir)?;
-                AnyStorage::Lmdb(open_lmdb(&runtime, dir).await?)
-            }
+            Some(dir) => AnyStorage::Lmdb(open_storage(dir)?),
+        };
+        let failure = Failure::default();
+        let storage = Watched {
+            inner: storage,
+            failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
         let sm = KvStateMachine::new(SessionConfig::default());
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
+        let first = node.status().await?;
+        tracing::info!(
+            node = id,
+            term = first.term,
+            first_index = first.first_index,
+            last_index = first.last_index,
+            snapshot_index = first.snapshot_index,
+            storage = %config.data_dir.as_ref().map_or("memory".into(), |d| d.display().to_string()),
+            "n{id} recovered its log: last index {}, snapshot at {}, term {}",
+            first.last_index,
+            first.snapshot_index,
+            first.term,
+        );
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (failed_tx, failed_rx) = oneshot::channel();
+        runtime.spawn(watch(
+            runtime.clone(),
+            node.clone(),
+            first,
+            failure.clone(),
+            stopping.clone(),
+            failed_tx,
+        ));
         let service = KvService::new(
             node.clone(),
             runtime.clone(),
@@ -124,7 +223,26 @@ impl<R: NetRuntime> StandaloneNode<R> {
             data_dir: config.data_dir,
             peer_addr,
             client_addr,
+            failure,
+            stopping,
+            failed: Some(failed_rx),
         })
+    }
+
+    /// Why the node stopped by itself (a storage failure, say), or `None` while it runs.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get()
+    }
+
+    /// A handle on [`Self::failure`] that outlives the node.
+    pub fn failure_handle(&self) -> Failure {
+        self.failure.clone()
+    }
+
+    /// Resolves once the node stopped by itself; then [`Self::failure`] says why. Taken once
+    /// (`None` after the first call); never resolves for a node that keeps running.
+    pub fn failed(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.failed.take()
     }
 
     /// The node's Raft handle.
@@ -146,6 +264,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
 
     /// Stops the node and waits (up to 10 s) until its storage lock is released.
     pub async fn stop(mut self, runtime: &R) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.node.shutdown().await;
         if let Some(mut s) = self.server.take() {
             s.shutdown();
@@ -153,9 +272,111 @@ impl<R: NetRuntime> StandaloneNode<R> {
         drop(self.node);
         if let Some(dir) = &self.data_dir {
             let deadline = runtime.now() + RELEASE_WAIT;
-            while lmdb_locked(dir) && runtime.now() < deadline {
+            while storage_locked(dir) && runtime.now() < deadline {
                 runtime.sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// Opens the LMDB storage in `dir` (made if missing) at once: a directory locked by another
+/// process is an error now, not after a wait.
+fn open_storage(dir: &Path) -> Result<LmdbStorage, ClusterError> {
+    std::fs::create_dir_all(dir)?;
+    if storage_locked(dir) {
+        return Err(ClusterError::Io(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!(
+                "the data directory {} is in use: another process (or node) holds its lock {}",
+                dir.display(),
+                dir.join(LOCK_FILE_NAME).display()
+            ),
+        )));
+    }
+    LmdbStorage::open(dir, LmdbOptions::default()).map_err(|e| {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot open the storage");
+        ClusterError::Storage(e)
+    })
+}
+
+/// Whether an open store (in this process or another) holds the lock of `dir`. Only the lock
+/// is probed: a full disk or an unreadable file does not look like a held lock.
+fn storage_locked(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join(LOCK_FILE_NAME)) else {
+        return false;
+    };
+    use std::os::unix::io::AsRawFd;
+    // Safety: flock on a descriptor we own (closed, and so unlocked, when `f` drops); no memory
+    // is passed.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// The watch task: logs role, leader, term and snapshot changes, and notices a driver that
+/// stopped without being asked to.
+async fn watch<R: Runtime>(
+    runtime: R,
+    node: Node<R, KvStateMachine>,
+    mut last: Status,
+    failure: Failure,
+    stopping: Arc<AtomicBool>,
+    failed: oneshot::Sender<()>,
+) {
+    let id = last.id;
+    log_role(&last);
+    loop {
+        runtime.sleep(WATCH_INTERVAL).await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = match node.status().await {
+            Ok(s) => s,
+            Err(e) => {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let cause = lock(&failure.storage)
+                    .clone()
+                    .unwrap_or_else(|| format!("the node stopped by itself ({e})"));
+                tracing::error!(node = id, "n{id} stopped (fail-stop): {cause}");
+                *lock(&failure.cause) = Some(cause);
+                let _ = failed.send(());
+                return;
+            }
+        };
+        if (now.role, now.term, now.leader) != (last.role, last.term, last.leader) {
+            log_role(&now);
+        }
+        if now.snapshot_index > last.snapshot_index {
+            tracing::info!(
+                node = id,
+                snapshot_index = now.snapshot_index,
+                first_index = now.first_index,
+                "n{id} has a snapshot at index {} (log from {})",
+                now.snapshot_index,
+                now.first_index
+            );
+        }
+        last = now;
+    }
+}
+
+fn log_role(s: &Status) {
+    let (id, term) = (s.id, s.term);
+    match (s.role, s.leader) {
+        (Role::Leader, _) => {
+            tracing::info!(node = id, term, role = %s.role, "n{id} is the leader (term {term})")
+        }
+        (Role::Follower, Some(l)) => {
+            tracing::info!(
+                node = id,
+                term,
+                leader = l,
+                "n{id} follows leader n{l} (term {term})"
+            )
+        }
+        (role, _) => {
+            tracing::info!(node = id, term, role = %role, "n{id} is {role}, no leader known (term {term})")
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - `node`: `Node`, one node of a cluster spread over processes (named by Raft id).
 //! - `history`: `History`, `check_linearizable`, `check_file` and their result.
 //! - `bench`: `bench`, the load generator of `raftkv bench`.
+//! - `logging`: where the Rust side's log goes (Python's `logging`, or stderr for `raftkv serve`).
 //! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
 //! - `convert`: Python arguments in, Python values out.
 
@@ -16,6 +17,7 @@ mod cluster;
 mod convert;
 mod errors;
 mod history;
+mod logging;
 mod node;
 mod runtime;
 
@@ -23,6 +25,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::init(m.py())?;
     errors::add_to(m)?;
     m.add_class::<history::History>()?;
     m.add_class::<history::CheckResult>()?;
@@ -32,5 +35,6 @@ fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(history::check_linearizable, m)?)?;
     m.add_function(wrap_pyfunction!(history::check_file, m)?)?;
     m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_log_to_stderr, m)?)?;
     Ok(())
 }

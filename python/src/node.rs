@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use raftkv_node::standalone::{StandaloneConfig, StandaloneNode};
+use raftkv_node::standalone::{Failure, StandaloneConfig, StandaloneNode};
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 
@@ -31,11 +31,15 @@ enum AnyNode {
 /// given, the same host with port + 1000 (`client_port_offset`). storage "lmdb" needs
 /// `data_dir`; "memory" keeps the log in memory only. start() binds and starts the node,
 /// status() returns a dict (id, role, term, leader as Raft ids...), stop() stops it.
+/// `failure` is None while the node runs, and says why once it stopped by itself (fail-stop
+/// after a storage error: it then answers "node is shut down" until stopped).
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Node {
     config: StandaloneConfig,
     runtime: String,
     running: Arc<tokio::sync::Mutex<Option<AnyNode>>>,
+    /// The running node's failure cause, readable without waiting on `running`'s lock.
+    failure: Arc<std::sync::Mutex<Option<Failure>>>,
 }
 
 #[pymethods]
@@ -115,6 +119,7 @@ impl Node {
             config,
             runtime: runtime.to_string(),
             running: Arc::new(tokio::sync::Mutex::new(None)),
+            failure: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -151,6 +156,7 @@ impl Node {
         let config = self.config.clone();
         let smol = self.runtime == "smol";
         let running = self.running.clone();
+        let failure = self.failure.clone();
         block_on(py, async move {
             let mut g = running.lock().await;
             if g.is_some() {
@@ -165,6 +171,11 @@ impl Node {
                 let r = tokio_runtime();
                 AnyNode::Tokio(ce(StandaloneNode::start(r.clone(), config).await)?, r)
             };
+            let handle = match &n {
+                AnyNode::Tokio(n, _) => n.failure_handle(),
+                AnyNode::Smol(n, _) => n.failure_handle(),
+            };
+            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
             *g = Some(n);
             Ok(())
         })?
@@ -175,6 +186,18 @@ impl Node {
     fn running(&self, py: Python<'_>) -> PyResult<bool> {
         let running = self.running.clone();
         block_on(py, async move { running.lock().await.is_some() })
+    }
+
+    /// Why the node stopped by itself (its storage failed, say): a message, or None while it
+    /// runs, before start() and after stop(). A node that failed answers "node is shut down";
+    /// stop() it (and start() it again once the cause is fixed).
+    #[getter]
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(Failure::get)
     }
 
     /// The node's status: id, role, term, leader (Raft id or None), commit_index,
@@ -197,6 +220,10 @@ impl Node {
     /// Stops the node and waits until its ports and storage are released. Idempotent.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let running = self.running.clone();
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         block_on(py, async move {
             let mut g = running.lock().await;
             match g.take() {

@@ -1,4 +1,23 @@
-"""``raftkv serve``: run one node until SIGINT or SIGTERM."""
+"""``raftkv serve``: run one node until SIGINT or SIGTERM.
+
+Log: the node's log (leader changes, elections, snapshots, storage recovery, connection
+errors, failures) goes to stderr, one line per event, as text or JSON lines (``--log-format``),
+filtered by the ``RAFTKV_LOG`` environment variable (``tracing`` ``EnvFilter`` syntax:
+``debug``, ``warn,raftkv_transport_tcp=debug``...; default ``info``).
+
+Signals: SIGTERM or SIGINT stop the node promptly in every state (starting, serving, after a
+failure) and the process exits 0; a second signal while stopping exits at once. (A signal
+that comes before the interpreter has loaded this module ends the process by that signal.)
+
+Exit codes (:data:`EXIT_CODES`):
+
+- 0: stopped by SIGTERM or SIGINT (in any state, a start in progress included).
+- 1: the node stopped itself while serving (fail-stop: its storage failed, e.g. a full disk);
+  the cause is on stderr, so that a supervisor restarts the node or alerts.
+- 2: bad options (or a malformed ``RAFTKV_LOG``).
+- 3: the node could not start (an address in use, a data directory locked by another process,
+  unreadable storage, no room for the WAL); reported at once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -16,6 +36,28 @@ from raftkv.cli._common import ADDRESSES_HELP, UsageError, parse_id_map, workers
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
 
+#: ``raftkv serve``'s exit codes and what each means.
+EXIT_CODES = {
+    0: "stopped by SIGTERM or SIGINT",
+    1: "the node stopped itself while serving (its storage failed): the cause is on stderr",
+    2: "bad options (or a malformed RAFTKV_LOG)",
+    3: "the node could not start (address in use, data directory locked, unreadable storage, "
+    "no room for the WAL)",
+}
+
+#: How often the main thread checks for a signal or a failed node, in seconds.
+POLL_S = 0.1
+
+
+def _say(line: str) -> None:
+    """One line on stderr, in one write: the Rust log's lines share stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to interrupt a start in progress."""
+
 
 def add_parser(sub: Subparsers) -> None:
     """Adds ``serve`` and its options to the command line."""
@@ -23,7 +65,12 @@ def add_parser(sub: Subparsers) -> None:
         "serve",
         help="run one node until SIGINT/SIGTERM",
         description="Run one node (Raft over TCP, log on LMDB) until SIGINT or SIGTERM. "
-        + ADDRESSES_HELP,
+        + ADDRESSES_HELP
+        + " The log goes to stderr, filtered by the RAFTKV_LOG environment variable (EnvFilter"
+        " syntax: debug, warn,raftkv_transport_tcp=debug...; default info). SIGTERM and SIGINT"
+        " stop the node promptly in every state (exit 0). A node whose storage fails stops"
+        " (fail-stop) and the process exits 1 with the cause on stderr.",
+        epilog="exit codes: " + "; ".join(f"{c} {why}" for c, why in EXIT_CODES.items()),
     )
     s.add_argument("--id", type=int, required=True, help="this node's Raft id (a key of --peers)")
     s.add_argument(
@@ -54,17 +101,49 @@ def add_parser(sub: Subparsers) -> None:
     s.add_argument(
         "--snapshot-threshold", type=int, default=None, help="snapshot after this many log entries"
     )
+    s.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log on stderr: text lines or JSON lines (default text); RAFTKV_LOG filters it",
+    )
     s.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Starts the node, waits for SIGINT or SIGTERM, stops it; returns the exit code."""
+    """Starts the node, serves until SIGINT or SIGTERM (0) or until the node stops itself after
+    a failure (1), stops it; returns the exit code (see :data:`EXIT_CODES`)."""
+    stop = threading.Event()
+    state = {"starting": True, "stopping": False}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+        if state["stopping"]:
+            # A second signal while stopping: leave now, the stop was asked for.
+            os._exit(0)
+        stop.set()
+        if state["starting"]:
+            raise _Stop
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return _serve(args, stop, state)
+    except _Stop:
+        _say(f"raftkv: node {args.id} stopped while starting")
+        return 0
+
+
+def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, bool]) -> int:
     peers = parse_id_map(args.peers, "--peers")
     client_addrs = parse_id_map(args.client_addrs, "--client-addrs") if args.client_addrs else None
     if args.id not in peers:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if args.storage == "lmdb" and not args.data_dir:
         raise UsageError("--data-dir is required with --storage lmdb")
+    try:
+        raftkv._raftkv._log_to_stderr(args.log_format)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.workers is not None:
         # Read once, when the runtime starts: nothing has started it yet in this process.
         os.environ["RAFTKV_TOKIO_WORKERS"] = str(args.workers)
@@ -82,25 +161,31 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    node.start()
-    where = f", {args.data_dir}" if args.data_dir else ""
-    print(
-        f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
-        f" ({args.storage}{where})",
-        file=sys.stderr,
-        flush=True,
-    )
     try:
-        while not stop.wait(0.2):
-            pass
-    finally:
+        node.start()
+    except raftkv.ClusterError as e:
+        _say(f"raftkv: node {args.id} cannot start: {e}")
+        return 3
+    state["starting"] = False
+    if stop.is_set():
+        # The signal came between the end of start() and now.
         node.stop()
-        print(f"raftkv: node {args.id} stopped", file=sys.stderr, flush=True)
+        return 0
+    where = f", {args.data_dir}" if args.data_dir else ""
+    _say(
+        f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
+        f" ({args.storage}{where})"
+    )
+    failure = None
+    while not stop.wait(POLL_S):
+        failure = node.failure
+        if failure is not None:
+            break
+    state["stopping"] = True
+    started = time.monotonic()
+    node.stop()
+    if failure is not None:
+        _say(f"raftkv: node {args.id} failed and stopped (fail-stop): {failure}")
+        return 1
+    _say(f"raftkv: node {args.id} stopped ({time.monotonic() - started:.1f} s)")
     return 0

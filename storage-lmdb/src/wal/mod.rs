@@ -40,6 +40,8 @@
 
 pub(crate) mod fs;
 #[cfg(test)]
+mod full_disk_tests;
+#[cfg(test)]
 mod power_loss_tests;
 mod record;
 mod recover;
@@ -52,7 +54,7 @@ mod tests;
 pub(crate) use record::is_record_op;
 use record::{encode_record, encode_seal, SEAL_BYTES_MAX};
 pub(crate) use recover::{recover_checked, Recovered, Tail};
-use segment::{create_segment, remove, segment_name};
+use segment::{create_segment, preallocate, remove, segment_name, SEGMENT_BYTES_SHORT_MIN};
 
 use fs::{StdFs, WalFile, WalFs};
 use raftkv_raft::{StorageError, WriteOp};
@@ -114,7 +116,13 @@ impl<F: WalFs> Wal<F> {
         last_seq: u64,
         segment_bytes: u64,
     ) -> Result<Self, StorageError> {
-        let (file, path) = create_segment(&fs, dir, last_seq + 1, segment_bytes)?;
+        let (file, path, len) = create_segment(
+            &fs,
+            dir,
+            last_seq + 1,
+            segment_bytes,
+            SEGMENT_BYTES_SHORT_MIN,
+        )?;
         Ok(Self {
             fs,
             dir: dir.to_path_buf(),
@@ -122,7 +130,7 @@ impl<F: WalFs> Wal<F> {
             file,
             path,
             first_seq: last_seq + 1,
-            len: segment_bytes,
+            len,
             offset: 0,
             last_seq,
             closed: Default::default(),
@@ -218,21 +226,24 @@ impl<F: WalFs> Wal<F> {
         Ok(())
     }
 
-    /// Closes the current segment and starts the next, large enough for `need` bytes. An
+    /// Closes the current segment and starts the next, large enough for `need` bytes (a whole
+    /// segment unless the disk is short of space: see [`create_segment`]). An
     /// empty current segment is enlarged instead (its name is already the next record's).
     /// The closed segment is sealed once the next one exists (a crash in between leaves it
     /// unsealed and followed by an empty segment: nothing lost).
     fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
         let bytes = self.segment_bytes.max(need);
+        let min_bytes = need.max(SEGMENT_BYTES_SHORT_MIN);
         if self.last_seq < self.first_seq {
+            let len = preallocate(&self.file, &self.path, bytes, min_bytes.max(self.len))?;
             self.file
-                .preallocate(bytes)
-                .and_then(|()| self.file.sync_all())
+                .sync_all()
                 .map_err(|e| io_error("enlarge", &self.path, e))?;
-            self.len = bytes;
+            self.len = len;
             return Ok(());
         }
-        let (file, path) = create_segment(&self.fs, &self.dir, self.last_seq + 1, bytes)?;
+        let (file, path, bytes) =
+            create_segment(&self.fs, &self.dir, self.last_seq + 1, bytes, min_bytes)?;
         self.file
             .write_all_at(&encode_seal(self.last_seq + 1), self.offset)
             .and_then(|()| self.file.sync_data())
@@ -278,7 +289,7 @@ impl<F: WalFs> Wal<F> {
                 .and_then(|()| self.file.sync_all())
                 .map_err(|e| io_error("empty", &self.path, e))?;
         } else {
-            create_segment(&self.fs, &self.dir, self.last_seq + 1, 0)?;
+            create_segment(&self.fs, &self.dir, self.last_seq + 1, 0, 0)?;
             paths.push(self.path);
         }
         // Oldest first: a crash part way leaves a chain that still links up.

@@ -54,19 +54,81 @@ pub(crate) fn remove<F: WalFs>(fs: &F, dir: &Path, paths: &[PathBuf]) -> Result<
     Ok(())
 }
 
+/// A segment made while the disk is short of space is preallocated to at least this much (or
+/// to what the record to write needs, if more).
+pub(crate) const SEGMENT_BYTES_SHORT_MIN: u64 = 64 << 10;
+
 /// Creates the segment for the records from `first_seq` on, preallocated to `bytes`, and makes
 /// it durable: its length, and its name in `dir`.
+///
+/// When the disk has not `bytes` free (`ENOSPC`), the segment is preallocated in smaller
+/// steps, halving down to `min_bytes` (a node recovering on a nearly full disk can start and
+/// catch up; the next rotation asks for a whole segment again), with a warning. Below
+/// `min_bytes` it fails with an error that says how much room the WAL needs.
 pub(crate) fn create_segment<F: WalFs>(
     fs: &F,
     dir: &Path,
     first_seq: u64,
     bytes: u64,
-) -> Result<(F::File, PathBuf), StorageError> {
+    min_bytes: u64,
+) -> Result<(F::File, PathBuf, u64), StorageError> {
     let path = dir.join(segment_name(first_seq));
     let file = fs.create(&path).map_err(|e| io_error("create", &path, e))?;
-    file.preallocate(bytes)
-        .map_err(|e| io_error("preallocate", &path, e))?;
+    let size = preallocate(&file, &path, bytes, min_bytes)?;
     file.sync_all().map_err(|e| io_error("sync", &path, e))?;
     sync_dir(fs, dir)?;
-    Ok((file, path))
+    Ok((file, path, size))
+}
+
+/// Preallocates `file` to `bytes`, or, when the disk has not that much free, to as much as it
+/// has in halving steps down to `min_bytes` (see [`create_segment`]); returns the length.
+pub(crate) fn preallocate<W: WalFile>(
+    file: &W,
+    path: &Path,
+    bytes: u64,
+    min_bytes: u64,
+) -> Result<u64, StorageError> {
+    let min_bytes = min_bytes.min(bytes);
+    let mut size = bytes;
+    loop {
+        match file.preallocate(size) {
+            Ok(()) => break,
+            Err(e) if is_no_space(&e) && size > min_bytes => {
+                size = (size / 2).max(min_bytes);
+            }
+            Err(e) if is_no_space(&e) => {
+                // Give back what a failed preallocation may have taken (the file is a new,
+                // empty segment: nothing is lost).
+                let _ = file.set_len(0);
+                let dir = path.parent().unwrap_or(path);
+                tracing::error!(
+                    wal = %path.display(),
+                    need_bytes = min_bytes,
+                    segment_bytes = bytes,
+                    "no space left for the WAL: it needs {min_bytes} bytes free in {}",
+                    dir.display()
+                );
+                return Err(StorageError::Io(format!(
+                    "no space left on the device for the WAL in {}: its next segment needs at \
+                     least {min_bytes} bytes free ({bytes} normally); free some space, then \
+                     restart the node",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(io_error("preallocate", path, e)),
+        }
+    }
+    if size < bytes {
+        tracing::warn!(
+            wal = %path.display(),
+            segment_bytes = size,
+            wanted_bytes = bytes,
+            "the disk is short of space: WAL segment preallocated to {size} bytes instead of {bytes}"
+        );
+    }
+    Ok(size)
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull
 }

@@ -80,6 +80,8 @@ struct State {
     ops_max: Option<u64>,
     faults: Faults,
     stats: SimStats,
+    /// The disk's size: growing files beyond it fails with `ENOSPC` (`None`: unbounded).
+    capacity_bytes: Option<u64>,
 }
 
 /// What a simulated file system went through, to check that a test reached the cases it is
@@ -130,6 +132,25 @@ impl State {
             Some(max) if self.ops > max => Err(power_lost_error()),
             _ => Ok(()),
         }
+    }
+
+    /// Fails with `ENOSPC` if `inode` growing to `len` bytes would overfill the disk (named
+    /// files count, at their current length).
+    fn room(&self, inode: u64, len: u64) -> io::Result<()> {
+        let Some(capacity) = self.capacity_bytes else {
+            return Ok(());
+        };
+        let others: u64 = self
+            .names
+            .values()
+            .filter(|&&i| i != inode)
+            .filter_map(|i| self.files.get(i))
+            .map(|f| f.current.len() as u64)
+            .sum();
+        if others + len > capacity {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
     }
 
     fn file(&mut self, inode: u64) -> &mut FileData {
@@ -193,6 +214,11 @@ impl SimFs {
         let fs = Self::default();
         fs.state().faults = faults;
         fs
+    }
+
+    /// Gives the disk a size: from now on, growing files beyond it fails with `ENOSPC`.
+    pub(crate) fn set_capacity(&self, bytes: u64) {
+        self.state().capacity_bytes = Some(bytes);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -331,6 +357,8 @@ impl WalFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.fs.state();
         state.op()?;
+        let len = state.file(self.inode).current.len() as u64;
+        state.room(self.inode, len.max(offset + buf.len() as u64))?;
         write_at(&mut state.file(self.inode).current, buf, offset);
         state.unsynced_write = Some(Write {
             inode: self.inode,
@@ -359,6 +387,7 @@ impl WalFile for SimFile {
     fn set_len(&self, bytes: u64) -> io::Result<()> {
         let mut state = self.fs.state();
         state.op()?;
+        state.room(self.inode, bytes)?;
         state.file(self.inode).current.resize(bytes as usize, 0);
         Ok(())
     }
