@@ -63,6 +63,15 @@ def test_get_missing_key_raises_key_not_found(clerk):
         clerk.get(fresh_key("missing"))
 
 
+def test_key_not_found_is_caught_as_a_key_error(clerk):
+    k = fresh_key("missing")
+    with pytest.raises(KeyError) as info:
+        clerk.get(k)
+    assert isinstance(info.value, raftkv.KeyNotFound)
+    assert isinstance(info.value, raftkv.Error)
+    assert "no such key" in str(info.value)
+
+
 def test_conditional_put(clerk):
     k = fresh_key()
     assert clerk.put(k, b"v1") == 1
@@ -82,6 +91,22 @@ def test_conditional_put_mismatch_raises_and_changes_nothing(clerk):
     with pytest.raises(raftkv.VersionMismatch):
         clerk.put(k, b"nope", version=0)
     assert clerk.get(k) == (b"v2", 2)
+
+
+def test_version_mismatch_carries_the_keys_current_version(clerk):
+    k = fresh_key()
+    clerk.put(k, b"v1")
+    clerk.put(k, b"v2")
+    clerk.put(k, b"v3")
+    for wrong in (1, 2, 4, 0):
+        with pytest.raises(raftkv.VersionMismatch) as info:
+            clerk.put(k, b"nope", version=wrong)
+        assert info.value.current == 3, (wrong, info.value)
+        assert isinstance(info.value.current, int)
+        assert "version=3" in str(info.value)
+    # .current is what a retry needs: the put with it is applied
+    assert clerk.put(k, b"v4", version=info.value.current) == 4
+    assert clerk.get(k) == (b"v4", 4)
 
 
 def test_conditional_put_version_0_creates_a_missing_key(clerk):
@@ -232,6 +257,28 @@ def test_status(cluster, clerk):
         assert s["snapshot_index"] <= s["applied_index"]
         assert s["term"] >= 1
     wait_until(lambda: cluster.leader() is not None, what="leader()")
+
+
+def test_status_names_each_node_by_index_and_by_raft_id(cluster, clerk):
+    """Node index i (0-based, as in addrs) has Raft id i + 1; status() says both, for the node
+    itself (index/id and raft_id) and for its leader (leader and leader_raft_id)."""
+    clerk.put(fresh_key(), b"x")
+    cluster.wait_leader(timeout=WAIT)
+
+    def agree():
+        sts = [cluster.status(i) for i in range(len(cluster))]
+        leaders = {s["leader"] for s in sts}
+        return len(leaders) == 1 and None not in leaders and sts
+
+    sts = wait_until(agree, what="all nodes to name one leader")
+    for i, s in enumerate(sts):
+        assert "index" in s and "leader_raft_id" in s, s
+        assert s["index"] == s["id"] == i, s
+        assert s["raft_id"] == s["index"] + 1, s
+        assert s["leader_raft_id"] == s["leader"] + 1, s
+    leader = sts[0]["leader"]
+    assert sts[leader]["role"] == "leader"
+    assert sts[leader]["leader_raft_id"] == sts[leader]["raft_id"]
 
 
 def test_clerk_server_status_reports_each_servers_view(cluster, clerk):

@@ -1,5 +1,5 @@
-"""Every public class and function of the package has a docstring at run time (the extension's
-come from its Rust source), so that help() and docs/api.md say what each one does."""
+"""Every public class, function and property of the package has a docstring at run time (the
+extension's come from its Rust source), so that help() and docs/api.md say what each one does."""
 
 from __future__ import annotations
 
@@ -33,6 +33,26 @@ def public_objects():
 @pytest.mark.parametrize("qualname,obj", list(public_objects()), ids=lambda x: str(x))
 def test_has_a_docstring(qualname, obj):
     doc = inspect.getdoc(obj)
+    assert doc and len(doc.split()) >= 3, f"{qualname} has no docstring worth the name"
+
+
+def public_properties():
+    """Every public property (Python ``property`` or an extension's getter) of a public class."""
+    for mod in MODULES:
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if not inspect.isclass(obj) or issubclass(obj, BaseException):
+                continue
+            for member, value in vars(obj).items():
+                if member.startswith("_"):
+                    continue
+                if isinstance(value, property) or inspect.isgetsetdescriptor(value):
+                    yield f"{mod.__name__}.{name}.{member}", value
+
+
+@pytest.mark.parametrize("qualname,prop", list(public_properties()), ids=lambda x: str(x))
+def test_property_has_a_docstring(qualname, prop):
+    doc = inspect.getdoc(prop)
     assert doc and len(doc.split()) >= 3, f"{qualname} has no docstring worth the name"
 
 

@@ -30,6 +30,21 @@ def test_errors_are_distinct():
                 assert not issubclass(a, b), f"{a.__name__} must not subclass {b.__name__}"
 
 
+def test_key_not_found_is_also_a_key_error_and_timeout_a_timeout_error():
+    """Code written for dictionaries and timeouts catches them as the standard exceptions."""
+    assert issubclass(raftkv.KeyNotFound, KeyError)
+    assert issubclass(raftkv.Timeout, TimeoutError)
+    # KeyError's str() would quote the message; these read as written.
+    assert str(raftkv.KeyNotFound("no such key")) == "no such key"
+    assert str(raftkv.Timeout("timed out")) == "timed out"
+
+
+def test_version_mismatch_carries_current_which_defaults_to_none():
+    e = raftkv.VersionMismatch("version mismatch", 7)
+    assert e.current == 7 and isinstance(e, raftkv.Error)
+    assert raftkv.VersionMismatch("version mismatch").current is None
+
+
 @pytest.mark.parametrize(
     "addrs",
     [
@@ -85,6 +100,10 @@ def test_clerk_to_nothing_listening_times_out():
         clerk.get(b"k")
     with pytest.raises(raftkv.Timeout):
         clerk.put(b"k", b"v")
+    # the same failure, caught as the standard exception
+    with pytest.raises(TimeoutError) as info:
+        clerk.get(b"k")
+    assert isinstance(info.value, raftkv.Timeout)
 
 
 @pytest.mark.parametrize("storage,runtime", combos(("memory", "tokio"), ("lmdb", "smol")))

@@ -1,5 +1,5 @@
 //! [`Backoff`]: exponential backoff with jitter — the one raftkv retries with (the Clerk
-//! between rounds of attempts; meant for the TCP transport's reconnects too).
+//! between rounds of attempts, the TCP transport between reconnects).
 //!
 //! The wait starts at `min` and doubles after each use, up to `max`; each wait is drawn
 //! uniformly from `[d/2, d]` so that clients or nodes that failed together do not retry in

@@ -1,5 +1,8 @@
 //! The HTML visualization: well formed, self-contained, showing every operation; and, when
 //! Chromium is installed, rendered headless with the expected elements in its DOM.
+//!
+//! Without Chromium the render test skips on a developer's machine; under CI (`CI=true`) it
+//! fails, since `.ci/run` installs Chromium and a skip there would hide a missing install.
 
 mod common;
 
@@ -232,7 +235,11 @@ fn run_chromium(
 #[test]
 fn chromium_renders_the_page_and_runs_its_script() {
     let Some(chromium) = chromium() else {
-        println!("skipped: no chromium at /usr/bin/chromium (set CHROMIUM to its path)");
+        let msg = "no chromium at $CHROMIUM or /usr/bin/chromium (set CHROMIUM to its path)";
+        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+            panic!("{msg}; CI must install it (.ci/run does, with apt-get)");
+        }
+        println!("skipped: {msg}");
         return;
     };
     let dir = std::env::temp_dir().join(format!("raftkv-visualize-{}", std::process::id()));

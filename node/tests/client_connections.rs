@@ -12,9 +12,9 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
-use raftkv_node::server::{KvServer, ServerConfig};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
+use raftkv_node::server::{KvServer, ServerConfig};
 use raftkv_node::tcp_client::TcpConnector;
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::storage::MemStorage;

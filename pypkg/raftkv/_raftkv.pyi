@@ -47,6 +47,7 @@ class VersionMismatch(Error):
 
     #: The key's version when the put was refused (None: the server did not say).
     current: int | None
+    def __init__(self, message: str, current: int | None = None) -> None: ...
 
 class MaybeApplied(Error):
     """A retried write's outcome cannot be learned: it may or may not have been applied."""

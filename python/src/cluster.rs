@@ -185,16 +185,19 @@ impl LocalCluster {
         self.n
     }
 
+    /// Number of nodes (as given; crashed nodes count too). Nodes are indexes 0..n-1.
     #[getter]
     fn n(&self) -> usize {
         self.n
     }
 
+    /// The async runtime the nodes run on: "tokio" or "smol".
     #[getter]
     fn runtime(&self) -> String {
         self.runtime.clone()
     }
 
+    /// The nodes' storage: "lmdb" (on disk, under data_dir) or "memory".
     #[getter]
     fn storage(&self) -> String {
         self.storage.clone()

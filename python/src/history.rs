@@ -34,7 +34,13 @@ impl History {
         }
     }
 
-    /// The history as JSON ({"model": "kv", "ops": [...]}, the format `raftkv check` reads).
+    /// The history as JSON, the format `raftkv check` and `from_json` read:
+    /// {"model": "kv", "ops": [{"client": 0, "call": 1200, "return": 5300, "input": {"op":
+    /// "put", "key": "k", "value": "v", "version": null}, "output": {"value": null,
+    /// "version": 1, "err": null}}, ...]}. `call` and `return` are nanoseconds on one
+    /// monotonic clock; `return` is null when the outcome is unknown (a timeout, MaybeApplied).
+    /// `op` is "get", "put", "append" or "delete" (`version` only for a conditional put);
+    /// `err` is null, "no_key", "version", "maybe" or "timeout"; keys and values are strings.
     fn to_json(&self) -> String {
         self.inner.to_json()
     }

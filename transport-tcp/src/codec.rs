@@ -36,6 +36,7 @@ pub const FRAME_ITEMS_MAX_DEFAULT: usize = 1 << 16;
 
 /// Why a frame could not be encoded or decoded. Never allocates.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The length prefix (or an encoded body) exceeds the bound. Checked before allocating.
     #[error("frame body of {len} bytes exceeds frame_bytes_max {max}")]

@@ -1,5 +1,6 @@
 //! The sending side: one writer task per peer, on the node's runtime. It connects (and
-//! reconnects, with exponential backoff and jitter), sends the hello, then drains its peer's
+//! reconnects, with exponential backoff and jitter: raftkv's one [`Backoff`], between
+//! `reconnect_backoff_min` and `reconnect_backoff_max`), sends the hello, then drains its peer's
 //! queue: everything queued is encoded into one buffer and written with one `write_all`, so
 //! that a burst of messages costs one system call, not one each. Each write must finish within
 //! `write_timeout`, or the connection is dropped: a peer that stops reading holds up only its
@@ -16,6 +17,7 @@ use crate::stats::add;
 use futures::channel::oneshot;
 use futures::io::{AsyncWrite, AsyncWriteExt};
 use futures::FutureExt;
+use raftkv_backoff::Backoff;
 use raftkv_raft::{Message, NetRuntime, NodeId, Rng, Runtime};
 use std::future::poll_fn;
 use std::io;
@@ -50,7 +52,10 @@ impl<R: NetRuntime> Writer<R> {
         let node = settings.node_id;
         let (peer, addr) = (self.peer, self.addr);
         let mut rng = Rng::new(jitter_seed(node, peer));
-        let mut backoff = settings.reconnect_backoff_min;
+        let mut backoff = Backoff::new(
+            settings.reconnect_backoff_min,
+            settings.reconnect_backoff_max,
+        );
         let mut connected_before = false;
         // Log the first failure of an outage at `info`, the retries at `debug`.
         let mut outage_logged = false;
@@ -71,10 +76,9 @@ impl<R: NetRuntime> Writer<R> {
                         tracing::info!(node, peer, %addr, "cannot connect: {e}; retrying with backoff");
                         outage_logged = true;
                     }
-                    if !self.pause(&mut rng, backoff).await {
+                    if !self.pause(&mut rng, &mut backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(settings.reconnect_backoff_max);
                     continue;
                 }
             };
@@ -82,10 +86,9 @@ impl<R: NetRuntime> Writer<R> {
                 Ok(registered) => registered,
                 Err(Some(e)) => {
                     tracing::warn!(node, peer, %addr, "dropping a new connection: {e}");
-                    if !self.pause(&mut rng, backoff).await {
+                    if !self.pause(&mut rng, &mut backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(settings.reconnect_backoff_max);
                     continue;
                 }
                 Err(None) => return, // stopping
@@ -108,12 +111,11 @@ impl<R: NetRuntime> Writer<R> {
             // A connection that lived long was healthy: retry quickly. One that died at once
             // (the peer refuses our hello, say) backs off like a failed connect.
             if since.elapsed() >= settings.reconnect_backoff_max {
-                backoff = settings.reconnect_backoff_min;
+                backoff.reset();
             }
-            if !self.pause(&mut rng, backoff).await {
+            if !self.pause(&mut rng, &mut backoff).await {
                 return;
             }
-            backoff = (backoff * 2).min(settings.reconnect_backoff_max);
         }
     }
 
@@ -129,11 +131,11 @@ impl<R: NetRuntime> Writer<R> {
         Ok((guard, socket))
     }
 
-    /// Waits a jittered `backoff` before the next attempt; false if the queue closed meanwhile.
-    async fn pause(&self, rng: &mut Rng, backoff: Duration) -> bool {
-        self.queue
-            .sleep(&self.runtime, jittered(rng, backoff))
-            .await
+    /// Waits the backoff's next (jittered) wait before the next attempt, so that nodes
+    /// restarted together do not retry in step; false if the queue closed meanwhile.
+    async fn pause(&self, rng: &mut Rng, backoff: &mut Backoff) -> bool {
+        let wait = backoff.next(rng.next_u64());
+        self.queue.sleep(&self.runtime, wait).await
     }
 
     /// One connection attempt, on a thread of its own (a connect may block for the whole
@@ -260,12 +262,6 @@ fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// A wait in `backoff / 2 ..= backoff`, so that nodes restarted together do not retry in step.
-fn jittered(rng: &mut Rng, backoff: Duration) -> Duration {
-    let nanos = backoff.as_nanos().min(u64::MAX as u128) as u64;
-    Duration::from_nanos(rng.range(nanos / 2, nanos.saturating_add(1)))
 }
 
 /// Jitter needs no reproducibility: mix the link with the clock.
