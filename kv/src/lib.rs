@@ -5,6 +5,9 @@
 //! - [`state`]: [`state::KvStateMachine`] — `Get`, `Put` with an optional version condition,
 //!   `Append`, `Delete`, versioned keys, exactly-once client sessions that expire
 //!   deterministically from the log (thesis §6.3); a `raftkv_raft::StateMachine`.
+//! - [`session`]: [`session::SessionTable`] — exactly-once client sessions (register, check a
+//!   request: new, retry, expired, forgotten or stale; record its outcome; expiry and bounds),
+//!   generic over the remembered outcome; kept by the KV state machine and the shard controller.
 //! - [`protocol`]: the client protocol (requests, replies), plain serde types.
 //! - [`service`]: [`service::KvService`] — one node's endpoint: writes through the log, gets
 //!   through ReadIndex, `NotLeader` answers that name the leader's client address.
@@ -94,6 +97,7 @@ pub mod clerk;
 pub mod history;
 pub mod protocol;
 pub mod service;
+pub mod session;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

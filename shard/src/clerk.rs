@@ -8,8 +8,10 @@
 //!   retry answers the first result. Queries go through ReadIndex and need no session.
 //! - **Retries and deadlines:** exponential backoff with jitter ([`raftkv_backoff::Backoff`])
 //!   until `timeout`, then [`CtrlClerkError::Timeout`] (a change may still be applied later).
-//! - **Unknown outcomes:** a retry that finds its session expired after an earlier attempt may
-//!   have been applied gives [`CtrlClerkError::MaybeApplied`].
+//! - **Expired sessions:** a change refused with `SessionExpired` was not applied and never will
+//!   be, so the Clerk opens a new session and sends it again; one answered `Forgotten` (or
+//!   `Stale`) may have been applied — even if this Clerk sent it once, the network may
+//!   duplicate — and gives [`CtrlClerkError::MaybeApplied`].
 //!
 //! Unification note: the retry loop (`ControllerClerk::attempts`) is kv's `Clerk::attempts`
 //! over other request and reply types. Made generic in kv — a `Connector<Req, Reply>` and an
@@ -143,24 +145,29 @@ impl<R: Runtime, C: CtrlConnector> ControllerClerk<R, C> {
             };
             self.seq += 1;
             let seq = self.seq;
-            let (reply, maybe_delivered) = self
+            let (reply, _) = self
                 .attempts(deadline, || CtrlRequestBody::Change {
                     session,
                     seq,
                     op: op.clone(),
                 })
                 .await;
-            if let Some(CtrlReply::Done(Outcome::Err(
-                CtrlError::SessionExpired | CtrlError::Stale,
-            ))) = reply
-            {
-                self.session = None;
-                if maybe_delivered {
-                    // An earlier attempt may have been applied before the session expired.
+            match reply {
+                Some(CtrlReply::Done(Outcome::Err(CtrlError::SessionExpired))) => {
+                    // thesis §6.3: the state machine knows this sequence number was never
+                    // applied under the expired session, and never will be, whatever copies
+                    // of it are still in flight: a new session can safely send it again.
+                    self.session = None;
+                    continue;
+                }
+                Some(CtrlReply::Done(Outcome::Err(CtrlError::Forgotten | CtrlError::Stale))) => {
+                    // A copy may have been applied before the session expired, and its
+                    // outcome is gone. Sending it again could apply it twice — even if this
+                    // Clerk sent it once: the network may duplicate (issue 21 #12).
+                    self.session = None;
                     return Err(CtrlClerkError::MaybeApplied);
                 }
-                // Only one attempt reached a server and it was refused: nothing was applied.
-                continue;
+                _ => {}
             }
             return match self.final_answer(reply)? {
                 Outcome::Changed { num } => Ok(num),
