@@ -13,6 +13,9 @@
 //!   through ReadIndex, `NotLeader` answers that name the leader's client address.
 //! - [`clerk`]: [`clerk::Clerk`] — the client: leader finding, retries with backoff, deadlines,
 //!   exactly-once writes, `MaybeApplied`; generic over runtime and [`clerk::Connector`].
+//! - [`retry`]: [`retry::Servers`] — leader finding and the attempts loop (hints, backoff,
+//!   deadlines), generic over a [`clerk::Connector`]'s request and reply types; the KV Clerk's
+//!   and the shard controller's.
 //! - [`history`]: records what Clerks did into the checker's [`history::History`].
 //! - `testing` (feature `testing`): whole KV clusters on the deterministic simulator, for tests
 //!   of this service and of services built on it.
@@ -96,6 +99,7 @@
 pub mod clerk;
 pub mod history;
 pub mod protocol;
+pub mod retry;
 pub mod service;
 pub mod session;
 pub mod state;

@@ -12,10 +12,8 @@
 //!   partitions, the unreliable or hostile network and a snapshot threshold.
 //! - Seeds: [`run_seeds`] prints `RAFTKV_SEED=<n>` and the replay command on failure.
 
-use std::future::Future;
 use std::time::Duration;
 
-use raftkv_kv::clerk::CallError;
 use raftkv_kv::service::ServiceConfig;
 pub use raftkv_kv::testing::{
     lab_clerk_config, ms, run_seeds, seeds, sim, spawn_client, ClientNet, ClientNetConfig,
@@ -24,7 +22,7 @@ pub use raftkv_kv::testing::{
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
 use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime};
 
-use crate::clerk::{ControllerClerk, CtrlConnector};
+use crate::clerk::ControllerClerk;
 use crate::config::ControllerConfig;
 use crate::protocol::{CtrlReply, CtrlRequestBody};
 use crate::service::ControllerService;
@@ -35,16 +33,6 @@ pub type CtrlClientNet = ClientNet<CtrlRequestBody, CtrlReply>;
 
 /// One controller client's end of the [`CtrlClientNet`].
 pub type CtrlSimConnector = SimConnector<CtrlRequestBody, CtrlReply>;
-
-impl CtrlConnector for CtrlSimConnector {
-    fn call(
-        &self,
-        addr: &str,
-        body: CtrlRequestBody,
-    ) -> impl Future<Output = Result<CtrlReply, CallError>> + Send {
-        self.send(addr, body)
-    }
-}
 
 // ---- the cluster ----
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use raftkv_kv::clerk::{CallError, ClerkConfig};
+use raftkv_kv::clerk::{CallError, ClerkConfig, Connector};
 use raftkv_kv::state::SessionConfig;
 use raftkv_raft::runtime::smol::SmolRuntime;
-use raftkv_shard::clerk::{ControllerClerk, CtrlClerkError, CtrlConnector};
+use raftkv_shard::clerk::{ControllerClerk, CtrlClerkError};
 use raftkv_shard::protocol::{CtrlReply, CtrlRequestBody};
 use raftkv_shard::state::{Command, CtrlOp, Outcome};
 use raftkv_shard::{ControllerConfig, ControllerStateMachine, CtrlError};
@@ -48,7 +48,7 @@ impl Node {
     }
 }
 
-impl CtrlConnector for DuplicatingOnce {
+impl Connector<CtrlRequestBody, CtrlReply> for DuplicatingOnce {
     async fn call(&self, _addr: &str, body: CtrlRequestBody) -> Result<CtrlReply, CallError> {
         let mut node = self.state.lock().unwrap();
         node.now_ms += 1;

@@ -323,12 +323,10 @@ impl<Req: Clone + Send + 'static, Rep: Send + 'static> SimConnector<Req, Rep> {
     }
 }
 
-impl Connector for SimConnector {
-    fn call(
-        &self,
-        addr: &str,
-        body: RequestBody,
-    ) -> impl Future<Output = Result<Reply, CallError>> + Send {
+impl<Req: Clone + Send + 'static, Rep: Send + 'static> Connector<Req, Rep>
+    for SimConnector<Req, Rep>
+{
+    fn call(&self, addr: &str, body: Req) -> impl Future<Output = Result<Rep, CallError>> + Send {
         self.send(addr, body)
     }
 }
