@@ -27,7 +27,7 @@ use thiserror::Error;
 
 use crate::history::{input_of, History};
 use crate::protocol::{Reply, RequestBody, ServerStatus};
-use crate::retry::{Answer, Servers};
+use crate::retry::{answer, Servers};
 use crate::state::{KvError, Op, Outcome};
 use raftkv_checker::models::{KvErr, KvOutput};
 
@@ -321,19 +321,6 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         self.servers
             .attempts(&self.runtime, &self.connector, deadline, body, answer)
             .await
-    }
-}
-
-/// What a reply means to the attempts loop.
-fn answer(reply: Reply) -> Answer<Reply> {
-    match reply {
-        Reply::NotLeader { leader_hint } => Answer::NotLeader(leader_hint),
-        // Not answered here (a write may still be applied later: its retries carry the same
-        // sequence number, so it is applied at most once).
-        Reply::Busy | Reply::Timeout | Reply::OutcomeUnknown | Reply::Unavailable(_) => {
-            Answer::Retry
-        }
-        reply => Answer::Final(reply),
     }
 }
 

@@ -17,6 +17,7 @@ use raftkv_backoff::Backoff;
 use raftkv_raft::{Rng, Runtime};
 
 use crate::clerk::{CallError, ClerkConfig, Connector};
+use crate::protocol::Reply;
 
 /// What one reply means to the attempts loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,19 @@ pub enum Answer<Rep> {
     /// server. A write retried this way carries the same sequence number, so it is applied at
     /// most once.
     Retry,
+}
+
+/// What a [`Reply`] means to the attempts loop, whatever the state machine's answer.
+pub fn answer<O>(reply: Reply<O>) -> Answer<Reply<O>> {
+    match reply {
+        Reply::NotLeader { leader_hint } => Answer::NotLeader(leader_hint),
+        // Not answered here (a write may still be applied later: its retries carry the same
+        // sequence number, so it is applied at most once).
+        Reply::Busy | Reply::Timeout | Reply::OutcomeUnknown | Reply::Unavailable(_) => {
+            Answer::Retry
+        }
+        reply => Answer::Final(reply),
+    }
 }
 
 /// The servers a client talks to, which it tries first, and how it retries.

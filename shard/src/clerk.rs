@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raftkv_kv::clerk::{ClerkConfig, Connector};
-use raftkv_kv::retry::{Answer, Servers};
+use raftkv_kv::retry::{answer, Servers};
 use raftkv_raft::Runtime;
 use thiserror::Error;
 
@@ -180,18 +180,6 @@ impl<R: Runtime, C: Connector<CtrlRequestBody, CtrlReply>> ControllerClerk<R, C>
         self.servers
             .attempts(&self.runtime, &self.connector, deadline, body, answer)
             .await
-    }
-}
-
-/// What a reply means to the attempts loop.
-fn answer(reply: CtrlReply) -> Answer<CtrlReply> {
-    match reply {
-        CtrlReply::NotLeader { leader_hint } => Answer::NotLeader(leader_hint),
-        CtrlReply::Busy
-        | CtrlReply::Timeout
-        | CtrlReply::OutcomeUnknown
-        | CtrlReply::Unavailable(_) => Answer::Retry,
-        reply => Answer::Final(reply),
     }
 }
 
