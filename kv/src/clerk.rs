@@ -22,12 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::pin_mut;
-use raftkv_backoff::Backoff;
-use raftkv_raft::{Rng, Runtime};
+use raftkv_raft::Runtime;
 use thiserror::Error;
 
 use crate::history::{input_of, History};
 use crate::protocol::{Reply, RequestBody, ServerStatus};
+use crate::retry::{answer, Servers};
 use crate::state::{KvError, Op, Outcome};
 use raftkv_checker::models::{KvErr, KvOutput};
 
@@ -43,20 +43,21 @@ pub enum CallError {
     Lost(String),
 }
 
-/// How a Clerk reaches a server's client address.
+/// How a client reaches a server's client address: requests `Req`, replies `Rep` (the KV
+/// protocol's by default; the shard controller's Clerk uses its own).
 ///
 /// A `call` may deliver its request more than once (a network that duplicates, a connector
 /// that resends after a reconnect): the Clerk does not infer "not applied" from how many
 /// copies it sent, only from the state machine's answer (the test
 /// `duplicated_request_meets_expired_session` runs it over a network that duplicates).
-pub trait Connector: Send + Sync + 'static {
+pub trait Connector<Req = RequestBody, Rep = Reply>: Send + Sync + 'static {
     /// Sends `body` to the server at `addr` and waits for its reply. Dropping the future
     /// abandons the call (the request may still be served).
     fn call(
         &self,
         addr: &str,
-        body: RequestBody,
-    ) -> impl std::future::Future<Output = Result<Reply, CallError>> + Send;
+        body: Req,
+    ) -> impl std::future::Future<Output = Result<Rep, CallError>> + Send;
 }
 
 /// Why a Clerk operation failed.
@@ -123,34 +124,24 @@ impl Default for ClerkConfig {
 pub struct Clerk<R: Runtime, C: Connector> {
     runtime: R,
     connector: C,
-    addrs: Vec<String>,
-    /// Index in `addrs` of the server to try first.
-    leader: usize,
+    servers: Servers,
     session: Option<u64>,
     seq: u64,
-    config: ClerkConfig,
     history: Option<(History, u64)>,
-    /// Backoff jitter.
-    rng: Rng,
 }
 
 impl<R: Runtime, C: Connector> Clerk<R, C> {
     /// A Clerk for the servers at `addrs` (client addresses; any non-empty subset of the
     /// cluster). Panics if `addrs` is empty: callers validate addresses first.
     pub fn new(runtime: R, connector: C, addrs: Vec<String>, config: ClerkConfig) -> Self {
-        assert!(!addrs.is_empty(), "a Clerk needs at least one address");
-        let seed = addrs.iter().map(|a| a.len() as u64).sum::<u64>()
-            ^ u64::try_from(runtime.now().as_nanos()).unwrap_or(0);
+        let servers = Servers::new(addrs, config, runtime.now());
         Self {
             runtime,
             connector,
-            addrs,
-            leader: 0,
+            servers,
             session: None,
             seq: 0,
-            config,
             history: None,
-            rng: Rng::new(seed),
         }
     }
 
@@ -163,11 +154,11 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
 
     /// The addresses this Clerk knows, the first-tried one first.
     pub fn addrs(&self) -> &[String] {
-        &self.addrs
+        self.servers.addrs()
     }
 
     pub fn config(&self) -> &ClerkConfig {
-        &self.config
+        self.servers.config()
     }
 
     /// Reads `key`: its value and version.
@@ -218,7 +209,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     /// The status of the server at `addr` (one attempt, no retries).
     pub async fn server_status(&self, addr: &str) -> Result<ServerStatus, ClerkError> {
         let call = self.connector.call(addr, RequestBody::Status);
-        let timer = self.runtime.sleep(self.config.attempt_timeout);
+        let timer = self.runtime.sleep(self.config().attempt_timeout);
         pin_mut!(call, timer);
         match select(call, timer).await {
             Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
@@ -226,7 +217,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 reply: Box::new(other),
             }),
             Either::Left((Err(error), _)) => Err(ClerkError::Call { error }),
-            Either::Right(_) => Err(ClerkError::Timeout(self.config.attempt_timeout)),
+            Either::Right(_) => Err(ClerkError::Timeout(self.config().attempt_timeout)),
         }
     }
 
@@ -236,7 +227,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             .history
             .as_ref()
             .map(|(h, c)| (h.clone(), h.call(*c, input_of(&op))));
-        let deadline = self.runtime.now() + self.config.timeout;
+        let deadline = self.runtime.now() + self.config().timeout;
         let result = match op {
             Op::Get { key } => self.read(key, deadline).await,
             op => self.write(op, deadline).await,
@@ -301,13 +292,13 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
-            None => Err(ClerkError::Timeout(self.config.timeout)),
+            None => Err(ClerkError::Timeout(self.config().timeout)),
         }
     }
 
     fn final_answer(&self, reply: Option<Reply>) -> Result<Outcome, ClerkError> {
         match reply {
-            None => Err(ClerkError::Timeout(self.config.timeout)),
+            None => Err(ClerkError::Timeout(self.config().timeout)),
             Some(Reply::Done(Outcome::Err(KvError::NoKey))) => Err(ClerkError::NoKey),
             Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
                 Err(ClerkError::Version { current })
@@ -321,74 +312,15 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         }
     }
 
-    /// Sends `body()` until a final answer or the deadline (`None`): follows `NotLeader` hints,
-    /// moves on from unreachable, slow or busy servers, backs off after each round.
+    /// Sends `body()` until a final answer or the deadline (`None`).
     async fn attempts(
         &mut self,
         deadline: Duration,
         body: impl Fn() -> RequestBody,
     ) -> Option<Reply> {
-        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
-        let mut tried_in_round = 0;
-        let mut followed_last = false;
-        loop {
-            let now = self.runtime.now();
-            if now >= deadline {
-                return None;
-            }
-            let addr = self.addrs[self.leader].clone();
-            let wait = self.config.attempt_timeout.min(deadline - now);
-            let answer = {
-                let call = self.connector.call(&addr, body());
-                let timer = self.runtime.sleep(wait);
-                pin_mut!(call, timer);
-                match select(call, timer).await {
-                    Either::Left((answer, _)) => Some(answer),
-                    Either::Right(_) => None,
-                }
-            };
-            let mut follow = false;
-            match answer {
-                Some(Ok(Reply::NotLeader {
-                    leader_hint: Some(hint),
-                })) if hint != addr => {
-                    if let Some(i) = self.addrs.iter().position(|a| *a == hint) {
-                        self.leader = i;
-                        follow = true;
-                    } else if self.config.follow_hints {
-                        self.addrs.push(hint);
-                        self.leader = self.addrs.len() - 1;
-                        follow = true;
-                    }
-                }
-                // Not answered here (a write may still be applied later: its retries carry
-                // the same sequence number, so it is applied at most once).
-                Some(Ok(
-                    Reply::NotLeader { .. }
-                    | Reply::Busy
-                    | Reply::Timeout
-                    | Reply::OutcomeUnknown
-                    | Reply::Unavailable(_),
-                ))
-                | Some(Err(_))
-                | None => {}
-                Some(Ok(reply)) => return Some(reply),
-            }
-            if !follow {
-                self.leader = (self.leader + 1) % self.addrs.len();
-                tried_in_round += 1;
-            }
-            // A first hint is followed at once; back off once every server was tried, and when
-            // hints keep sending the Clerk around (an election in progress).
-            let ping_pong = follow && followed_last;
-            followed_last = follow;
-            if ping_pong || tried_in_round >= self.addrs.len() {
-                tried_in_round = 0;
-                let pause = backoff.next(self.rng.next_u64());
-                let left = deadline.saturating_sub(self.runtime.now());
-                self.runtime.sleep(pause.min(left)).await;
-            }
-        }
+        self.servers
+            .attempts(&self.runtime, &self.connector, deadline, body, answer)
+            .await
     }
 }
 

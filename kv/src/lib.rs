@@ -5,11 +5,17 @@
 //! - [`state`]: [`state::KvStateMachine`] — `Get`, `Put` with an optional version condition,
 //!   `Append`, `Delete`, versioned keys, exactly-once client sessions that expire
 //!   deterministically from the log (thesis §6.3); a `raftkv_raft::StateMachine`.
+//! - [`session`]: [`session::SessionTable`] — exactly-once client sessions (register, check a
+//!   request: new, retry, expired, forgotten or stale; record its outcome; expiry and bounds),
+//!   generic over the remembered outcome; kept by the KV state machine and the shard controller.
 //! - [`protocol`]: the client protocol (requests, replies), plain serde types.
 //! - [`service`]: [`service::KvService`] — one node's endpoint: writes through the log, gets
 //!   through ReadIndex, `NotLeader` answers that name the leader's client address.
 //! - [`clerk`]: [`clerk::Clerk`] — the client: leader finding, retries with backoff, deadlines,
 //!   exactly-once writes, `MaybeApplied`; generic over runtime and [`clerk::Connector`].
+//! - [`retry`]: [`retry::Servers`] — leader finding and the attempts loop (hints, backoff,
+//!   deadlines), generic over a [`clerk::Connector`]'s request and reply types; the KV Clerk's
+//!   and the shard controller's.
 //! - [`history`]: records what Clerks did into the checker's [`history::History`].
 //! - `testing` (feature `testing`): whole KV clusters on the deterministic simulator, for tests
 //!   of this service and of services built on it.
@@ -93,7 +99,9 @@
 pub mod clerk;
 pub mod history;
 pub mod protocol;
+pub mod retry;
 pub mod service;
+pub mod session;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

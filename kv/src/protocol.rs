@@ -41,12 +41,13 @@ pub struct ClientResponse {
     pub reply: Reply,
 }
 
-/// How a request ended at the server.
+/// How a request ended at the server. Generic over the state machine's answer `O`: the KV
+/// service's [`Outcome`] by default; the shard controller answers its own in the same frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
+pub enum Reply<O = Outcome> {
     /// The state machine's answer (for a write: it was applied, or answered from the session
     /// table).
-    Done(Outcome),
+    Done(O),
     /// This server does not lead; `leader_hint` is the client address of the node it believes
     /// does, if it knows one.
     NotLeader { leader_hint: Option<String> },

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftkv_raft::{Node, NodeError, NodeId, Runtime, StateMachine};
+use raftkv_raft::{Node, NodeError, NodeId, Runtime, StateMachine, Status};
 
 use crate::protocol::{Reply, RequestBody, ServerStatus};
 use crate::state::{Command, KvStateMachine, Op, Outcome};
@@ -19,6 +19,56 @@ pub struct ServiceConfig {
     pub clock_epoch_ms: u64,
     /// Every node's client address, so that a `NotLeader` answer can name the leader's.
     pub client_addrs: BTreeMap<NodeId, String>,
+}
+
+impl ServiceConfig {
+    /// The leader timestamp for a command proposed at the runtime's time `now`.
+    pub fn now_ms(&self, now: std::time::Duration) -> u64 {
+        let since_start = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        self.clock_epoch_ms.saturating_add(since_start)
+    }
+
+    /// The reply to a request that ended with `result`, whatever the state machine's answer
+    /// `O`: its answer, or why there is none (a `NotLeader` names the leader's client address).
+    pub fn reply<O>(&self, result: Result<O, NodeError>) -> Reply<O> {
+        match result {
+            Ok(outcome) => Reply::Done(outcome),
+            Err(NodeError::NotLeader { leader_hint }) => Reply::NotLeader {
+                leader_hint: leader_hint.and_then(|id| self.client_addrs.get(&id).cloned()),
+            },
+            Err(NodeError::Timeout) => Reply::Timeout,
+            Err(NodeError::OutcomeUnknown) => Reply::OutcomeUnknown,
+            Err(NodeError::Busy(_)) => Reply::Busy,
+            Err(NodeError::TooLarge(_)) => Reply::TooLarge,
+            Err(e @ (NodeError::Shutdown | NodeError::Storage(_) | NodeError::Config(_))) => {
+                Reply::Unavailable(e.to_string())
+            }
+        }
+    }
+
+    /// The reply to a `Status` request.
+    pub fn status_reply<O>(&self, status: Result<Status, NodeError>) -> Reply<O> {
+        match status {
+            Ok(s) => Reply::Status(ServerStatus::from(s)),
+            Err(e) => self.reply(Err(e)),
+        }
+    }
+}
+
+impl From<Status> for ServerStatus {
+    fn from(s: Status) -> Self {
+        ServerStatus {
+            id: s.id,
+            role: s.role.to_string(),
+            term: s.term,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            first_index: s.first_index,
+            last_index: s.last_index,
+            snapshot_index: s.snapshot_index,
+        }
+    }
 }
 
 /// One node's KV service: it turns client requests into proposals and ReadIndex reads.
@@ -59,8 +109,7 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> KvService<R, M> {
     }
 
     fn now_ms(&self) -> u64 {
-        let since_start = u64::try_from(self.runtime.now().as_millis()).unwrap_or(u64::MAX);
-        self.config.clock_epoch_ms.saturating_add(since_start)
+        self.config.now_ms(self.runtime.now())
     }
 
     /// Serves one request.
@@ -85,41 +134,8 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> KvService<R, M> {
                 let query = postcard::to_allocvec(&Op::Get { key }).expect("ops always encode");
                 self.node.linearizable_read(Bytes::from(query)).await
             }
-            RequestBody::Status => {
-                return match self.node.status().await {
-                    Ok(s) => Reply::Status(ServerStatus {
-                        id: s.id,
-                        role: s.role.to_string(),
-                        term: s.term,
-                        leader: s.leader,
-                        commit_index: s.commit_index,
-                        applied_index: s.applied_index,
-                        first_index: s.first_index,
-                        last_index: s.last_index,
-                        snapshot_index: s.snapshot_index,
-                    }),
-                    Err(e) => self.reply_for(e),
-                }
-            }
+            RequestBody::Status => return self.config.status_reply(self.node.status().await),
         };
-        match result {
-            Ok(outcome) => Reply::Done(outcome),
-            Err(e) => self.reply_for(e),
-        }
-    }
-
-    fn reply_for(&self, error: NodeError) -> Reply {
-        match error {
-            NodeError::NotLeader { leader_hint } => Reply::NotLeader {
-                leader_hint: leader_hint.and_then(|id| self.config.client_addrs.get(&id).cloned()),
-            },
-            NodeError::Timeout => Reply::Timeout,
-            NodeError::OutcomeUnknown => Reply::OutcomeUnknown,
-            NodeError::Busy(_) => Reply::Busy,
-            NodeError::TooLarge(_) => Reply::TooLarge,
-            e @ (NodeError::Shutdown | NodeError::Storage(_) | NodeError::Config(_)) => {
-                Reply::Unavailable(e.to_string())
-            }
-        }
+        self.config.reply(result)
     }
 }

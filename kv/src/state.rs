@@ -6,26 +6,21 @@
 //! the 6.5840 rule: key missing and version 0 → created at version 1; key missing and version > 0
 //! → `NoKey`; key present and version equal → applied; otherwise `Version`.
 //!
-//! Exactly-once (thesis §6.3): a client registers a session (its id is the index of the
-//! registration entry), then numbers its requests 1, 2, 3, ... The state machine remembers, per
-//! session, the last sequence number applied and the outcome of that write, so a retried request
-//! is answered from the table and never applied twice. Sessions expire deterministically — the
-//! same decision on every replica — from the leader's timestamps carried in the log, and the
-//! table is bounded (`sessions_max`, least recently used first); a request from an expired
-//! session is never applied.
-//!
-//! An expired session leaves a small record (its last applied sequence number, in a table as
-//! bounded as the sessions') so that a late copy of a request — the network or a resending
-//! connector may deliver a request twice — gets an answer that says what happened: a sequence
-//! number above the last applied one was not applied and never will be (`SessionExpired`: the
-//! client may send it again under a new session); one at or below it was applied and its
-//! outcome is forgotten (`Forgotten`), as is every request of a session whose record is gone.
+//! Exactly-once (thesis §6.3) is the shared [`SessionTable`] (`crate::session`): a client
+//! registers a session, numbers its requests, and a retried request is answered from the table
+//! and never applied twice; a request of an expired session is never applied, and is answered
+//! `SessionExpired` (it was not applied: it may be sent again under a new session) or
+//! `Forgotten` (an earlier copy was applied, or the session's record is gone: the outcome is no
+//! longer known).
 
 use bytes::Bytes;
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap};
 use thiserror::Error;
+
+pub use crate::session::SessionConfig;
+use crate::session::{Check, SessionTable};
 
 /// A client operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,38 +104,15 @@ pub enum Outcome {
 
 /// The outcome a session remembers for its last write: small on purpose (no values), so the
 /// table costs O(clients) with a small constant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 enum Cached {
     Written(u64),
     Deleted,
     Err(KvError),
-    /// The last request was a read: it is re-executed on a retry (reads are idempotent).
+    /// The last request was a read (or there was none yet): it is re-executed on a retry
+    /// (reads are idempotent).
+    #[default]
     Read,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Session {
-    last_seq: u64,
-    last: Cached,
-    last_active_ms: u64,
-}
-
-/// Bounds of the session table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionConfig {
-    /// A session idle this long (by the log's clock) expires.
-    pub ttl_ms: u64,
-    /// At most this many sessions; registering beyond it expires the least recently active.
-    pub sessions_max: usize,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            ttl_ms: 10 * 60 * 1000,
-            sessions_max: 1_000_000,
-        }
-    }
 }
 
 /// Reads a map the way it was written (a snapshot stores it in key order) into a vector, and
@@ -180,30 +152,17 @@ pub struct KvStateMachine {
     /// key → (value, version). Invariant: version >= 1.
     #[serde(deserialize_with = "bulk_map")]
     data: BTreeMap<Bytes, (Bytes, u64)>,
-    sessions: BTreeMap<u64, Session>,
-    /// (last_active_ms, session) for every session: expiry order.
-    /// Invariant: holds exactly one pair per session, matching it.
-    by_activity: BTreeSet<(u64, u64)>,
-    /// The log's clock: the largest leader timestamp applied so far (never goes back).
-    clock_ms: u64,
-    /// The node's session settings: not part of a snapshot (issue 21 #9: a restore kept the
-    /// settings of whoever took the snapshot, overriding the node's configuration).
-    #[serde(skip)]
-    config: SessionConfig,
-    /// expired session → the last sequence number it applied: what tells a late copy of a
-    /// request "not applied" from "applied, outcome forgotten". At most `sessions_max` of them,
-    /// the earliest expired dropped first. Invariant: no key is also in `sessions`.
-    expired: BTreeMap<u64, u64>,
-    /// The sessions of `expired`, earliest expired first.
-    /// Invariant: holds exactly the keys of `expired`, each once.
-    expired_order: VecDeque<u64>,
+    /// The sessions; their settings are the node's, not part of a snapshot (issue 21 #9).
+    /// Encoded after `data` with the same bytes as the fields it replaced, so the snapshot
+    /// layout is unchanged.
+    sessions: SessionTable<Cached>,
 }
 
 impl KvStateMachine {
     pub fn new(config: SessionConfig) -> Self {
         Self {
-            config,
-            ..Self::default()
+            data: BTreeMap::new(),
+            sessions: SessionTable::new(config),
         }
     }
 
@@ -233,65 +192,42 @@ impl KvStateMachine {
     /// Applies one command (the log index is the session id of a registration).
     pub fn apply_command(&mut self, index: Index, command: Command) -> Outcome {
         match command {
-            Command::Register { now_ms } => {
-                self.advance_clock(now_ms);
-                let session = Session {
-                    last_seq: 0,
-                    last: Cached::Read,
-                    last_active_ms: self.clock_ms,
-                };
-                self.sessions.insert(index, session);
-                self.by_activity.insert((self.clock_ms, index));
-                while self.sessions.len() > self.config.sessions_max {
-                    self.expire_oldest();
-                }
-                Outcome::Registered { session: index }
-            }
+            Command::Register { now_ms } => Outcome::Registered {
+                session: self.sessions.register(index, now_ms),
+            },
             Command::Request {
                 session,
                 seq,
                 now_ms,
                 op,
-            } => {
-                self.advance_clock(now_ms);
-                let Some(s) = self.sessions.get(&session).copied() else {
-                    // thesis §6.3: never applied under an expired session; the record left by
-                    // the session says whether an earlier copy of this request was.
-                    return Outcome::Err(match self.expired.get(&session) {
-                        Some(&last_seq) if seq > last_seq => KvError::SessionExpired,
-                        _ => KvError::Forgotten,
-                    });
-                };
-                if seq < s.last_seq {
-                    return Outcome::Err(KvError::Stale);
-                }
-                self.touch(session, s.last_active_ms);
-                if seq == s.last_seq {
-                    // thesis §6.3: a retry is answered from the table, never applied again.
-                    return match s.last {
-                        Cached::Written(version) => Outcome::Written { version },
-                        Cached::Deleted => Outcome::Deleted,
-                        Cached::Err(e) => Outcome::Err(e),
-                        Cached::Read => match &op {
-                            Op::Get { key } => self.get(key),
-                            _ => Outcome::Err(KvError::Stale),
-                        },
-                    };
-                }
-                let is_read = matches!(op, Op::Get { .. });
-                let outcome = self.execute(op);
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.last_seq = seq;
-                    s.last = match &outcome {
+            } => match self.sessions.check(session, seq, now_ms) {
+                Check::Expired => Outcome::Err(KvError::SessionExpired),
+                Check::Forgotten => Outcome::Err(KvError::Forgotten),
+                Check::Stale => Outcome::Err(KvError::Stale),
+                // thesis §6.3: a retry is answered from the table, never applied again.
+                Check::Retry(cached) => match cached {
+                    Cached::Written(version) => Outcome::Written { version },
+                    Cached::Deleted => Outcome::Deleted,
+                    Cached::Err(e) => Outcome::Err(e),
+                    Cached::Read => match &op {
+                        Op::Get { key } => self.get(key),
+                        _ => Outcome::Err(KvError::Stale),
+                    },
+                },
+                Check::New => {
+                    let is_read = matches!(op, Op::Get { .. });
+                    let outcome = self.execute(op);
+                    let cached = match &outcome {
                         _ if is_read => Cached::Read,
                         Outcome::Written { version } => Cached::Written(*version),
                         Outcome::Deleted => Cached::Deleted,
                         Outcome::Err(e) => Cached::Err(*e),
                         Outcome::Value { .. } | Outcome::Registered { .. } => Cached::Read,
                     };
+                    self.sessions.record(session, seq, cached);
+                    outcome
                 }
-                outcome
-            }
+            },
         }
     }
 
@@ -347,81 +283,12 @@ impl KvStateMachine {
         }
     }
 
-    /// thesis §6.3: time in the state machine is the leader's timestamps from the log, made
-    /// monotonic; sessions idle longer than the TTL expire, identically on every replica.
-    fn advance_clock(&mut self, now_ms: u64) {
-        self.clock_ms = self.clock_ms.max(now_ms);
-        while let Some(&(active, session)) = self.by_activity.first() {
-            if active.saturating_add(self.config.ttl_ms) >= self.clock_ms {
-                break;
-            }
-            self.by_activity.remove(&(active, session));
-            self.forget(session);
-        }
-    }
-
-    /// Removes `session` from the table, keeping its last sequence number in `expired`.
-    fn forget(&mut self, session: u64) {
-        let Some(s) = self.sessions.remove(&session) else {
-            return;
-        };
-        self.expired.insert(session, s.last_seq);
-        self.expired_order.push_back(session);
-        while self.expired_order.len() > self.config.sessions_max {
-            if let Some(old) = self.expired_order.pop_front() {
-                self.expired.remove(&old);
-            }
-        }
-    }
-
-    fn touch(&mut self, session: u64, was_active_ms: u64) {
-        if was_active_ms == self.clock_ms {
-            return;
-        }
-        self.by_activity.remove(&(was_active_ms, session));
-        self.by_activity.insert((self.clock_ms, session));
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.last_active_ms = self.clock_ms;
-        }
-    }
-
-    fn expire_oldest(&mut self) {
-        if let Some((_, session)) = self.by_activity.pop_first() {
-            self.forget(session);
-        }
-    }
-
     /// Checks the invariants on the fields; panics naming the broken one.
     pub fn check_invariants(&self) {
-        assert_eq!(
-            self.sessions.len(),
-            self.by_activity.len(),
-            "one activity entry per session"
-        );
-        for (id, s) in &self.sessions {
-            assert!(
-                self.by_activity.contains(&(s.last_active_ms, *id)),
-                "activity matches"
-            );
-            assert!(
-                s.last_active_ms <= self.clock_ms,
-                "activity is not in the future"
-            );
-        }
+        self.sessions.check_invariants();
         assert!(
             self.data.values().all(|(_, v)| *v >= 1),
             "versions start at 1"
-        );
-        assert_eq!(
-            self.expired.len(),
-            self.expired_order.len(),
-            "one order entry per expired session"
-        );
-        assert!(
-            self.expired_order
-                .iter()
-                .all(|s| self.expired.contains_key(s) && !self.sessions.contains_key(s)),
-            "expired sessions are ordered once and no longer live"
         );
     }
 }
@@ -453,10 +320,9 @@ impl StateMachine for KvStateMachine {
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let restored: Self =
             postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
-        *self = Self {
-            config: self.config,
-            ..restored
-        };
+        let config = self.sessions.config();
+        *self = restored;
+        self.sessions.set_config(config);
         Ok(())
     }
 }
@@ -470,11 +336,7 @@ mod bulk_map_tests {
     #[derive(Serialize)]
     struct AsPairs {
         data: Vec<(Bytes, (Bytes, u64))>,
-        sessions: BTreeMap<u64, Session>,
-        by_activity: BTreeSet<(u64, u64)>,
-        clock_ms: u64,
-        expired: BTreeMap<u64, u64>,
-        expired_order: VecDeque<u64>,
+        sessions: SessionTable<Cached>,
     }
 
     fn pair(k: &str, v: &str, version: u64) -> (Bytes, (Bytes, u64)) {
@@ -494,11 +356,11 @@ mod bulk_map_tests {
         ];
         let bytes = postcard::to_allocvec(&AsPairs {
             data: pairs.clone(),
-            sessions: BTreeMap::new(),
-            by_activity: BTreeSet::new(),
-            clock_ms: 7,
-            expired: BTreeMap::new(),
-            expired_order: VecDeque::new(),
+            sessions: {
+                let mut t = SessionTable::default();
+                t.register(1, 7);
+                t
+            },
         })
         .unwrap();
         let mut restored = KvStateMachine::default();
@@ -508,7 +370,7 @@ mod bulk_map_tests {
             expected.insert(k, v);
         }
         assert_eq!(restored.data, expected);
-        assert_eq!(restored.clock_ms, 7);
+        assert_eq!(restored.sessions.clock_ms(), 7);
         // And what a snapshot writes reads back unchanged.
         let mut again = KvStateMachine::default();
         again.restore(&restored.snapshot()).unwrap();
@@ -607,7 +469,7 @@ mod expired_session_tests {
         for i in 2..10 {
             register(&mut sm, i, i);
         }
-        assert_eq!(sm.expired.len(), 1, "at most sessions_max records");
+        assert_eq!(sm.sessions.expired_len(), 1, "at most sessions_max records");
         assert_eq!(
             sm.apply_command(10, append(first, 1, 10)),
             Outcome::Err(KvError::Forgotten)
@@ -638,12 +500,71 @@ mod restore_tests {
 
         let mut node = KvStateMachine::new(ours);
         node.restore(&snapshot).unwrap();
-        assert_eq!(node.config, ours);
+        assert_eq!(node.sessions.config(), ours);
         assert_eq!(node.sessions(), 1);
         // And the node's settings decide: a second session does not evict the first (a table
         // of one would), and 10 s of idleness does not expire it (1 ms would).
         node.apply_command(2, Command::Register { now_ms: 10_000 });
         assert_eq!(node.sessions(), 2);
         node.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// A state with live sessions (a write, a read, a fresh one), an expired session's record,
+    /// and keys.
+    fn sample() -> KvStateMachine {
+        let mut sm = KvStateMachine::new(SessionConfig {
+            ttl_ms: 1_000,
+            sessions_max: 3,
+        });
+        let put = |session, seq, now_ms, k: &'static str| Command::Request {
+            session,
+            seq,
+            now_ms,
+            op: Op::Put {
+                key: Bytes::from_static(k.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                version: None,
+            },
+        };
+        sm.apply_command(1, Command::Register { now_ms: 5 });
+        sm.apply_command(2, put(1, 1, 6, "a"));
+        sm.apply_command(3, Command::Register { now_ms: 7 });
+        sm.apply_command(
+            4,
+            Command::Request {
+                session: 3,
+                seq: 1,
+                now_ms: 8,
+                op: Op::Get {
+                    key: Bytes::from_static(b"a"),
+                },
+            },
+        );
+        sm.apply_command(5, Command::Register { now_ms: 2_000 }); // expires 1 and 3
+        sm.apply_command(6, put(5, 1, 2_001, "b"));
+        sm.apply_command(7, Command::Register { now_ms: 2_002 });
+        sm
+    }
+
+    /// The bytes the state machine wrote before its sessions moved into the shared
+    /// `SessionTable`: a snapshot taken by an older node still restores, and a newer node's
+    /// restores on an older one.
+    const SAMPLE_SNAPSHOT_HEX: &str =
+        "02016101760101620176010205010001d10f070003d20f02d10f05d20f07d20f0201010301020103";
+
+    #[test]
+    fn snapshot_layout_is_unchanged_by_the_shared_session_table() {
+        let sm = sample();
+        let hex: String = sm.snapshot().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, SAMPLE_SNAPSHOT_HEX);
+        let mut restored = KvStateMachine::new(sm.sessions.config());
+        restored.restore(&sm.snapshot()).unwrap();
+        assert_eq!(restored, sm);
+        restored.check_invariants();
     }
 }

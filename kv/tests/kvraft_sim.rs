@@ -135,12 +135,17 @@ where
     F: Fn(u64, SimRuntime) -> Fut,
     Fut: std::future::Future<Output = (History, RunStats)> + Send + 'static,
 {
-    run_seeds(name, default_seeds, |seed| {
-        let t0 = Instant::now();
-        let (history, stats) = sim(seed, |rt| scenario(seed, rt));
-        assert_linearizable(&history, name, seed);
-        stats.print(name, seed, t0.elapsed());
-    });
+    run_seeds(
+        "-p raftkv-kv --test kvraft_sim",
+        name,
+        default_seeds,
+        |seed| {
+            let t0 = Instant::now();
+            let (history, stats) = sim(seed, |rt| scenario(seed, rt));
+            assert_linearizable(&history, name, seed);
+            stats.print(name, seed, t0.elapsed());
+        },
+    );
 }
 
 /// The lab's partitioner: until `done`, splits the servers at random in two, every election

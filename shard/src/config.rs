@@ -167,8 +167,14 @@ pub enum CtrlError {
     ConfigTooLarge { bytes: usize, max: usize },
     #[error("a controller has 1 to {max} shards, not {shards}")]
     ShardCount { shards: u32, max: u32 },
-    #[error("the client session expired")]
+    /// The session expired before this change was applied: it was not applied and never will
+    /// be, so it may be sent again under a new session.
+    #[error("the client session expired; the change was not applied")]
     SessionExpired,
+    /// The session expired and either this change had been applied before (its outcome is no
+    /// longer kept) or the session's record is gone too: it may or may not have been applied.
+    #[error("the client session expired; whether the change was applied is no longer known")]
+    Forgotten,
     /// A request older than the session's last applied one.
     #[error("stale request: a later request of this session was already applied")]
     Stale,

@@ -39,8 +39,6 @@
 //!   the bounds: groups, addresses per group, address bytes, configs, sessions) and
 //!   [`CtrlError`].
 //! - [`rebalance`]: the pure rebalancing function.
-//! - [`session`]: the exactly-once session table (the KV service's rules, generic over the
-//!   remembered outcome).
 //! - [`state`]: [`ControllerStateMachine`]: commands, queries, the stored configurations
 //!   (changes plus checkpoints, with the memory bound), snapshot and restore.
 //! - [`protocol`]: the controller's client protocol.
@@ -63,7 +61,6 @@ pub mod hash;
 pub mod protocol;
 pub mod rebalance;
 pub mod service;
-pub mod session;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -2,11 +2,8 @@
 //! controller and what it answers. Plain serde types, carried like the KV protocol
 //! (`raftkv_kv::protocol`): one postcard frame per message, requests and responses paired by
 //! an id chosen by the client.
-//!
-//! Unification note: [`CtrlReply`] is `raftkv_kv::protocol::Reply` with the controller's
-//! [`Outcome`] in `Done`; made generic over the outcome (`Reply<O>`), kv's would serve both.
 
-use raftkv_kv::protocol::ServerStatus;
+use raftkv_kv::protocol::Reply;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{CtrlOp, Outcome};
@@ -39,24 +36,6 @@ pub struct CtrlResponse {
     pub reply: CtrlReply,
 }
 
-/// How a request ended at the server (as `raftkv_kv::protocol::Reply`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CtrlReply {
-    /// The state machine's answer.
-    Done(Outcome),
-    /// This server does not lead; `leader_hint` is the leader's client address, if known.
-    NotLeader {
-        leader_hint: Option<String>,
-    },
-    /// The server could not learn the outcome in time (it may still be applied later).
-    Timeout,
-    /// Leadership changed after the change was proposed; it may or may not be applied.
-    OutcomeUnknown,
-    /// Backpressure: retry shortly.
-    Busy,
-    /// The request is larger than the server accepts; retrying will not help.
-    TooLarge,
-    /// The node is stopped; try another server.
-    Unavailable(String),
-    Status(ServerStatus),
-}
+/// How a request ended at the server: kv's [`Reply`] with the controller's [`Outcome`] in
+/// `Done` (the same variants, so the same frames).
+pub type CtrlReply = Reply<Outcome>;

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use raftkv_kv::protocol::ServerStatus;
 use raftkv_kv::service::ServiceConfig;
-use raftkv_raft::{Node, NodeError, Runtime};
+use raftkv_raft::{Node, Runtime};
 
 use crate::protocol::{CtrlReply, CtrlRequestBody};
 use crate::state::{Command, ControllerStateMachine, Query};
@@ -45,8 +44,7 @@ impl<R: Runtime> ControllerService<R> {
     }
 
     fn now_ms(&self) -> u64 {
-        let since_start = u64::try_from(self.runtime.now().as_millis()).unwrap_or(u64::MAX);
-        self.config.clock_epoch_ms.saturating_add(since_start)
+        self.config.now_ms(self.runtime.now())
     }
 
     /// Serves one request.
@@ -70,41 +68,8 @@ impl<R: Runtime> ControllerService<R> {
             CtrlRequestBody::Query { num } => {
                 self.node.linearizable_read(Query { num }.encode()).await
             }
-            CtrlRequestBody::Status => {
-                return match self.node.status().await {
-                    Ok(s) => CtrlReply::Status(ServerStatus {
-                        id: s.id,
-                        role: s.role.to_string(),
-                        term: s.term,
-                        leader: s.leader,
-                        commit_index: s.commit_index,
-                        applied_index: s.applied_index,
-                        first_index: s.first_index,
-                        last_index: s.last_index,
-                        snapshot_index: s.snapshot_index,
-                    }),
-                    Err(e) => self.reply_for(e),
-                }
-            }
+            CtrlRequestBody::Status => return self.config.status_reply(self.node.status().await),
         };
-        match result {
-            Ok(outcome) => CtrlReply::Done(outcome),
-            Err(e) => self.reply_for(e),
-        }
-    }
-
-    fn reply_for(&self, error: NodeError) -> CtrlReply {
-        match error {
-            NodeError::NotLeader { leader_hint } => CtrlReply::NotLeader {
-                leader_hint: leader_hint.and_then(|id| self.config.client_addrs.get(&id).cloned()),
-            },
-            NodeError::Timeout => CtrlReply::Timeout,
-            NodeError::OutcomeUnknown => CtrlReply::OutcomeUnknown,
-            NodeError::Busy(_) => CtrlReply::Busy,
-            NodeError::TooLarge(_) => CtrlReply::TooLarge,
-            e @ (NodeError::Shutdown | NodeError::Storage(_) | NodeError::Config(_)) => {
-                CtrlReply::Unavailable(e.to_string())
-            }
-        }
+        self.config.reply(result)
     }
 }

@@ -21,19 +21,21 @@
 //! groups) the checkpoints take 6 MB; the changes take 200 MB only if every change moved every
 //! shard — a Move moves one, and a Join or Leave of one group among `g` about `256 / g`.
 //!
-//! **Exactly-once** ([`crate::session`]): a client registers a session and numbers its
-//! changes; a retried change is answered with its first result (success or error) and never
-//! applied twice.
+//! **Exactly-once** (the KV service's [`SessionTable`]): a client registers a session and
+//! numbers its changes; a retried change is answered with its first result (success or error)
+//! and never applied twice. A change of an expired session is never applied: it is answered
+//! `SessionExpired` when it was not applied before (it may be sent again under a new session)
+//! and `Forgotten` when an earlier copy was, or the session's record is gone (issue 21 #12).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use raftkv_kv::session::{Check, SessionTable};
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ControllerConfig, CtrlError, Gid, ShardConfig, ShardId};
 use crate::rebalance::rebalance;
-use crate::session::{Check, Sessions};
 
 /// A full copy of every config whose number is a multiple of this is kept.
 pub const CHECKPOINT_EVERY: u64 = 64;
@@ -100,8 +102,11 @@ pub enum Outcome {
 }
 
 /// What a session remembers of its last change: small (no configs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 enum Cached {
+    /// No change yet (a request numbered 0 is never new).
+    #[default]
+    Nothing,
     Changed(u64),
     Err(CtrlError),
 }
@@ -167,7 +172,8 @@ pub struct ControllerStateMachine {
     checkpoints: Vec<Compact>,
     /// (gid, the config its Join made) → the group's addresses: each Join's addresses, once.
     addrs: BTreeMap<(Gid, u64), Vec<String>>,
-    sessions: Sessions<Cached>,
+    /// Its settings are `config.sessions` (not encoded: set again on restore).
+    sessions: SessionTable<Cached>,
 }
 
 impl ControllerStateMachine {
@@ -186,7 +192,7 @@ impl ControllerStateMachine {
             deltas: Vec::new(),
             checkpoints: vec![zero],
             addrs: BTreeMap::new(),
-            sessions: Sessions::new(config.sessions),
+            sessions: SessionTable::new(config.sessions),
         })
     }
 
@@ -255,6 +261,7 @@ impl ControllerStateMachine {
                 op,
             } => match self.sessions.check(session, seq, now_ms) {
                 Check::Expired => Outcome::Err(CtrlError::SessionExpired),
+                Check::Forgotten => Outcome::Err(CtrlError::Forgotten),
                 Check::Stale => Outcome::Err(CtrlError::Stale),
                 Check::Retry(cached) => outcome_of(cached),
                 Check::New => {
@@ -452,6 +459,7 @@ impl ControllerStateMachine {
         if l.groups.len() > self.config.groups_max {
             return Err("groups are bounded".into());
         }
+        self.sessions.validate()?;
         for &gid in &l.shards {
             if gid == 0 && !l.groups.is_empty() {
                 return Err("every shard is assigned while a group exists".into());
@@ -498,7 +506,6 @@ impl ControllerStateMachine {
         if let Err(rule) = self.validate() {
             panic!("controller invariant broken: {rule}");
         }
-        self.sessions.check_invariants();
     }
 }
 
@@ -515,6 +522,7 @@ fn changed(before: &[Gid], after: &[Gid]) -> Vec<(ShardId, Gid)> {
 
 fn outcome_of(cached: Cached) -> Outcome {
     match cached {
+        Cached::Nothing => Outcome::Err(CtrlError::Stale),
         Cached::Changed(num) => Outcome::Changed { num },
         Cached::Err(e) => Outcome::Err(e),
     }
@@ -546,8 +554,10 @@ impl StateMachine for ControllerStateMachine {
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        let restored: Self =
+        let mut restored: Self =
             postcard::from_bytes(data).map_err(|e| format!("bad controller snapshot: {e}"))?;
+        // The snapshot's settings, sessions' included, as before the table was shared.
+        restored.sessions.set_config(restored.config.sessions);
         restored
             .validate()
             .map_err(|rule| format!("controller snapshot breaks an invariant: {rule}"))?;

@@ -1,237 +1,38 @@
 //! Whole controller clusters — the real driver `Node`, [`ControllerService`] and
 //! [`ControllerClerk`] — on the deterministic simulation runtime, in the manner of 6.5840's
-//! shardctrler `config.go`. Built on `raftkv_kv::testing` (the seeded `sim` runner, seeds,
-//! runtime groups, server partitions).
+//! shardctrler `config.go`. Built on `raftkv_kv::testing`: the seeded `sim` runner, seeds and
+//! [`run_seeds`], runtime groups, server partitions, and the client network.
 //!
-//! - [`CtrlNet`] / [`CtrlSimConnector`]: the network between controller Clerks and servers:
-//!   latency, per-client reachability (the lab's `ConnectClient`), an unreliable mode that
-//!   loses requests and replies (answering `Lost`), requests served by a task in the server's
-//!   runtime group (a crash drops them mid-flight). Unification note: this is a small copy of
-//!   `raftkv_kv::testing::ClientNet`, which is written for the KV request and reply types;
-//!   generic over them it would serve both.
+//! - [`CtrlClientNet`] / [`CtrlSimConnector`]: kv's [`ClientNet`] carrying the controller's
+//!   protocol: latency, per-client reachability (the lab's `ConnectClient`), requests served by
+//!   a task in the server's runtime group (a crash drops them mid-flight), the unreliable mode
+//!   (lost requests and replies, some never answered) and the hostile one (requests held up to
+//!   seconds, and delivered twice).
 //! - [`CtrlSimCluster`]: n controllers with crash (storage survives), restart, server
-//!   partitions, the unreliable network and a snapshot threshold.
+//!   partitions, the unreliable or hostile network and a snapshot threshold.
 //! - Seeds: [`run_seeds`] prints `RAFTKV_SEED=<n>` and the replay command on failure.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::channel::oneshot;
-use raftkv_kv::clerk::CallError;
 use raftkv_kv::service::ServiceConfig;
-pub use raftkv_kv::testing::{lab_clerk_config, ms, seeds, sim, spawn_client, NET_GROUP};
+pub use raftkv_kv::testing::{
+    lab_clerk_config, ms, run_seeds, seeds, sim, spawn_client, ClientNet, ClientNetConfig,
+    SimConnector, NET_GROUP,
+};
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
 use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime};
 
-use crate::clerk::{ControllerClerk, CtrlConnector};
+use crate::clerk::ControllerClerk;
 use crate::config::ControllerConfig;
 use crate::protocol::{CtrlReply, CtrlRequestBody};
 use crate::service::ControllerService;
 use crate::state::ControllerStateMachine;
 
-/// Runs `f` for each seed; a failure names its seed and how to replay it.
-pub fn run_seeds<T>(test: &str, name: &str, default: &[u64], f: impl Fn(u64) -> T) -> Vec<T> {
-    seeds(default)
-        .into_iter()
-        .map(|seed| match catch_unwind(AssertUnwindSafe(|| f(seed))) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!(
-                    "{name} FAILED with RAFTKV_SEED={seed}; replay: RAFTKV_SEED={seed} cargo test \
-                     --release -p raftkv-shard --test {test} -- {name} --exact --nocapture"
-                );
-                resume_unwind(e)
-            }
-        })
-        .collect()
-}
+/// The network between controller Clerks and servers.
+pub type CtrlClientNet = ClientNet<CtrlRequestBody, CtrlReply>;
 
-// ---- the client network ----
-
-type Handler =
-    Arc<dyn Fn(CtrlRequestBody) -> Pin<Box<dyn Future<Output = CtrlReply> + Send>> + Send + Sync>;
-
-struct NetInner {
-    /// addr → (runtime group, handler).
-    servers: BTreeMap<String, (u64, Handler)>,
-    /// client → the addresses it is connected to.
-    reach: BTreeMap<u64, BTreeSet<String>>,
-    next_client: u64,
-    /// One-way latency, virtual ms (inclusive).
-    latency_ms: (u64, u64),
-    /// Chance that a request, and separately its reply, is lost.
-    drop_chance: f64,
-}
-
-/// The network between controller Clerks and servers. Clones share it.
-#[derive(Clone)]
-pub struct CtrlNet {
-    rt: SimRuntime,
-    inner: Arc<Mutex<NetInner>>,
-}
-
-impl CtrlNet {
-    pub fn new(rt: &SimRuntime) -> Self {
-        Self {
-            rt: rt.with_group(NET_GROUP),
-            inner: Arc::new(Mutex::new(NetInner {
-                servers: BTreeMap::new(),
-                reach: BTreeMap::new(),
-                next_client: 0,
-                latency_ms: (1, 3),
-                drop_chance: 0.0,
-            })),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, NetInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// labrpc's unreliable mode (up to 27 ms of delay, 10% of requests and replies lost), or
-    /// a reliable network.
-    pub fn set_unreliable(&self, unreliable: bool) {
-        let mut n = self.lock();
-        (n.latency_ms, n.drop_chance) = if unreliable {
-            ((1, 27), 0.1)
-        } else {
-            ((1, 3), 0.0)
-        };
-    }
-
-    /// Serves `addr` with `service`, whose tasks run in runtime group `group`.
-    pub fn register(&self, addr: &str, group: u64, service: ControllerService<SimRuntime>) {
-        let handler: Handler = Arc::new(move |body| {
-            let service = service.clone();
-            Box::pin(async move { service.handle(body).await })
-        });
-        self.lock()
-            .servers
-            .insert(addr.to_string(), (group, handler));
-    }
-
-    /// `addr` is down: calls to it are `Unreachable`.
-    pub fn unregister(&self, addr: &str) {
-        self.lock().servers.remove(addr);
-    }
-
-    /// A connector for a new client connected to `addrs`.
-    pub fn connector(&self, addrs: &[String]) -> CtrlSimConnector {
-        let mut n = self.lock();
-        let client = n.next_client;
-        n.next_client += 1;
-        n.reach.insert(client, addrs.iter().cloned().collect());
-        CtrlSimConnector {
-            net: self.clone(),
-            client,
-        }
-    }
-
-    /// Connects `client` to exactly `addrs` (the lab's `ConnectClient`).
-    pub fn connect(&self, client: u64, addrs: &[String]) {
-        self.lock()
-            .reach
-            .insert(client, addrs.iter().cloned().collect());
-    }
-
-    async fn sleep_latency(&self) {
-        let (lo, hi) = self.lock().latency_ms;
-        self.rt.sleep(ms(self.rt.random(lo, hi + 1))).await;
-    }
-
-    fn dropped(&self) -> bool {
-        let p = self.lock().drop_chance;
-        self.rt.chance(p)
-    }
-
-    /// Carries one request to its server and the reply back, in a task of its own: a request
-    /// the Clerk abandoned may still arrive.
-    async fn call(
-        &self,
-        client: u64,
-        addr: String,
-        body: CtrlRequestBody,
-    ) -> Result<CtrlReply, CallError> {
-        let (tx, rx) = oneshot::channel();
-        let net = self.clone();
-        self.rt.spawn(async move {
-            let _ = tx.send(net.deliver(client, addr, body).await);
-        });
-        rx.await
-            .unwrap_or_else(|_| Err(CallError::Lost("the network stopped".into())))
-    }
-
-    async fn deliver(
-        &self,
-        client: u64,
-        addr: String,
-        body: CtrlRequestBody,
-    ) -> Result<CtrlReply, CallError> {
-        self.sleep_latency().await;
-        let server = {
-            let n = self.lock();
-            let connected = n.reach.get(&client).is_some_and(|r| r.contains(&addr));
-            n.servers.get(&addr).filter(|_| connected).cloned()
-        };
-        let Some((group, handler)) = server else {
-            return Err(CallError::Unreachable(format!(
-                "{addr} is down or not connected"
-            )));
-        };
-        if self.dropped() {
-            self.rt.sleep(ms(self.rt.random(0, 100))).await;
-            return Err(CallError::Lost("request dropped".into()));
-        }
-        // Served by the server's group: a crash drops the request mid-flight.
-        let (tx, rx) = oneshot::channel();
-        self.rt.with_group(group).spawn(async move {
-            let _ = tx.send(handler(body).await);
-        });
-        let Ok(reply) = rx.await else {
-            return Err(CallError::Lost(format!("{addr} crashed while serving")));
-        };
-        self.sleep_latency().await;
-        let still_connected = self
-            .lock()
-            .reach
-            .get(&client)
-            .is_some_and(|r| r.contains(&addr));
-        if !still_connected || self.dropped() {
-            self.rt.sleep(ms(self.rt.random(0, 100))).await;
-            return Err(CallError::Lost("reply dropped".into()));
-        }
-        Ok(reply)
-    }
-}
-
-/// One client's end of the [`CtrlNet`].
-pub struct CtrlSimConnector {
-    net: CtrlNet,
-    client: u64,
-}
-
-impl CtrlSimConnector {
-    pub fn client(&self) -> u64 {
-        self.client
-    }
-}
-
-impl CtrlConnector for CtrlSimConnector {
-    fn call(
-        &self,
-        addr: &str,
-        body: CtrlRequestBody,
-    ) -> impl Future<Output = Result<CtrlReply, CallError>> + Send {
-        let net = self.net.clone();
-        let client = self.client;
-        let addr = addr.to_string();
-        async move { net.call(client, addr, body).await }
-    }
-}
+/// One controller client's end of the [`CtrlClientNet`].
+pub type CtrlSimConnector = SimConnector<CtrlRequestBody, CtrlReply>;
 
 // ---- the cluster ----
 
@@ -245,7 +46,7 @@ pub struct CtrlSimCluster {
     /// The servers' network (Raft messages).
     pub net: SimNet,
     /// The clients' network.
-    pub clients: CtrlNet,
+    pub clients: CtrlClientNet,
     controller: ControllerConfig,
     /// Snapshot once this many entries were applied since the last snapshot.
     snapshot_every_entries: u64,
@@ -267,7 +68,7 @@ impl CtrlSimCluster {
             seed,
             rt: rt.clone(),
             net: SimNet::new(rt),
-            clients: CtrlNet::new(rt),
+            clients: CtrlClientNet::new(rt),
             controller,
             snapshot_every_entries,
             storages: (0..servers).map(|_| SimStorage::new(rt, (0, 3))).collect(),
@@ -326,7 +127,11 @@ impl CtrlSimCluster {
                 client_addrs,
             },
         );
-        self.clients.register(&Self::addr(i), id, service.clone());
+        let serving = service.clone();
+        self.clients.serve(&Self::addr(i), id, move |body| {
+            let service = serving.clone();
+            async move { service.handle(body).await }
+        });
         self.services[i] = Some(service);
     }
 
@@ -366,11 +171,19 @@ impl CtrlSimCluster {
         if unreliable {
             self.net.set_drop_chance(0.1);
             self.net.set_latency_ms(1, 27);
+            self.clients.set_config(ClientNetConfig::unreliable());
         } else {
             self.net.set_drop_chance(0.0);
             self.net.set_latency_ms(1, 5);
+            self.clients.set_config(ClientNetConfig::reliable());
         }
-        self.clients.set_unreliable(unreliable);
+    }
+
+    /// Beyond the lab: the unreliable network, and clients' requests also held up to seconds
+    /// (reaching a server after the Clerk gave up on them) and delivered twice.
+    pub fn set_hostile(&mut self) {
+        self.set_unreliable(true);
+        self.clients.set_config(ClientNetConfig::hostile());
     }
 
     /// A Clerk that knows every server but is connected only to `servers`.

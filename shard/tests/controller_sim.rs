@@ -16,7 +16,7 @@ use raftkv_shard::{ControllerConfig, CtrlError, Gid, ShardConfig};
 
 /// The lab's `NShards`.
 const NSHARDS: u32 = 10;
-const TEST: &str = "controller_sim";
+const TEST: &str = "-p raftkv-shard --test controller_sim";
 
 /// The chaos test's default seeds (a seed takes a few milliseconds in a release build).
 const CHAOS_SEEDS: [u64; 64] = {
@@ -328,103 +328,113 @@ fn changes_under_crashes_partitions_and_unreliable_network() {
         TEST,
         "changes_under_crashes_partitions_and_unreliable_network",
         &CHAOS_SEEDS,
-        |seed| {
-            sim(seed, move |rt| async move {
-                let mut cfg =
-                    CtrlSimCluster::new(seed, &rt, 5, ControllerConfig::with_shards(NSHARDS), 20)
-                        .await;
-                cfg.set_unreliable(true);
-                let clients: u64 = 5;
-                let tasks: Vec<_> = (0..clients)
-                    .map(|i| {
-                        let mut c = cfg.clerk(&cfg.all());
-                        let gid = i + 1;
-                        async move {
-                            // (config num, what it did)
-                            let mut done: Vec<(u64, &'static str, Gid, u32)> = Vec::new();
-                            for round in 0..15u32 {
-                                done.push((c.join(groups(&[gid])).await.unwrap(), "join", gid, 0));
-                                let shard = (round + i as u32) % NSHARDS;
-                                done.push((
-                                    c.move_shard(shard, gid).await.unwrap(),
-                                    "move",
-                                    gid,
-                                    shard,
-                                ));
-                                done.push((c.leave(vec![gid]).await.unwrap(), "leave", gid, 0));
-                            }
-                            done.push((c.join(groups(&[gid])).await.unwrap(), "join", gid, 0));
-                            done
-                        }
-                    })
-                    .collect();
-                let rxs: Vec<_> = tasks.into_iter().map(|t| spawn_client(&rt, t)).collect();
-                // The nemesis, until the clients are done.
-                let mut finished = Vec::new();
-                let mut pending = rxs;
-                let mut step = 0u64;
-                while !pending.is_empty() {
-                    match step % 4 {
-                        0 => {
-                            let victim = rt.random(0, 5) as usize;
-                            cfg.crash(victim);
-                            rt.sleep(ms(rt.random(200, 1500))).await;
-                            cfg.start(victim).await;
-                        }
-                        1 => {
-                            let a = rt.random(0, 5) as usize;
-                            let b = (a + 1) % 5;
-                            let rest: Vec<usize> = (0..5).filter(|&x| x != a && x != b).collect();
-                            cfg.partition(&[vec![a, b], rest]);
-                            rt.sleep(ms(rt.random(500, 2000))).await;
-                            cfg.heal();
-                        }
-                        _ => rt.sleep(ms(rt.random(100, 800))).await,
-                    }
-                    step += 1;
-                    let mut still = Vec::new();
-                    for mut rx in pending {
-                        match rx.try_recv() {
-                            Ok(Some(v)) => finished.push(v),
-                            Ok(None) => still.push(rx),
-                            Err(_) => panic!("RAFTKV_SEED={seed}: a client task died"),
-                        }
-                    }
-                    pending = still;
-                    assert!(
-                        rt.now() < Duration::from_secs(600),
-                        "RAFTKV_SEED={seed}: clients stuck"
-                    );
+        |seed| sim(seed, move |rt| chaos(seed, rt, false)),
+    );
+}
+
+/// The same under kv's hostile client network: requests also held up to seconds (reaching a
+/// server after the Clerk gave up on them) and delivered twice.
+#[test]
+fn changes_under_crashes_partitions_and_a_hostile_client_network() {
+    run_seeds(
+        TEST,
+        "changes_under_crashes_partitions_and_a_hostile_client_network",
+        &CHAOS_SEEDS[..16],
+        |seed| sim(seed, move |rt| chaos(seed, rt, true)),
+    );
+}
+
+async fn chaos(seed: u64, rt: SimRuntime, hostile: bool) {
+    let mut cfg =
+        CtrlSimCluster::new(seed, &rt, 5, ControllerConfig::with_shards(NSHARDS), 20).await;
+    if hostile {
+        cfg.set_hostile();
+    } else {
+        cfg.set_unreliable(true);
+    }
+    let clients: u64 = 5;
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let mut c = cfg.clerk(&cfg.all());
+            let gid = i + 1;
+            async move {
+                // (config num, what it did)
+                let mut done: Vec<(u64, &'static str, Gid, u32)> = Vec::new();
+                for round in 0..15u32 {
+                    done.push((c.join(groups(&[gid])).await.unwrap(), "join", gid, 0));
+                    let shard = (round + i as u32) % NSHARDS;
+                    done.push((c.move_shard(shard, gid).await.unwrap(), "move", gid, shard));
+                    done.push((c.leave(vec![gid]).await.unwrap(), "leave", gid, 0));
                 }
+                done.push((c.join(groups(&[gid])).await.unwrap(), "join", gid, 0));
+                done
+            }
+        })
+        .collect();
+    let rxs: Vec<_> = tasks.into_iter().map(|t| spawn_client(&rt, t)).collect();
+    // The nemesis, until the clients are done.
+    let mut finished = Vec::new();
+    let mut pending = rxs;
+    let mut step = 0u64;
+    while !pending.is_empty() {
+        match step % 4 {
+            0 => {
+                let victim = rt.random(0, 5) as usize;
+                cfg.crash(victim);
+                rt.sleep(ms(rt.random(200, 1500))).await;
+                cfg.start(victim).await;
+            }
+            1 => {
+                let a = rt.random(0, 5) as usize;
+                let b = (a + 1) % 5;
+                let rest: Vec<usize> = (0..5).filter(|&x| x != a && x != b).collect();
+                cfg.partition(&[vec![a, b], rest]);
+                rt.sleep(ms(rt.random(500, 2000))).await;
                 cfg.heal();
-                cfg.set_unreliable(false);
-                let mut ck = cfg.clerk(&cfg.all());
-                let last = ck.join(groups(&[100])).await.unwrap();
-                let mut nums: Vec<u64> = finished.iter().flatten().map(|d| d.0).collect();
-                nums.push(last);
-                nums.sort_unstable();
-                let expected: Vec<u64> = (1..=last).collect();
-                assert_eq!(
-                    nums, expected,
-                    "RAFTKV_SEED={seed}: a change applied twice or lost"
-                );
-                for &(num, what, gid, shard) in finished.iter().flatten() {
-                    let c = ck.query(Some(num)).await.unwrap();
-                    assert_eq!(c.num, num);
-                    match what {
-                        "join" => assert!(c.groups.contains_key(&gid)),
-                        "leave" => assert!(!c.groups.contains_key(&gid)),
-                        _ => assert_eq!(c.gid_of(shard), Some(gid)),
-                    }
-                }
-                let all: Vec<Gid> = (1..=clients).chain([100]).collect();
-                check(seed, &mut ck, &all).await;
-                assert!(
-                    (0..cfg.n()).any(|i| cfg.has_snapshot(i)),
-                    "RAFTKV_SEED={seed}: no server snapshotted"
-                );
-            })
-        },
+            }
+            _ => rt.sleep(ms(rt.random(100, 800))).await,
+        }
+        step += 1;
+        let mut still = Vec::new();
+        for mut rx in pending {
+            match rx.try_recv() {
+                Ok(Some(v)) => finished.push(v),
+                Ok(None) => still.push(rx),
+                Err(_) => panic!("RAFTKV_SEED={seed}: a client task died"),
+            }
+        }
+        pending = still;
+        assert!(
+            rt.now() < Duration::from_secs(600),
+            "RAFTKV_SEED={seed}: clients stuck"
+        );
+    }
+    cfg.heal();
+    cfg.set_unreliable(false);
+    let mut ck = cfg.clerk(&cfg.all());
+    let last = ck.join(groups(&[100])).await.unwrap();
+    let mut nums: Vec<u64> = finished.iter().flatten().map(|d| d.0).collect();
+    nums.push(last);
+    nums.sort_unstable();
+    let expected: Vec<u64> = (1..=last).collect();
+    assert_eq!(
+        nums, expected,
+        "RAFTKV_SEED={seed}: a change applied twice or lost"
+    );
+    for &(num, what, gid, shard) in finished.iter().flatten() {
+        let c = ck.query(Some(num)).await.unwrap();
+        assert_eq!(c.num, num);
+        match what {
+            "join" => assert!(c.groups.contains_key(&gid)),
+            "leave" => assert!(!c.groups.contains_key(&gid)),
+            _ => assert_eq!(c.gid_of(shard), Some(gid)),
+        }
+    }
+    let all: Vec<Gid> = (1..=clients).chain([100]).collect();
+    check(seed, &mut ck, &all).await;
+    assert!(
+        (0..cfg.n()).any(|i| cfg.has_snapshot(i)),
+        "RAFTKV_SEED={seed}: no server snapshotted"
     );
 }
 

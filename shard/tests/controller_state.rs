@@ -273,16 +273,18 @@ fn retried_change_answers_its_first_result() {
     assert_eq!(apply(&mut c, 4, &dup), refused);
     assert_eq!(apply(&mut c, 5, &dup), refused);
     assert_eq!(apply(&mut c, 6, &first), Outcome::Err(CtrlError::Stale));
-    let expired = Command::Request {
+    // A session the controller has no record of: whether its change was applied is unknown.
+    let unknown = Command::Request {
         session: 99,
         seq: 1,
         now_ms: 1,
         op: join(&[2]),
     };
     assert_eq!(
-        apply(&mut c, 7, &expired),
-        Outcome::Err(CtrlError::SessionExpired)
+        apply(&mut c, 7, &unknown),
+        Outcome::Err(CtrlError::Forgotten)
     );
+    assert_eq!(c.latest().num, 1, "and it was not applied");
     assert_eq!(
         c.apply(8, b"\xff\xff\xff"),
         Outcome::Err(CtrlError::Malformed)

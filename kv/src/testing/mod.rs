@@ -5,7 +5,8 @@
 //! `cluster` (the cluster and the lab's Clerk); seeds and checks here. Everything is
 //! re-exported at this level.
 //!
-//! - [`ClientNet`] / [`SimConnector`]: the network between Clerks and servers. A call sleeps a
+//! - [`ClientNet`] / [`SimConnector`]: the network between Clerks and servers, generic over
+//!   the request and reply types (the KV protocol's by default). A call sleeps a
 //!   request latency, is served by a task spawned in the server's runtime group (so a crash —
 //!   killing the group — drops requests in flight: the Clerk sees `Lost`), sleeps a reply
 //!   latency. Unreliable mode drops requests and replies (a drop answers `Lost` after up to
@@ -23,7 +24,8 @@
 //!   lab's `Get`/`Put`/`Append` (a missing key reads as "", no error is acceptable).
 //! - Checks: [`assert_linearizable`] (every partition `Ok`, else the HTML visualization is
 //!   written and named), [`check_clnt_appends`], [`check_concurrent_appends`].
-//! - Seeds: [`run_seeds`] prints `RAFTKV_SEED=<n>` on failure; `RAFTKV_SEED` runs one seed,
+//! - Seeds: [`run_seeds`] prints `RAFTKV_SEED=<n>` and the replay command (for the test binary
+//!   it is given) on failure; `RAFTKV_SEED` runs one seed,
 //!   `RAFTKV_SEEDS` (`3,7,9`, `10..20`, or a count `n` for `0..n`) overrides the defaults.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,8 +91,10 @@ pub fn seeds(default: &[u64]) -> Vec<u64> {
     default.to_vec()
 }
 
-/// Runs `f` for each seed; a failure names its seed and how to replay it.
-pub fn run_seeds<T>(name: &str, default: &[u64], f: impl Fn(u64) -> T) -> Vec<T> {
+/// Runs `f` for each seed; a failure names its seed and how to replay it: `cargo test
+/// --release {target} -- {name} ...`, where `target` names the test binary (`-p raftkv-kv --test
+/// kvraft_sim`).
+pub fn run_seeds<T>(target: &str, name: &str, default: &[u64], f: impl Fn(u64) -> T) -> Vec<T> {
     seeds(default)
         .into_iter()
         .map(|seed| match catch_unwind(AssertUnwindSafe(|| f(seed))) {
@@ -98,8 +102,7 @@ pub fn run_seeds<T>(name: &str, default: &[u64], f: impl Fn(u64) -> T) -> Vec<T>
             Err(e) => {
                 eprintln!(
                     "{name} FAILED with RAFTKV_SEED={seed}; replay: RAFTKV_SEED={seed} cargo test \
-                     --release -p raftkv-kv --test kvraft_sim -- {name} --exact --include-ignored \
-                     --nocapture"
+                     --release {target} -- {name} --exact --include-ignored --nocapture"
                 );
                 resume_unwind(e)
             }

@@ -1,9 +1,11 @@
-//! The client network of a simulated KV cluster: [`ClientNet`] and its [`SimConnector`].
+//! The client network of a simulated cluster: [`ClientNet`] and its [`SimConnector`], generic
+//! over the request and reply types (the KV protocol's by default; the shard controller's
+//! harness carries its own protocol on the same network).
 
 use super::*;
 
-type Handler =
-    Arc<dyn Fn(RequestBody) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+type Handler<Req, Rep> =
+    Arc<dyn Fn(Req) -> Pin<Box<dyn Future<Output = Rep> + Send>> + Send + Sync>;
 
 /// How the client network behaves.
 #[derive(Clone, Copy, Debug)]
@@ -75,13 +77,13 @@ pub struct ClientNetStats {
     pub duplicated: u64,
 }
 
-struct Server {
+struct Server<Req, Rep> {
     group: u64,
-    handler: Handler,
+    handler: Handler<Req, Rep>,
 }
 
-struct ClientNetInner {
-    servers: BTreeMap<String, Server>,
+struct ClientNetInner<Req, Rep> {
+    servers: BTreeMap<String, Server<Req, Rep>>,
     /// client → the addresses it is connected to.
     reach: BTreeMap<u64, BTreeSet<String>>,
     config: ClientNetConfig,
@@ -90,26 +92,50 @@ struct ClientNetInner {
 }
 
 /// How a call ended, as the network tells the caller.
-enum Delivery {
-    Answer(Result<Reply, CallError>),
+enum Delivery<Rep> {
+    Answer(Result<Rep, CallError>),
     /// Lost without a trace: the caller waits until it gives up.
     Silent,
 }
 
-/// The network between Clerks and KV servers. Clones share it.
+/// The network between clients and servers speaking `Req` and `Rep` (by default the KV
+/// protocol). Clones share it.
 ///
 /// A call is carried by a task of its own (in [`NET_GROUP`], never killed): a request keeps
 /// travelling after the Clerk abandons it, and may reach the server later.
-#[derive(Clone)]
-pub struct ClientNet {
+pub struct ClientNet<Req = RequestBody, Rep = Reply> {
     rt: SimRuntime,
-    inner: Arc<Mutex<ClientNetInner>>,
+    inner: Arc<Mutex<ClientNetInner<Req, Rep>>>,
+}
+
+impl<Req, Rep> Clone for ClientNet<Req, Rep> {
+    fn clone(&self) -> Self {
+        Self {
+            rt: self.rt.clone(),
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 /// The runtime group of the client network's delivery tasks (never killed).
 pub const NET_GROUP: u64 = CLIENT_GROUP + 1;
 
 impl ClientNet {
+    /// Serves `addr` with `service`, whose tasks run in runtime group `group`.
+    pub fn register<M: StateMachine<Response = Outcome>>(
+        &self,
+        addr: &str,
+        group: u64,
+        service: KvService<SimRuntime, M>,
+    ) {
+        self.serve(addr, group, move |body| {
+            let service = service.clone();
+            async move { service.handle(body).await }
+        });
+    }
+}
+
+impl<Req: Clone + Send + 'static, Rep: Send + 'static> ClientNet<Req, Rep> {
     pub fn new(rt: &SimRuntime) -> Self {
         Self {
             rt: rt.with_group(NET_GROUP),
@@ -123,7 +149,7 @@ impl ClientNet {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, ClientNetInner> {
+    fn lock(&self) -> MutexGuard<'_, ClientNetInner<Req, Rep>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -139,17 +165,13 @@ impl ClientNet {
         self.lock().stats
     }
 
-    /// Serves `addr` with `service`, whose tasks run in runtime group `group`.
-    pub fn register<M: StateMachine<Response = Outcome>>(
-        &self,
-        addr: &str,
-        group: u64,
-        service: KvService<SimRuntime, M>,
-    ) {
-        let handler: Handler = Arc::new(move |body| {
-            let service = service.clone();
-            Box::pin(async move { service.handle(body).await })
-        });
+    /// Serves `addr` with `handle`, whose tasks run in runtime group `group`.
+    pub fn serve<F, Fut>(&self, addr: &str, group: u64, handle: F)
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Rep> + Send + 'static,
+    {
+        let handler: Handler<Req, Rep> = Arc::new(move |body| Box::pin(handle(body)));
         self.lock()
             .servers
             .insert(addr.to_string(), Server { group, handler });
@@ -161,7 +183,7 @@ impl ClientNet {
     }
 
     /// A connector for a new client connected to `addrs`.
-    pub fn connector(&self, addrs: &[String]) -> SimConnector {
+    pub fn connector(&self, addrs: &[String]) -> SimConnector<Req, Rep> {
         let mut n = self.lock();
         let client = n.next_client;
         n.next_client += 1;
@@ -191,7 +213,7 @@ impl ClientNet {
     }
 
     /// A lost message: `Lost` after a while, or no answer at all.
-    async fn dropped(&self, config: ClientNetConfig) -> Delivery {
+    async fn dropped(&self, config: ClientNetConfig) -> Delivery<Rep> {
         if self.rt.chance(config.silent_fraction) {
             return Delivery::Silent;
         }
@@ -199,7 +221,7 @@ impl ClientNet {
         Delivery::Answer(Err(CallError::Lost("dropped by the network".into())))
     }
 
-    async fn call(&self, client: u64, addr: String, body: RequestBody) -> Result<Reply, CallError> {
+    async fn call(&self, client: u64, addr: String, body: Req) -> Result<Rep, CallError> {
         let config = self.config();
         self.lock().stats.calls += 1;
         if self.rt.chance(config.duplicate_chance) {
@@ -227,9 +249,9 @@ impl ClientNet {
         &self,
         client: u64,
         addr: String,
-        body: RequestBody,
+        body: Req,
         config: ClientNetConfig,
-    ) -> Delivery {
+    ) -> Delivery<Rep> {
         let mut delay = self.latency(&config);
         if self.rt.chance(config.long_delay_chance) {
             self.lock().stats.delayed += 1;
@@ -278,26 +300,33 @@ impl ClientNet {
 }
 
 /// One client's end of the [`ClientNet`].
-pub struct SimConnector {
-    net: ClientNet,
+pub struct SimConnector<Req = RequestBody, Rep = Reply> {
+    net: ClientNet<Req, Rep>,
     client: u64,
 }
 
-impl SimConnector {
+impl<Req: Clone + Send + 'static, Rep: Send + 'static> SimConnector<Req, Rep> {
     pub fn client(&self) -> u64 {
         self.client
     }
-}
 
-impl Connector for SimConnector {
-    fn call(
+    /// Sends `body` to `addr` through the network (what a connector's `call` does).
+    pub fn send(
         &self,
         addr: &str,
-        body: RequestBody,
-    ) -> impl Future<Output = Result<Reply, CallError>> + Send {
+        body: Req,
+    ) -> impl Future<Output = Result<Rep, CallError>> + Send + 'static {
         let net = self.net.clone();
         let client = self.client;
         let addr = addr.to_string();
         async move { net.call(client, addr, body).await }
+    }
+}
+
+impl<Req: Clone + Send + 'static, Rep: Send + 'static> Connector<Req, Rep>
+    for SimConnector<Req, Rep>
+{
+    fn call(&self, addr: &str, body: Req) -> impl Future<Output = Result<Rep, CallError>> + Send {
+        self.send(addr, body)
     }
 }
