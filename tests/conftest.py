@@ -1,6 +1,6 @@
 """Shared helpers for raftkv's Python test suite.
 
-Everything here is written against the public interface of ``shared/API.md`` only.
+Everything here is written against the public Python interface only (``docs/api.md``).
 Time bounds are generous (a loaded 2-core CI machine): waits poll a condition for up to
 10 s instead of sleeping and then asserting.
 """

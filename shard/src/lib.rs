@@ -2,8 +2,8 @@
 //!
 //! One Raft group holds all data and all writes go through one leader, so a single group cannot
 //! grow past one disk and one leader's throughput. Sharding splits the key space so that
-//! several Raft groups — **replica groups** — each serve part of it (DESIGN.md §8). This crate
-//! holds the first part of that layer: the stable key → shard map and the **shard
+//! several Raft groups — **replica groups** — each serve part of it (the repository's
+//! `docs/design.md`, "The shard controller"). This crate holds the first part of that layer: the stable key → shard map and the **shard
 //! controller**. (Replica groups that serve shards and migrate them are the next step.)
 //!
 //! ## Shards, configurations, the controller

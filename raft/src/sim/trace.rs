@@ -1,9 +1,9 @@
 //! The simulator's trace: a ring of the latest events in the one trace notation, and a running
 //! hash of every event (the same seed must give the same hash).
 
+use rustc_hash::FxHasher;
 use std::collections::VecDeque;
 use std::fmt;
-use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
 /// Hashes any value with rustc's FxHash: fast and deterministic across runs, unlike
