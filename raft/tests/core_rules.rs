@@ -899,3 +899,25 @@ fn leader_resumes_a_snapshot_at_the_offset_the_follower_reports_even_a_lower_one
     assert_eq!(snapshot_chunks_to_2(&mut r), Vec::<u64>::new());
     r.check_invariants();
 }
+
+/// Issue 21 #6: a corruption error names the index only when it has one.
+#[test]
+fn storage_error_names_the_index_only_when_there_is_one() {
+    use raftkv_raft::StorageError;
+    let without = StorageError::Corrupt {
+        index: None,
+        detail: "bad checksum in segment 3".into(),
+    };
+    assert_eq!(
+        without.to_string(),
+        "storage corruption: bad checksum in segment 3"
+    );
+    let with = StorageError::Corrupt {
+        index: Some(42),
+        detail: "bad checksum".into(),
+    };
+    assert_eq!(
+        with.to_string(),
+        "storage corruption at index 42: bad checksum"
+    );
+}
