@@ -185,10 +185,15 @@ impl Raft {
     }
 
     /// Records a (pre-)vote response for the election in progress.
-    pub(crate) fn handle_vote_response(&mut self, msg: &Message, granted: bool, pre: bool) {
+    pub(crate) fn handle_vote_response(&mut self, msg: &Message, vote: bool, pre: bool) {
         let term = self.term;
         let (g, r) = match &mut self.role {
-            RoleState::PreCandidate { granted, rejected } if pre && msg.term == term + 1 => {
+            /// thesis §9.6: a grant carries the proposed term (term + 1); a rejection carries the
+            /// voter's own term, which is ours when it has not moved on: count it too, so a
+            /// pre-candidate that a majority refuses stops instead of waiting out its timeout.
+            RoleState::PreCandidate { granted, rejected }
+                if pre && (msg.term == term + 1 || (!vote && msg.term == term)) =>
+            {
                 (granted, rejected)
             }
             RoleState::Candidate { granted, rejected } if !pre && msg.term == term => {
@@ -196,7 +201,7 @@ impl Raft {
             }
             _ => return self.ignore(),
         };
-        if granted {
+        if vote {
             g.insert(msg.from);
         } else {
             r.insert(msg.from);

@@ -921,3 +921,25 @@ fn storage_error_names_the_index_only_when_there_is_one() {
         "storage corruption at index 42: bad checksum"
     );
 }
+
+/// Issue 21 #10: a pre-vote rejection carries the voter's term, which is the pre-candidate's
+/// own term when the voter has not moved on; it was ignored (only term + 1 was counted), so a
+/// pre-candidate refused by a majority kept waiting for its timeout.
+#[test]
+fn pre_vote_rejections_at_the_pre_candidates_own_term_are_counted() {
+    // thesis §9.6 (etcd-raft counts them too): a majority of rejections ends the pre-election,
+    // the node returns to follower at its unchanged term; a grant at the old term is not one.
+    let mut r = node(1, 5, None, &[5]);
+    r.campaign();
+    r.take_ready();
+    r.step(msg(2, 1, 5, Body::PreVoteResponse { granted: true })); // stale grant: ignored
+    assert_eq!((r.role(), r.term()), (Role::PreCandidate, 5));
+    r.step(msg(2, 1, 5, Body::PreVoteResponse { granted: false }));
+    r.step(msg(3, 1, 5, Body::PreVoteResponse { granted: false }));
+    assert_eq!((r.role(), r.term()), (Role::Follower, 5));
+    assert_eq!(r.hard_state().voted_for, None);
+    let ready = r.take_ready();
+    assert_eq!(ready.hard_state, None);
+    assert!(ready.send_after_persist.is_empty());
+    assert!(ready.send_now.is_empty());
+}
