@@ -19,6 +19,12 @@ impl Raft {
                 .chain(l.reads.drain(..).map(|r| r.id));
             self.out.aborted_reads.extend(aborted);
         }
+        /// Raft §7 (issue 21 #7): a snapshot being received from another leader or term is
+        /// dropped (its chunks must never splice into the new leader's).
+        let same_source = term <= self.term && (leader.is_none() || leader == self.leader);
+        if !same_source {
+            self.incoming_snapshot = None;
+        }
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -54,6 +60,8 @@ impl Raft {
     /// (Raft §6: of both halves of a joint configuration). `transfer` marks an election the
     /// leader asked for (thesis §3.10).
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
+        /// Raft §7 (issue 21 #7): a new term drops a snapshot being received.
+        let _dropped = self.incoming_snapshot.take();
         self.term += 1;
         self.voted_for = Some(self.config.id);
         self.role = RoleState::Candidate {
