@@ -19,6 +19,12 @@ impl Raft {
                 .chain(l.reads.drain(..).map(|r| r.id));
             self.out.aborted_reads.extend(aborted);
         }
+        /// Raft §7 (issue 21 #7): a snapshot being received from another leader or term is
+        /// dropped (its chunks must never splice into the new leader's).
+        let same_source = term <= self.term && (leader.is_none() || leader == self.leader);
+        if !same_source {
+            self.incoming_snapshot = None;
+        }
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -54,6 +60,8 @@ impl Raft {
     /// (Raft §6: of both halves of a joint configuration). `transfer` marks an election the
     /// leader asked for (thesis §3.10).
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
+        /// Raft §7 (issue 21 #7): a new term drops a snapshot being received.
+        let _dropped = self.incoming_snapshot.take();
         self.term += 1;
         self.voted_for = Some(self.config.id);
         self.role = RoleState::Candidate {
@@ -185,10 +193,15 @@ impl Raft {
     }
 
     /// Records a (pre-)vote response for the election in progress.
-    pub(crate) fn handle_vote_response(&mut self, msg: &Message, granted: bool, pre: bool) {
+    pub(crate) fn handle_vote_response(&mut self, msg: &Message, vote: bool, pre: bool) {
         let term = self.term;
         let (g, r) = match &mut self.role {
-            RoleState::PreCandidate { granted, rejected } if pre && msg.term == term + 1 => {
+            /// thesis §9.6: a grant carries the proposed term (term + 1); a rejection carries the
+            /// voter's own term, which is ours when it has not moved on: count it too, so a
+            /// pre-candidate that a majority refuses stops instead of waiting out its timeout.
+            RoleState::PreCandidate { granted, rejected }
+                if pre && (msg.term == term + 1 || (!vote && msg.term == term)) =>
+            {
                 (granted, rejected)
             }
             RoleState::Candidate { granted, rejected } if !pre && msg.term == term => {
@@ -196,7 +209,7 @@ impl Raft {
             }
             _ => return self.ignore(),
         };
-        if granted {
+        if vote {
             g.insert(msg.from);
         } else {
             r.insert(msg.from);

@@ -78,13 +78,19 @@ pub enum StorageError {
     #[error("storage I/O error: {0}")]
     Io(String),
     /// Stored data failed verification; `index` is the entry it hit, if one.
-    #[error("storage corruption at index {index:?}: {detail}")]
+    /// Issue 21 #6: the index is named only when there is one (never "at index None").
+    #[error("storage corruption{}: {detail}", at_index(.index))]
     Corrupt {
         index: Option<Index>,
         detail: String,
     },
     #[error("storage is closed")]
     Closed,
+}
+
+/// " at index N" for a known index, nothing otherwise.
+fn at_index(index: &Option<Index>) -> String {
+    index.map(|i| format!(" at index {i}")).unwrap_or_default()
 }
 
 /// Durable Raft state: hard state, log entries, the latest snapshot (hashicorp's `LogStore` and

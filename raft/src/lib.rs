@@ -29,7 +29,9 @@
 //!
 //! To bound the log, the application **snapshots** its state machine at an applied index and
 //! the log before it is discarded (§7). A follower that needs discarded entries receives the
-//! snapshot in bounded **chunks**, stop-and-wait, and replaces its log with it.
+//! snapshot in bounded **chunks**, stop-and-wait, and replaces its log with it. The chunks of
+//! one transfer come from one leader in one term (any other restarts it at offset 0), and the
+//! assembled snapshot is installed only if its length and CRC32C match the leader's.
 //!
 //! A leader that has not heard from a majority within an election timeout steps down
 //! (**CheckQuorum**, thesis §6.2), and followers that hear from a leader ignore vote requests

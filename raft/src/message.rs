@@ -76,6 +76,12 @@ pub enum Body {
         offset: u64,
         data: Bytes,
         done: bool,
+        /// Raft §7 (issue 21 #7): the whole snapshot's length in bytes, checked by the
+        /// follower before it installs the snapshot.
+        len: u64,
+        /// Raft §7 (issue 21 #7): CRC32C of the whole snapshot, checked by the follower
+        /// before it installs (and so persists) the snapshot.
+        crc32c: u32,
     },
     /// The byte offset the follower expects next for snapshot `last` (0 to restart).
     SnapshotResponse {

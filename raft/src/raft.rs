@@ -50,7 +50,13 @@ pub struct Stats {
 /// A snapshot being received in chunks (Raft §7).
 #[derive(Clone, Debug)]
 pub(crate) struct IncomingSnapshot {
+    /// Raft §7 (issue 21 #7): the buffer belongs to one transfer, that of `leader` in `term`
+    /// of the snapshot `last` (`len` bytes, `crc32c`): chunks of another never splice into it.
+    pub leader: NodeId,
+    pub term: Term,
     pub last: LogId,
+    pub len: u64,
+    pub crc32c: u32,
     pub data: Vec<u8>,
 }
 
@@ -147,6 +153,8 @@ pub struct Raft {
     /// The latest snapshot. Invariant: `Some` with `last == log.snapshot()` once the log has one.
     pub(crate) snapshot: Option<Snapshot>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    /// The CRC32C of `snapshot` (by its last id and length), computed once for all chunks.
+    pub(crate) snapshot_crc32c: Option<(LogId, u64, u32)>,
     /// Reads confirmed by a quorum, waiting until `applied >= index`.
     pub(crate) confirmed_reads: VecDeque<ReadState>,
     pub(crate) out: Outbox,
@@ -224,6 +232,7 @@ impl Raft {
             election_timeout_ticks: 0,
             snapshot,
             incoming_snapshot: None,
+            snapshot_crc32c: None,
             confirmed_reads: VecDeque::new(),
             out: Outbox::default(),
             hard_state_out: HardState {

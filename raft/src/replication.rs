@@ -16,6 +16,8 @@ pub(crate) struct SnapshotChunk<'a> {
     pub offset: u64,
     pub data: Bytes,
     pub done: bool,
+    pub len: u64,
+    pub crc32c: u32,
 }
 
 impl Raft {
@@ -202,6 +204,16 @@ impl Raft {
             return self.send_snapshot_chunk(to);
         }
         let len = snapshot.data.len() as u64;
+        /// Raft §7 (issue 21 #7): every chunk carries the whole snapshot's length and CRC32C,
+        /// so the follower can check what it assembled before installing it.
+        let crc32c = match self.snapshot_crc32c {
+            Some((id, n, crc)) if id == last && n == len => crc,
+            _ => {
+                let crc = crc32c::crc32c(&snapshot.data);
+                self.snapshot_crc32c = Some((last, len, crc));
+                crc
+            }
+        };
         let start = offset.min(len);
         let end = (start + chunk_max).min(len);
         let data = snapshot.data.slice(start as usize..end as usize);
@@ -211,6 +223,8 @@ impl Raft {
             offset: start,
             data,
             done: end == len,
+            len,
+            crc32c,
         };
         self.send(to, body);
     }
@@ -514,9 +528,13 @@ impl Raft {
             offset,
             data,
             done,
+            len,
+            crc32c,
         } = chunk;
         if last.term > term
-            || offset.saturating_add(data.len() as u64) > self.config.snapshot_bytes_max
+            || len > self.config.snapshot_bytes_max
+            || offset.saturating_add(data.len() as u64) > len
+            || (done && offset + data.len() as u64 != len)
             || membership.validate().is_err()
         {
             return self.violation();
@@ -529,10 +547,18 @@ impl Raft {
             let base_index = last.index;
             return self.send(from, Body::AppendResponse { base_index, result });
         }
-        let expected = match &self.incoming_snapshot {
-            Some(inc) if inc.last == last => inc.data.len() as u64,
-            _ => 0,
+        /// Raft §7 (issue 21 #7): a buffer of another leader, term, snapshot, length or
+        /// checksum is dropped, never spliced into: the transfer restarts at offset 0.
+        let same_transfer = |inc: &IncomingSnapshot| {
+            (inc.leader, inc.term, inc.last, inc.len, inc.crc32c) == (from, term, last, len, crc32c)
         };
+        if !self.incoming_snapshot.as_ref().is_some_and(same_transfer) {
+            self.incoming_snapshot = None;
+        }
+        let expected = self
+            .incoming_snapshot
+            .as_ref()
+            .map_or(0, |inc| inc.data.len() as u64);
         /// Raft §7: chunks are written in order at their offset; a stale or duplicate chunk is
         /// ignored and answered with the offset we expect next.
         if offset != expected {
@@ -543,13 +569,13 @@ impl Raft {
         let inc = self
             .incoming_snapshot
             .get_or_insert_with(|| IncomingSnapshot {
+                leader: from,
+                term,
                 last,
+                len,
+                crc32c,
                 data: Vec::new(),
             });
-        if offset == 0 {
-            inc.last = last;
-            inc.data.clear();
-        }
         inc.data.extend_from_slice(&data);
         if !done {
             let next_offset = inc.data.len() as u64;
@@ -558,6 +584,14 @@ impl Raft {
         let Some(inc) = self.incoming_snapshot.take() else {
             return;
         };
+        /// Raft §7 (issue 21 #7): validate before installing (the install is what gets
+        /// persisted): a snapshot whose length or CRC32C differs from the leader's is refused
+        /// and the transfer restarts at offset 0.
+        if inc.data.len() as u64 != len || crc32c::crc32c(&inc.data) != crc32c {
+            self.violation();
+            let next_offset = 0;
+            return self.send(from, Body::SnapshotResponse { last, next_offset });
+        }
         /// thesis §4.1: the snapshot's configuration is the one in effect at its last entry
         /// (one that records none falls back to the initial voters, as on restart).
         let membership = match membership.voters().is_empty() {

@@ -81,6 +81,8 @@ impl Raft {
                 offset,
                 ref data,
                 done,
+                len,
+                crc32c,
             } => {
                 if self.accept_leader(&msg) {
                     let chunk = SnapshotChunk {
@@ -89,6 +91,8 @@ impl Raft {
                         offset,
                         data: data.clone(),
                         done,
+                        len,
+                        crc32c,
                     };
                     self.handle_snapshot_chunk(msg.from, msg.term, chunk);
                 }

@@ -544,6 +544,8 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
                 offset,
                 data: Bytes::from_static(data),
                 done,
+                len: 9,
+                crc32c: crc32c::crc32c(b"abcdefghi"),
             },
         )
     };
@@ -551,7 +553,7 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
     r.step(chunk(0, b"abc", false)); // a duplicate of the first restarts the transfer: harmless
     r.step(chunk(3, b"def", false));
     r.step(chunk(3, b"def", false)); // duplicate: ignored
-    r.step(chunk(9, b"xyz", true)); // a gap: ignored
+    r.step(chunk(8, b"i", true)); // a gap: ignored
     let ready = r.take_ready();
     let resp = |next_offset| msg(1, 2, 1, Body::SnapshotResponse { last, next_offset });
     assert_eq!(
@@ -730,6 +732,8 @@ fn regression_fuzz_index_near_u64_max_is_refused_not_overflowed() {
             offset: 0,
             data: Bytes::new(),
             done: true,
+            len: 0,
+            crc32c: 0,
         },
     ));
     assert_eq!(r.stats().protocol_violations, 1);
@@ -898,4 +902,154 @@ fn leader_resumes_a_snapshot_at_the_offset_the_follower_reports_even_a_lower_one
     r.step(answer(41));
     assert_eq!(snapshot_chunks_to_2(&mut r), Vec::<u64>::new());
     r.check_invariants();
+}
+
+/// Issue 21 #6: a corruption error names the index only when it has one.
+#[test]
+fn storage_error_names_the_index_only_when_there_is_one() {
+    use raftkv_raft::StorageError;
+    let without = StorageError::Corrupt {
+        index: None,
+        detail: "bad checksum in segment 3".into(),
+    };
+    assert_eq!(
+        without.to_string(),
+        "storage corruption: bad checksum in segment 3"
+    );
+    let with = StorageError::Corrupt {
+        index: Some(42),
+        detail: "bad checksum".into(),
+    };
+    assert_eq!(
+        with.to_string(),
+        "storage corruption at index 42: bad checksum"
+    );
+}
+
+/// Issue 21 #10: a pre-vote rejection carries the voter's term, which is the pre-candidate's
+/// own term when the voter has not moved on; it was ignored (only term + 1 was counted), so a
+/// pre-candidate refused by a majority kept waiting for its timeout.
+#[test]
+fn pre_vote_rejections_at_the_pre_candidates_own_term_are_counted() {
+    // thesis §9.6 (etcd-raft counts them too): a majority of rejections ends the pre-election,
+    // the node returns to follower at its unchanged term; a grant at the old term is not one.
+    let mut r = node(1, 5, None, &[5]);
+    r.campaign();
+    r.take_ready();
+    r.step(msg(2, 1, 5, Body::PreVoteResponse { granted: true })); // stale grant: ignored
+    assert_eq!((r.role(), r.term()), (Role::PreCandidate, 5));
+    r.step(msg(2, 1, 5, Body::PreVoteResponse { granted: false }));
+    r.step(msg(3, 1, 5, Body::PreVoteResponse { granted: false }));
+    assert_eq!((r.role(), r.term()), (Role::Follower, 5));
+    assert_eq!(r.hard_state().voted_for, None);
+    let ready = r.take_ready();
+    assert_eq!(ready.hard_state, None);
+    assert!(ready.send_after_persist.is_empty());
+    assert!(ready.send_now.is_empty());
+}
+
+/// An InstallSnapshot chunk of snapshot `last` (whole snapshot `whole`) from `from` in `term`.
+fn snapshot_chunk(
+    from: u64,
+    term: Term,
+    last: LogId,
+    whole: &[u8],
+    offset: u64,
+    data: &'static [u8],
+) -> Message {
+    msg(
+        from,
+        1,
+        term,
+        Body::InstallSnapshot {
+            last,
+            membership: Membership::from_voters([1, 2, 3]),
+            offset,
+            data: Bytes::from_static(data),
+            done: offset as usize + data.len() == whole.len(),
+            len: whole.len() as u64,
+            crc32c: crc32c::crc32c(whole),
+        },
+    )
+}
+
+/// Issue 21 #7: the incoming snapshot buffer was keyed by the snapshot's last id only, so the
+/// chunks of a new leader (or term) continued the old leader's half-received snapshot.
+#[test]
+fn snapshot_chunks_from_two_leaders_or_terms_never_splice() {
+    // Raft §7: a transfer is one leader's, in one term; another restarts at offset 0.
+    let mut r = node(1, 1, None, &[]);
+    let last = LogId::new(5, 1);
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
+    r.take_ready();
+    // Node 3 leads term 2; its snapshot at the same id would checksum fine if spliced.
+    r.step(snapshot_chunk(3, 2, last, b"abcXYZ", 3, b"XYZ"));
+    let ready = r.take_ready();
+    assert_eq!(ready.snapshot, None);
+    let restart = msg(
+        1,
+        3,
+        2,
+        Body::SnapshotResponse {
+            last,
+            next_offset: 0,
+        },
+    );
+    assert_eq!(ready.send_after_persist, vec![restart]);
+    // The same leader in a later term also starts over.
+    r.step(snapshot_chunk(3, 2, last, b"abcXYZ", 0, b"abc"));
+    r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 3, b"XYZ"));
+    let ready = r.take_ready();
+    assert_eq!(ready.snapshot, None);
+    assert_eq!(
+        ready.send_after_persist.last(),
+        Some(&msg(
+            1,
+            3,
+            3,
+            Body::SnapshotResponse {
+                last,
+                next_offset: 0
+            }
+        ))
+    );
+    // Restarted at 0, the transfer completes with the new leader's bytes only.
+    r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 0, b"abc"));
+    r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 3, b"XYZ"));
+    let snapshot = r.take_ready().snapshot.expect("installed");
+    assert_eq!(snapshot.data, Bytes::from_static(b"abcXYZ"));
+}
+
+/// Issue 21 #7: a received snapshot was installed (and so persisted) without any check.
+#[test]
+fn a_corrupted_snapshot_chunk_is_refused_and_the_transfer_restarts() {
+    // Raft §7: the assembled snapshot must match the leader's length and CRC32C.
+    let mut r = node(1, 1, None, &[]);
+    let last = LogId::new(5, 1);
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"dXf")); // corrupted in transit
+    let ready = r.take_ready();
+    assert_eq!(ready.snapshot, None);
+    assert_eq!(ready.persist_token, None);
+    assert_eq!(
+        ready.send_after_persist.last(),
+        Some(&msg(
+            1,
+            2,
+            1,
+            Body::SnapshotResponse {
+                last,
+                next_offset: 0
+            }
+        ))
+    );
+    assert_eq!(r.status().applied_index, 0);
+    // The leader resends from 0; a chunk at 3 is not spliced onto the refused bytes.
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"def"));
+    assert_eq!(r.take_ready().snapshot, None);
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
+    r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"def"));
+    let snapshot = r.take_ready().snapshot.expect("installed");
+    assert_eq!(snapshot.data, Bytes::from_static(b"abcdef"));
+    assert_eq!(r.status().applied_index, 5);
 }

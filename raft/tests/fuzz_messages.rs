@@ -176,6 +176,8 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
             offset: small(rng, 16),
             data: Bytes::from(vec![7u8; rng.range(0, 40) as usize]),
             done: rng.chance(0.5),
+            len: small(rng, 48),
+            crc32c: rng.next_u64() as u32,
         },
         9 => Body::SnapshotResponse {
             last: id(rng),

@@ -155,6 +155,8 @@ fn chunk(from: u64, to: u64, offset: u64, data: bytes::Bytes) -> Message {
             offset,
             data,
             done: false,
+            len: 1 << 20,
+            crc32c: 0,
         },
     }
 }

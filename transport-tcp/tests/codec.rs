@@ -159,6 +159,8 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
             offset: rng.range(0, 1 << 40),
             data: bytes(rng, 200),
             done: rng.chance(0.5),
+            len: rng.range(0, 1 << 40),
+            crc32c: rng.next_u64() as u32,
         },
         Body::SnapshotResponse {
             last: log_id(rng),
