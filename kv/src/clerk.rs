@@ -17,6 +17,8 @@
 //!   session's record is gone), it can no longer be learned: [`ClerkError::MaybeApplied`],
 //!   never a guess such as a false `Version` or a second apply.
 
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,12 +37,99 @@ use raftkv_checker::models::{KvErr, KvOutput};
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
-    /// The request was certainly not delivered (no connection could be made).
-    #[error("unreachable: {0}")]
-    Unreachable(String),
+    /// The request was certainly not delivered (no connection could be made, or it was
+    /// refused before it was sent).
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable {
+        /// The server's client address.
+        addr: String,
+        /// Why the request could not be sent.
+        #[source]
+        reason: UnreachableReason,
+    },
     /// The request may have been delivered, but no answer came (connection lost).
-    #[error("lost: {0}")]
-    Lost(String),
+    #[error("no answer from {addr} (the request may have been delivered): {reason}")]
+    Lost {
+        /// The server's client address.
+        addr: String,
+        /// Why the answer did not come.
+        #[source]
+        reason: LostReason,
+    },
+}
+
+/// Why a request was certainly not delivered ([`CallError::Unreachable`]).
+#[derive(Clone, Debug, Error)]
+#[non_exhaustive]
+pub enum UnreachableReason {
+    /// A socket operation failed: connecting (refused, timed out, no such host), or setting
+    /// the connection up. Shared so that the error stays `Clone`.
+    #[error(transparent)]
+    Io(Arc<io::Error>),
+    /// The thread that connects ended without an answer.
+    #[error("the connecting thread died")]
+    ConnectThreadDied,
+    /// This client is cut off from the server (a test's network partition).
+    #[error("partitioned from this client")]
+    Partitioned,
+    /// Nothing serves the address (a simulated server that is down).
+    #[error("the server is down")]
+    Down,
+    /// The connection already carries this many requests waiting for an answer.
+    #[error("in_flight_per_connection_max ({max}) reached")]
+    InFlightMax {
+        /// The connector's `in_flight_per_connection_max`.
+        max: usize,
+    },
+    /// The connection's outgoing queue is full: the server is not reading.
+    #[error("queued_bytes_max ({max}) reached: the server is not reading")]
+    QueuedBytesMax {
+        /// The connector's `queued_bytes_max`.
+        max: usize,
+    },
+    /// The connection closed before the request was queued on it.
+    #[error("connection closed")]
+    ConnectionClosed,
+}
+
+impl From<io::Error> for UnreachableReason {
+    fn from(e: io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
+}
+
+/// Socket errors compare by kind and message (`io::Error` is not `PartialEq`).
+impl PartialEq for UnreachableReason {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Io(a), Self::Io(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
+            (Self::InFlightMax { max: a }, Self::InFlightMax { max: b })
+            | (Self::QueuedBytesMax { max: a }, Self::QueuedBytesMax { max: b }) => a == b,
+            (a, b) => {
+                !matches!(
+                    a,
+                    Self::Io(_) | Self::InFlightMax { .. } | Self::QueuedBytesMax { .. }
+                ) && std::mem::discriminant(a) == std::mem::discriminant(b)
+            }
+        }
+    }
+}
+
+impl Eq for UnreachableReason {}
+
+/// Why no answer came to a request that may have been delivered ([`CallError::Lost`]).
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The connection closed while the request waited for its answer.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The network dropped the request or its reply (a test's unreliable network).
+    #[error("dropped by the network")]
+    Dropped,
+    /// The server crashed while serving the request (a simulated crash).
+    #[error("the server crashed while serving it")]
+    Crashed,
 }
 
 /// How a client reaches a server's client address: requests `Req`, replies `Rep` (the KV

@@ -66,7 +66,7 @@
 //! struct InProcess(Mutex<(KvStateMachine, u64)>);
 //!
 //! impl Connector for InProcess {
-//!     async fn call(&self, _addr: &str, body: RequestBody) -> Result<Reply, CallError> {
+//!     async fn call(&self, addr: &str, body: RequestBody) -> Result<Reply, CallError> {
 //!         let mut guard = self.0.lock().unwrap();
 //!         let (kv, index) = &mut *guard;
 //!         *index += 1;
@@ -76,7 +76,10 @@
 //!                 kv.apply_command(*index, Command::Request { session, seq, now_ms: 0, op })
 //!             }
 //!             RequestBody::Read { key } => kv.get(&key),
-//!             RequestBody::Status => return Err(CallError::Unreachable("no status here".into())),
+//!             RequestBody::Status => {
+//!                 let reason = std::io::Error::other("no status here").into();
+//!                 return Err(CallError::Unreachable { addr: addr.into(), reason });
+//!             }
 //!         };
 //!         Ok(Reply::Done(outcome))
 //!     }

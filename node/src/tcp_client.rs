@@ -27,7 +27,7 @@ use futures::StreamExt;
 use raftkv_raft::NetRuntime;
 use raftkv_transport_tcp::Codec;
 
-use raftkv_kv::clerk::{CallError, Connector};
+use raftkv_kv::clerk::{CallError, Connector, LostReason, UnreachableReason};
 use raftkv_kv::protocol::{
     ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX,
 };
@@ -141,9 +141,7 @@ impl<R: NetRuntime> TcpConnector<R> {
     async fn connection(&self, addr: &str) -> Result<Arc<Conn>, CallError> {
         if let Some(allowed) = &*lock(&self.inner.reachable) {
             if !allowed.iter().any(|a| a == addr) {
-                return Err(CallError::Unreachable(format!(
-                    "{addr}: partitioned from this client"
-                )));
+                return Err(unreachable(addr, UnreachableReason::Partitioned));
             }
         }
         if let Some(c) = lock(&self.inner.conns).get(addr) {
@@ -160,19 +158,19 @@ impl<R: NetRuntime> TcpConnector<R> {
             .spawn(move || {
                 let _ = tx.send(connect(&target, timeout));
             })
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(addr, e.into()))?;
         let stream = rx
             .await
-            .map_err(|_| CallError::Unreachable("connect thread died".into()))?
-            .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+            .map_err(|_| unreachable(addr, UnreachableReason::ConnectThreadDied))?
+            .map_err(|e| unreachable(addr, e.into()))?;
         let socket = stream
             .try_clone()
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(addr, e.into()))?;
         let registered = self
             .inner
             .runtime
             .register(stream)
-            .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+            .map_err(|e| unreachable(addr, e.into()))?;
         let (outgoing, queued) = mpsc::unbounded();
         let conn = Arc::new(Conn {
             outgoing,
@@ -268,16 +266,17 @@ impl<R: NetRuntime> Connector for TcpConnector<R> {
             Err(raftkv_transport_tcp::CodecError::FrameTooLarge { .. }) => {
                 return Ok(Reply::TooLarge)
             }
-            Err(e) => return Err(CallError::Unreachable(format!("cannot send: {e}"))),
+            Err(e) => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                return Err(unreachable(addr, e.into()));
+            }
         }
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&conn.pending);
             if pending.len() >= self.inner.config.in_flight_per_connection_max {
-                return Err(CallError::Unreachable(format!(
-                    "{addr}: in_flight_per_connection_max ({}) reached",
-                    self.inner.config.in_flight_per_connection_max
-                )));
+                let max = self.inner.config.in_flight_per_connection_max;
+                return Err(unreachable(addr, UnreachableReason::InFlightMax { max }));
             }
             pending.insert(id, tx);
         }
@@ -289,16 +288,23 @@ impl<R: NetRuntime> Connector for TcpConnector<R> {
         let queued = conn.queued_bytes.fetch_add(frame_bytes, Ordering::SeqCst);
         if queued + frame_bytes > self.inner.config.queued_bytes_max {
             conn.queued_bytes.fetch_sub(frame_bytes, Ordering::SeqCst);
-            return Err(CallError::Unreachable(format!(
-                "{addr}: queued_bytes_max ({}) reached: the server is not reading",
-                self.inner.config.queued_bytes_max
-            )));
+            let max = self.inner.config.queued_bytes_max;
+            return Err(unreachable(addr, UnreachableReason::QueuedBytesMax { max }));
         }
         if conn.outgoing.unbounded_send(frame).is_err() {
-            return Err(CallError::Unreachable(format!("{addr}: connection closed")));
+            return Err(unreachable(addr, UnreachableReason::ConnectionClosed));
         }
-        rx.await
-            .map_err(|_| CallError::Lost(format!("{addr}: connection closed")))
+        rx.await.map_err(|_| CallError::Lost {
+            addr: addr.to_string(),
+            reason: LostReason::ConnectionClosed,
+        })
+    }
+}
+
+fn unreachable(addr: &str, reason: UnreachableReason) -> CallError {
+    CallError::Unreachable {
+        addr: addr.to_string(),
+        reason,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{pin_mut, select_biased, FutureExt};
-use raftkv_kv::clerk::{CallError, Connector};
+use raftkv_kv::clerk::{CallError, Connector, UnreachableReason};
 use raftkv_kv::protocol::RequestBody;
 use raftkv_kv::state::Op;
 use raftkv_node::tcp_client::TcpConnector;
@@ -28,7 +28,7 @@ const VALUE_BYTES: usize = 3 << 20;
 #[derive(Debug, PartialEq)]
 enum End {
     TimedOut,
-    Refused(String),
+    Refused(UnreachableReason),
     Other(String),
 }
 
@@ -55,7 +55,7 @@ async fn calls_to_a_silent_server<R: NetRuntime>(runtime: R, addr: String) -> Ve
             pin_mut!(call, deadline);
             let end = select_biased! {
                 r = call => match r {
-                    Err(CallError::Unreachable(why)) => End::Refused(why),
+                    Err(CallError::Unreachable { reason, .. }) => End::Refused(reason),
                     other => End::Other(format!("{other:?}")),
                 },
                 _ = deadline => End::TimedOut,
@@ -82,7 +82,7 @@ fn check(ends: Vec<End>) {
     let timed_out = ends.iter().filter(|e| **e == End::TimedOut).count();
     let refused = ends
         .iter()
-        .filter(|e| matches!(e, End::Refused(why) if why.contains("queued_bytes_max")))
+        .filter(|e| matches!(e, End::Refused(UnreachableReason::QueuedBytesMax { .. })))
         .count();
     assert!(timed_out >= 1, "{ends:?}");
     // 48 MiB offered, at most 16 MiB may wait in the connector (plus what the kernel holds).

@@ -208,7 +208,7 @@ pub(crate) fn clerk_err(e: ClerkError, key: Option<&Bytes>) -> PyErr {
             ))
         }
         ClerkError::Call { error } => ProtocolError::new_err(format!(
-            "cannot reach the server: {error}; check the address and that the node is running"
+            "{error}; check the address and that the node is running"
         )),
         e => Error::new_err(e.to_string()),
     }

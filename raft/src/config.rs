@@ -1,6 +1,6 @@
 //! Node configuration: every bound the core enforces, with units last in each name.
 
-use crate::types::NodeId;
+use crate::types::{LogId, NodeId};
 use thiserror::Error;
 
 /// How one node behaves. Time is in ticks: the driver calls [`crate::Raft::tick`] at a fixed
@@ -143,4 +143,13 @@ pub enum ConfigError {
     Invalid(String),
     #[error("invalid persisted state: {0}")]
     Persisted(String),
+    /// The state machine refused a snapshot (`StateMachine::restore`): the persisted one at
+    /// start, or one the leader sent.
+    #[error("cannot restore snapshot {last}: {reason}")]
+    Snapshot {
+        /// The last entry the snapshot covers.
+        last: LogId,
+        /// The state machine's message.
+        reason: String,
+    },
 }

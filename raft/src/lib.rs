@@ -139,7 +139,7 @@ pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
-pub use raft::{Error, Raft, Stats};
+pub use raft::{BusyReason, Error, Raft, Stats};
 pub use ready::Ready;
 pub use rng::Rng;
 pub use types::{

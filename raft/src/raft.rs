@@ -29,12 +29,32 @@ pub enum Error {
     ProposalTooLarge { size_bytes: usize, max_bytes: usize },
     /// Backpressure: too many uncommitted bytes or pending reads; retry shortly.
     #[error("too busy: {0}")]
-    Busy(&'static str),
+    Busy(BusyReason),
     /// `snapshot_taken` at an index the log cannot compact to.
     #[error("cannot snapshot at index {index}: {reason}")]
     SnapshotIndex { index: Index, reason: &'static str },
     /// thesis §3.10: the leader is handing leadership to `target` and takes no proposals
     /// meanwhile; retry shortly (at the new leader).
+    #[error("leadership is being transferred to node {target}; retry shortly")]
+    TransferInProgress { target: NodeId },
+}
+
+/// Which bound a refused proposal or read ran into (backpressure: retry shortly).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusyReason {
+    /// The leader's uncommitted entries reached `uncommitted_bytes_max`.
+    #[error("uncommitted_bytes_max reached")]
+    UncommittedBytes,
+    /// The leader's reads waiting for confirmation reached `pending_reads_max`.
+    #[error("pending_reads_max reached")]
+    PendingReads,
+    /// The driver's queue of requests waiting for its event loop is full
+    /// (`NodeConfig::request_queue_max`); the core itself never answers this.
+    #[error("request queue full")]
+    RequestQueueFull,
+    /// thesis §3.10: the leader is handing leadership to `target` and takes no proposals
+    /// meanwhile (the core answers [`Error::TransferInProgress`]; the driver reports it as busy).
     #[error("leadership is being transferred to node {target}; retry shortly")]
     TransferInProgress { target: NodeId },
 }
@@ -374,7 +394,7 @@ impl Raft {
             });
         }
         if leader.uncommitted_bytes + size_bytes > uncommitted_max {
-            return Err(Error::Busy("uncommitted_bytes_max reached"));
+            return Err(Error::Busy(BusyReason::UncommittedBytes));
         }
         leader.uncommitted_bytes += size_bytes;
         leader.replicate_pending = true;
@@ -401,7 +421,7 @@ impl Raft {
             return Err(Error::NotLeader { leader_hint });
         };
         if leader.reads.len() + leader.reads_before_commit.len() >= pending_max {
-            return Err(Error::Busy("pending_reads_max reached"));
+            return Err(Error::Busy(BusyReason::PendingReads));
         }
         if !term_committed {
             /// thesis §6.4: the leader must have committed an entry in its term before its

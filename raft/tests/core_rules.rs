@@ -629,7 +629,7 @@ fn oversized_proposals_and_uncommitted_backlog_are_refused() {
     r.propose(Bytes::from_static(b"1234")).expect("fits");
     assert_eq!(
         r.propose(Bytes::from_static(b"1")),
-        Err(Error::Busy("uncommitted_bytes_max reached"))
+        Err(Error::Busy(raftkv_raft::BusyReason::UncommittedBytes))
     );
 }
 

@@ -49,7 +49,7 @@ impl Node {
 }
 
 impl Connector<CtrlRequestBody, CtrlReply> for DuplicatingOnce {
-    async fn call(&self, _addr: &str, body: CtrlRequestBody) -> Result<CtrlReply, CallError> {
+    async fn call(&self, addr: &str, body: CtrlRequestBody) -> Result<CtrlReply, CallError> {
         let mut node = self.state.lock().unwrap();
         node.now_ms += 1;
         let now_ms = node.now_ms;
@@ -73,7 +73,12 @@ impl Connector<CtrlRequestBody, CtrlReply> for DuplicatingOnce {
                 }
             }
             CtrlRequestBody::Query { num } => Outcome::Config(node.sm.query(num)),
-            CtrlRequestBody::Status => return Err(CallError::Unreachable("no status".into())),
+            CtrlRequestBody::Status => {
+                return Err(CallError::Unreachable {
+                    addr: addr.into(),
+                    reason: std::io::Error::other("no status").into(),
+                })
+            }
         };
         Ok(CtrlReply::Done(outcome))
     }

@@ -36,7 +36,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::clerk::{CallError, Clerk, ClerkConfig, ClerkError, Connector};
+use crate::clerk::{
+    CallError, Clerk, ClerkConfig, ClerkError, Connector, LostReason, UnreachableReason,
+};
 use crate::history::History;
 use crate::protocol::{Reply, RequestBody};
 use crate::service::{KvService, ServiceConfig};

@@ -213,12 +213,15 @@ impl<Req: Clone + Send + 'static, Rep: Send + 'static> ClientNet<Req, Rep> {
     }
 
     /// A lost message: `Lost` after a while, or no answer at all.
-    async fn dropped(&self, config: ClientNetConfig) -> Delivery<Rep> {
+    async fn dropped(&self, addr: String, config: ClientNetConfig) -> Delivery<Rep> {
         if self.rt.chance(config.silent_fraction) {
             return Delivery::Silent;
         }
         self.rt.sleep(ms(self.rt.random(0, 100))).await;
-        Delivery::Answer(Err(CallError::Lost("dropped by the network".into())))
+        Delivery::Answer(Err(CallError::Lost {
+            addr,
+            reason: LostReason::Dropped,
+        }))
     }
 
     async fn call(&self, client: u64, addr: String, body: Req) -> Result<Rep, CallError> {
@@ -259,24 +262,24 @@ impl<Req: Clone + Send + 'static, Rep: Send + 'static> ClientNet<Req, Rep> {
         }
         self.rt.sleep(delay).await;
         let server = {
-            let mut n = self.lock();
+            let n = self.lock();
             let connected = n.reach.get(&client).is_some_and(|r| r.contains(&addr));
             match n.servers.get(&addr) {
-                Some(s) if connected => Some((s.group, s.handler.clone())),
-                _ => {
-                    n.stats.unreachable += 1;
-                    None
-                }
+                Some(s) if connected => Ok((s.group, s.handler.clone())),
+                Some(_) => Err(UnreachableReason::Partitioned),
+                None => Err(UnreachableReason::Down),
             }
         };
-        let Some((group, handler)) = server else {
-            return Delivery::Answer(Err(CallError::Unreachable(format!(
-                "{addr} is down or not connected"
-            ))));
+        let (group, handler) = match server {
+            Ok(server) => server,
+            Err(reason) => {
+                self.lock().stats.unreachable += 1;
+                return Delivery::Answer(Err(CallError::Unreachable { addr, reason }));
+            }
         };
         if self.rt.chance(config.drop_request) {
             self.lock().stats.dropped_requests += 1;
-            return self.dropped(config).await;
+            return self.dropped(addr, config).await;
         }
         // Served by the server's group: a crash drops the request mid-flight.
         let (tx, rx) = oneshot::channel();
@@ -285,14 +288,15 @@ impl<Req: Clone + Send + 'static, Rep: Send + 'static> ClientNet<Req, Rep> {
         });
         let Ok(reply) = rx.await else {
             self.lock().stats.lost_in_crash += 1;
-            return Delivery::Answer(Err(CallError::Lost(format!(
-                "{addr} crashed while serving"
-            ))));
+            return Delivery::Answer(Err(CallError::Lost {
+                addr,
+                reason: LostReason::Crashed,
+            }));
         };
         self.rt.sleep(self.latency(&config)).await;
         if !self.reachable(client, &addr) || self.rt.chance(config.drop_reply) {
             self.lock().stats.dropped_replies += 1;
-            return self.dropped(config).await;
+            return self.dropped(addr, config).await;
         }
         self.lock().stats.served += 1;
         Delivery::Answer(Ok(reply))

@@ -1,10 +1,10 @@
 //! [`Node`]: a handle to a running Raft node, and its event loop.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 use crate::membership::{MemberChange, Membership, MembershipError};
 use crate::message::Message;
-use crate::raft::Error as RaftError;
+use crate::raft::{BusyReason, Error as RaftError};
 use crate::types::{Index, LogId, NodeId, Payload, Role, Snapshot, Status, Term};
 use crate::Raft;
 use bytes::Bytes;
@@ -58,7 +58,7 @@ pub enum NodeError {
     OutcomeUnknown,
     /// Backpressure: too many requests or uncommitted bytes; retry shortly.
     #[error("busy: {0}")]
-    Busy(String),
+    Busy(BusyReason),
     #[error("proposal of {0} bytes is too large")]
     TooLarge(usize),
     /// The node has stopped (shut down, or stopped itself after a storage error).
@@ -68,7 +68,7 @@ pub enum NodeError {
     #[error("storage failed, node stopped: {0}")]
     Storage(StorageError),
     #[error("invalid configuration or persisted state: {0}")]
-    Config(String),
+    Config(#[source] ConfigError),
 }
 
 /// Why a membership change or a leadership transfer failed.
@@ -137,12 +137,14 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
     ) -> Result<Self, NodeError> {
         let persisted = storage.load().await.map_err(NodeError::Storage)?;
         if let Some(s) = &persisted.snapshot {
-            state_machine
-                .restore(&s.data)
-                .map_err(|e| NodeError::Config(format!("snapshot {}: {e}", s.last)))?;
+            state_machine.restore(&s.data).map_err(|reason| {
+                NodeError::Config(ConfigError::Snapshot {
+                    last: s.last,
+                    reason,
+                })
+            })?;
         }
-        let raft = Raft::restore(config.raft.clone(), persisted)
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
         let (req_tx, req_rx) = mpsc::channel(config.request_queue_max);
         let (job_tx, job_rx) = mpsc::unbounded();
         let (done_tx, done_rx) = mpsc::unbounded();
@@ -238,7 +240,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         let (tx, rx) = oneshot::channel();
         match self.requests.clone().try_send(make(tx)) {
             Ok(()) => {}
-            Err(e) if e.is_full() => return Err(NodeError::Busy("request queue full".into())),
+            Err(e) if e.is_full() => return Err(NodeError::Busy(BusyReason::RequestQueueFull)),
             Err(_) => return Err(NodeError::Shutdown),
         }
         let answer = rx.fuse();
@@ -626,9 +628,12 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// A snapshot from the leader replaces the state machine. Proposals it covers have an
     /// unknown outcome.
     fn restore(&mut self, s: &Snapshot) {
-        if let Err(e) = self.sm.restore(&s.data) {
-            tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %e, "cannot restore snapshot: stopping");
-            self.stopped = Some(NodeError::Config(format!("snapshot {}: {e}", s.last)));
+        if let Err(reason) = self.sm.restore(&s.data) {
+            tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %reason, "cannot restore snapshot: stopping");
+            self.stopped = Some(NodeError::Config(ConfigError::Snapshot {
+                last: s.last,
+                reason,
+            }));
             return;
         }
         let covered: Vec<Index> = self
@@ -726,10 +731,12 @@ fn from_raft(e: RaftError) -> NodeError {
     match e {
         RaftError::NotLeader { leader_hint } => NodeError::NotLeader { leader_hint },
         RaftError::ProposalTooLarge { size_bytes, .. } => NodeError::TooLarge(size_bytes),
-        RaftError::Busy(why) => NodeError::Busy(why.into()),
+        RaftError::Busy(why) => NodeError::Busy(why),
         // A leadership transfer in progress: the same node answers again once it is over.
-        RaftError::SnapshotIndex { .. } | RaftError::TransferInProgress { .. } => {
-            NodeError::Busy(e.to_string())
+        RaftError::TransferInProgress { target } => {
+            NodeError::Busy(BusyReason::TransferInProgress { target })
         }
+        // Only `snapshot_taken` refuses so, never `propose` or `read_index` (the only callers).
+        RaftError::SnapshotIndex { .. } => unreachable!("propose and read_index refused: {e}"),
     }
 }
