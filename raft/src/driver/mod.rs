@@ -8,6 +8,10 @@
 //! write queued meanwhile into it (group commit). The leader's replication messages leave before
 //! its own write (thesis §10.2.1); everything that promises durable state waits for it.
 
+mod error;
+mod event_loop;
 mod node;
+mod storage_task;
 
-pub use node::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
+pub use error::{NodeError, ReconfigError};
+pub use node::{Node, NodeConfig, NodeStatus};

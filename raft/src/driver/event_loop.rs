@@ -1,0 +1,477 @@
+//! The event loop: owns the core, the state machine and the transport, and follows the
+//! [`Ready`](crate::Ready) contract.
+
+use super::error::{from_raft, NodeError};
+use super::node::{NodeConfig, PendingChange, ReconfigReply, Reply, Request};
+use super::storage_task::{Done, Job};
+use crate::config::ConfigError;
+use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
+use crate::membership::MembershipError;
+use crate::message::Message;
+use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
+use crate::Raft;
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{pin_mut, select_biased, FutureExt, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+enum Event<R> {
+    Message(Message),
+    Request(Request<R>),
+    Tick,
+    Durable(Result<Done, StorageError>),
+    TransportClosed,
+    RequestsClosed,
+}
+
+pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
+    runtime: R,
+    tick: Duration,
+    snapshot_threshold: u64,
+    snapshot_threshold_bytes: u64,
+    /// Command bytes applied since the last snapshot.
+    bytes_since_snapshot: u64,
+    raft: Raft,
+    sm: M,
+    transport: T,
+    requests: mpsc::Receiver<Request<M::Response>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    done: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
+    writes_in_flight: usize,
+    /// Proposals waiting to be applied: index → (term, reply).
+    proposals: BTreeMap<Index, (Term, Reply<M::Response>)>,
+    /// Reads waiting for confirmation: read id → (query, reply).
+    reads: HashMap<u64, (Bytes, Reply<M::Response>)>,
+    next_read_id: u64,
+    /// Membership changes waiting to complete.
+    changes: Vec<PendingChange>,
+    /// Leadership transfers waiting for their target to lead.
+    transfers: Vec<(NodeId, ReconfigReply<()>)>,
+    /// What the transport was last told of the peers: (configuration entry, its term,
+    /// snapshot point); `None` before the first call.
+    peers_key: Option<(Index, Option<Term>, Index)>,
+    /// Why the node stopped, once it has.
+    stopped: Option<NodeError>,
+}
+
+/// At most this many already-queued events are taken before the next `Ready`, so that one
+/// `Ready` (one write, one Append per follower) covers many of them.
+const EVENTS_PER_READY_MAX: usize = 256;
+
+impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
+    /// The loop of a node whose core, state machine and transport are ready; `requests` come
+    /// from its handles, `jobs` go to its storage task and `done` come back from it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        runtime: R,
+        config: &NodeConfig,
+        raft: Raft,
+        state_machine: M,
+        transport: T,
+        req_rx: mpsc::Receiver<Request<M::Response>>,
+        job_tx: mpsc::UnboundedSender<Job>,
+        done_rx: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
+    ) -> Self {
+        Self {
+            runtime,
+            tick: config.tick,
+            snapshot_threshold: config.snapshot_threshold_entries.max(1),
+            snapshot_threshold_bytes: config.snapshot_threshold_bytes.max(1),
+            bytes_since_snapshot: 0,
+            raft,
+            sm: state_machine,
+            transport,
+            requests: req_rx,
+            jobs: job_tx,
+            done: done_rx,
+            writes_in_flight: 0,
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_read_id: 1,
+            changes: Vec::new(),
+            transfers: Vec::new(),
+            peers_key: None,
+            stopped: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        self.update_peers();
+        let mut next_tick = self.runtime.now() + self.tick;
+        while self.stopped.is_none() {
+            let event = self.next_event(next_tick).await;
+            // Let the tasks that are ready now (connections with requests, say) run first:
+            // what they send joins this turn's `Ready`, instead of each waking the loop for
+            // a `Ready` of its own.
+            self.runtime.yield_now().await;
+            let mut handled = 0;
+            let mut event = Some(event);
+            while let Some(e) = event.take() {
+                if let Event::Tick = e {
+                    next_tick += self.tick;
+                    // After a stall, do not replay missed ticks in a burst.
+                    next_tick = next_tick.max(self.runtime.now());
+                }
+                self.handle(e);
+                handled += 1;
+                if handled < EVENTS_PER_READY_MAX && self.stopped.is_none() {
+                    event = self.poll_event_now();
+                }
+            }
+            self.process_ready();
+        }
+        self.fail_all();
+    }
+
+    /// Waits for the next event.
+    async fn next_event(&mut self, next_tick: Duration) -> Event<M::Response> {
+        let wait = next_tick.saturating_sub(self.runtime.now());
+        let done = self.done.next().fuse();
+        let req = self.requests.next().fuse();
+        let msg = self.transport.recv().fuse();
+        let tick = self.runtime.sleep(wait).fuse();
+        pin_mut!(done, req, msg, tick);
+        select_biased! {
+            d = done => d.map_or(Event::Durable(Err(StorageError::Closed)), Event::Durable),
+            m = msg => m.map_or(Event::TransportClosed, Event::Message),
+            r = req => r.map_or(Event::RequestsClosed, Event::Request),
+            _ = tick => Event::Tick,
+        }
+    }
+
+    /// An event that is already waiting, if any (never a tick).
+    fn poll_event_now(&mut self) -> Option<Event<M::Response>> {
+        if let Ok(d) = self.done.try_recv() {
+            return Some(Event::Durable(d));
+        }
+        if let Some(m) = self.transport.recv().now_or_never() {
+            return Some(m.map_or(Event::TransportClosed, Event::Message));
+        }
+        self.requests.try_recv().ok().map(Event::Request)
+    }
+
+    fn handle(&mut self, event: Event<M::Response>) {
+        match event {
+            Event::Message(m) => self.raft.step(m),
+            Event::Tick => self.raft.tick(),
+            Event::Request(r) => self.handle_request(r),
+            Event::Durable(Ok(done)) => {
+                self.writes_in_flight -= done.jobs;
+                for m in done.after {
+                    self.transport.send(m);
+                }
+                for t in done.tokens {
+                    self.raft.persisted(t);
+                }
+            }
+            Event::Durable(Err(e)) => {
+                tracing::error!(node = self.raft.id(), error = %e, "storage failed: stopping the node");
+                self.stopped = Some(NodeError::Storage(e));
+            }
+            Event::TransportClosed | Event::RequestsClosed => {
+                self.stopped = Some(NodeError::Shutdown);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, request: Request<M::Response>) {
+        match request {
+            Request::Propose(cmd, reply) => match self.raft.propose(cmd) {
+                Ok(index) => {
+                    let term = self.raft.term();
+                    self.proposals.insert(index, (term, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(from_raft(e)));
+                }
+            },
+            Request::Read(query, reply) => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.raft.read_index(id) {
+                    Ok(()) => {
+                        self.reads.insert(id, (query, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(from_raft(e)));
+                    }
+                }
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(self.raft.status());
+            }
+            Request::Change(changes, reply) => match self.raft.propose_change(&changes) {
+                Ok(index) => self.changes.push(PendingChange {
+                    index,
+                    term: self.raft.term(),
+                    joint_applied: false,
+                    reply,
+                }),
+                Err(MembershipError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Request::Transfer(target, reply) => match self.raft.transfer_leader(target) {
+                Ok(()) => self.transfers.push((target, reply)),
+                Err(MembershipError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Request::Shutdown => self.stopped = Some(NodeError::Shutdown),
+        }
+    }
+
+    /// Tells the transport the peers of the configuration in effect, when they changed.
+    fn update_peers(&mut self) {
+        let index = self.raft.membership_index();
+        let key = (index, self.raft.term_at(index), self.raft.snapshot_index());
+        if self.peers_key != Some(key) {
+            self.peers_key = Some(key);
+            self.transport.set_peers(&self.raft.peer_addrs());
+        }
+    }
+
+    /// A configuration entry was applied: changes waiting for it (or, after their joint
+    /// configuration, for C_new) complete. An entry of another term at a change's index means
+    /// the change was lost with a leadership change.
+    fn applied_entry(&mut self, e: &crate::types::Entry) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let leader_hint = self.raft.leader();
+        let membership = match &e.payload {
+            Payload::Membership(m) => Some(m),
+            _ => None,
+        };
+        let mut i = 0;
+        while i < self.changes.len() {
+            let c = &mut self.changes[i];
+            let done = if c.joint_applied {
+                membership.filter(|m| !m.is_joint()).map(|m| Ok(m.clone()))
+            } else if c.index == e.index {
+                match membership {
+                    Some(m) if e.term == c.term && m.is_joint() => {
+                        c.joint_applied = true;
+                        None
+                    }
+                    Some(m) if e.term == c.term => Some(Ok(m.clone())),
+                    _ => Some(Err(NodeError::NotLeader { leader_hint }.into())),
+                }
+            } else {
+                None
+            };
+            match done {
+                Some(result) => {
+                    let c = self.changes.swap_remove(i);
+                    let _ = c.reply.send(result);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Transfers complete once their target leads; they fail once abandoned (this node leads
+    /// and no longer transfers) or once another node leads.
+    fn check_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let (me, leader) = (self.raft.id(), self.raft.leader());
+        let abandoned = self.raft.role() == Role::Leader;
+        let transferring = self.raft.transferring_to();
+        let mut i = 0;
+        while i < self.transfers.len() {
+            let target = self.transfers[i].0;
+            let result = if leader == Some(target) {
+                Some(Ok(()))
+            } else if abandoned && transferring != Some(target) {
+                Some(Err(NodeError::Timeout.into()))
+            } else if leader.is_some_and(|l| l != me) {
+                Some(Err(NodeError::NotLeader {
+                    leader_hint: leader,
+                }
+                .into()))
+            } else {
+                None
+            };
+            match result {
+                Some(r) => {
+                    let (_, reply) = self.transfers.swap_remove(i);
+                    let _ = reply.send(r);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Follows the `Ready` contract for everything the core has to do.
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() && self.stopped.is_none() {
+            let mut ready = self.raft.take_ready();
+            for m in std::mem::take(&mut ready.send_now) {
+                self.transport.send(m);
+            }
+            let ops = ready.take_write_ops();
+            let after = std::mem::take(&mut ready.send_after_persist);
+            let token = ready.persist_token;
+            if ops.is_empty() && token.is_none() && self.writes_in_flight == 0 {
+                for m in after {
+                    self.transport.send(m);
+                }
+            } else {
+                self.queue_write(Job { ops, token, after });
+            }
+            if let Some(s) = ready.snapshot.take() {
+                self.restore(&s);
+            }
+            for e in ready.committed_entries {
+                self.applied_entry(&e);
+                let response = match &e.payload {
+                    Payload::Command(data) => {
+                        self.bytes_since_snapshot += data.len() as u64;
+                        Some(self.sm.apply(e.index, data))
+                    }
+                    Payload::Noop | Payload::Membership(_) => None,
+                };
+                if let Some((term, reply)) = self.proposals.remove(&e.index) {
+                    let result = match response {
+                        Some(r) if term == e.term => Ok(r),
+                        _ => Err(NodeError::NotLeader {
+                            leader_hint: self.raft.leader(),
+                        }),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            for r in ready.read_states {
+                if let Some((query, reply)) = self.reads.remove(&r.id) {
+                    let _ = reply.send(Ok(self.sm.query(&query)));
+                }
+            }
+            for id in ready.aborted_reads {
+                if let Some((_, reply)) = self.reads.remove(&id) {
+                    let leader_hint = self.raft.leader();
+                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }));
+                }
+            }
+            self.maybe_snapshot();
+        }
+        self.update_peers();
+        self.check_transfers();
+    }
+
+    fn queue_write(&mut self, job: Job) {
+        self.writes_in_flight += 1;
+        if self.jobs.unbounded_send(job).is_err() {
+            self.stopped = Some(NodeError::Storage(StorageError::Closed));
+        }
+    }
+
+    /// A snapshot from the leader replaces the state machine. Proposals it covers have an
+    /// unknown outcome.
+    fn restore(&mut self, s: &Snapshot) {
+        if let Err(reason) = self.sm.restore(&s.data) {
+            tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %reason, "cannot restore snapshot: stopping");
+            self.stopped = Some(NodeError::Config(ConfigError::Snapshot {
+                last: s.last,
+                reason,
+            }));
+            return;
+        }
+        let covered: Vec<Index> = self
+            .proposals
+            .range(..=s.last.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in covered {
+            if let Some((_, reply)) = self.proposals.remove(&i) {
+                let _ = reply.send(Err(NodeError::OutcomeUnknown));
+            }
+        }
+        // Changes the snapshot covers: done if it holds C_new after their joint configuration,
+        // unknown if it covers their entry unseen.
+        let mut i = 0;
+        while i < self.changes.len() {
+            let c = &self.changes[i];
+            let result = if c.joint_applied && !s.membership.is_joint() {
+                Some(Ok(s.membership.clone()))
+            } else if !c.joint_applied && c.index <= s.last.index {
+                Some(Err(NodeError::OutcomeUnknown.into()))
+            } else {
+                None
+            };
+            match result {
+                Some(r) => {
+                    let _ = self.changes.swap_remove(i).reply.send(r);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Snapshots the state machine once enough entries were applied since the last snapshot.
+    fn maybe_snapshot(&mut self) {
+        let (applied, snapshot_index) = (self.raft.applied_index(), self.raft.snapshot_index());
+        if applied <= snapshot_index
+            || (applied < snapshot_index + self.snapshot_threshold
+                && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
+        {
+            return;
+        }
+        let index = applied;
+        let data = self.sm.snapshot();
+        match self.raft.snapshot_taken(index, data) {
+            Ok(snapshot) => {
+                // The snapshot write is queued before the compaction the next `Ready` asks for.
+                self.queue_write(Job {
+                    ops: vec![WriteOp::SaveSnapshot(snapshot)],
+                    token: None,
+                    after: Vec::new(),
+                });
+                self.bytes_since_snapshot = 0;
+            }
+            Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
+        }
+    }
+
+    fn fail_all(&mut self) {
+        let err = self.stopped.clone().unwrap_or(NodeError::Shutdown);
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for (_, (_, reply)) in self.reads.drain() {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for c in self.changes.drain(..) {
+            let _ = c.reply.send(Err(err.clone().into()));
+        }
+        for (_, reply) in self.transfers.drain(..) {
+            let _ = reply.send(Err(err.clone().into()));
+        }
+        self.requests.close();
+        while let Ok(r) = self.requests.try_recv() {
+            match r {
+                Request::Propose(_, reply) | Request::Read(_, reply) => {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Request::Status(reply) => {
+                    let _ = reply.send(self.raft.status());
+                }
+                Request::Change(_, reply) => {
+                    let _ = reply.send(Err(err.clone().into()));
+                }
+                Request::Transfer(_, reply) => {
+                    let _ = reply.send(Err(err.clone().into()));
+                }
+                Request::Shutdown => {}
+            }
+        }
+    }
+}
