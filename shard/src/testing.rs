@@ -15,12 +15,13 @@
 use std::time::Duration;
 
 use raftkv_kv::service::ServiceConfig;
+use raftkv_kv::testing::leader_among;
 pub use raftkv_kv::testing::{
     lab_clerk_config, ms, run_seeds, seeds, sim, spawn_client, ClientNet, ClientNetConfig,
     SimConnector, NET_GROUP,
 };
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
-use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime};
+use raftkv_raft::{Config, Node, NodeConfig, Runtime};
 
 use crate::clerk::ControllerClerk;
 use crate::config::ControllerConfig;
@@ -199,17 +200,12 @@ impl CtrlSimCluster {
 
     /// The leader of the highest term among the servers that are up, if any.
     pub async fn leader(&self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        for (i, s) in self.services.iter().enumerate() {
-            let Some(s) = s else { continue };
-            let Ok(st) = s.node().status().await else {
-                continue;
-            };
-            if st.role == Role::Leader && best.is_none_or(|(t, _)| st.term > t) {
-                best = Some((st.term, i));
-            }
-        }
-        best.map(|(_, i)| i)
+        let nodes: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.node()))
+            .collect();
+        leader_among(&nodes).await
     }
 
     /// Waits up to `within` for a leader.

@@ -235,17 +235,12 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
 
     /// The leader of the highest term among the servers that are up, if any.
     pub async fn leader(&self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        for (i, s) in self.services.iter().enumerate() {
-            let Some(s) = s else { continue };
-            let Ok(st) = s.node().status().await else {
-                continue;
-            };
-            if st.role == Role::Leader && best.is_none_or(|(t, _)| st.term > t) {
-                best = Some((st.term, i));
-            }
-        }
-        best.map(|(_, i)| i)
+        let nodes: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.node()))
+            .collect();
+        leader_among(&nodes).await
     }
 
     /// Waits up to `within` for a leader.
@@ -413,4 +408,22 @@ impl LabClerk {
             self.seed
         );
     }
+}
+
+/// The index of the node that leads the highest term among `nodes` (`None` for one that is
+/// down), if any: what the KV and controller harnesses both ask.
+pub async fn leader_among<R: Runtime, M: StateMachine>(
+    nodes: &[Option<&Node<R, M>>],
+) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        let Ok(st) = node.status().await else {
+            continue;
+        };
+        if st.role == Role::Leader && best.is_none_or(|(t, _)| st.term > t) {
+            best = Some((st.term, i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
