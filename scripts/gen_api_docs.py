@@ -24,6 +24,7 @@ from typing import Any
 
 import raftkv
 import raftkv._raftkv as ext
+import raftkv.aio
 import raftkv.cli
 from raftkv import faults, procs, pytest_plugin
 
@@ -223,7 +224,9 @@ def py_module(out: list[str], mod: types.ModuleType, title: str) -> None:
                     out.append(doc(value))
                     out.append("")
                 elif inspect.isfunction(value):
-                    out.append(f"#### `{name}.{member}{py_sig(value, drop_self=True)}`\n")
+                    coro = "async " if inspect.iscoroutinefunction(value) else ""
+                    sig = py_sig(value, drop_self=True)
+                    out.append(f"#### `{coro}{name}.{member}{sig}`\n")
                     out.append(doc(value))
                     out.append("")
         elif inspect.isfunction(obj):
@@ -311,7 +314,8 @@ def generate() -> str:
         "",
         "Contents: "
         + ", ".join(f"[{t}](#{slug(t)})" for t, _ in SECTIONS)
-        + ", [`raftkv.faults`](#raftkvfaults-fault-schedules), "
+        + ", [`raftkv.aio`](#raftkvaio-the-asyncio-client), "
+        "[`raftkv.faults`](#raftkvfaults-fault-schedules), "
         "[`raftkv.procs`](#raftkvprocs-server-processes), "
         "[the pytest plugin](#the-pytest-plugin), [the command line](#the-command-line-raftkv).",
         "",
@@ -332,6 +336,7 @@ def generate() -> str:
                 ext_class(out, stub, obj.__name__, name)
             else:
                 ext_function(out, stub, name, obj)
+    py_module(out, raftkv.aio, "the asyncio client")
     py_module(out, faults, "fault schedules")
     py_module(out, procs, "server processes")
     out.append("## The pytest plugin\n")

@@ -5,6 +5,7 @@
 - :class:`Clerk`: a client of any cluster (get / put / conditional put / append / delete).
 - :class:`Node`: one node, for clusters spread over processes or machines.
 - :class:`History` and :func:`check_linearizable`: record what clients did and check it.
+- :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
 
 Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; returned values are
 ``bytes``. Every blocking call releases the GIL and can be interrupted with Ctrl-C.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from importlib import metadata as _metadata
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from raftkv._raftkv import (
     CheckOutcome,
@@ -43,6 +44,9 @@ from raftkv._raftkv import (
 from raftkv._raftkv import (
     bench as _bench,
 )
+
+if TYPE_CHECKING:
+    from raftkv import aio as aio
 
 #: The result type of :func:`check_linearizable` and :func:`check_file`
 #: (``.ok``: True | False | None, ``.visualize(path)``).
@@ -80,6 +84,15 @@ __all__ = [
     "check_file",
     "check_linearizable",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # raftkv.aio (and asyncio) loads on first use: `import raftkv` stays fast for the CLI.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("raftkv.aio")
+    raise AttributeError(f"module 'raftkv' has no attribute {name!r}")
 
 
 def bench(

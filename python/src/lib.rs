@@ -3,6 +3,7 @@
 //! - `errors`: `raftkv.Error` and its subclasses (`KeyNotFound` is also a `KeyError`,
 //!   `Timeout` a `TimeoutError`, `VersionMismatch` carries `.current`).
 //! - `clerk`: `Clerk`, a client of any cluster.
+//! - `aio`: `_AioCore`, the Rust half of the asyncio client `raftkv.aio.Clerk`.
 //! - `cluster`: `LocalCluster`, n nodes in this process with faults (nodes named by index).
 //! - `node`: `Node`, one node of a cluster spread over processes (named by Raft id).
 //! - `history`: `History`, `check_linearizable`, `check_file` and their result.
@@ -11,6 +12,7 @@
 //! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
 //! - `convert`: Python arguments in, Python values out.
 
+mod aio;
 mod bench;
 mod clerk;
 mod cluster;
@@ -30,6 +32,7 @@ fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<history::History>()?;
     m.add_class::<history::CheckResult>()?;
     m.add_class::<clerk::Clerk>()?;
+    m.add_class::<aio::AioCore>()?;
     m.add_class::<cluster::LocalCluster>()?;
     m.add_class::<node::Node>()?;
     m.add_function(wrap_pyfunction!(history::check_linearizable, m)?)?;
