@@ -304,3 +304,31 @@ def test_raftkv_aio_is_reachable_from_the_package():
     import importlib
 
     assert importlib.import_module("raftkv").aio.Clerk is raftkv.aio.Clerk
+
+
+# --- the threaded Clerk's connections -------------------------------------------------------
+
+
+def _sockets() -> int:
+    import os
+
+    fds = os.listdir("/proc/self/fd")
+    n = 0
+    for fd in fds:
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_threaded_clerks_share_one_connection_per_server(cluster):
+    # 64 Clerks in one process used to open 64 connections to the leader (each its own
+    # connector); they share one per server now, as the aio Clerk's operations do.
+    before = _sockets()
+    clerks = [raftkv.Clerk(cluster.addrs, timeout=WAIT) for _ in range(64)]
+    for i, c in enumerate(clerks):
+        c.put(fresh_key("share"), f"{i}")
+    opened = _sockets() - before
+    # The cluster runs in this process: each connection is two sockets here (both ends).
+    assert opened <= 2 * len(cluster.addrs), f"{opened} sockets opened by 64 Clerks"

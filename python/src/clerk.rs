@@ -14,7 +14,7 @@ use raftkv_raft::runtime::tokio::TokioRuntime;
 use crate::convert::{duration, parse_addrs, to_bytes};
 use crate::errors::clerk_err;
 use crate::history::History;
-use crate::runtime::{block_on, rt, tokio_runtime};
+use crate::runtime::{block_on, rt, shared_connector, tokio_runtime};
 
 pub(crate) enum AnyClerk {
     Tokio(RClerk<TokioRuntime, TcpConnector<TokioRuntime>>),
@@ -78,12 +78,7 @@ impl Clerk {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
         let _guard = rt().enter();
-        let mut c = RClerk::new(
-            tokio_runtime(),
-            TcpConnector::with_runtime(tokio_runtime()),
-            addrs.clone(),
-            config,
-        );
+        let mut c = RClerk::new(tokio_runtime(), shared_connector(), addrs.clone(), config);
         if let Some(h) = history {
             c = c.with_history(h.inner.clone());
         }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use raftkv_node::tcp_client::TcpConnector;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 
 use crate::errors::Error;
@@ -52,6 +53,20 @@ pub(crate) fn rt() -> &'static tokio::runtime::Runtime {
 
 pub(crate) fn tokio_runtime() -> TokioRuntime {
     TokioRuntime::new(rt().handle().clone())
+}
+
+/// The TCP connector every `raftkv.Clerk` made by `Clerk(addresses)` shares: one connection
+/// per server for all of them, many requests in flight on it (their writes batched into one
+/// syscall), instead of one connection per Clerk, which cost the servers a task and a read
+/// per Clerk. Its connections close when a server closes them; reconnects are on demand.
+pub(crate) fn shared_connector() -> TcpConnector<TokioRuntime> {
+    static CONNECTOR: OnceLock<TcpConnector<TokioRuntime>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let _guard = rt().enter();
+            TcpConnector::with_runtime(tokio_runtime())
+        })
+        .clone()
 }
 
 /// Runs `fut` on the runtime; waits with the GIL released, raising KeyboardInterrupt (and
