@@ -330,5 +330,7 @@ def test_threaded_clerks_share_one_connection_per_server(cluster):
     for i, c in enumerate(clerks):
         c.put(fresh_key("share"), f"{i}")
     opened = _sockets() - before
-    # The cluster runs in this process: each connection is two sockets here (both ends).
-    assert opened <= 2 * len(cluster.addrs), f"{opened} sockets opened by 64 Clerks"
+    # The cluster runs in this process, so each connection is two sockets here (both ends):
+    # 64 connections were 128 sockets. A few more than 2 per server can open meanwhile (the
+    # nodes' own peer connections), so the bound leaves room for those, not for one per Clerk.
+    assert opened < 32, f"{opened} sockets opened by 64 Clerks"
