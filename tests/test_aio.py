@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 
 import pytest
@@ -298,6 +299,35 @@ def test_one_clerk_serves_successive_event_loops(cluster):
     assert asyncio.run(clerk.append(k, b"b")) == 2
     assert asyncio.run(clerk.get(k)) == (b"ab", 2)
     clerk.close()
+
+
+def test_operations_in_flight_on_one_loop_refuse_another_loop():
+    with local_cluster("memory", "tokio") as cluster:
+        for i in range(3):
+            cluster.crash(i)
+        clerk = raftkv.aio.Clerk(cluster.addrs, timeout=30.0)
+        errors = []
+
+        async def first():
+            task = asyncio.create_task(clerk.put(b"k", b"v"))
+            await asyncio.sleep(0.1)
+
+            def other_loop():
+                try:
+                    asyncio.run(clerk.get(b"k"))
+                except BaseException as e:
+                    errors.append(e)
+
+            t = threading.Thread(target=other_loop)
+            t.start()
+            t.join()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(first())
+        clerk.close()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
 
 
 def test_raftkv_aio_is_reachable_from_the_package():
