@@ -6,13 +6,15 @@ A durable put needs the leader's and one follower's fsync (in parallel) plus two
 trips (client -> leader -> follower -> leader -> client). This measures, in the same run:
 
 - fsync: the WAL's own step, a 150-byte `pwrite` into a preallocated file + `fdatasync`, in
-  `--dir` (must not be tmpfs), median of `--ops`;
+  `--dir` (must not be tmpfs), median of `--ops`, in 10 chunks alternating with the puts';
 - RTT: a 100-byte TCP ping-pong on 127.0.0.1 with a child process echoing (TCP_NODELAY);
   Python on both ends, so an upper bound of the kernel's round trip;
 - raftkv: 3 `raftkv serve` processes (durable, data dirs in `--dir`), 1 client doing puts of
   100-byte values: `raftkv.Clerk` from Python (sequential) and one Rust Clerk (`raftkv.bench`,
   clients=1); and the status round trip of one server (`Clerk.server_status`: a request through
-  the client port, no Raft).
+  the client port, no Raft);
+- the same puts on 3 `raftkv serve --storage memory` processes (nothing on disk): what the path
+  costs without the fsyncs, so durable - memory is what durability adds.
 
 Prints each repeat, then medians and put p50 / floor, where floor = fsync + 2 x RTT.
 """
@@ -45,7 +47,7 @@ while True:
 """
 
 
-def fsync_us(directory: str, ops: int) -> float:
+def fsync_lat(directory: str, ops: int) -> list[float]:
     fd, path = tempfile.mkstemp(prefix="wal-floor-", dir=directory)
     try:
         size = 150 * (ops + 1)
@@ -58,7 +60,7 @@ def fsync_us(directory: str, ops: int) -> float:
             os.pwrite(fd, record, i * 150)
             os.fdatasync(fd)
             lat.append((time.perf_counter_ns() - t) / 1000)
-        return statistics.median(lat)
+        return lat
     finally:
         os.close(fd)
         os.unlink(path)
@@ -87,9 +89,9 @@ def rtt_us(ops: int) -> float:
         p.wait()
 
 
-def python_put_us(addrs: list[str], ops: int) -> float:
+def python_put_lat(addrs: list[str], ops: int, seed: int) -> list[float]:
     clerk = raftkv.Clerk(addrs)
-    rng = random.Random(7)
+    rng = random.Random(seed)
     value = b"v" * 100
     lat = []
     for _ in range(ops):
@@ -97,7 +99,7 @@ def python_put_us(addrs: list[str], ops: int) -> float:
         t = time.perf_counter_ns()
         clerk.put(key, value)
         lat.append((time.perf_counter_ns() - t) / 1000)
-    return statistics.median(lat)
+    return lat
 
 
 def status_us(addr: str, ops: int) -> float:
@@ -110,6 +112,20 @@ def status_us(addr: str, ops: int) -> float:
     return statistics.median(lat)
 
 
+def start_memory_servers(log_dir: str) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """3 `raftkv serve --storage memory` processes (no disk at all), as procs.start_servers."""
+    ports = procs.free_ports(6)
+    peers = ",".join(f"{i + 1}=127.0.0.1:{ports[i]}" for i in range(3))
+    clients = ",".join(f"{i + 1}=127.0.0.1:{ports[3 + i]}" for i in range(3))
+    servers = []
+    for i in range(1, 4):
+        with open(os.path.join(log_dir, f"mem{i}.log"), "wb") as log:
+            cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i), "--peers", peers]
+            cmd += ["--client-addrs", clients, "--storage", "memory", "--workers", "1"]
+            servers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+    return servers, [f"127.0.0.1:{p}" for p in ports[3:]]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -120,14 +136,28 @@ def main() -> int:
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="raftkv-floor-", dir=args.dir) as tmp:
         servers, addrs = procs.start_servers(3, tmp, "tokio", 1)
+        mem_servers, mem_addrs = start_memory_servers(tmp)
+        servers += mem_servers
         try:
             procs.wait_serving(addrs, servers, timeout=30.0, log_dir=tmp)
+            procs.wait_serving(mem_addrs, servers, timeout=30.0, log_dir=tmp)
             for r in range(args.repeats):
+                # The disk is shared: fsyncs and puts alternate in chunks, so that a burst of
+                # someone else's writes lands on both.
+                fsync: list[float] = []
+                put: list[float] = []
+                put_memory: list[float] = []
+                chunk = max(1, args.ops // 10)
+                for c in range(10):
+                    fsync += fsync_lat(args.dir, chunk)
+                    put += python_put_lat(addrs, chunk, seed=c)
+                    put_memory += python_put_lat(mem_addrs, chunk, seed=c)
                 row = {
-                    "fsync": fsync_us(args.dir, args.ops),
+                    "fsync": statistics.median(fsync),
                     "rtt": rtt_us(args.ops),
                     "status": status_us(addrs[0], args.ops),
-                    "py_put": python_put_us(addrs, args.ops),
+                    "py_put": statistics.median(put),
+                    "py_put_memory": statistics.median(put_memory),
                 }
                 b = raftkv.bench(addrs, clients=1, seconds=2.0, warmup=0.3)
                 row["rust_put"] = float(b["lat_us"]["p50"])
@@ -145,6 +175,9 @@ def main() -> int:
     for name, key in (("Python Clerk", "py_put"), ("Rust Clerk", "rust_put")):
         label = f"put p50, {name}, 1 client"
         print(f"{label:<34} {med[key]:8.0f} us  {med[key] / med['floor']:.2f}x floor")
+    label = "put p50, Python Clerk, memory"
+    print(f"{label:<34} {med['py_put_memory']:8.0f} us  (no disk: the rest of the path)")
+    print(f"{'durable - memory':<34} {med['py_put'] - med['py_put_memory']:8.0f} us")
     return 0
 
 
