@@ -222,7 +222,8 @@ impl Clerk {
         false
     }
 
-    /// Does nothing (connections close when the Clerk is garbage-collected); for symmetry.
+    /// Does nothing, for symmetry: the Clerks of a process share one connection per server
+    /// (the others may still use it), closed when the server closes it or the process exits.
     fn close(&self) {}
 
     fn __repr__(&self) -> String {
