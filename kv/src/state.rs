@@ -200,35 +200,87 @@ impl KvStateMachine {
                 seq,
                 now_ms,
                 op,
-            } => match self.sessions.check(session, seq, now_ms) {
-                Check::Expired => Outcome::Err(KvError::SessionExpired),
-                Check::Forgotten => Outcome::Err(KvError::Forgotten),
-                Check::Stale => Outcome::Err(KvError::Stale),
-                // thesis §6.3: a retry is answered from the table, never applied again.
-                Check::Retry(cached) => match cached {
-                    Cached::Written(version) => Outcome::Written { version },
-                    Cached::Deleted => Outcome::Deleted,
-                    Cached::Err(e) => Outcome::Err(e),
-                    Cached::Read => match &op {
-                        Op::Get { key } => self.get(key),
-                        _ => Outcome::Err(KvError::Stale),
-                    },
-                },
-                Check::New => {
-                    let is_read = matches!(op, Op::Get { .. });
-                    let outcome = self.execute(op);
-                    let cached = match &outcome {
-                        _ if is_read => Cached::Read,
-                        Outcome::Written { version } => Cached::Written(*version),
-                        Outcome::Deleted => Cached::Deleted,
-                        Outcome::Err(e) => Cached::Err(*e),
-                        Outcome::Value { .. } | Outcome::Registered { .. } => Cached::Read,
-                    };
-                    self.sessions.record(session, seq, cached);
-                    outcome
-                }
-            },
+            } => {
+                let check = self.sessions.check(session, seq, now_ms);
+                self.answer(check, session, seq, op)
+            }
         }
+    }
+
+    /// Applies request `seq` of `session`, opening the session if this state machine has
+    /// never seen it (neither live nor expired): for session ids unique without a
+    /// registration here — the sharded store's, where a shard's state, sessions included,
+    /// moves between groups (`raftkv_shard::group`).
+    pub fn apply_open_request(&mut self, session: u64, seq: u64, now_ms: u64, op: Op) -> Outcome {
+        let check = self.sessions.check_or_open(session, seq, now_ms);
+        self.answer(check, session, seq, op)
+    }
+
+    /// The answer to a request the session table checked as `check`.
+    fn answer(&mut self, check: Check<Cached>, session: u64, seq: u64, op: Op) -> Outcome {
+        match check {
+            Check::Expired => Outcome::Err(KvError::SessionExpired),
+            Check::Forgotten => Outcome::Err(KvError::Forgotten),
+            Check::Stale => Outcome::Err(KvError::Stale),
+            // thesis §6.3: a retry is answered from the table, never applied again.
+            Check::Retry(cached) => match cached {
+                Cached::Written(version) => Outcome::Written { version },
+                Cached::Deleted => Outcome::Deleted,
+                Cached::Err(e) => Outcome::Err(e),
+                Cached::Read => match &op {
+                    Op::Get { key } => self.get(key),
+                    _ => Outcome::Err(KvError::Stale),
+                },
+            },
+            Check::New => {
+                let is_read = matches!(op, Op::Get { .. });
+                let outcome = self.execute(op);
+                let cached = match &outcome {
+                    _ if is_read => Cached::Read,
+                    Outcome::Written { version } => Cached::Written(*version),
+                    Outcome::Deleted => Cached::Deleted,
+                    Outcome::Err(e) => Cached::Err(*e),
+                    Outcome::Value { .. } | Outcome::Registered { .. } => Cached::Read,
+                };
+                self.sessions.record(session, seq, cached);
+                outcome
+            }
+        }
+    }
+
+    /// The session settings.
+    pub fn session_config(&self) -> SessionConfig {
+        self.sessions.config()
+    }
+
+    /// Gives the sessions `config` without trimming them (after a restore: trimming there would
+    /// expire sessions on this replica and not on the others; they shrink as the log is
+    /// applied).
+    pub fn set_session_config(&mut self, config: SessionConfig) {
+        self.sessions.set_config(config);
+    }
+
+    /// Gives the sessions `config` and trims them to its bounds at once: for a state that
+    /// arrived from elsewhere through the log (a migrated shard), so that every replica trims
+    /// it the same way.
+    pub fn adopt_session_config(&mut self, config: SessionConfig) {
+        self.sessions.set_config(config);
+        self.sessions.enforce_bounds();
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.data.keys()
+    }
+
+    /// Checks the invariants on the fields; the first broken one, named (for state that
+    /// arrived from outside: a snapshot, a migrated shard).
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.sessions.validate()?;
+        if !self.data.values().all(|(_, v)| *v >= 1) {
+            return Err("versions start at 1");
+        }
+        Ok(())
     }
 
     fn execute(&mut self, op: Op) -> Outcome {

@@ -3,8 +3,8 @@
 //! One Raft group holds all data and all writes go through one leader, so a single group cannot
 //! grow past one disk and one leader's throughput. Sharding splits the key space so that
 //! several Raft groups — **replica groups** — each serve part of it (the repository's
-//! `docs/design.md`, "The shard controller"). This crate holds the first part of that layer: the stable key → shard map and the **shard
-//! controller**. (Replica groups that serve shards and migrate them are the next step.)
+//! `docs/design.md`, "The shard controller"). This crate holds that layer: the stable key → shard map, the **shard controller**, and the
+//! replica groups.
 //!
 //! ## Shards, configurations, the controller
 //! - A **shard** is a slice of the key space: key `k` belongs to shard
@@ -48,8 +48,13 @@
 //!   generic over runtime and connector.
 //! - `testing` (feature `testing`): whole controller clusters on the deterministic simulator.
 //!
+//! ## Replica groups
+//! [`group`]: the replica groups that serve shards and migrate them (pull, then delete, through
+//! each group's Raft log; exactly-once across moves; both 6.5840 challenges), and the
+//! [`group::ShardClerk`]. Its module doc explains the protocol.
+//!
 //! ## Not done yet
-//! - Replica groups, shard migration, the `ShardClerk`, Python and CLI (issue 17's later steps).
+//! - Python and CLI; hosting groups over TCP (issue 17's later steps).
 //! - A TCP server and connector for the controller protocol (`raftkv-node` serves the KV one).
 //! - Configurations are never discarded; a controller that reaches `configs_max` refuses
 //!   changes. Once groups report the config they have installed, configs older than every
@@ -57,6 +62,7 @@
 
 pub mod clerk;
 pub mod config;
+pub mod group;
 pub mod hash;
 pub mod protocol;
 pub mod rebalance;
