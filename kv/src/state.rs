@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{btree_map, BTreeMap};
 use thiserror::Error;
 
+pub use crate::session::SessionCommand;
 pub use crate::session::SessionConfig;
-use crate::session::{Check, SessionTable};
+use crate::session::{Check, Malformed, SessionTable};
 
 /// A client operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,29 +44,9 @@ pub enum Op {
     },
 }
 
-/// What goes into a Raft entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// thesis §6.3: open a session; its id is the index of this entry.
-    Register { now_ms: u64 },
-    /// One request of a session, applied at most once.
-    Request {
-        session: u64,
-        seq: u64,
-        now_ms: u64,
-        op: Op,
-    },
-}
-
-impl Command {
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(postcard::to_allocvec(self).expect("commands always encode"))
-    }
-
-    pub fn decode(data: &[u8]) -> Result<Self, KvError> {
-        postcard::from_bytes(data).map_err(|_| KvError::Malformed)
-    }
-}
+/// What goes into a Raft entry: a session registration or one numbered request (the layout
+/// every KV log and snapshot has).
+pub type Command = SessionCommand<Op>;
 
 /// Expected failures of an operation (never a broken invariant).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,6 +71,12 @@ pub enum KvError {
     /// applied.
     #[error("the client session expired; whether the request was applied is no longer known")]
     Forgotten,
+}
+
+impl From<Malformed> for KvError {
+    fn from(_: Malformed) -> Self {
+        KvError::Malformed
+    }
 }
 
 /// The result of applying a command or serving a read.
@@ -351,7 +338,7 @@ impl StateMachine for KvStateMachine {
     fn apply(&mut self, index: Index, command: &[u8]) -> Outcome {
         match Command::decode(command) {
             Ok(c) => self.apply_command(index, c),
-            Err(e) => Outcome::Err(e),
+            Err(e) => Outcome::Err(e.into()),
         }
     }
 
