@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use raftkv_kv::testing::{assert_linearizable, check_clnt_appends};
 use raftkv_raft::Runtime;
-use raftkv_shard::testing::{ms, run_seeds, sim, spawn_client, ShardSimCluster, SimShardClerk};
+use raftkv_shard::testing::{
+    ms, run_seeds, sim, spawn_client, ClientNetConfig, ShardSimCluster, SimShardClerk,
+};
 use raftkv_shard::{key_to_shard, Gid, ShardId};
 
 const TARGET: &str = "-p raftkv-shard --test shardkv_sim";
@@ -353,6 +355,44 @@ fn unreliable_network() {
             sc.stop_all();
         })
     });
+}
+
+/// Exactly-once across migration: client requests duplicated and held up to seconds (so that
+/// copies reach the old owner after the shard left it, and the new one after it arrived)
+/// while shards move back and forth; every append must land once.
+#[test]
+fn exactly_once_across_moves_with_duplicated_requests() {
+    run_seeds(
+        TARGET,
+        "exactly_once_across_moves_with_duplicated_requests",
+        &[1, 2],
+        |seed| {
+            sim(seed, |rt| async move {
+                let mut sc = cluster(seed, &rt, 2).await;
+                sc.start_group(1).await;
+                sc.start_group(2).await;
+                sc.join(&[1, 2]).await;
+                sc.net.set_config(ClientNetConfig::hostile());
+                let load = start_load(&sc, 4, 2);
+                for step in 0..20u64 {
+                    // Every shard of the clients' keys moves, back and forth.
+                    let shard = (step % SHARDS as u64) as ShardId;
+                    sc.move_shard(shard, 1 + step % 2).await;
+                    run_for(&mut sc, ms(400)).await;
+                }
+                sc.net.set_config(ClientNetConfig::reliable());
+                finish_load(
+                    &mut sc,
+                    load,
+                    "exactly_once_across_moves_with_duplicated_requests",
+                )
+                .await;
+                let config = sc.wait_settled(secs(30)).await;
+                sc.assert_gc_done(&config).await;
+                sc.stop_all();
+            })
+        },
+    );
 }
 
 /// Keys of `shards`, one per shard.
