@@ -445,6 +445,13 @@ impl ShardSimCluster {
             .is_some_and(|g| g.services[i].is_some())
     }
 
+    /// Whether member `i` of `gid`'s durable state holds a snapshot.
+    pub fn has_snapshot(&self, gid: Gid, i: usize) -> bool {
+        self.groups
+            .get(&gid)
+            .is_some_and(|g| g.storages[i].durable().snapshot.is_some())
+    }
+
     /// Crashes every member of `gid`.
     pub fn crash_group(&mut self, gid: Gid) {
         for i in 0..self.nodes_per_group {

@@ -333,3 +333,49 @@ fn snapshot_restores_every_status() {
     let (a, _) = migrate();
     assert!(group(3).restore(&a.snapshot()).is_err());
 }
+
+#[test]
+fn one_pull_answer_carries_a_bounded_number_of_bytes() {
+    // Group 1 hands off all four shards, each holding a 100-byte value; with a 250-byte budget
+    // one answer carries two shards, and asking again for the rest gives the others.
+    let mut settings = GroupConfig::new(1, SHARDS);
+    settings.shard_bytes_max = 250;
+    let mut a = GroupStateMachine::new(settings);
+    apply(&mut a, GroupCommand::Config(config(1, [1, 1, 1, 1])));
+    for s in 0..SHARDS {
+        let put = GroupCommand::Request {
+            session: 9,
+            seq: u64::from(s) + 1,
+            now_ms: 0,
+            op: Op::Put {
+                key: key_in(s),
+                value: Bytes::from(vec![b'v'; 100]),
+                version: None,
+            },
+        };
+        assert!(matches!(
+            apply(&mut a, put),
+            GroupOutcome::Kv(Outcome::Written { .. })
+        ));
+    }
+    apply(&mut a, GroupCommand::Config(config(2, [2, 2, 2, 2])));
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[0, 1, 2, 3]) else {
+        panic!("pull")
+    };
+    let first: Vec<ShardId> = shards.iter().map(|(s, _)| *s).collect();
+    assert_eq!(first, [0, 1]);
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[2, 3]) else {
+        panic!("pull")
+    };
+    assert_eq!(shards.len(), 2);
+    // A shard alone larger than the budget still goes (and the receiver judges its size).
+    let mut tiny = GroupConfig::new(1, SHARDS);
+    tiny.shard_bytes_max = 10;
+    let mut b = GroupStateMachine::new(tiny);
+    b.restore(&a.snapshot()).unwrap();
+    let GroupOutcome::Shards { shards, .. } = b.pull(2, &[3, 2]) else {
+        panic!("pull")
+    };
+    assert_eq!(shards.len(), 1);
+    assert_eq!(shards[0].0, 3);
+}

@@ -245,6 +245,10 @@ fn snapshots_and_restarts_during_migration() {
                 }
                 // Whole groups down and up again: every member restores from its snapshot.
                 for g in 1..=3 {
+                    assert!(
+                        (0..3).all(|i| sc.has_snapshot(g, i)),
+                        "RAFTKV_SEED={seed}: group {g} took no snapshot"
+                    );
                     sc.crash_group(g);
                 }
                 run_for(&mut sc, secs(1)).await;
@@ -259,6 +263,52 @@ fn snapshots_and_restarts_during_migration() {
             })
         },
     );
+}
+
+/// 6.5840 TestMissChange: one member of every group is down while several configs go by;
+/// restarted, it catches up through each of them, in order, from its group's log or snapshot,
+/// and then the other members take their turn.
+#[test]
+fn missed_changes() {
+    run_seeds(TARGET, "missed_changes", &[1, 2], |seed| {
+        sim(seed, |rt| async move {
+            let mut sc = ShardSimCluster::new(seed, &rt, SHARDS, 3, 3, 3, 50).await;
+            for g in 1..=3 {
+                sc.start_group(g).await;
+            }
+            sc.join(&[1]).await;
+            let load = start_load(&sc, 3, 2);
+            run_for(&mut sc, secs(1)).await;
+            for down in 0..3 {
+                for g in 1..=3 {
+                    sc.crash(g, down);
+                }
+                match down {
+                    0 => {
+                        sc.join(&[2]).await;
+                        sc.join(&[3]).await;
+                    }
+                    1 => {
+                        sc.leave(&[1]).await;
+                        sc.move_shard(0, 3).await;
+                    }
+                    _ => {
+                        sc.join(&[1]).await;
+                        sc.leave(&[2]).await;
+                    }
+                }
+                run_for(&mut sc, secs(2)).await;
+                for g in 1..=3 {
+                    sc.restart(g, down).await;
+                }
+                run_for(&mut sc, secs(1)).await;
+            }
+            finish_load(&mut sc, load, "missed_changes").await;
+            let config = sc.wait_settled(secs(30)).await;
+            sc.assert_gc_done(&config).await;
+            sc.stop_all();
+        })
+    });
 }
 
 /// 6.5840 TestConcurrent1–3: moves, joins and leaves in quick succession, with members
@@ -503,7 +553,7 @@ fn chaos(seed: u64) {
         let mut joined: Vec<Gid> = vec![1, 2];
         let load = start_load(&sc, 4, 3);
         for _ in 0..16 {
-            match rt.random(0, 8) {
+            match rt.random(0, 9) {
                 0 => {
                     let out: Vec<Gid> = (1..=max_groups).filter(|g| !joined.contains(g)).collect();
                     if let Some(&g) = out.get(rt.random(0, out.len().max(1) as u64) as usize) {
@@ -541,6 +591,12 @@ fn chaos(seed: u64) {
                     sc.ctrl.partition(&[vec![i], rest]);
                     run_for(&mut sc, ms(rt.random(100, 1_500))).await;
                     sc.ctrl.heal();
+                }
+                7 => {
+                    // Client requests duplicated and held up to seconds.
+                    sc.net.set_config(ClientNetConfig::hostile());
+                    run_for(&mut sc, ms(rt.random(500, 2_000))).await;
+                    sc.net.set_config(ClientNetConfig::reliable());
                 }
                 _ => {
                     sc.set_unreliable(true);

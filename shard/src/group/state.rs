@@ -24,7 +24,9 @@ pub struct GroupConfig {
     /// Every shard's session table has these bounds (so at most `shards × sessions_max`
     /// sessions in the group).
     pub sessions: SessionConfig,
-    /// A migrated shard larger than this, encoded, is refused (it would not fit a Raft entry).
+    /// A migrated shard larger than this, encoded, is refused, and one pull answer carries at
+    /// most this many bytes of shards beyond its first: keep it below the client frame limit
+    /// (`raftkv_kv::protocol::CLIENT_FRAME_BYTES_MAX`) and the Raft entry limit.
     pub shard_bytes_max: usize,
 }
 
@@ -35,7 +37,7 @@ impl GroupConfig {
             gid,
             shards,
             sessions: SessionConfig::default(),
-            shard_bytes_max: 4 << 20,
+            shard_bytes_max: 3 << 20,
         }
     }
 }
@@ -433,22 +435,34 @@ impl GroupStateMachine {
     }
 
     /// The shards of `shards` that this group handed off in config `num` (the new owner's
-    /// pull), encoded; `NotReady` if this group has not installed config `num` yet.
+    /// pull), encoded; `NotReady` if this group has not installed config `num` yet. At most
+    /// `shard_bytes_max` bytes of shards in one answer (and always the first one), so that an
+    /// answer fits a client frame and the `Insert` it becomes fits a Raft entry; the new owner
+    /// pulls the rest in its next rounds.
     pub fn pull(&self, num: u64, shards: &[ShardId]) -> GroupOutcome {
         let installed = self.state.config.num;
         if installed < num {
             return GroupOutcome::NotReady { installed };
         }
-        let out = shards
-            .iter()
-            .filter_map(|shard| {
-                let s = self.state.shards.get(shard)?;
-                (installed == num && s.status == ShardStatus::BePulled).then(|| {
-                    let bytes = postcard::to_allocvec(&s.kv).expect("state always encodes");
-                    (*shard, Bytes::from(bytes))
-                })
-            })
-            .collect();
+        let mut out = Vec::new();
+        let mut bytes_total = 0usize;
+        if installed == num {
+            for shard in shards {
+                let Some(s) = self.state.shards.get(shard) else {
+                    continue;
+                };
+                if s.status != ShardStatus::BePulled || out.iter().any(|(id, _)| id == shard) {
+                    continue;
+                }
+                let bytes =
+                    Bytes::from(postcard::to_allocvec(&s.kv).expect("state always encodes"));
+                if !out.is_empty() && bytes_total + bytes.len() > self.settings.shard_bytes_max {
+                    break;
+                }
+                bytes_total += bytes.len();
+                out.push((*shard, bytes));
+            }
+        }
         GroupOutcome::Shards { num, shards: out }
     }
 
