@@ -532,6 +532,12 @@ impl ShardSimCluster {
 
     /// A ShardClerk recording into the history.
     pub fn clerk(&self) -> SimShardClerk {
+        self.clerk_without_history()
+            .with_history(self.history.clone())
+    }
+
+    /// A ShardClerk that records nothing (bulk loads, measurements).
+    pub fn clerk_without_history(&self) -> SimShardClerk {
         let controller = self.admin();
         let groups = self.net.connector(&self.every_group_addr());
         let config = ShardClerkConfig {
@@ -540,7 +546,6 @@ impl ShardSimCluster {
             refresh_pause: ms(100),
         };
         ShardClerk::new(self.rt.clone(), controller, groups, config)
-            .with_history(self.history.clone())
     }
 
     /// Group `gid`'s state as its leader reads it (`None` without a leader answering).

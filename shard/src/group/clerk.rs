@@ -142,6 +142,11 @@ where
         self
     }
 
+    /// The runtime this Clerk sleeps and reads time on.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
     /// The config this Clerk routes by.
     pub fn cached_config(&self) -> &ShardConfig {
         &self.cached
