@@ -534,8 +534,9 @@ fn challenge2_unaffected_and_partial() {
     );
 }
 
-/// The chaos sweep: random joins, leaves and moves mixed with member crashes, partitions of
-/// group members and of the controller, and an unreliable network, under appending clients.
+/// The chaos sweep: random joins, leaves and moves mixed with member, whole-group and
+/// controller crashes, partitions of group members and of the controller, an unreliable
+/// network and a hostile client network, under appending clients.
 /// Two seeds by default; `RAFTKV_SEEDS=n` for more.
 #[test]
 fn chaos_sweep() {
@@ -553,7 +554,7 @@ fn chaos(seed: u64) {
         let mut joined: Vec<Gid> = vec![1, 2];
         let load = start_load(&sc, 4, 3);
         for _ in 0..16 {
-            match rt.random(0, 9) {
+            match rt.random(0, 11) {
                 0 => {
                     let out: Vec<Gid> = (1..=max_groups).filter(|g| !joined.contains(g)).collect();
                     if let Some(&g) = out.get(rt.random(0, out.len().max(1) as u64) as usize) {
@@ -591,6 +592,19 @@ fn chaos(seed: u64) {
                     sc.ctrl.partition(&[vec![i], rest]);
                     run_for(&mut sc, ms(rt.random(100, 1_500))).await;
                     sc.ctrl.heal();
+                }
+                9 => {
+                    // A whole group down: it neither serves nor hands off until it is back.
+                    let g = 1 + rt.random(0, max_groups);
+                    sc.crash_group(g);
+                    run_for(&mut sc, ms(rt.random(200, 2_000))).await;
+                    sc.restart_group(g).await;
+                }
+                10 => {
+                    let i = rt.random(0, 3) as usize;
+                    sc.ctrl.crash(i);
+                    run_for(&mut sc, ms(rt.random(200, 1_500))).await;
+                    sc.ctrl.restart(i).await;
                 }
                 7 => {
                     // Client requests duplicated and held up to seconds.
