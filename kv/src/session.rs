@@ -32,8 +32,41 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bytes::Bytes;
 use raftkv_raft::Index;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What goes into a Raft entry of a service with exactly-once sessions, whatever its
+/// operation `O`: the KV service's (`crate::state::Command`) and the shard controller's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionCommand<O> {
+    /// thesis §6.3: open a session; its id is the index of this entry.
+    Register { now_ms: u64 },
+    /// One request of a session, applied at most once.
+    Request {
+        session: u64,
+        seq: u64,
+        now_ms: u64,
+        op: O,
+    },
+}
+
+/// An entry that does not decode as a [`SessionCommand`].
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+#[error("malformed command")]
+pub struct Malformed;
+
+impl<O: Serialize + DeserializeOwned> SessionCommand<O> {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("commands always encode"))
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Self, Malformed> {
+        postcard::from_bytes(data).map_err(|_| Malformed)
+    }
+}
 
 /// Bounds of the session table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +220,31 @@ impl<C: Copy + Default> SessionTable<C> {
         Check::New
     }
 
+    /// [`SessionTable::check`] for a table where a session opens on its first request: a
+    /// session neither live nor expired here is opened at `now_ms` first. For session ids that
+    /// are unique across tables without a registration in this one (the sharded store's: a
+    /// shard's table moves between groups, and the id is a controller log index). A session
+    /// whose expired record is kept stays expired (thesis §6.3).
+    pub fn check_or_open(&mut self, session: u64, seq: u64, now_ms: u64) -> Check<C> {
+        if !self.sessions.contains_key(&session) && !self.expired.contains_key(&session) {
+            self.register(session, now_ms);
+        }
+        self.check(session, seq, now_ms)
+    }
+
+    /// Applies the bounds now (a table that arrived from elsewhere, applied from the log so
+    /// every replica trims it the same way): least recently active sessions expire first.
+    pub fn enforce_bounds(&mut self) {
+        while self.sessions.len() > self.config.sessions_max {
+            self.expire_oldest();
+        }
+        while self.expired_order.len() > self.config.sessions_max {
+            if let Some(old) = self.expired_order.pop_front() {
+                self.expired.remove(&old);
+            }
+        }
+    }
+
     /// Records `outcome` as the result of request `seq` of `session` (after `check` said
     /// `New` and the request was applied).
     pub fn record(&mut self, session: u64, seq: u64, outcome: C) {
@@ -321,6 +379,55 @@ mod tests {
             "session 2 was least recently active"
         );
         assert_eq!(t.check(1, 2, 3), Check::New);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn session_commands_keep_the_layout_of_the_per_service_enums_they_replaced() {
+        // Register is variant 0, Request variant 1, fields in order: the bytes in every log
+        // written before the KV and controller commands were one type.
+        assert_eq!(
+            &SessionCommand::<u8>::Register { now_ms: 5 }.encode()[..],
+            [0, 5]
+        );
+        let request = SessionCommand::Request {
+            session: 1,
+            seq: 2,
+            now_ms: 3,
+            op: 4u8,
+        };
+        assert_eq!(&request.encode()[..], [1, 1, 2, 3, 4]);
+        assert_eq!(SessionCommand::decode(&request.encode()), Ok(request));
+        assert_eq!(SessionCommand::<u8>::decode(&[7]), Err(Malformed));
+    }
+
+    #[test]
+    fn check_or_open_opens_unknown_sessions_but_not_expired_ones() {
+        let mut t = table(100, 10);
+        assert_eq!(t.check_or_open(77, 5, 0), Check::New);
+        t.record(77, 5, 1);
+        assert_eq!(t.check_or_open(77, 5, 1), Check::Retry(1));
+        assert_eq!(t.check_or_open(77, 4, 1), Check::Stale);
+        // Idle past the TTL: expired, and not opened again.
+        assert_eq!(t.check_or_open(77, 6, 500), Check::Expired);
+        assert_eq!(t.check_or_open(77, 6, 501), Check::Expired);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn enforce_bounds_trims_a_table_to_smaller_settings() {
+        let mut t = table(1000, 10);
+        for i in 1..=5 {
+            t.register(i, i);
+        }
+        t.set_config(SessionConfig {
+            ttl_ms: 1000,
+            sessions_max: 2,
+        });
+        t.enforce_bounds();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.expired_len(), 2);
+        assert_eq!(t.check(5, 1, 6), Check::New, "the most recent stays");
         t.check_invariants();
     }
 

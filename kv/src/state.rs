@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{btree_map, BTreeMap};
 use thiserror::Error;
 
+pub use crate::session::SessionCommand;
 pub use crate::session::SessionConfig;
-use crate::session::{Check, SessionTable};
+use crate::session::{Check, Malformed, SessionTable};
 
 /// A client operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,29 +44,9 @@ pub enum Op {
     },
 }
 
-/// What goes into a Raft entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// thesis §6.3: open a session; its id is the index of this entry.
-    Register { now_ms: u64 },
-    /// One request of a session, applied at most once.
-    Request {
-        session: u64,
-        seq: u64,
-        now_ms: u64,
-        op: Op,
-    },
-}
-
-impl Command {
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(postcard::to_allocvec(self).expect("commands always encode"))
-    }
-
-    pub fn decode(data: &[u8]) -> Result<Self, KvError> {
-        postcard::from_bytes(data).map_err(|_| KvError::Malformed)
-    }
-}
+/// What goes into a Raft entry: a session registration or one numbered request (the layout
+/// every KV log and snapshot has).
+pub type Command = SessionCommand<Op>;
 
 /// Expected failures of an operation (never a broken invariant).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,6 +71,12 @@ pub enum KvError {
     /// applied.
     #[error("the client session expired; whether the request was applied is no longer known")]
     Forgotten,
+}
+
+impl From<Malformed> for KvError {
+    fn from(_: Malformed) -> Self {
+        KvError::Malformed
+    }
 }
 
 /// The result of applying a command or serving a read.
@@ -200,35 +187,87 @@ impl KvStateMachine {
                 seq,
                 now_ms,
                 op,
-            } => match self.sessions.check(session, seq, now_ms) {
-                Check::Expired => Outcome::Err(KvError::SessionExpired),
-                Check::Forgotten => Outcome::Err(KvError::Forgotten),
-                Check::Stale => Outcome::Err(KvError::Stale),
-                // thesis §6.3: a retry is answered from the table, never applied again.
-                Check::Retry(cached) => match cached {
-                    Cached::Written(version) => Outcome::Written { version },
-                    Cached::Deleted => Outcome::Deleted,
-                    Cached::Err(e) => Outcome::Err(e),
-                    Cached::Read => match &op {
-                        Op::Get { key } => self.get(key),
-                        _ => Outcome::Err(KvError::Stale),
-                    },
-                },
-                Check::New => {
-                    let is_read = matches!(op, Op::Get { .. });
-                    let outcome = self.execute(op);
-                    let cached = match &outcome {
-                        _ if is_read => Cached::Read,
-                        Outcome::Written { version } => Cached::Written(*version),
-                        Outcome::Deleted => Cached::Deleted,
-                        Outcome::Err(e) => Cached::Err(*e),
-                        Outcome::Value { .. } | Outcome::Registered { .. } => Cached::Read,
-                    };
-                    self.sessions.record(session, seq, cached);
-                    outcome
-                }
-            },
+            } => {
+                let check = self.sessions.check(session, seq, now_ms);
+                self.answer(check, session, seq, op)
+            }
         }
+    }
+
+    /// Applies request `seq` of `session`, opening the session if this state machine has
+    /// never seen it (neither live nor expired): for session ids unique without a
+    /// registration here — the sharded store's, where a shard's state, sessions included,
+    /// moves between groups (`raftkv_shard::group`).
+    pub fn apply_open_request(&mut self, session: u64, seq: u64, now_ms: u64, op: Op) -> Outcome {
+        let check = self.sessions.check_or_open(session, seq, now_ms);
+        self.answer(check, session, seq, op)
+    }
+
+    /// The answer to a request the session table checked as `check`.
+    fn answer(&mut self, check: Check<Cached>, session: u64, seq: u64, op: Op) -> Outcome {
+        match check {
+            Check::Expired => Outcome::Err(KvError::SessionExpired),
+            Check::Forgotten => Outcome::Err(KvError::Forgotten),
+            Check::Stale => Outcome::Err(KvError::Stale),
+            // thesis §6.3: a retry is answered from the table, never applied again.
+            Check::Retry(cached) => match cached {
+                Cached::Written(version) => Outcome::Written { version },
+                Cached::Deleted => Outcome::Deleted,
+                Cached::Err(e) => Outcome::Err(e),
+                Cached::Read => match &op {
+                    Op::Get { key } => self.get(key),
+                    _ => Outcome::Err(KvError::Stale),
+                },
+            },
+            Check::New => {
+                let is_read = matches!(op, Op::Get { .. });
+                let outcome = self.execute(op);
+                let cached = match &outcome {
+                    _ if is_read => Cached::Read,
+                    Outcome::Written { version } => Cached::Written(*version),
+                    Outcome::Deleted => Cached::Deleted,
+                    Outcome::Err(e) => Cached::Err(*e),
+                    Outcome::Value { .. } | Outcome::Registered { .. } => Cached::Read,
+                };
+                self.sessions.record(session, seq, cached);
+                outcome
+            }
+        }
+    }
+
+    /// The session settings.
+    pub fn session_config(&self) -> SessionConfig {
+        self.sessions.config()
+    }
+
+    /// Gives the sessions `config` without trimming them (after a restore: trimming there would
+    /// expire sessions on this replica and not on the others; they shrink as the log is
+    /// applied).
+    pub fn set_session_config(&mut self, config: SessionConfig) {
+        self.sessions.set_config(config);
+    }
+
+    /// Gives the sessions `config` and trims them to its bounds at once: for a state that
+    /// arrived from elsewhere through the log (a migrated shard), so that every replica trims
+    /// it the same way.
+    pub fn adopt_session_config(&mut self, config: SessionConfig) {
+        self.sessions.set_config(config);
+        self.sessions.enforce_bounds();
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.data.keys()
+    }
+
+    /// Checks the invariants on the fields; the first broken one, named (for state that
+    /// arrived from outside: a snapshot, a migrated shard).
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.sessions.validate()?;
+        if !self.data.values().all(|(_, v)| *v >= 1) {
+            return Err("versions start at 1");
+        }
+        Ok(())
     }
 
     fn execute(&mut self, op: Op) -> Outcome {
@@ -299,7 +338,7 @@ impl StateMachine for KvStateMachine {
     fn apply(&mut self, index: Index, command: &[u8]) -> Outcome {
         match Command::decode(command) {
             Ok(c) => self.apply_command(index, c),
-            Err(e) => Outcome::Err(e),
+            Err(e) => Outcome::Err(e.into()),
         }
     }
 

@@ -106,6 +106,18 @@ impl<R: Runtime, C: Connector<CtrlRequestBody, CtrlReply>> ControllerClerk<R, C>
         }
     }
 
+    /// Registers a fresh session and returns its id without using it here: a number no other
+    /// session of the deployment has (the registration's controller log index), which a
+    /// [`crate::group::ShardClerk`] uses as its session id at every replica group.
+    pub async fn new_session_id(&mut self) -> Result<u64, CtrlClerkError> {
+        let deadline = self.runtime.now() + self.servers.config().timeout;
+        let reply = self.attempts(deadline, || CtrlRequestBody::Register).await;
+        match self.final_answer(reply)? {
+            Outcome::Registered { session } => Ok(session),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn change(&mut self, op: CtrlOp) -> Result<u64, CtrlClerkError> {
         let deadline = self.runtime.now() + self.servers.config().timeout;
         loop {

@@ -3,8 +3,8 @@
 //! One Raft group holds all data and all writes go through one leader, so a single group cannot
 //! grow past one disk and one leader's throughput. Sharding splits the key space so that
 //! several Raft groups — **replica groups** — each serve part of it (the repository's
-//! `docs/design.md`, "The shard controller"). This crate holds the first part of that layer: the stable key → shard map and the **shard
-//! controller**. (Replica groups that serve shards and migrate them are the next step.)
+//! `docs/design.md`, "The shard controller" and "Sharding"). This crate holds that layer: the
+//! stable key → shard map, the **shard controller**, and the replica groups.
 //!
 //! ## Shards, configurations, the controller
 //! - A **shard** is a slice of the key space: key `k` belongs to shard
@@ -46,10 +46,21 @@
 //!   through ReadIndex.
 //! - [`clerk`]: [`clerk::ControllerClerk`]: leader finding, retries, deadlines, exactly-once;
 //!   generic over runtime and connector.
-//! - `testing` (feature `testing`): whole controller clusters on the deterministic simulator.
+//! - [`group`]: replica groups — state machine, protocol, service and migration driver — and
+//!   the [`group::ShardClerk`].
+//! - `testing` (feature `testing`): whole controller clusters, and whole sharded stores
+//!   (controller plus replica groups), on the deterministic simulator.
+//!
+//! ## Replica groups
+//! [`group`]: the replica groups that serve shards and migrate them (pull, then delete, through
+//! each group's Raft log; exactly-once across moves; both 6.5840 challenges), and the
+//! [`group::ShardClerk`]. Its module doc explains the protocol.
 //!
 //! ## Not done yet
-//! - Replica groups, shard migration, the `ShardClerk`, Python and CLI (issue 17's later steps).
+//! - Python and CLI; hosting groups and the controller over TCP (issue 17's later steps). The
+//!   group protocol's `Pull` and `Delete` are for other groups' drivers: a TCP host must serve
+//!   them only to group members (a client could otherwise make a group drop a handed-off shard
+//!   before its new owner pulled it).
 //! - A TCP server and connector for the controller protocol (`raftkv-node` serves the KV one).
 //! - Configurations are never discarded; a controller that reaches `configs_max` refuses
 //!   changes. Once groups report the config they have installed, configs older than every
@@ -57,6 +68,7 @@
 
 pub mod clerk;
 pub mod config;
+pub mod group;
 pub mod hash;
 pub mod protocol;
 pub mod rebalance;
