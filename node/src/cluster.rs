@@ -214,10 +214,11 @@ impl<R: NetRuntime> LocalCluster<R> {
     /// A running node's handle.
     pub fn node(&self, i: usize) -> Result<&Node<R, KvStateMachine>, ClusterError> {
         self.check(i)?;
-        self.nodes[i]
-            .as_ref()
-            .map(|r| &r.node)
-            .ok_or(ClusterError::NotRunning { index: i })
+        match &self.nodes[i] {
+            Some(r) => Ok(&r.node),
+            None if self.removed.contains(&i) => Err(ClusterError::Removed { index: i }),
+            None => Err(ClusterError::NotRunning { index: i }),
+        }
     }
 
     /// Node `i`'s status.

@@ -46,6 +46,9 @@ pub enum ClusterError {
     /// A membership change or a leadership transfer did not complete in time.
     #[error("{what} did not complete within the timeout")]
     MembershipTimeout { what: String },
+    /// A node could not join a running cluster.
+    #[error("cannot join the cluster: {reason}")]
+    Join { reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]
