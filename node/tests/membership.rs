@@ -383,3 +383,52 @@ fn a_change_while_another_is_in_progress_is_refused_with_in_progress() {
         c.close().await;
     });
 }
+
+/// Known issue, found measuring BENCHMARKS.md's membership figures (not yet fixed: the cause
+/// is in the core's or the driver's transfer path, outside this change): on LMDB with a writer
+/// running, after a few rounds of "add a node, move leadership, remove the old leader", the
+/// first transfer attempt fails: either it is abandoned after an election timeout
+/// (`Node::transfer_leader` answers `Timeout`, and the leader's status then shows every
+/// follower at match index 0 and inactive, as right after an election) or another node has
+/// taken leadership meanwhile (`NotLeader`). Not seen on memory storage or without the writer.
+/// A second attempt succeeds, so `LocalCluster::transfer_leader` and `remove_node` take
+/// ~0.4-0.6 s longer (BENCHMARKS.md, membership figures). Fails 4 runs out of 4 with
+/// `cargo test --release -p raftkv-node --test membership -- --ignored`.
+#[test]
+#[ignore = "known issue: a transfer is abandoned after an election timeout (see the doc comment)"]
+fn transfers_after_repeated_add_and_remove_succeed_at_the_first_attempt() {
+    on_tokio(|rt| async move {
+        let mut c = cluster(rt.clone(), StorageKind::Lmdb, None).await;
+        let mut writer = c.clerk(clerk_config());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        rt.spawn(async move {
+            let mut n = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                n += 1;
+                let _ = writer.put("w", n.to_string(), None).await;
+            }
+        });
+        for round in 0..4 {
+            c.add_node(false, T).await.unwrap();
+            pause(&rt, 300).await;
+            let leader = c.wait_leader(T).await.unwrap();
+            let voters = c.members().await.unwrap().voters;
+            let target = *voters.iter().find(|&&v| v != leader).unwrap();
+            let first = c
+                .node(leader)
+                .unwrap()
+                .transfer_leader(target as u64 + 1)
+                .await;
+            let status = c.status(leader).await.unwrap();
+            assert!(
+                first.is_ok(),
+                "round {round}: transfer {leader} -> {target}: {first:?}; leader's followers: {:?}",
+                status.followers
+            );
+            c.remove_node(leader, T).await.unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        c.close().await;
+    });
+}
