@@ -391,6 +391,9 @@ fn a_change_while_another_is_in_progress_is_refused_with_in_progress() {
 /// (`Node::transfer_leader` answers `Timeout`, and the leader's status then shows every
 /// follower at match index 0 and inactive, as right after an election) or another node has
 /// taken leadership meanwhile (`NotLeader`). Not seen on memory storage or without the writer.
+/// When it fails, the old leader is leader again at the transfer's term with one uncommitted
+/// entry and every follower at match index 0: it was re-elected (its own no-op), which points
+/// at the leader stepping down during the transfer (CheckQuorum?) rather than at the transport.
 /// A second attempt succeeds, so `LocalCluster::transfer_leader` and `remove_node` take
 /// ~0.4-0.6 s longer (BENCHMARKS.md, membership figures). Fails 4 runs out of 4 with
 /// `cargo test --release -p raftkv-node --test membership -- --ignored`.
