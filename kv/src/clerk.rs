@@ -28,8 +28,8 @@ use raftkv_raft::Runtime;
 use thiserror::Error;
 
 use crate::history::{input_of, History};
-use crate::protocol::{Reply, RequestBody, ServerStatus};
-use crate::retry::{answer, Servers};
+use crate::protocol::{MemberList, MemberOp, RefusalKind, Reply, RequestBody, ServerStatus};
+use crate::retry::{answer, Answer, Servers};
 use crate::state::{KvError, Op, Outcome};
 use raftkv_checker::models::{KvErr, KvOutput};
 
@@ -176,6 +176,11 @@ pub enum ClerkError {
     /// `Malformed`).
     #[error("protocol error: the server refused the request: {error}")]
     Refused { error: KvError },
+    /// The leader refused a membership change or a leadership transfer (thesis §4):
+    /// `InProgress` when another change or transfer is in progress (retry once it has
+    /// completed), `Invalid` when the request cannot succeed as it is; the message says why.
+    #[error("membership change refused: {message}")]
+    Membership { kind: RefusalKind, message: String },
     /// The one server asked (by [`Clerk::server_status`]) could not be reached.
     #[error("cannot reach the server: {error}")]
     Call { error: CallError },
@@ -292,6 +297,87 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         match self.run(Op::Delete { key: key.into() }).await? {
             Outcome::Deleted => Ok(()),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster's members, as the leader's configuration has them. The members' client
+    /// addresses are added to the ones this Clerk tries.
+    pub async fn member_list(&mut self) -> Result<MemberList, ClerkError> {
+        self.membership(RequestBody::MemberList).await
+    }
+
+    /// Adds node `id` as a learner (thesis §4.2.1) reachable at `peer_addr` (by the other
+    /// nodes) and `client_addr` (by clients); unless `learner`, the cluster promotes it to
+    /// voter by itself once it has caught up. Returns once `id` is in the configuration.
+    pub async fn member_add(
+        &mut self,
+        id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+        learner: bool,
+    ) -> Result<MemberList, ClerkError> {
+        self.membership(RequestBody::Member(MemberOp::Add {
+            id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: client_addr.to_string(),
+            learner,
+        }))
+        .await
+    }
+
+    /// Learner `id` becomes a voter.
+    pub async fn member_promote(&mut self, id: u64) -> Result<MemberList, ClerkError> {
+        self.membership(RequestBody::Member(MemberOp::Promote { id }))
+            .await
+    }
+
+    /// Removes `id` from the configuration (the leader too: it steps down once the change
+    /// is committed).
+    pub async fn member_remove(&mut self, id: u64) -> Result<MemberList, ClerkError> {
+        self.membership(RequestBody::Member(MemberOp::Remove { id }))
+            .await
+    }
+
+    /// Hands leadership to voter `id` (thesis §3.10); returns once `id` leads.
+    pub async fn move_leader(&mut self, id: u64) -> Result<MemberList, ClerkError> {
+        self.membership(RequestBody::MoveLeader { id }).await
+    }
+
+    /// Sends a membership request until a final answer: `Retry` refusals are retried (with
+    /// the attempts loop's backoff) until the deadline.
+    async fn membership(&mut self, body: RequestBody) -> Result<MemberList, ClerkError> {
+        let deadline = self.runtime.now() + self.config().timeout;
+        let reply = self
+            .servers
+            .attempts(
+                &self.runtime,
+                &self.connector,
+                deadline,
+                || body.clone(),
+                |reply| match reply {
+                    Reply::MembershipRefused {
+                        kind: RefusalKind::Retry,
+                        ..
+                    } => Answer::Retry,
+                    reply => answer(reply),
+                },
+            )
+            .await;
+        match reply {
+            None => Err(ClerkError::Timeout(self.config().timeout)),
+            Some(Reply::Members(list)) => {
+                for member in &list.members {
+                    self.servers.learn(member.client_addr.clone());
+                }
+                Ok(list)
+            }
+            Some(Reply::MembershipRefused { kind, message }) => {
+                Err(ClerkError::Membership { kind, message })
+            }
+            Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
+            Some(other) => Err(ClerkError::UnexpectedReply {
+                reply: Box::new(other),
+            }),
         }
     }
 

@@ -76,8 +76,8 @@
 //!                 kv.apply_command(*index, Command::Request { session, seq, now_ms: 0, op })
 //!             }
 //!             RequestBody::Read { key } => kv.get(&key),
-//!             RequestBody::Status => {
-//!                 let reason = std::io::Error::other("no status here").into();
+//!             _ => {
+//!                 let reason = std::io::Error::other("not served here").into();
 //!                 return Err(CallError::Unreachable { addr: addr.into(), reason });
 //!             }
 //!         };

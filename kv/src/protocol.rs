@@ -32,6 +32,72 @@ pub enum RequestBody {
     Read { key: bytes::Bytes },
     /// The server's view of the cluster (role, term, leader...).
     Status,
+    /// The cluster's members, as the leader's configuration has them; answered with
+    /// `Reply::Members` (by the leader only: others answer `NotLeader`).
+    MemberList,
+    /// A membership change (thesis §4), carried out by the leader; answered with
+    /// `Reply::Members` (the configuration once the change is committed) or
+    /// `Reply::MembershipRefused`.
+    Member(MemberOp),
+    /// thesis §3.10: the leader hands leadership to voter `id`; answered with
+    /// `Reply::Members` once `id` leads (as the old leader sees it).
+    MoveLeader { id: u64 },
+}
+
+/// One membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberOp {
+    /// thesis §4.2.1: `id` joins as a learner; unless `learner`, the leader promotes it to
+    /// voter by itself once it has caught up. Repeating it with the same addresses while `id`
+    /// is a member is answered as done (a retried request).
+    Add {
+        id: u64,
+        peer_addr: String,
+        client_addr: String,
+        learner: bool,
+    },
+    /// A learner becomes a voter. Done already if `id` is a voter.
+    Promote { id: u64 },
+    /// `id` leaves the configuration (the leader too: it steps down once it is committed).
+    Remove { id: u64 },
+}
+
+/// At most this many bytes in an address of a [`MemberOp::Add`]; a longer one is refused.
+pub const MEMBER_ADDR_BYTES_MAX: usize = 255;
+
+/// One member of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    /// Where the other nodes reach it (empty if the configuration records none and the
+    /// answering server was not started knowing it).
+    pub peer_addr: String,
+    /// Where clients reach it (same caveat).
+    pub client_addr: String,
+    /// A learner: receives the log, does not vote.
+    pub learner: bool,
+}
+
+/// The members of a configuration, voters first, each by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberList {
+    /// The leader's id, if the answering server knows it.
+    pub leader: Option<u64>,
+    pub members: Vec<MemberInfo>,
+}
+
+/// What kind of refusal a `Reply::MembershipRefused` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// thesis §4.1: another membership change (or a leadership transfer) is in progress;
+    /// retry once it has completed.
+    InProgress,
+    /// A condition that passes by itself shortly (a new leader has not yet committed an entry
+    /// of its term): the Clerk retries until its deadline.
+    Retry,
+    /// The request cannot succeed as it is (not a member, already a member, would leave no
+    /// quorum...): the message says what to do.
+    Invalid,
 }
 
 /// The server's answer to one request.
@@ -63,6 +129,11 @@ pub enum Reply<O = Outcome> {
     Unavailable(String),
     /// The server's status.
     Status(ServerStatus),
+    /// The cluster's members (the answer to `MemberList`, `Member` and `MoveLeader`).
+    Members(MemberList),
+    /// The leader refused a membership change or a leadership transfer; `message` says why
+    /// and what to do.
+    MembershipRefused { kind: RefusalKind, message: String },
 }
 
 /// A server's status, as `Reply::Status` carries it.

@@ -19,6 +19,10 @@ use raftkv_raft::{Rng, Runtime};
 use crate::clerk::{CallError, ClerkConfig, Connector};
 use crate::protocol::Reply;
 
+/// A client keeps at most this many server addresses (given, learned from hints and member
+/// lists).
+pub const ADDRS_MAX: usize = 256;
+
 /// What one reply means to the attempts loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer<Rep> {
@@ -81,6 +85,16 @@ impl Servers {
         &self.config
     }
 
+    /// Adds `addr` to the addresses tried, unless known already, empty, or the list holds
+    /// [`ADDRS_MAX`] already (a bound whatever servers answer). True if it was added.
+    pub fn learn(&mut self, addr: String) -> bool {
+        if addr.is_empty() || self.addrs.len() >= ADDRS_MAX || self.addrs.contains(&addr) {
+            return false;
+        }
+        self.addrs.push(addr);
+        true
+    }
+
     /// Sends `body()` until `answer` calls a reply final, or the deadline (`None`).
     pub async fn attempts<R, C, Req, Rep>(
         &mut self,
@@ -120,8 +134,7 @@ impl Servers {
                     if let Some(i) = self.addrs.iter().position(|a| *a == hint) {
                         self.leader = i;
                         follow = true;
-                    } else if self.config.follow_hints {
-                        self.addrs.push(hint);
+                    } else if self.config.follow_hints && self.learn(hint) {
                         self.leader = self.addrs.len() - 1;
                         follow = true;
                     }

@@ -5,9 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftkv_raft::{Node, NodeError, NodeId, Runtime, StateMachine, Status};
+use raftkv_raft::{
+    MemberAddrs, MemberChange, Membership, MembershipError, Node, NodeError, NodeId, ReconfigError,
+    Runtime, StateMachine, Status,
+};
 
-use crate::protocol::{Reply, RequestBody, ServerStatus};
+use crate::protocol::{
+    MemberInfo, MemberList, MemberOp, RefusalKind, Reply, RequestBody, ServerStatus,
+    MEMBER_ADDR_BYTES_MAX,
+};
 use crate::state::{Command, KvStateMachine, Op, Outcome};
 
 /// How a service stamps and answers requests.
@@ -82,6 +88,8 @@ pub struct KvService<R: Runtime, M: StateMachine<Response = Outcome> = KvStateMa
     node: Node<R, M>,
     runtime: R,
     config: Arc<ServiceConfig>,
+    /// Every node's peer address as this server was started knowing it (for `MemberList`).
+    peer_addrs: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl<R: Runtime, M: StateMachine<Response = Outcome>> Clone for KvService<R, M> {
@@ -90,6 +98,7 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> Clone for KvService<R, M> 
             node: self.node.clone(),
             runtime: self.runtime.clone(),
             config: self.config.clone(),
+            peer_addrs: self.peer_addrs.clone(),
         }
     }
 }
@@ -100,7 +109,16 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> KvService<R, M> {
             node,
             runtime,
             config: Arc::new(config),
+            peer_addrs: Arc::default(),
         }
+    }
+
+    /// Tells the service every node's peer address as this server was started knowing it,
+    /// for the members whose addresses the configuration does not record (the initial
+    /// members of a cluster started from a static peer list).
+    pub fn with_peer_addrs(mut self, peer_addrs: BTreeMap<NodeId, String>) -> Self {
+        self.peer_addrs = Arc::new(peer_addrs);
+        self
     }
 
     /// The node behind this service.
@@ -135,7 +153,198 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> KvService<R, M> {
                 self.node.linearizable_read(Bytes::from(query)).await
             }
             RequestBody::Status => return self.config.status_reply(self.node.status().await),
+            RequestBody::MemberList => return self.list_members().await,
+            RequestBody::Member(op) => return self.change(op).await,
+            RequestBody::MoveLeader { id } => return self.move_leader(id).await,
         };
+        self.answer(result).await
+    }
+
+    /// The reply to `result`; a `NotLeader` names the leader's client address as the
+    /// configuration records it (so that clients learn members added since they started),
+    /// else as this server was started knowing it.
+    async fn answer<O>(&self, result: Result<O, NodeError>) -> Reply<O> {
+        if let Err(NodeError::NotLeader {
+            leader_hint: Some(leader),
+        }) = &result
+        {
+            if let Ok(status) = self.node.status().await {
+                let recorded = status
+                    .membership
+                    .addrs()
+                    .get(leader)
+                    .map(|a| a.client_addr.clone())
+                    .filter(|a| !a.is_empty());
+                if let Some(addr) = recorded {
+                    return Reply::NotLeader {
+                        leader_hint: Some(addr),
+                    };
+                }
+            }
+        }
         self.config.reply(result)
+    }
+
+    /// The members of `membership`, voters first; an address the configuration does not
+    /// record is filled in from what this server was started with (the initial members of a
+    /// cluster started from a static peer list).
+    pub fn members_of(&self, membership: &Membership, leader: Option<NodeId>) -> MemberList {
+        let info = |id: NodeId, learner: bool| {
+            let recorded = membership.addrs().get(&id);
+            let pick = |recorded: Option<&String>, known: Option<&String>| {
+                recorded
+                    .filter(|a| !a.is_empty())
+                    .or(known)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            MemberInfo {
+                id,
+                peer_addr: pick(
+                    recorded.map(|a| &a.peer_addr),
+                    self.config_peer_addr(id).as_ref(),
+                ),
+                client_addr: pick(
+                    recorded.map(|a| &a.client_addr),
+                    self.config.client_addrs.get(&id),
+                ),
+                learner,
+            }
+        };
+        let mut members: Vec<MemberInfo> = membership
+            .all_voters()
+            .into_iter()
+            .map(|id| info(id, false))
+            .collect();
+        members.extend(membership.learners().iter().map(|&id| info(id, true)));
+        MemberList { leader, members }
+    }
+
+    /// The peer address this server was started knowing for `id` (none: a service knows
+    /// client addresses only; the TCP server fills peer addresses in).
+    fn config_peer_addr(&self, id: NodeId) -> Option<String> {
+        self.peer_addrs.get(&id).cloned()
+    }
+
+    /// `MemberList`: the leader's configuration.
+    async fn list_members(&self) -> Reply {
+        match self.node.status().await {
+            Ok(status) if status.leader == Some(status.id) => {
+                Reply::Members(self.members_of(&status.membership, status.leader))
+            }
+            Ok(status) => {
+                self.answer(Err::<Outcome, _>(NodeError::NotLeader {
+                    leader_hint: status.leader,
+                }))
+                .await
+            }
+            Err(e) => self.config.reply(Err(e)),
+        }
+    }
+
+    /// `Member(op)`: one change, through the leader's `change_membership`.
+    async fn change(&self, op: MemberOp) -> Reply {
+        let status = match self.node.status().await {
+            Ok(status) => status,
+            Err(e) => return self.config.reply(Err(e)),
+        };
+        let m = &status.membership;
+        let change = match op {
+            MemberOp::Add {
+                id,
+                peer_addr,
+                client_addr,
+                learner,
+            } => {
+                if peer_addr.is_empty()
+                    || peer_addr.len() > MEMBER_ADDR_BYTES_MAX
+                    || client_addr.len() > MEMBER_ADDR_BYTES_MAX
+                {
+                    return invalid(format!(
+                        "node {id}: a peer address is required, and addresses may have at \
+                         most {MEMBER_ADDR_BYTES_MAX} bytes"
+                    ));
+                }
+                let addrs = MemberAddrs::new(peer_addr, client_addr);
+                // A retried add (its first copy was applied): done.
+                if m.contains(id) && m.addrs().get(&id) == Some(&addrs) {
+                    return self.done(&status);
+                }
+                MemberChange::AddLearner {
+                    id,
+                    addrs,
+                    auto_promote: !learner,
+                }
+            }
+            MemberOp::Promote { id } => {
+                if m.voters().contains(&id) && !m.is_joint() && status.leader == Some(status.id) {
+                    return self.done(&status);
+                }
+                MemberChange::Promote { id }
+            }
+            MemberOp::Remove { id } => MemberChange::Remove { id },
+        };
+        match self.node.change_membership(vec![change]).await {
+            Ok(membership) => {
+                let leader = self.node.status().await.ok().and_then(|s| s.leader);
+                Reply::Members(self.members_of(&membership, leader))
+            }
+            Err(e) => self.refused(e).await,
+        }
+    }
+
+    /// `MoveLeader { id }`: thesis §3.10, through the leader's `transfer_leader`.
+    async fn move_leader(&self, id: NodeId) -> Reply {
+        match self.node.transfer_leader(id).await {
+            Ok(()) => match self.node.status().await {
+                Ok(status) => Reply::Members(self.members_of(&status.membership, Some(id))),
+                Err(e) => self.config.reply(Err(e)),
+            },
+            Err(e) => self.refused(e).await,
+        }
+    }
+
+    /// The configuration, answered for a request that was already carried out.
+    fn done(&self, status: &Status) -> Reply {
+        if status.leader != Some(status.id) {
+            return self.config.reply(Err(NodeError::NotLeader {
+                leader_hint: status.leader,
+            }));
+        }
+        Reply::Members(self.members_of(&status.membership, status.leader))
+    }
+
+    /// The reply to a refused change or transfer.
+    async fn refused(&self, e: ReconfigError) -> Reply {
+        match e {
+            ReconfigError::Node(e) => self.answer(Err(e)).await,
+            ReconfigError::Refused(MembershipError::NotLeader { leader_hint }) => {
+                self.answer(Err(NodeError::NotLeader { leader_hint })).await
+            }
+            ReconfigError::Refused(e) => {
+                let kind = match e {
+                    MembershipError::ChangeInProgress
+                    | MembershipError::TransferInProgress { .. } => RefusalKind::InProgress,
+                    MembershipError::NotCommittedInTerm => RefusalKind::Retry,
+                    _ => RefusalKind::Invalid,
+                };
+                Reply::MembershipRefused {
+                    kind,
+                    message: e.to_string(),
+                }
+            }
+            // `ReconfigError` may grow: whatever else is not retried.
+            other => Reply::MembershipRefused {
+                kind: RefusalKind::Invalid,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+fn invalid(message: String) -> Reply {
+    Reply::MembershipRefused {
+        kind: RefusalKind::Invalid,
+        message,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use raftkv_raft::{NodeError, NodeId, StorageError};
+use raftkv_raft::{MembershipError, NodeError, NodeId, ReconfigError, StorageError};
 use raftkv_transport_tcp::TransportError;
 use thiserror::Error;
 
@@ -32,6 +32,23 @@ pub enum ClusterError {
     /// A standalone node has no client address.
     #[error("node {id} has no client address")]
     NoClientAddr { id: NodeId },
+    /// A local cluster starts at most this many nodes over its life (indexes are never
+    /// reused).
+    #[error("a local cluster starts at most {max} nodes over its life")]
+    TooManyNodes { max: usize },
+    /// The node was removed from the configuration: it is stopped for good.
+    #[error("node {index} was removed from the cluster")]
+    Removed { index: usize },
+    /// The leader refused a membership change or a leadership transfer; the error says why
+    /// and what to do.
+    #[error("membership: {0}")]
+    Membership(#[from] MembershipError),
+    /// A membership change or a leadership transfer did not complete in time.
+    #[error("{what} did not complete within the timeout")]
+    MembershipTimeout { what: String },
+    /// A node could not join a running cluster.
+    #[error("cannot join the cluster: {reason}")]
+    Join { reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]
@@ -40,4 +57,17 @@ pub enum ClusterError {
     Node(#[from] NodeError),
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
+}
+
+impl From<ReconfigError> for ClusterError {
+    fn from(e: ReconfigError) -> Self {
+        match e {
+            ReconfigError::Refused(e) => ClusterError::Membership(e),
+            ReconfigError::Node(e) => ClusterError::Node(e),
+            // `ReconfigError` is non-exhaustive: anything new is a refusal in words.
+            other => ClusterError::Node(NodeError::Config(raftkv_raft::ConfigError::Invalid(
+                other.to_string(),
+            ))),
+        }
+    }
 }

@@ -8,6 +8,12 @@
 //! asked to (fail-stop after a storage error). The cause is kept ([`StandaloneNode::failure`]),
 //! logged at error, and announced on [`StandaloneNode::failed`], so that a process can exit
 //! non-zero instead of answering "node is shut down" forever.
+//!
+//! Joining a running cluster ([`StandaloneConfig::join`], `raftkv serve --join`): the node
+//! starts with no configuration ([`Config::joining`]), learns the members' peer addresses from
+//! one of them (`member_list`), then asks the leader to add it (`member_add`): as a learner
+//! that the leader promotes to voter by itself once it has caught up (thesis §4.2.1). A node
+//! restarted with `join` that already has a configuration in its log does not ask again.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -31,6 +37,9 @@ use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 
 use crate::server::{KvServer, ServerConfig};
+use crate::tcp_client::TcpConnector;
+use raftkv_kv::clerk::{Clerk, ClerkConfig};
+use raftkv_kv::protocol::MemberList;
 
 /// How to start one node.
 #[derive(Clone, Debug)]
@@ -49,6 +58,13 @@ pub struct StandaloneConfig {
     pub snapshot_threshold: Option<u64>,
     /// How long the node waits for a proposal to apply.
     pub request_timeout: Duration,
+    /// Client addresses of members of a running cluster to join (empty: `peers` is the
+    /// initial configuration). With it, `peers` and `client_addrs` need only this node.
+    pub join: Vec<String>,
+    /// Joining: stay a learner (no promotion to voter).
+    pub join_as_learner: bool,
+    /// Joining: how long to wait for the cluster to add this node.
+    pub join_timeout: Duration,
 }
 
 impl StandaloneConfig {
@@ -66,6 +82,9 @@ impl StandaloneConfig {
             cluster_id: 0x5241_4654_4b56,
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
+            join: Vec::new(),
+            join_as_learner: false,
+            join_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -153,19 +172,50 @@ impl<R: NetRuntime> StandaloneNode<R> {
         let peer_addr = peer_listener.local_addr()?;
         let client_addr = client_listener.local_addr()?;
 
-        let mut raft = Config::new(id, config.peers.keys().copied());
+        let joining = !config.join.is_empty();
+        // Joining: the members as the cluster knows them (peer addresses for the transport,
+        // client addresses for NotLeader answers).
+        let members = match joining {
+            true => Some(join_members(&runtime, &config).await?),
+            false => None,
+        };
+        let mut raft = match joining {
+            true => Config::joining(id),
+            false => Config::new(id, config.peers.keys().copied()),
+        };
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
         if let Some(t) = config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
         }
-        let others: BTreeMap<NodeId, SocketAddr> = config
+        let mut others: BTreeMap<NodeId, SocketAddr> = config
             .peers
             .iter()
             .filter(|(&j, _)| j != id)
             .map(|(&j, &a)| (j, a))
             .collect();
+        let mut known_clients: BTreeMap<NodeId, String> = config
+            .client_addrs
+            .iter()
+            .map(|(&j, a)| (j, a.to_string()))
+            .collect();
+        let mut known_peers: BTreeMap<NodeId, String> = config
+            .peers
+            .iter()
+            .map(|(&j, a)| (j, a.to_string()))
+            .collect();
+        for m in members
+            .iter()
+            .flat_map(|l| &l.members)
+            .filter(|m| m.id != id)
+        {
+            if let Some(a) = resolve(&m.peer_addr) {
+                others.insert(m.id, a);
+            }
+            known_peers.insert(m.id, m.peer_addr.clone());
+            known_clients.insert(m.id, m.client_addr.clone());
+        }
         let mut tcp = TcpConfig::new(id, config.cluster_id, peer_addr, others);
         tcp.reconnect_backoff_min = Duration::from_millis(5);
         tcp.reconnect_backoff_max = Duration::from_millis(200);
@@ -209,14 +259,28 @@ impl<R: NetRuntime> StandaloneNode<R> {
             runtime.clone(),
             ServiceConfig {
                 clock_epoch_ms: wall_clock_ms(),
-                client_addrs: config
-                    .client_addrs
-                    .iter()
-                    .map(|(&j, a)| (j, a.to_string()))
-                    .collect(),
+                client_addrs: known_clients,
             },
-        );
-        let server = KvServer::start(client_listener, service, runtime, ServerConfig::default())?;
+        )
+        .with_peer_addrs(known_peers);
+        let server = KvServer::start(
+            client_listener,
+            service,
+            runtime.clone(),
+            ServerConfig::default(),
+        )?;
+        if joining && node.status().await?.membership.members().is_empty() {
+            // Addresses as configured (a wildcard bind address is no address to give out).
+            let (peer, client) = (config.peers[&id], config.client_addrs[&id]);
+            let (peer, client) = (
+                with_port(peer, peer_addr.port()),
+                with_port(client, client_addr.port()),
+            );
+            if let Err(e) = request_join(&runtime, &config, peer, client).await {
+                node.shutdown().await;
+                return Err(e);
+            }
+        }
         Ok(Self {
             node,
             server: Some(server),
@@ -277,6 +341,65 @@ impl<R: NetRuntime> StandaloneNode<R> {
             }
         }
     }
+}
+
+/// `addr` with `port` (the one the OS chose for port 0).
+fn with_port(addr: SocketAddr, port: u16) -> String {
+    SocketAddr::new(addr.ip(), port).to_string()
+}
+
+/// `host:port` as a socket address (the first it resolves to), or `None`.
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs().ok()?.next()
+}
+
+fn join_clerk<R: NetRuntime>(runtime: &R, config: &StandaloneConfig) -> Clerk<R, TcpConnector<R>> {
+    Clerk::new(
+        runtime.clone(),
+        TcpConnector::with_runtime(runtime.clone()),
+        config.join.clone(),
+        ClerkConfig {
+            timeout: config.join_timeout,
+            ..ClerkConfig::default()
+        },
+    )
+}
+
+/// The members of the cluster to join, from one of `config.join`.
+async fn join_members<R: NetRuntime>(
+    runtime: &R,
+    config: &StandaloneConfig,
+) -> Result<MemberList, ClusterError> {
+    let mut clerk = join_clerk(runtime, config);
+    let list = clerk.member_list().await.map_err(|e| ClusterError::Join {
+        reason: format!("cannot list the members at {}: {e}", config.join.join(",")),
+    })?;
+    if list.members.iter().any(|m| m.id == config.id) {
+        tracing::info!(node = config.id, "n{} is a member already", config.id);
+    }
+    Ok(list)
+}
+
+/// Asks the cluster to add this node (as a learner, promoted once caught up unless
+/// `join_as_learner`).
+async fn request_join<R: NetRuntime>(
+    runtime: &R,
+    config: &StandaloneConfig,
+    peer_addr: String,
+    client_addr: String,
+) -> Result<(), ClusterError> {
+    let id = config.id;
+    let mut clerk = join_clerk(runtime, config);
+    tracing::info!(node = id, %peer_addr, %client_addr, "n{id} asks to join the cluster");
+    clerk
+        .member_add(id, &peer_addr, &client_addr, config.join_as_learner)
+        .await
+        .map_err(|e| ClusterError::Join {
+            reason: format!("the cluster did not add node {id}: {e}"),
+        })?;
+    tracing::info!(node = id, "n{id} was added to the cluster as a learner");
+    Ok(())
 }
 
 /// Opens the LMDB storage in `dir` (made if missing) at once: a directory locked by another

@@ -6,15 +6,18 @@
 - :class:`Node`: one node, for clusters spread over processes or machines.
 - :class:`History` and :func:`check_linearizable`: record what clients did and check it.
 - :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
+- Membership: ``LocalCluster.add_node / remove_node / promote / transfer_leader / members``
+  and, on any cluster, ``Clerk.member_list / member_add / member_promote / member_remove /
+  move_leader``.
 
 Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; returned values are
 ``bytes``. Every blocking call releases the GIL and can be interrupted with Ctrl-C.
 
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
 :class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge`, :class:`ProtocolError`,
-:class:`ClusterError` and :class:`HistoryError`.
+:class:`ClusterError`, :class:`HistoryError` and :class:`MembershipError`.
 
-The command line: ``raftkv --help`` (serve, get, put, check, demo, bench).
+The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from raftkv._raftkv import (
     KeyNotFound,
     LocalCluster,
     MaybeApplied,
+    MembershipError,
     Node,
     ProtocolError,
     Timeout,
@@ -75,6 +79,7 @@ __all__ = [
     "KeyNotFound",
     "LocalCluster",
     "MaybeApplied",
+    "MembershipError",
     "Node",
     "ProtocolError",
     "Timeout",

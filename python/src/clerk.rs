@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig};
+use raftkv_kv::protocol::MemberList;
 use raftkv_node::tcp_client::TcpConnector;
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
@@ -64,6 +65,23 @@ impl Clerk {
             timeout,
         }
     }
+}
+
+/// A member list as a dict: {"leader": id | None, "members": [{...}, ...]}.
+fn members_dict<'py>(py: Python<'py>, list: &MemberList) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("leader", list.leader)?;
+    let members = PyList::empty(py);
+    for m in &list.members {
+        let e = PyDict::new(py);
+        e.set_item("id", m.id)?;
+        e.set_item("peer_addr", &m.peer_addr)?;
+        e.set_item("client_addr", &m.client_addr)?;
+        e.set_item("learner", m.learner)?;
+        members.append(e)?;
+    }
+    d.set_item("members", members)?;
+    Ok(d)
 }
 
 #[pymethods]
@@ -171,6 +189,88 @@ impl Clerk {
             with_clerk!(&mut *c, c => c.delete(k).await)
         })?
         .map_err(|e| clerk_err(e, Some(&key)))
+    }
+
+    /// The cluster's members as the leader's configuration has them: a dict
+    /// {"leader": Raft id or None, "members": [{"id", "peer_addr", "client_addr", "learner"}]}
+    /// (voters first). The members' client addresses are added to the ones this Clerk tries.
+    fn member_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let list = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.member_list().await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        members_dict(py, &list)
+    }
+
+    /// Adds node `id` (a Raft id >= 1) as a learner, reachable by the other nodes at
+    /// `peer_addr` and by clients at `client_addr`; returns once it is in the configuration
+    /// (the new member list). Unless `learner`, the cluster promotes it to voter by itself once
+    /// it has caught up (member_list shows "learner": True until then). Raises
+    /// raftkv.MembershipError if the cluster refuses (another change in progress: its
+    /// `in_progress` is True).
+    #[pyo3(signature = (id, peer_addr, client_addr=None, learner=false))]
+    fn member_add<'py>(
+        &self,
+        py: Python<'py>,
+        id: u64,
+        peer_addr: String,
+        client_addr: Option<String>,
+        learner: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if id == 0 {
+            return Err(PyValueError::new_err("node ids start at 1"));
+        }
+        if peer_addr.is_empty() {
+            return Err(PyValueError::new_err("peer_addr must not be empty"));
+        }
+        let client_addr = client_addr.unwrap_or_default();
+        let inner = self.inner.clone();
+        let list = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.member_add(id, &peer_addr, &client_addr, learner).await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        members_dict(py, &list)
+    }
+
+    /// Learner `id` becomes a voter; returns the new member list. Raises
+    /// raftkv.MembershipError if the cluster refuses.
+    fn member_promote<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let list = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.member_promote(id).await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        members_dict(py, &list)
+    }
+
+    /// Removes node `id` from the configuration (the leader too: it steps down once the
+    /// change is committed); returns the new member list. Stop the node's process afterwards.
+    /// Raises raftkv.MembershipError if the cluster refuses.
+    fn member_remove<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let list = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.member_remove(id).await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        members_dict(py, &list)
+    }
+
+    /// Hands leadership to voter `id`; returns the member list once `id` leads. Raises
+    /// raftkv.MembershipError if the cluster refuses, raftkv.Timeout if the transfer did not
+    /// complete in time.
+    fn move_leader<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let list = block_on(py, async move {
+            let mut c = inner.lock().await;
+            with_clerk!(&mut *c, c => c.move_leader(id).await)
+        })?
+        .map_err(|e| clerk_err(e, None))?;
+        members_dict(py, &list)
     }
 
     /// The addresses this Clerk was given.

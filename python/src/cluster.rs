@@ -46,8 +46,8 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct LocalCluster {
     slot: ClusterSlot,
-    addrs: Vec<String>,
-    n: usize,
+    /// Client addresses by index; grows with `add_node`.
+    addrs: std::sync::Mutex<Vec<String>>,
     runtime: String,
     storage: String,
     data_dir: Option<PathBuf>,
@@ -61,6 +61,15 @@ fn not_open() -> PyErr {
 }
 
 impl LocalCluster {
+    /// The number of node indexes handed out (added nodes and removed ones included).
+    fn count(&self) -> usize {
+        self.addrs_now().len()
+    }
+
+    fn addrs_now(&self) -> Vec<String> {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Runs `f` on the open cluster.
     fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
@@ -156,8 +165,7 @@ impl LocalCluster {
         let addrs = with_cluster!(&cluster, c => c.addrs());
         Ok(Self {
             slot: Arc::new(tokio::sync::Mutex::new(Some(cluster))),
-            addrs,
-            n: n as usize,
+            addrs: std::sync::Mutex::new(addrs),
             runtime: runtime.to_string(),
             storage: storage.to_string(),
             data_dir,
@@ -167,7 +175,7 @@ impl LocalCluster {
     /// Client addresses "127.0.0.1:PORT", index = node.
     #[getter]
     fn addrs(&self) -> Vec<String> {
-        self.addrs.clone()
+        self.addrs_now()
     }
 
     /// Raft (peer) addresses, index = node.
@@ -180,15 +188,16 @@ impl LocalCluster {
         })
     }
 
-    /// Number of nodes.
+    /// Number of node indexes (crashed, added and removed nodes count too).
     fn __len__(&self) -> usize {
-        self.n
+        self.count()
     }
 
-    /// Number of nodes (as given; crashed nodes count too). Nodes are indexes 0..n-1.
+    /// Number of node indexes: as given, plus the nodes added since (crashed and removed ones
+    /// count too). Nodes are indexes 0..n-1; an index is never reused.
     #[getter]
     fn n(&self) -> usize {
-        self.n
+        self.count()
     }
 
     /// The async runtime the nodes run on: "tokio" or "smol".
@@ -211,7 +220,7 @@ impl LocalCluster {
 
     /// Node i's LMDB directory (None on memory storage).
     fn node_dir(&self, py: Python<'_>, i: i64) -> PyResult<Option<PathBuf>> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         self.run(py, move |c| {
             Box::pin(async move { Ok(with_cluster!(c, c => c.node_dir(i))) })
         })
@@ -219,7 +228,7 @@ impl LocalCluster {
 
     /// Whether node i is running (not crashed).
     fn is_running(&self, py: Python<'_>, i: i64) -> PyResult<bool> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         self.run(py, move |c| {
             Box::pin(async move { Ok(with_cluster!(c, c => c.is_running(i))) })
         })
@@ -244,19 +253,95 @@ impl LocalCluster {
     /// Node i's status: a dict with index and id (both the node index i), raft_id (i + 1),
     /// role ("leader", "follower", "candidate", "pre-candidate"), term, leader (node index or
     /// None), leader_raft_id (Raft id or None), commit_index, applied_index, first_index,
-    /// last_index, snapshot_index, persisted_index. Raises raftkv.ClusterError if node i is
-    /// not running.
+    /// last_index, snapshot_index, persisted_index; voters and learners (node indexes, as this
+    /// node's configuration has them) and removed (True once the node learned it is no longer
+    /// a member). Raises raftkv.ClusterError if node i is not running (or was removed: it is
+    /// stopped).
     fn status<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyDict>> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         let s = self.run(py, move |c| {
             Box::pin(async move { ce(with_cluster!(c, c => c.status(i).await)) })
         })?;
-        status_dict(py, &s, Some(1))
+        let d = status_dict(py, &s, Some(1))?;
+        let index = |id: &u64| (*id - 1) as usize;
+        let voters: Vec<usize> = s.membership.all_voters().iter().map(index).collect();
+        let learners: Vec<usize> = s.membership.learners().iter().map(index).collect();
+        d.set_item("voters", voters)?;
+        d.set_item("learners", learners)?;
+        d.set_item("removed", s.removed)?;
+        Ok(d)
+    }
+
+    /// The configuration in effect, by node index: {"voters": [...], "learners": [...]}, as
+    /// the leader has it (else the running node with the newest log).
+    fn members<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.run(py, |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.members().await)) })
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("voters", m.voters)?;
+        d.set_item("learners", m.learners)?;
+        Ok(d)
+    }
+
+    /// Starts a new node (the next index; indexes are never reused), adds it as a learner,
+    /// waits until it has caught up and then, unless `learner`, until it is promoted to voter.
+    /// Returns its index. Raises raftkv.Timeout if that takes longer than `timeout` seconds,
+    /// raftkv.MembershipError if the cluster refuses.
+    #[pyo3(signature = (learner=false, timeout=30.0))]
+    fn add_node(&self, py: Python<'_>, learner: bool, timeout: f64) -> PyResult<usize> {
+        let t = duration(timeout, "timeout")?;
+        let (result, addrs) = self.run(py, move |c| {
+            Box::pin(async move {
+                with_cluster!(c, c => {
+                    let result = c.add_node(learner, t).await;
+                    // The node's index is taken even if it did not catch up in time.
+                    Ok((result.map_err(cluster_err), c.addrs()))
+                })
+            })
+        })?;
+        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
+        result
+    }
+
+    /// Learner i becomes a voter. Raises raftkv.MembershipError if the cluster refuses,
+    /// raftkv.Timeout after `timeout` seconds.
+    #[pyo3(signature = (i, timeout=30.0))]
+    fn promote(&self, py: Python<'_>, i: i64, timeout: f64) -> PyResult<()> {
+        let i = node_index(i, self.count())?;
+        let t = duration(timeout, "timeout")?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.promote(i, t).await)) })
+        })
+    }
+
+    /// Takes node i out of the configuration (the leader too: it hands leadership over
+    /// first), then stops it for good; its index is not reused. Raises
+    /// raftkv.MembershipError if the cluster refuses (the last voter, say), raftkv.Timeout
+    /// after `timeout` seconds.
+    #[pyo3(signature = (i, timeout=30.0))]
+    fn remove_node(&self, py: Python<'_>, i: i64, timeout: f64) -> PyResult<()> {
+        let i = node_index(i, self.count())?;
+        let t = duration(timeout, "timeout")?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.remove_node(i, t).await)) })
+        })
+    }
+
+    /// Hands leadership to voter i; returns once i leads. Raises raftkv.MembershipError if i
+    /// is not a voter, raftkv.Timeout after `timeout` seconds.
+    #[pyo3(signature = (i, timeout=5.0))]
+    fn transfer_leader(&self, py: Python<'_>, i: i64, timeout: f64) -> PyResult<()> {
+        let i = node_index(i, self.count())?;
+        let t = duration(timeout, "timeout")?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.transfer_leader(i, t).await)) })
+        })
     }
 
     /// Stops node i abruptly; its durable state stays.
     fn crash(&self, py: Python<'_>, i: i64) -> PyResult<()> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         self.run(py, move |c| {
             Box::pin(async move { ce(with_cluster!(c, c => c.crash(i).await)) })
         })
@@ -264,7 +349,7 @@ impl LocalCluster {
 
     /// Starts node i again from its durable state, on the same addresses.
     fn restart(&self, py: Python<'_>, i: i64) -> PyResult<()> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         self.run(py, move |c| {
             Box::pin(async move { ce(with_cluster!(c, c => c.restart(i).await)) })
         })
@@ -278,7 +363,7 @@ impl LocalCluster {
         for g in groups {
             gs.push(
                 g.into_iter()
-                    .map(|i| node_index(i, self.n))
+                    .map(|i| node_index(i, self.count()))
                     .collect::<PyResult<Vec<usize>>>()?,
             );
         }
@@ -289,7 +374,7 @@ impl LocalCluster {
 
     /// Cuts node i off from every other node.
     fn isolate(&self, py: Python<'_>, i: i64) -> PyResult<()> {
-        let i = node_index(i, self.n)?;
+        let i = node_index(i, self.count())?;
         self.run(py, move |c| {
             Box::pin(async move { ce(with_cluster!(c, c => c.isolate(i))) })
         })
@@ -363,7 +448,7 @@ impl LocalCluster {
                 Ok(k)
             })
         })?;
-        Ok(Clerk::wrap(c, self.addrs.clone(), timeout))
+        Ok(Clerk::wrap(c, self.addrs_now(), timeout))
     }
 
     /// Stops every node and waits until their threads, ports and storage are released; removes
@@ -400,7 +485,10 @@ impl LocalCluster {
     fn __repr__(&self) -> String {
         format!(
             "LocalCluster(n={}, storage={:?}, runtime={:?}, addrs={:?})",
-            self.n, self.storage, self.runtime, self.addrs
+            self.count(),
+            self.storage,
+            self.runtime,
+            self.addrs_now()
         )
     }
 }

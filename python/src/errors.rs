@@ -17,7 +17,9 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyType};
 use pyo3::PyTypeInfo;
 use raftkv_kv::clerk::ClerkError;
+use raftkv_kv::protocol::RefusalKind;
 use raftkv_node::cluster::ClusterError as RClusterError;
+use raftkv_raft::MembershipError as RMembershipError;
 
 create_exception!(
     raftkv,
@@ -75,10 +77,24 @@ class ClusterError(Error):
 class HistoryError(Error):
     """A history could not be read (malformed JSON or log line)."""
     __module__ = "raftkv"
+
+
+class MembershipError(Error):
+    """The cluster refused a membership change or a leadership transfer.
+
+    ``in_progress`` is True when another change (or a transfer) was in progress: retry once it
+    has completed. Otherwise the request cannot succeed as it is (not a member, already a
+    member, no quorum left...): the message says what to do.
+    """
+    __module__ = "raftkv"
+
+    def __init__(self, message, in_progress=False):
+        super().__init__(message)
+        self.in_progress = in_progress
 "#;
 
 /// The names [`CLASSES`] defines, in the order of [`Classes`]' fields.
-pub(crate) const NAMES: [&str; 8] = [
+pub(crate) const NAMES: [&str; 9] = [
     "KeyNotFound",
     "VersionMismatch",
     "MaybeApplied",
@@ -87,9 +103,10 @@ pub(crate) const NAMES: [&str; 8] = [
     "ProtocolError",
     "ClusterError",
     "HistoryError",
+    "MembershipError",
 ];
 
-struct Classes([Py<PyType>; 8]);
+struct Classes([Py<PyType>; 9]);
 
 /// The classes, made on first use.
 fn classes(py: Python<'_>) -> &Classes {
@@ -107,7 +124,7 @@ fn classes(py: Python<'_>) -> &Classes {
                     .ok_or_else(|| Error::new_err(format!("internal error: no class {name}")))?;
                 out.push(class.downcast_into::<PyType>()?.unbind());
             }
-            let array: [Py<PyType>; 8] = out
+            let array: [Py<PyType>; 9] = out
                 .try_into()
                 .map_err(|_| Error::new_err("internal error: exception classes"))?;
             Ok(Classes(array))
@@ -150,6 +167,7 @@ exception!(TooLarge, 4);
 exception!(ProtocolError, 5);
 exception!(ClusterError, 6);
 exception!(HistoryError, 7);
+exception!(MembershipError, 8);
 
 /// Adds `Error` and every class of [`CLASSES`] to the module.
 pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -207,6 +225,14 @@ pub(crate) fn clerk_err(e: ClerkError, key: Option<&Bytes>) -> PyErr {
              this is a bug to report"
             ))
         }
+        ClerkError::Membership { kind, message } => {
+            let in_progress = kind == RefusalKind::InProgress;
+            let advice = match kind {
+                RefusalKind::InProgress => "; retry once it has completed",
+                _ => "",
+            };
+            PyErr::new::<MembershipError, _>((format!("{message}{advice}"), in_progress))
+        }
         ClerkError::Call { error } => ProtocolError::new_err(format!(
             "{error}; check the address and that the node is running"
         )),
@@ -223,6 +249,17 @@ pub(crate) fn cluster_err(e: RClusterError) -> PyErr {
             waited.as_secs_f64()
         )),
         RClusterError::NoSuchNode { .. } => PyIndexError::new_err(e.to_string()),
+        RClusterError::Membership(m) => {
+            let in_progress = matches!(
+                m,
+                RMembershipError::ChangeInProgress | RMembershipError::TransferInProgress { .. }
+            );
+            PyErr::new::<MembershipError, _>((m.to_string(), in_progress))
+        }
+        e @ RClusterError::MembershipTimeout { .. } => Timeout::new_err(format!(
+            "{e}: a majority of the nodes (of the old and the new configuration) must be \
+             running and able to reach each other; check them, or raise the timeout"
+        )),
         e => ClusterError::new_err(e.to_string()),
     }
 }

@@ -33,6 +33,10 @@ enum AnyNode {
 /// status() returns a dict (id, role, term, leader as Raft ids...), stop() stops it.
 /// `failure` is None while the node runs, and says why once it stopped by itself (fail-stop
 /// after a storage error: it then answers "node is shut down" until stopped).
+///
+/// `join=[client addresses]` starts a node that joins a running cluster: `peers` (and
+/// `client_addrs`) then name this node only; start() asks a member to add it as a learner,
+/// which the leader promotes to voter once it has caught up (unless `join_as_learner`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Node {
     config: StandaloneConfig,
@@ -45,7 +49,7 @@ pub struct Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -57,6 +61,8 @@ impl Node {
         client_port_offset: u16,
         snapshot_threshold: Option<u64>,
         cluster_id: Option<u64>,
+        join: Option<Vec<String>>,
+        join_as_learner: bool,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -114,6 +120,21 @@ impl Node {
         config.snapshot_threshold = snapshot_threshold;
         if let Some(c) = cluster_id {
             config.cluster_id = c;
+        }
+        if let Some(join) = join {
+            if join.is_empty() || join.iter().any(|a| a.is_empty()) {
+                return Err(PyValueError::new_err(
+                    "join needs at least one client address of a member",
+                ));
+            }
+            if peers.len() != 1 {
+                return Err(PyValueError::new_err(
+                    "a joining node's peers name this node only: the cluster's members are \
+                     learned from `join`",
+                ));
+            }
+            config.join = join;
+            config.join_as_learner = join_as_learner;
         }
         Ok(Self {
             config,

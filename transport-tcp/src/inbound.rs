@@ -18,7 +18,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::thread;
 use std::time::Duration;
@@ -35,7 +35,7 @@ const HELLO_BYTES_MAX: usize = 64;
 pub(crate) fn accept_loop<R: NetRuntime>(
     listener: TcpListener,
     shared: Arc<Shared>,
-    peers: Arc<BTreeSet<NodeId>>,
+    peers: Arc<RwLock<BTreeSet<NodeId>>>,
     inbound: mpsc::Sender<Message>,
     runtime: R,
 ) {
@@ -154,7 +154,7 @@ impl fmt::Display for Refusal {
 struct Reader<R> {
     shared: Arc<Shared>,
     runtime: R,
-    peers: Arc<BTreeSet<NodeId>>,
+    peers: Arc<RwLock<BTreeSet<NodeId>>>,
     inbound: mpsc::Sender<Message>,
     addr: SocketAddr,
     guard: ConnGuard,
@@ -264,7 +264,12 @@ impl<R: NetRuntime> Reader<R> {
         if hello.cluster_id != settings.cluster_id {
             return Err(Refusal::WrongCluster(hello.cluster_id));
         }
-        if !self.peers.contains(&hello.node_id) {
+        let known = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&hello.node_id);
+        if !known {
             return Err(Refusal::UnknownNode(hello.node_id));
         }
         Ok(hello.node_id)

@@ -25,6 +25,13 @@
 //! unreachable: Raft retransmits. Each inbound connection's reader task reads frames with a
 //! cancel-safe [`FrameReader`] and hands them to `recv` through a bounded channel.
 //!
+//! The set of peers follows the cluster's configuration: the driver calls
+//! [`Transport::set_peers`](raftkv_raft::Transport::set_peers) whenever it changes, and the
+//! transport starts a writer for each new peer, restarts the writer of a peer whose address
+//! changed, and for a removed peer stops its writer, closes its connections both ways and
+//! refuses its new ones (bounded: [`PEERS_MAX`] peers, [`PEER_ADDR_BYTES_MAX`]-byte addresses,
+//! resolved on the connect thread).
+//!
 //! Bad input (garbage, an oversized length, a truncated frame, a failed or missing handshake)
 //! closes that one connection with one `tracing::warn!` line; inbound messages not `from` the
 //! handshake's node, not `to` this node, or not well-formed are dropped and counted.
@@ -74,4 +81,4 @@ pub use filter::{FaultFilter, LinkRule, Verdict};
 pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
 pub use frame_reader::FrameReader;
 pub use stats::TransportStats;
-pub use transport::{TcpTransport, TransportError};
+pub use transport::{TcpTransport, TransportError, PEERS_MAX, PEER_ADDR_BYTES_MAX};

@@ -21,7 +21,7 @@ use raftkv_backoff::Backoff;
 use raftkv_raft::{Message, NetRuntime, NodeId, Rng, Runtime};
 use std::future::poll_fn;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::task::Poll;
 use std::thread;
@@ -35,7 +35,8 @@ pub(crate) struct Writer<R> {
     pub shared: Arc<Shared>,
     pub runtime: R,
     pub peer: NodeId,
-    pub addr: SocketAddr,
+    /// `host:port`, resolved at each connection attempt (on the connect thread).
+    pub addr: String,
     pub queue: Arc<PeerQueue>,
 }
 
@@ -50,7 +51,7 @@ impl<R: NetRuntime> Writer<R> {
     pub async fn run(self) {
         let settings = &self.shared.settings;
         let node = settings.node_id;
-        let (peer, addr) = (self.peer, self.addr);
+        let (peer, addr) = (self.peer, self.addr.as_str());
         let mut rng = Rng::new(jitter_seed(node, peer));
         let mut backoff = Backoff::new(
             settings.reconnect_backoff_min,
@@ -122,7 +123,10 @@ impl<R: NetRuntime> Writer<R> {
     /// Registers a new connection with the transport (so that `shutdown` closes it) and with
     /// the runtime's reactor. `Err(None)`: the transport is stopping.
     fn register(&self, stream: TcpStream) -> Result<(ConnGuard, R::TcpStream), Option<io::Error>> {
-        let guard = match self.shared.register(&stream, Direction::Outbound) {
+        let guard = match self
+            .shared
+            .register(&stream, Direction::Outbound(self.peer))
+        {
             Ok(guard) => guard,
             Err(RegisterError::Io(e)) => return Err(Some(e)),
             Err(RegisterError::Stopped | RegisterError::TooManyInbound) => return Err(None),
@@ -142,7 +146,7 @@ impl<R: NetRuntime> Writer<R> {
     /// `connect_timeout`), given up if the queue closes first.
     async fn connect(&self) -> Result<TcpStream, ConnectError> {
         let settings = &self.shared.settings;
-        let (addr, timeout) = (self.addr, settings.connect_timeout);
+        let (addr, timeout) = (self.addr.clone(), settings.connect_timeout);
         let (tx, rx) = oneshot::channel();
         thread::Builder::new()
             .name(format!(
@@ -150,7 +154,7 @@ impl<R: NetRuntime> Writer<R> {
                 settings.node_id, self.peer
             ))
             .spawn(move || {
-                let _ = tx.send(connect(addr, timeout));
+                let _ = tx.send(connect(&addr, timeout));
             })
             .map_err(ConnectError::Io)?;
         match self.queue.unless_closed(rx).await {
@@ -257,11 +261,25 @@ pub(crate) async fn write_within<R: Runtime, S: AsyncWrite + Unpin>(
     .await
 }
 
-/// A blocking connect with a timeout, then the socket options of a peer connection.
-fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// A blocking connect with a timeout (to each address `addr` resolves to, in turn), then the
+/// socket options of a peer connection.
+fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for resolved in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&resolved, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 /// Jitter needs no reproducibility: mix the link with the clock.

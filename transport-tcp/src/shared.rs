@@ -50,7 +50,8 @@ struct Registry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Direction {
     Inbound,
-    Outbound,
+    /// A writer's connection to this peer.
+    Outbound(NodeId),
 }
 
 /// Why a socket could not be registered.
@@ -131,6 +132,28 @@ impl Shared {
         let mut reg = self.registry();
         if let Some(old) = reg.inbound_by_peer.insert(peer, conn.id) {
             if let Some((stream, _)) = reg.streams.get(&old) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Shuts down every connection to and from `peer` (a peer removed from the cluster):
+    /// their tasks see the socket end and stop.
+    pub fn disconnect(&self, peer: NodeId) {
+        let mut reg = self.registry();
+        let inbound = reg.inbound_by_peer.remove(&peer);
+        for (id, (stream, direction)) in &reg.streams {
+            if *direction == Direction::Outbound(peer) || Some(*id) == inbound {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Shuts down this node's connections to `peer` (its address changed).
+    pub fn disconnect_outbound(&self, peer: NodeId) {
+        let reg = self.registry();
+        for (stream, direction) in reg.streams.values() {
+            if *direction == Direction::Outbound(peer) {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         }

@@ -12,9 +12,10 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use raftkv_raft::{Message, NetRuntime, NodeId, Transport};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle};
 use thiserror::Error;
 
@@ -47,12 +48,20 @@ pub enum TransportError {
 /// [`send`](Transport::send) only filters and queues (it never blocks on the network) and wakes
 /// the peer's writer; [`recv`](Transport::recv) is fed by the readers through a bounded
 /// `futures` channel.
-#[derive(Debug)]
 pub struct TcpTransport {
     node_id: NodeId,
     local_addr: SocketAddr,
-    /// One bounded queue per peer, drained by that peer's writer.
-    queues: Arc<BTreeMap<NodeId, Arc<PeerQueue>>>,
+    /// Each peer's address and bounded queue, drained by that peer's writer.
+    links: BTreeMap<NodeId, Link>,
+    /// The queues again, for the delay task (which outlives any one set of peers).
+    routes: Arc<Mutex<BTreeMap<NodeId, Arc<PeerQueue>>>>,
+    /// The nodes whose inbound connections the accept side takes.
+    allowed: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// The addresses the transport was started with: `set_peers` falls back to them.
+    configured: BTreeMap<NodeId, String>,
+    outbound_queue_len_max: usize,
+    /// Starts a writer task for a new peer on the node's runtime.
+    spawn_writer: WriterSpawner,
     delays: Arc<DelayQueue>,
     filter: FaultFilter,
     /// `None` once shut down.
@@ -61,6 +70,30 @@ pub struct TcpTransport {
     /// The accept thread, until shutdown joins it.
     acceptor: Option<JoinHandle<()>>,
 }
+
+/// One peer: where its writer connects, and its queue.
+#[derive(Debug)]
+struct Link {
+    addr: String,
+    queue: Arc<PeerQueue>,
+}
+
+/// A closure that spawns a peer's writer task (it holds the runtime, which the transport's
+/// type does not name).
+struct WriterSpawner(Box<dyn Fn(NodeId, String, Arc<PeerQueue>) + Send>);
+
+impl fmt::Debug for WriterSpawner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WriterSpawner")
+    }
+}
+
+/// `set_peers` takes at most this many peers (the rest are ignored, with a warning): a bound
+/// on writer tasks and queues whatever the configuration says.
+pub const PEERS_MAX: usize = 1024;
+
+/// `set_peers` ignores a peer address longer than this (with a warning).
+pub const PEER_ADDR_BYTES_MAX: usize = 255;
 
 impl TcpTransport {
     /// Binds the listener, starts the accept thread and spawns the writer and delay tasks on
@@ -107,12 +140,24 @@ impl TcpTransport {
             connect_timeout: config.connect_timeout,
             write_timeout: config.write_timeout,
         }));
-        let queues: BTreeMap<NodeId, Arc<PeerQueue>> = config
+        let configured: BTreeMap<NodeId, String> = config
             .peers
-            .keys()
-            .map(|&id| (id, Arc::new(PeerQueue::new(config.outbound_queue_len_max))))
+            .iter()
+            .map(|(&id, addr)| (id, addr.to_string()))
             .collect();
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue_len_max);
+        let writer_shared = Arc::clone(&shared);
+        let writer_runtime = runtime.clone();
+        let spawn_writer = WriterSpawner(Box::new(move |peer, addr, queue| {
+            let writer = Writer {
+                shared: Arc::clone(&writer_shared),
+                runtime: writer_runtime.clone(),
+                peer,
+                addr,
+                queue,
+            };
+            writer_runtime.spawn(writer.run());
+        }));
         let filter = config
             .fault_filter
             .clone()
@@ -120,7 +165,12 @@ impl TcpTransport {
         let mut transport = TcpTransport {
             node_id: config.node_id,
             local_addr,
-            queues: Arc::new(queues),
+            links: BTreeMap::new(),
+            routes: Arc::new(Mutex::new(BTreeMap::new())),
+            allowed: Arc::new(RwLock::new(configured.keys().copied().collect())),
+            configured: configured.clone(),
+            outbound_queue_len_max: config.outbound_queue_len_max,
+            spawn_writer,
             delays: Arc::new(DelayQueue::new(config.delayed_len_max)),
             filter,
             inbound: Some(inbound_rx),
@@ -131,31 +181,25 @@ impl TcpTransport {
 
         // The accept thread first: if it cannot start, no task has either.
         let (shared, accept_runtime) = (Arc::clone(&transport.shared), runtime.clone());
-        let peers: Arc<BTreeSet<NodeId>> = Arc::new(config.peers.keys().copied().collect());
+        let peers = Arc::clone(&transport.allowed);
         let acceptor = thread::Builder::new()
             .name(format!("raftkv-tcp-n{node}-accept"))
             .spawn(move || accept_loop(listener, shared, peers, inbound_tx, accept_runtime))
             .map_err(TransportError::Spawn)?;
         transport.acceptor = Some(acceptor);
 
-        for (&peer, &addr) in &config.peers {
-            let writer = Writer {
-                shared: Arc::clone(&transport.shared),
-                runtime: runtime.clone(),
-                peer,
-                addr,
-                queue: Arc::clone(&transport.queues[&peer]),
-            };
-            runtime.spawn(writer.run());
+        for (peer, addr) in configured {
+            transport.connect_peer(peer, addr);
         }
 
-        let (delays, queues) = (Arc::clone(&transport.delays), Arc::clone(&transport.queues));
+        let (delays, routes) = (Arc::clone(&transport.delays), Arc::clone(&transport.routes));
         let shared = Arc::clone(&transport.shared);
         let delay_runtime = runtime.clone();
         runtime.spawn(async move {
             let deliver = |msg: Message| {
-                if let Some(queue) = queues.get(&msg.to) {
-                    enqueue(&shared.counters, queue, msg);
+                let queue = lock(&routes).get(&msg.to).cloned();
+                if let Some(queue) = queue {
+                    enqueue(&shared.counters, &queue, msg);
                 }
             };
             delays.run(&delay_runtime, deliver).await;
@@ -184,6 +228,21 @@ impl TcpTransport {
         self.shared.counters.snapshot()
     }
 
+    /// The peers this transport sends to, with their addresses (after `set_peers`).
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.links
+            .iter()
+            .map(|(&id, link)| (id, link.addr.clone()))
+            .collect()
+    }
+
+    fn read_allowed(&self) -> BTreeSet<NodeId> {
+        self.allowed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// True once [`shutdown`](Self::shutdown) has run.
     pub fn is_shut_down(&self) -> bool {
         self.inbound.is_none()
@@ -201,8 +260,8 @@ impl TcpTransport {
             return;
         }
         // Wake the writers and the delay task, then end every socket read and write.
-        for queue in self.queues.values() {
-            queue.close();
+        for link in self.links.values() {
+            link.queue.close();
         }
         self.delays.close();
         self.shared.stop();
@@ -211,6 +270,71 @@ impl TcpTransport {
         }
         tracing::info!(node = self.node_id, "transport shut down");
     }
+}
+
+impl TcpTransport {
+    /// Starts a queue and a writer for `peer` at `addr`.
+    fn connect_peer(&mut self, peer: NodeId, addr: String) {
+        let queue = Arc::new(PeerQueue::new(self.outbound_queue_len_max));
+        (self.spawn_writer.0)(peer, addr.clone(), Arc::clone(&queue));
+        lock(&self.routes).insert(peer, Arc::clone(&queue));
+        self.links.insert(peer, Link { addr, queue });
+    }
+
+    /// Stops `peer`'s writer (its queue closes and drops what it held) and, with `inbound`,
+    /// also closes the connection it opened to us.
+    fn disconnect_peer(&mut self, peer: NodeId, inbound: bool) {
+        if let Some(link) = self.links.remove(&peer) {
+            link.queue.close();
+        }
+        lock(&self.routes).remove(&peer);
+        if inbound {
+            self.shared.disconnect(peer);
+        } else {
+            self.shared.disconnect_outbound(peer);
+        }
+    }
+
+    /// The peers `set_peers` should keep, each with the address to use (`None`: no address
+    /// known; inbound connections are still taken from it).
+    fn wanted_peers(&self, peers: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, Option<String>> {
+        let node = self.node_id;
+        let mut wanted = BTreeMap::new();
+        for (&id, addr) in peers {
+            if id == node || id == 0 {
+                continue;
+            }
+            if wanted.len() == PEERS_MAX {
+                tracing::warn!(
+                    node,
+                    "set_peers: more than {PEERS_MAX} peers; ignoring the rest"
+                );
+                break;
+            }
+            if addr.len() > PEER_ADDR_BYTES_MAX {
+                tracing::warn!(
+                    node,
+                    peer = id,
+                    "set_peers: ignoring an address of {} bytes (at most {PEER_ADDR_BYTES_MAX})",
+                    addr.len()
+                );
+                wanted.insert(id, self.configured.get(&id).cloned());
+                continue;
+            }
+            let addr = if addr.is_empty() {
+                self.configured.get(&id).cloned()
+            } else {
+                Some(addr.clone())
+            };
+            wanted.insert(id, addr);
+        }
+        wanted
+    }
+}
+
+/// Locks, ignoring poisoning: every critical section here leaves the map consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Queues `msg` for its peer's writer, or drops it (counted) if the queue is full.
@@ -227,7 +351,7 @@ impl Transport for TcpTransport {
     /// after shutdown, is dropped (counted as unreachable).
     fn send(&mut self, msg: Message) {
         let counters = &self.shared.counters;
-        let Some(queue) = self.queues.get(&msg.to) else {
+        let Some(queue) = self.links.get(&msg.to).map(|link| &link.queue) else {
             add(&counters.dropped_unreachable, 1);
             return;
         };
@@ -239,6 +363,51 @@ impl Transport for TcpTransport {
                 Err(PushError::Full) => add(&counters.dropped_queue_full, 1),
                 Err(PushError::Closed) => add(&counters.dropped_unreachable, 1),
             },
+        }
+    }
+
+    /// Follows the configuration: starts a writer for each new peer, restarts the writer of a
+    /// peer whose address changed, and for each peer no longer listed stops its writer
+    /// (dropping what was queued for it), closes its connections and refuses its new ones. An
+    /// empty address keeps the one the transport was started with. An empty `peers` (a node
+    /// that has no configuration yet, waiting to join) changes nothing. Bounded: at most
+    /// [`PEERS_MAX`] peers, addresses of at most [`PEER_ADDR_BYTES_MAX`] bytes.
+    fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        if self.is_shut_down() || peers.keys().all(|&id| id == self.node_id) {
+            return;
+        }
+        let wanted = self.wanted_peers(peers);
+        let gone: Vec<NodeId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|id| !wanted.contains_key(id))
+            .collect();
+        for peer in gone {
+            tracing::info!(node = self.node_id, peer, "peer removed: disconnecting");
+            self.disconnect_peer(peer, true);
+        }
+        let allowed_before: BTreeSet<NodeId> = self.read_allowed();
+        for peer in allowed_before.iter().filter(|id| !wanted.contains_key(id)) {
+            self.shared.disconnect(*peer);
+        }
+        *self.allowed.write().unwrap_or_else(|e| e.into_inner()) = wanted.keys().copied().collect();
+        for (peer, addr) in wanted {
+            let current = self.links.get(&peer).map(|link| link.addr.clone());
+            match (current, addr) {
+                (Some(old), Some(new)) if old == new => {}
+                (Some(_), None) => {}
+                (Some(old), Some(new)) => {
+                    tracing::info!(node = self.node_id, peer, %old, %new, "peer address changed");
+                    self.disconnect_peer(peer, false);
+                    self.connect_peer(peer, new);
+                }
+                (None, Some(new)) => {
+                    tracing::info!(node = self.node_id, peer, addr = %new, "peer added");
+                    self.connect_peer(peer, new);
+                }
+                (None, None) => {}
+            }
         }
     }
 

@@ -16,7 +16,15 @@ Exit codes (:data:`EXIT_CODES`):
   the cause is on stderr, so that a supervisor restarts the node or alerts.
 - 2: bad options (or a malformed ``RAFTKV_LOG``).
 - 3: the node could not start (an address in use, a data directory locked by another process,
-  unreadable storage, no room for the WAL); reported at once.
+  unreadable storage, no room for the WAL, or with ``--join``: the cluster did not add it);
+  reported at once.
+
+Joining a running cluster (``--join ENDPOINTS``): ``--peers`` then names this node only
+(``--peers 4=HOST:PORT``); the node learns the members from one of the client addresses of
+``--join``, asks the leader to add it as a learner, and the leader promotes it to voter once it
+has caught up (``--learner``: it stays a learner). Keep ``--join`` when restarting such a node:
+a node that already has the configuration in its log does not ask again. To shrink the
+cluster, ``raftkv member remove ID --endpoints ...``, then stop the process.
 """
 
 from __future__ import annotations
@@ -69,12 +77,24 @@ def add_parser(sub: Subparsers) -> None:
         + " The log goes to stderr, filtered by the RAFTKV_LOG environment variable (EnvFilter"
         " syntax: debug, warn,raftkv_transport_tcp=debug...; default info). SIGTERM and SIGINT"
         " stop the node promptly in every state (exit 0). A node whose storage fails stops"
-        " (fail-stop) and the process exits 1 with the cause on stderr.",
+        " (fail-stop) and the process exits 1 with the cause on stderr. With --join ENDPOINTS the"
+        " node joins a running cluster (as a learner, promoted once caught up).",
         epilog="exit codes: " + "; ".join(f"{c} {why}" for c, why in EXIT_CODES.items()),
     )
     s.add_argument("--id", type=int, required=True, help="this node's Raft id (a key of --peers)")
     s.add_argument(
         "--peers", required=True, help="every node's Raft address: 1=HOST:PORT,2=HOST:PORT,..."
+    )
+    s.add_argument(
+        "--join",
+        metavar="ENDPOINTS",
+        help="join a running cluster: client addresses of some of its members, comma-separated "
+        "(--peers then names this node only: ID=HOST:PORT)",
+    )
+    s.add_argument(
+        "--learner",
+        action="store_true",
+        help="with --join: stay a learner (receive the log, never vote)",
     )
     s.add_argument("--data-dir", help="LMDB directory (required with --storage lmdb)")
     s.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb")
@@ -140,6 +160,13 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if args.storage == "lmdb" and not args.data_dir:
         raise UsageError("--data-dir is required with --storage lmdb")
+    join = [a.strip() for a in args.join.split(",") if a.strip()] if args.join else None
+    if args.join is not None and not join:
+        raise UsageError("--join needs at least one client address")
+    if join and len(peers) != 1:
+        raise UsageError("with --join, --peers names this node only (ID=HOST:PORT)")
+    if args.learner and not join:
+        raise UsageError("--learner only goes with --join")
     try:
         raftkv._raftkv._log_to_stderr(args.log_format)
     except ValueError as e:
@@ -157,6 +184,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             client_addrs=client_addrs,
             client_port_offset=args.client_port_offset,
             snapshot_threshold=args.snapshot_threshold,
+            join=join,
+            join_as_learner=args.learner,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
