@@ -46,7 +46,7 @@ pub(crate) async fn open_lmdb<R: Runtime>(
         match LmdbStorage::open(dir, LmdbOptions::default()) {
             Ok(s) => return Ok(s),
             Err(e) if runtime.now() >= deadline => return Err(e.into()),
-            Err(StorageError::Io(_)) => runtime.sleep(Duration::from_millis(20)).await,
+            Err(StorageError::Io { .. }) => runtime.sleep(Duration::from_millis(20)).await,
             Err(e) => return Err(e.into()),
         }
     }

@@ -83,7 +83,7 @@
 //!   rewritten whole by each snapshot op and copied whole into memory by `load`.
 //! - The map: starts at [`LmdbOptions::map_size_bytes`], doubles when full up to
 //!   [`LmdbOptions::map_size_bytes_max`]; a checkpoint that does not fit then fails with
-//!   [`StorageError::Io`].
+//!   [`StorageError::MapFull`].
 //! - The WAL: writes not yet in LMDB are at most about 6 ×
 //!   [`LmdbOptions::wal_checkpoint_bytes`] (default 1 MiB): the batch the WAL thread holds,
 //!   up to 4 queued for the checkpoint thread (past that the WAL thread waits), and the one
@@ -290,8 +290,9 @@ impl LmdbStorage {
         let checkpointer = thread::Builder::new()
             .name("raftkv-lmdb-checkpoint".into())
             .spawn(move || checkpointer.run(checkpoints))
-            .map_err(|e| StorageError::Io(format!("spawn LMDB checkpoint thread: {e}")))?;
+            .map_err(|e| StorageError::io("spawn LMDB checkpoint thread", dir, e))?;
         let front = Front {
+            dir: dir.to_path_buf(),
             wal: Some(wal),
             shape,
             entry_bytes_max: options.entry_bytes_max,
@@ -308,7 +309,7 @@ impl LmdbStorage {
         let thread = thread::Builder::new()
             .name("raftkv-lmdb-wal".into())
             .spawn(move || front.serve(inbox))
-            .map_err(|e| StorageError::Io(format!("spawn WAL thread: {e}")))?;
+            .map_err(|e| StorageError::io("spawn WAL thread", dir, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             requests: Some(requests),
@@ -349,6 +350,8 @@ impl LmdbStorage {
 
 /// The WAL thread's state: appends each write to the WAL, then hands it to the checkpointer.
 struct Front {
+    /// The store's directory, for errors.
+    dir: PathBuf,
     /// `None` only after the thread's last request.
     wal: Option<Wal>,
     shape: LogShape,
@@ -406,7 +409,10 @@ impl Front {
     fn write_unchecked(&mut self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
         self.shape
             .apply(&ops, self.entry_bytes_max)
-            .map_err(|why| StorageError::Io(format!("write rejected: {why}")))?;
+            .map_err(|reason| StorageError::Rejected {
+                path: self.dir.clone(),
+                reason,
+            })?;
         // A snapshot from the leader replaces the log: LMDB takes it at once, durably, with
         // everything before it.
         if ops
