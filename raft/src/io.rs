@@ -30,6 +30,32 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Monotonic time since an arbitrary origin fixed for this runtime.
     fn now(&self) -> Duration;
 
+    /// Runs `f`, which may block (join a thread, fsync, close files), where it cannot stall
+    /// this runtime's tasks: their timers (a Clerk's deadline among them) keep firing. The
+    /// default runs it on a new thread (on the calling thread only if none can be started); a
+    /// runtime with a pool for blocking work overrides it, the simulator runs it inline.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+        let theirs = slot.clone();
+        let started = std::thread::Builder::new()
+            .name("raftkv-blocking".into())
+            .spawn(move || {
+                let f = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(f) = f {
+                    f();
+                }
+            });
+        if started.is_err() {
+            let f = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                f();
+            }
+        }
+    }
+
     /// Completes at the task's next turn, after the runtime has run the other tasks that are
     /// ready now. The default wakes the task at once and returns `Pending` once; a runtime
     /// whose scheduler would run such a task again straight away overrides it.

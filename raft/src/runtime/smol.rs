@@ -42,6 +42,15 @@ impl Runtime for SmolRuntime {
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    /// On smol's pool for blocking work: smol's global executor runs on one thread by
+    /// default, so one blocking call there stalls every task.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        smol::unblock(f).detach();
+    }
 }
 
 impl NetRuntime for SmolRuntime {

@@ -45,6 +45,14 @@ impl Runtime for TokioRuntime {
         self.origin.elapsed()
     }
 
+    /// On tokio's blocking pool.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        drop(self.handle.spawn_blocking(f));
+    }
+
     /// tokio's own yield: besides the tasks already queued, the worker may poll its I/O
     /// driver before this task resumes (the wake is deferred until the worker runs out of
     /// queued tasks).
