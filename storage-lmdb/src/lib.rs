@@ -271,6 +271,7 @@ impl LmdbStorage {
             tracing::info!(dir = %dir.display(), from = lmdb_seq + 1, to = recovered.last_seq, "WAL records after LMDB's: pending for the next checkpoint");
         }
         let map_size_bytes = writer.map_size_bytes();
+        let dir_lock = writer.dir_lock();
 
         let applied_seq = Arc::new(AtomicU64::new(lmdb_seq));
         let failed = Arc::new(Mutex::new(None));
@@ -304,6 +305,7 @@ impl LmdbStorage {
             head,
             checkpoint_failed: failed,
             failed: None,
+            _lock: dir_lock,
         };
         let (requests, inbox) = mpsc::channel();
         let thread = thread::Builder::new()
@@ -352,6 +354,10 @@ impl LmdbStorage {
 struct Front {
     /// The store's directory, for errors.
     dir: PathBuf,
+    /// Held until this thread has closed (deleted the WAL): a new open of the directory must
+    /// not recover segments this thread is about to delete (a crash-and-restart in one process
+    /// lost them: "delete wal-…1.log: No such file or directory", then fail-stop).
+    _lock: Arc<writer::DirLock>,
     /// `None` only after the thread's last request.
     wal: Option<Wal>,
     shape: LogShape,

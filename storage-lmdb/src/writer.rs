@@ -78,7 +78,9 @@ pub(crate) struct Writer {
     map_size_bytes: Arc<AtomicUsize>,
     /// Set by the first failed write; every later write and load returns it (fail-stop).
     failed: Option<StorageError>,
-    _lock: DirLock,
+    /// Shared with the WAL thread, which deletes WAL segments after this writer is gone: the
+    /// directory stays locked until both are done.
+    lock: Arc<DirLock>,
 }
 
 impl Writer {
@@ -153,8 +155,14 @@ impl Writer {
             options,
             map_size_bytes,
             failed: None,
-            _lock: lock,
+            lock: Arc::new(lock),
         })
+    }
+
+    /// The directory lock, for a thread that must keep the directory locked after the writer
+    /// is gone (the WAL thread, which deletes segments last).
+    pub(crate) fn dir_lock(&self) -> Arc<DirLock> {
+        Arc::clone(&self.lock)
     }
 
     /// The map size, as updated by this writer.
@@ -499,7 +507,7 @@ fn cover_data_file_length(env: &Env, dir: &Path) -> Result<(), StorageError> {
 
 /// An exclusive advisory lock on a file in the storage directory, held while the store is open:
 /// a second process (or a second open in this one) fails instead of sharing the log.
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
