@@ -23,6 +23,12 @@ pub enum ClusterError {
     /// The node is already running.
     #[error("node {index} is already running: crash it before restarting it")]
     Running { index: usize },
+    /// The node is paused ([`crate::cluster::LocalCluster::pause`]).
+    #[error("node {index} is paused: resume it first")]
+    Paused { index: usize },
+    /// The runtime or configuration cannot do this.
+    #[error("not supported: {what}")]
+    Unsupported { what: &'static str },
     /// No node led (with an entry of its term committed) within `waited`.
     #[error("no leader within {waited:?}")]
     NoLeader { waited: Duration },

@@ -56,6 +56,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         }
     }
 
+    /// A handle on the same runtime whose tasks (those spawned through it or its clones) are
+    /// polled only while `gate` is open: pausing the gate stops them as SIGSTOP stops a
+    /// process (a fault for in-process cluster tests). `None` if this runtime cannot (the
+    /// default; the simulator pauses task groups instead).
+    fn with_pause_gate(&self, gate: crate::runtime::pause::PauseGate) -> Option<Self> {
+        let _ = gate;
+        None
+    }
+
     /// Completes at the task's next turn, after the runtime has run the other tasks that are
     /// ready now. The default wakes the task at once and returns `Pending` once; a runtime
     /// whose scheduler would run such a task again straight away overrides it.
