@@ -338,3 +338,84 @@ def test_snapshots_compact_the_log_and_a_lagging_node_catches_up(storage, runtim
     doc = json.loads(history.to_json())
     assert len(doc["ops"]) == len(history)
     assert_linearizable(history, tmp_path)
+
+
+# --- a paused leader and one-way partitions (issue 21) ------------------------------------------
+
+
+@pytest.mark.parametrize("storage,runtime", combos(("lmdb", "tokio"), ("memory", "smol")))
+def test_paused_leader_under_load(storage, runtime, tmp_path):
+    n = 3
+    history = raftkv.History()
+    with local_cluster(storage, runtime, n=n) as cluster:
+        with Workload(cluster.addrs, history, clients=4, keys=4, timeout=[5.0, 0.3]) as w:
+            w.wait_progress(20, what="before any pause")
+            for _ in range(2):
+                leader = cluster.wait_leader(timeout=WAIT)
+                # like SIGSTOP: it keeps its sockets and state, and handles nothing
+                cluster.pause(leader)
+                assert cluster.is_paused(leader)
+                with pytest.raises(raftkv.ClusterError, match="paused"):
+                    cluster.status(leader)
+                w.wait_progress(10, timeout=WAIT * 2, what="with the leader paused")
+                # it resumes believing it leads, and handles what arrived meanwhile, late
+                cluster.resume(leader)
+                assert not cluster.is_paused(leader)
+                w.wait_progress(10, what="after resuming the old leader")
+            # a paused follower, crashed while paused, restarts unpaused
+            leader = cluster.wait_leader(timeout=WAIT)
+            follower = other_than(leader, n)[0]
+            cluster.pause(follower)
+            w.wait_progress(10, what="with a follower paused")
+            cluster.crash(follower)
+            cluster.restart(follower)
+            assert not cluster.is_paused(follower)
+            w.wait_progress(10, what="after restarting the paused follower")
+        w.assert_no_errors()
+        wait_caught_up(cluster)
+    assert_linearizable(history, tmp_path)
+
+
+@pytest.mark.parametrize("storage,runtime", combos(("memory", "tokio"), ("lmdb", "smol")))
+def test_one_way_partitions_under_load(storage, runtime, tmp_path):
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    print(f"one-way partition seed {seed}")
+    n = 5
+    history = raftkv.History()
+    with local_cluster(storage, runtime, n=n) as cluster:
+        with Workload(
+            cluster.addrs, history, clients=4, keys=4, seed=seed, timeout=[5.0, 0.3]
+        ) as w:
+            w.wait_progress(20, what="before any fault")
+            for _ in range(5):
+                leader = cluster.wait_leader(timeout=WAIT)
+                if rng.random() < 0.4:
+                    # the leader's messages are lost; its followers' still reach it
+                    for j in other_than(leader, n):
+                        cluster.block(leader, j)
+                else:
+                    # a majority stays connected; each link between it and the others is cut
+                    # one way, in a random direction
+                    nodes = list(range(n))
+                    rng.shuffle(nodes)
+                    majority, rest = nodes[: n // 2 + 1], nodes[n // 2 + 1 :]
+                    for o in rest:
+                        for m in majority:
+                            if rng.random() < 0.5:
+                                cluster.block(o, m)
+                            else:
+                                cluster.block(m, o)
+                w.wait_progress(10, timeout=WAIT * 2, what="under one-way partitions")
+                if rng.random() < 0.5:
+                    cluster.heal()
+                else:
+                    for a in range(n):
+                        for b in range(n):
+                            cluster.unblock(a, b)
+                w.wait_progress(5, what="after lifting the one-way partitions")
+        w.assert_no_errors()
+        wait_caught_up(cluster)
+    assert len(history) >= 50
+    assert_linearizable(history, tmp_path)

@@ -757,7 +757,8 @@ fn checker_catches_a_server_that_applies_retries_twice() {
 // ---- beyond the lab ----
 
 /// Beyond the lab: conditional puts, deletes, appends and gets on three keys by six clients,
-/// over an unreliable network that delays some requests by seconds and delivers some twice,
+/// over an unreliable network that delays some requests by seconds and delivers some twice
+/// (and some Raft messages between servers twice),
 /// with single servers crashing and restarting and the servers repartitioned at random times,
 /// snapshots, and a session table so small and short-lived (4 sessions, 1.5 s of idleness)
 /// that sessions expire under the clients: retries then meet expired sessions, and the Clerk
@@ -807,6 +808,8 @@ async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
         KvSimCluster::with_state_machine(seed, &rt, config, move || KvStateMachine::new(sessions))
             .await;
     c.set_hostile();
+    // Issue 21: Raft messages between servers are delivered twice too, not only requests.
+    c.net.set_duplicate_chance(0.02);
     let all = c.all();
     let done = Arc::new(AtomicBool::new(false));
     let maybe_applied = Arc::new(AtomicU64::new(0));

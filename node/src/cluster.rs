@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use raftkv_raft::runtime::pause::PauseGate;
 use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{
     Config, MemberAddrs, MemberChange, Membership, MembershipError, NetRuntime, Node, NodeConfig,
@@ -74,6 +75,9 @@ impl ClusterConfig {
 struct Running<R: Runtime> {
     node: Node<R, KvStateMachine>,
     _server: KvServer,
+    /// Pauses the node's tasks ([`LocalCluster::pause`]); `None` on a runtime that cannot.
+    /// Resumed when dropped, so that a crashed or closed node's tasks run to their end.
+    pause: Option<ResumeOnDrop>,
 }
 
 /// The network faults in force, reapplied to the filter as a whole on every change.
@@ -214,11 +218,16 @@ impl<R: NetRuntime> LocalCluster<R> {
     /// A running node's handle.
     pub fn node(&self, i: usize) -> Result<&Node<R, KvStateMachine>, ClusterError> {
         self.check(i)?;
-        match &self.nodes[i] {
-            Some(r) => Ok(&r.node),
-            None if self.removed.contains(&i) => Err(ClusterError::Removed { index: i }),
-            None => Err(ClusterError::NotRunning { index: i }),
+        let running = match &self.nodes[i] {
+            Some(r) => r,
+            None if self.removed.contains(&i) => return Err(ClusterError::Removed { index: i }),
+            None => return Err(ClusterError::NotRunning { index: i }),
+        };
+        // A paused node would not answer: calls on it fail at once.
+        if running.pause.as_ref().is_some_and(|p| p.0.is_paused()) {
+            return Err(ClusterError::Paused { index: i });
         }
+        Ok(&running.node)
     }
 
     /// Node `i`'s status.
@@ -336,13 +345,19 @@ impl<R: NetRuntime> LocalCluster<R> {
         tcp.fault_filter = Some(self.filter.clone());
         tcp.reconnect_backoff_min = Duration::from_millis(5);
         tcp.reconnect_backoff_max = Duration::from_millis(100);
-        let transport = TcpTransport::start_on(self.runtime.clone(), tcp, peer)?;
+        // Every task of the node (transport, driver, service, server) runs behind its gate.
+        let gate = PauseGate::new();
+        let (runtime, pause) = match self.runtime.with_pause_gate(gate.clone()) {
+            Some(gated) => (gated, Some(ResumeOnDrop(gate))),
+            None => (self.runtime.clone(), None),
+        };
+        let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let storage = self.open_storage(i).await?;
         let sm = KvStateMachine::new(SessionConfig::default());
-        let node = Node::start(self.runtime.clone(), node_config, storage, transport, sm).await?;
+        let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = KvService::new(
             node.clone(),
-            self.runtime.clone(),
+            runtime.clone(),
             ServiceConfig {
                 clock_epoch_ms: wall_clock_ms(),
                 client_addrs: (0..self.nodes.len())
@@ -355,15 +370,11 @@ impl<R: NetRuntime> LocalCluster<R> {
                 .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
                 .collect(),
         );
-        let server = KvServer::start(
-            client,
-            service,
-            self.runtime.clone(),
-            ServerConfig::default(),
-        )?;
+        let server = KvServer::start(client, service, runtime, ServerConfig::default())?;
         self.nodes[i] = Some(Running {
             node,
             _server: server,
+            pause,
         });
         Ok(())
     }
@@ -751,4 +762,80 @@ fn retryable(e: &MembershipError) -> bool {
 
 fn node_dir(data_dir: &Path, i: usize) -> PathBuf {
     data_dir.join(format!("node{}", i + 1))
+}
+
+// ---- process pauses and one-way partitions (issue 21) ----
+
+/// Resumes a node's gate when the node is dropped (crashed, closed): its paused tasks must
+/// run to see the shutdown and release its storage and ports.
+struct ResumeOnDrop(PauseGate);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+impl<R: NetRuntime> LocalCluster<R> {
+    /// Pauses node `i`, as SIGSTOP does a process: it keeps its state, its sockets and its
+    /// connections, but handles nothing (peer messages, client requests, timers) until
+    /// [`LocalCluster::resume`]; then it handles what arrived meanwhile, late, and its timers
+    /// fire late. Calls on a paused node ([`LocalCluster::status`]) fail with
+    /// [`ClusterError::Paused`]; crashing it works.
+    pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.gate(i)?.pause();
+        Ok(())
+    }
+
+    /// Resumes node `i` (paused or not).
+    pub fn resume(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.gate(i)?.resume();
+        Ok(())
+    }
+
+    /// Whether node `i` is running and paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes
+            .get(i)
+            .and_then(Option::as_ref)
+            .and_then(|r| r.pause.as_ref())
+            .is_some_and(|p| p.0.is_paused())
+    }
+
+    /// Drops every peer message from node `from` to node `to`, one way: `to`'s messages still
+    /// reach `from`. Stays until [`LocalCluster::unblock`], `heal` or `partition`.
+    pub fn block(&mut self, from: usize, to: usize) -> Result<(), ClusterError> {
+        self.check(from)?;
+        self.check(to)?;
+        if from != to {
+            self.faults.blocked.insert((from as u64 + 1, to as u64 + 1));
+            self.apply_faults();
+        }
+        Ok(())
+    }
+
+    /// Lets peer messages from node `from` to node `to` through again.
+    pub fn unblock(&mut self, from: usize, to: usize) -> Result<(), ClusterError> {
+        self.check(from)?;
+        self.check(to)?;
+        self.faults
+            .blocked
+            .remove(&(from as u64 + 1, to as u64 + 1));
+        self.apply_faults();
+        Ok(())
+    }
+
+    fn gate(&self, i: usize) -> Result<&PauseGate, ClusterError> {
+        self.check(i)?;
+        let running = self.nodes[i]
+            .as_ref()
+            .ok_or(ClusterError::NotRunning { index: i })?;
+        running
+            .pause
+            .as_ref()
+            .map(|p| &p.0)
+            .ok_or(ClusterError::Unsupported {
+                what: "pausing a node (this runtime cannot pause tasks)",
+            })
+    }
 }

@@ -23,6 +23,12 @@ pub enum ClusterError {
     /// The node is already running.
     #[error("node {index} is already running: crash it before restarting it")]
     Running { index: usize },
+    /// The node is paused ([`crate::cluster::LocalCluster::pause`]).
+    #[error("node {index} is paused: resume it first")]
+    Paused { index: usize },
+    /// The runtime or configuration cannot do this.
+    #[error("not supported: {what}")]
+    Unsupported { what: &'static str },
     /// No node led (with an entry of its term committed) within `waited`.
     #[error("no leader within {waited:?}")]
     NoLeader { waited: Duration },
@@ -49,6 +55,9 @@ pub enum ClusterError {
     /// A node could not join a running cluster.
     #[error("cannot join the cluster: {reason}")]
     Join { reason: String },
+    /// A membership change or leader transfer failed in a way not listed above.
+    #[error("membership change: {0}")]
+    Reconfig(ReconfigError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]
@@ -64,10 +73,8 @@ impl From<ReconfigError> for ClusterError {
         match e {
             ReconfigError::Refused(e) => ClusterError::Membership(e),
             ReconfigError::Node(e) => ClusterError::Node(e),
-            // `ReconfigError` is non-exhaustive: anything new is a refusal in words.
-            other => ClusterError::Node(NodeError::Config(raftkv_raft::ConfigError::Invalid(
-                other.to_string(),
-            ))),
+            // `ReconfigError` is non-exhaustive: a kind this crate does not know yet is kept whole.
+            other => ClusterError::Reconfig(other),
         }
     }
 }

@@ -43,10 +43,17 @@ pub(crate) async fn open_lmdb<R: Runtime>(
 ) -> Result<LmdbStorage, ClusterError> {
     let deadline = runtime.now() + RELEASE_WAIT;
     loop {
-        match LmdbStorage::open(dir, LmdbOptions::default()) {
+        // Opening reads and fsyncs (WAL recovery): not on an executor thread (issue 21 #14).
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let target = dir.to_path_buf();
+        runtime.spawn_blocking(move || {
+            let _ = tx.send(LmdbStorage::open(&target, LmdbOptions::default()));
+        });
+        let opened = rx.await.unwrap_or(Err(StorageError::Closed));
+        match opened {
             Ok(s) => return Ok(s),
             Err(e) if runtime.now() >= deadline => return Err(e.into()),
-            Err(StorageError::Io(_)) => runtime.sleep(Duration::from_millis(20)).await,
+            Err(StorageError::Io { .. }) => runtime.sleep(Duration::from_millis(20)).await,
             Err(e) => return Err(e.into()),
         }
     }

@@ -491,6 +491,59 @@ impl LocalCluster {
             self.addrs_now()
         )
     }
+
+    // ---- process pauses and one-way partitions (issue 21) ----
+
+    /// Pauses node i, as SIGSTOP does a process: it keeps its state, sockets and connections
+    /// but handles nothing (peer messages, client requests, timers) until resume(i); then it
+    /// handles what arrived meanwhile, late. status(i) of a paused node raises ClusterError;
+    /// crash(i) works.
+    fn pause(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.count())?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.pause(i))) })
+        })
+    }
+
+    /// Resumes node i (paused or not): it handles what arrived while it was paused.
+    fn resume(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.count())?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.resume(i))) })
+        })
+    }
+
+    /// Whether node i is running and paused.
+    fn is_paused(&self, py: Python<'_>, i: i64) -> PyResult<bool> {
+        let i = node_index(i, self.count())?;
+        self.run(py, move |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.is_paused(i))) })
+        })
+    }
+
+    /// A one-way partition: peer messages from node `from_i` to node `to_i` are dropped,
+    /// while `to_i`'s still reach `from_i`. Stays until unblock(from_i, to_i), heal() or
+    /// partition().
+    fn block(&self, py: Python<'_>, from_i: i64, to_i: i64) -> PyResult<()> {
+        let (from, to) = (
+            node_index(from_i, self.count())?,
+            node_index(to_i, self.count())?,
+        );
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.block(from, to))) })
+        })
+    }
+
+    /// Lets peer messages from node `from_i` to node `to_i` through again.
+    fn unblock(&self, py: Python<'_>, from_i: i64, to_i: i64) -> PyResult<()> {
+        let (from, to) = (
+            node_index(from_i, self.count())?,
+            node_index(to_i, self.count())?,
+        );
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.unblock(from, to))) })
+        })
+    }
 }
 
 impl Drop for LocalCluster {

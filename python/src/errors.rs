@@ -20,6 +20,7 @@ use raftkv_kv::clerk::ClerkError;
 use raftkv_kv::protocol::RefusalKind;
 use raftkv_node::cluster::ClusterError as RClusterError;
 use raftkv_raft::MembershipError as RMembershipError;
+use raftkv_raft::StorageError;
 
 create_exception!(
     raftkv,
@@ -260,7 +261,34 @@ pub(crate) fn cluster_err(e: RClusterError) -> PyErr {
             "{e}: a majority of the nodes (of the old and the new configuration) must be \
              running and able to reach each other; check them, or raise the timeout"
         )),
+        RClusterError::Storage(ref s) => {
+            ClusterError::new_err(format!("{e}; {}", storage_advice(s)))
+        }
         e => ClusterError::new_err(e.to_string()),
+    }
+}
+
+/// What the caller can do about a storage error (its message already says what and where).
+fn storage_advice(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+            "another node or process has this data directory open: stop it, or use another \
+             directory"
+        }
+        StorageError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            "make the data directory readable and writable by this process"
+        }
+        StorageError::Io { .. } => "check the disk and the data directory, then restart the node",
+        StorageError::MapFull { .. } | StorageError::NoSpace { .. } => {
+            "free space (or raise the bound), then restart the node"
+        }
+        StorageError::Corrupt { .. } => {
+            "the node's stored data is damaged: wipe its data directory and let it catch up \
+             from the others"
+        }
+        _ => "restart the node; if it fails again, wipe its data directory",
     }
 }
 

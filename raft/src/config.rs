@@ -82,40 +82,56 @@ impl Config {
 
     /// Checks the configuration, so that the core can rely on it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |e: InvalidConfig| Err(ConfigError::Invalid(e));
         if self.id == 0 {
-            return Err(ConfigError::Invalid("id must not be 0".into()));
+            return invalid(InvalidConfig::ZeroId);
         }
-        let mut voters = self.voters.clone();
-        voters.sort_unstable();
-        voters.dedup();
-        if voters.len() != self.voters.len() {
-            return Err(ConfigError::Invalid("voters must be distinct".into()));
+        let mut seen = std::collections::BTreeSet::new();
+        for &v in &self.voters {
+            if v == 0 {
+                return invalid(InvalidConfig::ZeroVoter {
+                    voters: self.voters.clone(),
+                });
+            }
+            if !seen.insert(v) {
+                return invalid(InvalidConfig::DuplicateVoter {
+                    id: v,
+                    voters: self.voters.clone(),
+                });
+            }
         }
-        if voters.contains(&0) {
-            return Err(ConfigError::Invalid("voter id 0 is not allowed".into()));
-        }
-        if !voters.is_empty() && !voters.contains(&self.id) {
-            return Err(ConfigError::Invalid(format!(
-                "id {} is not among the voters (leave them empty to join a running cluster)",
-                self.id
-            )));
+        if !self.voters.is_empty() && !seen.contains(&self.id) {
+            return invalid(InvalidConfig::NotAVoter {
+                id: self.id,
+                voters: self.voters.clone(),
+            });
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Invalid(
-                "heartbeat_interval_ticks must be > 0".into(),
-            ));
+            return invalid(InvalidConfig::Zero {
+                field: "heartbeat_interval_ticks",
+            });
         }
+        // Raft §5.2: followers must hear heartbeats well within their election timeout.
         if self.election_timeout_ticks_min <= self.heartbeat_interval_ticks {
-            return Err(ConfigError::Invalid(
-                "election_timeout_ticks_min must exceed heartbeat_interval_ticks".into(),
-            ));
+            return invalid(InvalidConfig::TooSmall {
+                field: "election_timeout_ticks_min",
+                value: self.election_timeout_ticks_min,
+                bound_field: "heartbeat_interval_ticks",
+                bound: self.heartbeat_interval_ticks,
+                equal_allowed: false,
+            });
         }
+        // Raft §5.2: timeouts are drawn from a non-empty range.
         if self.election_timeout_ticks_max <= self.election_timeout_ticks_min {
-            return Err(ConfigError::Invalid(
-                "election_timeout_ticks_max must exceed election_timeout_ticks_min".into(),
-            ));
+            return invalid(InvalidConfig::TooSmall {
+                field: "election_timeout_ticks_max",
+                value: self.election_timeout_ticks_max,
+                bound_field: "election_timeout_ticks_min",
+                bound: self.election_timeout_ticks_min,
+                equal_allowed: false,
+            });
         }
-        for (name, v) in [
+        for (field, v) in [
             ("append_entries_max", self.append_entries_max),
             ("append_bytes_max", self.append_bytes_max),
             ("inflight_appends_max", self.inflight_appends_max),
@@ -124,25 +140,140 @@ impl Config {
             ("pending_reads_max", self.pending_reads_max),
         ] {
             if v == 0 {
-                return Err(ConfigError::Invalid(format!("{name} must be > 0")));
+                return invalid(InvalidConfig::Zero { field });
             }
         }
         if self.uncommitted_bytes_max < self.entry_bytes_max {
-            return Err(ConfigError::Invalid(
-                "uncommitted_bytes_max must be >= entry_bytes_max".into(),
-            ));
+            return invalid(InvalidConfig::TooSmall {
+                field: "uncommitted_bytes_max",
+                value: self.uncommitted_bytes_max as u64,
+                bound_field: "entry_bytes_max",
+                bound: self.entry_bytes_max as u64,
+                equal_allowed: true,
+            });
         }
         Ok(())
     }
 }
 
+/// What is wrong with a [`Config`]: the field, its value and the bound it breaks.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidConfig {
+    /// Node ids start at 1.
+    #[error("id is 0; node ids start at 1")]
+    ZeroId,
+    /// A voter id is 0.
+    #[error("voters {voters:?} contain 0; node ids start at 1")]
+    ZeroVoter {
+        /// The configured voters.
+        voters: Vec<NodeId>,
+    },
+    /// A voter is listed twice.
+    #[error("voter {id} is listed twice in voters {voters:?}")]
+    DuplicateVoter {
+        /// The repeated id.
+        id: NodeId,
+        /// The configured voters.
+        voters: Vec<NodeId>,
+    },
+    /// The node is not one of the initial voters it was given.
+    #[error(
+        "id {id} is not among the voters {voters:?} (leave them empty to join a running cluster)"
+    )]
+    NotAVoter {
+        /// The node's id.
+        id: NodeId,
+        /// The configured voters.
+        voters: Vec<NodeId>,
+    },
+    /// A count or size that must be positive is 0.
+    #[error("{field} is 0; it must be > 0")]
+    Zero {
+        /// The field's name in [`Config`].
+        field: &'static str,
+    },
+    /// A field is below another field it must exceed (or reach, if `equal_allowed`).
+    #[error(
+        "{field} is {value}; it must be {} {bound_field} ({bound})",
+        if *.equal_allowed { ">=" } else { ">" }
+    )]
+    TooSmall {
+        /// The field's name in [`Config`].
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The field that bounds it.
+        bound_field: &'static str,
+        /// That field's value.
+        bound: u64,
+        /// Whether `value == bound` is allowed.
+        equal_allowed: bool,
+    },
+}
+
+/// What is wrong with the state a node restarts from ([`crate::Raft::restore`]): what was
+/// persisted, against what it must satisfy.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PersistedError {
+    /// A persisted configuration (the snapshot's, or a configuration entry's) is invalid.
+    #[error("the persisted configuration {} is invalid: {reason}", at_entry(.at))]
+    Membership {
+        /// The configuration entry; `None` for the snapshot's (or the configured voters').
+        at: Option<LogId>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The snapshot's last term is past the persisted current term.
+    #[error("the persisted snapshot ends at {snapshot}, past the persisted current term {term}")]
+    SnapshotPastTerm {
+        /// The snapshot's last entry.
+        snapshot: LogId,
+        /// The persisted current term.
+        term: u64,
+    },
+    /// Raft §5.3: the log is contiguous; an entry does not follow the one before it.
+    #[error("the persisted entry {entry} does not follow {after} (a gap in the log)")]
+    Gap {
+        /// The entry.
+        entry: LogId,
+        /// The entry (or snapshot end) before it.
+        after: LogId,
+    },
+    /// Raft §5.3: terms never decrease along the log.
+    #[error("the persisted entry {entry} has a term below that of {after} before it")]
+    TermGoesBack {
+        /// The entry.
+        entry: LogId,
+        /// The entry (or snapshot end) before it.
+        after: LogId,
+    },
+    /// Raft §5.1: no entry is from a term later than the node's current term.
+    #[error("the persisted entry {entry} is past the persisted current term {term}")]
+    EntryPastTerm {
+        /// The entry.
+        entry: LogId,
+        /// The persisted current term.
+        term: u64,
+    },
+}
+
+/// "at <entry>" or "of the snapshot".
+fn at_entry(at: &Option<LogId>) -> String {
+    at.map_or_else(|| "of the snapshot".to_string(), |id| format!("at {id}"))
+}
+
 /// A configuration or restore error.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
+    /// The configuration breaks a bound.
     #[error("invalid config: {0}")]
-    Invalid(String),
+    Invalid(InvalidConfig),
+    /// The persisted state is inconsistent.
     #[error("invalid persisted state: {0}")]
-    Persisted(String),
+    Persisted(PersistedError),
     /// The state machine refused a snapshot (`StateMachine::restore`): the persisted one at
     /// start, or one the leader sent.
     #[error("cannot restore snapshot {last}: {reason}")]

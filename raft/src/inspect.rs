@@ -6,6 +6,17 @@ use crate::progress::ReplicationState;
 use crate::raft::{Raft, RoleState};
 use crate::types::{FollowerStatus, Status};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a simulation starts in this process: nodes then check their invariants after every
+/// input in release builds too (debug builds always do).
+static CHECK_EVERY_INPUT: AtomicBool = AtomicBool::new(false);
+
+/// Makes every node in this process check its invariants after every input, whatever the
+/// build (the simulation runtime turns it on; it is never turned off).
+pub(crate) fn check_after_every_input() {
+    CHECK_EVERY_INPUT.store(true, Ordering::Relaxed);
+}
 
 impl Raft {
     /// A point-in-time view of the node, for operators and tests.
@@ -92,7 +103,7 @@ impl Raft {
     }
 
     pub(crate) fn debug_check(&self) {
-        if cfg!(debug_assertions) {
+        if cfg!(debug_assertions) || CHECK_EVERY_INPUT.load(Ordering::Relaxed) {
             self.check_invariants();
         }
     }

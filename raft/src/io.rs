@@ -10,6 +10,8 @@ use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -27,6 +29,41 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Monotonic time since an arbitrary origin fixed for this runtime.
     fn now(&self) -> Duration;
+
+    /// Runs `f`, which may block (join a thread, fsync, close files), where it cannot stall
+    /// this runtime's tasks: their timers (a Clerk's deadline among them) keep firing. The
+    /// default runs it on a new thread (on the calling thread only if none can be started); a
+    /// runtime with a pool for blocking work overrides it, the simulator runs it inline.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+        let theirs = slot.clone();
+        let started = std::thread::Builder::new()
+            .name("raftkv-blocking".into())
+            .spawn(move || {
+                let f = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(f) = f {
+                    f();
+                }
+            });
+        if started.is_err() {
+            let f = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                f();
+            }
+        }
+    }
+
+    /// A handle on the same runtime whose tasks (those spawned through it or its clones) are
+    /// polled only while `gate` is open: pausing the gate stops them as SIGSTOP stops a
+    /// process (a fault for in-process cluster tests). `None` if this runtime cannot (the
+    /// default; the simulator pauses task groups instead).
+    fn with_pause_gate(&self, gate: crate::runtime::pause::PauseGate) -> Option<Self> {
+        let _ = gate;
+        None
+    }
 
     /// Completes at the task's next turn, after the runtime has run the other tasks that are
     /// ready now. The default wakes the task at once and returns `Pending` once; a runtime
@@ -71,12 +108,61 @@ pub enum WriteOp {
     CompactTo(LogId),
 }
 
-/// An I/O error in storage. The node that sees one stops (fail-stop): an fsync that failed
-/// cannot be retried safely.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+/// An error in storage. The node that sees one stops (fail-stop): an fsync that failed
+/// cannot be retried safely. Every variant says what failed and where.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
 pub enum StorageError {
-    #[error("storage I/O error: {0}")]
-    Io(String),
+    /// An operating-system call failed: `op` on `path` (empty when the storage has no path,
+    /// e.g. before it knows its directory).
+    #[error("storage I/O error: {op}{}: {source}", on_path(.path))]
+    Io {
+        /// What was being done ("fsync", "open lock file", "LMDB write", ...).
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The operating system's error, with its kind. Shared so that the error stays `Clone`.
+        source: Arc<std::io::Error>,
+    },
+    /// The store's memory map is full and may not grow further.
+    #[error(
+        "storage full: the LMDB map{} holds {map_bytes} bytes, its bound \
+         (map_size_bytes_max) is {map_bytes_max}; raise the bound or take a snapshot sooner",
+        on_path(.path)
+    )]
+    MapFull {
+        /// The store's directory.
+        path: PathBuf,
+        /// The map's size when it filled.
+        map_bytes: usize,
+        /// The configured bound it may not grow past.
+        map_bytes_max: usize,
+    },
+    /// No space is left on the device for the write-ahead log's next segment.
+    #[error(
+        "no space left on the device for the WAL in {}: its next segment needs at least \
+         {need_bytes} bytes free ({segment_bytes} normally); free some space, then restart the \
+         node",
+        .dir.display()
+    )]
+    NoSpace {
+        /// The WAL's directory.
+        dir: PathBuf,
+        /// The least free space the next segment needs.
+        need_bytes: u64,
+        /// A segment's normal size.
+        segment_bytes: u64,
+    },
+    /// The write itself is invalid: storing it would leave a log that cannot be loaded (a gap,
+    /// a term going back) or a record over a bound. A bug in the caller, refused before
+    /// anything is written.
+    #[error("storage write rejected{}: {reason}", on_path(.path))]
+    Rejected {
+        /// The store's directory.
+        path: PathBuf,
+        /// What is wrong with the write.
+        reason: String,
+    },
     /// Stored data failed verification; `index` is the entry it hit, if one.
     /// Issue 21 #6: the index is named only when there is one (never "at index None").
     #[error("storage corruption{}: {detail}", at_index(.index))]
@@ -88,9 +174,134 @@ pub enum StorageError {
     Closed,
 }
 
+impl StorageError {
+    /// An [`StorageError::Io`] error: `op` on `path` failed with `source`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// The same error, located in `dir` if it names no path yet.
+    pub fn in_dir(self, dir: &Path) -> Self {
+        let fill = |path: PathBuf| {
+            if path.as_os_str().is_empty() {
+                dir.to_path_buf()
+            } else {
+                path
+            }
+        };
+        match self {
+            Self::Io { op, path, source } => Self::Io {
+                op,
+                path: fill(path),
+                source,
+            },
+            Self::MapFull {
+                path,
+                map_bytes,
+                map_bytes_max,
+            } => Self::MapFull {
+                path: fill(path),
+                map_bytes,
+                map_bytes_max,
+            },
+            Self::Rejected { path, reason } => Self::Rejected {
+                path: fill(path),
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+/// I/O errors compare by kind and message (`std::io::Error` is not `PartialEq`).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::Io {
+                    op: a_op,
+                    path: a_path,
+                    source: a,
+                },
+                Self::Io {
+                    op: b_op,
+                    path: b_path,
+                    source: b,
+                },
+            ) => {
+                a_op == b_op
+                    && a_path == b_path
+                    && a.kind() == b.kind()
+                    && a.to_string() == b.to_string()
+            }
+            (
+                Self::MapFull {
+                    path: a,
+                    map_bytes: a_bytes,
+                    map_bytes_max: a_max,
+                },
+                Self::MapFull {
+                    path: b,
+                    map_bytes: b_bytes,
+                    map_bytes_max: b_max,
+                },
+            ) => a == b && a_bytes == b_bytes && a_max == b_max,
+            (
+                Self::NoSpace {
+                    dir: a,
+                    need_bytes: a_need,
+                    segment_bytes: a_seg,
+                },
+                Self::NoSpace {
+                    dir: b,
+                    need_bytes: b_need,
+                    segment_bytes: b_seg,
+                },
+            ) => a == b && a_need == b_need && a_seg == b_seg,
+            (
+                Self::Rejected {
+                    path: a,
+                    reason: a_why,
+                },
+                Self::Rejected {
+                    path: b,
+                    reason: b_why,
+                },
+            ) => a == b && a_why == b_why,
+            (
+                Self::Corrupt {
+                    index: a,
+                    detail: a_detail,
+                },
+                Self::Corrupt {
+                    index: b,
+                    detail: b_detail,
+                },
+            ) => a == b && a_detail == b_detail,
+            (Self::Closed, Self::Closed) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
+
 /// " at index N" for a known index, nothing otherwise.
 fn at_index(index: &Option<Index>) -> String {
     index.map(|i| format!(" at index {i}")).unwrap_or_default()
+}
+
+/// " <path>" for a known path, nothing for an empty one.
+fn on_path(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!(" {}", path.display())
+    }
 }
 
 /// Durable Raft state: hard state, log entries, the latest snapshot (hashicorp's `LogStore` and

@@ -134,7 +134,7 @@ pub mod testing;
 mod transfer;
 mod types;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, InvalidConfig, PersistedError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};

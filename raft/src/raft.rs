@@ -3,7 +3,7 @@
 //! `reconfig.rs` (membership changes), `transfer.rs` (leadership transfer); `inspect.rs` holds
 //! the status, descriptions and invariants.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, PersistedError};
 use crate::log::Log;
 use crate::membership::Membership;
 use crate::message::{Body, Message};
@@ -199,7 +199,7 @@ impl Raft {
             entries,
         } = persisted;
         let snap_id = snapshot.as_ref().map_or(LogId::default(), |s| s.last);
-        let bad = |what: String| Err(ConfigError::Persisted(what));
+        let bad = |what: PersistedError| Err(ConfigError::Persisted(what));
         /// thesis §4: `Config::voters` is only the initial configuration: a snapshot's (or
         /// the log's) configuration wins. A snapshot stored before configurations were
         /// recorded carries none.
@@ -213,25 +213,46 @@ impl Raft {
             None => Membership::from_voters(config.voters.iter().copied()),
         };
         if let Err(e) = base_membership.validate() {
-            return bad(format!("snapshot configuration: {e}"));
+            return bad(PersistedError::Membership {
+                at: None,
+                reason: e,
+            });
         }
         for e in &entries {
             if let Payload::Membership(m) = &e.payload {
                 if let Err(why) = m.validate() {
-                    return bad(format!("configuration at {}: {why}", e.id()));
+                    return bad(PersistedError::Membership {
+                        at: Some(e.id()),
+                        reason: why,
+                    });
                 }
             }
         }
         if snap_id.term > hard_state.term {
-            return bad(format!(
-                "snapshot {snap_id} is past term {}",
-                hard_state.term
-            ));
+            return bad(PersistedError::SnapshotPastTerm {
+                snapshot: snap_id,
+                term: hard_state.term,
+            });
         }
         let mut prev = snap_id;
         for e in entries.iter().filter(|e| e.index > snap_id.index) {
-            if e.index != prev.index + 1 || e.term < prev.term || e.term > hard_state.term {
-                return bad(format!("entry {} does not follow {prev}", e.id()));
+            if e.index != prev.index + 1 {
+                return bad(PersistedError::Gap {
+                    entry: e.id(),
+                    after: prev,
+                });
+            }
+            if e.term < prev.term {
+                return bad(PersistedError::TermGoesBack {
+                    entry: e.id(),
+                    after: prev,
+                });
+            }
+            if e.term > hard_state.term {
+                return bad(PersistedError::EntryPastTerm {
+                    entry: e.id(),
+                    term: hard_state.term,
+                });
             }
             prev = e.id();
         }

@@ -1,6 +1,9 @@
 //! The real driver ([`Node`]) under the deterministic simulation runtime: seeds with crashes,
-//! partitions and message loss, checked for Election Safety, State Machine Safety, durability of
-//! every acknowledged write, and liveness after healing. A failing seed replays:
+//! partitions, one-way blocked links, message loss and duplication, paused nodes (a stopped
+//! process: it resumes with its timers late) and clocks ticking at different rates, checked for
+//! Election Safety, State Machine Safety, durability of every acknowledged write, and liveness
+//! after healing; every node checks its own invariants (log matching among them) after every
+//! input, in release builds too. A failing seed replays:
 //! `RAFTKV_SEED=<n> cargo test --release -p raftkv-raft --test driver_sim -- replay --ignored`.
 
 use bytes::Bytes;
@@ -83,6 +86,8 @@ struct Cluster {
     leaders: BTreeMap<u64, u64>,
     /// Nodes 1..=voters start as the voters; the others start with no configuration (to join).
     voters: u64,
+    /// When each paused node resumes (a paused node is not asked anything: it would not answer).
+    paused_until: Vec<Option<Duration>>,
 }
 
 impl Cluster {
@@ -96,6 +101,23 @@ impl Cluster {
             global: Applied::default(),
             leaders: BTreeMap::new(),
             voters: n as u64,
+            paused_until: vec![None; n],
+        }
+    }
+
+    /// Stops node `i` from running for `for_` (SIGSTOP, then SIGCONT).
+    fn pause(&mut self, i: usize, for_: Duration) {
+        self.rt.pause_group(i as u64 + 1);
+        self.paused_until[i] = Some(self.rt.now() + for_);
+    }
+
+    /// Resumes the paused nodes that are due (every one with `all`).
+    fn resume_due(&mut self, all: bool) {
+        for i in 0..self.paused_until.len() {
+            if self.paused_until[i].is_some_and(|t| all || self.rt.now() >= t) {
+                self.rt.resume_group(i as u64 + 1);
+                self.paused_until[i] = None;
+            }
         }
     }
 
@@ -132,6 +154,7 @@ impl Cluster {
     fn crash(&mut self, i: usize) {
         self.rt.kill_group(i as u64 + 1);
         self.nodes[i] = None;
+        self.paused_until[i] = None;
     }
 
     /// The leader of the highest term among live nodes; checks Election Safety on the way.
@@ -139,6 +162,9 @@ impl Cluster {
         let mut best: Option<(u64, usize)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(node) = node else { continue };
+            if self.paused_until[i].is_some() {
+                continue;
+            }
             let Ok(s) = node.status().await else { continue };
             if s.role == Role::Leader {
                 let prev = *self.leaders.entry(s.term).or_insert(s.id);
@@ -164,6 +190,15 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
         let rt = r2;
         let n = 3 + (seed % 3) as usize;
         let mut c = Cluster::new(seed, n, &rt);
+        // Clock-rate skew: most nodes' clocks run up to 10% fast or slow.
+        for id in 1..=n as u64 {
+            if rt.chance(0.7) {
+                rt.set_clock_per_mille(id, rt.random(900, 1_101));
+            }
+        }
+        if rt.chance(0.5) {
+            c.net.set_duplicate_chance(0.05);
+        }
         for i in 0..n {
             c.start(i).await;
         }
@@ -173,6 +208,7 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
         let mut cmd = 0u64;
         while rt.now() < Duration::from_secs(5) {
             rt.sleep(Duration::from_millis(rt.random(5, 40))).await;
+            c.resume_due(false);
             if let Some(l) = c.leader().await {
                 cmd += 1;
                 let data = Bytes::from(format!("s{seed}c{cmd}"));
@@ -192,7 +228,7 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
                 next_fault = rt.now() + Duration::from_millis(rt.random(200, 1_000));
                 faults += 1;
                 let i = rt.random(0, n as u64) as usize;
-                match rt.random(0, 5) {
+                match rt.random(0, 9) {
                     0 | 1 => {
                         if c.nodes[i].is_some() {
                             c.crash(i);
@@ -211,6 +247,31 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
                     3 => c
                         .net
                         .set_drop_chance(if rt.chance(0.5) { 0.1 } else { 0.0 }),
+                    4 => {
+                        // One way: i's messages to j are lost, j's reach i.
+                        let j = rt.random(0, n as u64) as usize;
+                        if i != j {
+                            c.net.block(i as u64 + 1, j as u64 + 1);
+                        }
+                    }
+                    5 | 6 => {
+                        // Pause the leader (or any node) for less or more than an election
+                        // timeout.
+                        let target = match c.leader().await {
+                            Some(l) if rt.chance(0.6) => l,
+                            _ => i,
+                        };
+                        if c.nodes[target].is_some() && c.paused_until[target].is_none() {
+                            let ms = match rt.chance(0.5) {
+                                true => rt.random(20, 300),
+                                false => rt.random(300, 1_500),
+                            };
+                            c.pause(target, Duration::from_millis(ms));
+                        }
+                    }
+                    7 => c
+                        .net
+                        .set_duplicate_chance(if rt.chance(0.5) { 0.05 } else { 0.0 }),
                     _ => c.net.heal(),
                 }
             }
@@ -218,6 +279,7 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
         // Heal and require liveness: a command commits and every node applies it.
         c.net.heal();
         c.net.set_drop_chance(0.0);
+        c.resume_due(true);
         for i in 0..n {
             if c.nodes[i].is_none() {
                 c.start(i).await;

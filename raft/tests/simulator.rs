@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// runs it; fewer in a debug build, which is ~10x slower). 600 seeds missed seed 35116's
 /// liveness bug; the `simulate` example sweeps any range.
 const SUITE_SEEDS: u64 = if cfg!(debug_assertions) {
-    2_000
+    1_500
 } else {
-    20_000
+    20_000 - RAFTKV_PROCESS_SEEDS
 };
 
 /// Seeds with reconfiguration (membership changes and leadership transfers among the faults)
@@ -25,6 +25,20 @@ const RECONFIG_SEEDS: u64 = if cfg!(debug_assertions) {
 } else {
     10_000
 };
+
+/// Seeds with process faults (paused nodes, clock-rate skew) among the others: a separate
+/// sweep too. Taken from the plain sweep's budget, so that the suite costs about the same.
+const PROCESS_FAULT_SEEDS: u64 = if cfg!(debug_assertions) {
+    500
+} else {
+    RAFTKV_PROCESS_SEEDS
+};
+const RAFTKV_PROCESS_SEEDS: u64 = 4_000;
+
+#[test]
+fn chaos_seeds_with_process_faults_keep_safety_and_recover() {
+    sweep(PROCESS_FAULT_SEEDS, ChaosOptions::with_process_faults);
+}
 
 #[test]
 fn chaos_seeds_keep_safety_and_recover() {

@@ -187,7 +187,6 @@ pub(crate) fn in_store(dir: &Path) -> impl Fn(StorageError) -> StorageError + '_
                 dir.join(DATA_FILE_NAME).display()
             ),
         },
-        StorageError::Io(why) => StorageError::Io(format!("store {}: {why}", dir.display())),
-        other => other,
+        other => other.in_dir(dir),
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Flushes `dir`'s entries (names created, renamed or removed in it) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    sync_dir_io(dir).map_err(|e| StorageError::Io(format!("sync directory {}: {e}", dir.display())))
+    sync_dir_io(dir).map_err(|e| StorageError::io("sync directory", dir, e))
 }
 
 /// [`sync_dir`] with the bare I/O error (the WAL's file system seam, `wal::fs`, says where).
@@ -32,9 +32,7 @@ pub(crate) fn create_dir_all_synced(dir: &Path) -> Result<(), StorageError> {
         created.push(p.to_path_buf());
         at = p.parent();
     }
-    fs::create_dir_all(dir).map_err(|e| {
-        StorageError::Io(format!("create storage directory {}: {e}", dir.display()))
-    })?;
+    fs::create_dir_all(dir).map_err(|e| StorageError::io("create storage directory", dir, e))?;
     for new in created.iter().rev() {
         match new.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
@@ -93,7 +91,11 @@ pub(crate) mod tests {
     fn syncing_a_missing_directory_is_an_io_error() {
         let root = tempfile::tempdir().unwrap();
         let err = sync_dir(&root.path().join("nope")).unwrap_err();
-        assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+        assert!(
+            matches!(&err, StorageError::Io { op: "sync directory", source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -83,7 +83,7 @@
 //!   rewritten whole by each snapshot op and copied whole into memory by `load`.
 //! - The map: starts at [`LmdbOptions::map_size_bytes`], doubles when full up to
 //!   [`LmdbOptions::map_size_bytes_max`]; a checkpoint that does not fit then fails with
-//!   [`StorageError::Io`].
+//!   [`StorageError::MapFull`].
 //! - The WAL: writes not yet in LMDB are at most about 6 ×
 //!   [`LmdbOptions::wal_checkpoint_bytes`] (default 1 MiB): the batch the WAL thread holds,
 //!   up to 4 queued for the checkpoint thread (past that the WAL thread waits), and the one
@@ -271,6 +271,7 @@ impl LmdbStorage {
             tracing::info!(dir = %dir.display(), from = lmdb_seq + 1, to = recovered.last_seq, "WAL records after LMDB's: pending for the next checkpoint");
         }
         let map_size_bytes = writer.map_size_bytes();
+        let dir_lock = writer.dir_lock();
 
         let applied_seq = Arc::new(AtomicU64::new(lmdb_seq));
         let failed = Arc::new(Mutex::new(None));
@@ -290,8 +291,9 @@ impl LmdbStorage {
         let checkpointer = thread::Builder::new()
             .name("raftkv-lmdb-checkpoint".into())
             .spawn(move || checkpointer.run(checkpoints))
-            .map_err(|e| StorageError::Io(format!("spawn LMDB checkpoint thread: {e}")))?;
+            .map_err(|e| StorageError::io("spawn LMDB checkpoint thread", dir, e))?;
         let front = Front {
+            dir: dir.to_path_buf(),
             wal: Some(wal),
             shape,
             entry_bytes_max: options.entry_bytes_max,
@@ -303,12 +305,13 @@ impl LmdbStorage {
             head,
             checkpoint_failed: failed,
             failed: None,
+            _lock: dir_lock,
         };
         let (requests, inbox) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("raftkv-lmdb-wal".into())
             .spawn(move || front.serve(inbox))
-            .map_err(|e| StorageError::Io(format!("spawn WAL thread: {e}")))?;
+            .map_err(|e| StorageError::io("spawn WAL thread", dir, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             requests: Some(requests),
@@ -349,6 +352,12 @@ impl LmdbStorage {
 
 /// The WAL thread's state: appends each write to the WAL, then hands it to the checkpointer.
 struct Front {
+    /// The store's directory, for errors.
+    dir: PathBuf,
+    /// Held until this thread has closed (deleted the WAL): a new open of the directory must
+    /// not recover segments this thread is about to delete (a crash-and-restart in one process
+    /// lost them: "delete wal-…1.log: No such file or directory", then fail-stop).
+    _lock: Arc<writer::DirLock>,
     /// `None` only after the thread's last request.
     wal: Option<Wal>,
     shape: LogShape,
@@ -406,7 +415,10 @@ impl Front {
     fn write_unchecked(&mut self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
         self.shape
             .apply(&ops, self.entry_bytes_max)
-            .map_err(|why| StorageError::Io(format!("write rejected: {why}")))?;
+            .map_err(|reason| StorageError::Rejected {
+                path: self.dir.clone(),
+                reason,
+            })?;
         // A snapshot from the leader replaces the log: LMDB takes it at once, durably, with
         // everything before it.
         if ops

@@ -13,7 +13,7 @@ use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn};
 use raftkv_raft::{Entry, HardState, LogId, Persisted, Snapshot, StorageError, WriteOp};
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -37,8 +37,28 @@ impl From<heed::Error> for TxnError {
     }
 }
 
-fn io_error(context: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(format!("{context}: {e}"))
+/// `op` failed; the path is filled in by [`crate::checkpoint::in_store`] (the store's directory)
+/// unless the caller names a file.
+fn io_error(op: &'static str, e: impl Into<LmdbError>) -> StorageError {
+    StorageError::io(op, PathBuf::new(), e.into().0)
+}
+
+/// An LMDB or file error as the `std::io::Error` it is (or wraps).
+struct LmdbError(std::io::Error);
+
+impl From<heed::Error> for LmdbError {
+    fn from(e: heed::Error) -> Self {
+        match e {
+            heed::Error::Io(e) => LmdbError(e),
+            other => LmdbError(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
+impl From<std::io::Error> for LmdbError {
+    fn from(e: std::io::Error) -> Self {
+        LmdbError(e)
+    }
 }
 
 /// The open environment and its three databases.
@@ -58,7 +78,9 @@ pub(crate) struct Writer {
     map_size_bytes: Arc<AtomicUsize>,
     /// Set by the first failed write; every later write and load returns it (fail-stop).
     failed: Option<StorageError>,
-    _lock: DirLock,
+    /// Shared with the WAL thread, which deletes WAL segments after this writer is gone: the
+    /// directory stays locked until both are done.
+    lock: Arc<DirLock>,
 }
 
 impl Writer {
@@ -109,8 +131,12 @@ impl Writer {
                         detail: "data present but no format version".into(),
                     });
                 }
-                let value =
-                    codec::encode_meta("format", &FORMAT_VERSION).map_err(StorageError::Io)?;
+                let value = codec::encode_meta("format", &FORMAT_VERSION).map_err(|reason| {
+                    StorageError::Rejected {
+                        path: dir.to_path_buf(),
+                        reason,
+                    }
+                })?;
                 meta.put(&mut txn, KEY_FORMAT, &value)
                     .map_err(|e| io_error("write format", e))?;
             }
@@ -129,8 +155,14 @@ impl Writer {
             options,
             map_size_bytes,
             failed: None,
-            _lock: lock,
+            lock: Arc::new(lock),
         })
+    }
+
+    /// The directory lock, for a thread that must keep the directory locked after the writer
+    /// is gone (the WAL thread, which deletes segments last).
+    pub(crate) fn dir_lock(&self) -> Arc<DirLock> {
+        Arc::clone(&self.lock)
     }
 
     /// The map size, as updated by this writer.
@@ -290,8 +322,11 @@ impl Writer {
                 // The aborted transaction wrote nothing: grow and run the whole write again.
                 Err(TxnError::Lmdb(heed::Error::Mdb(MdbError::MapFull))) => self.grow()?,
                 Err(TxnError::Lmdb(e)) => return Err(io_error("LMDB write", e)),
-                Err(TxnError::Rejected(why)) => {
-                    return Err(StorageError::Io(format!("write rejected: {why}")))
+                Err(TxnError::Rejected(reason)) => {
+                    return Err(StorageError::Rejected {
+                        path: PathBuf::new(),
+                        reason,
+                    })
                 }
             }
         }
@@ -324,9 +359,11 @@ impl Writer {
         let max = self.options.map_size_bytes_max;
         let current = self.map_size_bytes.load(Ordering::Relaxed);
         if current >= max {
-            return Err(StorageError::Io(format!(
-                "LMDB map full at {current} bytes (map_size_bytes_max {max})"
-            )));
+            return Err(StorageError::MapFull {
+                path: PathBuf::new(),
+                map_bytes: current,
+                map_bytes_max: max,
+            });
         }
         let grown = current.saturating_mul(2).min(max);
         // Safety: no transaction is open. Only this thread opens transactions, and each one
@@ -470,7 +507,7 @@ fn cover_data_file_length(env: &Env, dir: &Path) -> Result<(), StorageError> {
 
 /// An exclusive advisory lock on a file in the storage directory, held while the store is open:
 /// a second process (or a second open in this one) fails instead of sharing the log.
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
@@ -483,15 +520,16 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| io_error("open lock file", e))?;
+            .map_err(|e| StorageError::io("open lock file", &path, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::io::AsRawFd;
             // Safety: flock on a file descriptor we own; no memory is involved.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc != 0 {
-                return Err(io_error(
-                    &format!("lock {} (is the store open elsewhere?)", path.display()),
+                return Err(StorageError::io(
+                    "lock (is the store open elsewhere?)",
+                    &path,
                     std::io::Error::last_os_error(),
                 ));
             }

@@ -69,9 +69,21 @@ fn a_checkpoint_beyond_the_largest_map_stops_the_store_and_a_larger_map_recovers
     write(&storage, vec![WriteOp::Append(big.clone())]).unwrap();
     // `load` checkpoints first: LMDB cannot hold 4 MiB in a 2 MiB map.
     let err = load(&storage).unwrap_err();
+    // Issue 19: the error says what (the map is full), where (the store) and the bound.
+    assert_eq!(
+        err,
+        StorageError::MapFull {
+            path: dir.path().to_path_buf(),
+            map_bytes: 2 << 20,
+            map_bytes_max: 2 << 20,
+        }
+    );
+    let shown = err.to_string();
     assert!(
-        matches!(&err, StorageError::Io(m) if m.contains("map full")),
-        "{err:?}"
+        shown.contains(&dir.path().display().to_string())
+            && shown.contains("map_size_bytes_max")
+            && shown.contains(&(2u64 << 20).to_string()),
+        "{shown}"
     );
     assert_eq!(storage.map_size_bytes(), 2 << 20);
 
@@ -90,10 +102,7 @@ fn a_checkpoint_beyond_the_largest_map_stops_the_store_and_a_larger_map_recovers
         assert_eq!(load(&storage).unwrap().entries, expected);
         let _ = write(&storage, vec![WriteOp::Append(vec![entry(6, 1, "c")])]);
         let err = load(&storage).unwrap_err();
-        assert!(
-            matches!(&err, StorageError::Io(m) if m.contains("map full")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, StorageError::MapFull { .. }), "{err:?}");
     }
 
     // A larger map takes it: every write that returned Ok is there.
@@ -111,7 +120,8 @@ fn an_append_that_would_leave_a_gap_is_rejected_and_stops_the_store() {
     write(&storage, vec![WriteOp::Append(vec![entry(1, 1, "a")])]).unwrap();
     let err = write(&storage, vec![WriteOp::Append(vec![entry(3, 1, "c")])]).unwrap_err();
     assert!(
-        matches!(&err, StorageError::Io(m) if m.contains("gap")),
+        matches!(&err, StorageError::Rejected { path, reason }
+            if reason.contains("gap") && path == dir.path()),
         "{err:?}"
     );
     let next = vec![WriteOp::Append(vec![entry(2, 1, "b")])];
@@ -143,7 +153,18 @@ fn a_store_open_in_this_process_cannot_be_opened_again_until_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path(), LmdbOptions::default());
     let again = LmdbStorage::open(dir.path(), LmdbOptions::default());
-    assert!(matches!(again, Err(StorageError::Io(_))), "{again:?}");
+    // Issue 19: the error names the operation and the lock file, and keeps the OS error.
+    match &again {
+        Err(StorageError::Io { op, path, source }) => {
+            assert!(op.starts_with("lock"), "{op}");
+            assert_eq!(path, &dir.path().join(raftkv_storage_lmdb::LOCK_FILE_NAME));
+            assert_eq!(source.kind(), std::io::ErrorKind::WouldBlock, "{source}");
+            let shown = again.as_ref().unwrap_err().to_string();
+            assert!(shown.contains("is the store open elsewhere"), "{shown}");
+            assert!(shown.contains(&path.display().to_string()), "{shown}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
     drop(storage);
     let storage = open(dir.path(), LmdbOptions::default());
     assert_eq!(load(&storage).unwrap().entries, vec![]);

@@ -2,7 +2,7 @@
 
 use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
-use super::storage_task::storage_task;
+use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
 use crate::membership::{MemberChange, Membership};
@@ -94,6 +94,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         transport: T,
         mut state_machine: M,
     ) -> Result<Self, NodeError> {
+        let storage = Closing::new(runtime.clone(), storage);
         let persisted = storage.load().await.map_err(NodeError::Storage)?;
         if let Some(s) = &persisted.snapshot {
             state_machine.restore(&s.data).map_err(|reason| {

@@ -1,6 +1,6 @@
 //! The storage task: one durable write at a time, group commit, fail-stop.
 
-use crate::io::{Storage, StorageError, WriteOp};
+use crate::io::{Runtime, Storage, StorageError, WriteOp};
 use crate::message::Message;
 use crate::types::LogId;
 use futures::channel::mpsc;
@@ -20,10 +20,45 @@ pub(super) struct Done {
     pub(super) jobs: usize,
 }
 
+/// A node's storage, dropped with [`Runtime::spawn_blocking`]: closing a storage may block
+/// (LMDB's joins its threads, which finish their last checkpoint and fsync), and dropping it
+/// on an executor thread would stall every task there (issue 21 #14: smol's global executor
+/// has one thread, so a Clerk's deadline timer stalled with it).
+pub(super) struct Closing<R: Runtime, S: Send + 'static> {
+    runtime: R,
+    storage: Option<S>,
+}
+
+impl<R: Runtime, S: Send + 'static> Closing<R, S> {
+    pub(super) fn new(runtime: R, storage: S) -> Self {
+        Self {
+            runtime,
+            storage: Some(storage),
+        }
+    }
+}
+
+impl<R: Runtime, S: Send + 'static> std::ops::Deref for Closing<R, S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        // Invariant: `storage` is `Some` until `drop`.
+        self.storage.as_ref().expect("storage taken before drop")
+    }
+}
+
+impl<R: Runtime, S: Send + 'static> Drop for Closing<R, S> {
+    fn drop(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            self.runtime.spawn_blocking(move || drop(storage));
+        }
+    }
+}
+
 /// Performs writes one at a time; everything queued while one is in flight becomes the next
 /// write (group commit). Stops at the first error (fail-stop).
-pub(super) async fn storage_task<S: Storage>(
-    storage: S,
+pub(super) async fn storage_task<R: Runtime, S: Storage>(
+    storage: Closing<R, S>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Result<Done, StorageError>>,
 ) {

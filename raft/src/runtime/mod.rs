@@ -2,6 +2,7 @@
 //! deterministic simulation runtime ([`sim`]), which also provides a simulated network and a
 //! simulated disk. tokio and smol are named only in their adapter modules.
 
+pub mod pause;
 pub mod sim;
 #[cfg(feature = "smol")]
 pub mod smol;

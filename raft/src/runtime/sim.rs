@@ -35,6 +35,13 @@ struct Inner {
     rng: Rng,
     /// The group of the task being polled; tasks it spawns inherit it.
     current_group: u64,
+    /// Paused groups (stopped processes): their tasks are not polled.
+    paused: BTreeSet<u64>,
+    /// Woken tasks of paused groups, polled once their group resumes.
+    parked: Vec<u64>,
+    /// Per group, how much longer its sleeps last, in thousandths (1,000: none): a clock that
+    /// runs slow (above 1,000) or fast (below). Absent: 1,000.
+    clock_per_mille: BTreeMap<u64, u64>,
 }
 
 /// The simulation runtime. Clones share one executor.
@@ -75,7 +82,10 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl SimRuntime {
+    /// A new simulation. Every Raft node in this process then checks its invariants after
+    /// every input, in release builds too ([`crate::Raft::check_invariants`]).
     pub fn new(seed: u64) -> Self {
+        crate::inspect::check_after_every_input();
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 now: Duration::ZERO,
@@ -85,8 +95,49 @@ impl SimRuntime {
                 next_id: 1,
                 rng: Rng::new(seed),
                 current_group: 0,
+                paused: BTreeSet::new(),
+                parked: Vec::new(),
+                clock_per_mille: BTreeMap::new(),
             })),
             group: None,
+        }
+    }
+
+    /// Pauses `group`, as SIGSTOP does a process: its tasks keep their state but are not
+    /// polled; what wakes them (messages, timers) waits, and runs late once it resumes.
+    pub fn pause_group(&self, group: u64) {
+        lock(&self.inner).paused.insert(group);
+    }
+
+    /// Resumes a paused `group`: its woken tasks run again.
+    pub fn resume_group(&self, group: u64) {
+        let mut inner = lock(&self.inner);
+        if !inner.paused.remove(&group) {
+            return;
+        }
+        let parked = std::mem::take(&mut inner.parked);
+        let (back, still): (Vec<u64>, Vec<u64>) = parked
+            .into_iter()
+            .partition(|id| inner.tasks.get(id).is_some_and(|t| t.group == group));
+        inner.parked = still;
+        inner.ready.extend(back);
+    }
+
+    /// Whether `group` is paused.
+    pub fn is_paused(&self, group: u64) -> bool {
+        lock(&self.inner).paused.contains(&group)
+    }
+
+    /// Skews `group`'s clock: its sleeps last `per_mille / 1000` of what they ask (1,000: no
+    /// skew; 1,050: its clock runs 5% slow, so its timers fire late). Sleeps already waiting
+    /// keep their deadline.
+    pub fn set_clock_per_mille(&self, group: u64, per_mille: u64) {
+        let per_mille = per_mille.max(1);
+        let mut inner = lock(&self.inner);
+        if per_mille == 1_000 {
+            inner.clock_per_mille.remove(&group);
+        } else {
+            inner.clock_per_mille.insert(group, per_mille);
         }
     }
 
@@ -98,16 +149,19 @@ impl SimRuntime {
         }
     }
 
-    /// Drops every task of `group` at once: a crash.
+    /// Drops every task of `group` at once: a crash. A paused group is killed too, and is no
+    /// longer paused (a restart in the group runs).
     pub fn kill_group(&self, group: u64) {
         let dropped: Vec<Task> = {
             let mut inner = lock(&self.inner);
+            inner.paused.remove(&group);
             let ids: Vec<u64> = inner
                 .tasks
                 .iter()
                 .filter(|(_, t)| t.group == group)
                 .map(|(id, _)| *id)
                 .collect();
+            inner.parked.retain(|id| !ids.contains(id));
             ids.iter().filter_map(|id| inner.tasks.remove(id)).collect()
         };
         drop(dropped); // outside the lock: dropping futures may wake others
@@ -163,8 +217,17 @@ impl SimRuntime {
             let len = inner.ready.len() as u64;
             let pick = inner.rng.range(0, len) as usize;
             let id = inner.ready.swap_remove(pick);
+            let paused = match inner.tasks.get(&id) {
+                None => return true, // killed after being woken
+                Some(task) => inner.paused.contains(&task.group),
+            };
+            if paused {
+                // Stays queued: it runs when its group resumes.
+                inner.parked.push(id);
+                return true;
+            }
             let Some(task) = inner.tasks.get_mut(&id) else {
-                return true; // killed after being woken
+                return true;
             };
             task.queued = false;
             let Some(future) = task.future.take() else {
@@ -218,7 +281,19 @@ impl Runtime for SimRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
-        let deadline = self.now() + duration;
+        let (now, per_mille) = {
+            let inner = lock(&self.inner);
+            let group = self.group.unwrap_or(inner.current_group);
+            (inner.now, inner.clock_per_mille.get(&group).copied())
+        };
+        let duration = match per_mille {
+            None => duration,
+            Some(k) => {
+                let nanos = duration.as_nanos().saturating_mul(u128::from(k)) / 1_000;
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+        };
+        let deadline = now + duration;
         Sleep {
             inner: self.inner.clone(),
             deadline,
@@ -228,6 +303,14 @@ impl Runtime for SimRuntime {
 
     fn now(&self) -> Duration {
         lock(&self.inner).now
+    }
+
+    /// Inline: virtual time does not pass while it runs, and runs stay deterministic.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        f();
     }
 }
 
@@ -277,12 +360,15 @@ struct NetInner {
     inboxes: BTreeMap<NodeId, mpsc::UnboundedSender<Message>>,
     blocked: BTreeSet<(NodeId, NodeId)>,
     drop_chance: f64,
+    /// Chance that a message is delivered twice (the copy with its own latency).
+    duplicate_chance: f64,
     latency_ms: (u64, u64),
     /// What each node's transport was last told of its peers ([`Transport::set_peers`]).
     peers: BTreeMap<NodeId, BTreeMap<NodeId, String>>,
 }
 
-/// A simulated network: latency, loss, reordering (random latencies) and one-way blocks.
+/// A simulated network: latency, loss, duplication, reordering (random latencies) and one-way
+/// blocks.
 #[derive(Clone)]
 pub struct SimNet {
     runtime: SimRuntime,
@@ -298,6 +384,7 @@ impl SimNet {
                 inboxes: BTreeMap::new(),
                 blocked: BTreeSet::new(),
                 drop_chance: 0.0,
+                duplicate_chance: 0.0,
                 latency_ms: (1, 5),
                 peers: BTreeMap::new(),
             })),
@@ -327,9 +414,20 @@ impl SimNet {
         self.net().latency_ms = (lo, hi.max(lo));
     }
 
-    /// Drops messages from `from` to `to` (one way).
+    /// Delivers each message twice with chance `p` (each copy with its own latency).
+    pub fn set_duplicate_chance(&self, p: f64) {
+        self.net().duplicate_chance = p;
+    }
+
+    /// Drops messages from `from` to `to` (one way: `to` still reaches `from`).
     pub fn block(&self, from: NodeId, to: NodeId) {
         self.net().blocked.insert((from, to));
+    }
+
+    /// Lets messages from `from` to `to` through again (undoes [`SimNet::block`] and that
+    /// direction of a partition).
+    pub fn unblock(&self, from: NodeId, to: NodeId) {
+        self.net().blocked.remove(&(from, to));
     }
 
     /// Only nodes in the same group can talk.
@@ -357,13 +455,22 @@ impl SimNet {
     }
 
     fn send(&self, msg: Message) {
-        let (drop_chance, (lo, hi)) = {
+        let (drop_chance, duplicate_chance, (lo, hi)) = {
             let n = self.net();
-            (n.drop_chance, n.latency_ms)
+            (n.drop_chance, n.duplicate_chance, n.latency_ms)
         };
         if self.net().blocked.contains(&(msg.from, msg.to)) || self.runtime.chance(drop_chance) {
             return;
         }
+        // No draw when duplication is off: runs without it replay as before.
+        if duplicate_chance > 0.0 && self.runtime.chance(duplicate_chance) {
+            self.deliver_later(msg.clone(), lo, hi);
+        }
+        self.deliver_later(msg, lo, hi);
+    }
+
+    /// Delivers `msg` after a latency of `lo..=hi` ms, unless its link is blocked by then.
+    fn deliver_later(&self, msg: Message, lo: u64, hi: u64) {
         let delay = Duration::from_millis(self.runtime.random(lo, hi + 1));
         let net = self.clone();
         let sleep = self.runtime.sleep(delay);

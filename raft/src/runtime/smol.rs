@@ -1,6 +1,7 @@
 //! The smol adapter: tasks run on smol's global executor.
 
 use crate::io::{NetRuntime, Runtime};
+use crate::runtime::pause::PauseGate;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -8,12 +9,15 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct SmolRuntime {
     origin: Instant,
+    /// Tasks spawned through this handle are polled only while this gate is open.
+    gate: Option<PauseGate>,
 }
 
 impl SmolRuntime {
     pub fn new() -> Self {
         Self {
             origin: Instant::now(),
+            gate: None,
         }
     }
 }
@@ -29,7 +33,10 @@ impl Runtime for SmolRuntime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(future).detach();
+        match &self.gate {
+            Some(gate) => smol::spawn(gate.wrap(future)).detach(),
+            None => smol::spawn(future).detach(),
+        }
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -41,6 +48,22 @@ impl Runtime for SmolRuntime {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn with_pause_gate(&self, gate: PauseGate) -> Option<Self> {
+        Some(Self {
+            gate: Some(gate),
+            ..self.clone()
+        })
+    }
+
+    /// On smol's pool for blocking work: smol's global executor runs on one thread by
+    /// default, so one blocking call there stalls every task.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        smol::unblock(f).detach();
     }
 }
 

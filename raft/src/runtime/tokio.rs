@@ -2,6 +2,7 @@
 //! `enable_all`, or `#[tokio::main]`).
 
 use crate::io::{NetRuntime, Runtime};
+use crate::runtime::pause::PauseGate;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct TokioRuntime {
     handle: tokio::runtime::Handle,
     origin: Instant,
+    /// Tasks spawned through this handle are polled only while this gate is open.
+    gate: Option<PauseGate>,
 }
 
 impl TokioRuntime {
@@ -25,6 +28,7 @@ impl TokioRuntime {
         Self {
             handle,
             origin: Instant::now(),
+            gate: None,
         }
     }
 }
@@ -34,7 +38,10 @@ impl Runtime for TokioRuntime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        drop(self.handle.spawn(future));
+        match &self.gate {
+            Some(gate) => drop(self.handle.spawn(gate.wrap(future))),
+            None => drop(self.handle.spawn(future)),
+        }
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -43,6 +50,21 @@ impl Runtime for TokioRuntime {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn with_pause_gate(&self, gate: PauseGate) -> Option<Self> {
+        Some(Self {
+            gate: Some(gate),
+            ..self.clone()
+        })
+    }
+
+    /// On tokio's blocking pool.
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        drop(self.handle.spawn_blocking(f));
     }
 
     /// tokio's own yield: besides the tasks already queued, the worker may poll its I/O

@@ -28,6 +28,9 @@ pub struct ChaosOptions {
     /// Membership changes and leadership transfers during the run (replay a failing seed with
     /// `RAFTKV_RECONFIG=1`).
     pub reconfig: bool,
+    /// Process faults: nodes paused for a while (then handling everything late) and clocks
+    /// ticking at different rates (replay a failing seed with `RAFTKV_PROCESS_FAULTS=1`).
+    pub process_faults: bool,
 }
 
 impl ChaosOptions {
@@ -39,6 +42,15 @@ impl ChaosOptions {
             liveness_ms: 10_000,
             trace_lines: 0,
             reconfig: false,
+            process_faults: false,
+        }
+    }
+
+    /// The same run with process faults: pauses and clock-rate skew.
+    pub fn with_process_faults(seed: u64) -> Self {
+        Self {
+            process_faults: true,
+            ..Self::new(seed)
         }
     }
 
@@ -83,6 +95,12 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
         if opts.reconfig {
             f.message = format!("(with reconfiguration: RAFTKV_RECONFIG=1) {}", f.message);
         }
+        if opts.process_faults {
+            f.message = format!(
+                "(with process faults: RAFTKV_PROCESS_FAULTS=1) {}",
+                f.message
+            );
+        }
         f
     })
 }
@@ -114,6 +132,19 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
     let mut sim = Sim::new(so);
     let n = nodes;
     let mut next_reconfig = rc.range(200, 600);
+    // Process faults draw from their own generator too.
+    let mut pf = Rng::new(opts.seed ^ 0x0050_A05E_D0C1);
+    let mut next_pause = pf.range(200, 1_000);
+    if opts.process_faults {
+        // Clock-rate skew: each node's tick is 8–12 ms where the others' may be 10 (±20%).
+        let tick = sim.opts.tick_ms;
+        for i in 0..n {
+            if pf.chance(0.7) {
+                let ms = pf.range(tick - tick / 5, tick + tick / 5 + 1);
+                sim.set_tick_ms(i, ms);
+            }
+        }
+    }
 
     let mut faults = 0u64;
     // Faults come every 50–1,200 ms: short gaps catch leaders before their no-op commits
@@ -147,6 +178,22 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
                 };
             faults += 1;
             inject_fault(&mut sim, &mut rng);
+        }
+        if opts.process_faults && now >= next_pause {
+            next_pause = now + pf.range(100, 1_200);
+            faults += 1;
+            // Pause the leader half the time (a stalled leader is the interesting case), for
+            // less or more than an election timeout.
+            let i = match sim.leader() {
+                Some(l) if pf.chance(0.5) => l,
+                _ => pf.range(0, n as u64) as usize,
+            };
+            let ms = if pf.chance(0.5) {
+                pf.range(10, 300)
+            } else {
+                pf.range(300, 2_000)
+            };
+            sim.pause(i, ms);
         }
         if opts.reconfig && now >= next_reconfig {
             next_reconfig = now + rc.range(50, 700);

@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 
 impl Sim {
     /// Feeds a client's input to node `i` and drives the node through the resulting `Ready`s,
-    /// guarded as an event is. `None` if the node is down or the run failed.
+    /// guarded as an event is. `None` if the node is down or paused, or the run failed.
     fn client_input<R>(&mut self, i: usize, input: impl FnOnce(&mut Raft) -> R) -> Option<R> {
         self.guard(|sim| {
+            if sim.is_paused(i) {
+                return Ok(None);
+            }
             let Some(raft) = sim.nodes[i].raft.as_mut() else {
                 return Ok(None);
             };

@@ -5,7 +5,9 @@
 //! [`crate::Ready`] contract): a simulated network delivers messages with latency, loss,
 //! duplication, long reordering, and symmetric or one-way partitions; a simulated disk makes
 //! writes durable after a latency, in order, so a crash loses exactly what was not yet durable;
-//! a small test state machine applies commands and takes snapshots. After every event the
+//! a small test state machine applies commands and takes snapshots. Process faults: a node can
+//! be paused (it handles nothing, then everything late, as a stopped process does) and each
+//! node's clock can tick at its own rate. After every event the
 //! simulator checks Raft's safety properties ([`check`]) and the node's own invariants; a broken
 //! one (or a panic in the core) becomes a [`Failure`] carrying `RAFTKV_SEED` and the tail of the
 //! trace. The same seed always replays the same run (and the same [`Sim::trace_hash`]).
@@ -170,6 +172,11 @@ pub struct Sim {
     pub nodes: Vec<SimNode>,
     connected: Vec<bool>,
     blocked: Vec<Vec<bool>>,
+    /// A paused node (a stopped process) handles nothing before this virtual time: its
+    /// deliveries, timer ticks and disk completions wait, then run late, in order.
+    paused_until: Vec<u64>,
+    /// Each node's tick period in virtual milliseconds: its clock's rate (skew between nodes).
+    tick_ms: Vec<u64>,
     pub checker: SafetyChecker,
     trace: Trace,
     pub stats: SimStats,
@@ -195,6 +202,8 @@ impl Sim {
             nodes: Vec::with_capacity(n),
             connected: vec![true; n],
             blocked: vec![vec![false; n]; n],
+            paused_until: vec![0; n],
+            tick_ms: vec![opts.tick_ms; n],
             checker: SafetyChecker::default(),
             trace: Trace::new(opts.trace_lines),
             stats: SimStats {

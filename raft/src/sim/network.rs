@@ -81,6 +81,8 @@ impl Sim {
         }
         node.life += 1;
         node.reads.clear();
+        // A stopped process can be killed; it comes back (restarts) unpaused.
+        self.paused_until[i] = 0;
     }
 
     /// Starts node `i` again from its durable state.
@@ -104,6 +106,27 @@ impl Sim {
         let life = node.life;
         let phase = self.rng.range(0, self.opts.tick_ms);
         self.schedule(phase, Event::Tick { node: i, life });
+    }
+
+    /// Pauses node `i` for `ms` virtual milliseconds, as SIGSTOP does a process: it keeps its
+    /// state and its place in the network, but handles nothing (messages, ticks, disk
+    /// completions) until then; then it handles them all, late, in the order they came.
+    pub fn pause(&mut self, i: usize, ms: u64) {
+        self.note(format!("pause n{} for {ms} ms", i + 1));
+        self.paused_until[i] = self.paused_until[i].max(self.now_ms + ms);
+    }
+
+    /// Whether node `i` is paused now.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused_until[i] > self.now_ms
+    }
+
+    /// Sets node `i`'s tick period to `ms` virtual milliseconds (at least 1): its clock runs
+    /// at `opts.tick_ms / ms` of the others' rate (clock-rate skew). Takes effect from its
+    /// next tick.
+    pub fn set_tick_ms(&mut self, i: usize, ms: u64) {
+        self.note(format!("n{} ticks every {ms} ms", i + 1));
+        self.tick_ms[i] = ms.max(1);
     }
 
     /// Cuts node `i` off from everyone, both ways (the 6.5840 `disconnect`).

@@ -67,12 +67,22 @@ impl Sim {
     }
 
     fn process_inner(&mut self, event: Event) -> Result<(), String> {
+        let node = match &event {
+            Event::Tick { node, .. } | Event::DiskDone { node, .. } => *node,
+            Event::Deliver { msg } => msg.to as usize - 1,
+        };
+        // A paused node handles the event when it resumes (in the order they arrived).
+        let resume = self.paused_until[node];
+        if resume > self.now_ms {
+            self.schedule(resume - self.now_ms, event);
+            return Ok(());
+        }
         match event {
             Event::Tick { node, life } => {
                 if self.nodes[node].life != life {
                     return Ok(());
                 }
-                let tick_ms = self.opts.tick_ms;
+                let tick_ms = self.tick_ms[node];
                 self.schedule(tick_ms, Event::Tick { node, life });
                 let Some(raft) = self.nodes[node].raft.as_mut() else {
                     return Ok(());

@@ -60,8 +60,8 @@ use fs::{StdFs, WalFile, WalFs};
 use raftkv_raft::{StorageError, WriteOp};
 use std::path::{Path, PathBuf};
 
-pub(crate) fn io_error(context: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(format!("{context} {}: {e}", path.display()))
+pub(crate) fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::io(op, path, e)
 }
 
 pub(crate) fn corrupt(path: &Path, detail: String) -> StorageError {
@@ -198,7 +198,10 @@ impl<F: WalFs> Wal<F> {
         let mut buf = std::mem::take(&mut self.buf);
         let encoded = encode_record(seq, ops, &mut buf);
         let result = encoded
-            .map_err(|why| StorageError::Io(format!("write rejected: {why}")))
+            .map_err(|reason| StorageError::Rejected {
+                path: self.dir.clone(),
+                reason,
+            })
             .and_then(|()| self.write_synced(&buf));
         // Keep the buffer for the next record, unless one huge record made it huge.
         if buf.capacity() <= 1 << 20 {

@@ -108,12 +108,11 @@ pub(crate) fn preallocate<W: WalFile>(
                     "no space left for the WAL: it needs {min_bytes} bytes free in {}",
                     dir.display()
                 );
-                return Err(StorageError::Io(format!(
-                    "no space left on the device for the WAL in {}: its next segment needs at \
-                     least {min_bytes} bytes free ({bytes} normally); free some space, then \
-                     restart the node",
-                    dir.display()
-                )));
+                return Err(StorageError::NoSpace {
+                    dir: dir.to_path_buf(),
+                    need_bytes: min_bytes,
+                    segment_bytes: bytes,
+                });
             }
             Err(e) => return Err(io_error("preallocate", path, e)),
         }
