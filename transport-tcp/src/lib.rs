@@ -21,8 +21,9 @@
 //! [`FaultFilter`] and pushes to the peer's bounded queue, dropping (and counting) when full,
 //! so a slow or dead peer never holds up the others. Each peer's writer task drains its
 //! queue in batches (one `write_all` per batch, within `write_timeout`), connects and
-//! reconnects with exponential backoff and jitter, and drops what was queued while its peer is
-//! unreachable: Raft retransmits. Each inbound connection's reader task reads frames with a
+//! reconnects with exponential backoff and jitter (also as soon as the peer closes the
+//! connection: the writer watches for that while idle), and drops what was queued while its
+//! peer is unreachable: Raft retransmits. Each inbound connection's reader task reads frames with a
 //! cancel-safe [`FrameReader`] and hands them to `recv` through a bounded channel.
 //!
 //! The set of peers follows the cluster's configuration: the driver calls
@@ -48,10 +49,12 @@
 //! - Connections are one-way (each node dials every peer), so a pair of nodes uses two.
 //! - Filter delays are applied on the sender, before the queue; a delayed message may overtake
 //!   or be overtaken by others on the same link.
-//! - A writer learns that its peer went away only when a write fails, so the first batch sent
-//!   after a peer's restart is usually lost (Raft retransmits). There are no keepalives: a
-//!   half-open inbound connection lingers until the peer reconnects (the new connection from
-//!   the same node replaces it) or the transport shuts down.
+//! - A writer watches its socket while idle, so a connection the peer closed (it restarted, or
+//!   refused our hello because it does not know us yet) is redialled at once. A batch written
+//!   in the instant before such a close is still lost (Raft retransmits). There are no
+//!   keepalives: a peer that vanishes without closing (a host that loses power) is noticed when
+//!   a write fails, and a half-open inbound connection lingers until the peer reconnects (the
+//!   new connection from the same node replaces it) or the transport shuts down.
 //! - An authenticated peer can make a reader hold at most about `frame_bytes_max` plus
 //!   `frame_items_max` decoded elements per connection (a frame decoding to more is refused
 //!   at the first element over: see `codec`; before that bound, a 16 MiB frame of empty

@@ -4,7 +4,9 @@
 //! queue: everything queued is encoded into one buffer and written with one `write_all`, so
 //! that a burst of messages costs one system call, not one each. Each write must finish within
 //! `write_timeout`, or the connection is dropped: a peer that stops reading holds up only its
-//! own queue (which fills, then drops).
+//! own queue (which fills, then drops). While it waits for messages, a writer also watches its
+//! socket: the peer never writes on it, so a read that completes means the peer closed the
+//! connection, and the writer redials at once instead of losing its next batch.
 //!
 //! `std` has no non-blocking connect, so each attempt runs `connect_timeout` on a short-lived
 //! thread (at most one per writer at a time; a writer stopped meanwhile leaves it to finish
@@ -15,11 +17,11 @@ use crate::queue::{BoxedSleep, PeerQueue};
 use crate::shared::{ConnGuard, Direction, RegisterError, Shared};
 use crate::stats::add;
 use futures::channel::oneshot;
-use futures::io::{AsyncWrite, AsyncWriteExt};
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::FutureExt;
 use raftkv_backoff::Backoff;
 use raftkv_raft::{Message, NetRuntime, NodeId, Rng, Runtime};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -184,7 +186,7 @@ impl<R: NetRuntime> Writer<R> {
         self.write(socket, buf).await?;
         loop {
             batch.clear();
-            if !self.queue.next_batch(batch).await {
+            if !self.next_batch_while_open(socket, batch).await? {
                 return Ok(());
             }
             buf.clear();
@@ -225,6 +227,42 @@ impl<R: NetRuntime> Writer<R> {
                 add(&counters.frames_sent, pending);
             }
         }
+    }
+
+    /// Waits for the next batch (false once the queue closes) while watching the socket: the
+    /// peer never writes on a connection we opened, so a read that completes means it closed
+    /// the connection (it refused our hello, say, because it does not know us yet: a joining
+    /// node dials the members before they have its configuration). Without this, a writer
+    /// learned of the close only when a write failed, and the first batch after it was lost.
+    /// A batch already waiting is taken after the check, so nothing is taken for a connection
+    /// known to be closed.
+    async fn next_batch_while_open(
+        &self,
+        socket: &mut R::TcpStream,
+        batch: &mut Vec<Message>,
+    ) -> io::Result<bool> {
+        let mut next = std::pin::pin!(self.queue.next_batch(batch));
+        let mut probe = [0u8; 1];
+        poll_fn(|cx| {
+            match std::pin::Pin::new(&mut *socket).poll_read(cx, &mut probe) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the peer closed the connection",
+                    )))
+                }
+                Poll::Ready(Ok(_)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer wrote on a one-way connection",
+                    )))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            next.as_mut().poll(cx).map(Ok)
+        })
+        .await
     }
 
     /// Writes all of `buf`, or fails with `TimedOut` once `write_timeout` has passed. The timer

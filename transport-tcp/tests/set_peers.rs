@@ -137,3 +137,49 @@ fn an_unresolvable_address_only_fails_to_connect() {
         t.stats().connect_failures >= 1
     });
 }
+
+/// Regression (issue 16, the leader-transfer bug): a joining node dials the members it was
+/// started with before they know it, so they refuse its connections. Its writers did not
+/// notice (a one-way connection learns of a close only when a write fails), and the first
+/// message each sent later went into the closed socket: a transfer target lost the vote
+/// answers of every other new member, its election failed and the old leader was re-elected.
+/// A writer now watches its socket: a refused connection is redialled at once, so that the
+/// first message sent after the peer learns of us arrives.
+#[test]
+fn a_connection_refused_before_the_peer_knows_us_is_redialled_before_the_next_message() {
+    for rt in ["smol", "tokio"] {
+        let t1 = bind();
+        let t1_addr = t1.local_addr().unwrap();
+        // n1 knows only n3 (which never runs): it refuses n2's first connections.
+        let mut n1 = match rt {
+            "smol" => {
+                TcpTransport::start_on(runtime(), config(1, BTreeMap::from([(3, free_addr())])), t1)
+            }
+            _ => TcpTransport::start_on(tokio(), config(1, BTreeMap::from([(3, free_addr())])), t1),
+        }
+        .unwrap();
+        let n2_config = config(2, BTreeMap::from([(1, t1_addr)]));
+        let mut n2 = match rt {
+            "smol" => TcpTransport::start_on(runtime(), n2_config, bind()),
+            _ => TcpTransport::start_on(tokio(), n2_config, bind()),
+        }
+        .unwrap();
+        eventually("n1 refuses n2", 5 * SECOND, || {
+            n1.stats().connections_refused >= 1
+        });
+        // n1 learns of n2 (the configuration that adds it); n2's writer redials meanwhile.
+        n1.set_peers(&BTreeMap::from([(2, n2.local_addr().to_string())]));
+        eventually("n2 reconnected to n1", 5 * SECOND, || {
+            n1.stats().connections_accepted >= 1
+        });
+        // One message only: it must not go into the refused connection.
+        n2.send(msg(2, 1, 7));
+        let got = recv_timeout(&mut n1, 2 * SECOND);
+        assert_eq!(
+            got.as_ref().map(|m| &m.body),
+            Some(&msg(2, 1, 7).body),
+            "{rt}: the first message after the refusal was lost: {:?}",
+            n2.stats()
+        );
+    }
+}
