@@ -18,13 +18,15 @@
 //!   never a guess such as a false `Version` or a second apply.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{select, Either};
 use futures::pin_mut;
-use raftkv_raft::Runtime;
+use raftkv_backoff::Backoff;
+use raftkv_raft::{Rng, Runtime};
 use thiserror::Error;
 
 use crate::history::{input_of, History};
@@ -332,9 +334,13 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     }
 
     /// Removes `id` from the configuration (the leader too: it steps down once the change
-    /// is committed).
+    /// is committed). Idempotent across this call's own retries: when an attempt's answer was
+    /// lost and a later one is refused because `id` is not a member (the lost attempt removed
+    /// it), the removal is reported done, with the member list. A first answer that `id` is
+    /// not a member is [`ClerkError::Membership`] (`Invalid`: "node N is not a member").
     pub async fn member_remove(&mut self, id: u64) -> Result<MemberList, ClerkError> {
-        self.membership(RequestBody::Member(MemberOp::Remove { id }))
+        let gone = move |list: &MemberList| list.members.iter().all(|m| m.id != id);
+        self.membership_with(RequestBody::Member(MemberOp::Remove { id }), Some(&gone))
             .await
     }
 
@@ -343,41 +349,108 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         self.membership(RequestBody::MoveLeader { id }).await
     }
 
-    /// Sends a membership request until a final answer: `Retry` refusals are retried (with
-    /// the attempts loop's backoff) until the deadline.
     async fn membership(&mut self, body: RequestBody) -> Result<MemberList, ClerkError> {
-        let deadline = self.runtime.now() + self.config().timeout;
-        let reply = self
-            .servers
-            .attempts(
-                &self.runtime,
-                &self.connector,
-                deadline,
-                || body.clone(),
-                |reply| match reply {
-                    Reply::MembershipRefused {
-                        kind: RefusalKind::Retry,
-                        ..
-                    } => Answer::Retry,
-                    reply => answer(reply),
-                },
-            )
-            .await;
-        match reply {
-            None => Err(ClerkError::Timeout(self.config().timeout)),
-            Some(Reply::Members(list)) => {
-                for member in &list.members {
-                    self.servers.learn(member.client_addr.clone());
+        self.membership_with(body, None).await
+    }
+
+    /// Sends a membership request until a final answer or the deadline (`timeout`). `Retry`
+    /// refusals are retried by the attempts loop. thesis §4.1: an `InProgress` refusal
+    /// (another change or a transfer has not completed) is retried too, after a jittered
+    /// exponential backoff, since the other change usually completes within moments; if the
+    /// deadline passes meanwhile, that refusal is the answer (it says more than `Timeout`).
+    /// `done_already`: for a request whose `Invalid` refusal may mean that an earlier attempt
+    /// of this call, whose answer was lost, carried it out; the member list then decides.
+    async fn membership_with(
+        &mut self,
+        body: RequestBody,
+        done_already: Option<&(dyn Fn(&MemberList) -> bool + Send + Sync)>,
+    ) -> Result<MemberList, ClerkError> {
+        let timeout = self.config().timeout;
+        let deadline = self.runtime.now() + timeout;
+        let mut backoff = Backoff::new(self.config().backoff_min, self.config().backoff_max);
+        let mut rng = Rng::new(u64::try_from(self.runtime.now().as_nanos()).unwrap_or(0));
+        let mut in_progress: Option<ClerkError> = None;
+        // Attempts sent, and answers that say the request was not acted on: any other attempt
+        // (no answer, lost, timed out, outcome unknown) may have been carried out.
+        let sent = AtomicU32::new(0);
+        let not_acted = AtomicU32::new(0);
+        loop {
+            let reply = self
+                .servers
+                .attempts(
+                    &self.runtime,
+                    &self.connector,
+                    deadline,
+                    || {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        body.clone()
+                    },
+                    |reply| match reply {
+                        Reply::MembershipRefused {
+                            kind: RefusalKind::Retry,
+                            ..
+                        } => {
+                            not_acted.fetch_add(1, Ordering::Relaxed);
+                            Answer::Retry
+                        }
+                        reply => {
+                            if matches!(
+                                reply,
+                                Reply::NotLeader { .. }
+                                    | Reply::MembershipRefused { .. }
+                                    | Reply::Busy
+                            ) {
+                                not_acted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            answer(reply)
+                        }
+                    },
+                )
+                .await;
+            match reply {
+                None => return Err(in_progress.unwrap_or(ClerkError::Timeout(timeout))),
+                Some(Reply::Members(list)) => {
+                    for member in &list.members {
+                        self.servers.learn(member.client_addr.clone());
+                    }
+                    return Ok(list);
                 }
-                Ok(list)
+                Some(Reply::MembershipRefused {
+                    kind: RefusalKind::InProgress,
+                    message,
+                }) => {
+                    in_progress = Some(ClerkError::Membership {
+                        kind: RefusalKind::InProgress,
+                        message,
+                    });
+                    let left = deadline.saturating_sub(self.runtime.now());
+                    let pause = backoff.next(rng.next_u64());
+                    if pause >= left {
+                        return Err(in_progress.expect("just set"));
+                    }
+                    self.runtime.sleep(pause).await;
+                }
+                Some(Reply::MembershipRefused { kind, message }) => {
+                    let maybe_done =
+                        sent.load(Ordering::Relaxed) > not_acted.load(Ordering::Relaxed);
+                    if let (Some(done), true) = (done_already, maybe_done) {
+                        // Boxed: this function calls itself (for the list).
+                        let list = Box::pin(self.membership_with(RequestBody::MemberList, None));
+                        if let Ok(list) = list.await {
+                            if done(&list) {
+                                return Ok(list);
+                            }
+                        }
+                    }
+                    return Err(ClerkError::Membership { kind, message });
+                }
+                Some(Reply::TooLarge) => return Err(ClerkError::TooLarge),
+                Some(other) => {
+                    return Err(ClerkError::UnexpectedReply {
+                        reply: Box::new(other),
+                    })
+                }
             }
-            Some(Reply::MembershipRefused { kind, message }) => {
-                Err(ClerkError::Membership { kind, message })
-            }
-            Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
-            Some(other) => Err(ClerkError::UnexpectedReply {
-                reply: Box::new(other),
-            }),
         }
     }
 

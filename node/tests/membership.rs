@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use raftkv_checker::{CheckOptions, Verdict};
-use raftkv_kv::clerk::{ClerkConfig, ClerkError};
+use raftkv_kv::clerk::{CallError, ClerkConfig, ClerkError, LostReason};
 use raftkv_kv::history::History;
-use raftkv_kv::protocol::RefusalKind;
+use raftkv_kv::protocol::{MemberOp, RefusalKind, Reply, RequestBody};
 use raftkv_node::cluster::{ClusterConfig, LocalCluster, Members, StorageKind};
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use raftkv_raft::{NetRuntime, Role, Runtime};
@@ -332,6 +332,8 @@ fn clerk_membership_operations() {
     });
 }
 
+/// The Clerk retries an `InProgress` refusal (with backoff) until its timeout, then reports
+/// it: here the first change can never commit, so the second Clerk's 2 s run out.
 #[test]
 fn a_change_while_another_is_in_progress_is_refused_with_in_progress() {
     on_tokio(|rt| async move {
@@ -366,6 +368,7 @@ fn a_change_while_another_is_in_progress_is_refused_with_in_progress() {
         pause(&rt, 60).await;
         // ...and a second one is refused with InProgress.
         let mut second = one_server(leader_addr);
+        let started = std::time::Instant::now();
         match second
             .member_add(61, "127.0.0.1:9", "127.0.0.1:9", true)
             .await
@@ -378,6 +381,11 @@ fn a_change_while_another_is_in_progress_is_refused_with_in_progress() {
             }
             other => panic!("second change: {other:?}"),
         }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500),
+            "not retried: {waited:?}"
+        );
         c.heal();
         let _ = pending.await;
         c.close().await;
@@ -428,6 +436,75 @@ fn transfers_after_repeated_add_and_remove_succeed_at_the_first_attempt() {
             c.remove_node(leader, T).await.unwrap();
         }
         stop.store(true, Ordering::SeqCst);
+        c.close().await;
+    });
+}
+
+/// Carries out every call, but loses the first answer that a membership removal was done (as
+/// if the connection closed just after the server sent it).
+struct LoseFirstRemoveAnswer {
+    inner: raftkv_node::tcp_client::TcpConnector<TokioRuntime>,
+    lost: Arc<AtomicBool>,
+}
+
+impl raftkv_kv::clerk::Connector for LoseFirstRemoveAnswer {
+    fn call(
+        &self,
+        addr: &str,
+        body: RequestBody,
+    ) -> impl std::future::Future<Output = Result<Reply, CallError>> + Send {
+        let remove = matches!(body, RequestBody::Member(MemberOp::Remove { .. }));
+        let call = self.inner.call(addr, body);
+        let addr = addr.to_string();
+        let lost = self.lost.clone();
+        async move {
+            let reply = call.await;
+            if remove
+                && matches!(reply, Ok(Reply::Members(_)))
+                && !lost.swap(true, Ordering::SeqCst)
+            {
+                return Err(CallError::Lost {
+                    addr,
+                    reason: LostReason::ConnectionClosed,
+                });
+            }
+            reply
+        }
+    }
+}
+
+/// Regression (issue 16): a `member_remove` whose answer was lost was retried, and the retry
+/// was refused with "node N is not a member" although the first attempt had removed it. The
+/// Clerk now reports its own retried removal as done; a removal of a node that was never a
+/// member is still refused.
+#[test]
+fn member_remove_retried_after_a_lost_answer_reports_success() {
+    on_tokio(|rt| async move {
+        let mut c = cluster(rt.clone(), StorageKind::Memory, None).await;
+        let added = c.add_node(true, T).await.unwrap();
+        let id = added as u64 + 1;
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut clerk = raftkv_kv::clerk::Clerk::new(
+            rt.clone(),
+            LoseFirstRemoveAnswer {
+                inner: raftkv_node::tcp_client::TcpConnector::with_runtime(rt.clone()),
+                lost: lost.clone(),
+            },
+            c.addrs(),
+            clerk_config(),
+        );
+        let list = clerk.member_remove(id).await.unwrap();
+        assert!(lost.load(Ordering::SeqCst), "the first answer was not lost");
+        assert!(list.members.iter().all(|m| m.id != id), "{list:?}");
+        assert!(!c.members().await.unwrap().learners.contains(&added));
+        // Not a member, and no attempt lost: refused, saying so.
+        match clerk.member_remove(42).await {
+            Err(ClerkError::Membership {
+                kind: RefusalKind::Invalid,
+                message,
+            }) => assert!(message.contains("not a member"), "{message}"),
+            other => panic!("removing a non-member: {other:?}"),
+        }
         c.close().await;
     });
 }
