@@ -6,6 +6,7 @@ MembershipError on a concurrent change, and the ``raftkv member`` / ``move-leade
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ from conftest import (
 )
 
 import raftkv
+import raftkv.aio
 from raftkv import procs
 
 
@@ -178,6 +180,42 @@ def test_clerk_member_operations():
         assert 9 not in [m["id"] for m in removed["members"]]
         with pytest.raises(ValueError):
             clerk.member_add(0, "127.0.0.1:9")
+
+
+
+def test_aio_clerk_member_operations():
+    """raftkv.aio.Clerk has the threaded Clerk's membership methods, as coroutines, with the
+    same answers and errors; they run next to writes on the same Clerk."""
+
+    async def main(cluster):
+        async with raftkv.aio.Clerk([cluster.addrs[0]], timeout=WAIT) as clerk:
+            listed = await clerk.member_list()
+            assert listed == raftkv.Clerk(cluster.addrs, timeout=WAIT).member_list()
+            target = next(m["id"] for m in listed["members"] if m["id"] != listed["leader"])
+            moved, version = await asyncio.gather(
+                clerk.move_leader(target), clerk.put("aio-member", "v")
+            )
+            assert moved["leader"] == target and version >= 1
+            assert cluster.leader() == target - 1
+            added = await clerk.member_add(9, "127.0.0.1:9", "127.0.0.1:9", learner=True)
+            assert {"id": 9, "peer_addr": "127.0.0.1:9", "client_addr": "127.0.0.1:9",
+                    "learner": True} in added["members"]  # fmt: skip
+            assert 9 in [m["id"] for m in (await clerk.member_promote(1))["members"]]
+            with pytest.raises(raftkv.MembershipError, match="42") as e:
+                await clerk.member_promote(42)
+            assert e.value.in_progress is False
+            with pytest.raises(raftkv.MembershipError, match="not a member"):
+                await clerk.member_remove(42)
+            removed = await clerk.member_remove(9)
+            assert 9 not in [m["id"] for m in removed["members"]]
+            with pytest.raises(ValueError):
+                await clerk.member_add(0, "127.0.0.1:9")
+            with pytest.raises(ValueError):
+                await clerk.member_add(5, "")
+            assert await clerk.get("aio-member") == (b"v", version)
+
+    with local_cluster("memory", "tokio") as cluster:
+        asyncio.run(main(cluster))
 
 
 # --- the command line ---------------------------------------------------------------------------

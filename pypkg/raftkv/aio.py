@@ -28,10 +28,12 @@ class Clerk:
     """An asyncio client of a raftkv cluster: ``Clerk(addresses, timeout=10.0, history=None)``.
 
     ``addresses``, ``timeout`` and ``history`` mean what they mean for :class:`raftkv.Clerk`;
-    ``get``, ``put``, ``append``, ``delete`` and ``server_status`` are coroutines that return
-    what the threaded Clerk's methods return and raise the same exceptions
-    (:class:`raftkv.KeyNotFound`, :class:`raftkv.VersionMismatch`, :class:`raftkv.MaybeApplied`,
-    :class:`raftkv.Timeout`, ...). Unlike the threaded Clerk, one aio Clerk runs many
+    ``get``, ``put``, ``append``, ``delete``, ``server_status`` and the membership operations
+    (``member_list``, ``member_add``, ``member_promote``, ``member_remove``, ``move_leader``)
+    are coroutines that return what the threaded Clerk's methods return and raise the same
+    exceptions (:class:`raftkv.KeyNotFound`, :class:`raftkv.VersionMismatch`,
+    :class:`raftkv.MaybeApplied`, :class:`raftkv.Timeout`, :class:`raftkv.MembershipError`,
+    ...). Unlike the threaded Clerk, one aio Clerk runs many
     operations at once: up to 1,024 in flight, further calls wait for a slot. With a
     ``history``, each concurrent operation is recorded on its own client lane.
 
@@ -84,6 +86,41 @@ class Clerk:
     async def server_status(self, address: str) -> dict[str, Any]:
         """The status of the server at ``address`` (one attempt), as :class:`raftkv.Clerk`'s."""
         result: dict[str, Any] = await self._run(self._core.start_server_status, address)
+        return result
+
+    async def member_list(self) -> dict[str, Any]:
+        """The cluster's members, as :meth:`raftkv.Clerk.member_list` returns them."""
+        result: dict[str, Any] = await self._run(self._core.start_member_list)
+        return result
+
+    async def member_add(
+        self, id: int, peer_addr: str, client_addr: str | None = None, learner: bool = False
+    ) -> dict[str, Any]:
+        """Adds node ``id`` as :meth:`raftkv.Clerk.member_add` does; returns the member list.
+
+        Raises raftkv.MembershipError if the cluster refuses (another change still in progress
+        when the timeout ran out: its ``in_progress`` is True).
+        """
+        result: dict[str, Any] = await self._run(
+            self._core.start_member_add, id, peer_addr, client_addr, learner
+        )
+        return result
+
+    async def member_promote(self, id: int) -> dict[str, Any]:
+        """Learner ``id`` becomes a voter; returns the member list."""
+        result: dict[str, Any] = await self._run(self._core.start_member_promote, id)
+        return result
+
+    async def member_remove(self, id: int) -> dict[str, Any]:
+        """Removes node ``id`` as :meth:`raftkv.Clerk.member_remove` does (idempotent across
+        the call's own retries); returns the member list.
+        """
+        result: dict[str, Any] = await self._run(self._core.start_member_remove, id)
+        return result
+
+    async def move_leader(self, id: int) -> dict[str, Any]:
+        """Hands leadership to voter ``id``; returns the member list once ``id`` leads."""
+        result: dict[str, Any] = await self._run(self._core.start_move_leader, id)
         return result
 
     # --- the rest ----------------------------------------------------------------------------

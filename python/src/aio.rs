@@ -28,12 +28,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_checker::history::History as RHistory;
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig, ClerkError};
-use raftkv_kv::protocol::ServerStatus;
+use raftkv_kv::protocol::{MemberList, ServerStatus};
 use raftkv_node::tcp_client::TcpConnector;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use tokio::task::AbortHandle;
 
-use crate::clerk::clerk_config;
+use crate::clerk::{clerk_config, members_dict};
 use crate::convert::{parse_addrs, to_bytes};
 use crate::errors::{clerk_err, Error};
 use crate::history::History;
@@ -52,6 +52,7 @@ enum Answer {
     Version(u64),
     Deleted,
     Status(ServerStatus),
+    Members(MemberList),
 }
 
 /// A finished operation: its token and its answer, or its error and the key it was about.
@@ -282,6 +283,63 @@ impl AioCore {
         })
     }
 
+    /// Starts a member list request; its result is a dict like `Clerk.member_list`'s.
+    fn start_member_list(&self) -> PyResult<u64> {
+        self.start(None, move |mut c| async move {
+            let r = c.member_list().await.map(Answer::Members);
+            (c, r)
+        })
+    }
+
+    /// Starts adding node `id` (see `Clerk.member_add`); its result is the member list.
+    #[pyo3(signature = (id, peer_addr, client_addr=None, learner=false))]
+    fn start_member_add(
+        &self,
+        id: u64,
+        peer_addr: String,
+        client_addr: Option<String>,
+        learner: bool,
+    ) -> PyResult<u64> {
+        if id == 0 {
+            return Err(PyValueError::new_err("node ids start at 1"));
+        }
+        if peer_addr.is_empty() {
+            return Err(PyValueError::new_err("peer_addr must not be empty"));
+        }
+        let client_addr = client_addr.unwrap_or_default();
+        self.start(None, move |mut c| async move {
+            let r = c
+                .member_add(id, &peer_addr, &client_addr, learner)
+                .await
+                .map(Answer::Members);
+            (c, r)
+        })
+    }
+
+    /// Starts promoting learner `id`; its result is the member list.
+    fn start_member_promote(&self, id: u64) -> PyResult<u64> {
+        self.start(None, move |mut c| async move {
+            let r = c.member_promote(id).await.map(Answer::Members);
+            (c, r)
+        })
+    }
+
+    /// Starts removing node `id` (see `Clerk.member_remove`); its result is the member list.
+    fn start_member_remove(&self, id: u64) -> PyResult<u64> {
+        self.start(None, move |mut c| async move {
+            let r = c.member_remove(id).await.map(Answer::Members);
+            (c, r)
+        })
+    }
+
+    /// Starts moving leadership to voter `id`; its result is the member list once `id` leads.
+    fn start_move_leader(&self, id: u64) -> PyResult<u64> {
+        self.start(None, move |mut c| async move {
+            let r = c.move_leader(id).await.map(Answer::Members);
+            (c, r)
+        })
+    }
+
     /// The finished operations since the last drain, as (token, result, exception) tuples
     /// (exactly one of result and exception is not None); empties the wake-up socket.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -400,5 +458,6 @@ fn answer_to_py(py: Python<'_>, answer: Answer) -> PyResult<PyObject> {
             }
             d.into_any().unbind()
         }
+        Answer::Members(list) => members_dict(py, &list)?.into_any().unbind(),
     })
 }

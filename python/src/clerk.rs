@@ -68,7 +68,10 @@ impl Clerk {
 }
 
 /// A member list as a dict: {"leader": id | None, "members": [{...}, ...]}.
-fn members_dict<'py>(py: Python<'py>, list: &MemberList) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn members_dict<'py>(
+    py: Python<'py>,
+    list: &MemberList,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("leader", list.leader)?;
     let members = PyList::empty(py);
@@ -208,8 +211,8 @@ impl Clerk {
     /// `peer_addr` and by clients at `client_addr`; returns once it is in the configuration
     /// (the new member list). Unless `learner`, the cluster promotes it to voter by itself once
     /// it has caught up (member_list shows "learner": True until then). Raises
-    /// raftkv.MembershipError if the cluster refuses (another change in progress: its
-    /// `in_progress` is True).
+    /// raftkv.MembershipError if the cluster refuses (another change still in progress when
+    /// the timeout ran out, after retrying meanwhile: its `in_progress` is True).
     #[pyo3(signature = (id, peer_addr, client_addr=None, learner=false))]
     fn member_add<'py>(
         &self,
@@ -249,7 +252,9 @@ impl Clerk {
 
     /// Removes node `id` from the configuration (the leader too: it steps down once the
     /// change is committed); returns the new member list. Stop the node's process afterwards.
-    /// Raises raftkv.MembershipError if the cluster refuses.
+    /// Raises raftkv.MembershipError if the cluster refuses ("node N is not a member" if it
+    /// never was). Idempotent across the call's own retries: when an answer was lost and a
+    /// retry finds the node already gone, the removal is reported done.
     fn member_remove<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
         let list = block_on(py, async move {

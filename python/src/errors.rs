@@ -83,8 +83,9 @@ class HistoryError(Error):
 class MembershipError(Error):
     """The cluster refused a membership change or a leadership transfer.
 
-    ``in_progress`` is True when another change (or a transfer) was in progress: retry once it
-    has completed. Otherwise the request cannot succeed as it is (not a member, already a
+    ``in_progress`` is True when another change (or a transfer) was in progress: the Clerk
+    retried until its timeout and the other one had still not completed; retry once it has.
+    Otherwise the request cannot succeed as it is (not a member, already a
     member, no quorum left...): the message says what to do.
     """
     __module__ = "raftkv"

@@ -67,6 +67,7 @@ impl Raft {
         self.role = RoleState::Candidate {
             granted: BTreeSet::from([self.config.id]),
             rejected: BTreeSet::new(),
+            transfer,
         };
         self.leader = None;
         self.reset_election_timer();
@@ -77,11 +78,50 @@ impl Raft {
         self.tally_votes();
     }
 
+    /// thesis §3.10 and Raft §5.1 ("servers retry RPCs if they do not receive a response in a
+    /// timely manner"): a candidate that campaigns because the leader asked it to sends its
+    /// vote request again, at each heartbeat interval, to the voters that have not answered.
+    /// The old leader stopped leading for it, so one lost request or answer would otherwise
+    /// fail the transfer and leave the cluster to an election timeout that the old leader may
+    /// win (issue 16's transfer bug). A voter answers a repeated request of the same term as
+    /// it answered the first (Raft §5.2: it voted for this candidate, or for another).
+    pub(crate) fn resend_transfer_votes(&mut self) {
+        let every = self.config.heartbeat_interval_ticks.max(1);
+        if self.election_elapsed % every != 0 {
+            return;
+        }
+        let RoleState::Candidate {
+            granted,
+            rejected,
+            transfer: true,
+        } = &self.role
+        else {
+            return;
+        };
+        let silent: Vec<NodeId> = self
+            .other_voters()
+            .into_iter()
+            .filter(|v| !granted.contains(v) && !rejected.contains(v))
+            .collect();
+        let last_log = self.log.last_id();
+        for to in silent {
+            self.send(
+                to,
+                Body::Vote {
+                    last_log,
+                    transfer: true,
+                },
+            );
+        }
+    }
+
     /// Raft §5.2: a candidate with votes from a majority becomes leader.
     pub(crate) fn become_leader(&mut self) {
         let next = self.log.last_index() + 1;
         let peer_answered = match &self.role {
-            RoleState::Candidate { granted, rejected } => granted.len() > 1 || !rejected.is_empty(),
+            RoleState::Candidate {
+                granted, rejected, ..
+            } => granted.len() > 1 || !rejected.is_empty(),
             _ => false,
         };
         self.role = RoleState::Leader(Box::new(Leader {
@@ -118,7 +158,9 @@ impl Raft {
     fn tally_votes(&mut self) {
         let (granted, rejected, pre) = match &self.role {
             RoleState::PreCandidate { granted, rejected } => (granted, rejected, true),
-            RoleState::Candidate { granted, rejected } => (granted, rejected, false),
+            RoleState::Candidate {
+                granted, rejected, ..
+            } => (granted, rejected, false),
             _ => return,
         };
         let result = self.log.membership().vote_result(|id| {
@@ -204,9 +246,9 @@ impl Raft {
             {
                 (granted, rejected)
             }
-            RoleState::Candidate { granted, rejected } if !pre && msg.term == term => {
-                (granted, rejected)
-            }
+            RoleState::Candidate {
+                granted, rejected, ..
+            } if !pre && msg.term == term => (granted, rejected),
             _ => return self.ignore(),
         };
         if vote {

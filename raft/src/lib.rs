@@ -62,7 +62,9 @@
 //! to the nodes the latest change removed so that they learn it. **Leadership transfer**
 //! (thesis §3.10): the leader brings the target's log up to date, refuses proposals, sends
 //! `TimeoutNow`; the target campaigns at once, without a pre-vote, and voters answer it despite
-//! the leader's lease; the leader gives up after an election timeout.
+//! the leader's lease; it resends its vote requests at each heartbeat interval to the voters
+//! that have not answered (Raft §5.1's retried RPCs; only in a transfer's election, whose old
+//! leader no longer leads); the leader gives up after an election timeout.
 //!
 //! ## Using the core
 //! [`Raft`] takes inputs ([`Raft::tick`], [`Raft::step`], [`Raft::propose`],

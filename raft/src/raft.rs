@@ -133,6 +133,8 @@ pub(crate) enum RoleState {
     Candidate {
         granted: BTreeSet<NodeId>,
         rejected: BTreeSet<NodeId>,
+        /// thesis §3.10: the election a leader asked for (TimeoutNow).
+        transfer: bool,
     },
     Leader(Box<Leader>),
 }
@@ -368,6 +370,7 @@ impl Raft {
             self.tick_leader();
         } else {
             self.election_elapsed = self.election_elapsed.saturating_add(1);
+            self.resend_transfer_votes();
             /// Raft §5.2: a follower that hears from no leader within its election timeout
             /// starts an election (thesis §9.6: by a pre-vote, if enabled). thesis §4.2.1: a
             /// learner (or a removed or joining node) never does.

@@ -585,6 +585,49 @@ fn transfer_to_a_lagging_follower_first_brings_its_log_up_to_date() {
     );
 }
 
+/// Regression (issue 16's transfer bug: the TCP transport lost the first message on some
+/// links, here the target's vote requests): the target resends them at its next heartbeat
+/// interval and wins, instead of waiting out an election timeout that the old leader, which
+/// stepped down for the transfer, could win. Reference: thesis §3.10, Raft §5.1.
+#[test]
+fn a_transfer_whose_vote_requests_are_lost_still_elects_the_target() {
+    let mut c = cluster(3);
+    c.transfer(1, 2).unwrap().unwrap();
+    c.deliver(&[2]); // TimeoutNow: 2 campaigns, for the transfer
+    assert_eq!(c.raft(2).unwrap().role(), Role::Candidate);
+    let term = c.raft(2).unwrap().term();
+    c.partition(&[vec![1, 3], vec![2]]);
+    c.deliver(&[]); // both vote requests lost
+    c.heal();
+    assert_eq!(
+        c.raft(1).unwrap().role(),
+        Role::Leader,
+        "1 never heard of it"
+    );
+    let heartbeat = template().heartbeat_interval_ticks;
+    c.tick(2, heartbeat).unwrap();
+    c.stabilize(100).unwrap();
+    let target = c.raft(2).unwrap();
+    assert_eq!((target.role(), target.term()), (Role::Leader, term));
+    assert_eq!(c.raft(1).unwrap().leader(), Some(2));
+}
+
+/// Only a transfer's candidate resends (an ordinary election is retried by the next one).
+#[test]
+fn a_candidate_the_leader_did_not_ask_for_does_not_resend_its_vote_requests() {
+    let mut config = template();
+    config.pre_vote = false;
+    let mut c = ManualCluster::new(3, config).unwrap();
+    c.campaign(2).unwrap();
+    assert_eq!(c.raft(2).unwrap().role(), Role::Candidate);
+    c.partition(&[vec![1, 3], vec![2]]);
+    c.deliver(&[]);
+    c.heal();
+    c.tick(2, template().heartbeat_interval_ticks).unwrap();
+    assert_eq!(c.raft(2).unwrap().role(), Role::Candidate);
+    assert!(c.queue.is_empty(), "resent: {:?}", c.queue);
+}
+
 #[test]
 fn transfer_to_an_unreachable_target_gives_up_after_an_election_timeout() {
     let mut c = cluster(3);
