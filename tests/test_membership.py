@@ -182,7 +182,6 @@ def test_clerk_member_operations():
             clerk.member_add(0, "127.0.0.1:9")
 
 
-
 def test_aio_clerk_member_operations():
     """raftkv.aio.Clerk has the threaded Clerk's membership methods, as coroutines, with the
     same answers and errors; they run next to writes on the same Clerk."""
