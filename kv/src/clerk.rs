@@ -168,6 +168,11 @@ pub enum ClerkError {
     /// The request is larger than the servers accept.
     #[error("request too large")]
     TooLarge,
+    /// The store is full: the write would take its data past the servers' bound
+    /// (`data_bytes_max`); nothing was written. Deletes, and writes that do not grow the
+    /// data, still work.
+    #[error("the store is full; nothing was written")]
+    StoreFull,
     /// A server answered something this Clerk cannot use (a bug, or client and server of
     /// different versions).
     #[error("protocol error: unexpected answer {reply:?}")]
@@ -478,6 +483,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
                 Err(ClerkError::Version { current })
             }
+            Some(Reply::Done(Outcome::Err(KvError::StoreFull))) => Err(ClerkError::StoreFull),
             Some(Reply::Done(Outcome::Err(error))) => Err(ClerkError::Refused { error }),
             Some(Reply::Done(outcome)) => Ok(outcome),
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),

@@ -58,6 +58,9 @@ pub enum ClusterError {
     /// A membership change or leader transfer failed in a way not listed above.
     #[error("membership change: {0}")]
     Reconfig(ReconfigError),
+    /// A setting out of its range; the message names it and says what it may be.
+    #[error("invalid setting: {0}")]
+    Setting(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]

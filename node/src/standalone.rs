@@ -34,7 +34,7 @@ use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 use crate::error::ClusterError;
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
-use raftkv_kv::state::{KvStateMachine, SessionConfig};
+use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
 
 use crate::server::{KvServer, ServerConfig};
 use crate::tcp_client::TcpConnector;
@@ -58,6 +58,10 @@ pub struct StandaloneConfig {
     pub snapshot_threshold: Option<u64>,
     /// How long the node waits for a proposal to apply.
     pub request_timeout: Duration,
+    /// A write that would take the node's data past this many bytes is refused
+    /// ([`KvStateMachine::with_data_bytes_max`]); the same on every node. At most
+    /// [`crate::storage::data_bytes_max_limit`].
+    pub data_bytes_max: u64,
     /// Client addresses of members of a running cluster to join (empty: `peers` is the
     /// initial configuration). With it, `peers` and `client_addrs` need only this node.
     pub join: Vec<String>,
@@ -82,6 +86,7 @@ impl StandaloneConfig {
             cluster_id: 0x5241_4654_4b56,
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
             join: Vec::new(),
             join_as_learner: false,
             join_timeout: Duration::from_secs(30),
@@ -184,6 +189,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
             false => Config::new(id, config.peers.keys().copied()),
         };
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        crate::storage::apply_data_bounds(config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
         if let Some(t) = config.snapshot_threshold {
@@ -229,7 +235,8 @@ impl<R: NetRuntime> StandaloneNode<R> {
             failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
-        let sm = KvStateMachine::new(SessionConfig::default());
+        let sm = KvStateMachine::new(SessionConfig::default())
+            .with_data_bytes_max(config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let first = node.status().await?;
         tracing::info!(

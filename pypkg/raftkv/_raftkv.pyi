@@ -25,6 +25,7 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
+    "StoreFull",
     "Timeout",
     "TooLarge",
     "VersionMismatch",
@@ -60,6 +61,9 @@ class Timeout(Error, TimeoutError):
 
 class TooLarge(Error):
     """The request is larger than the servers accept."""
+
+class StoreFull(TooLarge):
+    """The store is full: the write would take its data past the servers' bound."""
 
 class ProtocolError(Error):
     """A server answered something the client cannot use."""
@@ -181,6 +185,7 @@ class LocalCluster:
         seed: int | None = None,
         snapshot_threshold: int | None = None,
         request_timeout: float = 2.0,
+        data_bytes_max: int | None = None,
     ) -> Self: ...
     @property
     def addrs(self) -> list[str]: ...
@@ -242,6 +247,7 @@ class Node:
         cluster_id: int | None = None,
         join: Sequence[str] | None = None,
         join_as_learner: bool = False,
+        data_bytes_max: int | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...

@@ -34,6 +34,10 @@ enum AnyNode {
 /// `failure` is None while the node runs, and says why once it stopped by itself (fail-stop
 /// after a storage error: it then answers "node is shut down" until stopped).
 ///
+/// `data_bytes_max` bounds the node's data (keys and values, plus 32 bytes a key; 512 MiB by
+/// default, at most 512 MiB): a write that would take it past is refused with `StoreFull`.
+/// Give every node of a cluster the same bound.
+///
 /// `join=[client addresses]` starts a node that joins a running cluster: `peers` (and
 /// `client_addrs`) then name this node only; start() asks a member to add it as a learner,
 /// which the leader promotes to voter once it has caught up (unless `join_as_learner`).
@@ -49,7 +53,7 @@ pub struct Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -63,6 +67,7 @@ impl Node {
         cluster_id: Option<u64>,
         join: Option<Vec<String>>,
         join_as_learner: bool,
+        data_bytes_max: Option<u64>,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -118,6 +123,9 @@ impl Node {
         }
         let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
         config.snapshot_threshold = snapshot_threshold;
+        if let Some(b) = data_bytes_max {
+            config.data_bytes_max = crate::cluster::data_bytes_max_checked(b)?;
+        }
         if let Some(c) = cluster_id {
             config.cluster_id = c;
         }

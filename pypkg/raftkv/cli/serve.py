@@ -122,6 +122,14 @@ def add_parser(sub: Subparsers) -> None:
         "--snapshot-threshold", type=int, default=None, help="snapshot after this many log entries"
     )
     s.add_argument(
+        "--data-bytes-max",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="refuse writes that would take this node's data (keys, values, 32 bytes a key) past "
+        "BYTES (default and most 536870912: 512 MiB); give every node the same bound",
+    )
+    s.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -186,6 +194,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             snapshot_threshold=args.snapshot_threshold,
             join=join,
             join_as_learner=args.learner,
+            data_bytes_max=args.data_bytes_max,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
