@@ -30,7 +30,7 @@ use std::time::Duration;
 use futures::io::AsyncWriteExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use raftkv_raft::{NetRuntime, StateMachine};
-use raftkv_transport_tcp::Codec;
+use raftkv_transport_tcp::{Codec, MaybeTls, ServerTls};
 
 use raftkv_kv::protocol::{ClientRequest, ClientResponse, Reply, CLIENT_FRAME_BYTES_MAX};
 use raftkv_kv::service::KvService;
@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub request_read_timeout: Duration,
     /// A connection with no request in flight and no byte received for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS on the client port (`None`: plain TCP). A connection must complete its handshake
+    /// within `handshake_timeout`; one that does not speak TLS (a plaintext client) is closed
+    /// at its first bytes with a `warn!` line.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             request_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -248,7 +253,22 @@ fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
             idle: shared.config.idle_timeout,
         };
         let codec = Codec::new(shared.config.frame_bytes_max);
-        let result = connection(socket, &service, &task_runtime, codec, limits, &activity).await;
+        let socket = match &shared.config.tls {
+            None => Ok(MaybeTls::Plain(socket)),
+            Some(tls) => tls.accept(&task_runtime, socket, limits.handshake).await,
+        };
+        let result = match socket {
+            Ok(socket) => {
+                connection(socket, &service, &task_runtime, codec, limits, &activity).await
+            }
+            Err(e) => Err(FrameError::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS handshake failed (a client without TLS, or whose certificate the \
+                     client CA did not sign?): {e}"
+                ),
+            ))),
+        };
         if let Err(e) = result {
             if !shared.stopping.load(Ordering::SeqCst) {
                 tracing::warn!(%addr, "kv server: closing connection: {e}");
@@ -324,7 +344,7 @@ enum Wake {
 /// Serves one connection until the client closes it, it sends bad input, or the server shuts
 /// it down.
 async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
-    mut socket: R::TcpStream,
+    mut socket: MaybeTls<R::TcpStream>,
     service: &KvService<R, M>,
     runtime: &R,
     codec: Codec,
@@ -441,6 +461,8 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
                     }
                 }
                 socket.write_all(&out).await?;
+                // TLS may hold the end of the answers until flushed.
+                socket.flush().await?;
                 reuse_write_buffer(&mut out);
                 last_active = runtime.now();
                 activity

@@ -25,7 +25,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::StreamExt;
 use raftkv_raft::NetRuntime;
-use raftkv_transport_tcp::Codec;
+use raftkv_transport_tcp::{ClientTls, Codec, MaybeTls};
 
 use raftkv_kv::clerk::{CallError, Connector, LostReason, UnreachableReason};
 use raftkv_kv::protocol::{
@@ -46,6 +46,10 @@ pub struct TcpConnectorConfig {
     /// Encoded requests waiting to be written on one connection (a server that stops reading
     /// holds them there), in bytes; beyond, calls fail at once, unsent.
     pub queued_bytes_max: usize,
+    /// TLS to the servers (`None`: plain TCP): which CA signs their certificates, and this
+    /// client's certificate for servers that ask for one. The handshake is part of the
+    /// connect, within `connect_timeout`.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for TcpConnectorConfig {
@@ -55,6 +59,7 @@ impl Default for TcpConnectorConfig {
             frame_bytes_max: CLIENT_FRAME_BYTES_MAX,
             in_flight_per_connection_max: 1024,
             queued_bytes_max: 4 * CLIENT_FRAME_BYTES_MAX,
+            tls: None,
         }
     }
 }
@@ -171,6 +176,18 @@ impl<R: NetRuntime> TcpConnector<R> {
             .runtime
             .register(stream)
             .map_err(|e| unreachable(addr, e.into()))?;
+        let registered = match &self.inner.config.tls {
+            None => MaybeTls::Plain(registered),
+            Some(tls) => {
+                let timeout = self.inner.config.connect_timeout;
+                let connected = tls.connect(&self.inner.runtime, addr, registered, timeout);
+                connected.await.map_err(|e| {
+                    let _ = socket.shutdown(Shutdown::Both);
+                    let e = io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
+                    unreachable(addr, e.into())
+                })?
+            }
+        };
         let (outgoing, queued) = mpsc::unbounded();
         let conn = Arc::new(Conn {
             outgoing,
@@ -349,6 +366,8 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 socket.write_all(&out).await?;
+                // TLS may hold the end of the requests until flushed.
+                socket.flush().await?;
                 reuse_write_buffer(&mut out);
             }
             Wake::Read(Ok(0)) => return Ok(()),

@@ -83,5 +83,5 @@ pub use filter::{FaultFilter, LinkRule, Verdict};
 pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
 pub use frame_reader::FrameReader;
 pub use stats::TransportStats;
-pub use tls::{PeerTls, TlsError, TlsFiles};
+pub use tls::{ClientTls, MaybeTls, PeerTls, ServerTls, TlsError, TlsFiles};
 pub use transport::{TcpTransport, TransportError, PEERS_MAX, PEER_ADDR_BYTES_MAX};

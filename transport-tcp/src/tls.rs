@@ -7,7 +7,7 @@
 //!   both ways: a connection from (or to) a node whose certificate another CA signed fails its
 //!   handshake and is closed. The name a node's certificate must hold is the host of its peer
 //!   address (an IP address or a DNS name), as a client checks a server's.
-//! - [`server_config`] / [`client_config`]: the KV client port, where client certificates are
+//! - [`ServerTls`] / [`ClientTls`]: the KV client port, where client certificates are
 //!   optional (required only when the server is given a client CA).
 //!
 //! Certificates and keys are read from PEM files. The crypto provider is `ring`, chosen per
@@ -105,9 +105,70 @@ fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// A server side: this node's certificate; with `client_ca`, clients must present a
-/// certificate signed by it, else none is asked for.
-pub fn server_config(
+/// The server side of TLS: this node's certificate, and who may connect.
+#[derive(Clone)]
+pub struct ServerTls(Arc<ServerConfig>);
+
+/// The client side of TLS: which servers to trust, and this side's certificate if any.
+#[derive(Clone)]
+pub struct ClientTls(Arc<ClientConfig>);
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls { .. }")
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls { .. }")
+    }
+}
+
+impl ServerTls {
+    /// This node's certificate `cert` and key `key`; with `client_ca`, clients must present a
+    /// certificate signed by it, else none is asked for.
+    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, TlsError> {
+        server_config(cert, key, client_ca).map(Self)
+    }
+
+    /// The server side of a handshake (see [`accept`]).
+    pub async fn accept<R: Runtime, S>(
+        &self,
+        runtime: &R,
+        socket: S,
+        timeout: Duration,
+    ) -> io::Result<MaybeTls<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        accept(runtime, &self.0, socket, timeout).await
+    }
+}
+
+impl ClientTls {
+    /// Servers must present a certificate signed by `ca` for the name dialled; with
+    /// `identity` (certificate, key), this side presents it when asked.
+    pub fn from_files(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, TlsError> {
+        client_config(ca, identity).map(Self)
+    }
+
+    /// The client side of a handshake with the server at `addr` (see [`connect`]).
+    pub async fn connect<R: Runtime, S>(
+        &self,
+        runtime: &R,
+        addr: &str,
+        socket: S,
+        timeout: Duration,
+    ) -> io::Result<MaybeTls<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        connect(runtime, &self.0, addr, socket, timeout).await
+    }
+}
+
+fn server_config(
     cert: &Path,
     key_path: &Path,
     client_ca: Option<&Path>,
@@ -129,9 +190,7 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A client side: servers must present a certificate signed by `ca` for the name dialled;
-/// with `identity` (certificate, key), this side presents it when asked.
-pub fn client_config(
+fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
@@ -200,7 +259,7 @@ impl PeerTls {
 
 /// The server side of a handshake, within `timeout`. A client that does not speak TLS (a
 /// plaintext frame) fails it at once with `InvalidData`; one that stalls, with `TimedOut`.
-pub async fn accept<R: Runtime, S>(
+async fn accept<R: Runtime, S>(
     runtime: &R,
     config: &Arc<ServerConfig>,
     socket: S,
@@ -216,7 +275,7 @@ where
 
 /// The client side of a handshake with the server at `addr` ("host:port"; the server's
 /// certificate must name the host), within `timeout`.
-pub async fn connect<R: Runtime, S>(
+async fn connect<R: Runtime, S>(
     runtime: &R,
     config: &Arc<ClientConfig>,
     addr: &str,
