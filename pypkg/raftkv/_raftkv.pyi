@@ -126,7 +126,11 @@ def check_file(
 class Clerk:
     """A client of a raftkv cluster."""
     def __new__(
-        cls, addresses: Iterable[str] | str, timeout: float = 10.0, history: History | None = None
+        cls,
+        addresses: Iterable[str] | str,
+        timeout: float = 10.0,
+        history: History | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> Self: ...
     def get(self, key: _Bytes) -> tuple[bytes, int]: ...
     def put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -154,7 +158,11 @@ class _AioCore:
 
     in_flight_max: int
     def __new__(
-        cls, addresses: Iterable[str] | str, timeout: float = 10.0, history: History | None = None
+        cls,
+        addresses: Iterable[str] | str,
+        timeout: float = 10.0,
+        history: History | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> Self: ...
     def start_get(self, key: _Bytes) -> int: ...
     def start_put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -248,6 +256,10 @@ class Node:
         join: Sequence[str] | None = None,
         join_as_learner: bool = False,
         data_bytes_max: int | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...
