@@ -186,6 +186,9 @@ pub enum ClerkError {
     /// completed), `Invalid` when the request cannot succeed as it is; the message says why.
     #[error("membership change refused: {message}")]
     Membership { kind: RefusalKind, message: String },
+    /// The server wants a client token, and this Clerk gave none or another one.
+    #[error("unauthorized: the server refused this client's token (none, or not its own)")]
+    Unauthorized,
     /// The one server asked (by [`Clerk::server_status`]) could not be reached.
     #[error("cannot reach the server: {error}")]
     Call { error: CallError },
@@ -380,6 +383,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 Err(ClerkError::Membership { kind, message })
             }
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
+            Some(Reply::Unauthorized) => Err(ClerkError::Unauthorized),
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
@@ -393,6 +397,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         pin_mut!(call, timer);
         match select(call, timer).await {
             Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
+            Either::Left((Ok(Reply::Unauthorized), _)) => Err(ClerkError::Unauthorized),
             Either::Left((Ok(other), _)) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
@@ -469,6 +474,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 self.seq = 0;
                 Ok(session)
             }
+            Some(Reply::Unauthorized) => Err(ClerkError::Unauthorized),
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
@@ -487,6 +493,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(Reply::Done(Outcome::Err(error))) => Err(ClerkError::Refused { error }),
             Some(Reply::Done(outcome)) => Ok(outcome),
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
+            Some(Reply::Unauthorized) => Err(ClerkError::Unauthorized),
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),

@@ -71,6 +71,9 @@ pub struct StandaloneConfig {
     pub join_timeout: Duration,
     /// TLS for peer and client traffic (`None`: plain TCP).
     pub tls: Option<NodeTls>,
+    /// The shared client token: clients must give it first on every connection (`None`: no
+    /// token asked). A joining node gives it to the members it asks.
+    pub client_token: Option<String>,
 }
 
 /// TLS for one node: mutual TLS with its peers (each checks the other's certificate against
@@ -122,6 +125,7 @@ impl StandaloneConfig {
             join_as_learner: false,
             join_timeout: Duration::from_secs(30),
             tls: None,
+            client_token: None,
         }
     }
 }
@@ -312,6 +316,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
             runtime.clone(),
             ServerConfig {
                 tls: tls.as_ref().map(|t| t.server.clone()),
+                client_token: config.client_token.as_deref().map(Arc::from),
                 ..ServerConfig::default()
             },
         )?;
@@ -407,6 +412,7 @@ fn join_clerk<R: NetRuntime>(
 ) -> Clerk<R, TcpConnector<R>> {
     let connector = TcpConnectorConfig {
         tls: tls.clone(),
+        token: config.client_token.as_deref().map(Arc::from),
         ..TcpConnectorConfig::default()
     };
     Clerk::new(
