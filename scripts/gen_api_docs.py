@@ -40,7 +40,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Load", ["bench"]),
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
-        "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
+        "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
     ]),
 ]  # fmt: skip
 

@@ -170,6 +170,11 @@ pub enum ClerkError {
     /// The request is larger than the servers accept.
     #[error("request too large")]
     TooLarge,
+    /// The store is full: the write would take its data past the servers' bound
+    /// (`data_bytes_max`); nothing was written. Deletes, and writes that do not grow the
+    /// data, still work.
+    #[error("the store is full; nothing was written")]
+    StoreFull,
     /// A server answered something this Clerk cannot use (a bug, or client and server of
     /// different versions).
     #[error("protocol error: unexpected answer {reply:?}")]
@@ -183,6 +188,9 @@ pub enum ClerkError {
     /// completed), `Invalid` when the request cannot succeed as it is; the message says why.
     #[error("membership change refused: {message}")]
     Membership { kind: RefusalKind, message: String },
+    /// The server wants a client token, and this Clerk gave none or another one.
+    #[error("unauthorized: the server refused this client's token (none, or not its own)")]
+    Unauthorized,
     /// The one server asked (by [`Clerk::server_status`]) could not be reached.
     #[error("cannot reach the server: {error}")]
     Call { error: CallError },
@@ -445,6 +453,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                     return Err(ClerkError::Membership { kind, message });
                 }
                 Some(Reply::TooLarge) => return Err(ClerkError::TooLarge),
+                Some(Reply::Unauthorized) => return Err(ClerkError::Unauthorized),
                 Some(other) => {
                     return Err(ClerkError::UnexpectedReply {
                         reply: Box::new(other),
@@ -461,6 +470,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
         pin_mut!(call, timer);
         match select(call, timer).await {
             Either::Left((Ok(Reply::Status(s)), _)) => Ok(s),
+            Either::Left((Ok(Reply::Unauthorized), _)) => Err(ClerkError::Unauthorized),
             Either::Left((Ok(other), _)) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
@@ -537,6 +547,7 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
                 self.seq = 0;
                 Ok(session)
             }
+            Some(Reply::Unauthorized) => Err(ClerkError::Unauthorized),
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),
@@ -551,9 +562,11 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
             Some(Reply::Done(Outcome::Err(KvError::Version { current }))) => {
                 Err(ClerkError::Version { current })
             }
+            Some(Reply::Done(Outcome::Err(KvError::StoreFull))) => Err(ClerkError::StoreFull),
             Some(Reply::Done(Outcome::Err(error))) => Err(ClerkError::Refused { error }),
             Some(Reply::Done(outcome)) => Ok(outcome),
             Some(Reply::TooLarge) => Err(ClerkError::TooLarge),
+            Some(Reply::Unauthorized) => Err(ClerkError::Unauthorized),
             Some(other) => Err(ClerkError::UnexpectedReply {
                 reply: Box::new(other),
             }),

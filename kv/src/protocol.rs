@@ -42,7 +42,14 @@ pub enum RequestBody {
     /// thesis §3.10: the leader hands leadership to voter `id`; answered with
     /// `Reply::Members` once `id` leads (as the old leader sees it).
     MoveLeader { id: u64 },
+    /// The shared client token of a server started with one: the first request of every
+    /// connection to it. Not answered when it matches; answered `Reply::Unauthorized` (and
+    /// the connection closed) when it does not. At most [`CLIENT_TOKEN_BYTES_MAX`] bytes.
+    Auth { token: String },
 }
+
+/// At most this many bytes in a client token.
+pub const CLIENT_TOKEN_BYTES_MAX: usize = 1024;
 
 /// One membership change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +141,9 @@ pub enum Reply<O = Outcome> {
     /// The leader refused a membership change or a leadership transfer; `message` says why
     /// and what to do.
     MembershipRefused { kind: RefusalKind, message: String },
+    /// The server wants a client token, and the connection's first request was not an `Auth`
+    /// with the right one; the connection is closed.
+    Unauthorized,
 }
 
 /// A server's status, as `Reply::Status` carries it.

@@ -156,6 +156,9 @@ impl<R: Runtime, M: StateMachine<Response = Outcome>> KvService<R, M> {
             RequestBody::MemberList => return self.list_members().await,
             RequestBody::Member(op) => return self.change(op).await,
             RequestBody::MoveLeader { id } => return self.move_leader(id).await,
+            // The carrier checks tokens (the TCP server, before requests reach the service);
+            // one that passes `Auth` on did not.
+            RequestBody::Auth { .. } => return Reply::Unauthorized,
         };
         self.answer(result).await
     }

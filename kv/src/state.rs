@@ -71,6 +71,13 @@ pub enum KvError {
     /// applied.
     #[error("the client session expired; whether the request was applied is no longer known")]
     Forgotten,
+    /// The write would take the store's data past its bound
+    /// ([`KvStateMachine::data_bytes_max`]); nothing was written. Deletes, and writes that do
+    /// not grow the data, are still applied (issue 21 #8).
+    #[error(
+        "the store is full: the write would take its data past its bound; nothing was written"
+    )]
+    StoreFull,
 }
 
 impl From<Malformed> for KvError {
@@ -133,16 +140,69 @@ where
     deserializer.deserialize_map(Pairs(std::marker::PhantomData))
 }
 
+/// The default bound on the size of a store's data ([`KvStateMachine::data_bytes_max`]):
+/// 512 MiB. With the session table (at most about 100 MB at the default `sessions_max`), a
+/// snapshot stays under the 1 GiB a snapshot may have in LMDB storage and under the core's
+/// `snapshot_bytes_max`.
+pub const DATA_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+
+/// What one key counts for in [`KvStateMachine::data_bytes`] beyond its key's and value's
+/// bytes: at least what a snapshot spends on it (two length prefixes and a version, as
+/// varints), so that the data's share of a snapshot is never more than the count.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 32;
+
+/// What the key `key` holding `value` counts for in [`KvStateMachine::data_bytes`].
+fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD_BYTES
+}
+
+/// What a snapshot holds of a [`KvStateMachine`]: the data and the sessions.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(deserialize_with = "bulk_map")]
+    data: BTreeMap<Bytes, (Bytes, u64)>,
+    sessions: SessionTable<Cached>,
+}
+
+impl From<Stored> for KvStateMachine {
+    /// The state a snapshot (or a migrated shard) holds, its size counted, with the default
+    /// bound.
+    fn from(stored: Stored) -> Self {
+        let mut sm = Self {
+            data: stored.data,
+            sessions: stored.sessions,
+            data_bytes: 0,
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
+        };
+        sm.data_bytes = sm.count_data_bytes();
+        sm
+    }
+}
+
 /// The KV state machine.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct KvStateMachine {
     /// key → (value, version). Invariant: version >= 1.
-    #[serde(deserialize_with = "bulk_map")]
     data: BTreeMap<Bytes, (Bytes, u64)>,
     /// The sessions; their settings are the node's, not part of a snapshot (issue 21 #9).
     /// Encoded after `data` with the same bytes as the fields it replaced, so the snapshot
     /// layout is unchanged.
     sessions: SessionTable<Cached>,
+    /// Invariant: the sum of [`entry_bytes`] over `data`. Not in a snapshot: recounted when
+    /// one is read.
+    #[serde(skip)]
+    data_bytes: u64,
+    /// A write that would take `data_bytes` past this is refused with
+    /// [`KvError::StoreFull`]. The node's setting, not part of a snapshot.
+    #[serde(skip)]
+    data_bytes_max: u64,
+}
+
+impl Default for KvStateMachine {
+    fn default() -> Self {
+        Self::new(SessionConfig::default())
+    }
 }
 
 impl KvStateMachine {
@@ -150,7 +210,42 @@ impl KvStateMachine {
         Self {
             data: BTreeMap::new(),
             sessions: SessionTable::new(config),
+            data_bytes: 0,
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
         }
+    }
+
+    /// Bounds the data's size: a write that would take [`Self::data_bytes`] past `bytes_max`
+    /// is refused with [`KvError::StoreFull`] when it is applied, before it is acknowledged
+    /// (issue 21 #8). Every node of a cluster must have the same bound (as the same session
+    /// settings): the check is part of applying a write, so nodes with different bounds
+    /// would apply different writes.
+    pub fn with_data_bytes_max(mut self, bytes_max: u64) -> Self {
+        self.data_bytes_max = bytes_max;
+        self
+    }
+
+    /// The bound set by [`Self::with_data_bytes_max`] ([`DATA_BYTES_MAX_DEFAULT`] by default).
+    pub fn data_bytes_max(&self) -> u64 {
+        self.data_bytes_max
+    }
+
+    /// The data's size as the bound counts it: every key's and value's bytes plus
+    /// [`ENTRY_OVERHEAD_BYTES`] per key.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// The data's size counted again from the data.
+    fn count_data_bytes(&self) -> u64 {
+        self.data.iter().map(|(k, (v, _))| entry_bytes(k, v)).sum()
+    }
+
+    /// Whether a write that replaces `old` bytes by `new` bytes may be applied: always if it
+    /// does not grow the data (so a full store can still be emptied), else only within the
+    /// bound.
+    fn fits(&self, old: u64, new: u64) -> bool {
+        new <= old || self.data_bytes - old + new <= self.data_bytes_max
     }
 
     pub fn len(&self) -> usize {
@@ -267,6 +362,9 @@ impl KvStateMachine {
         if !self.data.values().all(|(_, v)| *v >= 1) {
             return Err("versions start at 1");
         }
+        if self.count_data_bytes() != self.data_bytes {
+            return Err("data_bytes counts every key's bytes");
+        }
         Ok(())
     }
 
@@ -279,16 +377,22 @@ impl KvStateMachine {
                 version,
             } => {
                 // One search of the tree, not a lookup and then an insert.
+                let new = entry_bytes(&key, &value);
+                let (data_bytes, data_bytes_max) = (self.data_bytes, self.data_bytes_max);
                 let slot = self.data.entry(key);
-                let current = match &slot {
-                    btree_map::Entry::Occupied(e) => e.get().1,
-                    btree_map::Entry::Vacant(_) => 0,
+                let (current, old) = match &slot {
+                    btree_map::Entry::Occupied(e) => (e.get().1, entry_bytes(e.key(), &e.get().0)),
+                    btree_map::Entry::Vacant(_) => (0, 0),
                 };
                 match version {
                     Some(v) if current == 0 && v > 0 => return Outcome::Err(KvError::NoKey),
                     Some(v) if v != current => return Outcome::Err(KvError::Version { current }),
                     _ => {}
                 }
+                if new > old && data_bytes - old + new > data_bytes_max {
+                    return Outcome::Err(KvError::StoreFull);
+                }
+                self.data_bytes = data_bytes - old + new;
                 let version = current + 1;
                 match slot {
                     btree_map::Entry::Occupied(mut e) => {
@@ -300,25 +404,43 @@ impl KvStateMachine {
                 }
                 Outcome::Written { version }
             }
-            Op::Append { key, value } => match self.data.entry(key) {
-                btree_map::Entry::Occupied(mut e) => {
-                    let (old, v) = e.get();
-                    let mut joined = Vec::with_capacity(old.len() + value.len());
-                    joined.extend_from_slice(old);
-                    joined.extend_from_slice(&value);
-                    let version = v + 1;
-                    e.insert((Bytes::from(joined), version));
-                    Outcome::Written { version }
+            Op::Append { key, value } => {
+                let grows_by = match self.data.get(&key) {
+                    Some(_) => value.len() as u64,
+                    None => entry_bytes(&key, &value),
+                };
+                if !self.fits(0, grows_by) {
+                    return Outcome::Err(KvError::StoreFull);
                 }
-                btree_map::Entry::Vacant(e) => {
-                    e.insert((value, 1));
-                    Outcome::Written { version: 1 }
-                }
-            },
+                self.data_bytes += grows_by;
+                self.append(key, value)
+            }
             Op::Delete { key } => match self.data.remove(&key) {
-                Some(_) => Outcome::Deleted,
+                Some((value, _)) => {
+                    self.data_bytes -= entry_bytes(&key, &value);
+                    Outcome::Deleted
+                }
                 None => Outcome::Err(KvError::NoKey),
             },
+        }
+    }
+
+    /// Appends `value` to `key`'s value (creating it at version 1).
+    fn append(&mut self, key: Bytes, value: Bytes) -> Outcome {
+        match self.data.entry(key) {
+            btree_map::Entry::Occupied(mut e) => {
+                let (old, v) = e.get();
+                let mut joined = Vec::with_capacity(old.len() + value.len());
+                joined.extend_from_slice(old);
+                joined.extend_from_slice(&value);
+                let version = v + 1;
+                e.insert((Bytes::from(joined), version));
+                Outcome::Written { version }
+            }
+            btree_map::Entry::Vacant(e) => {
+                e.insert((value, 1));
+                Outcome::Written { version: 1 }
+            }
         }
     }
 
@@ -328,6 +450,11 @@ impl KvStateMachine {
         assert!(
             self.data.values().all(|(_, v)| *v >= 1),
             "versions start at 1"
+        );
+        assert_eq!(
+            self.count_data_bytes(),
+            self.data_bytes,
+            "data_bytes counts every key's bytes"
         );
     }
 }
@@ -359,9 +486,13 @@ impl StateMachine for KvStateMachine {
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let restored: Self =
             postcard::from_bytes(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
-        let config = self.sessions.config();
+        let (config, data_bytes_max) = (self.sessions.config(), self.data_bytes_max);
         *self = restored;
         self.sessions.set_config(config);
+        // A snapshot over this node's bound (a bound lowered since, or another node's) is
+        // still restored: refusing it would leave this node unable to catch up. Writes that
+        // grow the data are refused until it is under the bound again.
+        self.data_bytes_max = data_bytes_max;
         Ok(())
     }
 }
@@ -605,5 +736,116 @@ mod layout_tests {
         restored.restore(&sm.snapshot()).unwrap();
         assert_eq!(restored, sm);
         restored.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod data_bound_tests {
+    use super::*;
+
+    fn put(sm: &mut KvStateMachine, seq: u64, key: &str, value: usize) -> Outcome {
+        sm.apply_command(
+            seq + 1,
+            Command::Request {
+                session: 1,
+                seq,
+                now_ms: 0,
+                op: Op::Put {
+                    key: Bytes::from(key.to_owned()),
+                    value: Bytes::from(vec![b'v'; value]),
+                    version: None,
+                },
+            },
+        )
+    }
+
+    fn op(sm: &mut KvStateMachine, seq: u64, op: Op) -> Outcome {
+        sm.apply_command(
+            seq + 1,
+            Command::Request {
+                session: 1,
+                seq,
+                now_ms: 0,
+                op,
+            },
+        )
+    }
+
+    fn bounded(bytes_max: u64) -> KvStateMachine {
+        let mut sm = KvStateMachine::default().with_data_bytes_max(bytes_max);
+        assert_eq!(
+            sm.apply_command(1, Command::Register { now_ms: 0 }),
+            Outcome::Registered { session: 1 }
+        );
+        sm
+    }
+
+    /// Issue 21 #8: the size was checked only when a snapshot was taken, after the write was
+    /// acknowledged, so every node crash-looped on a state its storage could not hold. A write
+    /// past the bound is now refused when it is applied, and nothing of it is kept.
+    #[test]
+    fn state_larger_than_the_bound_is_refused_when_written_not_at_snapshot() {
+        let mut sm = bounded(1_000);
+        // 2 keys of 1 + 400 + 32 bytes fit; a third does not.
+        assert_eq!(put(&mut sm, 1, "a", 400), Outcome::Written { version: 1 });
+        assert_eq!(put(&mut sm, 2, "b", 400), Outcome::Written { version: 1 });
+        assert_eq!(sm.data_bytes(), 2 * 433);
+        let before = sm.snapshot();
+        assert_eq!(put(&mut sm, 3, "c", 400), Outcome::Err(KvError::StoreFull));
+        assert_eq!(sm.get(b"c"), Outcome::Err(KvError::NoKey));
+        assert_eq!(sm.data_bytes(), 2 * 433);
+        // A retry is answered from the session table, not applied.
+        assert_eq!(put(&mut sm, 3, "c", 400), Outcome::Err(KvError::StoreFull));
+        // Growing a key past the bound is refused too, by put and by append.
+        assert_eq!(put(&mut sm, 4, "a", 600), Outcome::Err(KvError::StoreFull));
+        let append = Op::Append {
+            key: Bytes::from_static(b"a"),
+            value: Bytes::from(vec![b'x'; 200]),
+        };
+        assert_eq!(op(&mut sm, 5, append), Outcome::Err(KvError::StoreFull));
+        // Only the session's record changed.
+        let mut restored = KvStateMachine::default();
+        restored.restore(&before).unwrap();
+        assert_eq!(restored.data, sm.data);
+        sm.check_invariants();
+        // Shrinking and deleting still work on a full store, and free room.
+        assert_eq!(put(&mut sm, 6, "a", 10), Outcome::Written { version: 2 });
+        let delete = Op::Delete {
+            key: Bytes::from_static(b"b"),
+        };
+        assert_eq!(op(&mut sm, 7, delete), Outcome::Deleted);
+        assert_eq!(put(&mut sm, 8, "c", 400), Outcome::Written { version: 1 });
+        assert_eq!(sm.data_bytes(), (1 + 10 + 32) + (1 + 400 + 32));
+        sm.check_invariants();
+    }
+
+    #[test]
+    fn the_count_bounds_what_the_data_takes_in_a_snapshot_and_is_recounted_on_restore() {
+        let mut sm = bounded(u64::MAX);
+        for i in 0..300u64 {
+            let key = format!("key{i}");
+            assert!(matches!(
+                put(&mut sm, i + 1, &key, (i * 37 % 5000) as usize),
+                Outcome::Written { .. }
+            ));
+        }
+        let snapshot = sm.snapshot();
+        let sessions = {
+            let mut only_sessions = sm.clone();
+            only_sessions.data.clear();
+            only_sessions.snapshot().len() as u64
+        };
+        // The snapshot is the data's bytes then the sessions' (`sessions` counts an empty map's
+        // length prefix too).
+        assert!(snapshot.len() as u64 <= sm.data_bytes() + sessions);
+        let mut restored = KvStateMachine::default().with_data_bytes_max(7);
+        restored.restore(&snapshot).unwrap();
+        assert_eq!(restored.data_bytes(), sm.data_bytes());
+        // The node's bound stays (a snapshot carries none).
+        assert_eq!(restored.data_bytes_max(), 7);
+        restored.validate().unwrap();
+        // A migrated shard decodes with its size counted too.
+        let decoded: KvStateMachine = postcard::from_bytes(&snapshot).unwrap();
+        assert_eq!(decoded.data_bytes(), sm.data_bytes());
     }
 }

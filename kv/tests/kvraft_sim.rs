@@ -769,7 +769,7 @@ fn versioned_ops_with_expiring_sessions_under_chaos() {
     run(
         "versioned_ops_with_expiring_sessions_under_chaos",
         &SEEDS_1_TO_20,
-        chaos_run,
+        |seed, rt| chaos_run(seed, rt, seed % 2 == 1),
     );
 }
 
@@ -787,11 +787,14 @@ fn duplicated_request_meets_expired_session() {
     run(
         "duplicated_request_meets_expired_session",
         &[69, 198, 448, 566, 683],
-        chaos_run,
+        |seed, rt| chaos_run(seed, rt, false),
     );
 }
 
-async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
+/// One chaos run; `small_store`: the store is bounded to a few hundred bytes, so that appends
+/// fill it and writes are refused (`StoreFull`, issue 21 #8) until deletes make room, on
+/// every replica alike.
+async fn chaos_run(seed: u64, rt: SimRuntime, small_store: bool) -> (History, RunStats) {
     use raftkv_kv::clerk::ClerkError;
     use std::sync::atomic::AtomicU64;
 
@@ -804,19 +807,26 @@ async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
         ttl_ms: 1_500,
         sessions_max: 4,
     };
-    let mut c =
-        KvSimCluster::with_state_machine(seed, &rt, config, move || KvStateMachine::new(sessions))
-            .await;
+    let data_bytes_max = match small_store {
+        true => 130 + seed * 7919 % 30,
+        false => u64::MAX,
+    };
+    let mut c = KvSimCluster::with_state_machine(seed, &rt, config, move || {
+        KvStateMachine::new(sessions).with_data_bytes_max(data_bytes_max)
+    })
+    .await;
     c.set_hostile();
     // Issue 21: Raft messages between servers are delivered twice too, not only requests.
     c.net.set_duplicate_chance(0.02);
     let all = c.all();
     let done = Arc::new(AtomicBool::new(false));
     let maybe_applied = Arc::new(AtomicU64::new(0));
+    let store_full = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for cli in 0..CLIENTS {
         let mut ck = c.clerk(&all).ck;
         let (rt, done, maybe_applied) = (rt.clone(), done.clone(), maybe_applied.clone());
+        let store_full = store_full.clone();
         clients.push(spawn_client(&rt.clone(), async move {
             let mut seen = std::collections::BTreeMap::<&str, u64>::new();
             let mut j = 0u64;
@@ -826,7 +836,8 @@ async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
                     rt.sleep(ms(rt.random(0, 2_500))).await;
                 }
                 let key = KEYS[rt.random(0, KEYS.len() as u64) as usize];
-                let value = format!("{cli}.{j};");
+                // A small store gets longer values: three keys' fill it.
+                let value = format!("{cli}.{j};").repeat(if small_store { 3 } else { 1 });
                 j += 1;
                 let result = match rt.random(0, 10) {
                     0..=2 => ck.get(key).await.map(|(_, version)| {
@@ -842,6 +853,9 @@ async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
                 };
                 match result {
                     Ok(()) | Err(ClerkError::NoKey | ClerkError::Version { .. }) => {}
+                    Err(ClerkError::StoreFull) if small_store => {
+                        store_full.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(ClerkError::MaybeApplied) => {
                         maybe_applied.fetch_add(1, Ordering::Relaxed);
                     }
@@ -879,9 +893,14 @@ async fn chaos_run(seed: u64, rt: SimRuntime) -> (History, RunStats) {
         client.await.expect("a client task ends");
     }
     c.check_log_size();
+    let store_full = store_full.load(Ordering::Relaxed);
     println!(
-        "chaos seed {seed}: {} MaybeApplied answers",
+        "chaos seed {seed}: {} MaybeApplied answers, {store_full} StoreFull",
         maybe_applied.load(Ordering::Relaxed)
+    );
+    assert!(
+        !small_store || store_full > 0,
+        "RAFTKV_SEED={seed}: a {data_bytes_max}-byte store was never full"
     );
     (c.history.clone(), RunStats::of(&c))
 }

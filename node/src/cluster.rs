@@ -27,7 +27,7 @@ use raftkv_transport_tcp::{FaultFilter, LinkRule, TcpConfig, TcpTransport};
 
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
 use raftkv_kv::service::{KvService, ServiceConfig};
-use raftkv_kv::state::{KvStateMachine, SessionConfig};
+use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
 
 pub use crate::error::ClusterError;
 use crate::server::{KvServer, ServerConfig};
@@ -57,6 +57,10 @@ pub struct ClusterConfig {
     pub snapshot_threshold: Option<u64>,
     /// A node's request timeout (how long it waits for a proposal to apply).
     pub request_timeout: Duration,
+    /// A write that would take a node's data past this many bytes is refused
+    /// ([`KvStateMachine::with_data_bytes_max`]). At most
+    /// [`crate::storage::data_bytes_max_limit`].
+    pub data_bytes_max: u64,
 }
 
 impl ClusterConfig {
@@ -68,6 +72,7 @@ impl ClusterConfig {
             seed: 1,
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -332,6 +337,7 @@ impl<R: NetRuntime> LocalCluster<R> {
             false => Config::joining(id),
         };
         raft.seed = self.config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        crate::storage::apply_data_bounds(self.config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = self.config.request_timeout;
         if let Some(t) = self.config.snapshot_threshold {
@@ -353,7 +359,8 @@ impl<R: NetRuntime> LocalCluster<R> {
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let storage = self.open_storage(i).await?;
-        let sm = KvStateMachine::new(SessionConfig::default());
+        let sm = KvStateMachine::new(SessionConfig::default())
+            .with_data_bytes_max(self.config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = KvService::new(
             node.clone(),

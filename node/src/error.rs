@@ -58,6 +58,12 @@ pub enum ClusterError {
     /// A membership change or leader transfer failed in a way not listed above.
     #[error("membership change: {0}")]
     Reconfig(ReconfigError),
+    /// TLS certificates or keys could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] raftkv_transport_tcp::TlsError),
+    /// A setting out of its range; the message names it and says what it may be.
+    #[error("invalid setting: {0}")]
+    Setting(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]

@@ -30,9 +30,11 @@ use std::time::Duration;
 use futures::io::AsyncWriteExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use raftkv_raft::{NetRuntime, StateMachine};
-use raftkv_transport_tcp::Codec;
+use raftkv_transport_tcp::{Codec, MaybeTls, ServerTls};
 
-use raftkv_kv::protocol::{ClientRequest, ClientResponse, Reply, CLIENT_FRAME_BYTES_MAX};
+use raftkv_kv::protocol::{
+    ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX,
+};
 use raftkv_kv::service::KvService;
 use raftkv_kv::state::Outcome;
 
@@ -57,6 +59,14 @@ pub struct ServerConfig {
     pub request_read_timeout: Duration,
     /// A connection with no request in flight and no byte received for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS on the client port (`None`: plain TCP). A connection must complete its handshake
+    /// within `handshake_timeout`; one that does not speak TLS (a plaintext client) is closed
+    /// at its first bytes with a `warn!` line.
+    pub tls: Option<ServerTls>,
+    /// The shared client token (`None`: none asked). The first request of every connection
+    /// must then be an `Auth` with it, compared in constant time; anything else is answered
+    /// `Unauthorized` and the connection closed with a `warn!` line.
+    pub client_token: Option<Arc<str>>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +78,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             request_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            tls: None,
+            client_token: None,
         }
     }
 }
@@ -242,13 +254,29 @@ fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     let task_runtime = runtime.clone();
     runtime.spawn(async move {
         let limits = Limits {
+            token: shared.config.client_token.clone(),
             in_flight_max: shared.config.in_flight_per_connection_max.max(1),
             handshake: shared.config.handshake_timeout,
             read: shared.config.request_read_timeout,
             idle: shared.config.idle_timeout,
         };
         let codec = Codec::new(shared.config.frame_bytes_max);
-        let result = connection(socket, &service, &task_runtime, codec, limits, &activity).await;
+        let socket = match &shared.config.tls {
+            None => Ok(MaybeTls::Plain(socket)),
+            Some(tls) => tls.accept(&task_runtime, socket, limits.handshake).await,
+        };
+        let result = match socket {
+            Ok(socket) => {
+                connection(socket, &service, &task_runtime, codec, limits, &activity).await
+            }
+            Err(e) => Err(FrameError::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS handshake failed (a client without TLS, or whose certificate the \
+                     client CA did not sign?): {e}"
+                ),
+            ))),
+        };
         if let Err(e) = result {
             if !shared.stopping.load(Ordering::SeqCst) {
                 tracing::warn!(%addr, "kv server: closing connection: {e}");
@@ -298,8 +326,10 @@ fn evict_idlest(shared: &Shared, conns: &mut BTreeMap<u64, Slot>, now_ms: u64) -
 type Timer = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A connection's bounds.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Limits {
+    /// The client token the connection must give first, if any.
+    token: Option<Arc<str>>,
     in_flight_max: usize,
     handshake: Duration,
     read: Duration,
@@ -324,7 +354,7 @@ enum Wake {
 /// Serves one connection until the client closes it, it sends bad input, or the server shuts
 /// it down.
 async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
-    mut socket: R::TcpStream,
+    mut socket: MaybeTls<R::TcpStream>,
     service: &KvService<R, M>,
     runtime: &R,
     codec: Codec,
@@ -349,9 +379,42 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     let mut last_active = opened;
     // The deadline being waited for and its timer, kept while the deadline stays the same.
     let mut timer: Option<(Duration, Timer)> = None;
+    let mut authenticated = limits.token.is_none();
     loop {
         while in_flight.len() < limits.in_flight_max {
             match frames.next_frame::<ClientRequest>()? {
+                // Another `Auth` on an open connection (or one to a server without a token)
+                // changes nothing and is not answered.
+                Some(ClientRequest {
+                    body: RequestBody::Auth { .. },
+                    ..
+                }) if authenticated => requests += 1,
+                Some(request) if !authenticated => {
+                    requests += 1;
+                    let given = match &request.body {
+                        RequestBody::Auth { token } => Some(token.as_bytes()),
+                        _ => None,
+                    };
+                    let expected = limits.token.as_deref().unwrap_or_default().as_bytes();
+                    if given.is_some_and(|g| tokens_match(g, expected)) {
+                        authenticated = true;
+                        continue;
+                    }
+                    let refusal = ClientResponse {
+                        id: request.id,
+                        reply: Reply::Unauthorized,
+                    };
+                    encode_answer(&codec, refusal, &mut out);
+                    socket.write_all(&out).await?;
+                    socket.flush().await?;
+                    return Err(FrameError::Io(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        match given {
+                            Some(_) => "wrong client token",
+                            None => "no client token (the server wants one)",
+                        },
+                    )));
+                }
                 Some(request) => {
                     requests += 1;
                     in_flight.push(serve(request));
@@ -441,6 +504,8 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
                     }
                 }
                 socket.write_all(&out).await?;
+                // TLS may hold the end of the answers until flushed.
+                socket.flush().await?;
                 reuse_write_buffer(&mut out);
                 last_active = runtime.now();
                 activity
@@ -449,6 +514,16 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
             }
         }
     }
+}
+
+/// Whether `given` is the token `expected`, in time that depends on their lengths only (never
+/// on where they differ).
+fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= given.get(i).copied().unwrap_or(!e) ^ e;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 fn encode_answer(codec: &Codec, answer: ClientResponse, out: &mut Vec<u8>) {

@@ -29,15 +29,15 @@ use raftkv_raft::{
     StorageError, WriteOp,
 };
 use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
-use raftkv_transport_tcp::{TcpConfig, TcpTransport};
+use raftkv_transport_tcp::{ClientTls, PeerTls, ServerTls, TcpConfig, TcpTransport, TlsFiles};
 
 use crate::error::ClusterError;
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
-use raftkv_kv::state::{KvStateMachine, SessionConfig};
+use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
 
 use crate::server::{KvServer, ServerConfig};
-use crate::tcp_client::TcpConnector;
+use crate::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
 use raftkv_kv::protocol::MemberList;
 
@@ -58,6 +58,10 @@ pub struct StandaloneConfig {
     pub snapshot_threshold: Option<u64>,
     /// How long the node waits for a proposal to apply.
     pub request_timeout: Duration,
+    /// A write that would take the node's data past this many bytes is refused
+    /// ([`KvStateMachine::with_data_bytes_max`]); the same on every node. At most
+    /// [`crate::storage::data_bytes_max_limit`].
+    pub data_bytes_max: u64,
     /// Client addresses of members of a running cluster to join (empty: `peers` is the
     /// initial configuration). With it, `peers` and `client_addrs` need only this node.
     pub join: Vec<String>,
@@ -65,6 +69,40 @@ pub struct StandaloneConfig {
     pub join_as_learner: bool,
     /// Joining: how long to wait for the cluster to add this node.
     pub join_timeout: Duration,
+    /// TLS for peer and client traffic (`None`: plain TCP).
+    pub tls: Option<NodeTls>,
+    /// The shared client token: clients must give it first on every connection (`None`: no
+    /// token asked). A joining node gives it to the members it asks.
+    pub client_token: Option<String>,
+}
+
+/// TLS for one node: mutual TLS with its peers (each checks the other's certificate against
+/// the CA), and TLS on its client port.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    /// This node's certificate and key, and the CA that signs every node's certificate. The
+    /// certificate must name the host of the node's peer and client addresses.
+    pub files: TlsFiles,
+    /// Clients must present a certificate this CA signed; `None`: clients need none.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A node's TLS settings, loaded from their files.
+struct LoadedTls {
+    peer: PeerTls,
+    server: ServerTls,
+    client: ClientTls,
+}
+
+impl NodeTls {
+    fn load(&self) -> Result<LoadedTls, ClusterError> {
+        let f = &self.files;
+        Ok(LoadedTls {
+            peer: PeerTls::from_files(f)?,
+            server: ServerTls::from_files(&f.cert, &f.key, self.client_ca.as_deref())?,
+            client: ClientTls::from_files(&f.ca, Some((&f.cert, &f.key)))?,
+        })
+    }
 }
 
 impl StandaloneConfig {
@@ -82,9 +120,12 @@ impl StandaloneConfig {
             cluster_id: 0x5241_4654_4b56,
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
             join: Vec::new(),
             join_as_learner: false,
             join_timeout: Duration::from_secs(30),
+            tls: None,
+            client_token: None,
         }
     }
 }
@@ -162,6 +203,9 @@ impl<R: NetRuntime> StandaloneNode<R> {
     /// Binds the node's peer and client addresses, opens its storage and starts it.
     pub async fn start(runtime: R, config: StandaloneConfig) -> Result<Self, ClusterError> {
         let id = config.id;
+        // TLS files are read first: a bad one stops the start before anything is bound.
+        let tls = config.tls.as_ref().map(NodeTls::load).transpose()?;
+        let client_tls = tls.as_ref().map(|t| t.client.clone());
         let peer_addr = *config.peers.get(&id).ok_or(ClusterError::NotAPeer { id })?;
         let client_addr = *config
             .client_addrs
@@ -176,7 +220,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
         // Joining: the members as the cluster knows them (peer addresses for the transport,
         // client addresses for NotLeader answers).
         let members = match joining {
-            true => Some(join_members(&runtime, &config).await?),
+            true => Some(join_members(&runtime, &config, &client_tls).await?),
             false => None,
         };
         let mut raft = match joining {
@@ -184,6 +228,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
             false => Config::new(id, config.peers.keys().copied()),
         };
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        crate::storage::apply_data_bounds(config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
         if let Some(t) = config.snapshot_threshold {
@@ -219,6 +264,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
         let mut tcp = TcpConfig::new(id, config.cluster_id, peer_addr, others);
         tcp.reconnect_backoff_min = Duration::from_millis(5);
         tcp.reconnect_backoff_max = Duration::from_millis(200);
+        tcp.tls = tls.as_ref().map(|t| t.peer.clone());
         let storage = match &config.data_dir {
             None => AnyStorage::Memory(MemStorage::new()),
             Some(dir) => AnyStorage::Lmdb(open_storage(dir)?),
@@ -229,7 +275,8 @@ impl<R: NetRuntime> StandaloneNode<R> {
             failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
-        let sm = KvStateMachine::new(SessionConfig::default());
+        let sm = KvStateMachine::new(SessionConfig::default())
+            .with_data_bytes_max(config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let first = node.status().await?;
         tracing::info!(
@@ -267,7 +314,11 @@ impl<R: NetRuntime> StandaloneNode<R> {
             client_listener,
             service,
             runtime.clone(),
-            ServerConfig::default(),
+            ServerConfig {
+                tls: tls.as_ref().map(|t| t.server.clone()),
+                client_token: config.client_token.as_deref().map(Arc::from),
+                ..ServerConfig::default()
+            },
         )?;
         if joining && node.status().await?.membership.members().is_empty() {
             // Addresses as configured (a wildcard bind address is no address to give out).
@@ -276,7 +327,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
                 with_port(peer, peer_addr.port()),
                 with_port(client, client_addr.port()),
             );
-            if let Err(e) = request_join(&runtime, &config, peer, client).await {
+            if let Err(e) = request_join(&runtime, &config, &client_tls, peer, client).await {
                 node.shutdown().await;
                 return Err(e);
             }
@@ -354,10 +405,19 @@ fn resolve(addr: &str) -> Option<SocketAddr> {
     addr.to_socket_addrs().ok()?.next()
 }
 
-fn join_clerk<R: NetRuntime>(runtime: &R, config: &StandaloneConfig) -> Clerk<R, TcpConnector<R>> {
+fn join_clerk<R: NetRuntime>(
+    runtime: &R,
+    config: &StandaloneConfig,
+    tls: &Option<ClientTls>,
+) -> Clerk<R, TcpConnector<R>> {
+    let connector = TcpConnectorConfig {
+        tls: tls.clone(),
+        token: config.client_token.as_deref().map(Arc::from),
+        ..TcpConnectorConfig::default()
+    };
     Clerk::new(
         runtime.clone(),
-        TcpConnector::with_runtime(runtime.clone()),
+        TcpConnector::new(runtime.clone(), connector),
         config.join.clone(),
         ClerkConfig {
             timeout: config.join_timeout,
@@ -370,8 +430,9 @@ fn join_clerk<R: NetRuntime>(runtime: &R, config: &StandaloneConfig) -> Clerk<R,
 async fn join_members<R: NetRuntime>(
     runtime: &R,
     config: &StandaloneConfig,
+    tls: &Option<ClientTls>,
 ) -> Result<MemberList, ClusterError> {
-    let mut clerk = join_clerk(runtime, config);
+    let mut clerk = join_clerk(runtime, config, tls);
     let list = clerk.member_list().await.map_err(|e| ClusterError::Join {
         reason: format!("cannot list the members at {}: {e}", config.join.join(",")),
     })?;
@@ -386,11 +447,12 @@ async fn join_members<R: NetRuntime>(
 async fn request_join<R: NetRuntime>(
     runtime: &R,
     config: &StandaloneConfig,
+    tls: &Option<ClientTls>,
     peer_addr: String,
     client_addr: String,
 ) -> Result<(), ClusterError> {
     let id = config.id;
-    let mut clerk = join_clerk(runtime, config);
+    let mut clerk = join_clerk(runtime, config, tls);
     tracing::info!(node = id, %peer_addr, %client_addr, "n{id} asks to join the cluster");
     clerk
         .member_add(id, &peer_addr, &client_addr, config.join_as_learner)

@@ -69,3 +69,30 @@ pub(crate) fn wall_clock_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// The most a node's data may be bounded to ([`raftkv_kv::state::KvStateMachine::data_bytes_max`]):
+/// half of what one snapshot may hold in LMDB storage, the other half left for the session
+/// table and encoding (issue 21 #8).
+pub fn data_bytes_max_limit() -> u64 {
+    LmdbOptions::default().snapshot_bytes_max as u64 / 2
+}
+
+/// Checks a node's `data_bytes_max` and gives its core the storage's snapshot bound, so that a
+/// follower refuses a snapshot its storage could not hold before it receives it whole.
+pub(crate) fn apply_data_bounds(
+    data_bytes_max: u64,
+    raft: &mut raftkv_raft::Config,
+) -> Result<(), ClusterError> {
+    let limit = data_bytes_max_limit();
+    if data_bytes_max == 0 || data_bytes_max > limit {
+        return Err(ClusterError::Setting(format!(
+            "data_bytes_max is {data_bytes_max}: it must be 1 to {limit} bytes (half of the \
+             {} bytes a snapshot may hold in storage)",
+            LmdbOptions::default().snapshot_bytes_max
+        )));
+    }
+    raft.snapshot_bytes_max = raft
+        .snapshot_bytes_max
+        .min(LmdbOptions::default().snapshot_bytes_max as u64);
+    Ok(())
+}

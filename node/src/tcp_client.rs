@@ -25,7 +25,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::StreamExt;
 use raftkv_raft::NetRuntime;
-use raftkv_transport_tcp::Codec;
+use raftkv_transport_tcp::{ClientTls, Codec, MaybeTls};
 
 use raftkv_kv::clerk::{CallError, Connector, LostReason, UnreachableReason};
 use raftkv_kv::protocol::{
@@ -46,6 +46,13 @@ pub struct TcpConnectorConfig {
     /// Encoded requests waiting to be written on one connection (a server that stops reading
     /// holds them there), in bytes; beyond, calls fail at once, unsent.
     pub queued_bytes_max: usize,
+    /// TLS to the servers (`None`: plain TCP): which CA signs their certificates, and this
+    /// client's certificate for servers that ask for one. The handshake is part of the
+    /// connect, within `connect_timeout`.
+    pub tls: Option<ClientTls>,
+    /// The shared client token of servers started with one: sent as every connection's first
+    /// request (`Auth`). `None`: none sent.
+    pub token: Option<Arc<str>>,
 }
 
 impl Default for TcpConnectorConfig {
@@ -55,6 +62,8 @@ impl Default for TcpConnectorConfig {
             frame_bytes_max: CLIENT_FRAME_BYTES_MAX,
             in_flight_per_connection_max: 1024,
             queued_bytes_max: 4 * CLIENT_FRAME_BYTES_MAX,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -171,15 +180,42 @@ impl<R: NetRuntime> TcpConnector<R> {
             .runtime
             .register(stream)
             .map_err(|e| unreachable(addr, e.into()))?;
+        let registered = match &self.inner.config.tls {
+            None => MaybeTls::Plain(registered),
+            Some(tls) => {
+                let timeout = self.inner.config.connect_timeout;
+                let connected = tls.connect(&self.inner.runtime, addr, registered, timeout);
+                connected.await.map_err(|e| {
+                    let _ = socket.shutdown(Shutdown::Both);
+                    let e = io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
+                    unreachable(addr, e.into())
+                })?
+            }
+        };
         let (outgoing, queued) = mpsc::unbounded();
         let conn = Arc::new(Conn {
             outgoing,
             socket,
             queued_bytes: AtomicUsize::new(0),
             pending: Pending::default(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
         });
         let codec = Codec::new(self.inner.config.frame_bytes_max);
+        if let Some(token) = &self.inner.config.token {
+            // The first request of the connection; a server that refuses it answers this id.
+            let auth = ClientRequest {
+                id: AUTH_REQUEST_ID,
+                body: RequestBody::Auth {
+                    token: token.to_string(),
+                },
+            };
+            let mut frame = Vec::new();
+            codec
+                .encode(&auth, &mut frame)
+                .map_err(|e| unreachable(addr, io::Error::other(e).into()))?;
+            conn.queued_bytes.fetch_add(frame.len(), Ordering::SeqCst);
+            let _ = conn.outgoing.unbounded_send(frame);
+        }
         let task_conn = conn.clone();
         self.inner.runtime.spawn(async move {
             if let Err(e) = run_connection(registered, queued, &task_conn, codec).await {
@@ -308,6 +344,9 @@ fn unreachable(addr: &str, reason: UnreachableReason) -> CallError {
     }
 }
 
+/// The id of a connection's `Auth` request (calls number theirs from 1).
+const AUTH_REQUEST_ID: u64 = 0;
+
 /// What a connection's task waits for.
 enum Wake {
     Send(Option<Vec<u8>>),
@@ -349,11 +388,21 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 socket.write_all(&out).await?;
+                // TLS may hold the end of the requests until flushed.
+                socket.flush().await?;
                 reuse_write_buffer(&mut out);
             }
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {
                 while let Some(response) = frames.next_frame::<ClientResponse>()? {
+                    if response.id == AUTH_REQUEST_ID && response.reply == Reply::Unauthorized {
+                        // The token was refused: every call on this connection is answered so
+                        // (the server closes it).
+                        for (_, tx) in lock(&conn.pending).drain() {
+                            let _ = tx.send(Reply::Unauthorized);
+                        }
+                        return Ok(());
+                    }
                     if let Some(tx) = lock(&conn.pending).remove(&response.id) {
                         let _ = tx.send(response.reply);
                     }

@@ -14,8 +14,9 @@ Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; retur
 ``bytes``. Every blocking call releases the GIL and can be interrupted with Ctrl-C.
 
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
-:class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge`, :class:`ProtocolError`,
-:class:`ClusterError`, :class:`HistoryError` and :class:`MembershipError`.
+:class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge` (and its subclass
+:class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError` and
+:class:`MembershipError`.
 
 The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
@@ -39,6 +40,7 @@ from raftkv._raftkv import (
     MembershipError,
     Node,
     ProtocolError,
+    StoreFull,
     Timeout,
     TooLarge,
     VersionMismatch,
@@ -82,6 +84,7 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
+    "StoreFull",
     "Timeout",
     "TooLarge",
     "VersionMismatch",

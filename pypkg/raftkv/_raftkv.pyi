@@ -25,6 +25,7 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
+    "StoreFull",
     "Timeout",
     "TooLarge",
     "VersionMismatch",
@@ -60,6 +61,9 @@ class Timeout(Error, TimeoutError):
 
 class TooLarge(Error):
     """The request is larger than the servers accept."""
+
+class StoreFull(TooLarge):
+    """The store is full: the write would take its data past the servers' bound."""
 
 class ProtocolError(Error):
     """A server answered something the client cannot use."""
@@ -122,7 +126,11 @@ def check_file(
 class Clerk:
     """A client of a raftkv cluster."""
     def __new__(
-        cls, addresses: Iterable[str] | str, timeout: float = 10.0, history: History | None = None
+        cls,
+        addresses: Iterable[str] | str,
+        timeout: float = 10.0,
+        history: History | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> Self: ...
     def get(self, key: _Bytes) -> tuple[bytes, int]: ...
     def put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -150,7 +158,11 @@ class _AioCore:
 
     in_flight_max: int
     def __new__(
-        cls, addresses: Iterable[str] | str, timeout: float = 10.0, history: History | None = None
+        cls,
+        addresses: Iterable[str] | str,
+        timeout: float = 10.0,
+        history: History | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> Self: ...
     def start_get(self, key: _Bytes) -> int: ...
     def start_put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -188,6 +200,7 @@ class LocalCluster:
         seed: int | None = None,
         snapshot_threshold: int | None = None,
         request_timeout: float = 2.0,
+        data_bytes_max: int | None = None,
     ) -> Self: ...
     @property
     def addrs(self) -> list[str]: ...
@@ -249,6 +262,11 @@ class Node:
         cluster_id: int | None = None,
         join: Sequence[str] | None = None,
         join_as_learner: bool = False,
+        data_bytes_max: int | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...

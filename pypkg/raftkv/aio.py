@@ -15,7 +15,8 @@ into Python objects on the loop's thread. Linux (and POSIX) event loops only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -25,15 +26,16 @@ __all__ = ["Clerk"]
 
 
 class Clerk:
-    """An asyncio client of a raftkv cluster: ``Clerk(addresses, timeout=10.0, history=None)``.
+    """An asyncio client of a raftkv cluster: ``Clerk(addresses, timeout=10.0, history=None,
+    tls=None)``.
 
-    ``addresses``, ``timeout`` and ``history`` mean what they mean for :class:`raftkv.Clerk`;
-    ``get``, ``put``, ``append``, ``delete``, ``server_status`` and the membership operations
-    (``member_list``, ``member_add``, ``member_promote``, ``member_remove``, ``move_leader``)
-    are coroutines that return what the threaded Clerk's methods return and raise the same
-    exceptions (:class:`raftkv.KeyNotFound`, :class:`raftkv.VersionMismatch`,
-    :class:`raftkv.MaybeApplied`, :class:`raftkv.Timeout`, :class:`raftkv.MembershipError`,
-    ...). Unlike the threaded Clerk, one aio Clerk runs many
+    ``addresses``, ``timeout``, ``history`` and ``tls`` mean what they mean for
+    :class:`raftkv.Clerk`; ``get``, ``put``, ``append``, ``delete``, ``server_status`` and the
+    membership operations (``member_list``, ``member_add``, ``member_promote``,
+    ``member_remove``, ``move_leader``) are coroutines that return what the threaded Clerk's
+    methods return and raise the same exceptions (:class:`raftkv.KeyNotFound`,
+    :class:`raftkv.VersionMismatch`, :class:`raftkv.MaybeApplied`, :class:`raftkv.Timeout`,
+    :class:`raftkv.MembershipError`, ...). Unlike the threaded Clerk, one aio Clerk runs many
     operations at once: up to 1,024 in flight, further calls wait for a slot. With a
     ``history``, each concurrent operation is recorded on its own client lane.
 
@@ -49,8 +51,9 @@ class Clerk:
         addresses: Iterable[str] | str,
         timeout: float = 10.0,
         history: History | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> None:
-        self._core = _AioCore(addresses, timeout, history)
+        self._core = _AioCore(addresses, timeout, history, tls)
         self._fd = self._core.fileno()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None

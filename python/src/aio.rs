@@ -29,7 +29,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_checker::history::History as RHistory;
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig, ClerkError};
 use raftkv_kv::protocol::{MemberList, ServerStatus};
-use raftkv_node::tcp_client::TcpConnector;
+use raftkv_node::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_raft::runtime::tokio::TokioRuntime;
 use tokio::task::AbortHandle;
 
@@ -193,20 +193,28 @@ fn closed_err() -> PyErr {
 #[pymethods]
 impl AioCore {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
+        tls: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
+        let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
         let (wake, readable) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         readable.set_nonblocking(true)?;
         let connector = {
             let _guard = rt().enter();
-            TcpConnector::with_runtime(tokio_runtime())
+            TcpConnector::new(
+                tokio_runtime(),
+                TcpConnectorConfig {
+                    tls,
+                    ..TcpConnectorConfig::default()
+                },
+            )
         };
         Ok(Self {
             shared: Arc::new(Shared {

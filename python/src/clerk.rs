@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig};
 use raftkv_kv::protocol::MemberList;
-use raftkv_node::tcp_client::TcpConnector;
+use raftkv_node::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 
@@ -31,13 +31,17 @@ macro_rules! with_clerk {
     };
 }
 
-/// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None)`.
+/// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None, tls=None)`.
 ///
 /// `addresses`: client addresses "host:port" of any non-empty subset of the cluster (a node
 /// that is not the leader names the leader, and the Clerk follows). Keys and values are bytes;
 /// str is encoded as UTF-8; values are returned as bytes. Every failure to reach a majority
 /// within `timeout` seconds raises raftkv.Timeout. A Clerk runs one operation at a time
 /// (calls from several threads queue up): use one Clerk per concurrent client thread.
+///
+/// `tls={"ca": path, "cert": path, "key": path}` speaks TLS to servers started with TLS:
+/// their certificates must be signed by the CA file "ca" and name the host dialled; "cert"
+/// and "key" (optional, together) are this client's, for servers that require one.
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Clerk {
     pub(crate) inner: Arc<tokio::sync::Mutex<AnyClerk>>,
@@ -90,16 +94,29 @@ pub(crate) fn members_dict<'py>(
 #[pymethods]
 impl Clerk {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
+        tls: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
+        let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
         let _guard = rt().enter();
-        let mut c = RClerk::new(tokio_runtime(), shared_connector(), addrs.clone(), config);
+        // A TLS Clerk has connections of its own; the others share the process's.
+        let connector = match tls {
+            None => shared_connector(),
+            Some(tls) => TcpConnector::new(
+                tokio_runtime(),
+                TcpConnectorConfig {
+                    tls: Some(tls),
+                    ..TcpConnectorConfig::default()
+                },
+            ),
+        };
+        let mut c = RClerk::new(tokio_runtime(), connector, addrs.clone(), config);
         if let Some(h) = history {
             c = c.with_history(h.inner.clone());
         }

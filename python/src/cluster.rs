@@ -39,8 +39,10 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 /// n raftkv nodes in this process over real TCP on 127.0.0.1, for scripts and tests.
 ///
 /// `LocalCluster(n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None,
-/// snapshot_threshold=None)`: storage "memory" | "lmdb" (lmdb with data_dir None: a temporary
-/// directory, removed on close); runtime "tokio" | "smol". Use it as a context manager, or
+/// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None)`: storage "memory" |
+/// "lmdb" (lmdb with data_dir None: a temporary directory, removed on close); runtime "tokio" |
+/// "smol". `data_bytes_max` bounds each node's data (512 MiB by default): a write that would
+/// take it past is refused with `StoreFull`. Use it as a context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
 /// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
@@ -51,6 +53,17 @@ pub struct LocalCluster {
     runtime: String,
     storage: String,
     data_dir: Option<PathBuf>,
+}
+
+/// `data_bytes_max` if it is in range (1 to 512 MiB), else a `ValueError` that says so.
+pub(crate) fn data_bytes_max_checked(bytes_max: u64) -> PyResult<u64> {
+    let limit = raftkv_node::storage::data_bytes_max_limit();
+    if bytes_max == 0 || bytes_max > limit {
+        return Err(PyValueError::new_err(format!(
+            "data_bytes_max must be 1 to {limit} bytes, not {bytes_max}"
+        )));
+    }
+    Ok(bytes_max)
 }
 
 fn not_open() -> PyErr {
@@ -105,7 +118,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -116,6 +129,7 @@ impl LocalCluster {
         seed: Option<u64>,
         snapshot_threshold: Option<u64>,
         request_timeout: f64,
+        data_bytes_max: Option<u64>,
     ) -> PyResult<Self> {
         if !(1..=7).contains(&n) {
             return Err(PyValueError::new_err(format!(
@@ -149,6 +163,9 @@ impl LocalCluster {
         });
         config.snapshot_threshold = snapshot_threshold;
         config.request_timeout = duration(request_timeout, "request_timeout")?;
+        if let Some(b) = data_bytes_max {
+            config.data_bytes_max = data_bytes_max_checked(b)?;
+        }
         let smol = runtime == "smol";
         let cluster = block_on(py, async move {
             if smol {

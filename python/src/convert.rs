@@ -128,3 +128,54 @@ pub(crate) fn resolve(a: &str) -> PyResult<SocketAddr> {
         .next()
         .ok_or_else(|| PyValueError::new_err(format!("address {a:?} resolves to nothing")))
 }
+
+/// A Clerk's `tls` argument: a mapping with "ca" (the CA file that signs the servers'
+/// certificates) and optionally "cert" and "key" (this client's certificate and key, for
+/// servers that ask for one), each a path. Unknown keys and a cert without a key (or a key
+/// without a cert) are a `ValueError`, as is a file that cannot be read.
+pub(crate) fn parse_client_tls(
+    tls: &Bound<'_, PyAny>,
+) -> PyResult<raftkv_transport_tcp::ClientTls> {
+    let d = tls.downcast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(
+            "tls must be a dict like {\"ca\": path, \"cert\": path, \"key\": path} \
+             (cert and key are optional)",
+        )
+    })?;
+    let mut ca = None;
+    let mut cert = None;
+    let mut key = None;
+    for (k, v) in d.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("tls keys must be str"))?;
+        let path: std::path::PathBuf = v.extract().map_err(|_| {
+            PyTypeError::new_err(format!("tls[{name:?}] must be a path (str or os.PathLike)"))
+        })?;
+        match name.as_str() {
+            "ca" => ca = Some(path),
+            "cert" => cert = Some(path),
+            "key" => key = Some(path),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "tls has an unknown key {name:?}: it takes \"ca\", \"cert\" and \"key\""
+                )))
+            }
+        }
+    }
+    let ca = ca.ok_or_else(|| {
+        PyValueError::new_err("tls needs \"ca\": the CA file that signs the servers' certificates")
+    })?;
+    let identity = match (&cert, &key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "tls needs both \"cert\" and \"key\" (a client certificate and its key), or \
+                 neither",
+            ))
+        }
+    };
+    raftkv_transport_tcp::ClientTls::from_files(&ca, identity)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}

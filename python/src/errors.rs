@@ -80,6 +80,14 @@ class HistoryError(Error):
     __module__ = "raftkv"
 
 
+class StoreFull(TooLarge):
+    """The store is full: the write would take its data past the servers' bound
+    (``data_bytes_max``, 512 MiB by default); nothing was written. Deletes, and writes that do
+    not grow the data, still work. Also a TooLarge.
+    """
+    __module__ = "raftkv"
+
+
 class MembershipError(Error):
     """The cluster refused a membership change or a leadership transfer.
 
@@ -96,7 +104,7 @@ class MembershipError(Error):
 "#;
 
 /// The names [`CLASSES`] defines, in the order of [`Classes`]' fields.
-pub(crate) const NAMES: [&str; 9] = [
+pub(crate) const NAMES: [&str; 10] = [
     "KeyNotFound",
     "VersionMismatch",
     "MaybeApplied",
@@ -106,9 +114,10 @@ pub(crate) const NAMES: [&str; 9] = [
     "ClusterError",
     "HistoryError",
     "MembershipError",
+    "StoreFull",
 ];
 
-struct Classes([Py<PyType>; 9]);
+struct Classes([Py<PyType>; 10]);
 
 /// The classes, made on first use.
 fn classes(py: Python<'_>) -> &Classes {
@@ -126,7 +135,7 @@ fn classes(py: Python<'_>) -> &Classes {
                     .ok_or_else(|| Error::new_err(format!("internal error: no class {name}")))?;
                 out.push(class.downcast_into::<PyType>()?.unbind());
             }
-            let array: [Py<PyType>; 9] = out
+            let array: [Py<PyType>; 10] = out
                 .try_into()
                 .map_err(|_| Error::new_err("internal error: exception classes"))?;
             Ok(Classes(array))
@@ -170,6 +179,7 @@ exception!(ProtocolError, 5);
 exception!(ClusterError, 6);
 exception!(HistoryError, 7);
 exception!(MembershipError, 8);
+exception!(StoreFull, 9);
 
 /// Adds `Error` and every class of [`CLASSES`] to the module.
 pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -220,6 +230,11 @@ pub(crate) fn clerk_err(e: ClerkError, key: Option<&Bytes>) -> PyErr {
         ClerkError::TooLarge => TooLarge::new_err(format!(
             "the request on {key} is larger than the servers accept (4 MiB by default); \
              split the value or store it elsewhere"
+        )),
+        ClerkError::StoreFull => StoreFull::new_err(format!(
+            "the store is full: writing {key} would take its data past the servers' bound \
+             (data_bytes_max), so nothing was written; delete keys, or raise the bound on \
+             every node"
         )),
         e @ (ClerkError::UnexpectedReply { .. } | ClerkError::Refused { .. }) => {
             ProtocolError::new_err(format!(

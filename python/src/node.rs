@@ -9,9 +9,10 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use raftkv_node::standalone::{Failure, StandaloneConfig, StandaloneNode};
+use raftkv_node::standalone::{Failure, NodeTls, StandaloneConfig, StandaloneNode};
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
+use raftkv_transport_tcp::TlsFiles;
 
 use crate::convert::{resolve, status_dict};
 use crate::errors::{ce, ClusterError};
@@ -34,6 +35,16 @@ enum AnyNode {
 /// `failure` is None while the node runs, and says why once it stopped by itself (fail-stop
 /// after a storage error: it then answers "node is shut down" until stopped).
 ///
+/// `data_bytes_max` bounds the node's data (keys and values, plus 32 bytes a key; 512 MiB by
+/// default, at most 512 MiB): a write that would take it past is refused with `StoreFull`.
+/// Give every node of a cluster the same bound.
+///
+/// `tls_cert`, `tls_key`, `tls_ca` (PEM files, all three or none) turn on TLS: mutual TLS
+/// between peers, each checking the other's certificate against the CA, and TLS on the client
+/// port. The certificate must name the host of the node's peer and client addresses. With
+/// `tls_client_ca`, clients must present a certificate that CA signed. Files are read by
+/// start(), which raises ClusterError if one cannot be used.
+///
 /// `join=[client addresses]` starts a node that joins a running cluster: `peers` (and
 /// `client_addrs`) then name this node only; start() asks a member to add it as a learner,
 /// which the leader promotes to voter once it has caught up (unless `join_as_learner`).
@@ -49,7 +60,7 @@ pub struct Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -63,6 +74,11 @@ impl Node {
         cluster_id: Option<u64>,
         join: Option<Vec<String>>,
         join_as_learner: bool,
+        data_bytes_max: Option<u64>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_ca: Option<PathBuf>,
+        tls_client_ca: Option<PathBuf>,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -118,6 +134,21 @@ impl Node {
         }
         let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
         config.snapshot_threshold = snapshot_threshold;
+        if let Some(b) = data_bytes_max {
+            config.data_bytes_max = crate::cluster::data_bytes_max_checked(b)?;
+        }
+        config.tls =
+            match (tls_cert, tls_key, tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(NodeTls {
+                    files: TlsFiles { cert, key, ca },
+                    client_ca: tls_client_ca,
+                }),
+                (None, None, None) if tls_client_ca.is_none() => None,
+                _ => return Err(PyValueError::new_err(
+                    "TLS needs tls_cert, tls_key and tls_ca together (tls_client_ca is optional, \
+                     with them)",
+                )),
+            };
         if let Some(c) = cluster_id {
             config.cluster_id = c;
         }

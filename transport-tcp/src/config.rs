@@ -2,6 +2,7 @@
 
 use crate::codec::{FRAME_BYTES_MAX_DEFAULT, FRAME_ITEMS_MAX_DEFAULT};
 use crate::filter::FaultFilter;
+use crate::tls::PeerTls;
 use raftkv_raft::NodeId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +49,10 @@ pub struct TcpConfig {
     /// The fault filter applied to outgoing messages; `None` makes a private one (no faults,
     /// seeded with the node id), reachable through `TcpTransport::fault_filter`.
     pub fault_filter: Option<FaultFilter>,
+    /// Mutual TLS with every peer (`None`: plain TCP). Inbound connections must complete a
+    /// TLS handshake, with a certificate the CA signed, within `handshake_timeout`; outbound
+    /// ones within `connect_timeout`.
+    pub tls: Option<PeerTls>,
 }
 
 impl TcpConfig {
@@ -76,6 +81,7 @@ impl TcpConfig {
             connect_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             fault_filter: None,
+            tls: None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
 use crate::frame_reader::FrameReader;
 use crate::shared::{ConnGuard, Direction, RegisterError, Shared};
 use crate::stats::add;
+use crate::tls::MaybeTls;
 use futures::channel::mpsc;
 use raftkv_raft::{Message, NetRuntime, NodeId};
 use std::collections::BTreeSet;
@@ -118,7 +119,10 @@ enum Close {
 #[derive(Debug)]
 enum Refusal {
     Codec(CodecError),
-    Truncated { have: usize, want: usize },
+    Truncated {
+        have: usize,
+        want: usize,
+    },
     HandshakeTimeout,
     ClosedBeforeHello,
     NotHello,
@@ -127,6 +131,9 @@ enum Refusal {
     WrongCluster(u64),
     UnknownNode(NodeId),
     SecondHello,
+    /// The TLS handshake failed: no TLS (a plaintext peer), a certificate another CA signed,
+    /// or no handshake in time.
+    Tls(io::Error),
 }
 
 impl fmt::Display for Refusal {
@@ -146,6 +153,7 @@ impl fmt::Display for Refusal {
             Refusal::WrongCluster(c) => write!(f, "cluster id {c} is not ours"),
             Refusal::UnknownNode(n) => write!(f, "node id {n} is not a known peer"),
             Refusal::SecondHello => f.write_str("a second hello"),
+            Refusal::Tls(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -164,7 +172,16 @@ impl<R: NetRuntime> Reader<R> {
     async fn run(mut self, socket: R::TcpStream) {
         let node = self.shared.settings.node_id;
         let addr = self.addr;
-        let (peer, close) = self.serve(socket).await;
+        let (peer, close) = match self.shared.settings.tls.clone() {
+            None => self.serve(MaybeTls::Plain(socket)).await,
+            Some(tls) => {
+                let timeout = self.shared.settings.handshake_timeout;
+                match tls.accept(&self.runtime, socket, timeout).await {
+                    Ok(socket) => self.serve(socket).await,
+                    Err(e) => (None, Close::Refused(Refusal::Tls(e))),
+                }
+            }
+        };
         let peer = peer.map_or_else(|| "?".to_string(), |p| format!("n{p}"));
         match close {
             _ if self.shared.is_stopping() => {}
@@ -183,7 +200,7 @@ impl<R: NetRuntime> Reader<R> {
 
     /// Reads the hello, then frames until the connection ends. Returns the peer (once known)
     /// and why it ended.
-    async fn serve(&mut self, mut socket: R::TcpStream) -> (Option<NodeId>, Close) {
+    async fn serve(&mut self, mut socket: MaybeTls<R::TcpStream>) -> (Option<NodeId>, Close) {
         let shared = Arc::clone(&self.shared);
         let settings = &shared.settings;
         let mut frames = FrameReader::new(Codec::new(HELLO_BYTES_MAX));
@@ -227,7 +244,7 @@ impl<R: NetRuntime> Reader<R> {
     /// The first frame, within `handshake_timeout` and `HELLO_BYTES_MAX`.
     async fn read_hello(
         &self,
-        socket: &mut R::TcpStream,
+        socket: &mut MaybeTls<R::TcpStream>,
         frames: &mut FrameReader,
     ) -> Result<Frame, Close> {
         let mut deadline = Box::pin(self.runtime.sleep(self.shared.settings.handshake_timeout));

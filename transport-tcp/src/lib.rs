@@ -45,7 +45,8 @@
 //! `outbound` (writer tasks) · `transport` ([`TcpTransport`]).
 //!
 //! ## Not done
-//! - No TLS and no authentication beyond the cluster id: run it on a trusted network.
+//! - Without [`TcpConfig::tls`], no encryption and no authentication beyond the cluster id:
+//!   run it on a trusted network. With it, peers use mutual TLS ([`tls`]).
 //! - Connections are one-way (each node dials every peer), so a pair of nodes uses two.
 //! - Filter delays are applied on the sender, before the queue; a delayed message may overtake
 //!   or be overtaken by others on the same link.
@@ -74,6 +75,7 @@ mod outbound;
 mod queue;
 mod shared;
 mod stats;
+pub mod tls;
 mod transport;
 
 pub use codec::{
@@ -84,4 +86,5 @@ pub use filter::{FaultFilter, LinkRule, Verdict};
 pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
 pub use frame_reader::FrameReader;
 pub use stats::TransportStats;
+pub use tls::{ClientTls, MaybeTls, PeerTls, ServerTls, TlsError, TlsFiles};
 pub use transport::{TcpTransport, TransportError, PEERS_MAX, PEER_ADDR_BYTES_MAX};

@@ -16,6 +16,7 @@ use crate::frame::{Frame, Hello};
 use crate::queue::{BoxedSleep, PeerQueue};
 use crate::shared::{ConnGuard, Direction, RegisterError, Shared};
 use crate::stats::add;
+use crate::tls::MaybeTls;
 use futures::channel::oneshot;
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::FutureExt;
@@ -85,7 +86,7 @@ impl<R: NetRuntime> Writer<R> {
                     continue;
                 }
             };
-            let (_guard, mut socket) = match self.register(stream) {
+            let (_guard, socket) = match self.register(stream) {
                 Ok(registered) => registered,
                 Err(Some(e)) => {
                     tracing::warn!(node, peer, %addr, "dropping a new connection: {e}");
@@ -95,6 +96,23 @@ impl<R: NetRuntime> Writer<R> {
                     continue;
                 }
                 Err(None) => return, // stopping
+            };
+            let mut socket = match &settings.tls {
+                None => MaybeTls::Plain(socket),
+                Some(tls) => {
+                    let timeout = settings.connect_timeout;
+                    match tls.connect(&self.runtime, addr, socket, timeout).await {
+                        Ok(socket) => socket,
+                        Err(e) => {
+                            add(&self.shared.counters.connect_failures, 1);
+                            tracing::warn!(node, peer, %addr, "TLS handshake failed: {e}");
+                            if !self.pause(&mut rng, &mut backoff).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
             if connected_before {
                 add(&self.shared.counters.reconnects, 1);
@@ -171,7 +189,7 @@ impl<R: NetRuntime> Writer<R> {
     /// Sends the hello, then batches until the queue closes (`Ok`) or a write fails.
     async fn serve(
         &self,
-        socket: &mut R::TcpStream,
+        socket: &mut MaybeTls<R::TcpStream>,
         batch: &mut Vec<Message>,
         buf: &mut Vec<u8>,
     ) -> io::Result<()> {
@@ -238,7 +256,7 @@ impl<R: NetRuntime> Writer<R> {
     /// known to be closed.
     async fn next_batch_while_open(
         &self,
-        socket: &mut R::TcpStream,
+        socket: &mut MaybeTls<R::TcpStream>,
         batch: &mut Vec<Message>,
     ) -> io::Result<bool> {
         let mut next = std::pin::pin!(self.queue.next_batch(batch));
@@ -267,7 +285,7 @@ impl<R: NetRuntime> Writer<R> {
 
     /// Writes all of `buf`, or fails with `TimedOut` once `write_timeout` has passed. The timer
     /// is armed only if the socket does not take everything at once.
-    async fn write(&self, socket: &mut R::TcpStream, buf: &[u8]) -> io::Result<()> {
+    async fn write(&self, socket: &mut MaybeTls<R::TcpStream>, buf: &[u8]) -> io::Result<()> {
         let timeout = self.shared.settings.write_timeout;
         write_within(&self.runtime, socket, buf, timeout).await
     }
@@ -281,7 +299,11 @@ pub(crate) async fn write_within<R: Runtime, S: AsyncWrite + Unpin>(
     buf: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
-    let mut write = socket.write_all(buf);
+    // Flushed too: TLS may hold the end of the buffer until then.
+    let mut write = Box::pin(async {
+        socket.write_all(buf).await?;
+        socket.flush().await
+    });
     let mut timer: Option<BoxedSleep> = None;
     poll_fn(|cx| {
         if let Poll::Ready(result) = write.poll_unpin(cx) {

@@ -3,6 +3,7 @@
 
 use crate::codec::Codec;
 use crate::stats::Counters;
+use crate::tls::PeerTls;
 use raftkv_raft::NodeId;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -23,6 +24,7 @@ pub(crate) struct Settings {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
+    pub tls: Option<PeerTls>,
 }
 
 #[derive(Debug)]

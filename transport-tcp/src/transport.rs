@@ -139,6 +139,7 @@ impl TcpTransport {
             handshake_timeout: config.handshake_timeout,
             connect_timeout: config.connect_timeout,
             write_timeout: config.write_timeout,
+            tls: config.tls.clone(),
         }));
         let configured: BTreeMap<NodeId, String> = config
             .peers

@@ -75,3 +75,27 @@ def non_negative_float(s: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return v
+
+
+def add_client_tls_args(p: argparse.ArgumentParser) -> None:
+    """Adds ``--tls-ca``, ``--tls-cert`` and ``--tls-key``: TLS to a cluster served with TLS."""
+    p.add_argument(
+        "--tls-ca", metavar="PEM", help="speak TLS; the CA that signs the servers' certificates"
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="this client's private key")
+
+
+def client_tls(args: argparse.Namespace) -> dict[str, str] | None:
+    """The Clerk's ``tls`` argument from :func:`add_client_tls_args`' options (None: no TLS)."""
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key:
+            raise UsageError("--tls-cert and --tls-key need --tls-ca")
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    tls = {"ca": args.tls_ca}
+    if args.tls_cert:
+        tls["cert"] = args.tls_cert
+        tls["key"] = args.tls_key
+    return tls

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import raftkv
-from raftkv.cli._common import ENDPOINTS_HELP, endpoints, err
+from raftkv.cli._common import ENDPOINTS_HELP, add_client_tls_args, client_tls, endpoints, err
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -19,6 +19,7 @@ def add_parsers(sub: Subparsers) -> None:
     g.add_argument("key")
     g.add_argument("--endpoints", help=ENDPOINTS_HELP)
     g.add_argument("--timeout", type=float, default=10.0)
+    add_client_tls_args(g)
     g.add_argument("--version", action="store_true", help="also print the version on stderr")
     g.set_defaults(func=run_get)
 
@@ -33,18 +34,20 @@ def add_parsers(sub: Subparsers) -> None:
     )
     w.add_argument("--endpoints", help=ENDPOINTS_HELP)
     w.add_argument("--timeout", type=float, default=10.0)
+    add_client_tls_args(w)
     w.set_defaults(func=run_put)
 
     d = sub.add_parser("delete", help="delete a key")
     d.add_argument("key")
     d.add_argument("--endpoints", help=ENDPOINTS_HELP)
     d.add_argument("--timeout", type=float, default=10.0)
+    add_client_tls_args(d)
     d.set_defaults(func=run_delete)
 
 
 def run_get(args: argparse.Namespace) -> int:
     """Prints the key's value (and with ``--version`` its version on stderr); 1 if missing."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout)
+    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
     try:
         value, version = clerk.get(args.key)
     except raftkv.KeyNotFound:
@@ -61,7 +64,7 @@ def run_get(args: argparse.Namespace) -> int:
 
 def run_put(args: argparse.Namespace) -> int:
     """Writes the key and prints its new version; 1 when a conditional put is refused."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout)
+    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
     try:
         version = clerk.put(args.key, args.value, version=args.version)
     except raftkv.VersionMismatch as e:
@@ -76,7 +79,7 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     """Deletes the key; 1 if it does not exist."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout)
+    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
     try:
         clerk.delete(args.key)
     except raftkv.KeyNotFound:

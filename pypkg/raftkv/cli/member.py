@@ -15,7 +15,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import raftkv
-from raftkv.cli._common import ENDPOINTS_HELP, UsageError, endpoints, err
+from raftkv.cli._common import (
+    ENDPOINTS_HELP,
+    UsageError,
+    add_client_tls_args,
+    client_tls,
+    endpoints,
+    err,
+)
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -70,6 +77,7 @@ def add_parsers(sub: Subparsers) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoints", help=ENDPOINTS_HELP)
     p.add_argument("--timeout", type=float, default=10.0)
+    add_client_tls_args(p)
 
 
 def _node_id(s: str) -> int:
@@ -82,7 +90,7 @@ def _node_id(s: str) -> int:
 def _clerk(args: argparse.Namespace) -> raftkv.Clerk:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    return raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout)
+    return raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
 
 
 def _print_members(members: dict[str, Any]) -> None:

@@ -122,6 +122,31 @@ def add_parser(sub: Subparsers) -> None:
         "--snapshot-threshold", type=int, default=None, help="snapshot after this many log entries"
     )
     s.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="this node's certificate (chain); with --tls-key and --tls-ca, peers use mutual "
+        "TLS and clients TLS. It must name the host of this node's peer and client addresses",
+    )
+    s.add_argument("--tls-key", metavar="PEM", help="this node's private key")
+    s.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="the CA that signs every node's certificate (peers check each other against it)",
+    )
+    s.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require clients to present a certificate this CA signed (default: none asked)",
+    )
+    s.add_argument(
+        "--data-bytes-max",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="refuse writes that would take this node's data (keys, values, 32 bytes a key) past "
+        "BYTES (default and most 536870912: 512 MiB); give every node the same bound",
+    )
+    s.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -167,6 +192,11 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         raise UsageError("with --join, --peers names this node only (ID=HOST:PORT)")
     if args.learner and not join:
         raise UsageError("--learner only goes with --join")
+    tls = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls) and not all(tls):
+        raise UsageError("TLS needs --tls-cert, --tls-key and --tls-ca together")
+    if args.tls_client_ca and not all(tls):
+        raise UsageError("--tls-client-ca needs --tls-cert, --tls-key and --tls-ca")
     try:
         raftkv._raftkv._log_to_stderr(args.log_format)
     except ValueError as e:
@@ -186,6 +216,11 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             snapshot_threshold=args.snapshot_threshold,
             join=join,
             join_as_learner=args.learner,
+            data_bytes_max=args.data_bytes_max,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            tls_client_ca=args.tls_client_ca,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
@@ -201,6 +236,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         node.stop()
         return 0
     where = f", {args.data_dir}" if args.data_dir else ""
+    where += ", TLS" if args.tls_cert else ""
     _say(
         f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
         f" ({args.storage}{where})"

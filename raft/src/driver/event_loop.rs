@@ -315,6 +315,15 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     fn process_ready(&mut self) {
         while self.raft.has_ready() && self.stopped.is_none() {
             let mut ready = self.raft.take_ready();
+            // Raft §7 (issue 21 #7): a snapshot from the leader is restored before it is
+            // persisted. One the state machine cannot read stops the node with nothing of
+            // this `Ready` written or sent: the stored state stays what it was, so the node
+            // restarts from it instead of failing on the same snapshot at every start.
+            if let Some(s) = ready.snapshot.clone() {
+                if !self.restore(&s) {
+                    break;
+                }
+            }
             for m in std::mem::take(&mut ready.send_now) {
                 self.transport.send(m);
             }
@@ -327,9 +336,6 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 }
             } else {
                 self.queue_write(Job { ops, token, after });
-            }
-            if let Some(s) = ready.snapshot.take() {
-                self.restore(&s);
             }
             for e in ready.committed_entries {
                 self.applied_entry(&e);
@@ -375,15 +381,15 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     }
 
     /// A snapshot from the leader replaces the state machine. Proposals it covers have an
-    /// unknown outcome.
-    fn restore(&mut self, s: &Snapshot) {
+    /// unknown outcome. `false`: the state machine refused it, and the node stops.
+    fn restore(&mut self, s: &Snapshot) -> bool {
         if let Err(reason) = self.sm.restore(&s.data) {
-            tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %reason, "cannot restore snapshot: stopping");
+            tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %reason, "cannot restore the snapshot received from the leader: stopping without storing it");
             self.stopped = Some(NodeError::Config(ConfigError::Snapshot {
                 last: s.last,
                 reason,
             }));
-            return;
+            return false;
         }
         let covered: Vec<Index> = self
             .proposals
@@ -414,6 +420,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 None => i += 1,
             }
         }
+        true
     }
 
     /// Snapshots the state machine once enough entries were applied since the last snapshot.
