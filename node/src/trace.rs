@@ -3,8 +3,13 @@
 //! record ([`TraceRecorder`]), taken out as a [`ClusterTrace`] that reads and writes the JSON
 //! format of `docs/trace-json.md`, and that [`crate::replay`] turns into an animated page.
 //!
-//! Bounded: the recorder keeps the latest [`ClusterTrace::events_max`] events; older ones are
-//! dropped and counted in [`ClusterTrace::dropped`], which the replay shows.
+//! Bounded: the recorder keeps the latest [`ClusterTrace::events_max`] of the frequent events
+//! (messages sent, received and dropped; entries appended, committed and applied); older ones
+//! are dropped and counted in [`ClusterTrace::dropped`], which the replay shows. The rare
+//! events that tell the story of a run (starts and stops, roles, votes, snapshots,
+//! membership, faults) are kept apart, up to a quarter of `events_max` more (the oldest
+//! dropped and counted beyond that), so that a long run's trace still shows every election and
+//! fault of the run, with the messages of its last part.
 //!
 //! The recorder also follows who leads (the leader of the highest term among running nodes)
 //! and tells subscribers ([`TraceRecorder::leader_changes`]) each time that changes, from the
@@ -42,9 +47,10 @@ pub struct ClusterTrace {
     pub version: u32,
     /// Raft ids of every node the cluster started (node index `i` is `nodes[i]`).
     pub nodes: Vec<NodeId>,
-    /// The recorder's bound on events.
+    /// The recorder's bound on frequent events (messages, appends, commits, applies); rare
+    /// ones (roles, votes, faults, ...) may add up to a quarter of it.
     pub events_max: usize,
-    /// How many of the oldest events were dropped to stay within `events_max`.
+    /// How many of the oldest events were dropped to stay within the bounds.
     pub dropped: u64,
     /// Events in the order they were recorded (`t_us` from the cluster's start).
     pub events: Vec<TraceEvent>,
@@ -136,8 +142,11 @@ pub struct TraceRecorder {
 struct Recording {
     /// The runtime's clock at the cluster's start, in µs: event times are made relative to it.
     origin_us: u64,
-    events: VecDeque<TraceEvent>,
+    /// Frequent events, and rare ones, each with its sequence number (their merged order).
+    events: VecDeque<(u64, TraceEvent)>,
+    rare: VecDeque<(u64, TraceEvent)>,
     events_max: usize,
+    next_seq: u64,
     dropped: u64,
     nodes: BTreeSet<NodeId>,
     /// Directed links the cluster blocks: a message sent on one is recorded as dropped.
@@ -162,7 +171,9 @@ impl TraceRecorder {
             inner: Arc::new(Mutex::new(Recording {
                 origin_us: origin.as_micros() as u64,
                 events: VecDeque::new(),
+                rare: VecDeque::new(),
                 events_max: events_max.clamp(1, TRACE_EVENTS_MAX_LIMIT),
+                next_seq: 0,
                 dropped: 0,
                 nodes: BTreeSet::new(),
                 blocked: BTreeSet::new(),
@@ -202,7 +213,7 @@ impl TraceRecorder {
             nodes: r.nodes.iter().copied().collect(),
             events_max: r.events_max,
             dropped: r.dropped,
-            events: r.events.iter().cloned().collect(),
+            events: merge(&r.events, &r.rare),
         }
     }
 
@@ -228,11 +239,25 @@ impl TraceRecorder {
 
 impl Recording {
     fn push(&mut self, event: TraceEvent) {
-        if self.events.len() >= self.events_max {
-            self.events.pop_front();
+        let frequent = matches!(
+            event.kind,
+            EventKind::Send { .. }
+                | EventKind::Recv { .. }
+                | EventKind::Drop { .. }
+                | EventKind::Append { .. }
+                | EventKind::Commit { .. }
+                | EventKind::Apply { .. }
+        );
+        let (queue, max) = match frequent {
+            true => (&mut self.events, self.events_max),
+            false => (&mut self.rare, (self.events_max / 4).max(1)),
+        };
+        if queue.len() >= max {
+            queue.pop_front();
             self.dropped += 1;
         }
-        self.events.push_back(event);
+        queue.push_back((self.next_seq, event));
+        self.next_seq += 1;
     }
 
     /// Follows roles; tells subscribers when the leader of the highest term changes.
@@ -268,6 +293,25 @@ impl Recording {
         self.watchers
             .retain(|w| !matches!(w.try_send(change), Err(mpsc::TrySendError::Disconnected(_))));
     }
+}
+
+/// The events of both queues in the order they were recorded.
+fn merge(a: &VecDeque<(u64, TraceEvent)>, b: &VecDeque<(u64, TraceEvent)>) -> Vec<TraceEvent> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let next = match (i.peek(), j.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => i.next(),
+            (Some(_), Some(_)) => j.next(),
+            (Some(_), None) => i.next(),
+            (None, Some(_)) => j.next(),
+            (None, None) => break,
+        };
+        if let Some((_, e)) = next {
+            out.push(e.clone());
+        }
+    }
+    out
 }
 
 impl Observer for TraceRecorder {
@@ -318,12 +362,49 @@ mod tests {
     fn trace_keeps_the_latest_events_and_counts_the_dropped() {
         let r = TraceRecorder::new(Duration::ZERO, 3);
         for i in 0..5 {
-            r.record(Duration::from_micros(i), 1, EventKind::Heal);
+            r.record(Duration::from_micros(i), 1, EventKind::Commit { index: i });
         }
         let t = r.snapshot();
         assert_eq!(t.events.len(), 3);
         assert_eq!(t.dropped, 2);
         assert_eq!(t.events[0].t_us, 2);
+    }
+
+    #[test]
+    fn rare_events_outlive_the_frequent_ones_and_keep_their_order() {
+        let r = TraceRecorder::new(Duration::ZERO, 8);
+        r.record(Duration::from_micros(1), 1, EventKind::Crash);
+        for i in 0..20 {
+            r.record(
+                Duration::from_micros(2 + i),
+                1,
+                EventKind::Commit { index: i },
+            );
+        }
+        r.record(Duration::from_micros(30), 0, EventKind::Heal);
+        r.record(
+            Duration::from_micros(31),
+            1,
+            EventKind::Commit { index: 99 },
+        );
+        let t = r.snapshot();
+        assert_eq!(t.events.first().map(|e| &e.kind), Some(&EventKind::Crash));
+        assert_eq!(t.events.len(), 10, "8 frequent, 2 rare");
+        assert_eq!(t.dropped, 13);
+        assert!(t.events.windows(2).all(|w| w[0].t_us <= w[1].t_us));
+        // Rare events are bounded too: a quarter of events_max.
+        for i in 0..5 {
+            r.record(Duration::from_micros(40 + i), 0, EventKind::Heal);
+        }
+        let t = r.snapshot();
+        assert_eq!(
+            t.events
+                .iter()
+                .filter(|e| e.kind == EventKind::Heal)
+                .count(),
+            2
+        );
+        assert!(!t.events.iter().any(|e| e.kind == EventKind::Crash));
     }
 
     #[test]

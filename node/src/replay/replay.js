@@ -53,6 +53,9 @@
     }
     MSGS.sort((a, b) => a.t0 - b.t0);
   })();
+  const FREQUENT = new Set(["send", "recv", "drop", "append", "commit", "apply"]);
+  let DETAIL_FROM = START;
+  for (const e of EV) if (FREQUENT.has(e.type)) { DETAIL_FROM = e.t_us; break; }
   let flightMax = 0;
   for (const m of MSGS) if (m.t1 !== null) flightMax = Math.max(flightMax, Math.min(m.t1 - m.t0, 2e6));
 
@@ -393,6 +396,13 @@
     for (const id of ids) close(id, END);
     g.font = "9px system-ui, sans-serif"; g.fillStyle = "#5b6270"; g.textAlign = "left";
     ids.forEach((id) => g.fillText("n" + id, 1, y0 + slot.get(id) * 14 + 9));
+    // before the first frequent event kept, the trace has no messages or log entries
+    if (T.dropped > 0 && DETAIL_FROM > START) {
+      g.fillStyle = "rgba(120,126,136,0.18)";
+      g.fillRect(0, 0, X(DETAIL_FROM), TH);
+      g.fillStyle = "#5b6270"; g.font = "9px system-ui, sans-serif"; g.textAlign = "left";
+      g.fillText("no message detail kept", 18, 9);
+    }
     // faults
     let lastLabel = -100;
     for (const e of EV) {
