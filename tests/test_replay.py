@@ -31,19 +31,35 @@ def chromium() -> str:
     return path
 
 
-def render(page: Path, fragment: str, tmp: Path, *, screenshot: Path | None = None,
-           budget_ms: int = 1500) -> tuple[str, str]:
+def render(
+    page: Path, fragment: str, tmp: Path, *, screenshot: Path | None = None, budget_ms: int = 1500
+) -> tuple[str, str]:
     """Opens ``page#fragment`` headless; returns (DOM, Chromium's log). With ``screenshot``,
     saves one there instead of dumping the DOM."""
     args = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", "--window-size=1280,900", "--enable-logging=stderr", "--v=0",
-        f"--virtual-time-budget={budget_ms}", f"--user-data-dir={tmp / 'profile'}",
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1280,900",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--virtual-time-budget={budget_ms}",
+        f"--user-data-dir={tmp / 'profile'}",
     ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    proc = subprocess.run(args + [page.as_uri() + "#" + fragment], capture_output=True,
-                          text=True, timeout=180, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        args + [page.as_uri() + "#" + fragment],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, proc.stderr
 
@@ -114,8 +130,12 @@ def test_play_and_scrub_change_what_is_drawn(replay, tmp_path):
     dom, _ = render(replay, "t=0.5&speed=1&play", tmp_path, budget_ms=2500)
     assert float(attr(dom, "data-t") or 0) > 0.5e6, "time advanced while playing"
     dom, _ = render(replay, "scrub=0.9", tmp_path)
-    end = max(e["t_us"] for e in json.loads(
-        re.search(r'id="trace-data">(.*?)</script>', replay.read_text(), re.S).group(1))["events"])
+    end = max(
+        e["t_us"]
+        for e in json.loads(
+            re.search(r'id="trace-data">(.*?)</script>', replay.read_text(), re.S).group(1)
+        )["events"]
+    )
     assert float(attr(dom, "data-t") or 0) > 0.8 * end, "the scrubber moved the time"
 
 
@@ -130,8 +150,18 @@ def synthetic_trace(events_max: int) -> str:
         events.append({"t_us": t, "node": node, "type": kind, **kw})
 
     for n in (1, 2, 3):
-        add(n, "start", term=0, commit=0, last_index=0, last_term=0, snapshot_index=0,
-            election_timeout_ms_min=300, election_timeout_ms_max=600, heartbeat_ms=100)
+        add(
+            n,
+            "start",
+            term=0,
+            commit=0,
+            last_index=0,
+            last_term=0,
+            snapshot_index=0,
+            election_timeout_ms_min=300,
+            election_timeout_ms_max=600,
+            heartbeat_ms=100,
+        )
     add(1, "role", role="leader", term=1, leader=1, election_timeout_ms=400)
     index = 0
     while len(events) < events_max:
@@ -139,14 +169,26 @@ def synthetic_trace(events_max: int) -> str:
         index += 1
         add(1, "append", first=index, terms=[1], kinds="c")
         for f in (2, 3):
-            msg = {"kind": "append", "term": 1, "index": index - 1, "log_term": 1, "entries": 1,
-                   "commit": index - 1, "bytes": 20}
+            msg = {
+                "kind": "append",
+                "term": 1,
+                "index": index - 1,
+                "log_term": 1,
+                "entries": 1,
+                "commit": index - 1,
+                "bytes": 20,
+            }
             add(1, "send", to=f, msg=msg)
             t += 40
             add(f, "recv", **{"from": 1}, msg=msg)
             add(f, "append", first=index, terms=[1], kinds="c")
-            resp = {"kind": "append_response", "term": 1, "index": index - 1, "ok": True,
-                    "match_index": index}
+            resp = {
+                "kind": "append_response",
+                "term": 1,
+                "index": index - 1,
+                "ok": True,
+                "match_index": index,
+            }
             add(f, "send", to=1, msg=resp)
             t += 40
             add(1, "recv", **{"from": f}, msg=resp)
@@ -157,8 +199,14 @@ def synthetic_trace(events_max: int) -> str:
             add(0, "partition", groups=[[1, 2], [3]])
             add(0, "heal")
             add(3, "restart")
-    doc = {"format": "raftkv-trace", "version": 1, "nodes": [1, 2, 3],
-           "events_max": events_max, "dropped": 0, "events": events[:events_max]}
+    doc = {
+        "format": "raftkv-trace",
+        "version": 1,
+        "nodes": [1, 2, 3],
+        "events_max": events_max,
+        "dropped": 0,
+        "events": events[:events_max],
+    }
     return json.dumps(doc)
 
 
@@ -171,8 +219,10 @@ def test_a_60_second_demo_sized_replay_loads_within_seconds(tmp_path):
     dom, log = render(page, "scrub=0.5", tmp_path)
     wall = time.monotonic() - started
     load_ms = int(attr(dom, "data-load-ms") or -1)
-    print(f"\nreplay of {len(trace)} events: {size_mb:.1f} MB, player ready in {load_ms} ms, "
-          f"Chromium run {wall:.1f} s")
+    print(
+        f"\nreplay of {len(trace)} events: {size_mb:.1f} MB, player ready in {load_ms} ms, "
+        f"Chromium run {wall:.1f} s"
+    )
     assert attr(dom, "data-ready") == "yes" and attr(dom, "data-errors") is None
     assert console_errors(log) == []
     assert 0 <= load_ms < 5000, f"the player took {load_ms} ms to start"

@@ -15,8 +15,14 @@ import raftkv
 def run(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("RAFTKV_ENDPOINTS", None)
-    return subprocess.run(raftkv_cli() + args, capture_output=True, text=True, timeout=120,
-                          env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        raftkv_cli() + args,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_status_lists_every_node_with_one_leader():
@@ -40,8 +46,16 @@ def test_status_lists_every_node_with_one_leader():
         proc = run(["status", "--endpoints", ",".join(cluster.addrs)])
         assert proc.returncode == 0, proc.stderr
         lines = proc.stdout.strip().splitlines()
-        assert lines[0].split() == ["ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT",
-                                    "APPLIED", "LAG"]
+        assert lines[0].split() == [
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "COMMIT",
+            "APPLIED",
+            "LAG",
+        ]
         assert len(lines) == 4 and sum(" leader " in line for line in lines) == 1
 
         down = (leader + 1) % 3

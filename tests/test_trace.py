@@ -33,7 +33,17 @@ def test_trace_holds_the_nodes_events_and_the_faults(tmp_path):
     assert trace.nodes == [1, 2, 3]
     assert trace.dropped == 0 and trace.events_max == 200_000
     counts = kinds(trace)
-    for kind in ("start", "role", "vote", "append", "commit", "apply", "send", "recv", "membership"):
+    for kind in (
+        "start",
+        "role",
+        "vote",
+        "append",
+        "commit",
+        "apply",
+        "send",
+        "recv",
+        "membership",
+    ):
         assert counts.get(kind, 0) > 0, (kind, counts)
     for fault in ("partition", "heal", "crash", "restart"):
         assert counts.get(fault) == 1, (fault, counts)
@@ -55,8 +65,10 @@ def test_trace_holds_the_nodes_events_and_the_faults(tmp_path):
 
 def test_a_bad_trace_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "something-else", "version": 1, "nodes": [], "events_max": 1, '
-                   '"dropped": 0, "events": []}')
+    bad.write_text(
+        '{"format": "something-else", "version": 1, "nodes": [], "events_max": 1, '
+        '"dropped": 0, "events": []}'
+    )
     with pytest.raises(ValueError, match="not a raftkv trace"):
         raftkv.Trace.load(bad)
     with pytest.raises(ValueError, match="not a raftkv trace"):
@@ -81,7 +93,7 @@ def test_untraced_cluster_has_an_empty_trace_and_no_leader_watch():
         cluster.wait_leader()
         assert len(cluster.trace()) == 0
         with pytest.raises(raftkv.ClusterError, match="trace_events_max=0"):
-            cluster.on_leader_change(lambda i, t: None)
+            cluster.on_leader_change(lambda *_: None)
     with pytest.raises(ValueError, match="trace_events_max"):
         raftkv.LocalCluster(n=1, storage="memory", trace_events_max=10**9)
 
@@ -108,12 +120,16 @@ def test_on_leader_change_reports_each_new_leader_from_a_background_thread():
         with lock:
             first_term = max(t for i, t in changes if i == first)
         cluster.crash(first)
-        wait_for(lambda cs: cs[-1][0] not in (None, first) and cs[-1][1] > first_term,
-                 "a new leader in a later term")
+        wait_for(
+            lambda cs: cs[-1][0] not in (None, first) and cs[-1][1] > first_term,
+            "a new leader in a later term",
+        )
         new, term = changes[-1]
         assert cluster.status(new)["role"] == "leader" and cluster.status(new)["term"] == term
         assert (None, first_term) in changes, "the crash left the cluster without a leader"
     assert threading.current_thread().name not in threads
-    with pytest.raises(TypeError, match="callable"):
-        with raftkv.LocalCluster(n=1, storage="memory") as cluster:
-            cluster.on_leader_change(42)  # type: ignore[arg-type]
+    with (
+        raftkv.LocalCluster(n=1, storage="memory") as cluster,
+        pytest.raises(TypeError, match="callable"),
+    ):
+        cluster.on_leader_change(42)  # type: ignore[arg-type]

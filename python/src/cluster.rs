@@ -22,6 +22,9 @@ use crate::runtime::{block_on, tokio_runtime};
 use crate::trace::{spawn_leader_watch, Trace};
 use raftkv_node::trace::{TRACE_EVENTS_MAX_DEFAULT, TRACE_EVENTS_MAX_LIMIT};
 
+// The signature of `LocalCluster.__new__` (and the stub) spell the default out.
+const _: () = assert!(TRACE_EVENTS_MAX_DEFAULT == 200_000);
+
 enum AnyCluster {
     Tokio(RCluster<TokioRuntime>),
     Smol(RCluster<SmolRuntime>),
@@ -107,7 +110,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, trace_events_max=TRACE_EVENTS_MAX_DEFAULT))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, trace_events_max=200000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -54,12 +54,19 @@ def collect(addrs: list[str], timeout: float) -> list[dict[str, Any]]:
         except raftkv.Error as e:
             rows.append({"address": addr, "error": f"{type(e).__name__}: {e}"})
             continue
-        rows.append({
-            "id": s["raft_id"], "address": addr, "role": s["role"], "term": s["term"],
-            "leader": s["leader"], "commit_index": s["commit_index"],
-            "applied_index": s["applied_index"], "last_index": s["last_index"],
-            "snapshot_index": s["snapshot_index"],
-        })
+        rows.append(
+            {
+                "id": s["raft_id"],
+                "address": addr,
+                "role": s["role"],
+                "term": s["term"],
+                "leader": s["leader"],
+                "commit_index": s["commit_index"],
+                "applied_index": s["applied_index"],
+                "last_index": s["last_index"],
+                "snapshot_index": s["snapshot_index"],
+            }
+        )
     top = max((r["commit_index"] for r in rows if "error" not in r), default=0)
     for r in rows:
         if "error" not in r:
@@ -77,11 +84,20 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(["?", r["address"], "unreachable", "-", "-", "-", "-", "-"])
             continue
         leader = "-" if r["leader"] is None else str(r["leader"])
-        lines.append([str(r["id"]), r["address"], r["role"], str(r["term"]), leader,
-                      str(r["commit_index"]), str(r["applied_index"]), str(r["lag"])])
+        lines.append(
+            [
+                str(r["id"]),
+                r["address"],
+                r["role"],
+                str(r["term"]),
+                leader,
+                str(r["commit_index"]),
+                str(r["applied_index"]),
+                str(r["lag"]),
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
-                     for line in lines)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
