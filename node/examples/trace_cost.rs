@@ -1,6 +1,6 @@
 //! What the cluster trace costs: put throughput of an in-process 3-node cluster (TCP, tokio)
 //! with the trace off and on, in alternating rounds of one run, so that both see the same
-//! machine. `cargo run --release -p raftkv-node --example trace_cost -- [clients] [seconds per
+//! machine (the node metrics, another observer, are off in both). `cargo run --release -p raftkv-node --example trace_cost -- [clients] [seconds per
 //! round] [rounds] [replay.html]`. `KVBENCH_MEMORY=1` keeps the logs in memory (the trace's
 //! CPU cost is then a larger share). With a fourth argument, the last traced round's replay
 //! page is written there. Prints one JSON line per round and a summary line.
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         let traced = round % 2 == 1;
         let mut config = ClusterConfig::new(3, storage);
         config.trace_events_max = if traced { TRACE_EVENTS_MAX_DEFAULT } else { 0 };
+        config.metrics = false;
         let started = rt.block_on(async {
             let cluster = LocalCluster::start(runtime.clone(), config).await?;
             cluster.wait_leader(Duration::from_secs(5)).await?;

@@ -35,11 +35,12 @@ use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 
 pub use crate::error::ClusterError;
+use crate::metrics::NodeMetrics;
 use crate::server::{KvServer, ServerConfig};
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
-use raftkv_raft::driver::observer::{EventKind, ObserverHandle};
+use raftkv_raft::driver::observer::{EventKind, ObserverHandle, Observers};
 use std::sync::Arc;
 
 /// Where a node keeps its log.
@@ -68,6 +69,8 @@ pub struct ClusterConfig {
     /// The trace keeps at most this many events (the oldest are dropped beyond it); 0: no
     /// trace (the drivers get no observer).
     pub trace_events_max: usize,
+    /// Keep each node's Prometheus metrics ([`LocalCluster::metrics`]).
+    pub metrics: bool,
 }
 
 impl ClusterConfig {
@@ -80,6 +83,7 @@ impl ClusterConfig {
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
             trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
+            metrics: true,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct LocalCluster<R: Runtime> {
     removed: BTreeSet<usize>,
     /// Where every node's events and the cluster's faults are recorded (`None`: not traced).
     trace: Option<TraceRecorder>,
+    /// Each node's metrics, by index (empty when not kept); kept across restarts.
+    metrics: Vec<NodeMetrics>,
 }
 
 /// A local cluster starts at most this many nodes over its life.
@@ -183,6 +189,7 @@ impl<R: NetRuntime> LocalCluster<R> {
             initial: n,
             removed: BTreeSet::new(),
             trace,
+            metrics: Vec::new(),
             config,
         };
         for (i, (peer, client)) in peer_listeners.into_iter().zip(client_listeners).enumerate() {
@@ -318,6 +325,17 @@ impl<R: NetRuntime> LocalCluster<R> {
         }
     }
 
+    /// Node `i`'s metrics in the Prometheus text format (kept across its restarts; empty when
+    /// the cluster keeps none).
+    pub fn metrics(&self, i: usize) -> Result<String, ClusterError> {
+        self.check(i)?;
+        Ok(self
+            .metrics
+            .get(i)
+            .map(NodeMetrics::encode)
+            .unwrap_or_default())
+    }
+
     /// The recorder, to follow the cluster as it runs (`None`: not traced).
     pub fn trace_recorder(&self) -> Option<&TraceRecorder> {
         self.trace.as_ref()
@@ -381,10 +399,22 @@ impl<R: NetRuntime> LocalCluster<R> {
         raft.seed = self.config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id);
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = self.config.request_timeout;
+        let mut observers = Vec::new();
         if let Some(t) = &self.trace {
             t.add_node(id);
-            node_config.observer = Some(ObserverHandle(Arc::new(t.clone())));
+            observers.push(ObserverHandle(Arc::new(t.clone())));
         }
+        if self.config.metrics {
+            while self.metrics.len() <= i {
+                self.metrics.push(NodeMetrics::new());
+            }
+            observers.push(ObserverHandle(Arc::new(self.metrics[i].clone())));
+        }
+        node_config.observer = match observers.len() {
+            0 => None,
+            1 => observers.pop(),
+            _ => Some(ObserverHandle(Arc::new(Observers(observers)))),
+        };
         if let Some(t) = self.config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
         }

@@ -14,6 +14,7 @@
 //!   has Raft id `i + 1`.
 //! - [`trace`]: [`trace::ClusterTrace`] — a cluster's recorded events (JSON in
 //!   `docs/trace-json.md`) and [`trace::TraceRecorder`], which records them.
+//! - [`metrics`]: [`metrics::NodeMetrics`] — a node's Prometheus metrics, from its events.
 //! - [`replay`]: [`replay::replay_html`] — a trace as an animated, self-contained HTML page.
 //! - [`storage`]: [`storage::AnyStorage`] — memory or LMDB, chosen at run time.
 //! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, the
@@ -79,6 +80,7 @@
 pub mod cluster;
 mod error;
 pub mod load;
+pub mod metrics;
 pub mod replay;
 pub mod server;
 pub mod standalone;

@@ -32,9 +32,11 @@ use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{TcpConfig, TcpTransport};
 
 use crate::error::ClusterError;
+use crate::metrics::NodeMetrics;
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
+use raftkv_raft::driver::observer::ObserverHandle;
 
 use crate::server::{KvServer, ServerConfig};
 use crate::tcp_client::TcpConnector;
@@ -156,6 +158,8 @@ pub struct StandaloneNode<R: Runtime> {
     stopping: Arc<AtomicBool>,
     /// Resolves once the node stopped by itself (dropped, unresolved, after a requested stop).
     failed: Option<oneshot::Receiver<()>>,
+    /// Counted from the driver's events ([`crate::metrics`]).
+    metrics: NodeMetrics,
 }
 
 impl<R: NetRuntime> StandaloneNode<R> {
@@ -186,6 +190,8 @@ impl<R: NetRuntime> StandaloneNode<R> {
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
+        let metrics = NodeMetrics::new();
+        node_config.observer = Some(ObserverHandle(Arc::new(metrics.clone())));
         if let Some(t) = config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
         }
@@ -290,7 +296,13 @@ impl<R: NetRuntime> StandaloneNode<R> {
             failure,
             stopping,
             failed: Some(failed_rx),
+            metrics,
         })
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.metrics.encode()
     }
 
     /// Why the node stopped by itself (a storage failure, say), or `None` while it runs.

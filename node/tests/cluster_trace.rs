@@ -136,6 +136,40 @@ fn trace_records_elections_replication_messages_snapshots_and_faults() {
 }
 
 #[test]
+fn cluster_metrics_follow_each_node_across_a_restart() {
+    on_tokio(|rt| async move {
+        let mut c = LocalCluster::start(rt, ClusterConfig::new(3, StorageKind::Memory))
+            .await
+            .unwrap();
+        let leader = c.wait_leader(WAIT).await.unwrap();
+        let mut clerk = c.clerk(clerk_config());
+        for i in 0..10 {
+            clerk.put(format!("k{i}"), "v", None).await.unwrap();
+        }
+        let text = c.metrics(leader).unwrap();
+        let value = |text: &str, name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert_eq!(value(&text, "raftkv_role"), 3);
+        assert_eq!(value(&text, "raftkv_leader_id"), leader as u64 + 1);
+        assert!(value(&text, "raftkv_commit_index") >= 11);
+        assert!(value(&text, "raftkv_entries_applied_total") >= 11);
+        assert!(text.contains("raftkv_messages_sent_total{kind=\"append\"}"));
+        let follower = (leader + 1) % 3;
+        c.crash(follower).await.unwrap();
+        c.restart(follower).await.unwrap();
+        c.wait_leader(WAIT).await.unwrap();
+        clerk.put("k", "after", None).await.unwrap();
+        let text = c.metrics(follower).unwrap();
+        assert_eq!(value(&text, "raftkv_restarts_total"), 1);
+        assert!(c.metrics(7).is_err(), "no node 7");
+        c.close().await;
+    });
+}
+
+#[test]
 fn an_untraced_cluster_records_nothing() {
     on_tokio(|rt| async move {
         let mut config = ClusterConfig::new(1, StorageKind::Memory);

@@ -42,6 +42,21 @@ impl fmt::Debug for ObserverHandle {
     }
 }
 
+/// Several observers: each gets every event (a clone for all but the last).
+#[derive(Clone, Debug, Default)]
+pub struct Observers(pub Vec<ObserverHandle>);
+
+impl Observer for Observers {
+    fn observe(&self, event: TraceEvent) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for o in rest {
+                o.0.observe(event.clone());
+            }
+            last.0.observe(event);
+        }
+    }
+}
+
 /// One event of one node (or of the cluster harness, about a node).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceEvent {
