@@ -515,6 +515,15 @@ impl LocalCluster {
         Ok(Trace { inner: Arc::new(t) })
     }
 
+    /// Node i's metrics in the Prometheus (OpenMetrics) text format (see Node.metrics);
+    /// counted across its restarts.
+    fn metrics(&self, py: Python<'_>, i: i64) -> PyResult<String> {
+        let i = node_index(i, self.count())?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.metrics(i))) })
+        })
+    }
+
     /// Calls `callback(index, term)` from a background thread each time the cluster's leader
     /// changes (`index` None: no running node leads; `term`: the leader's, else the highest
     /// seen), first with the leader now. Driven by the nodes' trace events, not by polling;
