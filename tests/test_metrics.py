@@ -95,8 +95,7 @@ def test_node_metrics():
         peers={1: f"127.0.0.1:{peer}"},
         storage="memory",
         client_addrs={1: f"127.0.0.1:{client}"},
-    ) as node:
-        node.start()
+    ) as node:  # started by `with`
         raftkv.Clerk([node.client_addr], timeout=10.0).put("k", "v")
         text = node.metrics()
         assert value(text, "raftkv_term") >= 1 and value(text, "raftkv_commit_index") >= 2

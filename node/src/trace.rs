@@ -153,6 +153,9 @@ struct Recording {
     blocked: BTreeSet<(NodeId, NodeId)>,
     /// Role and term of every running node, as last reported.
     roles: BTreeMap<NodeId, (RoleName, Term)>,
+    /// Event loops started and not yet stopped, per node: a crashed node's loop may report
+    /// its stop after the restarted one has started.
+    live: BTreeMap<NodeId, i64>,
     /// The leader as last told to subscribers.
     leader: Option<NodeId>,
     leader_term: Term,
@@ -178,6 +181,7 @@ impl TraceRecorder {
                 nodes: BTreeSet::new(),
                 blocked: BTreeSet::new(),
                 roles: BTreeMap::new(),
+                live: BTreeMap::new(),
                 leader: None,
                 leader_term: 0,
                 watchers: Vec::new(),
@@ -266,7 +270,19 @@ impl Recording {
             EventKind::Role { role, term, .. } => {
                 self.roles.insert(event.node, (*role, *term));
             }
-            EventKind::Crash | EventKind::Stop { .. } | EventKind::NodeRemoved => {
+            EventKind::Start { .. } => {
+                *self.live.entry(event.node).or_default() += 1;
+                return;
+            }
+            EventKind::Stop { .. } => {
+                let live = self.live.entry(event.node).or_default();
+                *live -= 1;
+                if *live > 0 {
+                    return; // the loop of an earlier run: the node runs again
+                }
+                self.roles.remove(&event.node);
+            }
+            EventKind::Crash | EventKind::NodeRemoved => {
                 self.roles.remove(&event.node);
             }
             _ => return,
@@ -517,5 +533,35 @@ mod tests {
         );
         r.close_subscriptions();
         assert!(matches!(rx.recv(), Err(mpsc::RecvError)));
+    }
+
+    #[test]
+    fn a_late_stop_of_a_crashed_run_does_not_unseat_the_restarted_leader() {
+        let r = TraceRecorder::new(Duration::ZERO, 100);
+        let start = EventKind::Start {
+            term: 1,
+            commit: 0,
+            last_index: 0,
+            last_term: 0,
+            snapshot_index: 0,
+            election_timeout_ms_min: 300,
+            election_timeout_ms_max: 600,
+            heartbeat_ms: 100,
+        };
+        r.record(Duration::ZERO, 1, start.clone());
+        r.record(Duration::ZERO, 1, EventKind::Crash);
+        r.record(Duration::ZERO, 1, EventKind::Restart);
+        r.record(Duration::ZERO, 1, start);
+        r.observe(role(1, RoleName::Leader, 2));
+        let rx = r.leader_changes();
+        assert_eq!(rx.try_recv().unwrap().leader, Some(1));
+        r.record(
+            Duration::ZERO,
+            1,
+            EventKind::Stop {
+                reason: "shutdown".into(),
+            },
+        );
+        assert!(rx.try_recv().is_err(), "still leads");
     }
 }

@@ -62,7 +62,7 @@
   // ---- state at a time: replayed from checkpoints ----
   const LOG_KEEP = 400; // entries kept per log tail (older ones are not drawn)
   function emptyNode() {
-    return { alive: false, paused: false, role: "follower", term: 0, leader: null, commit: 0, applied: 0,
+    return { alive: false, live: 0, paused: false, role: "follower", term: 0, leader: null, commit: 0, applied: 0,
       snap: 0, base: 1, terms: [], kinds: [], timerAt: 0, timeout: 450, votedFor: null, voters: null,
       learners: [], joint: false, timeoutMin: 300, timeoutMax: 600 };
   }
@@ -99,14 +99,19 @@
     const n = s.nodes[e.node];
     switch (e.type) {
       case "start":
-        n.alive = true; n.paused = false; n.role = "follower"; n.term = e.term; n.leader = null;
+        n.live += 1; n.alive = true; n.paused = false; n.role = "follower"; n.term = e.term; n.leader = null;
         n.commit = e.commit; n.applied = Math.min(n.applied, e.commit); n.snap = e.snapshot_index;
         truncate(n, e.last_index);
         if (lastIndex(n) < e.last_index) { n.base = e.last_index + 1; n.terms = []; n.kinds = []; }
         n.timeoutMin = e.election_timeout_ms_min; n.timeoutMax = e.election_timeout_ms_max;
         n.timerAt = e.t_us; break;
-      case "stop": case "crash":
-        if (n) { n.alive = false; n.role = "follower"; n.leader = null; } break;
+      case "stop":
+        // A crashed run's loop may report its stop after the restarted one started.
+        n.live -= 1;
+        if (n.live <= 0) { n.alive = false; n.role = "follower"; n.leader = null; }
+        break;
+      case "crash":
+        n.alive = false; n.role = "follower"; n.leader = null; break;
       case "role":
         if (n.role !== e.role || n.term !== e.term) n.timerAt = e.t_us;
         n.role = e.role; n.term = e.term; n.leader = e.leader; n.timeout = e.election_timeout_ms || n.timeout; break;
@@ -384,8 +389,11 @@
       const st = state[id];
       if (st.color) { g.fillStyle = st.color; g.fillRect(X(st.t0), y0 + slot.get(id) * 14, Math.max(1, X(tEnd) - X(st.t0)), 10); }
     }
+    const live = {};
     for (const e of EV) {
       if (!state[e.node]) continue;
+      if (e.type === "start") live[e.node] = (live[e.node] || 0) + 1;
+      if (e.type === "stop" && (live[e.node] = (live[e.node] || 0) - 1) > 0) continue;
       let color;
       if (e.type === "role") color = e.role === "leader" ? termColor(e.term, false) : termColor(e.term, true);
       else if (e.type === "start") color = termColor(e.term, true);
