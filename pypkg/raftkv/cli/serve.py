@@ -255,7 +255,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             node.stop()
             _say(f"raftkv: node {args.id} cannot serve metrics at {args.metrics_addr}: {e}")
             return 3
-        host, port = metrics.server_address[:2]
+        host, port = str(metrics.server_address[0]), int(metrics.server_address[1])
         _say(f"raftkv: node {args.id} metrics at http://{host}:{port}/metrics")
     where = f", {args.data_dir}" if args.data_dir else ""
     _say(
