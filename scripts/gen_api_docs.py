@@ -38,6 +38,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "History", "check_linearizable", "check_file", "CheckOutcome", "CheckResult",
     ]),
     ("Load", ["bench"]),
+    ("Traces and replays", ["Trace", "visualize_trace"]),
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
         "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError",

@@ -200,6 +200,10 @@ def test_demo(tmp_path):
     assert html.is_file(), f"no raftkv-demo.html in the working directory\n{describe(proc)}"
     assert "<html" in html.read_text(encoding="utf-8").lower()
     assert proc.stdout.strip(), "the demo prints a summary"
+    replay = tmp_path / "raftkv-demo-replay.html"
+    assert replay.is_file(), f"no replay next to the history page\n{describe(proc)}"
+    assert f"replay: {replay}" in proc.stdout, describe(proc)
+    assert 'id="trace-data"' in replay.read_text(encoding="utf-8")
 
 
 def test_help_exits_0():

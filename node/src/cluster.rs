@@ -7,6 +7,11 @@
 //! Each node `i` (0-based) has Raft id `i + 1`, a peer address and a client address; both
 //! stay the same across restarts.
 //!
+//! Trace ([`crate::trace`]): unless [`ClusterConfig::trace_events_max`] is 0, every node's
+//! driver events and every fault above are recorded into one bounded trace
+//! ([`LocalCluster::trace`]), and leader changes can be followed as they happen
+//! ([`LocalCluster::leader_changes`]).
+//!
 //! Membership (thesis §4): `add_node` starts a new node that joins as a learner and (unless
 //! asked to stay one) is promoted once caught up, `promote`, `remove_node` (the leader too:
 //! leadership is handed over first), `transfer_leader`, `members`. Indexes are never reused: a
@@ -30,9 +35,13 @@ use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
 
 pub use crate::error::ClusterError;
+use crate::metrics::NodeMetrics;
 use crate::server::{KvServer, ServerConfig};
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
+use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
+use raftkv_raft::driver::observer::{EventKind, ObserverHandle, Observers};
+use std::sync::Arc;
 
 /// Where a node keeps its log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +70,11 @@ pub struct ClusterConfig {
     /// ([`KvStateMachine::with_data_bytes_max`]). At most
     /// [`crate::storage::data_bytes_max_limit`].
     pub data_bytes_max: u64,
+    /// The trace keeps at most this many events (the oldest are dropped beyond it); 0: no
+    /// trace (the drivers get no observer).
+    pub trace_events_max: usize,
+    /// Keep each node's Prometheus metrics ([`LocalCluster::metrics`]).
+    pub metrics: bool,
 }
 
 impl ClusterConfig {
@@ -73,6 +87,8 @@ impl ClusterConfig {
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
             data_bytes_max: DATA_BYTES_MAX_DEFAULT,
+            trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
+            metrics: true,
         }
     }
 }
@@ -113,6 +129,10 @@ pub struct LocalCluster<R: Runtime> {
     initial: usize,
     /// Nodes taken out of the configuration by `remove_node` (stopped for good).
     removed: BTreeSet<usize>,
+    /// Where every node's events and the cluster's faults are recorded (`None`: not traced).
+    trace: Option<TraceRecorder>,
+    /// Each node's metrics, by index (empty when not kept); kept across restarts.
+    metrics: Vec<NodeMetrics>,
 }
 
 /// A local cluster starts at most this many nodes over its life.
@@ -158,6 +178,8 @@ impl<R: NetRuntime> LocalCluster<R> {
             }
         };
         let cluster_id = config.seed ^ 0x5241_4654_4b56; // "RAFTKV"
+        let trace = (config.trace_events_max > 0)
+            .then(|| TraceRecorder::new(runtime.now(), config.trace_events_max));
         let mut cluster = Self {
             filter: FaultFilter::new(config.seed),
             runtime,
@@ -171,6 +193,8 @@ impl<R: NetRuntime> LocalCluster<R> {
             cluster_id,
             initial: n,
             removed: BTreeSet::new(),
+            trace,
+            metrics: Vec::new(),
             config,
         };
         for (i, (peer, client)) in peer_listeners.into_iter().zip(client_listeners).enumerate() {
@@ -286,7 +310,47 @@ impl<R: NetRuntime> LocalCluster<R> {
             .ok_or(ClusterError::NotRunning { index: i })?;
         running.node.shutdown().await;
         drop(running); // the server shuts down: accept loop, connections
+        self.record(i, EventKind::Crash);
         Ok(())
+    }
+
+    /// Records a fault (or another action of the cluster) about node `i` in the trace.
+    fn record(&self, i: usize, kind: EventKind) {
+        if let Some(t) = &self.trace {
+            t.record(self.runtime.now(), i as NodeId + 1, kind);
+        }
+    }
+
+    /// Everything recorded so far: every node's events and the cluster's faults (empty when
+    /// the cluster was started with `trace_events_max` 0).
+    pub fn trace(&self) -> ClusterTrace {
+        match &self.trace {
+            Some(t) => t.snapshot(),
+            None => TraceRecorder::new(Duration::ZERO, 1).snapshot(),
+        }
+    }
+
+    /// Node `i`'s metrics in the Prometheus text format (kept across its restarts; empty when
+    /// the cluster keeps none).
+    pub fn metrics(&self, i: usize) -> Result<String, ClusterError> {
+        self.check(i)?;
+        Ok(self
+            .metrics
+            .get(i)
+            .map(NodeMetrics::encode)
+            .unwrap_or_default())
+    }
+
+    /// The recorder, to follow the cluster as it runs (`None`: not traced).
+    pub fn trace_recorder(&self) -> Option<&TraceRecorder> {
+        self.trace.as_ref()
+    }
+
+    /// Leader changes as they happen (the first message: the leader now), from the nodes'
+    /// events; `None` when the cluster is not traced. The channel closes when the cluster is
+    /// closed.
+    pub fn leader_changes(&self) -> Option<std::sync::mpsc::Receiver<LeaderChange>> {
+        self.trace.as_ref().map(TraceRecorder::leader_changes)
     }
 
     /// Starts node `i` again from its durable state, on the same addresses.
@@ -300,6 +364,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         }
         let peer = self.rebind(self.peer_addrs[i]).await?;
         let client = self.rebind(self.client_addrs[i]).await?;
+        self.record(i, EventKind::Restart);
         self.start_node(i, peer, client).await
     }
 
@@ -340,6 +405,22 @@ impl<R: NetRuntime> LocalCluster<R> {
         crate::storage::apply_data_bounds(self.config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = self.config.request_timeout;
+        let mut observers = Vec::new();
+        if let Some(t) = &self.trace {
+            t.add_node(id);
+            observers.push(ObserverHandle(Arc::new(t.clone())));
+        }
+        if self.config.metrics {
+            while self.metrics.len() <= i {
+                self.metrics.push(NodeMetrics::new());
+            }
+            observers.push(ObserverHandle(Arc::new(self.metrics[i].clone())));
+        }
+        node_config.observer = match observers.len() {
+            0 => None,
+            1 => observers.pop(),
+            _ => Some(ObserverHandle(Arc::new(Observers(observers)))),
+        };
         if let Some(t) = self.config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
         }
@@ -441,6 +522,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         self.client_addrs.push(client.local_addr()?);
         self.nodes.push(None);
         self.memory.push(MemStorage::new());
+        self.record(i, EventKind::NodeAdded);
         self.start_node(i, peer, client).await?;
         self.apply_faults();
         let id = i as NodeId + 1;
@@ -527,6 +609,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         })
         .await?;
         self.removed.insert(i);
+        self.record(i, EventKind::NodeRemoved);
         if self.nodes[i].is_some() {
             self.crash(i).await?;
         }
@@ -671,6 +754,13 @@ impl<R: NetRuntime> LocalCluster<R> {
                 }
             }
         }
+        let ids = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| i as NodeId + 1).collect())
+            .collect();
+        if let Some(t) = &self.trace {
+            t.record(self.runtime.now(), 0, EventKind::Partition { groups: ids });
+        }
         self.apply_faults();
         Ok(())
     }
@@ -685,6 +775,9 @@ impl<R: NetRuntime> LocalCluster<R> {
     /// Full connectivity again (unreliability set by `set_unreliable` stays).
     pub fn heal(&mut self) {
         self.faults.blocked.clear();
+        if let Some(t) = &self.trace {
+            t.record(self.runtime.now(), 0, EventKind::Heal);
+        }
         self.apply_faults();
     }
 
@@ -699,16 +792,30 @@ impl<R: NetRuntime> LocalCluster<R> {
         let (lo, hi) = (delay_ms.0.min(delay_ms.1), delay_ms.0.max(delay_ms.1));
         // Without reordering, a fixed delay keeps each link in order.
         self.faults.delay_ms = if reorder { (lo, hi) } else { (hi, hi) };
+        if let Some(t) = &self.trace {
+            let kind = EventKind::Unreliable {
+                drop: self.faults.drop_probability,
+                delay_ms_min: self.faults.delay_ms.0,
+                delay_ms_max: self.faults.delay_ms.1,
+            };
+            t.record(self.runtime.now(), 0, kind);
+        }
         self.apply_faults();
     }
 
     pub fn set_reliable(&mut self) {
         self.faults.drop_probability = 0.0;
         self.faults.delay_ms = (0, 0);
+        if let Some(t) = &self.trace {
+            t.record(self.runtime.now(), 0, EventKind::Reliable);
+        }
         self.apply_faults();
     }
 
     fn apply_faults(&self) {
+        if let Some(t) = &self.trace {
+            t.set_blocked(self.faults.blocked.clone());
+        }
         self.filter.heal();
         let n = self.nodes.len() as u64;
         for from in 1..=n {
@@ -733,6 +840,9 @@ impl<R: NetRuntime> LocalCluster<R> {
                 let _ = self.crash(i).await;
             }
         }
+        if let Some(t) = &self.trace {
+            t.close_subscriptions();
+        }
         // Wait until every LMDB environment is closed (its lock released).
         if let Some(dir) = self.data_dir.clone() {
             for i in 0..self.nodes.len() {
@@ -747,6 +857,9 @@ impl<R: NetRuntime> LocalCluster<R> {
 
 impl<R: Runtime> Drop for LocalCluster<R> {
     fn drop(&mut self) {
+        if let Some(t) = &self.trace {
+            t.close_subscriptions();
+        }
         for running in self.nodes.iter_mut().filter_map(Option::take) {
             // Shutdown is a message to the event loop: poll it once, without a runtime.
             futures::executor::block_on(running.node.shutdown());
@@ -791,12 +904,14 @@ impl<R: NetRuntime> LocalCluster<R> {
     /// [`ClusterError::Paused`]; crashing it works.
     pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {
         self.gate(i)?.pause();
+        self.record(i, EventKind::Pause);
         Ok(())
     }
 
     /// Resumes node `i` (paused or not).
     pub fn resume(&mut self, i: usize) -> Result<(), ClusterError> {
         self.gate(i)?.resume();
+        self.record(i, EventKind::Resume);
         Ok(())
     }
 
@@ -816,6 +931,8 @@ impl<R: NetRuntime> LocalCluster<R> {
         self.check(to)?;
         if from != to {
             self.faults.blocked.insert((from as u64 + 1, to as u64 + 1));
+            let to = to as NodeId + 1;
+            self.record(from, EventKind::Block { to });
             self.apply_faults();
         }
         Ok(())
@@ -828,6 +945,12 @@ impl<R: NetRuntime> LocalCluster<R> {
         self.faults
             .blocked
             .remove(&(from as u64 + 1, to as u64 + 1));
+        self.record(
+            from,
+            EventKind::Unblock {
+                to: to as NodeId + 1,
+            },
+        );
         self.apply_faults();
         Ok(())
     }

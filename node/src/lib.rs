@@ -12,6 +12,10 @@
 //! - [`cluster`]: [`cluster::LocalCluster`] — n KV nodes in this process over real TCP, with
 //!   fault injection (the Python `LocalCluster`). Nodes are named by index `0..n`; index `i`
 //!   has Raft id `i + 1`.
+//! - [`trace`]: [`trace::ClusterTrace`] — a cluster's recorded events (JSON in
+//!   `docs/trace-json.md`) and [`trace::TraceRecorder`], which records them.
+//! - [`metrics`]: [`metrics::NodeMetrics`] — a node's Prometheus metrics, from its events.
+//! - [`replay`]: [`replay::replay_html`] — a trace as an animated, self-contained HTML page.
 //! - [`storage`]: [`storage::AnyStorage`] — memory or LMDB, chosen at run time.
 //! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, the
 //!   `kvbench` example).
@@ -76,10 +80,13 @@
 pub mod cluster;
 mod error;
 pub mod load;
+pub mod metrics;
+pub mod replay;
 pub mod server;
 pub mod standalone;
 pub mod storage;
 pub mod tcp_client;
+pub mod trace;
 mod wire;
 
 pub use wire::FrameError;

@@ -32,9 +32,11 @@ use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{ClientTls, PeerTls, ServerTls, TcpConfig, TcpTransport, TlsFiles};
 
 use crate::error::ClusterError;
+use crate::metrics::NodeMetrics;
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
+use raftkv_raft::driver::observer::ObserverHandle;
 
 use crate::server::{KvServer, ServerConfig};
 use crate::tcp_client::{TcpConnector, TcpConnectorConfig};
@@ -197,6 +199,8 @@ pub struct StandaloneNode<R: Runtime> {
     stopping: Arc<AtomicBool>,
     /// Resolves once the node stopped by itself (dropped, unresolved, after a requested stop).
     failed: Option<oneshot::Receiver<()>>,
+    /// Counted from the driver's events ([`crate::metrics`]).
+    metrics: NodeMetrics,
 }
 
 impl<R: NetRuntime> StandaloneNode<R> {
@@ -231,6 +235,8 @@ impl<R: NetRuntime> StandaloneNode<R> {
         crate::storage::apply_data_bounds(config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
+        let metrics = NodeMetrics::new();
+        node_config.observer = Some(ObserverHandle(Arc::new(metrics.clone())));
         if let Some(t) = config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
         }
@@ -341,7 +347,13 @@ impl<R: NetRuntime> StandaloneNode<R> {
             failure,
             stopping,
             failed: Some(failed_rx),
+            metrics,
         })
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.metrics.encode()
     }
 
     /// Why the node stopped by itself (a storage failure, say), or `None` while it runs.

@@ -5,6 +5,9 @@
 - :class:`Clerk`: a client of any cluster (get / put / conditional put / append / delete).
 - :class:`Node`: one node, for clusters spread over processes or machines.
 - :class:`History` and :func:`check_linearizable`: record what clients did and check it.
+- :class:`Trace` and :func:`visualize_trace`: ``LocalCluster.trace()`` records every node's
+  events and the faults; the replay is an animated, self-contained HTML page.
+  ``LocalCluster.on_leader_change(callback)`` follows leader changes as they happen.
 - :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
 - Membership: ``LocalCluster.add_node / remove_node / promote / transfer_leader / members``
   and, on any cluster, ``Clerk.member_list / member_add / member_promote / member_remove /
@@ -43,9 +46,11 @@ from raftkv._raftkv import (
     StoreFull,
     Timeout,
     TooLarge,
+    Trace,
     VersionMismatch,
     check_file,
     check_linearizable,
+    visualize_trace,
 )
 from raftkv._raftkv import (
     bench as _bench,
@@ -87,10 +92,12 @@ __all__ = [
     "StoreFull",
     "Timeout",
     "TooLarge",
+    "Trace",
     "VersionMismatch",
     "bench",
     "check_file",
     "check_linearizable",
+    "visualize_trace",
 ]
 
 

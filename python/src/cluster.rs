@@ -19,6 +19,11 @@ use crate::convert::{duration, status_dict};
 use crate::errors::{ce, cluster_err, ClusterError};
 use crate::history::History;
 use crate::runtime::{block_on, tokio_runtime};
+use crate::trace::{spawn_leader_watch, Trace};
+use raftkv_node::trace::{TRACE_EVENTS_MAX_DEFAULT, TRACE_EVENTS_MAX_LIMIT};
+
+// The signature of `LocalCluster.__new__` (and the stub) spell the default out.
+const _: () = assert!(TRACE_EVENTS_MAX_DEFAULT == 200_000);
 
 enum AnyCluster {
     Tokio(RCluster<TokioRuntime>),
@@ -118,7 +123,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -130,6 +135,7 @@ impl LocalCluster {
         snapshot_threshold: Option<u64>,
         request_timeout: f64,
         data_bytes_max: Option<u64>,
+        trace_events_max: usize,
     ) -> PyResult<Self> {
         if !(1..=7).contains(&n) {
             return Err(PyValueError::new_err(format!(
@@ -166,6 +172,12 @@ impl LocalCluster {
         if let Some(b) = data_bytes_max {
             config.data_bytes_max = data_bytes_max_checked(b)?;
         }
+        if trace_events_max > TRACE_EVENTS_MAX_LIMIT {
+            return Err(PyValueError::new_err(format!(
+                "trace_events_max must be at most {TRACE_EVENTS_MAX_LIMIT}, not {trace_events_max}"
+            )));
+        }
+        config.trace_events_max = trace_events_max;
         let smol = runtime == "smol";
         let cluster = block_on(py, async move {
             if smol {
@@ -507,6 +519,49 @@ impl LocalCluster {
             self.runtime,
             self.addrs_now()
         )
+    }
+
+    // ---- the trace (issue 18) ----
+
+    /// Everything recorded since the cluster started: every node's events and the cluster's
+    /// faults (empty when started with trace_events_max=0). A copy: it does not grow.
+    fn trace(&self, py: Python<'_>) -> PyResult<Trace> {
+        let t = self.run(py, |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.trace())) })
+        })?;
+        Ok(Trace { inner: Arc::new(t) })
+    }
+
+    /// Node i's metrics in the Prometheus (OpenMetrics) text format (see Node.metrics);
+    /// counted across its restarts.
+    fn metrics(&self, py: Python<'_>, i: i64) -> PyResult<String> {
+        let i = node_index(i, self.count())?;
+        self.run(py, move |c| {
+            Box::pin(async move { ce(with_cluster!(c, c => c.metrics(i))) })
+        })
+    }
+
+    /// Calls `callback(index, term)` from a background thread each time the cluster's leader
+    /// changes (`index` None: no running node leads; `term`: the leader's, else the highest
+    /// seen), first with the leader now. Driven by the nodes' trace events, not by polling;
+    /// stops when the cluster is closed. An exception in the callback is reported through
+    /// sys.unraisablehook. Needs the trace (not trace_events_max=0).
+    fn on_leader_change(&self, py: Python<'_>, callback: PyObject) -> PyResult<()> {
+        if !callback.bind(py).is_callable() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "on_leader_change needs a callable: callback(index, term)",
+            ));
+        }
+        let changes = self.run(py, |c| {
+            Box::pin(async move { Ok(with_cluster!(c, c => c.leader_changes())) })
+        })?;
+        let changes = changes.ok_or_else(|| {
+            ClusterError::new_err(
+                "the cluster was started with trace_events_max=0: leader changes are followed \
+                 through the trace",
+            )
+        })?;
+        spawn_leader_watch(changes, callback)
     }
 
     // ---- process pauses and one-way partitions (issue 21) ----

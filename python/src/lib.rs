@@ -10,6 +10,7 @@
 //! - `bench`: `bench`, the load generator of `raftkv bench`.
 //! - `logging`: where the Rust side's log goes (Python's `logging`, or stderr for `raftkv serve`).
 //! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
+//! - `trace`: `Trace` (`LocalCluster.trace()`), `visualize_trace`, the leader-change watch.
 //! - `convert`: Python arguments in, Python values out.
 
 mod aio;
@@ -22,6 +23,7 @@ mod history;
 mod logging;
 mod node;
 mod runtime;
+mod trace;
 
 use pyo3::prelude::*;
 
@@ -35,6 +37,8 @@ fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio::AioCore>()?;
     m.add_class::<cluster::LocalCluster>()?;
     m.add_class::<node::Node>()?;
+    m.add_class::<trace::Trace>()?;
+    m.add_function(wrap_pyfunction!(trace::visualize_trace, m)?)?;
     m.add_function(wrap_pyfunction!(history::check_linearizable, m)?)?;
     m.add_function(wrap_pyfunction!(history::check_file, m)?)?;
     m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;

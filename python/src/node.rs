@@ -269,6 +269,24 @@ impl Node {
         status_dict(py, &s, None)
     }
 
+    /// The node's metrics in the Prometheus (OpenMetrics) text format: term, role, leader,
+    /// commit/applied/last/snapshot index, leader changes, elections, entries appended and
+    /// applied, messages sent and received by kind, payload bytes sent per peer, votes,
+    /// snapshots, restarts (names prefixed raftkv_).
+    fn metrics(&self, py: Python<'_>) -> PyResult<String> {
+        let running = self.running.clone();
+        block_on(py, async move {
+            let g = running.lock().await;
+            match g.as_ref() {
+                None => Err(ClusterError::new_err(
+                    "the node is not running; start() it first",
+                )),
+                Some(AnyNode::Tokio(n, _)) => Ok(n.metrics()),
+                Some(AnyNode::Smol(n, _)) => Ok(n.metrics()),
+            }
+        })?
+    }
+
     /// Stops the node and waits until its ports and storage are released. Idempotent.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let running = self.running.clone();

@@ -28,13 +28,20 @@ def add_parser(sub: Subparsers) -> None:
         help="3 local nodes, faults, a linearizability check",
         description="Start 3 nodes (LocalCluster on LMDB in a temp dir), run clients while "
         "crashing, restarting, partitioning and healing nodes, then check the history and "
-        "write raftkv-demo.html. Exit 0 when linearizable.",
+        "write raftkv-demo.html (the history) and raftkv-demo-replay.html (an animated replay "
+        "of the cluster's trace). Exit 0 when linearizable.",
     )
     m.add_argument("--seconds", type=float, default=12.0)
     m.add_argument("--clients", type=int, default=4)
     m.add_argument("--keys", type=int, default=4)
     m.add_argument("--seed", type=int, default=None)
     m.add_argument("--html", default="raftkv-demo.html")
+    m.add_argument(
+        "--replay",
+        default=None,
+        help="where to write the animated replay of the cluster (default: next to --html, "
+        "named *-replay.html)",
+    )
     m.add_argument("--check-timeout", type=float, default=60.0)
     m.set_defaults(func=run)
 
@@ -97,6 +104,12 @@ def client_loop(
         except raftkv.Error as e:
             stats.add(False, type(e).__name__)
             time.sleep(0.05)
+
+
+def replay_path(html: str) -> str:
+    """Where the replay goes by default: ``X.html`` -> ``X-replay.html``, next to it."""
+    root, ext = os.path.splitext(html)
+    return f"{root}-replay{ext or '.html'}"
 
 
 def status_line(cluster: raftkv.LocalCluster, down: set[int]) -> str:
@@ -170,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             if tty:
                 sys.stderr.write("\n")
         nemesis.heal()
+        trace = cluster.trace()
     elapsed = time.monotonic() - t0
     if tty:  # (printed as they happened when stderr is not a terminal)
         print("events:", file=sys.stderr)
@@ -190,4 +204,8 @@ def run(args: argparse.Namespace) -> int:
     }[result.ok]
     print(f"linearizability: {verdict} ({result.partitions} keys checked)")
     print(f"visualization: {os.path.abspath(args.html)}")
+    replay = args.replay or replay_path(args.html)
+    raftkv.visualize_trace(trace, replay)
+    dropped = f", the {trace.dropped} oldest dropped" if trace.dropped else ""
+    print(f"replay: {os.path.abspath(replay)} ({len(trace)} events{dropped})")
     return {True: 0, False: 1, None: 2}[result.ok]

@@ -19,6 +19,9 @@ Exit codes (:data:`EXIT_CODES`):
   unreadable storage, no room for the WAL, or with ``--join``: the cluster did not add it);
   reported at once.
 
+Metrics: ``--metrics-addr HOST:PORT`` serves the node's Prometheus metrics (OpenMetrics text,
+see ``raftkv.Node.metrics``) at ``http://HOST:PORT/metrics``.
+
 Joining a running cluster (``--join ENDPOINTS``): ``--peers`` then names this node only
 (``--peers 4=HOST:PORT``); the node learns the members from one of the client addresses of
 ``--join``, asks the leader to add it as a learner, and the leader promotes it to voter once it
@@ -30,6 +33,7 @@ cluster, ``raftkv member remove ID --endpoints ...``, then stop the process.
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
 import signal
 import sys
@@ -147,12 +151,55 @@ def add_parser(sub: Subparsers) -> None:
         "BYTES (default and most 536870912: 512 MiB); give every node the same bound",
     )
     s.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve the node's Prometheus metrics over HTTP at http://HOST:PORT/metrics",
+    )
+    s.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
         help="the log on stderr: text lines or JSON lines (default text); RAFTKV_LOG filters it",
     )
     s.set_defaults(func=run)
+
+
+#: The Content-Type of the metrics page (prometheus-client writes OpenMetrics text).
+METRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def start_metrics_server(addr: str, node: raftkv.Node) -> http.server.ThreadingHTTPServer:
+    """Serves ``node.metrics()`` at ``http://addr/metrics`` on a daemon thread; returns the
+    server (``shutdown()`` stops it). Raises ValueError for a malformed address, OSError when
+    it cannot be bound."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, not {addr!r}")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "the metrics are at /metrics")
+                return
+            try:
+                body = node.metrics().encode()
+            except raftkv.Error as e:
+                self.send_error(503, str(e))
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", METRICS_CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes are not worth a log line each
+
+    server = http.server.ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="raftkv-metrics", daemon=True).start()
+    return server
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,6 +282,16 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         # The signal came between the end of start() and now.
         node.stop()
         return 0
+    metrics = None
+    if args.metrics_addr:
+        try:
+            metrics = start_metrics_server(args.metrics_addr, node)
+        except (OSError, ValueError) as e:
+            node.stop()
+            _say(f"raftkv: node {args.id} cannot serve metrics at {args.metrics_addr}: {e}")
+            return 3
+        host, port = str(metrics.server_address[0]), int(metrics.server_address[1])
+        _say(f"raftkv: node {args.id} metrics at http://{host}:{port}/metrics")
     where = f", {args.data_dir}" if args.data_dir else ""
     where += ", TLS" if args.tls_cert else ""
     _say(
@@ -248,6 +305,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             break
     state["stopping"] = True
     started = time.monotonic()
+    if metrics is not None:
+        metrics.shutdown()
+        metrics.server_close()
     node.stop()
     if failure is not None:
         _say(f"raftkv: node {args.id} failed and stopped (fail-stop): {failure}")

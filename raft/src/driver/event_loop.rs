@@ -3,6 +3,10 @@
 
 use super::error::{from_raft, NodeError};
 use super::node::{NodeConfig, PendingChange, ReconfigReply, Reply, Request};
+use super::observer::{
+    append_event, membership_event, vote_answer, EventKind, MsgInfo, ObserverHandle, SnapshotHow,
+    TraceEvent,
+};
 use super::storage_task::{Done, Job};
 use crate::config::ConfigError;
 use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
@@ -53,6 +57,18 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     peers_key: Option<(Index, Option<Term>, Index)>,
     /// Why the node stopped, once it has.
     stopped: Option<NodeError>,
+    /// Where events go; `None`: nowhere, and nothing is built for them.
+    observer: Option<ObserverHandle>,
+    /// What was last reported to the observer (only kept while there is one).
+    seen: Seen,
+}
+
+/// The node's state as last reported to the observer, to report only changes.
+#[derive(Default)]
+struct Seen {
+    role: Option<(Role, Term, Option<NodeId>)>,
+    commit: Index,
+    membership: Option<(Index, Option<Term>)>,
 }
 
 /// At most this many already-queued events are taken before the next `Ready`, so that one
@@ -93,10 +109,100 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             transfers: Vec::new(),
             peers_key: None,
             stopped: None,
+            observer: config.observer.clone(),
+            seen: Seen::default(),
+        }
+    }
+
+    /// Hands the event `make` builds to the observer, if there is one (else builds nothing).
+    #[inline]
+    fn emit(&self, make: impl FnOnce() -> EventKind) {
+        if let Some(o) = &self.observer {
+            o.0.observe(TraceEvent {
+                t_us: self.runtime.now().as_micros() as u64,
+                node: self.raft.id(),
+                kind: make(),
+            });
+        }
+    }
+
+    /// Milliseconds of `ticks` core ticks.
+    fn ticks_ms(&self, ticks: u64) -> u64 {
+        (self.tick.as_micros() as u64).saturating_mul(ticks) / 1000
+    }
+
+    /// Sends `m` through the transport, telling the observer.
+    fn send(&mut self, m: Message) {
+        if self.observer.is_some() {
+            if let Some((granted, pre)) = vote_answer(&m) {
+                self.emit(|| EventKind::Vote {
+                    candidate: m.to,
+                    term: m.term,
+                    granted,
+                    pre,
+                });
+            }
+            self.emit(|| EventKind::Send {
+                to: m.to,
+                msg: MsgInfo::of(&m),
+            });
+        }
+        self.transport.send(m);
+    }
+
+    /// Reports role, term, leader, commit index and configuration when they changed.
+    fn observe_state(&mut self) {
+        if self.observer.is_none() {
+            return;
+        }
+        let role = (self.raft.role(), self.raft.term(), self.raft.leader());
+        if self.seen.role != Some(role) {
+            self.seen.role = Some(role);
+            let timeout = self.ticks_ms(self.raft.election_timeout_ticks);
+            self.emit(|| EventKind::Role {
+                role: role.0.into(),
+                term: role.1,
+                leader: role.2,
+                election_timeout_ms: timeout,
+            });
+        }
+        let commit = self.raft.commit_index();
+        if commit != self.seen.commit {
+            self.seen.commit = commit;
+            self.emit(|| EventKind::Commit { index: commit });
+        }
+        let index = self.raft.membership_index();
+        let key = (index, self.raft.term_at(index));
+        if self.seen.membership != Some(key) {
+            self.seen.membership = Some(key);
+            let event = membership_event(self.raft.membership());
+            self.emit(|| event);
         }
     }
 
     pub(super) async fn run(mut self) {
+        if self.observer.is_some() {
+            let config = self.raft.config();
+            let (min, max, hb) = (
+                config.election_timeout_ticks_min,
+                config.election_timeout_ticks_max,
+                config.heartbeat_interval_ticks,
+            );
+            let last = self.raft.last_log_id();
+            let event = EventKind::Start {
+                term: self.raft.term(),
+                commit: self.raft.commit_index(),
+                last_index: last.index,
+                last_term: last.term,
+                snapshot_index: self.raft.snapshot_index(),
+                election_timeout_ms_min: self.ticks_ms(min),
+                election_timeout_ms_max: self.ticks_ms(max),
+                heartbeat_ms: self.ticks_ms(hb),
+            };
+            self.emit(|| event);
+            self.seen.commit = self.raft.commit_index();
+            self.observe_state();
+        }
         self.update_peers();
         let mut next_tick = self.runtime.now() + self.tick;
         while self.stopped.is_none() {
@@ -120,6 +226,13 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 }
             }
             self.process_ready();
+        }
+        if self.observer.is_some() {
+            let reason = self
+                .stopped
+                .as_ref()
+                .map_or_else(|| "shutdown".to_string(), |e| e.to_string());
+            self.emit(|| EventKind::Stop { reason });
         }
         self.fail_all();
     }
@@ -153,13 +266,19 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     fn handle(&mut self, event: Event<M::Response>) {
         match event {
-            Event::Message(m) => self.raft.step(m),
+            Event::Message(m) => {
+                self.emit(|| EventKind::Recv {
+                    from: m.from,
+                    msg: MsgInfo::of(&m),
+                });
+                self.raft.step(m)
+            }
             Event::Tick => self.raft.tick(),
             Event::Request(r) => self.handle_request(r),
             Event::Durable(Ok(done)) => {
                 self.writes_in_flight -= done.jobs;
                 for m in done.after {
-                    self.transport.send(m);
+                    self.send(m);
                 }
                 for t in done.tokens {
                     self.raft.persisted(t);
@@ -314,6 +433,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// Follows the `Ready` contract for everything the core has to do.
     fn process_ready(&mut self) {
         while self.raft.has_ready() && self.stopped.is_none() {
+            self.observe_state();
             let mut ready = self.raft.take_ready();
             // Raft §7 (issue 21 #7): a snapshot from the leader is restored before it is
             // persisted. One the state machine cannot read stops the node with nothing of
@@ -323,19 +443,34 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 if !self.restore(&s) {
                     break;
                 }
+                self.emit(|| EventKind::Snapshot {
+                    index: s.last.index,
+                    term: s.last.term,
+                    how: SnapshotHow::Installed,
+                });
             }
             for m in std::mem::take(&mut ready.send_now) {
-                self.transport.send(m);
+                self.send(m);
+            }
+            if !ready.entries.is_empty() {
+                self.emit(|| append_event(&ready.entries));
             }
             let ops = ready.take_write_ops();
             let after = std::mem::take(&mut ready.send_after_persist);
             let token = ready.persist_token;
             if ops.is_empty() && token.is_none() && self.writes_in_flight == 0 {
                 for m in after {
-                    self.transport.send(m);
+                    self.send(m);
                 }
             } else {
                 self.queue_write(Job { ops, token, after });
+            }
+            if let (Some(first), Some(last)) = (
+                ready.committed_entries.first(),
+                ready.committed_entries.last(),
+            ) {
+                let (first, last) = (first.index, last.index);
+                self.emit(|| EventKind::Apply { first, last });
             }
             for e in ready.committed_entries {
                 self.applied_entry(&e);
@@ -369,6 +504,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }
             self.maybe_snapshot();
         }
+        self.observe_state();
         self.update_peers();
         self.check_transfers();
     }
@@ -436,6 +572,11 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         let data = self.sm.snapshot();
         match self.raft.snapshot_taken(index, data) {
             Ok(snapshot) => {
+                self.emit(|| EventKind::Snapshot {
+                    index: snapshot.last.index,
+                    term: snapshot.last.term,
+                    how: SnapshotHow::Taken,
+                });
                 // The snapshot write is queued before the compaction the next `Ready` asks for.
                 self.queue_write(Job {
                     ops: vec![WriteOp::SaveSnapshot(snapshot)],

@@ -7,11 +7,15 @@
 //! the **storage task** owns the storage and performs one durable write at a time, merging every
 //! write queued meanwhile into it (group commit). The leader's replication messages leave before
 //! its own write (thesis §10.2.1); everything that promises durable state waits for it.
+//!
+//! An optional [`Observer`] receives the node's events ([`observer`]): for traces and replays.
 
 mod error;
 mod event_loop;
 mod node;
+pub mod observer;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};
 pub use node::{Node, NodeConfig, NodeStatus};
+pub use observer::{EventKind, MsgInfo, MsgKind, Observer, ObserverHandle, TraceEvent};

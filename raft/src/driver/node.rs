@@ -2,6 +2,7 @@
 
 use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
+use super::observer::ObserverHandle;
 use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
@@ -28,6 +29,9 @@ pub struct NodeConfig {
     pub request_queue_max: usize,
     /// How long `propose` and `read` wait for an answer before `Timeout`.
     pub request_timeout: Duration,
+    /// Receives the node's events ([`super::observer`]); `None` (the default): no events, at
+    /// the cost of one branch where each would be emitted.
+    pub observer: Option<ObserverHandle>,
 }
 
 impl NodeConfig {
@@ -39,6 +43,7 @@ impl NodeConfig {
             snapshot_threshold_bytes: 64 << 20,
             request_queue_max: 65_536,
             request_timeout: Duration::from_secs(5),
+            observer: None,
         }
     }
 }
