@@ -36,6 +36,7 @@ def test_status_and_members_report_the_configuration():
         assert cluster.members() == {"voters": [0, 1, 2], "learners": []}
         s = cluster.status(0)
         assert s["voters"] == [0, 1, 2] and s["learners"] == [] and s["removed"] is False
+        assert raftkv.Clerk(cluster.addrs).server_status(cluster.addrs[0])["removed"] is False
 
 
 def test_rolling_replacement_of_every_node_under_load(tmp_path):

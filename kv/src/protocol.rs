@@ -159,4 +159,7 @@ pub struct ServerStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+    /// The node learned that it is no longer a member (issue 16): it stops campaigning and
+    /// only waits to be stopped.
+    pub removed: bool,
 }

@@ -73,6 +73,7 @@ impl From<Status> for ServerStatus {
             first_index: s.first_index,
             last_index: s.last_index,
             snapshot_index: s.snapshot_index,
+            removed: s.removed,
         }
     }
 }

@@ -508,3 +508,31 @@ fn member_remove_retried_after_a_lost_answer_reports_success() {
         c.close().await;
     });
 }
+
+/// A node removed while its process keeps running says so in the status it serves to clients
+/// (issue 16: "a node that learns it was removed ... says so in its status").
+#[test]
+fn a_removed_node_that_keeps_running_says_so_in_its_status() {
+    on_tokio(|rt| async move {
+        let mut c = cluster(rt.clone(), StorageKind::Memory, None).await;
+        let added = c.add_node(false, T).await.unwrap();
+        let clerk_addr = c.addrs()[added].clone();
+        let mut clerk = c.clerk(clerk_config());
+        let before = clerk.server_status(&clerk_addr).await.unwrap();
+        assert!(!before.removed, "{before:?}");
+        clerk.member_remove(added as u64 + 1).await.unwrap();
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let s = clerk.server_status(&clerk_addr).await.unwrap();
+            if s.removed {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reported removed: {s:?}"
+            );
+            pause(&rt, 20).await;
+        }
+        c.close().await;
+    });
+}

@@ -464,6 +464,7 @@ fn answer_to_py(py: Python<'_>, answer: Answer) -> PyResult<PyObject> {
             for (name, value) in numbers {
                 d.set_item(name, value)?;
             }
+            d.set_item("removed", s.removed)?;
             d.into_any().unbind()
         }
         Answer::Members(list) => members_dict(py, &list)?.into_any().unbind(),

@@ -309,7 +309,8 @@ impl Clerk {
 
     /// The status of the server at `address` (one attempt), as it reports it: a dict with
     /// raft_id, role, term, leader (a Raft id or None), commit_index, applied_index,
-    /// first_index, last_index, snapshot_index.
+    /// first_index, last_index, snapshot_index, and removed (True once the node learned it is
+    /// no longer a member: stop its process).
     fn server_status<'py>(&self, py: Python<'py>, address: String) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
         let s = block_on(py, async move {
@@ -332,6 +333,7 @@ impl Clerk {
         for (name, value) in numbers {
             d.set_item(name, value)?;
         }
+        d.set_item("removed", s.removed)?;
         Ok(d)
     }
 
