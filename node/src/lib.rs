@@ -12,6 +12,10 @@
 //! - [`cluster`]: [`cluster::LocalCluster`] — n KV nodes in this process over real TCP, with
 //!   fault injection (the Python `LocalCluster`). Nodes are named by index `0..n`; index `i`
 //!   has Raft id `i + 1`.
+//! - [`host`]: [`host::Host`] — what a local cluster's nodes run on Raft (KV by default).
+//! - [`rpc`]: [`rpc::Handler`] — a protocol the server answers (KV, controller, group).
+//! - [`sharded`]: [`sharded::ShardedCluster`] — a sharded store in this process: the shard
+//!   controller's group and replica groups, each a local cluster, over real TCP.
 //! - [`storage`]: [`storage::AnyStorage`] — memory or LMDB, chosen at run time.
 //! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, the
 //!   `kvbench` example).
@@ -75,8 +79,11 @@
 
 pub mod cluster;
 mod error;
+pub mod host;
 pub mod load;
+pub mod rpc;
 pub mod server;
+pub mod sharded;
 pub mod standalone;
 pub mod storage;
 pub mod tcp_client;
