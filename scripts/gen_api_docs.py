@@ -38,9 +38,12 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "History", "check_linearizable", "check_file", "CheckOutcome", "CheckResult",
     ]),
     ("Load", ["bench"]),
+    ("Sharding", [
+        "ShardedCluster", "ShardGroup", "ShardClerk", "ShardController", "key_to_shard",
+    ]),
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
-        "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
+        "ProtocolError", "ClusterError", "HistoryError", "MembershipError", "ShardError",
     ]),
 ]  # fmt: skip
 

@@ -5,6 +5,9 @@
 - :class:`Clerk`: a client of any cluster (get / put / conditional put / append / delete).
 - :class:`Node`: one node, for clusters spread over processes or machines.
 - :class:`History` and :func:`check_linearizable`: record what clients did and check it.
+- Sharding: :class:`ShardedCluster` (a shard controller and replica groups in this process,
+  each group with the fault API), :class:`ShardClerk` (a client of any sharded store),
+  :func:`key_to_shard`.
 - :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
 - Membership: ``LocalCluster.add_node / remove_node / promote / transfer_leader / members``
   and, on any cluster, ``Clerk.member_list / member_add / member_promote / member_remove /
@@ -15,7 +18,7 @@ Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; retur
 
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
 :class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge`, :class:`ProtocolError`,
-:class:`ClusterError`, :class:`HistoryError` and :class:`MembershipError`.
+:class:`ClusterError`, :class:`HistoryError`, :class:`MembershipError` and :class:`ShardError`.
 
 The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
@@ -39,11 +42,17 @@ from raftkv._raftkv import (
     MembershipError,
     Node,
     ProtocolError,
+    ShardClerk,
+    ShardController,
+    ShardedCluster,
+    ShardError,
+    ShardGroup,
     Timeout,
     TooLarge,
     VersionMismatch,
     check_file,
     check_linearizable,
+    key_to_shard,
 )
 from raftkv._raftkv import (
     bench as _bench,
@@ -82,12 +91,18 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
+    "ShardClerk",
+    "ShardController",
+    "ShardError",
+    "ShardGroup",
+    "ShardedCluster",
     "Timeout",
     "TooLarge",
     "VersionMismatch",
     "bench",
     "check_file",
     "check_linearizable",
+    "key_to_shard",
 ]
 
 

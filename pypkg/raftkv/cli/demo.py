@@ -36,6 +36,12 @@ def add_parser(sub: Subparsers) -> None:
     m.add_argument("--seed", type=int, default=None)
     m.add_argument("--html", default="raftkv-demo.html")
     m.add_argument("--check-timeout", type=float, default=60.0)
+    m.add_argument(
+        "--sharded",
+        action="store_true",
+        help="a sharded store instead: a shard controller and replica groups, with joins, "
+        "leaves and moves under load, crashes and partitions",
+    )
     m.set_defaults(func=run)
 
 
@@ -60,7 +66,7 @@ class Stats:
 
 
 def client_loop(
-    cluster: raftkv.LocalCluster,
+    cluster: raftkv.LocalCluster | raftkv.ShardedCluster,
     history: raftkv.History,
     stats: Stats,
     stop: threading.Event,
@@ -117,6 +123,10 @@ def status_line(cluster: raftkv.LocalCluster, down: set[int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo; 0 when the history is linearizable, 1 when not, 2 when unknown."""
+    if getattr(args, "sharded", False):
+        from raftkv.cli import demo_sharded
+
+        return demo_sharded.run(args)
     tty = sys.stderr.isatty()
     seconds = args.seconds
     print(
