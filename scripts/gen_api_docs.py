@@ -39,9 +39,12 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ]),
     ("Load", ["bench"]),
     ("Traces and replays", ["Trace", "visualize_trace"]),
+    ("Sharding", [
+        "ShardedCluster", "ShardGroup", "ShardClerk", "ShardController", "key_to_shard",
+    ]),
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
-        "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
+        "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError", "ShardError",
     ]),
 ]  # fmt: skip
 

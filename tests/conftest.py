@@ -244,8 +244,11 @@ class Workload:
         seed=None,
         pause=(0.0, 0.005),
         key_prefix="w",
+        make_clerk=None,
     ):
         self.addrs = list(addrs)
+        # make_clerk(timeout, history) -> a client with Clerk's methods (a ShardClerk...).
+        self.make_clerk = make_clerk
         self.history = history
         self.clients = clients
         self.keys = [f"{key_prefix}{k}" for k in range(keys)]
@@ -286,7 +289,10 @@ class Workload:
             if isinstance(self.timeout, (list, tuple))
             else self.timeout
         )
-        clerk = raftkv.Clerk(self.addrs, timeout=timeout, history=self.history)
+        if self.make_clerk is not None:
+            clerk = self.make_clerk(timeout, self.history)
+        else:
+            clerk = raftkv.Clerk(self.addrs, timeout=timeout, history=self.history)
         versions: dict[str, int] = {}
         n = 0
         while not self.stop_event.is_set():

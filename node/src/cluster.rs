@@ -16,6 +16,10 @@
 //! asked to stay one) is promoted once caught up, `promote`, `remove_node` (the leader too:
 //! leadership is handed over first), `transfer_leader`, `members`. Indexes are never reused: a
 //! removed node's index stays removed.
+//!
+//! What runs on top of Raft is a [`Host`]: the KV service by default ([`KvHost`]); the shard
+//! controller and the replica groups of [`crate::sharded::ShardedCluster`] are others, with
+//! the same faults.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -26,17 +30,17 @@ use raftkv_raft::runtime::pause::PauseGate;
 use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{
     Config, MemberAddrs, MemberChange, Membership, MembershipError, NetRuntime, Node, NodeConfig,
-    NodeError, NodeId, ReconfigError, Role, Runtime, Status,
+    NodeError, NodeId, ReconfigError, Role, Runtime, StateMachine, Status,
 };
 use raftkv_transport_tcp::{FaultFilter, LinkRule, TcpConfig, TcpTransport};
 
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
-use raftkv_kv::service::{KvService, ServiceConfig};
-use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
+use raftkv_kv::service::ServiceConfig;
+use raftkv_kv::state::DATA_BYTES_MAX_DEFAULT;
 
 pub use crate::error::ClusterError;
+pub use crate::host::{Host, KvHost, Serving};
 use crate::metrics::NodeMetrics;
-use crate::server::{KvServer, ServerConfig};
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
@@ -93,9 +97,10 @@ impl ClusterConfig {
     }
 }
 
-struct Running<R: Runtime> {
-    node: Node<R, KvStateMachine>,
-    _server: KvServer,
+struct Running<R: Runtime, M: StateMachine> {
+    node: Node<R, M>,
+    /// The host's server (and tasks): serving until dropped.
+    _server: Serving,
     /// Pauses the node's tasks ([`LocalCluster::pause`]); `None` on a runtime that cannot.
     /// Resumed when dropped, so that a crashed or closed node's tasks run to their end.
     pause: Option<ResumeOnDrop>,
@@ -110,16 +115,18 @@ struct Faults {
     delay_ms: (u64, u64),
 }
 
-/// n nodes in this process. Dropping it stops every node (without waiting); call
-/// [`LocalCluster::close`] to wait until every thread, port and file is released.
-pub struct LocalCluster<R: Runtime> {
+/// n nodes in this process, each running `H` (the KV service by default). Dropping it stops
+/// every node (without waiting); call [`LocalCluster::close`] to wait until every thread, port
+/// and file is released.
+pub struct LocalCluster<R: Runtime, H: Host = KvHost> {
     runtime: R,
+    host: H,
     config: ClusterConfig,
     peer_addrs: Vec<SocketAddr>,
     client_addrs: Vec<SocketAddr>,
     filter: FaultFilter,
     faults: Faults,
-    nodes: Vec<Option<Running<R>>>,
+    nodes: Vec<Option<Running<R, H::Machine>>>,
     memory: Vec<MemStorage>,
     data_dir: Option<PathBuf>,
     /// Keeps a temporary data directory alive; removed on drop.
@@ -147,8 +154,30 @@ pub struct Members {
 }
 
 impl<R: NetRuntime> LocalCluster<R> {
-    /// Binds every node's addresses, then starts every node.
+    /// Binds every node's addresses, then starts every node, each serving KV.
     pub async fn start(runtime: R, config: ClusterConfig) -> Result<Self, ClusterError> {
+        Self::start_hosting(runtime, config, KvHost).await
+    }
+
+    /// A Clerk that knows every node's client address.
+    pub fn clerk(&self, config: ClerkConfig) -> Clerk<R, TcpConnector<R>> {
+        Clerk::new(
+            self.runtime.clone(),
+            TcpConnector::with_runtime(self.runtime.clone()),
+            self.addrs(),
+            config,
+        )
+    }
+}
+
+impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
+    /// Binds every node's addresses, then starts every node, each running `host`'s state
+    /// machine and serving its protocol.
+    pub async fn start_hosting(
+        runtime: R,
+        config: ClusterConfig,
+        host: H,
+    ) -> Result<Self, ClusterError> {
         if config.nodes == 0 || config.nodes > 7 {
             return Err(ClusterError::Size {
                 nodes: config.nodes,
@@ -183,6 +212,7 @@ impl<R: NetRuntime> LocalCluster<R> {
         let mut cluster = Self {
             filter: FaultFilter::new(config.seed),
             runtime,
+            host,
             peer_addrs,
             client_addrs,
             faults: Faults::default(),
@@ -245,7 +275,7 @@ impl<R: NetRuntime> LocalCluster<R> {
     }
 
     /// A running node's handle.
-    pub fn node(&self, i: usize) -> Result<&Node<R, KvStateMachine>, ClusterError> {
+    pub fn node(&self, i: usize) -> Result<&Node<R, H::Machine>, ClusterError> {
         self.check(i)?;
         let running = match &self.nodes[i] {
             Some(r) => r,
@@ -289,16 +319,6 @@ impl<R: NetRuntime> LocalCluster<R> {
             }
             self.runtime.sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// A Clerk that knows every node's client address.
-    pub fn clerk(&self, config: ClerkConfig) -> Clerk<R, TcpConnector<R>> {
-        Clerk::new(
-            self.runtime.clone(),
-            TcpConnector::with_runtime(self.runtime.clone()),
-            self.addrs(),
-            config,
-        )
     }
 
     /// Stops node `i` abruptly: its tasks stop, its connections close; what its storage had
@@ -440,25 +460,20 @@ impl<R: NetRuntime> LocalCluster<R> {
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let storage = self.open_storage(i).await?;
-        let sm = KvStateMachine::new(SessionConfig::default())
-            .with_data_bytes_max(self.config.data_bytes_max);
+        let sm = self.host.state_machine(id, &self.config);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
-        let service = KvService::new(
-            node.clone(),
-            runtime.clone(),
-            ServiceConfig {
-                clock_epoch_ms: wall_clock_ms(),
-                client_addrs: (0..self.nodes.len())
-                    .map(|j| (j as u64 + 1, self.client_addrs[j].to_string()))
-                    .collect(),
-            },
-        )
-        .with_peer_addrs(
-            (0..self.nodes.len())
-                .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
+        let service = ServiceConfig {
+            clock_epoch_ms: wall_clock_ms(),
+            client_addrs: (0..self.nodes.len())
+                .map(|j| (j as u64 + 1, self.client_addrs[j].to_string()))
                 .collect(),
-        );
-        let server = KvServer::start(client, service, runtime, ServerConfig::default())?;
+        };
+        let peer_addrs = (0..self.nodes.len())
+            .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
+            .collect();
+        let server = self
+            .host
+            .serve(node.clone(), runtime, service, peer_addrs, client)?;
         self.nodes[i] = Some(Running {
             node,
             _server: server,
@@ -855,7 +870,7 @@ impl<R: NetRuntime> LocalCluster<R> {
     }
 }
 
-impl<R: Runtime> Drop for LocalCluster<R> {
+impl<R: Runtime, H: Host> Drop for LocalCluster<R, H> {
     fn drop(&mut self) {
         if let Some(t) = &self.trace {
             t.close_subscriptions();
@@ -896,7 +911,7 @@ impl Drop for ResumeOnDrop {
     }
 }
 
-impl<R: NetRuntime> LocalCluster<R> {
+impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
     /// Pauses node `i`, as SIGSTOP does a process: it keeps its state, its sockets and its
     /// connections, but handles nothing (peer messages, client requests, timers) until
     /// [`LocalCluster::resume`]; then it handles what arrived meanwhile, late, and its timers

@@ -16,6 +16,10 @@
 //!   `docs/trace-json.md`) and [`trace::TraceRecorder`], which records them.
 //! - [`metrics`]: [`metrics::NodeMetrics`] — a node's Prometheus metrics, from its events.
 //! - [`replay`]: [`replay::replay_html`] — a trace as an animated, self-contained HTML page.
+//! - [`host`]: [`host::Host`] — what a local cluster's nodes run on Raft (KV by default).
+//! - [`rpc`]: [`rpc::Handler`] — a protocol the server answers (KV, controller, group).
+//! - [`sharded`]: [`sharded::ShardedCluster`] — a sharded store in this process: the shard
+//!   controller's group and replica groups, each a local cluster, over real TCP.
 //! - [`storage`]: [`storage::AnyStorage`] — memory or LMDB, chosen at run time.
 //! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, the
 //!   `kvbench` example).
@@ -79,10 +83,13 @@
 
 pub mod cluster;
 mod error;
+pub mod host;
 pub mod load;
 pub mod metrics;
 pub mod replay;
+pub mod rpc;
 pub mod server;
+pub mod sharded;
 pub mod standalone;
 pub mod storage;
 pub mod tcp_client;

@@ -1,5 +1,6 @@
-//! [`KvServer`]: serves a [`KvService`] to clients over TCP, on its own port, with the
-//! transport's framing (`u32` big-endian length + postcard body, bounded).
+//! [`KvServer`]: serves a [`KvService`] — or any other [`Handler`] (the shard controller, a
+//! replica group) — to clients over TCP, on its own port, with the transport's framing (`u32`
+//! big-endian length + postcard body, bounded).
 //!
 //! One accept thread; each connection is then one task on the node's runtime ([`NetRuntime`]:
 //! tokio or smol), which reads requests, serves up to `in_flight_per_connection_max` of them at
@@ -29,15 +30,14 @@ use std::time::Duration;
 
 use futures::io::AsyncWriteExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use raftkv_raft::{NetRuntime, StateMachine};
+use raftkv_raft::NetRuntime;
 use raftkv_transport_tcp::{Codec, MaybeTls, ServerTls};
 
-use raftkv_kv::protocol::{
-    ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX,
-};
+use raftkv_kv::protocol::{Reply, CLIENT_FRAME_BYTES_MAX};
+#[cfg(doc)]
 use raftkv_kv::service::KvService;
-use raftkv_kv::state::Outcome;
 
+use crate::rpc::{Handler, RequestFrame, ResponseFrame};
 use crate::wire::{reuse_write_buffer, FrameError, FrameReader, WRITE_BATCH_BYTES_MAX};
 
 /// How often the accept thread checks for shutdown when no connection arrives.
@@ -125,9 +125,9 @@ pub struct KvServer {
 
 impl KvServer {
     /// Serves `service` on `listener` (already bound, e.g. to port 0).
-    pub fn start<R: NetRuntime, M: StateMachine<Response = Outcome>>(
+    pub fn start<R: NetRuntime, H: Handler>(
         listener: TcpListener,
-        service: KvService<R, M>,
+        service: H,
         runtime: R,
         config: ServerConfig,
     ) -> io::Result<Self> {
@@ -184,10 +184,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn accept_loop<R: NetRuntime, M: StateMachine<Response = Outcome>>(
+fn accept_loop<R: NetRuntime, H: Handler>(
     listener: TcpListener,
     shared: Arc<Shared>,
-    service: KvService<R, M>,
+    service: H,
     runtime: R,
 ) {
     while !shared.stopping.load(Ordering::SeqCst) {
@@ -210,11 +210,11 @@ fn accept_loop<R: NetRuntime, M: StateMachine<Response = Outcome>>(
 }
 
 /// Registers a connection and spawns its task.
-fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
+fn serve<R: NetRuntime, H: Handler>(
     shared: &Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    service: &KvService<R, M>,
+    service: &H,
     runtime: &R,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -267,7 +267,16 @@ fn serve<R: NetRuntime, M: StateMachine<Response = Outcome>>(
         };
         let result = match socket {
             Ok(socket) => {
-                connection(socket, &service, &task_runtime, codec, limits, &activity).await
+                connection(
+                    socket,
+                    addr,
+                    &service,
+                    &task_runtime,
+                    codec,
+                    limits,
+                    &activity,
+                )
+                .await
             }
             Err(e) => Err(FrameError::Io(io::Error::new(
                 e.kind(),
@@ -345,17 +354,18 @@ fn deadline_error(what: &str, limit: Duration) -> FrameError {
 }
 
 /// What a connection's task waits for.
-enum Wake {
-    Answer(ClientResponse),
+enum Wake<O> {
+    Answer(ResponseFrame<O>),
     Read(io::Result<usize>),
     Deadline,
 }
 
 /// Serves one connection until the client closes it, it sends bad input, or the server shuts
 /// it down.
-async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
+async fn connection<R: NetRuntime, H: Handler>(
     mut socket: MaybeTls<R::TcpStream>,
-    service: &KvService<R, M>,
+    peer: SocketAddr,
+    service: &H,
     runtime: &R,
     codec: Codec,
     limits: Limits,
@@ -363,9 +373,9 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
 ) -> Result<(), FrameError> {
     let mut frames = FrameReader::new(codec);
     let mut in_flight = FuturesUnordered::new();
-    let serve = |request: ClientRequest| async move {
-        let reply = service.handle(request.body).await;
-        ClientResponse {
+    let serve = |request: RequestFrame<H::Body>| async move {
+        let reply = service.handle(peer, request.body).await;
+        ResponseFrame {
             id: request.id,
             reply,
         }
@@ -382,25 +392,21 @@ async fn connection<R: NetRuntime, M: StateMachine<Response = Outcome>>(
     let mut authenticated = limits.token.is_none();
     loop {
         while in_flight.len() < limits.in_flight_max {
-            match frames.next_frame::<ClientRequest>()? {
+            match frames.next_frame::<RequestFrame<H::Body>>()? {
                 // Another `Auth` on an open connection (or one to a server without a token)
                 // changes nothing and is not answered.
-                Some(ClientRequest {
-                    body: RequestBody::Auth { .. },
-                    ..
-                }) if authenticated => requests += 1,
+                Some(request) if authenticated && H::auth_token(&request.body).is_some() => {
+                    requests += 1
+                }
                 Some(request) if !authenticated => {
                     requests += 1;
-                    let given = match &request.body {
-                        RequestBody::Auth { token } => Some(token.as_bytes()),
-                        _ => None,
-                    };
+                    let given = H::auth_token(&request.body);
                     let expected = limits.token.as_deref().unwrap_or_default().as_bytes();
                     if given.is_some_and(|g| tokens_match(g, expected)) {
                         authenticated = true;
                         continue;
                     }
-                    let refusal = ClientResponse {
+                    let refusal = ResponseFrame::<H::Outcome> {
                         id: request.id,
                         reply: Reply::Unauthorized,
                     };
@@ -526,11 +532,11 @@ fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn encode_answer(codec: &Codec, answer: ClientResponse, out: &mut Vec<u8>) {
+fn encode_answer<O: serde::Serialize>(codec: &Codec, answer: ResponseFrame<O>, out: &mut Vec<u8>) {
     if let Err(e) = codec.encode(&answer, out) {
         // Only a value read larger than the frame bound gets here.
         tracing::warn!("kv server: cannot encode a response: {e}");
-        let refusal = ClientResponse {
+        let refusal = ResponseFrame::<O> {
             id: answer.id,
             reply: Reply::TooLarge,
         };

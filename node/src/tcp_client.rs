@@ -1,4 +1,6 @@
-//! [`TcpConnector`]: the Clerk's TCP [`Connector`]. One connection per server address, shared by
+//! [`TcpConnector`]: the Clerk's TCP [`Connector`] — kv's protocol by default, or any other
+//! whose answers are `Reply<O>` ([`TcpConnector::for_protocol`]: the shard controller's, a
+//! replica group's). One connection per server address, shared by
 //! the connector's clones, with many requests in flight (matched to responses by id). Each
 //! connection is one task on the runtime ([`NetRuntime`]) that writes queued requests, many to
 //! one `write`, and reads answers; a connect runs on a short-lived thread (it may block for the
@@ -28,10 +30,12 @@ use raftkv_raft::NetRuntime;
 use raftkv_transport_tcp::{ClientTls, Codec, MaybeTls};
 
 use raftkv_kv::clerk::{CallError, Connector, LostReason, UnreachableReason};
-use raftkv_kv::protocol::{
-    ClientRequest, ClientResponse, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX,
-};
+use raftkv_kv::protocol::{ClientRequest, Reply, RequestBody, CLIENT_FRAME_BYTES_MAX};
+use raftkv_kv::state::Outcome;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use crate::rpc::{RequestFrame, ResponseFrame};
 use crate::wire::{reuse_write_buffer, FrameError, FrameReader, WRITE_BATCH_BYTES_MAX};
 
 /// How a connector connects.
@@ -68,12 +72,13 @@ impl Default for TcpConnectorConfig {
     }
 }
 
-/// The TCP connector. Clones share connections. Dropping the last clone closes them.
-pub struct TcpConnector<R: NetRuntime> {
-    inner: Arc<Inner<R>>,
+/// The TCP connector of a protocol whose answers are `Reply<O>` (kv's by default). Clones
+/// share connections. Dropping the last clone closes them.
+pub struct TcpConnector<R: NetRuntime, O = Outcome> {
+    inner: Arc<Inner<R, O>>,
 }
 
-impl<R: NetRuntime> Clone for TcpConnector<R> {
+impl<R: NetRuntime, O> Clone for TcpConnector<R, O> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -81,17 +86,17 @@ impl<R: NetRuntime> Clone for TcpConnector<R> {
     }
 }
 
-struct Inner<R> {
+struct Inner<R, O> {
     runtime: R,
     config: TcpConnectorConfig,
-    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    conns: Mutex<HashMap<String, Arc<Conn<O>>>>,
     /// A client-side partition: when set, only these addresses can be reached.
     reachable: Mutex<Option<Vec<String>>>,
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
+type Pending<O> = Mutex<HashMap<u64, oneshot::Sender<Reply<O>>>>;
 
-struct Conn {
+struct Conn<O> {
     /// Encoded requests for the connection's task to write; at most
     /// `in_flight_per_connection_max` (each has a pending entry).
     outgoing: mpsc::UnboundedSender<Vec<u8>>,
@@ -99,7 +104,7 @@ struct Conn {
     socket: TcpStream,
     /// Bytes in `outgoing` not yet taken by the task.
     queued_bytes: AtomicUsize,
-    pending: Pending,
+    pending: Pending<O>,
     next_id: AtomicU64,
 }
 
@@ -108,8 +113,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<R: NetRuntime> TcpConnector<R> {
-    /// A connector whose connections are tasks on `runtime`.
+    /// A KV connector whose connections are tasks on `runtime`.
     pub fn new(runtime: R, config: TcpConnectorConfig) -> Self {
+        Self::for_protocol(runtime, config)
+    }
+
+    /// A KV connector with the default configuration.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self::new(runtime, TcpConnectorConfig::default())
+    }
+}
+
+impl<R: NetRuntime, O: DeserializeOwned + Send + 'static> TcpConnector<R, O> {
+    /// A connector for the protocol whose answers are `Reply<O>`, its connections tasks on
+    /// `runtime`.
+    pub fn for_protocol(runtime: R, config: TcpConnectorConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 runtime,
@@ -118,11 +136,6 @@ impl<R: NetRuntime> TcpConnector<R> {
                 reachable: Mutex::default(),
             }),
         }
-    }
-
-    /// A connector with the default configuration.
-    pub fn with_runtime(runtime: R) -> Self {
-        Self::new(runtime, TcpConnectorConfig::default())
     }
 
     /// A client in a network partition (the lab's `ConnectClient`): `Some(addrs)` lets this
@@ -147,7 +160,7 @@ impl<R: NetRuntime> TcpConnector<R> {
         self.inner.close();
     }
 
-    async fn connection(&self, addr: &str) -> Result<Arc<Conn>, CallError> {
+    async fn connection(&self, addr: &str) -> Result<Arc<Conn<O>>, CallError> {
         if let Some(allowed) = &*lock(&self.inner.reachable) {
             if !allowed.iter().any(|a| a == addr) {
                 return Err(unreachable(addr, UnreachableReason::Partitioned));
@@ -252,7 +265,7 @@ fn connect(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     Err(last)
 }
 
-impl Conn {
+impl<O> Conn<O> {
     /// Closed by the connector, or its task has ended.
     fn is_closed(&self) -> bool {
         self.outgoing.is_closed()
@@ -264,7 +277,7 @@ impl Conn {
     }
 }
 
-impl<R> Inner<R> {
+impl<R, O> Inner<R, O> {
     fn close(&self) {
         for c in lock(&self.conns).drain().map(|(_, c)| c) {
             c.close();
@@ -272,31 +285,36 @@ impl<R> Inner<R> {
     }
 }
 
-impl<R> Drop for Inner<R> {
+impl<R, O> Drop for Inner<R, O> {
     fn drop(&mut self) {
         self.close();
     }
 }
 
 /// Removes a call's pending entry if its future is dropped (abandoned) first.
-struct Forget<'a> {
-    pending: &'a Pending,
+struct Forget<'a, O> {
+    pending: &'a Pending<O>,
     id: u64,
 }
 
-impl Drop for Forget<'_> {
+impl<O> Drop for Forget<'_, O> {
     fn drop(&mut self) {
         lock(self.pending).remove(&self.id);
     }
 }
 
-impl<R: NetRuntime> Connector for TcpConnector<R> {
-    async fn call(&self, addr: &str, body: RequestBody) -> Result<Reply, CallError> {
+impl<R, B, O> Connector<B, Reply<O>> for TcpConnector<R, O>
+where
+    R: NetRuntime,
+    B: Serialize + Send + 'static,
+    O: DeserializeOwned + Send + 'static,
+{
+    async fn call(&self, addr: &str, body: B) -> Result<Reply<O>, CallError> {
         let conn = self.connection(addr).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let codec = Codec::new(self.inner.config.frame_bytes_max);
         let mut frame = Vec::new();
-        match codec.encode(&ClientRequest { id, body }, &mut frame) {
+        match codec.encode(&RequestFrame { id, body }, &mut frame) {
             Ok(_) => {}
             // No server accepts a frame over the bound: no retry can succeed.
             Err(raftkv_transport_tcp::CodecError::FrameTooLarge { .. }) => {
@@ -355,10 +373,10 @@ enum Wake {
 
 /// Writes queued requests and delivers answers until the connection closes (either side) or
 /// the server sends something that is not a frame.
-async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+async fn run_connection<S: AsyncRead + AsyncWrite + Unpin, O: DeserializeOwned>(
     mut socket: S,
     mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
-    conn: &Conn,
+    conn: &Conn<O>,
     codec: Codec,
 ) -> Result<(), FrameError> {
     let mut frames = FrameReader::new(codec);
@@ -394,8 +412,10 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Wake::Read(Ok(0)) => return Ok(()),
             Wake::Read(Ok(_)) => {
-                while let Some(response) = frames.next_frame::<ClientResponse>()? {
-                    if response.id == AUTH_REQUEST_ID && response.reply == Reply::Unauthorized {
+                while let Some(response) = frames.next_frame::<ResponseFrame<O>>()? {
+                    if response.id == AUTH_REQUEST_ID
+                        && matches!(response.reply, Reply::Unauthorized)
+                    {
                         // The token was refused: every call on this connection is answered so
                         // (the server closes it).
                         for (_, tx) in lock(&conn.pending).drain() {

@@ -8,6 +8,9 @@
 - :class:`Trace` and :func:`visualize_trace`: ``LocalCluster.trace()`` records every node's
   events and the faults; the replay is an animated, self-contained HTML page.
   ``LocalCluster.on_leader_change(callback)`` follows leader changes as they happen.
+- Sharding: :class:`ShardedCluster` (a shard controller and replica groups in this process,
+  each group with the fault API), :class:`ShardClerk` (a client of any sharded store),
+  :func:`key_to_shard`.
 - :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
 - Membership: ``LocalCluster.add_node / remove_node / promote / transfer_leader / members``
   and, on any cluster, ``Clerk.member_list / member_add / member_promote / member_remove /
@@ -18,8 +21,8 @@ Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; retur
 
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
 :class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge` (and its subclass
-:class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError` and
-:class:`MembershipError`.
+:class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError`,
+:class:`MembershipError` and :class:`ShardError`.
 
 The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
@@ -44,6 +47,11 @@ from raftkv._raftkv import (
     Node,
     ProtocolError,
     StoreFull,
+    ShardClerk,
+    ShardController,
+    ShardedCluster,
+    ShardError,
+    ShardGroup,
     Timeout,
     TooLarge,
     Trace,
@@ -51,6 +59,7 @@ from raftkv._raftkv import (
     check_file,
     check_linearizable,
     visualize_trace,
+    key_to_shard,
 )
 from raftkv._raftkv import (
     bench as _bench,
@@ -90,6 +99,11 @@ __all__ = [
     "Node",
     "ProtocolError",
     "StoreFull",
+    "ShardClerk",
+    "ShardController",
+    "ShardError",
+    "ShardGroup",
+    "ShardedCluster",
     "Timeout",
     "TooLarge",
     "Trace",
@@ -98,6 +112,7 @@ __all__ = [
     "check_file",
     "check_linearizable",
     "visualize_trace",
+    "key_to_shard",
 ]
 
 

@@ -9,6 +9,7 @@
 //! - `history`: `History`, `check_linearizable`, `check_file` and their result.
 //! - `bench`: `bench`, the load generator of `raftkv bench`.
 //! - `logging`: where the Rust side's log goes (Python's `logging`, or stderr for `raftkv serve`).
+//! - `sharded`: `ShardedCluster`, `ShardGroup`, `ShardClerk`, `key_to_shard`, `ShardError`.
 //! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
 //! - `trace`: `Trace` (`LocalCluster.trace()`), `visualize_trace`, the leader-change watch.
 //! - `convert`: Python arguments in, Python values out.
@@ -23,6 +24,7 @@ mod history;
 mod logging;
 mod node;
 mod runtime;
+mod sharded;
 mod trace;
 
 use pyo3::prelude::*;
@@ -43,5 +45,6 @@ fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(history::check_file, m)?)?;
     m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;
     m.add_function(wrap_pyfunction!(logging::_log_to_stderr, m)?)?;
+    sharded::add_to(m)?;
     Ok(())
 }

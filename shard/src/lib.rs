@@ -56,15 +56,21 @@
 //! each group's Raft log; exactly-once across moves; both 6.5840 challenges), and the
 //! [`group::ShardClerk`]. Its module doc explains the protocol.
 //!
+//! ## Hosting over TCP
+//! `raftkv-node`'s `sharded` module hosts the controller group and replica groups over TCP (the
+//! same server and connector as the KV service). The group protocol's `Pull` and `Delete` are for
+//! other groups' drivers only: a client could otherwise make a group drop a handed-off shard
+//! before its new owner pulled it. So a host serves requests through
+//! [`group::GroupService::handle_from`], which answers them only to the members of the groups of
+//! the installed config or the one before, by the connection's remote address
+//! ([`group::trust`]).
+//!
 //! ## Not done yet
-//! - Python and CLI; hosting groups and the controller over TCP (issue 17's later steps). The
-//!   group protocol's `Pull` and `Delete` are for other groups' drivers: a TCP host must serve
-//!   them only to group members (a client could otherwise make a group drop a handed-off shard
-//!   before its new owner pulled it).
-//! - A TCP server and connector for the controller protocol (`raftkv-node` serves the KV one).
 //! - Configurations are never discarded; a controller that reaches `configs_max` refuses
 //!   changes. Once groups report the config they have installed, configs older than every
 //!   group's could be dropped.
+//! - The trust check is by IP address; with TLS, a group member's certificate would be the
+//!   stronger proof.
 
 pub mod clerk;
 pub mod config;

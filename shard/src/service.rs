@@ -1,5 +1,6 @@
 //! [`ControllerService`]: one controller node's endpoint, independent of how requests arrive
-//! (the simulator's client network in `testing` (feature `testing`); a TCP server is future work).
+//! (the simulator's client network in `testing` (feature `testing`); over TCP, `raftkv-node`'s
+//! server).
 //! Changes go through the Raft log; queries through ReadIndex — as `raftkv_kv::service`.
 
 use std::sync::Arc;

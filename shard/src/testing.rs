@@ -32,8 +32,8 @@ use raftkv_raft::{Config, Node, NodeConfig, Runtime};
 use crate::clerk::ControllerClerk;
 use crate::config::{ControllerConfig, Gid, ShardConfig, ShardId};
 use crate::group::{
-    run_driver, DriverConfig, GroupConfig, GroupReply, GroupRequestBody, GroupService,
-    GroupStateMachine, Progress, ShardClerk, ShardClerkConfig,
+    run_driver, DriverConfig, GroupConfig, GroupError, GroupOutcome, GroupReply, GroupRequestBody,
+    GroupService, GroupStateMachine, Progress, ShardClerk, ShardClerkConfig,
 };
 use crate::protocol::{CtrlReply, CtrlRequestBody};
 use crate::service::ControllerService;
@@ -557,6 +557,45 @@ impl ShardSimCluster {
             }
         }
         None
+    }
+
+    /// A client outside the groups (at `peer`, no member's address) sends every group member
+    /// a `Pull` and a `Delete` of every shard for the group's installed config, as a TCP host
+    /// would receive them ([`GroupService::handle_from`]); fails if any is served (the trust
+    /// boundary of `crate::group::trust`). Returns how many were refused.
+    pub async fn rogue_pull_and_delete(&self, peer: std::net::IpAddr) -> usize {
+        let mut refused = 0;
+        for (gid, g) in &self.groups {
+            let Some(p) = self.progress(*gid).await else {
+                continue;
+            };
+            let shards: Vec<ShardId> = (0..self.shards).collect();
+            for s in g.services.iter().flatten() {
+                for body in [
+                    GroupRequestBody::Pull {
+                        num: p.config.num,
+                        shards: shards.clone(),
+                    },
+                    GroupRequestBody::Delete {
+                        num: p.config.num,
+                        shards: shards.clone(),
+                    },
+                ] {
+                    match s.handle_from(peer, body).await {
+                        GroupReply::Done(GroupOutcome::Err(GroupError::NotAGroupMember {
+                            ..
+                        })) => refused += 1,
+                        reply @ GroupReply::Done(_) => panic!(
+                            "RAFTKV_SEED={}: group {gid} served a rogue Pull/Delete: {reply:?}",
+                            self.seed
+                        ),
+                        // Not the leader, no answer in time: nothing read or changed.
+                        _ => {}
+                    }
+                }
+            }
+        }
+        refused
     }
 
     /// Samples every group's installed config and served shards, and fails if two groups serve

@@ -543,6 +543,10 @@ fn chaos_sweep() {
     run_seeds(TARGET, "chaos_sweep", &[11, 12], chaos);
 }
 
+/// The address of a client outside every group (the simulator's members have no IP address,
+/// so no peer is a member there).
+const ROGUE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
 fn chaos(seed: u64) {
     sim(seed, |rt| async move {
         let max_groups = 4;
@@ -553,6 +557,7 @@ fn chaos(seed: u64) {
         sc.join(&[1, 2]).await;
         let mut joined: Vec<Gid> = vec![1, 2];
         let load = start_load(&sc, 4, 3);
+        let mut rogue_refused = 0;
         for _ in 0..16 {
             match rt.random(0, 11) {
                 0 => {
@@ -619,7 +624,14 @@ fn chaos(seed: u64) {
                 }
             }
             run_for(&mut sc, ms(rt.random(100, 600))).await;
+            // A client outside the groups tries to pull and delete every shard, mid-migration
+            // too: every attempt is refused, so no shard is lost (the end checks would see it).
+            rogue_refused += sc.rogue_pull_and_delete(ROGUE).await;
         }
+        assert!(
+            rogue_refused > 0,
+            "RAFTKV_SEED={seed}: no rogue request reached a leader"
+        );
         finish_load(&mut sc, load, "chaos_sweep").await;
         let config = sc.wait_settled(secs(60)).await;
         sc.assert_gc_done(&config).await;

@@ -1,11 +1,12 @@
 """The ``raftkv`` command line: serve, get, put, delete, check, demo, bench, member, move-leader,
-status.
+status, shard.
 
 Run ``raftkv COMMAND --help`` for each command's options. One module per command
 (:mod:`raftkv.cli.serve`, :mod:`~raftkv.cli.kv` for get/put/delete, :mod:`~raftkv.cli.check`,
 :mod:`~raftkv.cli.demo`, :mod:`~raftkv.cli.bench`, :mod:`~raftkv.cli.member` for member and
-move-leader, :mod:`~raftkv.cli.status`), each with an ``add_parser`` that declares
-its options and a ``run`` that carries it out and returns the exit code.
+move-leader, :mod:`~raftkv.cli.status`, :mod:`~raftkv.cli.shard` for the shard controller),
+each with an ``add_parser`` that declares its options and a ``run`` that carries it out and
+returns the exit code.
 
 Exit codes: 0 success, 1 a definite "no" (missing key, refused conditional put, a history that
 is not linearizable), 2 bad input (or an unknown verdict), 3 the cluster failed to answer, 130
@@ -18,7 +19,7 @@ import argparse
 
 import raftkv
 from raftkv import procs
-from raftkv.cli import bench, check, demo, kv, member, serve, status
+from raftkv.cli import bench, check, demo, kv, member, serve, shard, status
 from raftkv.cli._common import ADDRESSES_HELP, UsageError, err
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     member.add_parsers(sub)
     status.add_parser(sub)
+    shard.add_parsers(sub)
     return p
 
 

@@ -43,6 +43,12 @@ def add_parser(sub: Subparsers) -> None:
         "named *-replay.html)",
     )
     m.add_argument("--check-timeout", type=float, default=60.0)
+    m.add_argument(
+        "--sharded",
+        action="store_true",
+        help="a sharded store instead: a shard controller and replica groups, with joins, "
+        "leaves and moves under load, crashes and partitions",
+    )
     m.set_defaults(func=run)
 
 
@@ -67,7 +73,7 @@ class Stats:
 
 
 def client_loop(
-    cluster: raftkv.LocalCluster,
+    cluster: raftkv.LocalCluster | raftkv.ShardedCluster,
     history: raftkv.History,
     stats: Stats,
     stop: threading.Event,
@@ -130,6 +136,10 @@ def status_line(cluster: raftkv.LocalCluster, down: set[int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo; 0 when the history is linearizable, 1 when not, 2 when unknown."""
+    if getattr(args, "sharded", False):
+        from raftkv.cli import demo_sharded
+
+        return demo_sharded.run(args)
     tty = sys.stderr.isatty()
     seconds = args.seconds
     print(

@@ -59,6 +59,7 @@ pub mod clerk;
 pub mod protocol;
 pub mod service;
 pub mod state;
+pub mod trust;
 
 pub use clerk::{ShardClerk, ShardClerkConfig, ShardClerkError};
 pub use protocol::{GroupReply, GroupRequest, GroupRequestBody, GroupResponse};

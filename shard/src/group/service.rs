@@ -6,11 +6,13 @@
 //! connectors, so it names no transport.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use raftkv_kv::clerk::{ClerkConfig, Connector};
+use raftkv_kv::protocol::Reply;
 use raftkv_kv::retry::{answer, Servers};
 use raftkv_kv::service::ServiceConfig;
 use raftkv_raft::{Node, Role, Runtime};
@@ -19,8 +21,9 @@ use crate::clerk::ControllerClerk;
 use crate::config::{Gid, ShardId};
 use crate::group::protocol::{GroupReply, GroupRequestBody};
 use crate::group::state::{
-    GroupCommand, GroupOutcome, GroupQuery, GroupStateMachine, Progress, ShardStatus,
+    GroupCommand, GroupError, GroupOutcome, GroupQuery, GroupStateMachine, Progress, ShardStatus,
 };
+use crate::group::trust;
 use crate::protocol::{CtrlReply, CtrlRequestBody};
 
 /// One group member's service: client requests become proposals and ReadIndex reads.
@@ -95,6 +98,33 @@ impl<R: Runtime> GroupService<R> {
             GroupRequestBody::Status => return self.config.status_reply(self.node.status().await),
         };
         self.config.reply(result)
+    }
+
+    /// Serves one request that arrived from `peer` over a network: as [`GroupService::handle`],
+    /// except that `Pull` and `Delete` are served only to members of the groups of the
+    /// installed config or the one before ([`crate::group::trust`]), checked against the
+    /// group's progress read through ReadIndex; others get
+    /// [`GroupError::NotAGroupMember`], and nothing is read or changed.
+    pub async fn handle_from(&self, peer: IpAddr, body: GroupRequestBody) -> GroupReply {
+        if trust::is_group_to_group(&body) {
+            let progress = match self.handle(GroupRequestBody::Progress).await {
+                Reply::Done(GroupOutcome::Progress(p)) => p,
+                // Not the leader, no answer in time...: the caller retries elsewhere.
+                other => return other,
+            };
+            if !trust::peer_is_member(peer, &progress) {
+                tracing::warn!(
+                    %peer,
+                    num = progress.config.num,
+                    "shard group: refusing a Pull or Delete from outside the groups"
+                );
+                return Reply::Done(GroupOutcome::Err(GroupError::NotAGroupMember {
+                    peer: peer.to_string(),
+                    num: progress.config.num,
+                }));
+            }
+        }
+        self.handle(body).await
     }
 
     /// Where the group stands, read through ReadIndex at this member (`None` unless it leads

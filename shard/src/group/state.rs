@@ -143,6 +143,10 @@ pub enum GroupError {
     /// A migrated shard that does not decode, breaks an invariant or is too large.
     #[error("bad shard {shard}: {reason}")]
     BadShard { shard: ShardId, reason: String },
+    /// A `Pull` or `Delete` from an address that is no member of a group of the installed
+    /// config or the one before ([`crate::group::trust`]); nothing was read or changed.
+    #[error("refused: {peer} is not a member of a group of config {num} or the one before")]
+    NotAGroupMember { peer: String, num: u64 },
 }
 
 /// One shard's place in [`Progress`].
