@@ -41,6 +41,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
         "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
+        "Unauthorized",
     ]),
 ]  # fmt: skip
 

@@ -15,8 +15,8 @@ Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; retur
 
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
 :class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge` (and its subclass
-:class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError` and
-:class:`MembershipError`.
+:class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError`,
+:class:`MembershipError` and :class:`Unauthorized`.
 
 The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
@@ -43,6 +43,7 @@ from raftkv._raftkv import (
     StoreFull,
     Timeout,
     TooLarge,
+    Unauthorized,
     VersionMismatch,
     check_file,
     check_linearizable,
@@ -87,6 +88,7 @@ __all__ = [
     "StoreFull",
     "Timeout",
     "TooLarge",
+    "Unauthorized",
     "VersionMismatch",
     "bench",
     "check_file",
