@@ -44,7 +44,8 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ]),
     ("Exceptions", [
         "Error", "KeyNotFound", "VersionMismatch", "MaybeApplied", "Timeout", "TooLarge",
-        "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError", "ShardError",
+        "StoreFull", "ProtocolError", "ClusterError", "HistoryError", "MembershipError",
+        "ShardError", "Unauthorized",
     ]),
 ]  # fmt: skip
 

@@ -156,3 +156,42 @@ def test_store_full_is_raised_before_a_write_past_data_bytes_max_is_acknowledged
         clerk.put("fresh", b"v" * 1000)
     with pytest.raises(ValueError, match="data_bytes_max"):
         raftkv.LocalCluster(1, storage="memory", data_bytes_max=0)
+
+
+def test_a_node_with_a_client_token_serves_only_clerks_that_give_it(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\nignored second line\n")
+    (port,) = free_ports(1)
+    node = raftkv.Node(1, {1: f"127.0.0.1:{port}"}, storage="memory", client_token_file=token_file)
+    node.start()
+    try:
+        addr = [f"127.0.0.1:{port + OFFSET}"]
+        clerk = raftkv.Clerk(addr, timeout=10, token="s3cret-token")
+        assert clerk.put("k", "v") == 1
+        for wrong in (None, "s3cret-tokem", "s3cret", "s3cret-token\nignored second line"):
+            with pytest.raises(raftkv.Unauthorized):
+                raftkv.Clerk(addr, timeout=10, token=wrong).put("k", "w")
+        assert clerk.get("k") == (b"v", 1)
+
+        async def main() -> tuple[bytes, int]:
+            async with raftkv.aio.Clerk(addr, timeout=10, token="s3cret-token") as aio_clerk:
+                return await aio_clerk.get("k")
+
+        assert asyncio.run(main()) == (b"v", 1)
+        # The command line reads the token from a file too.
+        get = [*raftkv_cli(), "get", "k", "--endpoints", addr[0], "--timeout", "10"]
+        r = subprocess.run(
+            [*get, "--token-file", str(token_file)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "v\n"
+        r = subprocess.run(get, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert "token" in r.stderr
+    finally:
+        node.stop()
+    with pytest.raises(ValueError, match="client token"):
+        raftkv.Clerk(addr, token="")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="client_token_file"):
+        raftkv.Node(1, {1: "127.0.0.1:1"}, storage="memory", client_token_file=tmp_path / "empty")

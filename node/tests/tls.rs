@@ -135,7 +135,7 @@ fn mutual_tls_nodes_form_a_cluster_and_refuse_clients_without_tls() {
         let plain_addr = clients[&1].to_string();
         let plain = clerk(
             &runtime,
-            &[plain_addr.clone()],
+            std::slice::from_ref(&plain_addr),
             None,
             Duration::from_secs(5),
         );
@@ -160,7 +160,7 @@ fn mutual_tls_nodes_form_a_cluster_and_refuse_clients_without_tls() {
         let other = Ca::new(dir.path(), "other-ca");
         let wrong = clerk(
             &runtime,
-            &[plain_addr.clone()],
+            std::slice::from_ref(&plain_addr),
             Some(ClientTls::from_files(&other.pem, None).unwrap()),
             Duration::from_secs(5),
         );
@@ -171,14 +171,14 @@ fn mutual_tls_nodes_form_a_cluster_and_refuse_clients_without_tls() {
         let n3 = clients[&3].to_string();
         let anonymous = clerk(
             &runtime,
-            &[n3.clone()],
+            std::slice::from_ref(&n3),
             Some(server_only),
             Duration::from_secs(5),
         );
         assert!(anonymous.server_status(&n3).await.is_err());
         let known = clerk(
             &runtime,
-            &[n3.clone()],
+            std::slice::from_ref(&n3),
             Some(with_cert),
             Duration::from_secs(5),
         );

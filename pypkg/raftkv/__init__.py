@@ -22,7 +22,7 @@ Keys and values are ``bytes``; a ``str`` is accepted and encoded as UTF-8; retur
 Exceptions: :class:`Error` is the base of :class:`KeyNotFound`, :class:`VersionMismatch`,
 :class:`MaybeApplied`, :class:`Timeout`, :class:`TooLarge` (and its subclass
 :class:`StoreFull`), :class:`ProtocolError`, :class:`ClusterError`, :class:`HistoryError`,
-:class:`MembershipError` and :class:`ShardError`.
+:class:`MembershipError`, :class:`ShardError` and :class:`Unauthorized`.
 
 The command line: ``raftkv --help`` (serve, get, put, check, demo, bench, member, move-leader).
 """
@@ -55,6 +55,7 @@ from raftkv._raftkv import (
     Timeout,
     TooLarge,
     Trace,
+    Unauthorized,
     VersionMismatch,
     check_file,
     check_linearizable,
@@ -107,6 +108,7 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "Trace",
+    "Unauthorized",
     "VersionMismatch",
     "bench",
     "check_file",

@@ -34,6 +34,7 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "Trace",
+    "Unauthorized",
     "VersionMismatch",
     # Private: the Rust half of raftkv.aio.Clerk.
     "_AioCore",
@@ -72,6 +73,9 @@ class TooLarge(Error):
 
 class StoreFull(TooLarge):
     """The store is full: the write would take its data past the servers' bound."""
+
+class Unauthorized(Error):
+    """The server wants a client token, and this Clerk gave none or another one."""
 
 class ProtocolError(Error):
     """A server answered something the client cannot use."""
@@ -142,6 +146,7 @@ class Clerk:
         timeout: float = 10.0,
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
+        token: str | None = None,
     ) -> Self: ...
     def get(self, key: _Bytes) -> tuple[bytes, int]: ...
     def put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -174,6 +179,7 @@ class _AioCore:
         timeout: float = 10.0,
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
+        token: str | None = None,
     ) -> Self: ...
     def start_get(self, key: _Bytes) -> int: ...
     def start_put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -303,6 +309,7 @@ class Node:
         tls_key: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
         tls_client_ca: str | os.PathLike[str] | None = None,
+        client_token_file: str | os.PathLike[str] | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...

@@ -27,9 +27,9 @@ __all__ = ["Clerk"]
 
 class Clerk:
     """An asyncio client of a raftkv cluster: ``Clerk(addresses, timeout=10.0, history=None,
-    tls=None)``.
+    tls=None, token=None)``.
 
-    ``addresses``, ``timeout``, ``history`` and ``tls`` mean what they mean for
+    ``addresses``, ``timeout``, ``history``, ``tls`` and ``token`` mean what they mean for
     :class:`raftkv.Clerk`; ``get``, ``put``, ``append``, ``delete``, ``server_status`` and the
     membership operations (``member_list``, ``member_add``, ``member_promote``,
     ``member_remove``, ``move_leader``) are coroutines that return what the threaded Clerk's
@@ -52,8 +52,9 @@ class Clerk:
         timeout: float = 10.0,
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
+        token: str | None = None,
     ) -> None:
-        self._core = _AioCore(addresses, timeout, history, tls)
+        self._core = _AioCore(addresses, timeout, history, tls, token)
         self._fd = self._core.fileno()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None

@@ -193,16 +193,18 @@ fn closed_err() -> PyErr {
 #[pymethods]
 impl AioCore {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
         tls: Option<&Bound<'_, PyAny>>,
+        token: Option<String>,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
         let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
+        let token = token.map(crate::convert::client_token).transpose()?;
         let (wake, readable) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         readable.set_nonblocking(true)?;
@@ -212,6 +214,7 @@ impl AioCore {
                 tokio_runtime(),
                 TcpConnectorConfig {
                     tls,
+                    token,
                     ..TcpConnectorConfig::default()
                 },
             )

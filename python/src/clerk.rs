@@ -31,7 +31,8 @@ macro_rules! with_clerk {
     };
 }
 
-/// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None, tls=None)`.
+/// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None, tls=None,
+/// token=None)`.
 ///
 /// `addresses`: client addresses "host:port" of any non-empty subset of the cluster (a node
 /// that is not the leader names the leader, and the Clerk follows). Keys and values are bytes;
@@ -42,6 +43,8 @@ macro_rules! with_clerk {
 /// `tls={"ca": path, "cert": path, "key": path}` speaks TLS to servers started with TLS:
 /// their certificates must be signed by the CA file "ca" and name the host dialled; "cert"
 /// and "key" (optional, together) are this client's, for servers that require one.
+/// `token` is the shared client token of servers started with one (raftkv.Unauthorized
+/// without it).
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Clerk {
     pub(crate) inner: Arc<tokio::sync::Mutex<AnyClerk>>,
@@ -94,24 +97,28 @@ pub(crate) fn members_dict<'py>(
 #[pymethods]
 impl Clerk {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
         tls: Option<&Bound<'_, PyAny>>,
+        token: Option<String>,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
         let config = clerk_config(timeout)?;
         let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
+        let token = token.map(crate::convert::client_token).transpose()?;
         let _guard = rt().enter();
-        // A TLS Clerk has connections of its own; the others share the process's.
-        let connector = match tls {
-            None => shared_connector(),
-            Some(tls) => TcpConnector::new(
+        // A Clerk with TLS or a token has connections of its own; the others share the
+        // process's.
+        let connector = match (tls, token) {
+            (None, None) => shared_connector(),
+            (tls, token) => TcpConnector::new(
                 tokio_runtime(),
                 TcpConnectorConfig {
-                    tls: Some(tls),
+                    tls,
+                    token,
                     ..TcpConnectorConfig::default()
                 },
             ),

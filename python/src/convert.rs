@@ -179,3 +179,16 @@ pub(crate) fn parse_client_tls(
     raftkv_transport_tcp::ClientTls::from_files(&ca, identity)
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
+
+/// A client token as given (`Clerk(token=...)`, a token file): 1 to
+/// `CLIENT_TOKEN_BYTES_MAX` bytes, else a `ValueError`.
+pub(crate) fn client_token(token: String) -> PyResult<std::sync::Arc<str>> {
+    let max = raftkv_kv::protocol::CLIENT_TOKEN_BYTES_MAX;
+    if token.is_empty() || token.len() > max {
+        return Err(PyValueError::new_err(format!(
+            "a client token has 1 to {max} bytes, not {}",
+            token.len()
+        )));
+    }
+    Ok(std::sync::Arc::from(token))
+}

@@ -88,6 +88,11 @@ class StoreFull(TooLarge):
     __module__ = "raftkv"
 
 
+class Unauthorized(Error):
+    """The server wants a client token, and this Clerk gave none or another one."""
+    __module__ = "raftkv"
+
+
 class MembershipError(Error):
     """The cluster refused a membership change or a leadership transfer.
 
@@ -104,7 +109,7 @@ class MembershipError(Error):
 "#;
 
 /// The names [`CLASSES`] defines, in the order of [`Classes`]' fields.
-pub(crate) const NAMES: [&str; 10] = [
+pub(crate) const NAMES: [&str; 11] = [
     "KeyNotFound",
     "VersionMismatch",
     "MaybeApplied",
@@ -115,9 +120,10 @@ pub(crate) const NAMES: [&str; 10] = [
     "HistoryError",
     "MembershipError",
     "StoreFull",
+    "Unauthorized",
 ];
 
-struct Classes([Py<PyType>; 10]);
+struct Classes([Py<PyType>; 11]);
 
 /// The classes, made on first use.
 fn classes(py: Python<'_>) -> &Classes {
@@ -135,7 +141,7 @@ fn classes(py: Python<'_>) -> &Classes {
                     .ok_or_else(|| Error::new_err(format!("internal error: no class {name}")))?;
                 out.push(class.downcast_into::<PyType>()?.unbind());
             }
-            let array: [Py<PyType>; 10] = out
+            let array: [Py<PyType>; 11] = out
                 .try_into()
                 .map_err(|_| Error::new_err("internal error: exception classes"))?;
             Ok(Classes(array))
@@ -180,6 +186,7 @@ exception!(ClusterError, 6);
 exception!(HistoryError, 7);
 exception!(MembershipError, 8);
 exception!(StoreFull, 9);
+exception!(Unauthorized, 10);
 
 /// Adds `Error` and every class of [`CLASSES`] to the module.
 pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -236,6 +243,10 @@ pub(crate) fn clerk_err(e: ClerkError, key: Option<&Bytes>) -> PyErr {
              (data_bytes_max), so nothing was written; delete keys, or raise the bound on \
              every node"
         )),
+        ClerkError::Unauthorized => Unauthorized::new_err(
+            "the server refused this client: it wants a client token, and this Clerk gave none \
+             or another one (Clerk(..., token=...))",
+        ),
         e @ (ClerkError::UnexpectedReply { .. } | ClerkError::Refused { .. }) => {
             ProtocolError::new_err(format!(
                 "{e}; the server and the client may be of different versions (upgrade both), or \

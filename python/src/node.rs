@@ -45,6 +45,9 @@ enum AnyNode {
 /// `tls_client_ca`, clients must present a certificate that CA signed. Files are read by
 /// start(), which raises ClusterError if one cannot be used.
 ///
+/// `client_token_file`: a file whose first line is a shared client token; clients must then
+/// give it (`Clerk(..., token=...)`), else they are refused (raftkv.Unauthorized).
+///
 /// `join=[client addresses]` starts a node that joins a running cluster: `peers` (and
 /// `client_addrs`) then name this node only; start() asks a member to add it as a learner,
 /// which the leader promotes to voter once it has caught up (unless `join_as_learner`).
@@ -60,7 +63,7 @@ pub struct Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -79,6 +82,7 @@ impl Node {
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
         tls_client_ca: Option<PathBuf>,
+        client_token_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -136,6 +140,16 @@ impl Node {
         config.snapshot_threshold = snapshot_threshold;
         if let Some(b) = data_bytes_max {
             config.data_bytes_max = crate::cluster::data_bytes_max_checked(b)?;
+        }
+        if let Some(path) = client_token_file {
+            let bad = |e: String| {
+                PyValueError::new_err(format!("client_token_file {}: {e}", path.display()))
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+            // The first line, without its end of line.
+            let token = text.lines().next().unwrap_or_default().to_string();
+            let token = crate::convert::client_token(token).map_err(|e| bad(e.to_string()))?;
+            config.client_token = Some(token.to_string());
         }
         config.tls =
             match (tls_cert, tls_key, tls_ca) {

@@ -41,7 +41,9 @@
 //! `codec` (length-prefixed postcard frames) · `frame_reader` (frames from an async socket,
 //! cancel-safe) · `frame` (the peer protocol) · `config` · `filter` (fault injection) ·
 //! `stats` (counters) · `queue` (the bounded queues, with their tasks' wakeups) · `shared`
-//! (the socket registry used by shutdown) · `inbound` (the accept thread and reader tasks) ·
+//! (the socket registry used by shutdown) · [`tls`] (rustls over any socket: mutual TLS for
+//! peers, server and client sides for the KV port) · `inbound` (the accept thread and reader
+//! tasks) ·
 //! `outbound` (writer tasks) · `transport` ([`TcpTransport`]).
 //!
 //! ## Not done

@@ -84,6 +84,20 @@ def add_client_tls_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="this client's private key")
+    p.add_argument(
+        "--token-file", metavar="FILE", help="give the client token on this file's first line"
+    )
+
+
+def client_token(args: argparse.Namespace) -> str | None:
+    """The Clerk's ``token`` from ``--token-file`` (None: no token)."""
+    if not args.token_file:
+        return None
+    try:
+        with open(args.token_file, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise UsageError(f"--token-file: {e}") from None
 
 
 def client_tls(args: argparse.Namespace) -> dict[str, str] | None:

@@ -7,7 +7,14 @@ import sys
 from typing import TYPE_CHECKING
 
 import raftkv
-from raftkv.cli._common import ENDPOINTS_HELP, add_client_tls_args, client_tls, endpoints, err
+from raftkv.cli._common import (
+    ENDPOINTS_HELP,
+    add_client_tls_args,
+    client_tls,
+    client_token,
+    endpoints,
+    err,
+)
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -47,7 +54,12 @@ def add_parsers(sub: Subparsers) -> None:
 
 def run_get(args: argparse.Namespace) -> int:
     """Prints the key's value (and with ``--version`` its version on stderr); 1 if missing."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
+    clerk = raftkv.Clerk(
+        endpoints(args.endpoints),
+        timeout=args.timeout,
+        tls=client_tls(args),
+        token=client_token(args),
+    )
     try:
         value, version = clerk.get(args.key)
     except raftkv.KeyNotFound:
@@ -64,7 +76,12 @@ def run_get(args: argparse.Namespace) -> int:
 
 def run_put(args: argparse.Namespace) -> int:
     """Writes the key and prints its new version; 1 when a conditional put is refused."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
+    clerk = raftkv.Clerk(
+        endpoints(args.endpoints),
+        timeout=args.timeout,
+        tls=client_tls(args),
+        token=client_token(args),
+    )
     try:
         version = clerk.put(args.key, args.value, version=args.version)
     except raftkv.VersionMismatch as e:
@@ -79,7 +96,12 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     """Deletes the key; 1 if it does not exist."""
-    clerk = raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
+    clerk = raftkv.Clerk(
+        endpoints(args.endpoints),
+        timeout=args.timeout,
+        tls=client_tls(args),
+        token=client_token(args),
+    )
     try:
         clerk.delete(args.key)
     except raftkv.KeyNotFound:

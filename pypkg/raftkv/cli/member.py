@@ -20,6 +20,7 @@ from raftkv.cli._common import (
     UsageError,
     add_client_tls_args,
     client_tls,
+    client_token,
     endpoints,
     err,
 )
@@ -90,7 +91,12 @@ def _node_id(s: str) -> int:
 def _clerk(args: argparse.Namespace) -> raftkv.Clerk:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    return raftkv.Clerk(endpoints(args.endpoints), timeout=args.timeout, tls=client_tls(args))
+    return raftkv.Clerk(
+        endpoints(args.endpoints),
+        timeout=args.timeout,
+        tls=client_tls(args),
+        token=client_token(args),
+    )
 
 
 def _print_members(members: dict[str, Any]) -> None:

@@ -143,6 +143,12 @@ def add_parser(sub: Subparsers) -> None:
         help="require clients to present a certificate this CA signed (default: none asked)",
     )
     s.add_argument(
+        "--client-token-file",
+        metavar="FILE",
+        help="require clients to give the token on this file's first line "
+        "(raftkv get/put/... --token-file; Clerk(..., token=...))",
+    )
+    s.add_argument(
         "--data-bytes-max",
         type=int,
         default=None,
@@ -268,6 +274,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
             tls_client_ca=args.tls_client_ca,
+            client_token_file=args.client_token_file,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None

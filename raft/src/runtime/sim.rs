@@ -514,11 +514,29 @@ impl Transport for SimTransport {
 
 /// Memory storage whose writes become durable after a simulated latency. If the writing task
 /// is killed first (a crash), the write never happens. Clones share the durable state.
+///
+/// Disk faults (issue 21, TigerBeetle's VOPR as the model): with
+/// [`SimStorage::set_write_error_chance`], a write fails as an `fsync` error does — it may or
+/// may not have become durable (either, at random) — and the storage then fails every later
+/// write and load with the same error (fail-stop), until [`SimStorage::repair`] (the process
+/// restarted on a disk that works again).
 #[derive(Clone)]
 pub struct SimStorage {
     runtime: SimRuntime,
     store: Arc<Mutex<MemStore>>,
     latency_ms: (u64, u64),
+    faults: Arc<Mutex<DiskFaults>>,
+}
+
+/// A simulated disk's faults, shared by a storage's clones.
+#[derive(Debug, Default)]
+struct DiskFaults {
+    /// The chance that a write fails.
+    write_error_chance: f64,
+    /// The first error, returned again by every later write and load.
+    failed: Option<StorageError>,
+    /// Writes failed so far.
+    write_errors: u64,
 }
 
 impl SimStorage {
@@ -527,6 +545,7 @@ impl SimStorage {
             runtime: runtime.clone(),
             store: Arc::default(),
             latency_ms,
+            faults: Arc::default(),
         }
     }
 
@@ -534,10 +553,37 @@ impl SimStorage {
     pub fn durable(&self) -> MemStore {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Makes each later write fail with chance `p` (0: never).
+    pub fn set_write_error_chance(&self, p: f64) {
+        self.faults().write_error_chance = p;
+    }
+
+    /// Whether a write failed and the storage has not been repaired since.
+    pub fn has_failed(&self) -> bool {
+        self.faults().failed.is_some()
+    }
+
+    /// Writes failed so far.
+    pub fn write_errors(&self) -> u64 {
+        self.faults().write_errors
+    }
+
+    /// Clears a failure: the next load and writes work (what became durable stays).
+    pub fn repair(&self) {
+        self.faults().failed = None;
+    }
+
+    fn faults(&self) -> MutexGuard<'_, DiskFaults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Storage for SimStorage {
     async fn load(&self) -> Result<Persisted, StorageError> {
+        if let Some(e) = &self.faults().failed {
+            return Err(e.clone());
+        }
         Ok(self.durable().persisted())
     }
 
@@ -545,10 +591,29 @@ impl Storage for SimStorage {
         let (lo, hi) = self.latency_ms;
         let delay = Duration::from_millis(self.runtime.random(lo, hi + 1));
         self.runtime.sleep(delay).await;
-        self.store
-            .lock()
-            .map_err(|_| StorageError::Closed)?
-            .apply(ops);
+        let mut faults = self.faults();
+        if let Some(e) = &faults.failed {
+            return Err(e.clone());
+        }
+        let fails =
+            faults.write_error_chance > 0.0 && self.runtime.chance(faults.write_error_chance);
+        // A failed fsync leaves the write durable or not: the caller cannot know which.
+        if !fails || self.runtime.chance(0.5) {
+            self.store
+                .lock()
+                .map_err(|_| StorageError::Closed)?
+                .apply(ops);
+        }
+        if fails {
+            let e = StorageError::io(
+                "fsync (simulated)",
+                "",
+                std::io::Error::other("injected disk fault"),
+            );
+            faults.write_errors += 1;
+            faults.failed = Some(e.clone());
+            return Err(e);
+        }
         Ok(())
     }
 }
