@@ -47,9 +47,7 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 /// snapshot_threshold=None)`: storage "memory" | "lmdb" (lmdb with data_dir None: a temporary
 /// directory, removed on close); runtime "tokio" | "smol". Use it as a context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
-/// Nodes are numbered 0..n-1 (index = position in `addrs`). `trace_events_max` bounds the
-/// trace of every node's events and the faults (`trace()`, `on_leader_change`; 0: no trace);
-/// `metrics(i)` gives node i's Prometheus metrics.
+/// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct LocalCluster {
     slot: ClusterSlot,
