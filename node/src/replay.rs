@@ -45,8 +45,8 @@ pub fn replay_html(trace: &ClusterTrace) -> String {
     if trace.dropped > 0 {
         let _ = write!(
             html,
-            " <span class=\"warn\">(the {} oldest events were dropped: the trace keeps at most \
-             {})</span>",
+            " <span class=\"warn\">(the {} oldest events were dropped: the trace keeps the \
+             last {} messages and log events, and the elections and faults before them)</span>",
             trace.dropped, trace.events_max
         );
     }

@@ -5,16 +5,22 @@
 //! after healing; every node checks its own invariants (log matching among them) after every
 //! input, in release builds too. In some seeds the disks fail too (issue 21): a write fails
 //! like an `fsync` error, durable or not, the node fail-stops, and a supervisor restarts it
-//! on a repaired disk; no acknowledged write may be lost for it. A failing seed replays:
+//! on a repaired disk; no acknowledged write may be lost for it. Every node reports its events
+//! to one observer ([`TraceCheck`]), which checks the trace as it grows: Election Safety from
+//! the role events, applies in order without gaps, a commit index that never falls within a
+//! run, and every message received matching one sent. A failing seed replays:
 //! `RAFTKV_SEED=<n> cargo test --release -p raftkv-raft --test driver_sim -- replay --ignored`.
 
 use bytes::Bytes;
+use raftkv_raft::driver::observer::{
+    EventKind, MsgInfo, Observer, ObserverHandle, RoleName, SnapshotHow, TraceEvent,
+};
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
 use raftkv_raft::{
     Config, MemberAddrs, MemberChange, MembershipError, Node, NodeConfig, NodeError, ReconfigError,
     Role, Runtime, StateMachine,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,8 +83,90 @@ impl StateMachine for RecordingSm {
     }
 }
 
+/// Checks the driver's events as they come (see the module documentation).
+struct TraceCheck {
+    seed: u64,
+    state: Mutex<TraceState>,
+}
+
+#[derive(Default)]
+struct TraceState {
+    /// Election Safety: the node that became leader of each term.
+    leaders: BTreeMap<u64, u64>,
+    /// Per node, in its current run: the last index applied, and the commit index.
+    applied: BTreeMap<u64, u64>,
+    commit: BTreeMap<u64, u64>,
+    /// Every message sent: (from, to, what the trace shows of it).
+    sent: HashSet<(u64, u64, MsgInfo)>,
+    events: u64,
+}
+
+impl Observer for TraceCheck {
+    fn observe(&self, e: TraceEvent) {
+        let seed = self.seed;
+        let mut s = self.state.lock().unwrap();
+        s.events += 1;
+        let n = e.node;
+        match e.kind {
+            EventKind::Start {
+                commit,
+                snapshot_index,
+                ..
+            } => {
+                s.applied.insert(n, snapshot_index);
+                s.commit.insert(n, commit);
+            }
+            EventKind::Role {
+                role: RoleName::Leader,
+                term,
+                ..
+            } => {
+                let prev = *s.leaders.entry(term).or_insert(n);
+                assert_eq!(
+                    prev, n,
+                    "RAFTKV_SEED={seed}: trace: Election Safety: n{prev} and n{n} lead term {term}"
+                );
+            }
+            EventKind::Commit { index } => {
+                let prev = s.commit.insert(n, index).unwrap_or(0);
+                assert!(
+                    index >= prev,
+                    "RAFTKV_SEED={seed}: trace: n{n}'s commit index fell from {prev} to {index}"
+                );
+            }
+            EventKind::Apply { first, last } => {
+                let prev = s.applied.insert(n, last).unwrap_or(0);
+                assert!(
+                    first == prev + 1 && last >= first,
+                    "RAFTKV_SEED={seed}: trace: n{n} applied {first}..={last} after {prev}"
+                );
+            }
+            EventKind::Snapshot {
+                index,
+                how: SnapshotHow::Installed,
+                ..
+            } => {
+                s.applied.insert(n, index);
+            }
+            EventKind::Send { to, msg } => {
+                s.sent.insert((n, to, msg));
+            }
+            EventKind::Recv { from, msg } => {
+                let key = (from, n, msg);
+                assert!(
+                    s.sent.contains(&key),
+                    "RAFTKV_SEED={seed}: trace: n{n} received {key:?}, which nobody sent"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 struct Cluster {
     seed: u64,
+    /// Every node's events go here.
+    trace: Arc<TraceCheck>,
     rt: SimRuntime,
     net: SimNet,
     storages: Vec<SimStorage>,
@@ -96,6 +184,10 @@ impl Cluster {
     fn new(seed: u64, n: usize, rt: &SimRuntime) -> Self {
         Self {
             seed,
+            trace: Arc::new(TraceCheck {
+                seed,
+                state: Mutex::default(),
+            }),
             rt: rt.clone(),
             net: SimNet::new(rt),
             storages: (0..n).map(|_| SimStorage::new(rt, (0, 3))).collect(),
@@ -134,6 +226,7 @@ impl Cluster {
         let mut config = NodeConfig::new(raft);
         config.snapshot_threshold_entries = 20;
         config.request_timeout = Duration::from_secs(2);
+        config.observer = Some(ObserverHandle(self.trace.clone()));
         let sm = RecordingSm {
             seed: self.seed,
             node: id,
@@ -359,6 +452,11 @@ fn run_seed(seed: u64) -> (u64, usize, Duration) {
         assert!(faults >= 3, "RAFTKV_SEED={seed}: only {faults} faults");
         let disk_errors: u64 = c.storages.iter().map(SimStorage::write_errors).sum();
         DISK_ERRORS.fetch_add(disk_errors, std::sync::atomic::Ordering::Relaxed);
+        let events = c.trace.state.lock().unwrap().events;
+        assert!(
+            events > 100,
+            "RAFTKV_SEED={seed}: the trace saw only {events} events"
+        );
         (acked.len() as u64, faults, recovery)
     })
     .unwrap_or_else(|| panic!("RAFTKV_SEED={seed}: the simulation deadlocked"))

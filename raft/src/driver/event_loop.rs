@@ -452,7 +452,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             for m in std::mem::take(&mut ready.send_now) {
                 self.send(m);
             }
-            if !ready.entries.is_empty() {
+            if self.observer.is_some() && !ready.entries.is_empty() {
                 self.emit(|| append_event(&ready.entries));
             }
             let ops = ready.take_write_ops();
@@ -465,12 +465,14 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             } else {
                 self.queue_write(Job { ops, token, after });
             }
-            if let (Some(first), Some(last)) = (
-                ready.committed_entries.first(),
-                ready.committed_entries.last(),
-            ) {
-                let (first, last) = (first.index, last.index);
-                self.emit(|| EventKind::Apply { first, last });
+            if self.observer.is_some() {
+                if let (Some(first), Some(last)) = (
+                    ready.committed_entries.first(),
+                    ready.committed_entries.last(),
+                ) {
+                    let (first, last) = (first.index, last.index);
+                    self.emit(|| EventKind::Apply { first, last });
+                }
             }
             for e in ready.committed_entries {
                 self.applied_entry(&e);
