@@ -46,12 +46,12 @@ from raftkv._raftkv import (
     MembershipError,
     Node,
     ProtocolError,
-    StoreFull,
     ShardClerk,
     ShardController,
     ShardedCluster,
     ShardError,
     ShardGroup,
+    StoreFull,
     Timeout,
     TooLarge,
     Trace,
@@ -59,8 +59,8 @@ from raftkv._raftkv import (
     VersionMismatch,
     check_file,
     check_linearizable,
-    visualize_trace,
     key_to_shard,
+    visualize_trace,
 )
 from raftkv._raftkv import (
     bench as _bench,
@@ -99,12 +99,12 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
-    "StoreFull",
     "ShardClerk",
     "ShardController",
     "ShardError",
     "ShardGroup",
     "ShardedCluster",
+    "StoreFull",
     "Timeout",
     "TooLarge",
     "Trace",
@@ -113,8 +113,8 @@ __all__ = [
     "bench",
     "check_file",
     "check_linearizable",
-    "visualize_trace",
     "key_to_shard",
+    "visualize_trace",
 ]
 
 

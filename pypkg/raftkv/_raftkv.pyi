@@ -25,12 +25,12 @@ __all__ = [
     "MembershipError",
     "Node",
     "ProtocolError",
-    "StoreFull",
     "ShardClerk",
     "ShardController",
     "ShardError",
     "ShardGroup",
     "ShardedCluster",
+    "StoreFull",
     "Timeout",
     "TooLarge",
     "Trace",
@@ -43,8 +43,8 @@ __all__ = [
     "bench",
     "check_file",
     "check_linearizable",
-    "visualize_trace",
     "key_to_shard",
+    "visualize_trace",
 ]
 
 _Bytes = bytes | str

@@ -132,7 +132,7 @@ impl ServerTls {
         server_config(cert, key, client_ca).map(Self)
     }
 
-    /// The server side of a handshake (see [`accept`]).
+    /// The server side of a handshake (see `accept`).
     pub async fn accept<R: Runtime, S>(
         &self,
         runtime: &R,
@@ -153,7 +153,7 @@ impl ClientTls {
         client_config(ca, identity).map(Self)
     }
 
-    /// The client side of a handshake with the server at `addr` (see [`connect`]).
+    /// The client side of a handshake with the server at `addr` (see `connect`).
     pub async fn connect<R: Runtime, S>(
         &self,
         runtime: &R,
@@ -229,7 +229,7 @@ impl PeerTls {
         })
     }
 
-    /// Accepts a peer's connection (see [`accept`]).
+    /// Accepts a peer's connection (see `accept`).
     pub async fn accept<R: Runtime, S>(
         &self,
         runtime: &R,
@@ -242,7 +242,7 @@ impl PeerTls {
         accept(runtime, &self.server, socket, timeout).await
     }
 
-    /// Opens TLS to the peer at `addr` (see [`connect`]).
+    /// Opens TLS to the peer at `addr` (see `connect`).
     pub async fn connect<R: Runtime, S>(
         &self,
         runtime: &R,
@@ -291,7 +291,7 @@ where
     Ok(MaybeTls::Tls(Box::new(stream.into())))
 }
 
-/// The name a server at `addr` ("host:port", "[v6]:port") must hold in its certificate.
+/// The name a server at `addr` (`"host:port"`, `"[v6]:port"`) must hold in its certificate.
 pub fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -77,7 +77,7 @@ pub struct ClusterConfig {
     /// A node's request timeout (how long it waits for a proposal to apply).
     pub request_timeout: Duration,
     /// A write that would take a node's data past this many bytes is refused
-    /// ([`KvStateMachine::with_data_bytes_max`]). At most
+    /// ([`raftkv_kv::state::KvStateMachine::with_data_bytes_max`]). At most
     /// [`crate::storage::data_bytes_max_limit`].
     pub data_bytes_max: u64,
     /// The trace keeps at most this many events (the oldest are dropped beyond it); 0: no
