@@ -30,7 +30,7 @@ from typing import Literal
 
 import raftkv
 
-__all__ = ["ACTIONS", "DEMO_SCHEDULE", "Action", "Fault", "Nemesis"]
+__all__ = ["ACTIONS", "DEMO_SCHEDULE", "SCENARIOS", "Action", "Fault", "Nemesis", "Scenario"]
 
 #: What a :class:`Fault` can do.
 Action = Literal[
@@ -40,6 +40,10 @@ Action = Literal[
     "partition-leader",
     "isolate-follower",
     "heal",
+    "pause-follower",
+    "resume",
+    "flaky-network",
+    "reliable-network",
 ]
 
 #: Every :data:`Action`, with what it does:
@@ -49,7 +53,12 @@ Action = Literal[
 #: - ``restart``: restart the node the last crash took down (nothing if none is down);
 #: - ``partition-leader``: the leader alone on one side, the others on the other;
 #: - ``isolate-follower``: cut a node that is not the leader off from every other;
-#: - ``heal``: full connectivity again (crashed nodes stay down).
+#: - ``heal``: full connectivity again (crashed nodes stay down);
+#: - ``pause-follower``: pause a node that is not the leader, as SIGSTOP does (a slow node: its
+#:   disk, its CPU or its timers stop, its sockets stay open);
+#: - ``resume``: resume the node the last pause stopped (nothing if none is paused);
+#: - ``flaky-network``: peer messages dropped (10 %), delayed (0..27 ms) and reordered;
+#: - ``reliable-network``: peer messages delivered again as sent.
 ACTIONS: tuple[Action, ...] = (
     "crash-leader",
     "crash-follower",
@@ -57,6 +66,10 @@ ACTIONS: tuple[Action, ...] = (
     "partition-leader",
     "isolate-follower",
     "heal",
+    "pause-follower",
+    "resume",
+    "flaky-network",
+    "reliable-network",
 )
 
 
@@ -88,6 +101,70 @@ DEMO_SCHEDULE: tuple[Fault, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """A named fault schedule for ``raftkv demo --scenario NAME``: what it shows, in a sentence
+    (``story``), its faults, and the snapshot threshold of its cluster (None: the default)."""
+
+    name: str
+    story: str
+    schedule: tuple[Fault, ...]
+    snapshot_threshold: int | None = None
+
+
+#: The named scenarios of ``raftkv demo --scenario NAME`` (``raftkv demo --list`` prints them).
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "mixed",
+            "the default demo: a leader crash and restart, a partitioned leader, an isolated "
+            "follower, a follower crash and restart",
+            DEMO_SCHEDULE,
+        ),
+        Scenario(
+            "leader-crash",
+            "the leader crashes: the others elect a new one within an election timeout and "
+            "keep serving; the old leader restarts as a follower and catches up",
+            (Fault(0.2, "crash-leader"), Fault(0.6, "restart")),
+        ),
+        Scenario(
+            "minority-partition",
+            "one follower is cut off: the majority keeps committing without it; after the "
+            "heal it catches up from the leader",
+            (Fault(0.2, "isolate-follower"), Fault(0.7, "heal")),
+        ),
+        Scenario(
+            "leader-isolated",
+            "the leader is partitioned away: it cannot commit, the majority elects a new "
+            "leader in a higher term; on rejoining, the old leader sees that term and steps "
+            "down, and its uncommitted entries are replaced",
+            (Fault(0.2, "partition-leader"), Fault(0.65, "heal")),
+        ),
+        Scenario(
+            "flaky-network",
+            "peer messages are dropped, delayed and reordered: Raft retries and the history "
+            "stays linearizable, at a lower throughput",
+            (Fault(0.15, "flaky-network"), Fault(0.75, "reliable-network")),
+        ),
+        Scenario(
+            "slow-follower",
+            "a follower stops (like a stalled disk or SIGSTOP) and resumes: the other two "
+            "commit meanwhile; on resuming it handles what piled up, late, and catches up",
+            (Fault(0.2, "pause-follower"), Fault(0.7, "resume")),
+        ),
+        Scenario(
+            "snapshot-catch-up",
+            "a follower is down while the others write enough to compact their logs: on "
+            "restarting it is behind the leader's first entry, so it catches up from a "
+            "snapshot instead of the log",
+            (Fault(0.1, "crash-follower"), Fault(0.7, "restart")),
+            snapshot_threshold=200,
+        ),
+    )
+}
+
+
 class Nemesis:
     """Applies a fault schedule to a :class:`raftkv.LocalCluster` as a run advances.
 
@@ -103,6 +180,7 @@ class Nemesis:
         self.events: list[str] = []
         self._next = 0
         self._crashed: list[int] = []
+        self._paused: list[int] = []
 
     @property
     def done(self) -> bool:
@@ -131,7 +209,8 @@ class Nemesis:
         """Does ``action`` now; returns what it did in a few words, or None if nothing."""
         cluster = self.cluster
         leader = cluster.leader()
-        others = [i for i in range(len(cluster)) if i != leader and i not in self.down]
+        stopped = self.down.union(self._paused)
+        others = [i for i in range(len(cluster)) if i != leader and i not in stopped]
         if action == "crash-leader":
             if leader is None:
                 return None
@@ -161,10 +240,32 @@ class Nemesis:
         if action == "heal":
             cluster.heal()
             return "heal"
+        if action == "pause-follower":
+            if not others:
+                return None
+            cluster.pause(others[0])
+            self._paused.append(others[0])
+            return f"pause n{others[0]} (follower)"
+        if action == "resume":
+            if not self._paused:
+                return None
+            i = self._paused.pop()
+            cluster.resume(i)
+            return f"resume n{i}"
+        if action == "flaky-network":
+            cluster.set_unreliable()
+            return "flaky network (10% dropped, 0-27 ms delays, reordered)"
+        if action == "reliable-network":
+            cluster.set_reliable()
+            return "reliable network"
         raise ValueError(f"unknown fault action {action!r}: expected one of {ACTIONS}")
 
     def heal(self) -> None:
-        """Full connectivity again (the nodes it crashed stay down: see :attr:`down`)."""
+        """Full connectivity again, a reliable network, the nodes it paused resumed (the nodes it
+        crashed stay down: see :attr:`down`)."""
+        while self._paused:
+            self.cluster.resume(self._paused.pop())
+        self.cluster.set_reliable()
         self.cluster.heal()
 
     def _crash(self, i: int, role: str) -> str:

@@ -1,7 +1,9 @@
 """``raftkv demo``: 3 local nodes, clients, faults, and a linearizability check at the end.
 
-The faults come from :mod:`raftkv.faults` (:data:`~raftkv.faults.DEMO_SCHEDULE`); this module adds
-the clients, the status line and the summary.
+The faults come from :mod:`raftkv.faults`: a named scenario of :data:`~raftkv.faults.SCENARIOS`
+(``--scenario NAME``, listed by ``--list``; by default ``mixed``, the
+:data:`~raftkv.faults.DEMO_SCHEDULE`); this module adds the clients, the status line and the
+summary.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 import raftkv
-from raftkv.faults import DEMO_SCHEDULE, Nemesis
+from raftkv.cli._common import UsageError
+from raftkv.faults import SCENARIOS, Nemesis
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -43,6 +46,17 @@ def add_parser(sub: Subparsers) -> None:
         "named *-replay.html)",
     )
     m.add_argument("--check-timeout", type=float, default=60.0)
+    m.add_argument(
+        "--scenario",
+        default="mixed",
+        metavar="NAME",
+        help="which faults: a named scenario (default: mixed; see --list)",
+    )
+    m.add_argument(
+        "--list",
+        action="store_true",
+        help="list the named scenarios, each with what it shows, and exit",
+    )
     m.add_argument(
         "--sharded",
         action="store_true",
@@ -136,7 +150,19 @@ def status_line(cluster: raftkv.LocalCluster, down: set[int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo; 0 when the history is linearizable, 1 when not, 2 when unknown."""
+    if args.list:
+        for listed in SCENARIOS.values():
+            print(f"{listed.name:<20} {listed.story}")
+        return 0
+    scenario = SCENARIOS.get(args.scenario)
+    if scenario is None:
+        raise UsageError(
+            f"no scenario {args.scenario!r}: choose one of {', '.join(SCENARIOS)} (raftkv demo "
+            "--list says what each shows)"
+        )
     if getattr(args, "sharded", False):
+        if args.scenario != "mixed":
+            raise UsageError("--scenario is for the unsharded demo; --sharded has its own faults")
         from raftkv.cli import demo_sharded
 
         return demo_sharded.run(args)
@@ -144,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = args.seconds
     print(
         f"raftkv demo: 3 nodes on LMDB (temp dir), {args.clients} clients, "
-        f"~{seconds:.0f} s of crashes, restarts and partitions",
+        f"~{seconds:.0f} s, scenario {scenario.name}: {scenario.story}",
         file=sys.stderr,
         flush=True,
     )
@@ -154,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
     keys = [f"k{i}" for i in range(args.keys)]
     leader_changes = 0
     t0 = time.monotonic()
-    with raftkv.LocalCluster(n=3, storage="lmdb", seed=args.seed) as cluster:
+    with raftkv.LocalCluster(
+        n=3, storage="lmdb", seed=args.seed, snapshot_threshold=scenario.snapshot_threshold
+    ) as cluster:
         last_leader = cluster.wait_leader(timeout=10.0)
         threads = [
             threading.Thread(
@@ -164,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for t in threads:
             t.start()
-        nemesis = Nemesis(cluster, DEMO_SCHEDULE)
+        nemesis = Nemesis(cluster, scenario.schedule)
         last_print = 0.0
         end = t0 + seconds
         try:
@@ -201,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {e}", file=sys.stderr)
     errs = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_kind.items())) or "none"
     print(
-        f"summary: {stats.ops} ops in {elapsed:.1f} s by {args.clients} clients, "
+        f"summary ({scenario.name}): {stats.ops} ops in {elapsed:.1f} s by {args.clients} clients, "
         f"{stats.errors} errors ({errs}), {leader_changes} leader changes, "
         f"{len(history)} ops in the history"
     )
