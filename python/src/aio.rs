@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_checker::history::History as RHistory;
@@ -34,7 +34,7 @@ use raftkv_raft::runtime::tokio::TokioRuntime;
 use tokio::task::AbortHandle;
 
 use crate::clerk::{clerk_config, members_dict};
-use crate::convert::{parse_addrs, to_bytes};
+use crate::convert::{parse_addrs, to_bytes, version_arg};
 use crate::errors::{clerk_err, Error};
 use crate::history::History;
 use crate::runtime::{rt, tokio_runtime};
@@ -133,28 +133,6 @@ pub struct AioCore {
     tasks: Mutex<HashMap<u64, AbortHandle>>,
     next_token: AtomicU64,
     timeout: f64,
-}
-
-/// `version=` of a conditional put: None, or an int >= 0 (not a bool).
-fn version_arg(version: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
-    let Some(v) = version.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    if v.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err("version must be an int, not bool"));
-    }
-    let n: i128 = v.extract().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "version must be an int, not {}",
-            v.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })?;
-    u64::try_from(n)
-        .map(Some)
-        .map_err(|_| PyValueError::new_err(format!("version must be >= 0, not {n}")))
 }
 
 impl AioCore {

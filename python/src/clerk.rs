@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig};
@@ -12,7 +12,7 @@ use raftkv_node::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
 
-use crate::convert::{duration, parse_addrs, to_bytes};
+use crate::convert::{duration, parse_addrs, to_bytes, version_arg};
 use crate::errors::clerk_err;
 use crate::history::History;
 use crate::runtime::{block_on, rt, shared_connector, tokio_runtime};
@@ -157,28 +157,7 @@ impl Clerk {
     ) -> PyResult<u64> {
         let key = to_bytes(key, "key")?;
         let value = to_bytes(value, "value")?;
-        let version =
-            match version {
-                None => None,
-                Some(v) if v.is_none() => None,
-                Some(v) => {
-                    if v.is_instance_of::<pyo3::types::PyBool>() {
-                        return Err(PyTypeError::new_err("version must be an int, not bool"));
-                    }
-                    let n: i128 = v.extract().map_err(|_| {
-                        PyTypeError::new_err(format!(
-                            "version must be an int, not {}",
-                            v.get_type()
-                                .name()
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        ))
-                    })?;
-                    Some(u64::try_from(n).map_err(|_| {
-                        PyValueError::new_err(format!("version must be >= 0, not {n}"))
-                    })?)
-                }
-            };
+        let version = version_arg(version)?;
         let inner = self.inner.clone();
         let k = key.clone();
         block_on(py, async move {

@@ -192,3 +192,25 @@ pub(crate) fn client_token(token: String) -> PyResult<std::sync::Arc<str>> {
     }
     Ok(std::sync::Arc::from(token))
 }
+
+/// `version=` of a conditional put: None, or an int >= 0 (not a bool).
+pub(crate) fn version_arg(version: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(v) = version.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err("version must be an int, not bool"));
+    }
+    let n: i128 = v.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "version must be an int, not {}",
+            v.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    u64::try_from(n)
+        .map(Some)
+        .map_err(|_| PyValueError::new_err(format!("version must be >= 0, not {n}")))
+}

@@ -113,21 +113,7 @@ impl ShardClerk {
     ) -> PyResult<u64> {
         let key = to_bytes(key, "key")?;
         let value = to_bytes(value, "value")?;
-        let version =
-            match version {
-                Some(v) if !v.is_none() => {
-                    if v.is_instance_of::<pyo3::types::PyBool>() {
-                        return Err(PyTypeError::new_err("version must be an int, not bool"));
-                    }
-                    let n: i128 = v
-                        .extract()
-                        .map_err(|_| PyTypeError::new_err("version must be an int"))?;
-                    Some(u64::try_from(n).map_err(|_| {
-                        PyValueError::new_err(format!("version must be >= 0, not {n}"))
-                    })?)
-                }
-                _ => None,
-            };
+        let version = version_arg(version)?;
         let k = key.clone();
         self.run(py, &key, move |c| {
             Box::pin(async move { with_shard_clerk!(c, c => c.put(k, value, version).await) })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use raftkv_kv::clerk::ClerkConfig;
@@ -29,7 +29,7 @@ use raftkv_shard::group::{ShardClerkConfig, ShardClerkError};
 use raftkv_shard::{Gid, ShardConfig};
 
 use crate::clerk::clerk_config;
-use crate::convert::{duration, parse_addrs, status_dict, to_bytes};
+use crate::convert::{duration, parse_addrs, status_dict, to_bytes, version_arg};
 use crate::errors::{
     ce, cluster_err, ClusterError, Error, KeyNotFound, MaybeApplied, ProtocolError, Timeout,
     TooLarge, VersionMismatch,
