@@ -33,6 +33,15 @@ def test_cluster_metrics_show_each_nodes_role_and_progress():
         assert value(text, "raftkv_commit_index") >= 11
         assert value(text, "raftkv_entries_applied_total") >= 11
         assert 'raftkv_messages_sent_total{kind="append"}' in text
+        # client requests by kind and result, and the disk's write latency
+        assert value(text, 'raftkv_client_requests_total{op="put",result="ok"}') >= 10
+        assert value(text, 'raftkv_client_request_seconds_count{op="put"}') >= 10
+        with pytest.raises(raftkv.KeyNotFound):
+            clerk.get("missing")
+        after = cluster.metrics(cluster.wait_leader())
+        assert value(after, 'raftkv_client_requests_total{op="get",result="no_key"}') >= 1
+        assert value(text, "raftkv_storage_write_seconds_count") >= 1
+        assert value(text, "raftkv_storage_write_ops_sum") >= 11
         follower = (leader + 1) % 3
         assert value(cluster.metrics(follower), "raftkv_role") == 0
         assert text.rstrip().endswith("# EOF")
@@ -81,6 +90,8 @@ def test_serve_metrics_addr_serves_the_metrics_under_load(tmp_path):
         )
         assert value(body, "raftkv_role") == 3, "a cluster of one leads"
         assert value(body, "raftkv_applied_index") >= 1
+        assert value(body, 'raftkv_client_requests_total{op="put",result="ok"}') >= 100
+        assert value(body, "raftkv_storage_write_seconds_count") >= 1
         assert times[len(times) // 2] < 1.0
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)

@@ -12,6 +12,7 @@ use raftkv_kv::state::{KvStateMachine, SessionConfig};
 use raftkv_raft::{NetRuntime, Node, NodeId, StateMachine};
 
 use crate::cluster::ClusterConfig;
+use crate::metrics::{MeteredHandler, NodeMetrics};
 use crate::server::{KvServer, ServerConfig};
 
 /// What keeps a node's server (and any task of its host) running: dropping it stops them.
@@ -36,6 +37,22 @@ pub trait Host: Send + Sync + 'static {
         peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
     ) -> io::Result<Serving>;
+
+    /// As [`Host::serve`], also counting the client requests it answers into `metrics` where
+    /// the protocol gives them a meaning (the KV service's `raftkv_client_requests_total`);
+    /// by default the same as `serve`.
+    fn serve_metered<R: NetRuntime>(
+        &self,
+        node: Node<R, Self::Machine>,
+        runtime: R,
+        service: ServiceConfig,
+        peer_addrs: BTreeMap<NodeId, String>,
+        listener: TcpListener,
+        metrics: NodeMetrics,
+    ) -> io::Result<Serving> {
+        let _ = metrics;
+        self.serve(node, runtime, service, peer_addrs, listener)
+    }
 }
 
 /// The KV service: a [`KvStateMachine`] served by a [`KvServer`].
@@ -58,6 +75,21 @@ impl Host for KvHost {
         listener: TcpListener,
     ) -> io::Result<Serving> {
         let service = KvService::new(node, runtime.clone(), service).with_peer_addrs(peer_addrs);
+        let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
+        Ok(Box::new(server))
+    }
+
+    fn serve_metered<R: NetRuntime>(
+        &self,
+        node: Node<R, KvStateMachine>,
+        runtime: R,
+        service: ServiceConfig,
+        peer_addrs: BTreeMap<NodeId, String>,
+        listener: TcpListener,
+        metrics: NodeMetrics,
+    ) -> io::Result<Serving> {
+        let service = KvService::new(node, runtime.clone(), service).with_peer_addrs(peer_addrs);
+        let service = MeteredHandler::new(service, metrics);
         let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
         Ok(Box::new(server))
     }

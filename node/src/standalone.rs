@@ -32,7 +32,7 @@ use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{ClientTls, PeerTls, ServerTls, TcpConfig, TcpTransport, TlsFiles};
 
 use crate::error::ClusterError;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{MeteredHandler, MeteredStorage, NodeMetrics};
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
@@ -277,7 +277,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
         };
         let failure = Failure::default();
         let storage = Watched {
-            inner: storage,
+            inner: MeteredStorage::new(storage, Some(metrics.clone())),
             failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
@@ -318,7 +318,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
         .with_peer_addrs(known_peers);
         let server = KvServer::start(
             client_listener,
-            service,
+            MeteredHandler::new(service, metrics.clone()),
             runtime.clone(),
             ServerConfig {
                 tls: tls.as_ref().map(|t| t.server.clone()),

@@ -286,7 +286,8 @@ impl Node {
     /// The node's metrics in the Prometheus (OpenMetrics) text format: term, role, leader,
     /// commit/applied/last/snapshot index, leader changes, elections, entries appended and
     /// applied, messages sent and received by kind, payload bytes sent per peer, votes,
-    /// snapshots, restarts (names prefixed raftkv_).
+    /// snapshots, restarts, durable-write latency (storage_write_seconds), client requests by
+    /// kind and result with their latency (names prefixed raftkv_).
     fn metrics(&self, py: Python<'_>) -> PyResult<String> {
         let running = self.running.clone();
         block_on(py, async move {
