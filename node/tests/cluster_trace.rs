@@ -182,3 +182,39 @@ fn an_untraced_cluster_records_nothing() {
         c.close().await;
     });
 }
+
+/// Messages the unreliable network loses at random are in the trace as dropped ("random"),
+/// each after its send, apart from those a partition drops ("partition").
+#[test]
+fn messages_lost_at_random_are_recorded_as_dropped() {
+    on_tokio(|rt| async move {
+        let config = ClusterConfig::new(3, StorageKind::Memory);
+        let mut c = LocalCluster::start(rt, config).await.unwrap();
+        c.wait_leader(WAIT).await.unwrap();
+        c.set_unreliable(0.3, (0, 0), false);
+        let mut clerk = c.clerk(clerk_config());
+        for i in 0..10 {
+            clerk.put(format!("k{i}"), "v", None).await.unwrap();
+        }
+        c.set_reliable();
+        let t = c.trace();
+        c.close().await;
+        let random: Vec<_> = t
+            .events
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "random"))
+            .collect();
+        assert!(!random.is_empty(), "30% of the messages were lost");
+        for d in &random {
+            let EventKind::Drop { to, msg, .. } = &d.kind else {
+                unreachable!()
+            };
+            assert!(
+                t.events.iter().any(|e| e.node == d.node
+                    && e.t_us <= d.t_us
+                    && matches!(&e.kind, EventKind::Send { to: t2, msg: m2 } if t2 == to && m2.kind == msg.kind)),
+                "a dropped message was sent first: {d:?}"
+            );
+        }
+    });
+}

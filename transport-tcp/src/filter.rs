@@ -3,7 +3,7 @@
 //! by every transport of a local cluster (it is keyed by both ends) or kept per transport.
 //! Drop and delay decisions draw from one seeded generator.
 
-use raftkv_raft::{NodeId, Rng};
+use raftkv_raft::{Message, NodeId, Rng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,6 +47,20 @@ struct FilterState {
     /// Nodes whose every incoming and outgoing message is dropped.
     isolated: BTreeSet<NodeId>,
     rng: Rng,
+    /// Told of every message lost to a link's drop probability ([`FaultFilter::on_random_drop`]).
+    on_random_drop: Option<Hook>,
+}
+
+/// What [`FaultFilter::on_random_drop`] calls with each message the filter lost at random.
+pub type DropHook = Arc<dyn Fn(&Message) + Send + Sync>;
+
+#[derive(Clone)]
+struct Hook(DropHook);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DropHook")
+    }
 }
 
 impl Default for FaultFilter {
@@ -64,6 +78,7 @@ impl FaultFilter {
                 blocked_from: BTreeSet::new(),
                 isolated: BTreeSet::new(),
                 rng: Rng::new(seed),
+                on_random_drop: None,
             })),
         }
     }
@@ -136,31 +151,63 @@ impl FaultFilter {
         state.isolated.clear();
     }
 
+    /// Calls `hook` with every message lost to a link's drop probability (not those lost to a
+    /// block or a partition, which whoever set them knows of), so that a cluster's trace can
+    /// show random drops. Replaces any earlier hook. The hook runs on the sending task: it must
+    /// be quick and must not call back into this filter.
+    pub fn on_random_drop(&self, hook: impl Fn(&Message) + Send + Sync + 'static) {
+        self.state().on_random_drop = Some(Hook(Arc::new(hook)));
+    }
+
     /// Decides the fate of one message from `from` to `to`.
     pub fn decide(&self, from: NodeId, to: NodeId) -> Verdict {
-        let mut state = self.state();
-        if state.isolated.contains(&from)
-            || state.isolated.contains(&to)
-            || state.blocked_from.contains(&from)
-        {
-            return Verdict::Drop;
-        }
-        let Some(rule) = state.links.get(&(from, to)).cloned() else {
-            return Verdict::Deliver;
+        self.state().decide(from, to).0
+    }
+
+    /// Decides the fate of `msg` (as [`decide`](Self::decide)), telling the
+    /// [`on_random_drop`](Self::on_random_drop) hook if it is lost at random.
+    pub fn decide_message(&self, msg: &Message) -> Verdict {
+        let (verdict, hook) = {
+            let mut state = self.state();
+            match state.decide(msg.from, msg.to) {
+                (v, true) => (v, state.on_random_drop.clone()),
+                (v, false) => (v, None),
+            }
         };
-        if rule.blocked || state.rng.chance(rule.drop_probability) {
-            return Verdict::Drop;
+        if let Some(Hook(hook)) = hook {
+            hook(msg);
+        }
+        verdict
+    }
+}
+
+impl FilterState {
+    /// The verdict, and whether it is a drop drawn at random.
+    fn decide(&mut self, from: NodeId, to: NodeId) -> (Verdict, bool) {
+        if self.isolated.contains(&from)
+            || self.isolated.contains(&to)
+            || self.blocked_from.contains(&from)
+        {
+            return (Verdict::Drop, false);
+        }
+        let Some(rule) = self.links.get(&(from, to)).cloned() else {
+            return (Verdict::Deliver, false);
+        };
+        if rule.blocked {
+            return (Verdict::Drop, false);
+        }
+        if self.rng.chance(rule.drop_probability) {
+            return (Verdict::Drop, true);
         }
         if rule.delay_ms_max == 0 {
-            return Verdict::Deliver;
+            return (Verdict::Deliver, false);
         }
-        let delay_ms = state
+        let delay_ms = self
             .rng
             .range(rule.delay_ms_min, rule.delay_ms_max.saturating_add(1));
-        if delay_ms == 0 {
-            Verdict::Deliver
-        } else {
-            Verdict::Delay(Duration::from_millis(delay_ms))
+        match delay_ms {
+            0 => (Verdict::Deliver, false),
+            ms => (Verdict::Delay(Duration::from_millis(ms)), false),
         }
     }
 }
@@ -203,5 +250,25 @@ mod tests {
         assert_eq!(run(7), run(7));
         let drops = run(7).iter().filter(|d| **d).count();
         assert!((10..54).contains(&drops), "{drops} drops of 64");
+    }
+
+    #[test]
+    fn only_random_drops_reach_the_hook_with_their_message() {
+        let f = FaultFilter::new(3);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        f.on_random_drop(move |m| s.lock().unwrap().push((m.from, m.to)));
+        let msg = |from, to| Message {
+            from,
+            to,
+            term: 1,
+            body: raftkv_raft::Body::TimeoutNow,
+        };
+        f.block(1, 2);
+        assert_eq!(f.decide_message(&msg(1, 2)), Verdict::Drop);
+        f.set_drop_probability(2, 3, 1.0);
+        assert_eq!(f.decide_message(&msg(2, 3)), Verdict::Drop);
+        assert_eq!(f.decide_message(&msg(3, 2)), Verdict::Deliver);
+        assert_eq!(*seen.lock().unwrap(), vec![(2, 3)], "the block's drop is not random");
     }
 }

@@ -84,7 +84,7 @@ pub use codec::{
     Codec, CodecError, FRAME_BYTES_MAX_DEFAULT, FRAME_ITEMS_MAX_DEFAULT, PREFIX_BYTES,
 };
 pub use config::{ConfigError, TcpConfig};
-pub use filter::{FaultFilter, LinkRule, Verdict};
+pub use filter::{DropHook, FaultFilter, LinkRule, Verdict};
 pub use frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
 pub use frame_reader::FrameReader;
 pub use stats::TransportStats;

@@ -356,7 +356,7 @@ impl Transport for TcpTransport {
             add(&counters.dropped_unreachable, 1);
             return;
         };
-        match self.filter.decide(self.node_id, msg.to) {
+        match self.filter.decide_message(&msg) {
             Verdict::Deliver => enqueue(counters, queue, msg),
             Verdict::Drop => add(&counters.dropped_filter, 1),
             Verdict::Delay(delay) => match self.delays.push(msg, delay) {

@@ -40,11 +40,11 @@ use raftkv_kv::state::DATA_BYTES_MAX_DEFAULT;
 
 pub use crate::error::ClusterError;
 pub use crate::host::{Host, KvHost, Serving};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{MeteredStorage, NodeMetrics};
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
-use raftkv_raft::driver::observer::{EventKind, ObserverHandle, Observers};
+use raftkv_raft::driver::observer::{EventKind, MsgInfo, ObserverHandle, Observers};
 use std::sync::Arc;
 
 mod faults;
@@ -225,6 +225,19 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
             metrics: Vec::new(),
             config,
         };
+        if let Some(t) = &cluster.trace {
+            // Messages lost at random (set_unreliable) show in the trace as dropped; those on
+            // blocked links the recorder marks itself.
+            let (t, runtime) = (t.clone(), cluster.runtime.clone());
+            cluster.filter.on_random_drop(move |m| {
+                let kind = EventKind::Drop {
+                    to: m.to,
+                    msg: MsgInfo::of(m),
+                    reason: "random".to_string(),
+                };
+                t.record(runtime.now(), m.from, kind);
+            });
+        }
         for (i, (peer, client)) in peer_listeners.into_iter().zip(client_listeners).enumerate() {
             cluster.start_node(i, peer, client).await?;
         }
@@ -457,7 +470,8 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
             None => (self.runtime.clone(), None),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
-        let storage = self.open_storage(i).await?;
+        let metrics = self.metrics.get(i).cloned();
+        let storage = MeteredStorage::new(self.open_storage(i).await?, metrics.clone());
         let sm = self.host.state_machine(id, &self.config);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = ServiceConfig {
@@ -469,9 +483,11 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         let peer_addrs = (0..self.nodes.len())
             .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
             .collect();
-        let server = self
-            .host
-            .serve(node.clone(), runtime, service, peer_addrs, client)?;
+        let (host, node2) = (&self.host, node.clone());
+        let server = match metrics {
+            Some(m) => host.serve_metered(node2, runtime, service, peer_addrs, client, m)?,
+            None => host.serve(node2, runtime, service, peer_addrs, client)?,
+        };
         self.nodes[i] = Some(Running {
             node,
             _server: server,
