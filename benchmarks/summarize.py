@@ -5,8 +5,9 @@
 
 Writes results/STAMP.md (a Markdown table of medians per case and system, the ratios
 raftkv/etcd for throughput and etcd/raftkv for p99, and the noise recorded around the
-runs) and prints it; writes results/STAMP.png (throughput and p99 vs clients, both
-systems, log x) when matplotlib can be imported, else says so and skips the plot.
+runs) and prints it; writes results/STAMP.svg (throughput, and p50 and p99 latency, vs
+clients, both systems side by side; drawn by the package's own raftkv/plot.py, no plotting
+library) and results/STAMP.png (the same with min–max bars) when matplotlib can be imported.
 Standard library only, apart from the optional matplotlib.
 """
 
@@ -180,6 +181,52 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+def load_plot_module():
+    """The package's SVG plotter, loaded from its file (importing the ``raftkv`` package would
+    need its built extension, which this script does not)."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "pypkg", "raftkv", "plot.py")
+    spec = importlib.util.spec_from_file_location("raftkv_plot", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["raftkv_plot"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def plot_svg(rows: list[dict], title: str, path: str) -> None:
+    """Throughput and p50/p99 latency (medians of the repeats) vs clients, raftkv and etcd."""
+    pl = load_plot_module()
+    colors = {"raftkv": pl.PALETTE[0], "etcd": pl.PALETTE[1]}
+    throughput, latency = [], []
+    for s in SYSTEMS:
+        for mode in ("put", "mixed", "get"):
+            pts = [
+                (row["clients"], row[s])
+                for row in rows
+                if row["mode"] == mode and row[s]["ops"] is not None
+            ]
+            if not pts:
+                continue
+            marker = "circle" if mode == "put" else "square"
+            throughput.append(
+                pl.Series(f"{s} {mode}", [(c, d["ops"]) for c, d in pts], colors[s], marker=marker)
+            )
+            if mode != "put":
+                continue
+            for q, dashed in (("p50", True), ("p99", False)):
+                latency.append(
+                    pl.Series(
+                        f"{s} put {q}",
+                        [(c, d[q] / 1000.0) for c, d in pts],
+                        colors[s],
+                        dashed=dashed,
+                    )
+                )
+    pl.write_benchmark_svg(path, title, throughput, latency)
+
+
 def plot(rows: list[dict], title: str, path: str) -> bool:
     try:
         import matplotlib
@@ -277,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     made = False
     if not args.no_plot:
         kind = "quick" if machine.get("quick") else "full"
-        made = plot(
-            rows,
+        title = (
             f"raftkv vs etcd (3 nodes, loopback, {machine.get('value_size', 100)} B values), "
-            f"{machine.get('date', '')} {kind} run",
-            png,
+            f"{machine.get('date', '')} {kind} run"
         )
+        plot_svg(rows, title, base + ".svg")
+        md += f"\nGraph: [{os.path.basename(base)}.svg]({os.path.basename(base)}.svg)\n"
+        made = plot(rows, title, png)
     if made:
         md += f"\nPlot: [{os.path.basename(png)}]({os.path.basename(png)})\n"
     md += f"\nRaw runs: `{os.path.basename(args.jsonl)}`\n"

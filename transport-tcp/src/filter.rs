@@ -269,6 +269,10 @@ mod tests {
         f.set_drop_probability(2, 3, 1.0);
         assert_eq!(f.decide_message(&msg(2, 3)), Verdict::Drop);
         assert_eq!(f.decide_message(&msg(3, 2)), Verdict::Deliver);
-        assert_eq!(*seen.lock().unwrap(), vec![(2, 3)], "the block's drop is not random");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(2, 3)],
+            "the block's drop is not random"
+        );
     }
 }

@@ -56,7 +56,9 @@ pub fn op_name(body: &RequestBody) -> &'static str {
         RequestBody::Write { op, .. } => match op {
             Op::Get { .. } => "get",
             Op::Put { version: None, .. } => "put",
-            Op::Put { version: Some(_), .. } => "put_if_version",
+            Op::Put {
+                version: Some(_), ..
+            } => "put_if_version",
             Op::Append { .. } => "append",
             Op::Delete { .. } => "delete",
         },

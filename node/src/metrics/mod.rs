@@ -211,7 +211,10 @@ impl NodeMetrics {
     pub fn client_request(&self, op: &'static str, result: &'static str, seconds: f64) {
         let m = &self.inner;
         m.client_requests
-            .get_or_create(&vec![("op", op.to_string()), ("result", result.to_string())])
+            .get_or_create(&vec![
+                ("op", op.to_string()),
+                ("result", result.to_string()),
+            ])
             .inc();
         m.client_request_seconds
             .get_or_create(&vec![("op", op.to_string())])

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+import threading
+import time
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 ADDRESSES_HELP = (
@@ -113,3 +117,71 @@ def client_tls(args: argparse.Namespace) -> dict[str, str] | None:
         tls["cert"] = args.tls_cert
         tls["key"] = args.tls_key
     return tls
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal (silent when it
+    is a pipe or a file, so logs and captured output get no control characters).
+
+    ``total``: the amount that fills the bar (seconds, for the commands here); ``None`` draws
+    no bar, only the elapsed amount and the note (a check with no timeout)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: float | None, *, enabled: bool | None = None) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.drawn = False
+
+    def update(self, done: float, note: str = "") -> None:
+        """Redraws the line: ``done`` of ``total``, then ``note``."""
+        if not self.enabled:
+            return
+        if self.total:
+            filled = max(0, min(self.WIDTH, int(self.WIDTH * done / self.total)))
+            bar = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done:5.1f}/{self.total:.0f} s"
+        else:
+            bar = f"{done:5.1f} s"
+        sys.stderr.write(f"\r\x1b[K{bar} {note}".rstrip())
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """Ends the line, if one was drawn."""
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.drawn = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+T = TypeVar("T")
+
+
+def with_progress(total: float | None, note: str, work: Callable[[], T]) -> T:
+    """Runs ``work()`` (a call that releases the GIL, like a linearizability check) while a
+    :class:`Progress` line shows the time it has taken against ``total`` (its timeout, if
+    any); nothing is drawn when stderr is not a terminal."""
+    bar = Progress(total)
+    if not bar.enabled:
+        return work()
+    finished = threading.Event()
+    start = time.monotonic()
+
+    def tick() -> None:
+        while not finished.wait(0.2):
+            bar.update(time.monotonic() - start, note)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        return work()
+    finally:
+        finished.set()
+        ticker.join()
+        bar.close()

@@ -1,5 +1,6 @@
 """``raftkv bench``: closed-loop load on a cluster (its own ``raftkv serve`` processes unless
-``--endpoints`` names a running one); prints one JSON line."""
+``--endpoints`` names a running one); prints one JSON line per client count, and with
+``--plot OUT.svg`` draws throughput and latency percentiles against clients."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import json
 import subprocess
 import sys
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import raftkv
 from raftkv import procs
-from raftkv.cli._common import endpoints, workers
+from raftkv.cli._common import Progress, UsageError, endpoints, workers
+from raftkv.plot import PALETTE, Series, write_benchmark_svg
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -28,7 +30,14 @@ def add_parser(sub: Subparsers) -> None:
         "one JSON line.",
     )
     b.add_argument("--nodes", type=int, default=3)
-    b.add_argument("--clients", type=int, default=64)
+    b.add_argument(
+        "--clients",
+        type=client_counts,
+        default="64",
+        metavar="N[,N...]",
+        help="closed-loop clients; a list (1,8,64) runs one measurement per count on the same "
+        "cluster, one JSON line each (default 64)",
+    )
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument("--mode", choices=("put", "get", "mixed"), default="put")
     b.add_argument("--value-size", type=int, default=100)
@@ -51,11 +60,43 @@ def add_parser(sub: Subparsers) -> None:
         help="`raftkv serve --workers` for the servers it starts (default 1: the nodes share "
         "this machine, and one worker each switches less)",
     )
+    b.add_argument(
+        "--plot",
+        metavar="OUT.svg",
+        help="also draw throughput and p50/p99/p99.9 latency against clients (an SVG file)",
+    )
     b.set_defaults(func=run)
 
 
+def client_counts(s: str) -> list[int]:
+    """argparse type: ``64`` or ``1,8,64``: each 1..100,000."""
+    try:
+        counts = [int(p) for p in s.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected N or N,N,... (integers)") from None
+    if not counts or any(not 1 <= c <= 100_000 for c in counts):
+        raise argparse.ArgumentTypeError("each client count must be 1..100000")
+    return counts
+
+
+def plot(path: str, mode: str, nodes: int, lines: list[dict[str, Any]]) -> None:
+    """Draws the measured lines' throughput and latency percentiles against clients."""
+    pts = [(float(r["clients"]), r) for r in lines]
+    throughput = [Series(f"raftkv {mode}", [(c, r["ops_per_s"]) for c, r in pts], PALETTE[0])]
+    latency = [
+        Series(name, [(c, r["lat_us"][key] / 1000.0) for c, r in pts], color, dashed=dashed)
+        for name, key, color, dashed in (
+            ("p50", "p50", PALETTE[0], True),
+            ("p99", "p99", PALETTE[1], False),
+            ("p99.9", "p999", PALETTE[3], False),
+        )
+    ]
+    title = f"raftkv bench: {mode}, {nodes} nodes, value {lines[0]['value_size']} B"
+    write_benchmark_svg(path, title, throughput, latency)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs the benchmark and prints its JSON line; stops the servers it started."""
+    """Runs the benchmark, one JSON line per client count; stops the servers it started."""
     servers: list[subprocess.Popen[bytes]] = []
     tmp = None
     try:
@@ -74,28 +115,40 @@ def run(args: argparse.Namespace) -> int:
         procs.wait_serving(
             eps, servers, timeout=30.0, log_dir=tmp.name if tmp else None, key="bench-ready"
         )
-        print(
-            f"bench: {args.clients} clients, mode {args.mode}, value {args.value_size} B, "
-            f"warm-up {args.warmup} s, {args.seconds} s measured",
-            file=sys.stderr,
-            flush=True,
-        )
-        tty = sys.stderr.isatty()
+        lines = []
+        for clients in args.clients:
+            lines.append(measure(args, eps, clients))
+            print(json.dumps(lines[-1]), flush=True)
+        if args.plot:
+            try:
+                plot(args.plot, args.mode, len(eps), lines)
+            except OSError as e:
+                raise UsageError(f"cannot write {args.plot}: {e.strerror or e}") from None
+            print(f"bench: plot written to {args.plot}", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        procs.stop_servers(servers)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def measure(args: argparse.Namespace, eps: list[str], clients: int) -> dict[str, Any]:
+    """One closed-loop measurement with ``clients`` clients; its JSON line as a dict."""
+    print(
+        f"bench: {clients} clients, mode {args.mode}, value {args.value_size} B, "
+        f"warm-up {args.warmup} s, {args.seconds} s measured",
+        file=sys.stderr,
+        flush=True,
+    )
+    with Progress(args.seconds) as bar:
 
         def progress(elapsed: float, ops: int, errors: int) -> None:
             rate = ops / elapsed if elapsed > 0 else 0.0
-            width = 30
-            done = min(width, int(width * elapsed / args.seconds)) if args.seconds else width
-            line = (
-                f"[{'#' * done}{'.' * (width - done)}] {elapsed:5.1f}/{args.seconds:.0f} s "
-                f"{ops} ops {rate:,.0f} ops/s {errors} errors"
-            )
-            sys.stderr.write(("\r\x1b[K" + line) if tty else (line + "\n"))
-            sys.stderr.flush()
+            bar.update(elapsed, f"{ops} ops {rate:,.0f} ops/s {errors} errors")
 
         r = raftkv.bench(
             eps,
-            clients=args.clients,
+            clients=clients,
             seconds=args.seconds,
             mode=args.mode,
             value_size=args.value_size,
@@ -103,22 +156,14 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             keyspace=args.keyspace,
         )
-        if tty:
-            sys.stderr.write("\n")
-        line = {
-            "mode": args.mode,
-            "clients": args.clients,
-            "nodes": len(eps),
-            "keyspace": args.keyspace,
-            "seconds": round(r["seconds"], 3),
-            "value_size": args.value_size,
-            "ops_per_s": round(r["ops_per_s"], 1),
-            "lat_us": {k: r["lat_us"][k] for k in ("p50", "p99", "p999")},
-            "errors": r["errors"],
-        }
-        print(json.dumps(line), flush=True)
-        return 0
-    finally:
-        procs.stop_servers(servers)
-        if tmp is not None:
-            tmp.cleanup()
+    return {
+        "mode": args.mode,
+        "clients": clients,
+        "nodes": len(eps),
+        "keyspace": args.keyspace,
+        "seconds": round(r["seconds"], 3),
+        "value_size": args.value_size,
+        "ops_per_s": round(r["ops_per_s"], 1),
+        "lat_us": {k: r["lat_us"][k] for k in ("p50", "p99", "p999")},
+        "errors": r["errors"],
+    }

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Literal
 
 import raftkv
-from raftkv.cli._common import err, non_negative_float
+from raftkv.cli._common import err, non_negative_float, with_progress
 
 if TYPE_CHECKING:
     from raftkv.cli._common import Subparsers
@@ -63,12 +63,16 @@ def run(args: argparse.Namespace) -> int:
     """Checks the file; 0 linearizable, 1 not, 2 unknown or unreadable."""
     fmt: HistoryFormat = args.format or guess_format(args.history)
     try:
-        result = raftkv.check_file(
-            args.history,
-            format=fmt,
-            model=args.model,
-            timeout=args.timeout,
-            partition=not args.no_partition,
+        result = with_progress(
+            args.timeout,
+            f"checking {args.history}",
+            lambda: raftkv.check_file(
+                args.history,
+                format=fmt,
+                model=args.model,
+                timeout=args.timeout,
+                partition=not args.no_partition,
+            ),
         )
     except (raftkv.HistoryError, ValueError, OSError, raftkv.Error) as e:
         msg = str(e).replace("\n", " ")

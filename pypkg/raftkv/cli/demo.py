@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 import raftkv
-from raftkv.cli._common import UsageError
+from raftkv.cli._common import Progress, UsageError, with_progress
 from raftkv.faults import SCENARIOS, Nemesis
 
 if TYPE_CHECKING:
@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             t.start()
         nemesis = Nemesis(cluster, scenario.schedule)
         last_print = 0.0
+        bar = Progress(seconds)
         end = t0 + seconds
         try:
             while time.monotonic() < end:
@@ -207,19 +208,19 @@ def run(args: argparse.Namespace) -> int:
                     last_leader = cur
                 if now - last_print >= (0.2 if tty else 2.0):
                     last_print = now
-                    line = (
-                        f"[{now - t0:4.1f}s] {status_line(cluster, nemesis.down)} | "
-                        f"ops {stats.ops} err {stats.errors}"
+                    note = (
+                        f"{status_line(cluster, nemesis.down)} | ops {stats.ops} err {stats.errors}"
                     )
-                    sys.stderr.write(("\r\x1b[K" + line) if tty else (line + "\n"))
-                    sys.stderr.flush()
+                    if tty:
+                        bar.update(now - t0, note)
+                    else:
+                        print(f"[{now - t0:4.1f}s] {note}", file=sys.stderr, flush=True)
                 time.sleep(0.05)
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=10)
-            if tty:
-                sys.stderr.write("\n")
+            bar.close()
         nemesis.heal()
         trace = cluster.trace()
     elapsed = time.monotonic() - t0
@@ -233,7 +234,11 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.errors} errors ({errs}), {leader_changes} leader changes, "
         f"{len(history)} ops in the history"
     )
-    result = raftkv.check_linearizable(history, timeout=args.check_timeout)
+    result = with_progress(
+        args.check_timeout,
+        f"checking {len(history)} ops",
+        lambda: raftkv.check_linearizable(history, timeout=args.check_timeout),
+    )
     result.visualize(args.html)
     verdict = {
         True: "linearizable",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import raftkv
+from raftkv.cli._common import with_progress
 from raftkv.cli.demo import Stats, client_loop
 from raftkv.cli.shard import format_config
 
@@ -140,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.errors} errors ({errs}), {len(events)} events, {len(history)} ops in the "
         "history"
     )
-    result = raftkv.check_linearizable(history, timeout=args.check_timeout)
+    result = with_progress(
+        args.check_timeout,
+        f"checking {len(history)} ops",
+        lambda: raftkv.check_linearizable(history, timeout=args.check_timeout),
+    )
     result.visualize(args.html)
     verdict = {
         True: "linearizable",

@@ -1,0 +1,146 @@
+"""Issue 18: benchmark graphs (``raftkv bench --plot``, :mod:`raftkv.plot`) and the progress
+bars of long commands (drawn on a terminal only)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+from test_cli import describe, run
+from test_replay import console_errors, render
+
+from raftkv.cli._common import Progress, with_progress
+from raftkv.plot import Series, benchmark_svg
+
+
+def points(svg: str) -> dict[str, list[tuple[float, float]]]:
+    """Each drawn series' points, by name, in screen coordinates."""
+    out = {}
+    for name, pts in re.findall(r'class="series" data-name="([^"]*)" points="([^"]*)"', svg):
+        out[name] = [tuple(map(float, p.split(","))) for p in pts.split()]
+    return out
+
+
+def test_bench_plot_draws_throughput_and_latency_against_clients(tmp_path):
+    svg_path = tmp_path / "bench.svg"
+    proc = run(
+        [
+            "bench",
+            "--nodes",
+            1,
+            "--clients",
+            "1,4",
+            "--seconds",
+            0.5,
+            "--warmup",
+            0.1,
+            "--keyspace",
+            50,
+            "--plot",
+            svg_path,
+        ],
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, describe(proc)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["clients"] for r in lines] == [1, 4], describe(proc)
+    # stderr is a pipe here: no progress bar (no carriage returns, no bar)
+    assert "\r" not in proc.stderr and "[#" not in proc.stderr, proc.stderr
+    svg = svg_path.read_text()
+    drawn = points(svg)
+    assert set(drawn) == {"raftkv put", "p50", "p99", "p99.9"}, drawn.keys()
+    assert all(len(p) == 2 for p in drawn.values()), drawn
+    # more clients are further right; the higher percentile is higher up (smaller y) or equal
+    (x1, _), (x4, _) = drawn["raftkv put"]
+    assert x4 > x1
+    for i in range(2):
+        assert drawn["p99.9"][i][1] <= drawn["p99"][i][1] <= drawn["p50"][i][1]
+
+    dom, log = render(svg_path, "", tmp_path)
+    assert not console_errors(log), console_errors(log)
+    assert dom.count("<polyline") == 4, dom[:2000]
+    shot, blank = tmp_path / "plot.png", tmp_path / "blank.png"
+    render(svg_path, "", tmp_path, screenshot=shot)
+    empty = tmp_path / "empty.svg"
+    empty.write_text(benchmark_svg("", [], []))
+    render(empty, "", tmp_path, screenshot=blank)
+    assert shot.read_bytes() != blank.read_bytes(), "the graph draws nothing"
+    assert shot.stat().st_size > blank.stat().st_size, "the graph's lines add detail"
+
+
+def test_plot_scales_and_escapes():
+    svg = benchmark_svg(
+        "<b>t</b>",
+        [Series("a<script>", [(1, 10.0), (8, 20.0), (64, 40.0)])],
+        [Series("lat", [(1, 0.5), (64, 50.0)], dashed=True)],
+    )
+    assert "<script>" not in svg and "a&lt;script&gt;" in svg and "&lt;b&gt;" in svg
+    drawn = points(svg)
+    (x1, y1), (x8, y8), (x64, y64) = drawn["a&lt;script&gt;"]
+    # clients on a log axis: 1 → 8 → 64 are equally spaced; throughput grows upward
+    assert abs((x8 - x1) - (x64 - x8)) < 0.5 and y1 > y8 > y64
+    # latency on a log axis: two decades apart; the line is dashed
+    assert 'stroke-dasharray="6 4"' in svg
+    # nothing to draw is still a valid, empty graph
+    assert benchmark_svg("", [], []).startswith("<svg")
+
+
+def test_progress_draws_only_on_a_terminal(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with Progress(10.0) as bar:  # StringIO is not a terminal
+        bar.update(5.0, "half")
+    assert err.getvalue() == ""
+    with Progress(10.0, enabled=True) as bar:
+        bar.update(5.0, "half")
+    out = err.getvalue()
+    assert out.startswith("\r\x1b[K[" + "#" * 15 + "." * 15 + "]") and "half" in out
+    assert out.endswith("\n")
+
+
+def test_with_progress_returns_the_result_and_raises_the_error():
+    assert with_progress(None, "x", lambda: 42) == 42
+    try:
+        with_progress(1.0, "x", lambda: 1 / 0)
+    except ZeroDivisionError:
+        pass
+    else:
+        raise AssertionError("the error was swallowed")
+
+
+def test_benchmarks_summarize_draws_both_systems(tmp_path):
+    """benchmarks/summarize.py draws raftkv and etcd side by side from a results file."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("summarize", root / "benchmarks/summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    results = tmp_path / "r.jsonl"
+    recs = [{"kind": "machine", "date": "d"}]
+    for system, ops in (("raftkv", 2000.0), ("etcd", 900.0)):
+        for clients in (1, 8):
+            recs.append(
+                {
+                    "system": system,
+                    "mode": "put",
+                    "clients": clients,
+                    "case": f"put-{clients}",
+                    "ok": True,
+                    "ops_per_s": ops * clients,
+                    "lat_us": {"p50": 500, "p99": 900, "p999": 2000},
+                    "errors": 0,
+                }
+            )
+    results.write_text("\n".join(json.dumps(r) for r in recs))
+    assert summarize.main([str(results), "--no-plot"]) == 0
+    machine, runs = summarize.load(str(results))
+    rows, _ = summarize.summarize(machine, runs)
+    out = tmp_path / "r.svg"
+    summarize.plot_svg(rows, "t", str(out))
+    drawn = points(out.read_text())
+    assert {"raftkv put", "etcd put", "raftkv put p99", "etcd put p50"} <= set(drawn)
