@@ -34,8 +34,16 @@ def test_every_scenario_uses_known_actions_and_undoes_its_faults():
     for scenario in SCENARIOS.values():
         actions = [f.action for f in scenario.schedule]
         assert actions and all(a in ACTIONS for a in actions), scenario.name
-        # Whatever a scenario breaks it mends before the end: the last fault is a repair.
-        assert actions[-1] in ("restart", "heal", "resume", "reliable-network"), scenario.name
+        # Whatever a scenario breaks it mends before the end: the last fault is a repair, or a
+        # membership change (which leaves a healthy cluster of another shape).
+        assert actions[-1] in (
+            "restart",
+            "heal",
+            "resume",
+            "reliable-network",
+            "remove-follower",
+            "remove-leader",
+        ), scenario.name
 
 
 def run_scenario(name: str, seconds: float) -> tuple[raftkv.History, list[str], list[dict]]:
@@ -98,3 +106,18 @@ def test_snapshot_catch_up_installs_a_snapshot_on_the_restarted_follower():
         if e["type"] == "snapshot" and e["how"] == "installed" and e["node"] == crashed
     ]
     assert installs, f"node {crashed} caught up without installing a snapshot: {done}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["membership", "replace-leader"])
+def test_membership_scenarios_end_with_three_voters_and_a_leader_among_them(name):
+    history, done, events = run_scenario(name, seconds=3.0)
+    assert not any("failed" in line for line in done), done
+    assert any("add n3" in line for line in done), done
+    removed = [e for e in events if e["type"] == "node_removed"]
+    assert len(removed) == 1, [e["type"] for e in events if e["type"].startswith("node")]
+    if name == "replace-leader":
+        # the removed node led until its removal
+        assert "(leader)" in done[-1], done
+    memberships = [e for e in events if e["type"] == "membership" and not e["joint"]]
+    assert len(memberships[-1]["voters"]) == 3, memberships[-1]

@@ -44,6 +44,10 @@ Action = Literal[
     "resume",
     "flaky-network",
     "reliable-network",
+    "add-node",
+    "transfer-leader",
+    "remove-follower",
+    "remove-leader",
 ]
 
 #: Every :data:`Action`, with what it does:
@@ -58,7 +62,18 @@ Action = Literal[
 #:   disk, its CPU or its timers stop, its sockets stay open);
 #: - ``resume``: resume the node the last pause stopped (nothing if none is paused);
 #: - ``flaky-network``: peer messages dropped (10 %), delayed (0..27 ms) and reordered;
-#: - ``reliable-network``: peer messages delivered again as sent.
+#: - ``reliable-network``: peer messages delivered again as sent;
+#: - ``add-node``: start a new node, add it as a learner, wait until it has caught up and is
+#:   promoted to voter (:meth:`LocalCluster.add_node`);
+#: - ``transfer-leader``: hand leadership to the node ``add-node`` last added (else to a
+#:   follower), and wait until it leads;
+#: - ``remove-follower``: take a voter that is not the leader out of the configuration (the
+#:   lowest index), then stop it;
+#: - ``remove-leader``: take the leader out of the configuration; it steps down once the change
+#:   commits, and the others elect a leader among themselves.
+#:
+#: A membership action that fails (a change refused or timed out under other faults) is
+#: reported in its event line; it does not stop the run.
 ACTIONS: tuple[Action, ...] = (
     "crash-leader",
     "crash-follower",
@@ -70,6 +85,10 @@ ACTIONS: tuple[Action, ...] = (
     "resume",
     "flaky-network",
     "reliable-network",
+    "add-node",
+    "transfer-leader",
+    "remove-follower",
+    "remove-leader",
 )
 
 
@@ -161,6 +180,24 @@ SCENARIOS: dict[str, Scenario] = {
             (Fault(0.1, "crash-follower"), Fault(0.7, "restart")),
             snapshot_threshold=200,
         ),
+        Scenario(
+            "membership",
+            "a fourth node joins as a learner, catches up and is promoted to voter; leadership "
+            "moves to it; then one of the first nodes is removed: clients read and write "
+            "throughout, and the cluster ends with three voters",
+            (
+                Fault(0.15, "add-node"),
+                Fault(0.45, "transfer-leader"),
+                Fault(0.7, "remove-follower"),
+            ),
+        ),
+        Scenario(
+            "replace-leader",
+            "a new node joins, then the leader is removed from the configuration: it keeps "
+            "leading until the change commits, then steps down, and the remaining voters "
+            "elect a leader among themselves",
+            (Fault(0.2, "add-node"), Fault(0.55, "remove-leader")),
+        ),
     )
 }
 
@@ -169,7 +206,8 @@ class Nemesis:
     """Applies a fault schedule to a :class:`raftkv.LocalCluster` as a run advances.
 
     Attributes: ``down`` (the indexes of the nodes it crashed and has not restarted),
-    ``events`` (one line per fault applied, in order) and ``schedule`` (sorted by time).
+    ``removed`` (the nodes it took out of the configuration), ``events`` (one line per fault
+    applied, in order) and ``schedule`` (sorted by time).
     """
 
     def __init__(self, cluster: raftkv.LocalCluster, schedule: Sequence[Fault] = DEMO_SCHEDULE):
@@ -177,10 +215,12 @@ class Nemesis:
         self.cluster = cluster
         self.schedule: list[Fault] = sorted(schedule, key=lambda f: f.at)
         self.down: set[int] = set()
+        self.removed: set[int] = set()
         self.events: list[str] = []
         self._next = 0
         self._crashed: list[int] = []
         self._paused: list[int] = []
+        self._added: list[int] = []
 
     @property
     def done(self) -> bool:
@@ -209,8 +249,13 @@ class Nemesis:
         """Does ``action`` now; returns what it did in a few words, or None if nothing."""
         cluster = self.cluster
         leader = cluster.leader()
-        stopped = self.down.union(self._paused)
+        stopped = self.down.union(self._paused, self.removed)
         others = [i for i in range(len(cluster)) if i != leader and i not in stopped]
+        if action in ("add-node", "transfer-leader", "remove-follower", "remove-leader"):
+            try:
+                return self._membership(action, leader, others)
+            except raftkv.Error as e:
+                return f"{action} failed: {type(e).__name__}: {e}"
         if action == "crash-leader":
             if leader is None:
                 return None
@@ -259,6 +304,29 @@ class Nemesis:
             cluster.set_reliable()
             return "reliable network"
         raise ValueError(f"unknown fault action {action!r}: expected one of {ACTIONS}")
+
+    def _membership(self, action: Action, leader: int | None, others: list[int]) -> str | None:
+        cluster = self.cluster
+        if action == "add-node":
+            i = cluster.add_node(timeout=30.0)
+            self._added.append(i)
+            return f"add n{i} (joined as a learner, caught up, promoted to voter)"
+        if leader is None:
+            return None
+        if action == "transfer-leader":
+            voters = set(cluster.members()["voters"])
+            targets = [i for i in self._added[::-1] + others if i in voters and i != leader]
+            if not targets:
+                return None
+            cluster.transfer_leader(targets[0], timeout=10.0)
+            return f"transfer leadership n{leader} -> n{targets[0]}"
+        victim = leader if action == "remove-leader" else min(others, default=None)
+        if victim is None:
+            return None
+        cluster.remove_node(victim, timeout=30.0)
+        self.removed.add(victim)
+        role = "leader" if victim == leader else "follower"
+        return f"remove n{victim} ({role}) from the configuration"
 
     def heal(self) -> None:
         """Full connectivity again, a reliable network, the nodes it paused resumed (the nodes it

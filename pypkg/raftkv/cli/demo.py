@@ -132,10 +132,15 @@ def replay_path(html: str) -> str:
     return f"{root}-replay{ext or '.html'}"
 
 
-def status_line(cluster: raftkv.LocalCluster, down: set[int]) -> str:
-    """One line of every node's role, term and commit index (``n0: L t3 c120 | ...``)."""
+def status_line(
+    cluster: raftkv.LocalCluster, down: set[int], removed: frozenset[int] | set[int] = frozenset()
+) -> str:
+    """One line of every node's role, term and commit index (``n0: L t3 c120 | ...``); nodes
+    taken out of the configuration are left out."""
     parts = []
     for i in range(len(cluster)):
+        if i in removed:
+            continue
         if i in down:
             parts.append(f"n{i}: DOWN      ")
             continue
@@ -209,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
                 if now - last_print >= (0.2 if tty else 2.0):
                     last_print = now
                     note = (
-                        f"{status_line(cluster, nemesis.down)} | ops {stats.ops} err {stats.errors}"
+                        f"{status_line(cluster, nemesis.down, nemesis.removed)} | ops {stats.ops} err {stats.errors}"
                     )
                     if tty:
                         bar.update(now - t0, note)
