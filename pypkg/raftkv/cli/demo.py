@@ -214,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 if now - last_print >= (0.2 if tty else 2.0):
                     last_print = now
                     note = (
-                        f"{status_line(cluster, nemesis.down, nemesis.removed)} | ops {stats.ops} err {stats.errors}"
+                        f"{status_line(cluster, nemesis.down, nemesis.removed)} | "
+                        f"ops {stats.ops} err {stats.errors}"
                     )
                     if tty:
                         bar.update(now - t0, note)
