@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -195,3 +196,39 @@ def test_a_node_with_a_client_token_serves_only_clerks_that_give_it(tmp_path):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="client_token_file"):
         raftkv.Node(1, {1: "127.0.0.1:1"}, storage="memory", client_token_file=tmp_path / "empty")
+
+
+def test_serve_reloads_its_certificates_on_sighup(tmp_path):
+    """Certificates renewed in place (here: reissued by a new CA) are used after SIGHUP,
+    without a restart; a broken file is logged and the certificates in force stay."""
+    from test_serve_process import serve
+
+    old_ca, new_ca = make_ca(tmp_path, "old-ca"), make_ca(tmp_path, "new-ca")
+    cert, key = issue(tmp_path, old_ca, "n1")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(old_ca.read_bytes())
+    flags = ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca))
+    with serve(*flags) as s:
+        s.wait_for("serving")
+        addr = [f"127.0.0.1:{s.client}"]
+        assert raftkv.Clerk(addr, timeout=10, tls={"ca": old_ca}).put("k", "old") == 1
+        issue(tmp_path, new_ca, "n1")  # the same files, now signed by the new CA
+        ca.write_bytes(new_ca.read_bytes())
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_for("reloaded its TLS certificates")
+        assert raftkv.Clerk(addr, timeout=10, tls={"ca": new_ca}).put("k", "new") == 2
+        with pytest.raises(raftkv.Timeout):
+            raftkv.Clerk(addr, timeout=1.5, tls={"ca": old_ca}).get("k")
+        key.write_text("not a key\n")
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_for("the reload failed")
+        assert raftkv.Clerk(addr, timeout=10, tls={"ca": new_ca}).get("k") == (b"new", 2)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.exit_code() == 0, s.stderr
+
+
+def test_node_reload_tls_without_tls_is_an_error():
+    (peer,) = free_ports(1)
+    with raftkv.Node(1, {1: f"127.0.0.1:{peer}"}, storage="memory") as node:
+        with pytest.raises(raftkv.ClusterError, match="without TLS"):
+            node.reload_tls()

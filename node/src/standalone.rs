@@ -89,7 +89,9 @@ pub struct NodeTls {
     pub client_ca: Option<PathBuf>,
 }
 
-/// A node's TLS settings, loaded from their files.
+/// A node's TLS settings, loaded from their files (clones share them: a reload reaches the
+/// transport, the server and the join client).
+#[derive(Clone)]
 struct LoadedTls {
     peer: PeerTls,
     server: ServerTls,
@@ -201,6 +203,8 @@ pub struct StandaloneNode<R: Runtime> {
     failed: Option<oneshot::Receiver<()>>,
     /// Counted from the driver's events ([`crate::metrics`]).
     metrics: NodeMetrics,
+    /// The TLS settings in use, for [`Self::reload_tls`].
+    tls: Option<LoadedTls>,
 }
 
 impl<R: NetRuntime> StandaloneNode<R> {
@@ -348,7 +352,25 @@ impl<R: NetRuntime> StandaloneNode<R> {
             stopping,
             failed: Some(failed_rx),
             metrics,
+            tls,
         })
+    }
+
+    /// Reads the node's TLS files again (its certificate, key and CA, and the client CA):
+    /// connections opened from now on, to and from peers and from clients, use them; open
+    /// ones keep theirs. A file that fails to load is an error, and the settings in force
+    /// stay (`raftkv serve` does this on SIGHUP).
+    pub fn reload_tls(&self) -> Result<(), ClusterError> {
+        let Some(tls) = &self.tls else {
+            return Err(ClusterError::Setting(
+                "this node was started without TLS: there is nothing to reload".into(),
+            ));
+        };
+        tls.peer.reload()?;
+        tls.server.reload()?;
+        tls.client.reload()?;
+        tracing::info!("reloaded the TLS certificates and keys from their files");
+        Ok(())
     }
 
     /// The node's metrics in the Prometheus text format.

@@ -302,6 +302,23 @@ impl Node {
         })?
     }
 
+    /// Reads the node's TLS files again (certificate, key, CA, client CA): connections opened
+    /// from now on use them, open ones keep theirs. Raises raftkv.ClusterError if a file
+    /// fails to load (the settings in force stay) or the node has no TLS.
+    fn reload_tls(&self, py: Python<'_>) -> PyResult<()> {
+        let running = self.running.clone();
+        block_on(py, async move {
+            let g = running.lock().await;
+            match g.as_ref() {
+                None => Err(ClusterError::new_err(
+                    "the node is not running; start() it first",
+                )),
+                Some(AnyNode::Tokio(n, _)) => ce(n.reload_tls()),
+                Some(AnyNode::Smol(n, _)) => ce(n.reload_tls()),
+            }
+        })?
+    }
+
     /// Stops the node and waits until its ports and storage are released. Idempotent.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let running = self.running.clone();

@@ -10,7 +10,10 @@
 //! - [`ServerTls`] / [`ClientTls`]: the KV client port, where client certificates are
 //!   optional (required only when the server is given a client CA).
 //!
-//! Certificates and keys are read from PEM files. The crypto provider is `ring`, chosen per
+//! Certificates and keys are read from PEM files. Each of the three can be reloaded from its
+//! files while in use (`reload`, e.g. on `SIGHUP` in `raftkv serve`): every clone of it sees
+//! the new certificates at its next handshake; connections already open keep theirs; files
+//! that fail to load leave the old settings in force. The crypto provider is `ring`, chosen per
 //! configuration (no process-wide default is installed). TLS 1.3 and 1.2 are accepted; no
 //! session tickets are sent (connections are few and long-lived, and peers never read after
 //! their handshake).
@@ -18,7 +21,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -105,13 +108,46 @@ fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+/// A configuration replaced as a whole by `reload`; every clone shares the latest.
+struct Live<T>(Arc<RwLock<Arc<T>>>);
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Live<T> {
+    fn new(config: Arc<T>) -> Self {
+        Self(Arc::new(RwLock::new(config)))
+    }
+
+    fn get(&self) -> Arc<T> {
+        // A poisoned lock still holds a whole configuration: replacing it is one assignment.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, config: Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
 /// The server side of TLS: this node's certificate, and who may connect.
 #[derive(Clone)]
-pub struct ServerTls(Arc<ServerConfig>);
+pub struct ServerTls {
+    config: Live<ServerConfig>,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
 
 /// The client side of TLS: which servers to trust, and this side's certificate if any.
 #[derive(Clone)]
-pub struct ClientTls(Arc<ClientConfig>);
+pub struct ClientTls {
+    config: Live<ClientConfig>,
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+}
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,7 +165,20 @@ impl ServerTls {
     /// This node's certificate `cert` and key `key`; with `client_ca`, clients must present a
     /// certificate signed by it, else none is asked for.
     pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, TlsError> {
-        server_config(cert, key, client_ca).map(Self)
+        Ok(Self {
+            config: Live::new(server_config(cert, key, client_ca)?),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+        })
+    }
+
+    /// Reads the files again; later handshakes (of every clone) use them. On an error the
+    /// settings in force stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.cert, &self.key, self.client_ca.as_deref())?;
+        self.config.set(config);
+        Ok(())
     }
 
     /// The server side of a handshake (see `accept`).
@@ -142,7 +191,7 @@ impl ServerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        accept(runtime, &self.0, socket, timeout).await
+        accept(runtime, &self.config.get(), socket, timeout).await
     }
 }
 
@@ -150,7 +199,19 @@ impl ClientTls {
     /// Servers must present a certificate signed by `ca` for the name dialled; with
     /// `identity` (certificate, key), this side presents it when asked.
     pub fn from_files(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, TlsError> {
-        client_config(ca, identity).map(Self)
+        Ok(Self {
+            config: Live::new(client_config(ca, identity)?),
+            ca: ca.to_path_buf(),
+            identity: identity.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+        })
+    }
+
+    /// Reads the files again; later handshakes (of every clone) use them. On an error the
+    /// settings in force stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let identity = self.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        self.config.set(client_config(&self.ca, identity)?);
+        Ok(())
     }
 
     /// The client side of a handshake with the server at `addr` (see `connect`).
@@ -164,7 +225,7 @@ impl ClientTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connect(runtime, &self.0, addr, socket, timeout).await
+        connect(runtime, &self.config.get(), addr, socket, timeout).await
     }
 }
 
@@ -206,12 +267,21 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
+/// Both sides of mutual TLS from a node's files.
+fn peer_configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
+    Ok((
+        server_config(&files.cert, &files.key, Some(&files.ca))?,
+        client_config(&files.ca, Some((&files.cert, &files.key)))?,
+    ))
+}
+
 /// Mutual TLS between the nodes of a cluster: both sides present a certificate, and both
 /// check the other's against the cluster's CA.
 #[derive(Clone)]
 pub struct PeerTls {
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
+    server: Live<ServerConfig>,
+    client: Live<ClientConfig>,
+    files: TlsFiles,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -223,10 +293,21 @@ impl std::fmt::Debug for PeerTls {
 impl PeerTls {
     /// Reads the node's certificate, key and the cluster's CA.
     pub fn from_files(files: &TlsFiles) -> Result<Self, TlsError> {
+        let (server, client) = peer_configs(files)?;
         Ok(Self {
-            server: server_config(&files.cert, &files.key, Some(&files.ca))?,
-            client: client_config(&files.ca, Some((&files.cert, &files.key)))?,
+            server: Live::new(server),
+            client: Live::new(client),
+            files: files.clone(),
         })
+    }
+
+    /// Reads the files again (certificate, key and CA); later handshakes, both ways and of
+    /// every clone, use them. On an error the settings in force stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let (server, client) = peer_configs(&self.files)?;
+        self.server.set(server);
+        self.client.set(client);
+        Ok(())
     }
 
     /// Accepts a peer's connection (see `accept`).
@@ -239,7 +320,7 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        accept(runtime, &self.server, socket, timeout).await
+        accept(runtime, &self.server.get(), socket, timeout).await
     }
 
     /// Opens TLS to the peer at `addr` (see `connect`).
@@ -253,7 +334,7 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connect(runtime, &self.client, addr, socket, timeout).await
+        connect(runtime, &self.client.get(), addr, socket, timeout).await
     }
 }
 

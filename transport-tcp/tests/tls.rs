@@ -159,3 +159,32 @@ fn unreadable_tls_files_are_a_clear_error() {
         "{e}"
     );
 }
+
+/// Certificates are replaced without a restart: a node whose certificate another CA signed is
+/// refused until its peer's files are reissued by that CA and reloaded; then it connects. A
+/// reload from broken files is an error that leaves the settings in force.
+#[test]
+fn reloaded_certificates_are_used_from_the_next_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Ca::new("old CA");
+    let new = Ca::new("new CA");
+    let n2_files = old.files(dir.path(), "n2");
+    let n2 = PeerTls::from_files(&n2_files).unwrap();
+    let n1 = PeerTls::from_files(&new.files(dir.path(), "n1")).unwrap();
+    let mut c = pair(runtime(), [Some(n1), Some(n2.clone())]);
+    for seq in 0..10 {
+        raftkv_raft::Transport::send(c.get_mut(&1).unwrap(), msg(1, 2, seq));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(drain(c.get_mut(&2).unwrap(), Duration::from_millis(200)).is_empty());
+    assert!(c[&2].stats().connections_refused >= 1);
+
+    assert_eq!(new.files(dir.path(), "n2"), n2_files, "reissued in place");
+    n2.reload().unwrap();
+    send_until_received(&mut c, 1, 2, 5 * SECOND);
+
+    std::fs::write(&n2_files.key, "not a key\n").unwrap();
+    let e = n2.reload().unwrap_err().to_string();
+    assert!(e.contains("private key") && e.contains("n2.key"), "{e}");
+    send_until_received(&mut c, 1, 2, 5 * SECOND);
+}

@@ -6,7 +6,9 @@ filtered by the ``RAFTKV_LOG`` environment variable (``tracing`` ``EnvFilter`` s
 ``debug``, ``warn,raftkv_transport_tcp=debug``...; default ``info``).
 
 Signals: SIGTERM or SIGINT stop the node promptly in every state (starting, serving, after a
-failure) and the process exits 0; a second signal while stopping exits at once. (A signal
+failure) and the process exits 0; a second signal while stopping exits at once. With TLS,
+SIGHUP reads the certificate, key and CA files again (new connections use them; a file that
+fails to load is logged and the certificates in force stay). (A signal
 that comes before the interpreter has loaded this module ends the process by that signal.)
 
 Exit codes (:data:`EXIT_CODES`):
@@ -299,8 +301,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             return 3
         host, port = str(metrics.server_address[0]), int(metrics.server_address[1])
         _say(f"raftkv: node {args.id} metrics at http://{host}:{port}/metrics")
+    reload = threading.Event()
+    if args.tls_cert:
+        # SIGHUP: read the TLS files again (certificates renewed in place), keep serving.
+        signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
     where = f", {args.data_dir}" if args.data_dir else ""
-    where += ", TLS" if args.tls_cert else ""
+    where += ", TLS (SIGHUP reloads the certificates)" if args.tls_cert else ""
     _say(
         f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
         f" ({args.storage}{where})"
@@ -310,6 +316,13 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         failure = node.failure
         if failure is not None:
             break
+        if reload.is_set():
+            reload.clear()
+            try:
+                node.reload_tls()
+                _say(f"raftkv: node {args.id} reloaded its TLS certificates (SIGHUP)")
+            except raftkv.ClusterError as e:
+                _say(f"raftkv: node {args.id} kept its TLS certificates: the reload failed: {e}")
     state["stopping"] = True
     started = time.monotonic()
     if metrics is not None:
