@@ -229,6 +229,6 @@ def test_serve_reloads_its_certificates_on_sighup(tmp_path):
 
 def test_node_reload_tls_without_tls_is_an_error():
     (peer,) = free_ports(1)
-    with raftkv.Node(1, {1: f"127.0.0.1:{peer}"}, storage="memory") as node:
-        with pytest.raises(raftkv.ClusterError, match="without TLS"):
-            node.reload_tls()
+    node = raftkv.Node(1, {1: f"127.0.0.1:{peer}"}, storage="memory")
+    with node, pytest.raises(raftkv.ClusterError, match="without TLS"):
+        node.reload_tls()

@@ -304,7 +304,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
     reload = threading.Event()
     if args.tls_cert:
         # SIGHUP: read the TLS files again (certificates renewed in place), keep serving.
-        signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reload.set())
     where = f", {args.data_dir}" if args.data_dir else ""
     where += ", TLS (SIGHUP reloads the certificates)" if args.tls_cert else ""
     _say(
