@@ -209,7 +209,10 @@ impl ClientTls {
     /// Reads the files again; later handshakes (of every clone) use them. On an error the
     /// settings in force stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let identity = self.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
         self.config.set(client_config(&self.ca, identity)?);
         Ok(())
     }
