@@ -298,6 +298,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         match request {
             Request::Propose(cmd, reply) => match self.raft.propose(cmd) {
                 Ok(index) => {
+                    // A proposal of an earlier term may wait at this very index (its entry was
+                    // overwritten while this node followed): it fails before this one takes
+                    // its place.
+                    self.fail_lost_proposals();
                     let term = self.raft.term();
                     self.proposals.insert(index, (term, reply));
                 }
@@ -430,8 +434,28 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         }
     }
 
+    /// Proposals whose entry is no longer in the log fail with `NotLeader`: another leader
+    /// overwrote their index (Raft §5.3: a follower drops a conflicting suffix), so they can
+    /// never commit. An entry this node proposed in term T leaves the log only through such a
+    /// truncation, and everything after the truncation point goes with it, so the lost
+    /// proposals are always the last ones waiting: the check costs one lookup while none is
+    /// lost. Those a received snapshot covers are left to [`Self::restore`] (outcome unknown).
+    fn fail_lost_proposals(&mut self) {
+        let snapshot_index = self.raft.snapshot_index();
+        while let Some((&index, &(term, _))) = self.proposals.last_key_value() {
+            if index <= snapshot_index || self.raft.term_at(index) == Some(term) {
+                break;
+            }
+            if let Some((_, (_, reply))) = self.proposals.pop_last() {
+                let leader_hint = self.raft.leader();
+                let _ = reply.send(Err(NodeError::NotLeader { leader_hint }));
+            }
+        }
+    }
+
     /// Follows the `Ready` contract for everything the core has to do.
     fn process_ready(&mut self) {
+        self.fail_lost_proposals();
         while self.raft.has_ready() && self.stopped.is_none() {
             self.observe_state();
             let mut ready = self.raft.take_ready();
