@@ -39,6 +39,9 @@ impl StateMachine for Indexes {
 
 type TestNode = Node<SimRuntime, Indexes>;
 
+/// The answers to proposals made in background tasks, `None` while one waits.
+type Answers = Arc<Mutex<Vec<Option<Result<Index, NodeError>>>>>;
+
 async fn status(node: &TestNode) -> Status {
     node.status().await.expect("the node runs")
 }
@@ -102,8 +105,7 @@ fn proposal_whose_index_is_reused_fails_not_leader_not_shutdown() {
         // Cut the leader off; it accepts three proposals it cannot commit, at k, k+1, k+2.
         let others: Vec<NodeId> = (1..=3).filter(|id| *id != a).collect();
         net.partition(&[vec![a], others.clone()]);
-        let results: Arc<Mutex<Vec<Option<Result<Index, NodeError>>>>> =
-            Arc::new(Mutex::new(vec![None, None, None]));
+        let results: Answers = Arc::new(Mutex::new(vec![None, None, None]));
         for i in 0..3 {
             let (n, results) = (node(a), results.clone());
             rt.spawn(async move {
