@@ -14,6 +14,7 @@ mod error;
 mod event_loop;
 mod node;
 pub mod observer;
+mod pending;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};
