@@ -1,14 +1,17 @@
-//! Request timeouts without a timer per request (issue 20): a request carries its deadline and
-//! the event loop fails it at its first tick past it, with the same error as before
-//! (`Timeout`, or `Node(Timeout)` for a membership change), never earlier than the timeout and
-//! at most about a tick later.
+//! The requests from a node's handles to its event loop (issue 20). Timeouts without a timer
+//! per request: a request carries its deadline and the event loop fails it at its first tick
+//! past it, with the same error as before (`Timeout`, or `Node(Timeout)` for a membership
+//! change), never earlier than the timeout and at most about a tick later. The request queue
+//! without a `Sender` clone per request keeps its bound.
 
 mod common;
 
 use bytes::Bytes;
 use common::Cluster;
 use raftkv_raft::runtime::sim::SimRuntime;
-use raftkv_raft::{MemberAddrs, MemberChange, NodeError, NodeId, ReconfigError, Runtime};
+use raftkv_raft::{
+    BusyReason, MemberAddrs, MemberChange, NodeError, NodeId, ReconfigError, Runtime,
+};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_millis(150);
@@ -85,6 +88,43 @@ fn requests_to_a_cut_off_leader_time_out_after_the_request_timeout() {
             .await
             .is_ok());
         c.shutdown().await;
+    })
+    .expect("no deadlock");
+}
+
+#[test]
+fn the_request_queue_holds_at_most_request_queue_max() {
+    let rt = SimRuntime::new(22);
+    let r2 = rt.clone();
+    rt.block_on(async move {
+        let rt = r2;
+        let c = Cluster::start_with(&rt, |config| config.request_queue_max = 4).await;
+        let leader = c.node(c.leader().await);
+        // One task queues ten proposals before the event loop runs again (one thread): four
+        // find a place, six are refused at once.
+        let calls: Vec<_> = (0..10)
+            .map(|i| leader.propose(Bytes::from(format!("p{i}"))))
+            .collect();
+        let results = futures::future::join_all(calls).await;
+        let full = Err(NodeError::Busy(BusyReason::RequestQueueFull));
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            4,
+            "{results:?}"
+        );
+        assert_eq!(
+            results.iter().filter(|r| **r == full).count(),
+            6,
+            "{results:?}"
+        );
+        // The loop took them: there is room again, from any handle.
+        let other = leader.clone();
+        assert!(other.propose(Bytes::from_static(b"again")).await.is_ok());
+        assert!(leader.status().await.is_ok());
+        c.shutdown().await;
+        // A shutdown is never refused, and a stopped node says so.
+        rt.sleep(Duration::from_millis(10)).await;
+        assert_eq!(leader.propose(Bytes::new()).await, Err(NodeError::Shutdown));
     })
     .expect("no deadlock");
 }

@@ -8,6 +8,7 @@ use super::observer::{
     TraceEvent,
 };
 use super::pending::{Proposals, Reads};
+use super::queue::QueueRx;
 use super::storage_task::{Done, Job};
 use crate::config::ConfigError;
 use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
@@ -38,7 +39,7 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     raft: Raft,
     sm: M,
     transport: T,
-    requests: mpsc::Receiver<Request<M::Response>>,
+    requests: QueueRx<Request<M::Response>>,
     jobs: mpsc::UnboundedSender<Job>,
     done: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
     writes_in_flight: usize,
@@ -83,7 +84,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         raft: Raft,
         state_machine: M,
         transport: T,
-        req_rx: mpsc::Receiver<Request<M::Response>>,
+        req_rx: QueueRx<Request<M::Response>>,
         job_tx: mpsc::UnboundedSender<Job>,
         done_rx: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
     ) -> Self {
@@ -264,7 +265,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         if let Some(m) = self.transport.recv().now_or_never() {
             return Some(m.map_or(Event::TransportClosed, Event::Message));
         }
-        self.requests.try_recv().ok().map(Event::Request)
+        self.requests.try_next().map(Event::Request)
     }
 
     fn handle(&mut self, event: Event<M::Response>) {
@@ -614,7 +615,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             reply.fail(err.clone());
         }
         self.requests.close();
-        while let Ok(r) = self.requests.try_recv() {
+        while let Some(r) = self.requests.try_next() {
             match r {
                 Request::Propose(_, reply) | Request::Read(_, reply) => reply.fail(err.clone()),
                 Request::Status(reply) => {

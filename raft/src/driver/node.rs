@@ -3,6 +3,7 @@
 use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
 use super::observer::ObserverHandle;
+use super::queue::{queue, QueueError, QueueTx};
 use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
@@ -97,7 +98,7 @@ pub(super) struct PendingChange {
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
 pub struct Node<R: Runtime, M: StateMachine> {
     runtime: R,
-    requests: mpsc::Sender<Request<M::Response>>,
+    requests: QueueTx<Request<M::Response>>,
     timeout: Duration,
 }
 
@@ -132,7 +133,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             })?;
         }
         let raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
-        let (req_tx, req_rx) = mpsc::channel(config.request_queue_max);
+        let (req_tx, req_rx) = queue(config.request_queue_max);
         let (job_tx, job_rx) = mpsc::unbounded();
         let (done_tx, done_rx) = mpsc::unbounded();
         runtime.spawn(storage_task(storage, job_rx, done_tx));
@@ -188,16 +189,13 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
     /// The node's current status.
     pub async fn status(&self) -> Result<Status, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .clone()
-            .try_send(Request::Status(tx))
-            .map_err(|_| NodeError::Shutdown)?;
+        self.send(Request::Status(tx))?;
         rx.await.map_err(|_| NodeError::Shutdown)
     }
 
     /// Stops the node: its tasks end, pending requests fail with `Shutdown`.
     pub async fn shutdown(&self) {
-        let _ = self.requests.clone().try_send(Request::Shutdown);
+        let _ = self.requests.send_always(Request::Shutdown);
     }
 
     async fn request(
@@ -219,11 +217,15 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             reply: tx,
             deadline,
         };
-        match self.requests.clone().try_send(make(call)) {
-            Ok(()) => {}
-            Err(e) if e.is_full() => return Err(NodeError::Busy(BusyReason::RequestQueueFull)),
-            Err(_) => return Err(NodeError::Shutdown),
-        }
+        self.send(make(call))?;
         rx.await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Queues `request` for the event loop: `Busy` if `request_queue_max` requests wait there.
+    fn send(&self, request: Request<M::Response>) -> Result<(), NodeError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            QueueError::Full => NodeError::Busy(BusyReason::RequestQueueFull),
+            QueueError::Closed => NodeError::Shutdown,
+        })
     }
 }

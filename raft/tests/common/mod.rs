@@ -42,13 +42,18 @@ pub struct Cluster {
 impl Cluster {
     /// Nodes 1, 2 and 3, all voters, with `request_timeout`.
     pub async fn start(rt: &SimRuntime, request_timeout: Duration) -> Self {
+        Self::start_with(rt, |c| c.request_timeout = request_timeout).await
+    }
+
+    /// Nodes 1, 2 and 3, all voters, each configured by `configure`.
+    pub async fn start_with(rt: &SimRuntime, configure: impl Fn(&mut NodeConfig)) -> Self {
         let net = SimNet::new(rt);
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             let mut raft = Config::new(id, [1, 2, 3]);
             raft.seed = id;
             let mut config = NodeConfig::new(raft);
-            config.request_timeout = request_timeout;
+            configure(&mut config);
             let storage = SimStorage::new(rt, (0, 1));
             let node = Node::start(
                 rt.with_group(id),
