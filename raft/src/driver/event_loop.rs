@@ -2,11 +2,13 @@
 //! [`Ready`](crate::Ready) contract.
 
 use super::error::{from_raft, NodeError};
-use super::node::{NodeConfig, PendingChange, ReconfigReply, Reply, Request};
+use super::node::{NodeConfig, PendingChange, ReconfigReply, Request};
 use super::observer::{
     append_event, membership_event, vote_answer, EventKind, MsgInfo, ObserverHandle, SnapshotHow,
     TraceEvent,
 };
+use super::pending::{Proposals, Reads};
+use super::queue::QueueRx;
 use super::storage_task::{Done, Job};
 use crate::config::ConfigError;
 use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
@@ -14,10 +16,8 @@ use crate::membership::MembershipError;
 use crate::message::Message;
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
 use crate::Raft;
-use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{pin_mut, select_biased, FutureExt, StreamExt};
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 enum Event<R> {
@@ -39,15 +39,14 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     raft: Raft,
     sm: M,
     transport: T,
-    requests: mpsc::Receiver<Request<M::Response>>,
+    requests: QueueRx<Request<M::Response>>,
     jobs: mpsc::UnboundedSender<Job>,
     done: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
     writes_in_flight: usize,
-    /// Proposals waiting to be applied: index → (term, reply).
-    proposals: BTreeMap<Index, (Term, Reply<M::Response>)>,
-    /// Reads waiting for confirmation: read id → (query, reply).
-    reads: HashMap<u64, (Bytes, Reply<M::Response>)>,
-    next_read_id: u64,
+    /// Proposals waiting to be applied.
+    proposals: Proposals<M::Response>,
+    /// Reads waiting for confirmation.
+    reads: Reads<M::Response>,
     /// Membership changes waiting to complete.
     changes: Vec<PendingChange>,
     /// Leadership transfers waiting for their target to lead.
@@ -85,7 +84,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         raft: Raft,
         state_machine: M,
         transport: T,
-        req_rx: mpsc::Receiver<Request<M::Response>>,
+        req_rx: QueueRx<Request<M::Response>>,
         job_tx: mpsc::UnboundedSender<Job>,
         done_rx: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
     ) -> Self {
@@ -102,9 +101,8 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             jobs: job_tx,
             done: done_rx,
             writes_in_flight: 0,
-            proposals: BTreeMap::new(),
-            reads: HashMap::new(),
-            next_read_id: 1,
+            proposals: Proposals::new(),
+            reads: Reads::new(),
             changes: Vec::new(),
             transfers: Vec::new(),
             peers_key: None,
@@ -239,7 +237,13 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     /// Waits for the next event.
     async fn next_event(&mut self, next_tick: Duration) -> Event<M::Response> {
-        let wait = next_tick.saturating_sub(self.runtime.now());
+        // A tick that is due comes first: under a steady load some other event is always
+        // ready, and ticks (elections, heartbeats, request deadlines) must not starve.
+        let now = self.runtime.now();
+        if now >= next_tick {
+            return Event::Tick;
+        }
+        let wait = next_tick - now;
         let done = self.done.next().fuse();
         let req = self.requests.next().fuse();
         let msg = self.transport.recv().fuse();
@@ -261,7 +265,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         if let Some(m) = self.transport.recv().now_or_never() {
             return Some(m.map_or(Event::TransportClosed, Event::Message));
         }
-        self.requests.try_recv().ok().map(Event::Request)
+        self.requests.try_next().map(Event::Request)
     }
 
     fn handle(&mut self, event: Event<M::Response>) {
@@ -273,7 +277,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 });
                 self.raft.step(m)
             }
-            Event::Tick => self.raft.tick(),
+            Event::Tick => {
+                self.raft.tick();
+                self.expire(self.runtime.now());
+            }
             Event::Request(r) => self.handle_request(r),
             Event::Durable(Ok(done)) => {
                 self.writes_in_flight -= done.jobs;
@@ -298,23 +305,19 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         match request {
             Request::Propose(cmd, reply) => match self.raft.propose(cmd) {
                 Ok(index) => {
-                    let term = self.raft.term();
-                    self.proposals.insert(index, (term, reply));
+                    // A proposal of an earlier term may wait at this very index (its entry was
+                    // overwritten while this node followed): it fails before this one takes
+                    // its place.
+                    self.proposals.fail_lost(&self.raft);
+                    self.proposals.push(index, self.raft.term(), reply);
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(from_raft(e)));
-                }
+                Err(e) => reply.fail(from_raft(e)),
             },
             Request::Read(query, reply) => {
-                let id = self.next_read_id;
-                self.next_read_id += 1;
+                let id = self.reads.next_id();
                 match self.raft.read_index(id) {
-                    Ok(()) => {
-                        self.reads.insert(id, (query, reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(from_raft(e)));
-                    }
+                    Ok(()) => self.reads.insert(id, query, reply),
+                    Err(e) => reply.fail(from_raft(e)),
                 }
             }
             Request::Status(reply) => {
@@ -328,20 +331,16 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     reply,
                 }),
                 Err(MembershipError::NotLeader { leader_hint }) => {
-                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                    reply.fail(NodeError::NotLeader { leader_hint })
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
+                Err(e) => reply.send(Err(e.into())),
             },
             Request::Transfer(target, reply) => match self.raft.transfer_leader(target) {
                 Ok(()) => self.transfers.push((target, reply)),
                 Err(MembershipError::NotLeader { leader_hint }) => {
-                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }.into()));
+                    reply.fail(NodeError::NotLeader { leader_hint })
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
+                Err(e) => reply.send(Err(e.into())),
             },
             Request::Shutdown => self.stopped = Some(NodeError::Shutdown),
         }
@@ -389,7 +388,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             match done {
                 Some(result) => {
                     let c = self.changes.swap_remove(i);
-                    let _ = c.reply.send(result);
+                    c.reply.send(result);
                 }
                 None => i += 1,
             }
@@ -423,15 +422,39 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             match result {
                 Some(r) => {
                     let (_, reply) = self.transfers.swap_remove(i);
-                    let _ = reply.send(r);
+                    reply.send(r);
                 }
                 None => i += 1,
             }
         }
     }
 
+    /// Fails with `Timeout` every request whose deadline is at or before `now` (at each
+    /// tick; see [`super::pending`]). What it asked for may still happen.
+    fn expire(&mut self, now: Duration) {
+        self.proposals.expire(now);
+        self.reads.expire(now);
+        let mut i = 0;
+        while i < self.changes.len() {
+            if self.changes[i].reply.deadline <= now {
+                self.changes.swap_remove(i).reply.fail(NodeError::Timeout);
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.transfers.len() {
+            if self.transfers[i].1.deadline <= now {
+                self.transfers.swap_remove(i).1.fail(NodeError::Timeout);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Follows the `Ready` contract for everything the core has to do.
     fn process_ready(&mut self) {
+        self.proposals.fail_lost(&self.raft);
         while self.raft.has_ready() && self.stopped.is_none() {
             self.observe_state();
             let mut ready = self.raft.take_ready();
@@ -483,25 +506,24 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     }
                     Payload::Noop | Payload::Membership(_) => None,
                 };
-                if let Some((term, reply)) = self.proposals.remove(&e.index) {
-                    let result = match response {
-                        Some(r) if term == e.term => Ok(r),
-                        _ => Err(NodeError::NotLeader {
+                if let Some((term, reply)) = self.proposals.take(e.index, self.raft.leader()) {
+                    match response {
+                        Some(r) if term == e.term => reply.send(Ok(r)),
+                        _ => reply.fail(NodeError::NotLeader {
                             leader_hint: self.raft.leader(),
                         }),
-                    };
-                    let _ = reply.send(result);
+                    }
                 }
             }
             for r in ready.read_states {
-                if let Some((query, reply)) = self.reads.remove(&r.id) {
-                    let _ = reply.send(Ok(self.sm.query(&query)));
+                if let Some((query, reply)) = self.reads.take(r.id) {
+                    reply.send(Ok(self.sm.query(&query)));
                 }
             }
             for id in ready.aborted_reads {
-                if let Some((_, reply)) = self.reads.remove(&id) {
+                if let Some((_, reply)) = self.reads.take(id) {
                     let leader_hint = self.raft.leader();
-                    let _ = reply.send(Err(NodeError::NotLeader { leader_hint }));
+                    reply.fail(NodeError::NotLeader { leader_hint });
                 }
             }
             self.maybe_snapshot();
@@ -529,16 +551,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }));
             return false;
         }
-        let covered: Vec<Index> = self
-            .proposals
-            .range(..=s.last.index)
-            .map(|(i, _)| *i)
-            .collect();
-        for i in covered {
-            if let Some((_, reply)) = self.proposals.remove(&i) {
-                let _ = reply.send(Err(NodeError::OutcomeUnknown));
-            }
-        }
+        self.proposals.covered(s.last.index);
         // Changes the snapshot covers: done if it holds C_new after their joint configuration,
         // unknown if it covers their entry unseen.
         let mut i = 0;
@@ -553,7 +566,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             };
             match result {
                 Some(r) => {
-                    let _ = self.changes.swap_remove(i).reply.send(r);
+                    self.changes.swap_remove(i).reply.send(r);
                 }
                 None => i += 1,
             }
@@ -593,33 +606,23 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     fn fail_all(&mut self) {
         let err = self.stopped.clone().unwrap_or(NodeError::Shutdown);
-        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(err.clone()));
-        }
-        for (_, (_, reply)) in self.reads.drain() {
-            let _ = reply.send(Err(err.clone()));
-        }
+        self.proposals.fail_all(&err);
+        self.reads.fail_all(&err);
         for c in self.changes.drain(..) {
-            let _ = c.reply.send(Err(err.clone().into()));
+            c.reply.fail(err.clone());
         }
         for (_, reply) in self.transfers.drain(..) {
-            let _ = reply.send(Err(err.clone().into()));
+            reply.fail(err.clone());
         }
         self.requests.close();
-        while let Ok(r) = self.requests.try_recv() {
+        while let Some(r) = self.requests.try_next() {
             match r {
-                Request::Propose(_, reply) | Request::Read(_, reply) => {
-                    let _ = reply.send(Err(err.clone()));
-                }
+                Request::Propose(_, reply) | Request::Read(_, reply) => reply.fail(err.clone()),
                 Request::Status(reply) => {
                     let _ = reply.send(self.raft.status());
                 }
-                Request::Change(_, reply) => {
-                    let _ = reply.send(Err(err.clone().into()));
-                }
-                Request::Transfer(_, reply) => {
-                    let _ = reply.send(Err(err.clone().into()));
-                }
+                Request::Change(_, reply) => reply.fail(err.clone()),
+                Request::Transfer(_, reply) => reply.fail(err.clone()),
                 Request::Shutdown => {}
             }
         }

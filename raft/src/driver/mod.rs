@@ -14,6 +14,8 @@ mod error;
 mod event_loop;
 mod node;
 pub mod observer;
+mod pending;
+mod queue;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};

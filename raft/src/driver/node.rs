@@ -3,6 +3,7 @@
 use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
 use super::observer::ObserverHandle;
+use super::queue::{queue, QueueError, QueueTx};
 use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
@@ -12,7 +13,6 @@ use crate::types::{Index, NodeId, Status, Term};
 use crate::Raft;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
-use futures::{pin_mut, select_biased, FutureExt};
 use std::time::Duration;
 
 /// How a node runs, beyond the core's [`Config`].
@@ -27,7 +27,9 @@ pub struct NodeConfig {
     pub snapshot_threshold_bytes: u64,
     /// Proposals and reads waiting to enter the event loop (beyond it: `Busy`).
     pub request_queue_max: usize,
-    /// How long `propose` and `read` wait for an answer before `Timeout`.
+    /// How long `propose`, `linearizable_read`, `change_membership` and `transfer_leader`
+    /// wait for an answer before `Timeout`. The event loop checks deadlines at each tick, so a
+    /// request fails at most about one tick later than this.
     pub request_timeout: Duration,
     /// Receives the node's events ([`super::observer`]); `None` (the default): no events, at
     /// the cost of one branch where each would be emitted.
@@ -51,8 +53,29 @@ impl NodeConfig {
 /// What `status()` reports.
 pub type NodeStatus = Status;
 
-pub(super) type Reply<R> = oneshot::Sender<Result<R, NodeError>>;
-pub(super) type ReconfigReply<R> = oneshot::Sender<Result<R, ReconfigError>>;
+/// Where a request's answer goes, and when the request times out: `deadline` is on the node's
+/// runtime clock ([`Runtime::now`]). The event loop fails it with `Timeout` at its first tick
+/// at or past the deadline; no timer is armed per request.
+pub(super) struct Call<T> {
+    reply: oneshot::Sender<T>,
+    pub(super) deadline: Duration,
+}
+
+impl<T> Call<T> {
+    /// Answers the caller (who may have stopped waiting: then nothing happens).
+    pub(super) fn send(self, answer: T) {
+        let _ = self.reply.send(answer);
+    }
+}
+
+impl<T, E: From<NodeError>> Call<Result<T, E>> {
+    pub(super) fn fail(self, e: NodeError) {
+        self.send(Err(e.into()))
+    }
+}
+
+pub(super) type Reply<R> = Call<Result<R, NodeError>>;
+pub(super) type ReconfigReply<R> = Call<Result<R, ReconfigError>>;
 
 pub(super) enum Request<R> {
     Propose(Bytes, Reply<R>),
@@ -75,7 +98,7 @@ pub(super) struct PendingChange {
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
 pub struct Node<R: Runtime, M: StateMachine> {
     runtime: R,
-    requests: mpsc::Sender<Request<M::Response>>,
+    requests: QueueTx<Request<M::Response>>,
     timeout: Duration,
 }
 
@@ -110,7 +133,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             })?;
         }
         let raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
-        let (req_tx, req_rx) = mpsc::channel(config.request_queue_max);
+        let (req_tx, req_rx) = queue(config.request_queue_max);
         let (job_tx, job_rx) = mpsc::unbounded();
         let (done_tx, done_rx) = mpsc::unbounded();
         runtime.spawn(storage_task(storage, job_rx, done_tx));
@@ -166,16 +189,13 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
     /// The node's current status.
     pub async fn status(&self) -> Result<Status, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .clone()
-            .try_send(Request::Status(tx))
-            .map_err(|_| NodeError::Shutdown)?;
+        self.send(Request::Status(tx))?;
         rx.await.map_err(|_| NodeError::Shutdown)
     }
 
     /// Stops the node: its tasks end, pending requests fail with `Shutdown`.
     pub async fn shutdown(&self) {
-        let _ = self.requests.clone().try_send(Request::Shutdown);
+        let _ = self.requests.send_always(Request::Shutdown);
     }
 
     async fn request(
@@ -185,24 +205,27 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         self.call(make).await?
     }
 
-    /// Sends a request to the event loop and waits for its answer, at most the request
-    /// timeout.
+    /// Sends a request to the event loop and waits for its answer. The event loop answers
+    /// `Timeout` once the request timeout has passed ([`Call`]), `Shutdown` if it stops.
     async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Request<M::Response>,
+        make: impl FnOnce(Call<T>) -> Request<M::Response>,
     ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
-        match self.requests.clone().try_send(make(tx)) {
-            Ok(()) => {}
-            Err(e) if e.is_full() => return Err(NodeError::Busy(BusyReason::RequestQueueFull)),
-            Err(_) => return Err(NodeError::Shutdown),
-        }
-        let answer = rx.fuse();
-        let deadline = self.runtime.sleep(self.timeout).fuse();
-        pin_mut!(answer, deadline);
-        select_biased! {
-            r = answer => r.map_err(|_| NodeError::Shutdown),
-            _ = deadline => Err(NodeError::Timeout),
-        }
+        let deadline = self.runtime.now() + self.timeout;
+        let call = Call {
+            reply: tx,
+            deadline,
+        };
+        self.send(make(call))?;
+        rx.await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Queues `request` for the event loop: `Busy` if `request_queue_max` requests wait there.
+    fn send(&self, request: Request<M::Response>) -> Result<(), NodeError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            QueueError::Full => NodeError::Busy(BusyReason::RequestQueueFull),
+            QueueError::Closed => NodeError::Shutdown,
+        })
     }
 }
