@@ -28,8 +28,7 @@ use bytes::Bytes;
 use raftkv_kv::clerk::{Clerk, ClerkConfig, ClerkError};
 use raftkv_kv::history::History;
 use raftkv_kv::testing::{
-    spawn_client, ClusterConfig as KvSimConfig, KvSimCluster, SimConnector, CLIENT_GROUP,
-    NET_GROUP,
+    spawn_client, ClusterConfig as KvSimConfig, KvSimCluster, SimConnector, CLIENT_GROUP, NET_GROUP,
 };
 use raftkv_raft::driver::observer::{EventKind, ObserverHandle};
 use raftkv_raft::runtime::sim::SimRuntime;

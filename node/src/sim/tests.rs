@@ -46,7 +46,10 @@ fn the_same_seed_and_script_give_byte_identical_history_and_trace() {
     let has = |f: &dyn Fn(&EventKind) -> bool| trace.events.iter().any(|e| f(&e.kind));
     assert!(has(&|k| matches!(k, EventKind::Crash)));
     assert!(has(&|k| matches!(k, EventKind::Partition { .. })));
-    assert!(has(&|k| matches!(k, EventKind::Drop { .. })), "partition drops traced");
+    assert!(
+        has(&|k| matches!(k, EventKind::Drop { .. })),
+        "partition drops traced"
+    );
     assert!(has(&|k| matches!(k, EventKind::Commit { .. })));
 }
 
