@@ -39,6 +39,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ]),
     ("Load", ["bench"]),
     ("Traces and replays", ["Trace", "visualize_trace"]),
+    ("Deterministic simulation", ["SimCluster", "SimClerk"]),
     ("Sharding", [
         "ShardedCluster", "ShardGroup", "ShardClerk", "ShardController", "key_to_shard",
     ]),

@@ -19,10 +19,11 @@ type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 #[derive(Clone)]
 pub struct History {
     inner: Arc<Inner>,
+    /// What `call` and `finish` read; [`History::on_clock`] gives a view on another clock.
+    clock: Clock,
 }
 
 struct Inner {
-    clock: Clock,
     next_client: AtomicU64,
     ops: Mutex<Vec<Operation<KvInput, KvOutput>>>,
 }
@@ -75,10 +76,20 @@ impl History {
         let next_client = ops.iter().map(|o| o.client + 1).max().unwrap_or(0);
         Self {
             inner: Arc::new(Inner {
-                clock,
                 next_client: AtomicU64::new(next_client),
                 ops: Mutex::new(ops),
             }),
+            clock,
+        }
+    }
+
+    /// The same history (it records into the same operations and client numbers) read on
+    /// `clock` instead: a simulator's Clerks record a user's history in virtual time. The
+    /// clocks of one history's records must agree for its check to mean anything.
+    pub fn on_clock(&self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            clock: Arc::new(clock),
         }
     }
 
@@ -93,7 +104,7 @@ impl History {
 
     /// The clock's reading now.
     pub fn now(&self) -> u64 {
-        (self.inner.clock)()
+        (self.clock)()
     }
 
     /// Records the call of `input` by `client`, now. Until [`History::finish`], its outcome is

@@ -64,6 +64,10 @@ pub enum ClusterError {
     /// A setting out of its range; the message names it and says what it may be.
     #[error("invalid setting: {0}")]
     Setting(String),
+    /// A simulated cluster (`sim::SimCluster`, feature `sim`) stopped: every task
+    /// waits and no timer is left (a bug), or it was closed.
+    #[error("the simulation cannot go on: it was closed, or every task waits with no timer left")]
+    Deadlock,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage: {0}")]

@@ -20,6 +20,9 @@
 //! - [`rpc`]: [`rpc::Handler`] — a protocol the server answers (KV, controller, group).
 //! - [`sharded`]: [`sharded::ShardedCluster`] — a sharded store in this process: the shard
 //!   controller's group and replica groups, each a local cluster, over real TCP.
+//! - `sim` (feature `sim`): `SimCluster` — a KV cluster on the deterministic simulator, with
+//!   the local cluster's faults and Clerks, in virtual time (the Python `SimCluster`, `raftkv
+//!   sim`).
 //! - [`storage`]: [`storage::AnyStorage`] — memory or LMDB, chosen at run time.
 //! - [`load`]: [`load::Load`] — a closed-loop load generator (the Python `bench`, the
 //!   `kvbench` example).
@@ -90,6 +93,8 @@ pub mod replay;
 pub mod rpc;
 pub mod server;
 pub mod sharded;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod standalone;
 pub mod storage;
 pub mod tcp_client;

@@ -11,6 +11,9 @@
 - Sharding: :class:`ShardedCluster` (a shard controller and replica groups in this process,
   each group with the fault API), :class:`ShardClerk` (a client of any sharded store),
   :func:`key_to_shard`.
+- :class:`SimCluster`: the same nodes on the deterministic simulator, in virtual time, with
+  the fault API and Clerks (:class:`SimClerk`): the same seed gives the same history and
+  trace, byte for byte (``raftkv sim --seed N`` from the command line).
 - :mod:`raftkv.aio`: the asyncio client, ``raftkv.aio.Clerk`` (imported on first use).
 - Membership: ``LocalCluster.add_node / remove_node / promote / transfer_leader / members``
   and, on any cluster, ``Clerk.member_list / member_add / member_promote / member_remove /
@@ -51,6 +54,8 @@ from raftkv._raftkv import (
     ShardedCluster,
     ShardError,
     ShardGroup,
+    SimClerk,
+    SimCluster,
     StoreFull,
     Timeout,
     TooLarge,
@@ -104,6 +109,8 @@ __all__ = [
     "ShardError",
     "ShardGroup",
     "ShardedCluster",
+    "SimClerk",
+    "SimCluster",
     "StoreFull",
     "Timeout",
     "TooLarge",

@@ -12,6 +12,7 @@
 //! - `sharded`: `ShardedCluster`, `ShardGroup`, `ShardClerk`, `key_to_shard`, `ShardError`.
 //! - `runtime`: the tokio runtime every blocking call waits on, with the GIL released.
 //! - `trace`: `Trace` (`LocalCluster.trace()`), `visualize_trace`, the leader-change watch.
+//! - `sim`: `SimCluster` and `SimClerk`, a cluster on the deterministic simulator.
 //! - `convert`: Python arguments in, Python values out.
 
 mod aio;
@@ -25,6 +26,7 @@ mod logging;
 mod node;
 mod runtime;
 mod sharded;
+mod sim;
 mod trace;
 
 use pyo3::prelude::*;
@@ -46,5 +48,7 @@ fn _raftkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;
     m.add_function(wrap_pyfunction!(logging::_log_to_stderr, m)?)?;
     sharded::add_to(m)?;
+    m.add_class::<sim::SimCluster>()?;
+    m.add_class::<sim::SimClerk>()?;
     Ok(())
 }

@@ -13,6 +13,8 @@ pub struct ClusterConfig {
     pub maxraftstate: Option<u64>,
     /// Disk latency, virtual ms (inclusive).
     pub disk_latency_ms: (u64, u64),
+    /// Every node's driver reports its events here (the cluster trace), if set.
+    pub observer: Option<ObserverHandle>,
 }
 
 impl ClusterConfig {
@@ -22,6 +24,7 @@ impl ClusterConfig {
             unreliable: false,
             maxraftstate: None,
             disk_latency_ms: (0, 3),
+            observer: None,
         }
     }
 
@@ -133,6 +136,7 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
                 config.snapshot_threshold_entries = NEVER;
             }
         }
+        config.observer = self.config.observer.clone();
         let node = Node::start(
             self.rt.with_group(id),
             config,

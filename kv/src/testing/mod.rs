@@ -47,6 +47,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use raftkv_checker::models::{KvInput, KvModel, KvOutput};
 use raftkv_checker::{check, visualize, CheckOptions, CheckResult, Operation, Verdict};
+use raftkv_raft::driver::observer::ObserverHandle;
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
 use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime, StateMachine, ENTRY_OVERHEAD_BYTES};
 

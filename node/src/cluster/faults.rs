@@ -11,20 +11,7 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         for &i in groups.iter().flatten() {
             self.check(i)?;
         }
-        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
-        let n = self.nodes.len();
-        self.faults.blocked.clear();
-        for a in 0..n {
-            for b in 0..n {
-                let split = match (group_of(a), group_of(b)) {
-                    (Some(x), Some(y)) => x != y,
-                    _ => true,
-                };
-                if a != b && split {
-                    self.faults.blocked.insert((a as u64 + 1, b as u64 + 1));
-                }
-            }
-        }
+        self.faults.blocked = partition_links(self.nodes.len(), groups);
         let ids = groups
             .iter()
             .map(|g| g.iter().map(|&i| i as NodeId + 1).collect())
@@ -103,6 +90,25 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
             }
         }
     }
+}
+
+/// The directed links (Raft ids) that a partition of `n` nodes into `groups` (node indexes)
+/// blocks: those between groups, and every link of a node in no group.
+pub(crate) fn partition_links(n: usize, groups: &[Vec<usize>]) -> BTreeSet<(NodeId, NodeId)> {
+    let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+    let mut blocked = BTreeSet::new();
+    for a in 0..n {
+        for b in 0..n {
+            let split = match (group_of(a), group_of(b)) {
+                (Some(x), Some(y)) => x != y,
+                _ => true,
+            };
+            if a != b && split {
+                blocked.insert((a as NodeId + 1, b as NodeId + 1));
+            }
+        }
+    }
+    blocked
 }
 
 /// Resumes a node's gate when the node is dropped (crashed, closed): its paused tasks must

@@ -50,6 +50,8 @@ use std::sync::Arc;
 mod faults;
 mod membership;
 
+#[cfg(feature = "sim")]
+pub(crate) use faults::partition_links;
 use faults::ResumeOnDrop;
 pub use membership::Members;
 

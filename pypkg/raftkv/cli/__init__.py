@@ -1,10 +1,11 @@
 """The ``raftkv`` command line: serve, get, put, delete, check, demo, bench, member, move-leader,
-status, shard.
+status, shard, sim.
 
 Run ``raftkv COMMAND --help`` for each command's options. One module per command
 (:mod:`raftkv.cli.serve`, :mod:`~raftkv.cli.kv` for get/put/delete, :mod:`~raftkv.cli.check`,
 :mod:`~raftkv.cli.demo`, :mod:`~raftkv.cli.bench`, :mod:`~raftkv.cli.member` for member and
-move-leader, :mod:`~raftkv.cli.status`, :mod:`~raftkv.cli.shard` for the shard controller),
+move-leader, :mod:`~raftkv.cli.status`, :mod:`~raftkv.cli.shard` for the shard controller,
+:mod:`~raftkv.cli.sim` for a deterministic simulated run),
 each with an ``add_parser`` that declares its options and a ``run`` that carries it out and
 returns the exit code.
 
@@ -19,7 +20,7 @@ import argparse
 
 import raftkv
 from raftkv import procs
-from raftkv.cli import bench, check, demo, kv, member, serve, shard, status
+from raftkv.cli import bench, check, demo, kv, member, serve, shard, sim, status
 from raftkv.cli._common import ADDRESSES_HELP, UsageError, err
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     member.add_parsers(sub)
     status.add_parser(sub)
     shard.add_parsers(sub)
+    sim.add_parser(sub)
     return p
 
 

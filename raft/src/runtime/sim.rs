@@ -86,6 +86,13 @@ impl SimRuntime {
     /// every input, in release builds too ([`crate::Raft::check_invariants`]).
     pub fn new(seed: u64) -> Self {
         crate::inspect::check_after_every_input();
+        Self::without_invariant_checks(seed)
+    }
+
+    /// A new simulation that leaves the nodes' invariant checks as the build has them (debug
+    /// builds only): for a simulation run in a process whose other nodes must not pay for
+    /// checks after every input (the Python `SimCluster` beside `LocalCluster`s).
+    pub fn without_invariant_checks(seed: u64) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 now: Duration::ZERO,
