@@ -13,6 +13,7 @@ import os
 import pathlib
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -350,3 +351,51 @@ class Workload:
         assert not self.errors, "unexpected exceptions from clients:\n" + "\n".join(
             self.errors[:20]
         )
+
+
+# --------------------------------------------------------------------------------------------
+# a small disk (a tmpfs: root only, as in CI; without it the test fails rather than skips)
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: pathlib.Path, size_mib: int):
+    """A tmpfs of ``size_mib`` MiB mounted at ``path`` (root only: fails otherwise)."""
+    path.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if r.returncode != 0:
+        pytest.fail(f"this test needs to mount a tmpfs (root): {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(disk: pathlib.Path) -> None:
+    """Writes a file until the disk is full."""
+    chunk = b"\0" * (1 << 20)
+    with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(chunk)
+            f.flush()
+    with contextlib.suppress(OSError), open(disk / "filler-small", "wb") as f:
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
+
+
+def fill_leaving(disk: pathlib.Path, free_bytes: int) -> None:
+    """Fills the disk until about ``free_bytes`` are left."""
+    st = os.statvfs(disk)
+    left = st.f_bavail * st.f_frsize - free_bytes
+    chunk = b"\0" * (1 << 20)
+    with open(disk / "filler", "wb") as f:
+        while left > 0:
+            n = min(left, len(chunk))
+            f.write(chunk[:n])
+            left -= n

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, raftkv_cli, wait_until
+from conftest import WAIT, fill, fill_leaving, raftkv_cli, small_disk, wait_until
 
 import raftkv
 from raftkv.procs import free_ports
@@ -228,37 +228,6 @@ def test_a_start_on_a_port_in_use_fails_at_once_with_exit_code_3(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def small_disk(path: Path, size_mib: int):
-    """A tmpfs of ``size_mib`` MiB mounted at ``path`` (root only: fails otherwise)."""
-    path.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if r.returncode != 0:
-        pytest.fail(f"this test needs to mount a tmpfs (root): {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
-
-
-def fill(disk: Path) -> None:
-    """Writes a file until the disk is full."""
-    chunk = b"\0" * (1 << 20)
-    with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(chunk)
-            f.flush()
-    with contextlib.suppress(OSError), open(disk / "filler-small", "wb") as f:
-        while True:
-            f.write(b"\0" * 4096)
-            f.flush()
-
-
 def test_a_node_whose_disk_fills_up_exits_1_with_the_cause_on_stderr(tmp_path):
     with small_disk(tmp_path / "disk", 40) as disk, serve(data_dir=disk / "n1") as s:
         s.wait_for("serving")
@@ -280,18 +249,6 @@ def test_a_node_whose_disk_fills_up_exits_1_with_the_cause_on_stderr(tmp_path):
 # --------------------------------------------------------------------------------------------
 # recovery from a full disk (issue 21 item 5)
 # --------------------------------------------------------------------------------------------
-
-
-def fill_leaving(disk: Path, free_bytes: int) -> None:
-    """Fills the disk until about ``free_bytes`` are left."""
-    st = os.statvfs(disk)
-    left = st.f_bavail * st.f_frsize - free_bytes
-    chunk = b"\0" * (1 << 20)
-    with open(disk / "filler", "wb") as f:
-        while left > 0:
-            n = min(left, len(chunk))
-            f.write(chunk[:n])
-            left -= n
 
 
 def test_a_node_restarts_on_a_nearly_full_disk_and_says_what_it_needs_on_a_full_one(tmp_path):

@@ -43,6 +43,12 @@ use crate::wire::{reuse_write_buffer, FrameError, FrameReader, WRITE_BATCH_BYTES
 /// How often the accept thread checks for shutdown when no connection arrives.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
 
+/// Connections the kernel completes and queues for the accept thread (capped by the system's
+/// `somaxconn`). The standard library listens with 128: a burst of connects filled it, the
+/// kernel dropped the next clients' SYNs and each waited a second to retry (issue 21 #4: 2,000
+/// connects took 12 s, a new client's among them).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Bounds of a server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -133,6 +139,8 @@ impl KvServer {
     ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        // Listening again on a listening socket sets its backlog.
+        socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
             conns: Mutex::new(BTreeMap::new()),

@@ -146,6 +146,36 @@ fn a_new_clerk_works_with_2000_idle_connections_held() {
     });
 }
 
+/// Issue 21 #4, found by `tests/test_process_faults.py`: holding 2,000 connections took 12 s,
+/// because the client port listened with the standard library's backlog of 128: past it the
+/// kernel dropped SYNs, and each client so refused (a new Clerk too) waited a second for its
+/// retry. A dropped SYN shows as a connect of a second or more.
+#[test]
+fn regression_a_burst_of_connects_is_queued_not_dropped_for_a_second_each() {
+    let limit = raise_fd_limit(8_192);
+    let burst = 2_000.min((limit as usize).saturating_sub(256) / 2);
+    smol::block_on(async {
+        let (_server, addr) = single_node_server(ServerConfig::default()).await;
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let t0 = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut held = Vec::with_capacity(burst);
+        for _ in 0..burst {
+            let started = Instant::now();
+            held.push(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap());
+            slowest = slowest.max(started.elapsed());
+        }
+        eprintln!(
+            "{burst} connects in {:?}, the slowest {slowest:?}",
+            t0.elapsed()
+        );
+        assert!(
+            slowest < Duration::from_millis(900),
+            "a connect took {slowest:?}: its SYN was dropped (accept queue full)"
+        );
+    });
+}
+
 #[test]
 fn a_slow_drip_request_is_closed_at_the_read_deadline_while_others_are_served() {
     let config = ServerConfig {

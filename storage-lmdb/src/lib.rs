@@ -34,7 +34,8 @@
 //!   value = CRC32C ‖ postcard of `(index, term, payload)`;
 //! - `meta`: `format` (layout version), `hard_state`, `snapshot` (its last log id, length and
 //!   CRC32C), `wal_seq` (the last WAL record LMDB holds), `wal_head` (what the WAL held at the
-//!   last checkpoint: its newest segment and last durable record), each CRC32C ‖ postcard;
+//!   last checkpoint, or at the open before the first one: its newest segment and last durable
+//!   record), each CRC32C ‖ postcard;
 //! - `snapshot`: `data`, the snapshot's data, raw.
 //!
 //! # Guarantees
@@ -127,6 +128,7 @@ mod wal;
 mod writer;
 
 use checkpoint::{in_store, Batch, Checkpoint, Checkpointer, SharedHead, CHECKPOINT_QUEUE_LEN_MAX};
+use codec::WalHead;
 use futures::channel::oneshot;
 use raftkv_raft::{Persisted, Storage, StorageError, WriteOp};
 use shape::LogShape;
@@ -242,7 +244,7 @@ impl LmdbStorage {
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
         let options = options.normalized();
         let located = in_store(dir);
-        let writer = Writer::open(dir, options).map_err(&located)?;
+        let mut writer = Writer::open(dir, options).map_err(&located)?;
         let lmdb_seq = writer.wal_seq().map_err(&located)?;
         let head = writer.wal_head().map_err(&located)?;
         let recovered = wal::recover_checked(&StdFs, dir, lmdb_seq, head)?;
@@ -263,6 +265,16 @@ impl LmdbStorage {
                 ),
             })?;
         let wal = Wal::resume(StdFs, dir, &recovered, options.wal_segment_bytes as u64)?;
+        if head.is_none() {
+            // Issue 21 #3: until its first checkpoint a store kept no trace of its WAL in
+            // LMDB, so a deleted WAL read as a new store (log and vote gone). Record the head
+            // now, before this open acknowledges any write.
+            let head = WalHead {
+                first_seq: wal.first_seq(),
+                durable_seq: wal.last_seq(),
+            };
+            writer.write(&[], None, head).map_err(&located)?;
+        }
         let head = Arc::new(SharedHead {
             first_seq: AtomicU64::new(wal.first_seq()),
             durable_seq: AtomicU64::new(wal.last_seq()),

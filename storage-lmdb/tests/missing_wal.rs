@@ -37,15 +37,20 @@ fn crash_image() -> (tempfile::TempDir, tempfile::TempDir) {
         write(&storage, vec![WriteOp::Append(vec![entry(i, 1, payload)])]).unwrap();
     }
     load(&storage).unwrap();
-    for item in fs::read_dir(live.path()).unwrap() {
+    copy_files(live.path(), image.path());
+    drop(storage);
+    (live, image)
+}
+
+/// Copies the store's files (LMDB's data file and the WAL segments) from `from` to `to`.
+fn copy_files(from: &Path, to: &Path) {
+    for item in fs::read_dir(from).unwrap() {
         let path = item.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         if name == DATA_FILE_NAME || name.starts_with("wal-") {
-            fs::copy(&path, image.path().join(name)).unwrap();
+            fs::copy(&path, to.join(name)).unwrap();
         }
     }
-    drop(storage);
-    (live, image)
 }
 
 fn wal_segments(dir: &Path) -> Vec<PathBuf> {
@@ -137,15 +142,46 @@ fn a_segment_deleted_after_a_reopen_is_still_found() {
     }
     load(&storage).unwrap();
     let again = tempfile::tempdir().unwrap();
-    for item in fs::read_dir(image.path()).unwrap() {
-        let path = item.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name == DATA_FILE_NAME || name.starts_with("wal-") {
-            fs::copy(&path, again.path().join(name)).unwrap();
-        }
-    }
+    copy_files(image.path(), again.path());
     drop(storage);
     fs::remove_file(wal_segments(again.path()).pop().unwrap()).unwrap();
     let err = LmdbStorage::open(again.path(), options()).unwrap_err();
+    assert!(err.to_string().contains("missing WAL data"), "{err}");
+}
+
+/// Found by the real-process fault suite (`tests/test_process_faults.py`): a store that had not
+/// yet checkpointed (its first MiB of writes) kept no record of its WAL in LMDB, so a node
+/// killed then, its WAL segment deleted, restarted empty at term 0 (its log and its vote gone,
+/// no warning). An open now records the WAL's head in LMDB before it acknowledges anything.
+#[test]
+fn deleting_the_wal_of_a_store_that_never_checkpointed_is_refused() {
+    let options = LmdbOptions {
+        map_size_bytes: 1 << 20,
+        wal_segment_bytes: 64 << 10,
+        // Far more than the test writes: no checkpoint before the crash.
+        wal_checkpoint_bytes: 1 << 20,
+        ..LmdbOptions::default()
+    };
+    let live = tempfile::tempdir().unwrap();
+    let (untouched, damaged) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let storage = open(live.path(), options);
+    for i in 1..=50 {
+        write(&storage, vec![WriteOp::Append(vec![entry(i, 1, "young")])]).unwrap();
+    }
+    // A crash image with no `load` (which would checkpoint): LMDB is written only at open.
+    copy_files(live.path(), untouched.path());
+    copy_files(live.path(), damaged.path());
+    drop(storage);
+    let reopened = open(untouched.path(), options);
+    assert_eq!(
+        load(&reopened).unwrap().entries.len(),
+        50,
+        "the image holds every write"
+    );
+    drop(reopened);
+    for segment in wal_segments(damaged.path()) {
+        fs::remove_file(segment).unwrap();
+    }
+    let err = LmdbStorage::open(damaged.path(), options).unwrap_err();
     assert!(err.to_string().contains("missing WAL data"), "{err}");
 }
