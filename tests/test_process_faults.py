@@ -11,10 +11,10 @@ clients at once, sharing one History:
   acknowledged to them.
 
 At the end every acknowledged write is read back (durability) and the whole history must be
-linearizable. The short form (CI) does each fault once, about 60-90 s in all; set
-``RAFTKV_FAULT_LONG=1`` for the long form (more rounds, longer runs between faults). The full
-disk test mounts a small tmpfs: it needs root, as CI has, and fails rather than skips without
-it.
+linearizable. The short form (CI) does each crash and pause twice, about 20-30 s in all; set
+``RAFTKV_FAULT_LONG=1`` for the long form (ten rounds, longer runs between faults). The pause
+and whole-cluster tests run the nodes on smol, the others on tokio. The full disk test mounts a
+small tmpfs: it needs root, as CI has, and fails rather than skips without it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from raftkv.procs import ProcessCluster, free_ports
 #: the long form: RAFTKV_FAULT_LONG=1
 LONG = os.environ.get("RAFTKV_FAULT_LONG") == "1"
 #: times each fault is repeated
-ROUNDS = 5 if LONG else 1
+ROUNDS = 10 if LONG else 2
 #: completed operations to wait for between faults
-PROGRESS = 200 if LONG else 20
+PROGRESS = 500 if LONG else 50
 #: a start or an election after a fault may take this long on a loaded 2-core machine
 START_WAIT = 30.0
 #: a node that must refuse to start does so within this (interpreter start included)
@@ -163,16 +163,16 @@ class Faulted:
 
 
 @contextlib.contextmanager
-def faulted(tmp_path: Path, seed: int, before_start=None):
-    """A three-process cluster under both workloads. On leaving, the workloads stop, every
-    acknowledged write is read back from the nodes still running, and the history must be
-    linearizable. On failure the nodes' logs are printed (pytest shows them)."""
+def faulted(tmp_path: Path, seed: int, before_start=None, runtime: str = "tokio"):
+    """A three-process cluster (on ``runtime``) under both workloads. On leaving, the
+    workloads stop, every acknowledged write is read back from the nodes still running, and the
+    history must be linearizable. On failure the nodes' logs are printed (pytest shows them)."""
     history = raftkv.History()
     data = tmp_path / "data"
     data.mkdir()
     if before_start is not None:
         before_start(data)
-    with ProcessCluster(3, data_dir=data) as cluster:
+    with ProcessCluster(3, data_dir=data, runtime=runtime) as cluster:
         try:
             cluster.wait_leader(timeout=START_WAIT)
             workload = Workload(
@@ -259,7 +259,7 @@ def test_kill_9_of_the_leader_then_restart(tmp_path):
 
 
 def test_sigstop_of_the_leader_then_sigcont(tmp_path):
-    with faulted(tmp_path, seed=2) as f:
+    with faulted(tmp_path, seed=2, runtime="smol") as f:
         for rnd in range(ROUNDS):
             leader = f.cluster.wait_leader(timeout=START_WAIT)
             f.cluster.pause(leader)
@@ -271,7 +271,7 @@ def test_sigstop_of_the_leader_then_sigcont(tmp_path):
 
 
 def test_kill_9_of_the_whole_cluster_then_restart(tmp_path):
-    with faulted(tmp_path, seed=3) as f:
+    with faulted(tmp_path, seed=3, runtime="smol") as f:
         for rnd in range(ROUNDS):
             for i in random.Random(rnd).sample(range(3), 3):
                 f.cluster.crash(i)
