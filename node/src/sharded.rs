@@ -106,7 +106,7 @@ impl ControllerHost {
 impl Host for ControllerHost {
     type Machine = ControllerStateMachine;
 
-    fn state_machine(&self, _id: NodeId, _config: &ClusterConfig) -> ControllerStateMachine {
+    fn state_machine(&self, _id: NodeId, _data_bytes_max: u64) -> ControllerStateMachine {
         ControllerStateMachine::new(self.config).expect("the config was checked by new")
     }
 
@@ -117,9 +117,10 @@ impl Host for ControllerHost {
         service: ServiceConfig,
         _peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
     ) -> io::Result<Serving> {
         let service = ControllerService::new(node, runtime.clone(), service);
-        let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
+        let server = KvServer::start(listener, service, runtime, server)?;
         Ok(Box::new(server))
     }
 }
@@ -153,8 +154,13 @@ struct GroupServing {
 impl Host for GroupHost {
     type Machine = GroupStateMachine;
 
-    fn state_machine(&self, _id: NodeId, _config: &ClusterConfig) -> GroupStateMachine {
-        GroupStateMachine::new(self.settings)
+    /// The group's data, every shard it holds, within `data_bytes_max`
+    /// ([`GroupConfig::data_bytes_max`]).
+    fn state_machine(&self, _id: NodeId, data_bytes_max: u64) -> GroupStateMachine {
+        GroupStateMachine::new(GroupConfig {
+            data_bytes_max,
+            ..self.settings
+        })
     }
 
     fn serve<R: NetRuntime>(
@@ -164,13 +170,14 @@ impl Host for GroupHost {
         service: ServiceConfig,
         _peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
     ) -> io::Result<Serving> {
         let service = GroupService::new(node, runtime.clone(), service);
         let server = KvServer::start(
             listener,
             GroupHandler(service.clone()),
             runtime.clone(),
-            ServerConfig::default(),
+            server,
         )?;
         let controller = ControllerClerk::new(
             runtime.clone(),

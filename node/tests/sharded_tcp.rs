@@ -237,7 +237,7 @@ fn pull_and_delete_from_outside_the_groups_are_refused() {
         let asks = [
             GroupRequestBody::Pull {
                 num,
-                shards: vec![shard],
+                shards: vec![(shard, None)],
             },
             GroupRequestBody::Delete {
                 num,

@@ -41,6 +41,7 @@ use raftkv_kv::state::DATA_BYTES_MAX_DEFAULT;
 pub use crate::error::ClusterError;
 pub use crate::host::{Host, KvHost, Serving};
 use crate::metrics::NodeMetrics;
+use crate::server::ServerConfig;
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
@@ -458,7 +459,7 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let storage = self.open_storage(i).await?;
-        let sm = self.host.state_machine(id, &self.config);
+        let sm = self.host.state_machine(id, self.config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = ServiceConfig {
             clock_epoch_ms: wall_clock_ms(),
@@ -469,9 +470,14 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         let peer_addrs = (0..self.nodes.len())
             .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
             .collect();
-        let server = self
-            .host
-            .serve(node.clone(), runtime, service, peer_addrs, client)?;
+        let server = self.host.serve(
+            node.clone(),
+            runtime,
+            service,
+            peer_addrs,
+            client,
+            ServerConfig::default(),
+        )?;
         self.nodes[i] = Some(Running {
             node,
             _server: server,
