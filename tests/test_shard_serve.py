@@ -106,9 +106,19 @@ def test_a_sharded_store_of_serve_processes_joins_moves_and_survives_a_kill9(tmp
     try:
         ctrl = Group("controller", 3, ["--role", "controller"], tmp_path)
         groups.append(ctrl)
-        g1 = Group("g1", 3, ["--role", "group", "--gid", "1", "--controller", ",".join(ctrl.addrs)], tmp_path)
+        g1 = Group(
+            "g1",
+            3,
+            ["--role", "group", "--gid", "1", "--controller", ",".join(ctrl.addrs)],
+            tmp_path,
+        )
         groups.append(g1)
-        g2 = Group("g2", 1, ["--role", "group", "--gid", "2", "--controller", ",".join(ctrl.addrs)], tmp_path)
+        g2 = Group(
+            "g2",
+            1,
+            ["--role", "group", "--gid", "2", "--controller", ",".join(ctrl.addrs)],
+            tmp_path,
+        )
         groups.append(g2)
         for g in groups:
             g.wait_serving()

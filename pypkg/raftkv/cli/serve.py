@@ -182,8 +182,7 @@ def add_parser(sub: Subparsers) -> None:
         "--controller",
         metavar="ENDPOINTS",
         default=None,
-        help="with --role group: client addresses of the shard controller's nodes, "
-        "comma-separated",
+        help="with --role group: client addresses of the shard controller's nodes, comma-separated",
     )
     s.add_argument(
         "--shards",
