@@ -247,6 +247,9 @@ pub struct ShardedConfig {
     pub seed: u64,
     /// The groups' migration drivers' pace and call deadlines.
     pub driver: DriverConfig,
+    /// Each replica group's data, all its shards, stays within this
+    /// ([`GroupConfig::data_bytes_max`]).
+    pub data_bytes_max: u64,
 }
 
 impl ShardedConfig {
@@ -260,6 +263,7 @@ impl ShardedConfig {
             data_dir: None,
             seed: 1,
             driver: DriverConfig::default(),
+            data_bytes_max: raftkv_kv::state::DATA_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -388,6 +392,7 @@ impl<R: NetRuntime> ShardedCluster<R> {
             self.config.driver.clone(),
         );
         let mut config = ClusterConfig::new(nodes, self.config.storage);
+        config.data_bytes_max = self.config.data_bytes_max;
         config.data_dir = self
             .config
             .data_dir
