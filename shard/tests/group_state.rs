@@ -574,3 +574,29 @@ fn writes_are_bounded_by_the_groups_data_bytes_max_across_its_shards() {
     );
     assert!(g.data_bytes() <= 400);
 }
+
+#[test]
+fn a_piece_holding_keys_of_another_shard_is_refused() {
+    let mut a = at_config_2(GroupConfig::new(1, SHARDS));
+    fill_shard_0(&mut a, 3);
+    let mut b = at_config_2(GroupConfig::new(2, SHARDS));
+    for g in [&mut a, &mut b] {
+        apply(g, GroupCommand::Config(config(2, [2, 2, 1, 1])));
+    }
+    // Shard 0's piece, sent as shard 1's.
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
+        panic!("pull")
+    };
+    let forged = shards.into_iter().map(|(_, p)| (1, p)).collect();
+    assert!(matches!(
+        apply(
+            &mut b,
+            GroupCommand::Insert {
+                num: 2,
+                shards: forged
+            }
+        ),
+        GroupOutcome::Err(GroupError::BadShard { shard: 1, .. })
+    ));
+    assert_eq!(status(&b, 1), Some(ShardStatus::Pulling));
+}
