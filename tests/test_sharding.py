@@ -99,6 +99,9 @@ def test_a_move_hands_the_shard_over_and_deletes_the_old_copy(sc):
         assert sorted(p["shards"]) == owned(config, gid)
         assert {s["status"] for s in p["shards"].values()} <= {"serving"}
     assert sc.progress(dst)["shards"][shard]["keys"] >= 1
+    p = sc.progress(dst)
+    assert p["shards"][shard]["bytes"] > 0
+    assert p["bytes"] == sum(s["bytes"] for s in p["shards"].values())
 
 
 def test_group_fault_api(sc):

@@ -355,6 +355,69 @@ impl KvStateMachine {
         self.data.keys()
     }
 
+    /// The last key, if any.
+    pub fn last_key(&self) -> Option<&Bytes> {
+        self.data.keys().next_back()
+    }
+
+    /// A piece of this store, to send it in parts (a migrated shard, issue 17): the keys after
+    /// `after` (from the first if `None`), in order — at least one, then as many as stay within
+    /// `bytes_max` as [`Self::data_bytes`] counts them. It holds the whole session table when
+    /// it holds the last key (then `true`), none otherwise. [`Self::absorb`] puts the pieces
+    /// together again.
+    pub fn piece(&self, after: Option<&[u8]>, bytes_max: u64) -> (KvStateMachine, bool) {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys = self
+            .data
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .peekable();
+        let (mut data, mut bytes) = (BTreeMap::new(), 0);
+        while let Some((key, (value, version))) = keys.peek() {
+            let b = entry_bytes(key, value);
+            if !data.is_empty() && bytes + b > bytes_max {
+                break;
+            }
+            bytes += b;
+            data.insert(Bytes::clone(key), (value.clone(), *version));
+            keys.next();
+        }
+        let last = keys.peek().is_none();
+        let sessions = match last {
+            true => self.sessions.clone(),
+            false => SessionTable::new(self.sessions.config()),
+        };
+        let piece = Self {
+            data,
+            sessions,
+            data_bytes: bytes,
+            data_bytes_max: self.data_bytes_max,
+        };
+        (piece, last)
+    }
+
+    /// Adds the next [`Self::piece`] of a store sent in parts: its keys, which must all come
+    /// after this store's last key (else nothing changes), and its session table if it is the
+    /// `last` piece. The bound ([`Self::data_bytes_max`]) is the caller's to check.
+    pub fn absorb(&mut self, mut piece: KvStateMachine, last: bool) -> Result<(), &'static str> {
+        if let (Some(mine), Some(first)) = (self.last_key(), piece.data.keys().next()) {
+            if first <= mine {
+                return Err("a piece's keys come after the keys already received");
+            }
+        }
+        self.data_bytes += piece.data_bytes;
+        self.data.append(&mut piece.data);
+        if last {
+            self.sessions = piece.sessions;
+        }
+        Ok(())
+    }
+
+    /// Sets the bound of [`Self::with_data_bytes_max`] on a store in place.
+    pub fn set_data_bytes_max(&mut self, bytes_max: u64) {
+        self.data_bytes_max = bytes_max;
+    }
+
     /// Checks the invariants on the fields; the first broken one, named (for state that
     /// arrived from outside: a snapshot, a migrated shard).
     pub fn validate(&self) -> Result<(), &'static str> {

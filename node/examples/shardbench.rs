@@ -2,7 +2,9 @@
 //! group count, a `ShardedCluster` (3 nodes per group, memory storage, 16 shards) and
 //! `--clients` closed-loop ShardClerks putting 100-byte values under random keys for
 //! `--seconds`; each group count is measured `--repeats` times (interleaved, so that a slow
-//! moment of the machine hits every count alike) and the median is printed.
+//! moment of the machine hits every count alike) and the median is printed. Each measurement
+//! also prints the cores this process kept busy (its CPU seconds per second, from
+//! `/proc/self/stat`) and the machine's load average: throughput here is bounded by CPU.
 //!
 //! ```text
 //! cargo run --release -p raftkv-node --example shardbench -- [--seconds 3] [--clients 32] [--repeats 3]
@@ -46,8 +48,32 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// One measurement: puts per second with `groups` groups.
-async fn measure(rt: &TokioRuntime, groups: usize, a: &Args, seed: u64) -> f64 {
+/// CPU time this process has used (user + system), in seconds, from `/proc/self/stat`; `None`
+/// where there is no such file.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Safety: sysconf reads a constant of the system; no memory is passed.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
+}
+
+/// The machine's load average over the last minute, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One measurement: puts per second with `groups` groups, and the cores this process kept
+/// busy while measuring (CPU seconds per second).
+async fn measure(rt: &TokioRuntime, groups: usize, a: &Args, seed: u64) -> (f64, Option<f64>) {
     let mut config = ShardedConfig::new(groups, 3, 3, 16);
     config.seed = seed;
     let mut sc = ShardedCluster::start(rt.clone(), config)
@@ -86,15 +112,17 @@ async fn measure(rt: &TokioRuntime, groups: usize, a: &Args, seed: u64) -> f64 {
     // Warm-up: every clerk has its session and the config.
     rt.sleep(Duration::from_millis(500)).await;
     measuring.store(true, Ordering::SeqCst);
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     rt.sleep(Duration::from_secs_f64(a.seconds)).await;
     measuring.store(false, Ordering::SeqCst);
-    let rate = ops.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed().as_secs_f64();
+    let rate = ops.load(Ordering::SeqCst) as f64 / elapsed;
+    let cores = cpu_start.zip(cpu_seconds()).map(|(s, e)| (e - s) / elapsed);
     stop.store(true, Ordering::SeqCst);
     use futures::StreamExt;
     while done_rx.next().await.is_some() {}
     sc.close().await;
-    rate
+    (rate, cores)
 }
 
 fn main() {
@@ -115,8 +143,15 @@ fn main() {
     runtime.block_on(async {
         for r in 0..a.repeats {
             for (i, &g) in counts.iter().enumerate() {
-                let rate = measure(&rt, g, &a, 1 + r as u64).await;
-                eprintln!("repeat {}: {g} group(s): {rate:.0} puts/s", r + 1);
+                let (rate, cores) = measure(&rt, g, &a, 1 + r as u64).await;
+                let cores = cores.map_or("?".into(), |c| format!("{c:.2}"));
+                let load = load_average().map_or("?".into(), |l| format!("{l:.1}"));
+                eprintln!(
+                    "repeat {}: {g} group(s): {rate:.0} puts/s, this process kept {cores} \
+                     cores busy ({} on the machine; load average {load})",
+                    r + 1,
+                    std::thread::available_parallelism().map_or(0, |n| n.get())
+                );
                 rates[i].push(rate);
             }
         }

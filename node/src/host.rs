@@ -1,6 +1,7 @@
 //! [`Host`]: what a [`crate::cluster::LocalCluster`] node runs on top of Raft — its state
 //! machine and the server that answers its clients. [`KvHost`] serves the KV service; the
-//! shard controller and the replica groups are hosts of [`crate::sharded`].
+//! shard controller and the replica groups are hosts of [`crate::sharded`]. A host runs in a
+//! [`crate::cluster::LocalCluster`] or as one [`crate::standalone::StandaloneNode`].
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -11,7 +12,6 @@ use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
 use raftkv_raft::{NetRuntime, Node, NodeId, StateMachine};
 
-use crate::cluster::ClusterConfig;
 use crate::metrics::{MeteredHandler, NodeMetrics};
 use crate::server::{KvServer, ServerConfig};
 
@@ -22,13 +22,17 @@ pub type Serving = Box<dyn Any + Send + Sync>;
 pub trait Host: Send + Sync + 'static {
     type Machine: StateMachine;
 
-    /// A fresh state machine for node `id`, bounded as `config` says (restored from storage by
-    /// the node if it has a snapshot).
-    fn state_machine(&self, id: NodeId, config: &ClusterConfig) -> Self::Machine;
+    /// A fresh state machine for node `id`, its data bounded by `data_bytes_max` (restored
+    /// from storage by the node if it has a snapshot).
+    fn state_machine(&self, id: NodeId, data_bytes_max: u64) -> Self::Machine;
 
-    /// Starts serving `node`'s clients on `listener`. `service` carries the clock epoch and
-    /// every member's client address (for `NotLeader` hints), `peer_addrs` their Raft
-    /// addresses. Whatever runs for the node must run on `runtime` (a node's pause gate).
+    /// Starts serving `node`'s clients on `listener`, as `server` says (TLS, client token).
+    /// `service` carries the clock epoch and every member's client address (for `NotLeader`
+    /// hints), `peer_addrs` their Raft addresses. Whatever runs for the node must run on
+    /// `runtime` (a node's pause gate). With `metrics`, the client requests it answers are
+    /// counted there where the protocol gives them a meaning (the KV service's
+    /// `raftkv_client_requests_total`); the shard hosts do not count them.
+    #[allow(clippy::too_many_arguments)]
     fn serve<R: NetRuntime>(
         &self,
         node: Node<R, Self::Machine>,
@@ -36,22 +40,16 @@ pub trait Host: Send + Sync + 'static {
         service: ServiceConfig,
         peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
+        metrics: Option<NodeMetrics>,
     ) -> io::Result<Serving>;
 
-    /// As [`Host::serve`], also counting the client requests it answers into `metrics` where
-    /// the protocol gives them a meaning (the KV service's `raftkv_client_requests_total`);
-    /// by default the same as `serve`.
-    fn serve_metered<R: NetRuntime>(
-        &self,
-        node: Node<R, Self::Machine>,
-        runtime: R,
-        service: ServiceConfig,
-        peer_addrs: BTreeMap<NodeId, String>,
-        listener: TcpListener,
-        metrics: NodeMetrics,
-    ) -> io::Result<Serving> {
-        let _ = metrics;
-        self.serve(node, runtime, service, peer_addrs, listener)
+    /// Whether a standalone node of this host supports TLS, the client token and joining a
+    /// running cluster: the KV service does (its clients speak `member_list`/`member_add`);
+    /// the shard hosts do not (a replica group's driver calls the controller and other groups
+    /// without TLS or token), so a standalone node of one refuses the three.
+    fn standalone_extras(&self) -> bool {
+        false
     }
 }
 
@@ -62,8 +60,8 @@ pub struct KvHost;
 impl Host for KvHost {
     type Machine = KvStateMachine;
 
-    fn state_machine(&self, _id: NodeId, config: &ClusterConfig) -> KvStateMachine {
-        KvStateMachine::new(SessionConfig::default()).with_data_bytes_max(config.data_bytes_max)
+    fn state_machine(&self, _id: NodeId, data_bytes_max: u64) -> KvStateMachine {
+        KvStateMachine::new(SessionConfig::default()).with_data_bytes_max(data_bytes_max)
     }
 
     fn serve<R: NetRuntime>(
@@ -73,24 +71,18 @@ impl Host for KvHost {
         service: ServiceConfig,
         peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
+        metrics: Option<NodeMetrics>,
     ) -> io::Result<Serving> {
         let service = KvService::new(node, runtime.clone(), service).with_peer_addrs(peer_addrs);
-        let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
+        let server = match metrics {
+            Some(m) => KvServer::start(listener, MeteredHandler::new(service, m), runtime, server)?,
+            None => KvServer::start(listener, service, runtime, server)?,
+        };
         Ok(Box::new(server))
     }
 
-    fn serve_metered<R: NetRuntime>(
-        &self,
-        node: Node<R, KvStateMachine>,
-        runtime: R,
-        service: ServiceConfig,
-        peer_addrs: BTreeMap<NodeId, String>,
-        listener: TcpListener,
-        metrics: NodeMetrics,
-    ) -> io::Result<Serving> {
-        let service = KvService::new(node, runtime.clone(), service).with_peer_addrs(peer_addrs);
-        let service = MeteredHandler::new(service, metrics);
-        let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
-        Ok(Box::new(server))
+    fn standalone_extras(&self) -> bool {
+        true
     }
 }

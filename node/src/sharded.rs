@@ -43,6 +43,7 @@ use thiserror::Error;
 
 use crate::cluster::{ClusterConfig, ClusterError, LocalCluster, StorageKind};
 use crate::host::{Host, Serving};
+use crate::metrics::NodeMetrics;
 use crate::rpc::Handler;
 use crate::server::{KvServer, ServerConfig};
 use crate::tcp_client::{TcpConnector, TcpConnectorConfig};
@@ -106,7 +107,7 @@ impl ControllerHost {
 impl Host for ControllerHost {
     type Machine = ControllerStateMachine;
 
-    fn state_machine(&self, _id: NodeId, _config: &ClusterConfig) -> ControllerStateMachine {
+    fn state_machine(&self, _id: NodeId, _data_bytes_max: u64) -> ControllerStateMachine {
         ControllerStateMachine::new(self.config).expect("the config was checked by new")
     }
 
@@ -117,9 +118,11 @@ impl Host for ControllerHost {
         service: ServiceConfig,
         _peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
+        _metrics: Option<NodeMetrics>,
     ) -> io::Result<Serving> {
         let service = ControllerService::new(node, runtime.clone(), service);
-        let server = KvServer::start(listener, service, runtime, ServerConfig::default())?;
+        let server = KvServer::start(listener, service, runtime, server)?;
         Ok(Box::new(server))
     }
 }
@@ -153,8 +156,13 @@ struct GroupServing {
 impl Host for GroupHost {
     type Machine = GroupStateMachine;
 
-    fn state_machine(&self, _id: NodeId, _config: &ClusterConfig) -> GroupStateMachine {
-        GroupStateMachine::new(self.settings)
+    /// The group's data, every shard it holds, within `data_bytes_max`
+    /// ([`GroupConfig::data_bytes_max`]).
+    fn state_machine(&self, _id: NodeId, data_bytes_max: u64) -> GroupStateMachine {
+        GroupStateMachine::new(GroupConfig {
+            data_bytes_max,
+            ..self.settings
+        })
     }
 
     fn serve<R: NetRuntime>(
@@ -164,13 +172,15 @@ impl Host for GroupHost {
         service: ServiceConfig,
         _peer_addrs: BTreeMap<NodeId, String>,
         listener: TcpListener,
+        server: ServerConfig,
+        _metrics: Option<NodeMetrics>,
     ) -> io::Result<Serving> {
         let service = GroupService::new(node, runtime.clone(), service);
         let server = KvServer::start(
             listener,
             GroupHandler(service.clone()),
             runtime.clone(),
-            ServerConfig::default(),
+            server,
         )?;
         let controller = ControllerClerk::new(
             runtime.clone(),
@@ -240,6 +250,9 @@ pub struct ShardedConfig {
     pub seed: u64,
     /// The groups' migration drivers' pace and call deadlines.
     pub driver: DriverConfig,
+    /// Each replica group's data, all its shards, stays within this
+    /// ([`GroupConfig::data_bytes_max`]).
+    pub data_bytes_max: u64,
 }
 
 impl ShardedConfig {
@@ -253,6 +266,7 @@ impl ShardedConfig {
             data_dir: None,
             seed: 1,
             driver: DriverConfig::default(),
+            data_bytes_max: raftkv_kv::state::DATA_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -381,6 +395,7 @@ impl<R: NetRuntime> ShardedCluster<R> {
             self.config.driver.clone(),
         );
         let mut config = ClusterConfig::new(nodes, self.config.storage);
+        config.data_bytes_max = self.config.data_bytes_max;
         config.data_dir = self
             .config
             .data_dir

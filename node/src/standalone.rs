@@ -1,6 +1,8 @@
-//! [`StandaloneNode`]: one KV node of a cluster spread over processes or machines — Raft over
-//! [`TcpTransport`], a log on LMDB (or in memory), a [`KvService`] behind a [`KvServer`] on its
-//! own client port. The Python package's `Node` and the `raftkv serve` command use it.
+//! [`StandaloneNode`]: one node of a cluster spread over processes or machines — Raft over
+//! [`TcpTransport`], a log on LMDB (or in memory), and on its own client port what its
+//! [`Host`] serves, as a [`crate::cluster::LocalCluster`] would: the KV service by default
+//! ([`StandaloneNode::start`]), or a shard controller or replica group member
+//! ([`crate::sharded`], through [`StandaloneNode::start_hosting`]). `raftkv serve` uses it.
 //!
 //! A standalone node watches itself: a task polls the driver's status every
 //! [`WATCH_INTERVAL`], logs (`tracing`, at info) when this node's role, term or leader changes
@@ -25,20 +27,21 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use raftkv_raft::storage::MemStorage;
 use raftkv_raft::{
-    Config, NetRuntime, Node, NodeConfig, NodeId, Persisted, Role, Runtime, Status, Storage,
-    StorageError, WriteOp,
+    Config, NetRuntime, Node, NodeConfig, NodeId, Persisted, Role, Runtime, StateMachine, Status,
+    Storage, StorageError, WriteOp,
 };
 use raftkv_storage_lmdb::{LmdbOptions, LmdbStorage};
 use raftkv_transport_tcp::{ClientTls, PeerTls, ServerTls, TcpConfig, TcpTransport, TlsFiles};
 
 use crate::error::ClusterError;
-use crate::metrics::{MeteredHandler, MeteredStorage, NodeMetrics};
+use crate::host::{Host, KvHost, Serving};
+use crate::metrics::{MeteredStorage, NodeMetrics};
 use crate::storage::{wall_clock_ms, AnyStorage, RELEASE_WAIT};
-use raftkv_kv::service::{KvService, ServiceConfig};
-use raftkv_kv::state::{KvStateMachine, SessionConfig, DATA_BYTES_MAX_DEFAULT};
+use raftkv_kv::service::ServiceConfig;
+use raftkv_kv::state::DATA_BYTES_MAX_DEFAULT;
 use raftkv_raft::driver::observer::ObserverHandle;
 
-use crate::server::{KvServer, ServerConfig};
+use crate::server::ServerConfig;
 use crate::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_kv::clerk::{Clerk, ClerkConfig};
 use raftkv_kv::protocol::MemberList;
@@ -61,7 +64,7 @@ pub struct StandaloneConfig {
     /// How long the node waits for a proposal to apply.
     pub request_timeout: Duration,
     /// A write that would take the node's data past this many bytes is refused
-    /// ([`KvStateMachine::with_data_bytes_max`]); the same on every node. At most
+    /// ([`raftkv_kv::state::KvStateMachine::with_data_bytes_max`]); the same on every node. At most
     /// [`crate::storage::data_bytes_max_limit`].
     pub data_bytes_max: u64,
     /// Client addresses of members of a running cluster to join (empty: `peers` is the
@@ -189,10 +192,11 @@ impl<S: Storage> Storage for Watched<S> {
     }
 }
 
-/// One running node.
-pub struct StandaloneNode<R: Runtime> {
-    node: Node<R, KvStateMachine>,
-    server: Option<KvServer>,
+/// One running node, serving what `H` hosts (the KV service by default).
+pub struct StandaloneNode<R: Runtime, H: Host = KvHost> {
+    node: Node<R, H::Machine>,
+    /// Dropped to stop the node's server (and its host's tasks).
+    server: Option<Serving>,
     data_dir: Option<PathBuf>,
     peer_addr: SocketAddr,
     client_addr: SocketAddr,
@@ -208,9 +212,37 @@ pub struct StandaloneNode<R: Runtime> {
 }
 
 impl<R: NetRuntime> StandaloneNode<R> {
-    /// Binds the node's peer and client addresses, opens its storage and starts it.
+    /// Binds the node's peer and client addresses, opens its storage and starts it, serving
+    /// the KV service.
     pub async fn start(runtime: R, config: StandaloneConfig) -> Result<Self, ClusterError> {
+        Self::start_hosting(runtime, config, KvHost).await
+    }
+}
+
+impl<R: NetRuntime, H: Host> StandaloneNode<R, H> {
+    /// Binds the node's peer and client addresses, opens its storage and starts it, serving
+    /// what `host` hosts. A host without [`Host::standalone_extras`] refuses TLS, the client
+    /// token and `join` ([`ClusterError::Unsupported`]).
+    pub async fn start_hosting(
+        runtime: R,
+        config: StandaloneConfig,
+        host: H,
+    ) -> Result<Self, ClusterError> {
         let id = config.id;
+        let extras = [
+            (config.tls.is_some(), "TLS on this node's role"),
+            (
+                config.client_token.is_some(),
+                "a client token on this node's role",
+            ),
+            (
+                !config.join.is_empty(),
+                "joining a running cluster in this node's role",
+            ),
+        ];
+        if let Some((_, what)) = extras.iter().find(|e| e.0 && !host.standalone_extras()) {
+            return Err(ClusterError::Unsupported { what });
+        }
         // TLS files are read first: a bad one stops the start before anything is bound.
         let tls = config.tls.as_ref().map(NodeTls::load).transpose()?;
         let client_tls = tls.as_ref().map(|t| t.client.clone());
@@ -285,8 +317,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
             failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
-        let sm = KvStateMachine::new(SessionConfig::default())
-            .with_data_bytes_max(config.data_bytes_max);
+        let sm = host.state_machine(id, config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let first = node.status().await?;
         tracing::info!(
@@ -311,24 +342,21 @@ impl<R: NetRuntime> StandaloneNode<R> {
             stopping.clone(),
             failed_tx,
         ));
-        let service = KvService::new(
+        let server = host.serve(
             node.clone(),
             runtime.clone(),
             ServiceConfig {
                 clock_epoch_ms: wall_clock_ms(),
                 client_addrs: known_clients,
             },
-        )
-        .with_peer_addrs(known_peers);
-        let server = KvServer::start(
+            known_peers,
             client_listener,
-            MeteredHandler::new(service, metrics.clone()),
-            runtime.clone(),
             ServerConfig {
                 tls: tls.as_ref().map(|t| t.server.clone()),
                 client_token: config.client_token.as_deref().map(Arc::from),
                 ..ServerConfig::default()
             },
+            Some(metrics.clone()),
         )?;
         if joining && node.status().await?.membership.members().is_empty() {
             // Addresses as configured (a wildcard bind address is no address to give out).
@@ -395,7 +423,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
     }
 
     /// The node's Raft handle.
-    pub fn node(&self) -> &Node<R, KvStateMachine> {
+    pub fn node(&self) -> &Node<R, H::Machine> {
         &self.node
     }
 
@@ -415,9 +443,7 @@ impl<R: NetRuntime> StandaloneNode<R> {
     pub async fn stop(mut self, runtime: &R) {
         self.stopping.store(true, Ordering::SeqCst);
         self.node.shutdown().await;
-        if let Some(mut s) = self.server.take() {
-            s.shutdown();
-        }
+        drop(self.server.take());
         drop(self.node);
         if let Some(dir) = &self.data_dir {
             let deadline = runtime.now() + RELEASE_WAIT;
@@ -533,9 +559,9 @@ fn storage_locked(dir: &Path) -> bool {
 
 /// The watch task: logs role, leader, term and snapshot changes, and notices a driver that
 /// stopped without being asked to.
-async fn watch<R: Runtime>(
+async fn watch<R: Runtime, M: StateMachine>(
     runtime: R,
-    node: Node<R, KvStateMachine>,
+    node: Node<R, M>,
     mut last: Status,
     failure: Failure,
     stopping: Arc<AtomicBool>,

@@ -237,7 +237,7 @@ fn pull_and_delete_from_outside_the_groups_are_refused() {
         let asks = [
             GroupRequestBody::Pull {
                 num,
-                shards: vec![shard],
+                shards: vec![(shard, None)],
             },
             GroupRequestBody::Delete {
                 num,
@@ -267,6 +267,63 @@ fn pull_and_delete_from_outside_the_groups_are_refused() {
         assert_eq!(reply, Reply::Done(GroupOutcome::Done));
         let (v, _) = clerk.get("k").await.unwrap();
         assert_eq!(v, "v".as_bytes());
+        sc.close().await;
+    });
+}
+
+/// Issue 17: a shard that would take its new owner past its `data_bytes_max` is refused there
+/// when its piece is applied (nothing acknowledged, no member past the bound, no crash loop);
+/// it stays at the old owner, unserved at the new one, and the driver retries each round, so
+/// the move completes once room is made (here: keys of the new owner deleted).
+#[test]
+fn a_shard_too_large_for_its_new_owner_waits_until_room_is_made() {
+    on_tokio(|rt| async move {
+        let mut c = config(2, 1, 1);
+        c.data_bytes_max = 24_000;
+        let mut sc = ShardedCluster::start(rt.clone(), c).await.unwrap();
+        sc.wait_config(None, Duration::from_secs(10)).await.unwrap();
+        let first = sc.query(None).await.unwrap();
+        let shards = &first.shards;
+        let owned = |g| (0..8u32).filter(move |&s| shards[s as usize] == g);
+        let moving = owned(1).next().unwrap();
+        let room = owned(2).next().unwrap();
+        let keys_of = |shard: u32, prefix: &'static str| {
+            (0..)
+                .map(move |i| format!("{prefix}{i:04}"))
+                .filter(move |k| raftkv_shard::key_to_shard(k.as_bytes(), 8) == Ok(shard))
+        };
+        // ~14 KB in the moving shard at group 1, ~14 KB at group 2: together past 24 KB.
+        let mut clerk = sc.clerk(ShardClerkConfig::default(), None);
+        let value = vec![b'v'; 100];
+        let moved: Vec<String> = keys_of(moving, "m").take(100).collect();
+        let filler: Vec<String> = keys_of(room, "f").take(100).collect();
+        for k in moved.iter().chain(&filler) {
+            clerk.put(k.clone(), value.clone(), None).await.unwrap();
+        }
+        let num = sc.move_shard(moving, 2).await.unwrap();
+        rt.sleep(Duration::from_millis(800)).await;
+        let at = |p: &raftkv_shard::group::Progress| {
+            p.shards
+                .iter()
+                .find(|s| s.shard == moving)
+                .map(|s| s.status)
+        };
+        let b = sc.progress(2).await.unwrap().expect("group 2 answers");
+        assert_eq!(b.config.num, num);
+        assert_eq!(at(&b), Some(ShardStatus::Pulling), "{b:?}");
+        assert!(b.shards.iter().map(|s| s.bytes).sum::<u64>() <= 24_000);
+        let a = sc.progress(1).await.unwrap().expect("group 1 answers");
+        assert_eq!(at(&a), Some(ShardStatus::BePulled), "{a:?}");
+        // Room made at group 2: the move completes, every key arrived.
+        for k in &filler {
+            clerk.delete(k.clone()).await.unwrap();
+        }
+        sc.wait_config(Some(num), Duration::from_secs(20))
+            .await
+            .unwrap();
+        for k in &moved {
+            assert_eq!(clerk.get(k.clone()).await.unwrap().0, value);
+        }
         sc.close().await;
     });
 }

@@ -312,6 +312,10 @@ class Node:
         tls_ca: str | os.PathLike[str] | None = None,
         tls_client_ca: str | os.PathLike[str] | None = None,
         client_token_file: str | os.PathLike[str] | None = None,
+        role: Literal["kv", "controller", "group"] = "kv",
+        gid: int | None = None,
+        controller: Sequence[str] | None = None,
+        shards: int | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...

@@ -9,18 +9,71 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use raftkv_node::host::{Host, KvHost};
+use raftkv_node::sharded::{ControllerHost, GroupHost};
 use raftkv_node::standalone::{Failure, NodeTls, StandaloneConfig, StandaloneNode};
 use raftkv_raft::runtime::smol::SmolRuntime;
 use raftkv_raft::runtime::tokio::TokioRuntime;
+use raftkv_raft::NetRuntime;
+use raftkv_shard::config::SHARDS_MAX;
+use raftkv_shard::group::{DriverConfig, GroupConfig};
+use raftkv_shard::{ControllerConfig, SHARDS_DEFAULT};
 use raftkv_transport_tcp::TlsFiles;
 
 use crate::convert::{resolve, status_dict};
 use crate::errors::{ce, ClusterError};
 use crate::runtime::{block_on, tokio_runtime};
 
+/// What a node serves: the KV service, or a member of a sharded store's controller or of one
+/// of its replica groups.
+#[derive(Clone, Debug)]
+enum Role {
+    Kv,
+    Controller(ControllerHost),
+    Group(GroupHost),
+}
+
+/// A running node of any role on either runtime.
 enum AnyNode {
-    Tokio(StandaloneNode<TokioRuntime>, TokioRuntime),
-    Smol(StandaloneNode<SmolRuntime>, SmolRuntime),
+    Tokio(RoleNode<TokioRuntime>, TokioRuntime),
+    Smol(RoleNode<SmolRuntime>, SmolRuntime),
+}
+
+enum RoleNode<R: NetRuntime> {
+    Kv(StandaloneNode<R, KvHost>),
+    Controller(StandaloneNode<R, ControllerHost>),
+    Group(StandaloneNode<R, GroupHost>),
+}
+
+/// `$body` with `$n` bound to the running node, whatever its runtime and role.
+macro_rules! with_node {
+    ($any:expr, $n:ident, $r:ident => $body:expr) => {
+        match $any {
+            AnyNode::Tokio(RoleNode::Kv($n), $r) => $body,
+            AnyNode::Tokio(RoleNode::Controller($n), $r) => $body,
+            AnyNode::Tokio(RoleNode::Group($n), $r) => $body,
+            AnyNode::Smol(RoleNode::Kv($n), $r) => $body,
+            AnyNode::Smol(RoleNode::Controller($n), $r) => $body,
+            AnyNode::Smol(RoleNode::Group($n), $r) => $body,
+        }
+    };
+}
+
+impl<R: NetRuntime> RoleNode<R> {
+    async fn start(runtime: R, config: StandaloneConfig, role: Role) -> PyResult<Self> {
+        async fn one<R: NetRuntime, H: Host>(
+            runtime: R,
+            config: StandaloneConfig,
+            host: H,
+        ) -> PyResult<StandaloneNode<R, H>> {
+            ce(StandaloneNode::start_hosting(runtime, config, host).await)
+        }
+        Ok(match role {
+            Role::Kv => Self::Kv(one(runtime, config, KvHost).await?),
+            Role::Controller(h) => Self::Controller(one(runtime, config, h).await?),
+            Role::Group(h) => Self::Group(one(runtime, config, h).await?),
+        })
+    }
 }
 
 /// One raftkv node, for clusters spread over processes or machines.
@@ -51,9 +104,18 @@ enum AnyNode {
 /// `join=[client addresses]` starts a node that joins a running cluster: `peers` (and
 /// `client_addrs`) then name this node only; start() asks a member to add it as a learner,
 /// which the leader promotes to voter once it has caught up (unless `join_as_learner`).
+///
+/// `role` says what the node serves: "kv" (the default: the KV service, for Clerk), or a
+/// member of a sharded store (for ShardClerk): "controller", a node of the shard
+/// controller's group; "group", a member of replica group `gid` (>= 1), whose migration
+/// driver asks the controller at `controller` (its nodes' client addresses) for configs.
+/// `shards` (default 256) is fixed for the store's life: give the controller and every group
+/// the same. Then join each group through the controller (ShardController.join, `raftkv
+/// shard join`). The shard roles take no TLS, client token or `join`.
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Node {
     config: StandaloneConfig,
+    role: Role,
     runtime: String,
     running: Arc<tokio::sync::Mutex<Option<AnyNode>>>,
     /// The running node's failure cause, readable without waiting on `running`'s lock.
@@ -63,7 +125,7 @@ pub struct Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -83,6 +145,10 @@ impl Node {
         tls_ca: Option<PathBuf>,
         tls_client_ca: Option<PathBuf>,
         client_token_file: Option<PathBuf>,
+        role: &str,
+        gid: Option<u64>,
+        controller: Option<Vec<String>>,
+        shards: Option<u32>,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -163,9 +229,6 @@ impl Node {
                      with them)",
                 )),
             };
-        if let Some(c) = cluster_id {
-            config.cluster_id = c;
-        }
         if let Some(join) = join {
             if join.is_empty() || join.iter().any(|a| a.is_empty()) {
                 return Err(PyValueError::new_err(
@@ -181,8 +244,28 @@ impl Node {
             config.join = join;
             config.join_as_learner = join_as_learner;
         }
+        let role = node_role(role, gid, controller, shards)?;
+        if !matches!(role, Role::Kv)
+            && (config.tls.is_some() || config.client_token.is_some() || !config.join.is_empty())
+        {
+            return Err(PyValueError::new_err(
+                "a shard controller or replica group node takes no TLS, client token or join",
+            ));
+        }
+        // By default each Raft group its own cluster id (the controller's, each replica
+        // group's, the KV store's): a peer address of another group given by mistake is
+        // refused at the handshake.
+        config.cluster_id = match (cluster_id, &role) {
+            (Some(c), _) => c,
+            (None, Role::Kv) => config.cluster_id,
+            (None, Role::Controller(_)) => config.cluster_id ^ 0x4354_524c,
+            (None, Role::Group(_)) => {
+                config.cluster_id ^ gid.unwrap_or(0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            }
+        };
         Ok(Self {
             config,
+            role,
             runtime: runtime.to_string(),
             running: Arc::new(tokio::sync::Mutex::new(None)),
             failure: Arc::new(std::sync::Mutex::new(None)),
@@ -220,6 +303,7 @@ impl Node {
     /// Binds the node's addresses, opens its storage and starts it. Raises raftkv.ClusterError.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         let config = self.config.clone();
+        let role = self.role.clone();
         let smol = self.runtime == "smol";
         let running = self.running.clone();
         let failure = self.failure.clone();
@@ -232,15 +316,12 @@ impl Node {
             }
             let n = if smol {
                 let r = SmolRuntime::new();
-                AnyNode::Smol(ce(StandaloneNode::start(r.clone(), config).await)?, r)
+                AnyNode::Smol(RoleNode::start(r.clone(), config, role).await?, r)
             } else {
                 let r = tokio_runtime();
-                AnyNode::Tokio(ce(StandaloneNode::start(r.clone(), config).await)?, r)
+                AnyNode::Tokio(RoleNode::start(r.clone(), config, role).await?, r)
             };
-            let handle = match &n {
-                AnyNode::Tokio(n, _) => n.failure_handle(),
-                AnyNode::Smol(n, _) => n.failure_handle(),
-            };
+            let handle = with_node!(&n, n, _r => n.failure_handle());
             *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
             *g = Some(n);
             Ok(())
@@ -276,8 +357,7 @@ impl Node {
                 None => Err(ClusterError::new_err(
                     "the node is not running; start() it first",
                 )),
-                Some(AnyNode::Tokio(n, _)) => ce(n.status().await),
-                Some(AnyNode::Smol(n, _)) => ce(n.status().await),
+                Some(n) => with_node!(n, n, _r => ce(n.status().await)),
             }
         })??;
         status_dict(py, &s, None)
@@ -296,8 +376,7 @@ impl Node {
                 None => Err(ClusterError::new_err(
                     "the node is not running; start() it first",
                 )),
-                Some(AnyNode::Tokio(n, _)) => Ok(n.metrics()),
-                Some(AnyNode::Smol(n, _)) => Ok(n.metrics()),
+                Some(n) => with_node!(n, n, _r => Ok(n.metrics())),
             }
         })?
     }
@@ -313,8 +392,7 @@ impl Node {
                 None => Err(ClusterError::new_err(
                     "the node is not running; start() it first",
                 )),
-                Some(AnyNode::Tokio(n, _)) => ce(n.reload_tls()),
-                Some(AnyNode::Smol(n, _)) => ce(n.reload_tls()),
+                Some(n) => with_node!(n, n, _r => ce(n.reload_tls())),
             }
         })?
     }
@@ -330,8 +408,7 @@ impl Node {
             let mut g = running.lock().await;
             match g.take() {
                 None => {}
-                Some(AnyNode::Tokio(n, r)) => n.stop(&r).await,
-                Some(AnyNode::Smol(n, r)) => n.stop(&r).await,
+                Some(n) => with_node!(n, n, r => n.stop(&r).await),
             }
         })
     }
@@ -354,5 +431,65 @@ impl Node {
             self.peer_addr(),
             self.client_addr()
         )
+    }
+}
+
+/// The role `role` names, with its settings checked.
+fn node_role(
+    role: &str,
+    gid: Option<u64>,
+    controller: Option<Vec<String>>,
+    shards: Option<u32>,
+) -> PyResult<Role> {
+    let only_for = |what: &str, roles: &str| {
+        PyValueError::new_err(format!("{what} is only for role {roles}, not {role:?}"))
+    };
+    if role == "kv" && shards.is_some() {
+        return Err(only_for("shards", "\"controller\" or \"group\""));
+    }
+    let shards = shards.unwrap_or(SHARDS_DEFAULT);
+    if shards == 0 || shards > SHARDS_MAX {
+        return Err(PyValueError::new_err(format!(
+            "shards must be 1 to {SHARDS_MAX}, not {shards}"
+        )));
+    }
+    match role {
+        "kv" => {
+            if gid.is_some() || controller.is_some() {
+                return Err(only_for("gid or controller", "\"group\""));
+            }
+            Ok(Role::Kv)
+        }
+        "controller" => {
+            if gid.is_some() || controller.is_some() {
+                return Err(only_for("gid or controller", "\"group\""));
+            }
+            let host = ControllerHost::new(ControllerConfig {
+                shards,
+                ..ControllerConfig::default()
+            })
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            Ok(Role::Controller(host))
+        }
+        "group" => {
+            let gid = gid
+                .filter(|&g| g >= 1)
+                .ok_or_else(|| PyValueError::new_err("role \"group\" needs a gid >= 1"))?;
+            let controller = controller.unwrap_or_default();
+            if controller.is_empty() || controller.iter().any(|a| a.trim().is_empty()) {
+                return Err(PyValueError::new_err(
+                    "role \"group\" needs controller: the client addresses of the shard \
+                     controller's nodes",
+                ));
+            }
+            Ok(Role::Group(GroupHost::new(
+                GroupConfig::new(gid, shards),
+                controller,
+                DriverConfig::default(),
+            )))
+        }
+        r => Err(PyValueError::new_err(format!(
+            "role must be \"kv\", \"controller\" or \"group\", not {r:?}"
+        ))),
     }
 }

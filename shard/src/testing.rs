@@ -574,7 +574,7 @@ impl ShardSimCluster {
                 for body in [
                     GroupRequestBody::Pull {
                         num: p.config.num,
-                        shards: shards.clone(),
+                        shards: shards.iter().map(|&s| (s, None)).collect(),
                     },
                     GroupRequestBody::Delete {
                         num: p.config.num,

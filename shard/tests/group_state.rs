@@ -35,6 +35,11 @@ fn apply(g: &mut GroupStateMachine, c: GroupCommand) -> GroupOutcome {
     g.apply(1, &c.encode())
 }
 
+/// Pull asks for `shards`, each from its first key.
+fn from_start(shards: &[ShardId]) -> Vec<(ShardId, Option<Bytes>)> {
+    shards.iter().map(|&s| (s, None)).collect()
+}
+
 fn key_in(shard: ShardId) -> Bytes {
     (0..)
         .map(|i| Bytes::from(format!("key{i}")))
@@ -78,7 +83,7 @@ fn migrate() -> (GroupStateMachine, GroupStateMachine) {
     apply(&mut b, GroupCommand::Config(c2));
     assert_eq!(status(&a, 0), Some(ShardStatus::BePulled));
     assert_eq!(status(&b, 0), Some(ShardStatus::Pulling));
-    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[0]) else {
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
         panic!("pull")
     };
     assert_eq!(
@@ -177,7 +182,7 @@ fn a_migrated_shard_keeps_its_data_and_sessions() {
 fn gc_deletes_only_handed_off_shards_and_every_step_is_idempotent() {
     let (mut a, mut b) = migrate();
     // A late second Insert changes nothing.
-    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[0]) else {
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
         panic!("pull")
     };
     let before = b.clone();
@@ -241,7 +246,10 @@ fn gc_deletes_only_handed_off_shards_and_every_step_is_idempotent() {
 fn pull_before_the_owner_installed_the_config_is_not_ready() {
     let mut a = group(1);
     apply(&mut a, GroupCommand::Config(config(1, [1, 1, 1, 1])));
-    assert_eq!(a.pull(2, &[0]), GroupOutcome::NotReady { installed: 1 });
+    assert_eq!(
+        a.pull(2, &from_start(&[0])),
+        GroupOutcome::NotReady { installed: 1 }
+    );
 }
 
 #[test]
@@ -275,7 +283,7 @@ fn bad_input_gets_typed_errors() {
     apply(&mut c, GroupCommand::Config(config(1, [1, 1, 1, 1])));
     apply(&mut c, GroupCommand::Config(config(2, [2, 2, 1, 1])));
     let (a2, _) = migrate();
-    let GroupOutcome::Shards { shards, .. } = a2.pull(2, &[0]) else {
+    let GroupOutcome::Shards { shards, .. } = a2.pull(2, &from_start(&[0])) else {
         panic!("pull")
     };
     assert!(shards[0].1.len() > 4);
@@ -304,7 +312,7 @@ fn a_migrated_session_table_is_trimmed_to_the_receivers_bounds() {
     let mut c = GroupStateMachine::new(settings);
     apply(&mut c, GroupCommand::Config(config(1, [1, 1, 1, 1])));
     apply(&mut c, GroupCommand::Config(config(2, [2, 1, 1, 1])));
-    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[0]) else {
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
         panic!("pull")
     };
     apply(&mut c, GroupCommand::Insert { num: 2, shards });
@@ -359,12 +367,12 @@ fn one_pull_answer_carries_a_bounded_number_of_bytes() {
         ));
     }
     apply(&mut a, GroupCommand::Config(config(2, [2, 2, 2, 2])));
-    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[0, 1, 2, 3]) else {
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0, 1, 2, 3])) else {
         panic!("pull")
     };
     let first: Vec<ShardId> = shards.iter().map(|(s, _)| *s).collect();
     assert_eq!(first, [0, 1]);
-    let GroupOutcome::Shards { shards, .. } = a.pull(2, &[2, 3]) else {
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[2, 3])) else {
         panic!("pull")
     };
     assert_eq!(shards.len(), 2);
@@ -373,9 +381,222 @@ fn one_pull_answer_carries_a_bounded_number_of_bytes() {
     tiny.shard_bytes_max = 10;
     let mut b = GroupStateMachine::new(tiny);
     b.restore(&a.snapshot()).unwrap();
-    let GroupOutcome::Shards { shards, .. } = b.pull(2, &[3, 2]) else {
+    let GroupOutcome::Shards { shards, .. } = b.pull(2, &from_start(&[3, 2])) else {
         panic!("pull")
     };
     assert_eq!(shards.len(), 1);
     assert_eq!(shards[0].0, 3);
+}
+
+/// Group `gid` (with `settings`' bounds) at config 2 with shard 0 moved from group 1 to
+/// group 2, after config 1 gave every shard to group 1.
+fn at_config_2(mut settings: GroupConfig) -> GroupStateMachine {
+    settings.shards = SHARDS;
+    let mut g = GroupStateMachine::new(settings);
+    apply(&mut g, GroupCommand::Config(config(1, [1, 1, 1, 1])));
+    g
+}
+
+/// Puts `n` keys of shard 0 with 100-byte values at group `g` (session 5).
+fn fill_shard_0(g: &mut GroupStateMachine, n: usize) -> Vec<Bytes> {
+    let keys: Vec<Bytes> = (0..)
+        .map(|i| Bytes::from(format!("k{i:06}")))
+        .filter(|k| key_to_shard(k, SHARDS).unwrap() == 0)
+        .take(n)
+        .collect();
+    for (seq, key) in keys.iter().enumerate() {
+        let put = GroupCommand::Request {
+            session: 5,
+            seq: seq as u64 + 1,
+            now_ms: 0,
+            op: Op::Put {
+                key: key.clone(),
+                value: Bytes::from(vec![b'v'; 100]),
+                version: None,
+            },
+        };
+        assert!(matches!(
+            apply(g, put),
+            GroupOutcome::Kv(Outcome::Written { .. })
+        ));
+    }
+    keys
+}
+
+/// Where shard 0 stands at `g`: the key its next piece starts after.
+fn after_0(g: &GroupStateMachine) -> Option<Bytes> {
+    g.progress()
+        .shards
+        .into_iter()
+        .find(|s| s.shard == 0)
+        .and_then(|s| s.after)
+}
+
+#[test]
+fn a_shard_larger_than_shard_bytes_max_migrates_in_pieces() {
+    // The bug: a shard was pulled and inserted whole, so one larger than shard_bytes_max (a
+    // 100k-key shard of 100-byte values is ~14 MB, the bound 3 MiB) was refused at every
+    // round and never moved. Scaled down: 600 keys (~80 KB) through a 4 KiB bound.
+    let mut small = GroupConfig::new(1, SHARDS);
+    small.shard_bytes_max = 4096;
+    let mut a = at_config_2(small);
+    let keys = fill_shard_0(&mut a, 600);
+    let mut b = at_config_2(GroupConfig { gid: 2, ..small });
+    for g in [&mut a, &mut b] {
+        apply(g, GroupCommand::Config(config(2, [2, 1, 1, 1])));
+    }
+    let mut answers = 0;
+    let mut old = None;
+    while status(&b, 0) == Some(ShardStatus::Pulling) {
+        let GroupOutcome::Shards { shards, .. } = a.pull(2, &[(0, after_0(&b))]) else {
+            panic!("pull")
+        };
+        let bytes: usize = shards.iter().map(|(_, p)| p.len()).sum();
+        assert!(bytes <= small.shard_bytes_max, "an answer of {bytes} bytes");
+        assert!(!shards.is_empty());
+        assert_eq!(
+            apply(
+                &mut b,
+                GroupCommand::Insert {
+                    num: 2,
+                    shards: shards.clone()
+                }
+            ),
+            GroupOutcome::Done
+        );
+        // A repeated or late answer changes nothing.
+        let before = b.progress();
+        let replay = old.replace(shards).unwrap_or_default();
+        apply(
+            &mut b,
+            GroupCommand::Insert {
+                num: 2,
+                shards: replay,
+            },
+        );
+        assert_eq!(b.progress(), before);
+        answers += 1;
+        assert!(answers < 1000, "the shard does not arrive");
+    }
+    assert!(answers > 10, "{answers} answers for ~80 KB through 4 KiB");
+    assert_eq!(status(&b, 0), Some(ShardStatus::GcPending));
+    let value = Bytes::from(vec![b'v'; 100]);
+    for key in &keys {
+        let want = Outcome::Value {
+            value: value.clone(),
+            version: 1,
+        };
+        assert_eq!(b.get(key), GroupOutcome::Kv(want));
+    }
+    let info = |g: &GroupStateMachine| g.progress().shards.into_iter().find(|s| s.shard == 0);
+    assert_eq!(info(&b).unwrap().keys, 600);
+    assert_eq!(info(&b).unwrap().bytes, info(&a).unwrap().bytes);
+    // The session table came with the last piece: session 5's last put, retried, is answered
+    // from it, not applied again.
+    let retry = GroupCommand::Request {
+        session: 5,
+        seq: 600,
+        now_ms: 0,
+        op: Op::Put {
+            key: keys[599].clone(),
+            value: Bytes::from_static(b"again"),
+            version: None,
+        },
+    };
+    assert_eq!(
+        apply(&mut b, retry),
+        GroupOutcome::Kv(Outcome::Written { version: 1 })
+    );
+}
+
+#[test]
+fn an_arriving_shard_past_data_bytes_max_is_refused_and_stays_pulling() {
+    let mut a = at_config_2(GroupConfig::new(1, SHARDS));
+    fill_shard_0(&mut a, 20);
+    // Group 2 has room for about 10 of the 20 keys (each 100 + 7 + 32 bytes).
+    let mut bounded = GroupConfig::new(2, SHARDS);
+    bounded.data_bytes_max = 1500;
+    let mut b = at_config_2(bounded);
+    for g in [&mut a, &mut b] {
+        apply(g, GroupCommand::Config(config(2, [2, 1, 1, 1])));
+    }
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
+        panic!("pull")
+    };
+    let refused = apply(&mut b, GroupCommand::Insert { num: 2, shards });
+    assert!(
+        matches!(
+            refused,
+            GroupOutcome::Err(GroupError::Full {
+                shard: 0,
+                data_bytes_max: 1500,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Not acknowledged, nothing added: the shard stays Pulling (unserved), the group's data
+    // within its bound, and the old owner keeps the shard.
+    assert_eq!(status(&b, 0), Some(ShardStatus::Pulling));
+    assert_eq!(b.data_bytes(), 0);
+    assert_eq!(status(&a, 0), Some(ShardStatus::BePulled));
+}
+
+#[test]
+fn writes_are_bounded_by_the_groups_data_bytes_max_across_its_shards() {
+    let mut bounded = GroupConfig::new(1, SHARDS);
+    bounded.data_bytes_max = 400;
+    let mut g = GroupStateMachine::new(bounded);
+    apply(&mut g, GroupCommand::Config(config(1, [1, 1, 1, 1])));
+    let put = |seq: u64, shard: ShardId| GroupCommand::Request {
+        session: 3,
+        seq,
+        now_ms: 0,
+        op: Op::Put {
+            key: key_in(shard),
+            value: Bytes::from(vec![b'v'; 150]),
+            version: None,
+        },
+    };
+    // Each put counts ~186 bytes: two fit in 400 across two shards, a third (in a third shard,
+    // whose own data is empty) does not.
+    assert!(matches!(
+        apply(&mut g, put(1, 0)),
+        GroupOutcome::Kv(Outcome::Written { .. })
+    ));
+    assert!(matches!(
+        apply(&mut g, put(2, 1)),
+        GroupOutcome::Kv(Outcome::Written { .. })
+    ));
+    assert_eq!(
+        apply(&mut g, put(3, 2)),
+        GroupOutcome::Kv(Outcome::Err(KvError::StoreFull))
+    );
+    assert!(g.data_bytes() <= 400);
+}
+
+#[test]
+fn a_piece_holding_keys_of_another_shard_is_refused() {
+    let mut a = at_config_2(GroupConfig::new(1, SHARDS));
+    fill_shard_0(&mut a, 3);
+    let mut b = at_config_2(GroupConfig::new(2, SHARDS));
+    for g in [&mut a, &mut b] {
+        apply(g, GroupCommand::Config(config(2, [2, 2, 1, 1])));
+    }
+    // Shard 0's piece, sent as shard 1's.
+    let GroupOutcome::Shards { shards, .. } = a.pull(2, &from_start(&[0])) else {
+        panic!("pull")
+    };
+    let forged = shards.into_iter().map(|(_, p)| (1, p)).collect();
+    assert!(matches!(
+        apply(
+            &mut b,
+            GroupCommand::Insert {
+                num: 2,
+                shards: forged
+            }
+        ),
+        GroupOutcome::Err(GroupError::BadShard { shard: 1, .. })
+    ));
+    assert_eq!(status(&b, 1), Some(ShardStatus::Pulling));
 }

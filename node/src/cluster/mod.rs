@@ -41,6 +41,7 @@ use raftkv_kv::state::DATA_BYTES_MAX_DEFAULT;
 pub use crate::error::ClusterError;
 pub use crate::host::{Host, KvHost, Serving};
 use crate::metrics::{MeteredStorage, NodeMetrics};
+use crate::server::ServerConfig;
 use crate::storage::{lmdb_locked, open_lmdb, wall_clock_ms, AnyStorage, RELEASE_WAIT};
 use crate::tcp_client::TcpConnector;
 use crate::trace::{ClusterTrace, LeaderChange, TraceRecorder, TRACE_EVENTS_MAX_DEFAULT};
@@ -474,7 +475,7 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let metrics = self.metrics.get(i).cloned();
         let storage = MeteredStorage::new(self.open_storage(i).await?, metrics.clone());
-        let sm = self.host.state_machine(id, &self.config);
+        let sm = self.host.state_machine(id, self.config.data_bytes_max);
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = ServiceConfig {
             clock_epoch_ms: wall_clock_ms(),
@@ -485,11 +486,15 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         let peer_addrs = (0..self.nodes.len())
             .map(|j| (j as u64 + 1, self.peer_addrs[j].to_string()))
             .collect();
-        let (host, node2) = (&self.host, node.clone());
-        let server = match metrics {
-            Some(m) => host.serve_metered(node2, runtime, service, peer_addrs, client, m)?,
-            None => host.serve(node2, runtime, service, peer_addrs, client)?,
-        };
+        let server = self.host.serve(
+            node.clone(),
+            runtime,
+            service,
+            peer_addrs,
+            client,
+            ServerConfig::default(),
+            metrics,
+        )?;
         self.nodes[i] = Some(Running {
             node,
             _server: server,

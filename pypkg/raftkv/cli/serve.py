@@ -24,6 +24,12 @@ Exit codes (:data:`EXIT_CODES`):
 Metrics: ``--metrics-addr HOST:PORT`` serves the node's Prometheus metrics (OpenMetrics text,
 see ``raftkv.Node.metrics``) at ``http://HOST:PORT/metrics``.
 
+A sharded store (``--role``): ``--role controller`` runs a node of the shard controller's
+Raft group, ``--role group --gid GID --controller ENDPOINTS`` a member of replica group GID;
+each group (and the controller) is its own Raft cluster, with its own ``--peers``. Give the
+controller and every group the same ``--shards``. Then ``raftkv shard join GID=ENDPOINTS``
+hands shards to a group, and ``raftkv.ShardClerk(controller endpoints)`` reads and writes.
+
 Joining a running cluster (``--join ENDPOINTS``): ``--peers`` then names this node only
 (``--peers 4=HOST:PORT``); the node learns the members from one of the client addresses of
 ``--join``, asks the leader to add it as a learner, and the leader promotes it to voter once it
@@ -165,6 +171,29 @@ def add_parser(sub: Subparsers) -> None:
         help="serve the node's Prometheus metrics over HTTP at http://HOST:PORT/metrics",
     )
     s.add_argument(
+        "--role",
+        choices=("kv", "controller", "group"),
+        default="kv",
+        help="what the node serves: kv (default: the key/value store, for raftkv get/put and "
+        "Clerk); controller (a node of a sharded store's shard controller); group (a member of "
+        "replica group --gid of a sharded store, for ShardClerk). Join groups with raftkv shard "
+        "join",
+    )
+    s.add_argument("--gid", type=int, default=None, help="with --role group: the group's id (>= 1)")
+    s.add_argument(
+        "--controller",
+        metavar="ENDPOINTS",
+        default=None,
+        help="with --role group: client addresses of the shard controller's nodes, comma-separated",
+    )
+    s.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="with --role controller or group: the number of shards (default 256), fixed for "
+        "the store's life; give the controller and every group the same",
+    )
+    s.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -233,6 +262,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
+def _shard_role_options(args: argparse.Namespace, join: list[str] | None) -> list[str] | None:
+    """Checks the options of ``--role``; returns ``--controller``'s addresses (None unless
+    ``--role group``)."""
+    if args.role != "group" and (args.gid is not None or args.controller is not None):
+        raise UsageError("--gid and --controller go with --role group")
+    if args.role == "kv" and args.shards is not None:
+        raise UsageError("--shards goes with --role controller or group")
+    if args.role != "kv" and (join or args.tls_cert or args.client_token_file):
+        raise UsageError(f"--role {args.role} takes no --join, TLS or --client-token-file")
+    if args.role != "group":
+        return None
+    if args.gid is None or args.gid < 1:
+        raise UsageError("--role group needs --gid GID (>= 1)")
+    controller = [a.strip() for a in (args.controller or "").split(",") if a.strip()]
+    if not controller:
+        raise UsageError("--role group needs --controller HOST:PORT[,HOST:PORT...]")
+    return controller
+
+
 def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, bool]) -> int:
     peers = parse_id_map(args.peers, "--peers")
     client_addrs = parse_id_map(args.client_addrs, "--client-addrs") if args.client_addrs else None
@@ -252,6 +300,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         raise UsageError("TLS needs --tls-cert, --tls-key and --tls-ca together")
     if args.tls_client_ca and not all(tls):
         raise UsageError("--tls-client-ca needs --tls-cert, --tls-key and --tls-ca")
+    controller = _shard_role_options(args, join)
     try:
         raftkv._raftkv._log_to_stderr(args.log_format)
     except ValueError as e:
@@ -277,6 +326,10 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             tls_ca=args.tls_ca,
             tls_client_ca=args.tls_client_ca,
             client_token_file=args.client_token_file,
+            role=args.role,
+            gid=args.gid,
+            controller=controller,
+            shards=args.shards,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
@@ -307,8 +360,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         signal.signal(signal.SIGHUP, lambda _signum, _frame: reload.set())
     where = f", {args.data_dir}" if args.data_dir else ""
     where += ", TLS (SIGHUP reloads the certificates)" if args.tls_cert else ""
+    role = {"kv": "", "controller": "shard controller ", "group": f"group {args.gid} "}[args.role]
     _say(
-        f"raftkv: node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
+        f"raftkv: {role}node {args.id} serving: raft {node.peer_addr}, clients {node.client_addr}"
         f" ({args.storage}{where})"
     )
     failure = None

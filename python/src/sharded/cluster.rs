@@ -478,8 +478,10 @@ impl ShardedCluster {
     }
 
     /// Where group `gid` stands, read at its leader: {"num": installed config, "shards":
-    /// {shard: {"status": "serving" | "pulling" | "be_pulled" | "gc_pending", "keys": int}}},
-    /// or None if no node of the group leads and answers.
+    /// {shard: {"status": "serving" | "pulling" | "be_pulled" | "gc_pending", "keys": int,
+    /// "bytes": int}}, "bytes": int}, or None if no node of the group leads and answers.
+    /// "bytes" count data as the group's data_bytes_max does (a shard that would not fit
+    /// stays "pulling").
     fn progress<'py>(&self, py: Python<'py>, gid: i64) -> PyResult<Option<Bound<'py, PyDict>>> {
         let gid = self::gids(vec![gid])?[0];
         let p = self.run(py, move |c| {
@@ -503,9 +505,11 @@ impl ShardedCluster {
             };
             e.set_item("status", status)?;
             e.set_item("keys", s.keys)?;
+            e.set_item("bytes", s.bytes)?;
             shards.set_item(s.shard, e)?;
         }
         d.set_item("shards", shards)?;
+        d.set_item("bytes", p.shards.iter().map(|s| s.bytes).sum::<u64>())?;
         Ok(Some(d))
     }
 

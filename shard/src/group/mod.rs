@@ -12,9 +12,10 @@
 //! ```text
 //!   controller          new owner B (config n)                 old owner A (config n)
 //!   query(n) ───────▶  Config(n): s → Pulling                   Config(n): s → BePulled
-//!                      Pull{n,[s]} ─────────────────────────▶   (ReadIndex; answers only once
-//!                                                                A installed n) s's KV+sessions
-//!                      Insert{n,[s]}: s → GcPending (served) ◀──┘
+//!                      Pull{n,[(s,after)]} ─────────────────▶   (ReadIndex; answers only once
+//!                                                                A installed n) pieces of s
+//!                      Insert{n,pieces} (repeated from the new `after`) ◀──┘
+//!                        last piece in: s → GcPending (served)
 //!                      Delete{n,[s]} ───────────────────────▶   Delete{n,[s]} in A's log:
 //!                                                                s removed
 //!                      Confirmed{n,[s]}: s → Serving        ◀── Done
@@ -52,8 +53,17 @@
 //! ## Not done
 //! A shard whose every group left (the controller unassigns shards only when no group is
 //! left) is kept `BePulled` by its last owner, and a group joining later starts it empty.
-//! Shards move one `Insert` per source group per round; a shard larger than
-//! `shard_bytes_max` (below a Raft entry's limit) is refused and stays where it is.
+//! A single key larger than `shard_bytes_max` (a value grown by appends) cannot move: a piece
+//! holds at least one key.
+//!
+//! ## Pieces and bounds
+//! A shard moves in pieces ([`Piece`], `state/pieces.rs`): runs of its keys in order, each
+//! within a quarter of `shard_bytes_max`, several to a pull answer (and to the `Insert` entry
+//! it becomes) up to `shard_bytes_max`, the session table with the last piece. The new owner
+//! adds a piece only if it starts right after the last key it holds, so repeats change
+//! nothing; the shard is served once the last piece is in. A group's data (all its shards)
+//! is bounded by `data_bytes_max`: writes past it answer `StoreFull`, a piece past it is
+//! refused whole ([`GroupError::Full`]) and the shard stays `Pulling` until room is made.
 
 pub mod clerk;
 pub mod protocol;
@@ -65,6 +75,6 @@ pub use clerk::{ShardClerk, ShardClerkConfig, ShardClerkError};
 pub use protocol::{GroupReply, GroupRequest, GroupRequestBody, GroupResponse};
 pub use service::{run_driver, DriverConfig, GroupService};
 pub use state::{
-    GroupCommand, GroupConfig, GroupError, GroupOutcome, GroupQuery, GroupStateMachine, Progress,
-    ShardInfo, ShardStatus,
+    GroupCommand, GroupConfig, GroupError, GroupOutcome, GroupQuery, GroupStateMachine, Piece,
+    Progress, ShardInfo, ShardStatus, SHARD_SESSIONS_MAX_DEFAULT,
 };

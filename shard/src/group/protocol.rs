@@ -27,8 +27,12 @@ pub enum GroupRequestBody {
     Write { session: u64, seq: u64, op: Op },
     /// thesis §6.4: a linearizable read through ReadIndex.
     Read { key: Bytes },
-    /// 6.5840 lab 5B: the new owner in config `num` pulls these shards (ReadIndex).
-    Pull { num: u64, shards: Vec<ShardId> },
+    /// 6.5840 lab 5B: the new owner in config `num` pulls these shards (ReadIndex), each from
+    /// the key after the one given (the last it has; `None`: from the first), in pieces.
+    Pull {
+        num: u64,
+        shards: Vec<(ShardId, Option<Bytes>)>,
+    },
     /// 6.5840 challenge 1: the new owner in config `num` has these shards; delete them
     /// (through the log).
     Delete { num: u64, shards: Vec<ShardId> },

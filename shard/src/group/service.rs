@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::join_all;
 use raftkv_kv::clerk::{ClerkConfig, Connector};
 use raftkv_kv::protocol::Reply;
@@ -210,10 +211,7 @@ pub async fn round<R, CC, GC>(
         // 6.5840 lab 5B: configs one at a time: ask for exactly the next one.
         if let Ok(next) = controller.query(Some(num + 1)).await {
             if next.num == num + 1 {
-                let _ = service
-                    .node
-                    .propose(GroupCommand::Config(next).encode())
-                    .await;
+                proposed(service, GroupCommand::Config(next)).await;
             }
         }
         return;
@@ -251,7 +249,13 @@ async fn call_group<R: Runtime, GC: Connector<GroupRequestBody, GroupReply>>(
     }
 }
 
-/// Pulls `shards` from `from` (their owner in the previous config) and proposes them.
+/// A round pulls at most this many answers from one source group (each up to
+/// `shard_bytes_max` bytes of pieces), one after the other, before it lets the next round come.
+const PULLS_PER_ROUND_MAX: usize = 64;
+
+/// Pulls `shards` from `from` (their owner in the previous config) and proposes the pieces;
+/// again, from where they stand, while pieces arrive and shards of `from` are still `Pulling`
+/// (a large shard moves in many pieces), up to [`PULLS_PER_ROUND_MAX`] answers.
 async fn pull<R: Runtime, GC: Connector<GroupRequestBody, GroupReply>>(
     service: &GroupService<R>,
     groups: &GC,
@@ -261,23 +265,63 @@ async fn pull<R: Runtime, GC: Connector<GroupRequestBody, GroupReply>>(
     shards: Vec<ShardId>,
 ) {
     let num = progress.config.num;
-    let body = GroupRequestBody::Pull { num, shards };
-    let reply = call_group(
-        &service.runtime,
-        groups,
-        config,
-        &progress.prev.groups,
-        from,
-        body,
-    )
-    .await;
-    if let Some(GroupOutcome::Shards { num: n, shards }) = reply {
-        if n == num && !shards.is_empty() {
-            let _ = service
-                .node
-                .propose(GroupCommand::Insert { num, shards }.encode())
-                .await;
+    let mut at = progress.clone();
+    for _ in 0..PULLS_PER_ROUND_MAX {
+        let asks: Vec<(ShardId, Option<Bytes>)> = at
+            .shards
+            .iter()
+            .filter(|s| s.status == ShardStatus::Pulling && shards.contains(&s.shard))
+            .map(|s| (s.shard, s.after.clone()))
+            .collect();
+        if asks.is_empty() || at.config.num != num {
+            return;
         }
+        let body = GroupRequestBody::Pull { num, shards: asks };
+        let reply = call_group(
+            &service.runtime,
+            groups,
+            config,
+            &progress.prev.groups,
+            from,
+            body,
+        )
+        .await;
+        let Some(GroupOutcome::Shards {
+            num: n,
+            shards: pieces,
+        }) = reply
+        else {
+            return;
+        };
+        if n != num || pieces.is_empty() {
+            return;
+        }
+        let command = GroupCommand::Insert {
+            num,
+            shards: pieces,
+        };
+        if !proposed(service, command).await {
+            return;
+        }
+        match service.progress().await {
+            Some(p) => at = p,
+            None => return,
+        }
+    }
+}
+
+/// Proposes `command`; whether it was applied. A refusal by the state machine (a shard that
+/// cannot arrive: too large, past the group's `data_bytes_max`; a config of another shard
+/// count) is logged at warn: the driver retries it each round, and nothing moves until the
+/// cause is fixed.
+async fn proposed<R: Runtime>(service: &GroupService<R>, command: GroupCommand) -> bool {
+    match service.node.propose(command.encode()).await {
+        Ok(GroupOutcome::Err(e)) => {
+            tracing::warn!(error = %e, "the replica group refused its driver's proposal: {e}");
+            false
+        }
+        Ok(_) => true,
+        Err(_) => false,
     }
 }
 

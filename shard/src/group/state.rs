@@ -6,13 +6,18 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use raftkv_kv::state::{KvError, KvStateMachine, Op, Outcome, SessionConfig};
+use raftkv_kv::state::{
+    KvError, KvStateMachine, Op, Outcome, SessionConfig, DATA_BYTES_MAX_DEFAULT,
+};
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{Gid, ShardConfig, ShardId};
 use crate::hash::key_to_shard;
+
+mod pieces;
+pub use pieces::Piece;
 
 /// A group's fixed settings (the node's, not part of a snapshot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,13 +27,25 @@ pub struct GroupConfig {
     /// The number of shards (the controller's).
     pub shards: u32,
     /// Every shard's session table has these bounds (so at most `shards × sessions_max`
-    /// sessions in the group).
+    /// sessions in the group). A shard's table travels whole in its last piece: keep it
+    /// within `shard_bytes_max`.
     pub sessions: SessionConfig,
-    /// A migrated shard larger than this, encoded, is refused, and one pull answer carries at
-    /// most this many bytes of shards beyond its first: keep it below the client frame limit
+    /// A shard migrates in pieces ([`Piece`]) of about a quarter of this many bytes of keys;
+    /// a piece larger than this, encoded, is refused, and one pull answer carries at most this
+    /// many bytes of pieces beyond its first: keep it below the client frame limit
     /// (`raftkv_kv::protocol::CLIENT_FRAME_BYTES_MAX`) and the Raft entry limit.
     pub shard_bytes_max: usize,
+    /// The group's data (every shard it holds, as [`KvStateMachine::data_bytes`] counts them)
+    /// stays within this: a write past it is refused (`StoreFull`), and so is a piece of an
+    /// arriving shard ([`GroupError::Full`]: the shard stays `Pulling`, its pull retried each
+    /// round until room is made). The same on every member.
+    pub data_bytes_max: u64,
 }
+
+/// A shard's session table holds at most this many sessions (and as many expired records) in a
+/// group by default: at most about 80 bytes each encoded, so the table (which travels whole in
+/// a migrating shard's last piece) stays under 2 MB, within the default `shard_bytes_max`.
+pub const SHARD_SESSIONS_MAX_DEFAULT: usize = 12_000;
 
 impl GroupConfig {
     /// A group `gid` of a store with `shards` shards, with default bounds.
@@ -36,8 +53,12 @@ impl GroupConfig {
         Self {
             gid,
             shards,
-            sessions: SessionConfig::default(),
+            sessions: SessionConfig {
+                sessions_max: SHARD_SESSIONS_MAX_DEFAULT,
+                ..SessionConfig::default()
+            },
             shard_bytes_max: 3 << 20,
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -88,8 +109,8 @@ pub enum GroupCommand {
     /// 6.5840 lab 5B: install this config; only the one after the current, and only once every
     /// shard of the current one is settled (`Serving`).
     Config(ShardConfig),
-    /// Shards pulled from their previous owner for config `num`: each encoded
-    /// [`KvStateMachine`].
+    /// Pieces of shards pulled from their previous owner for config `num`: each an encoded
+    /// [`Piece`], the pieces of one shard in order.
     Insert {
         num: u64,
         shards: Vec<(ShardId, Bytes)>,
@@ -116,8 +137,12 @@ impl GroupCommand {
 pub enum GroupQuery {
     /// A client read.
     Get { key: Bytes },
-    /// Another group, the new owner in config `num`, asks for these shards.
-    Pull { num: u64, shards: Vec<ShardId> },
+    /// Another group, the new owner in config `num`, asks for these shards, each from the
+    /// key after the one given (the last it has; `None`: from the first).
+    Pull {
+        num: u64,
+        shards: Vec<(ShardId, Option<Bytes>)>,
+    },
     /// Where the group stands: what its migration driver and tests ask.
     Progress,
 }
@@ -143,6 +168,18 @@ pub enum GroupError {
     /// A migrated shard that does not decode, breaks an invariant or is too large.
     #[error("bad shard {shard}: {reason}")]
     BadShard { shard: ShardId, reason: String },
+    /// A piece of arriving shard `shard` would take the group's data past its
+    /// `data_bytes_max`: refused; the shard stays `Pulling` until room is made.
+    #[error(
+        "shard {shard} cannot arrive: {piece_bytes} more bytes would take the group's data \
+         ({data_bytes} bytes) past its bound of {data_bytes_max}"
+    )]
+    Full {
+        shard: ShardId,
+        piece_bytes: u64,
+        data_bytes: u64,
+        data_bytes_max: u64,
+    },
     /// A `Pull` or `Delete` from an address that is no member of a group of the installed
     /// config or the one before ([`crate::group::trust`]); nothing was read or changed.
     #[error("refused: {peer} is not a member of a group of config {num} or the one before")]
@@ -156,6 +193,10 @@ pub struct ShardInfo {
     pub status: ShardStatus,
     pub keys: usize,
     pub sessions: usize,
+    /// The shard's data bytes ([`KvStateMachine::data_bytes`]).
+    pub bytes: u64,
+    /// `Pulling`: the last key arrived so far (where the next piece starts).
+    pub after: Option<Bytes>,
 }
 
 /// Where a group stands.
@@ -271,6 +312,11 @@ impl GroupStateMachine {
                     status: s.status,
                     keys: s.kv.len(),
                     sessions: s.kv.sessions(),
+                    bytes: s.kv.data_bytes(),
+                    after: match s.status {
+                        ShardStatus::Pulling => s.kv.last_key().cloned(),
+                        _ => None,
+                    },
                 })
                 .collect(),
         }
@@ -303,10 +349,17 @@ impl GroupStateMachine {
                     | Op::Append { key, .. }
                     | Op::Delete { key } => key.clone(),
                 };
+                let data_bytes = self.data_bytes();
+                let data_bytes_max = self.settings.data_bytes_max;
                 match self.serving(&key) {
                     // Checked at apply time, in log order: a request logged before a config
                     // change that hands the shard off is applied here, one after it is not.
                     Some(shard) => {
+                        // The group's bound, as this shard's: what the others leave it.
+                        let others = data_bytes - shard.kv.data_bytes();
+                        shard
+                            .kv
+                            .set_data_bytes_max(data_bytes_max.saturating_sub(others));
                         GroupOutcome::Kv(shard.kv.apply_open_request(session, seq, now_ms, op))
                     }
                     None => GroupOutcome::WrongGroup,
@@ -408,68 +461,6 @@ impl GroupStateMachine {
         GroupOutcome::Done
     }
 
-    /// Installs pulled shards (for the installed config; a late or repeated copy is ignored).
-    /// Every shard is checked before any is installed: a bad one refuses the whole command.
-    fn insert(&mut self, num: u64, shards: Vec<(ShardId, Bytes)>) -> GroupOutcome {
-        if num != self.state.config.num {
-            return GroupOutcome::Done;
-        }
-        let mut decoded = Vec::with_capacity(shards.len());
-        for (shard, bytes) in shards {
-            let pulling =
-                self.state.shards.get(&shard).map(|s| s.status) == Some(ShardStatus::Pulling);
-            if !pulling {
-                continue;
-            }
-            match decode_shard(shard, &bytes, &self.settings) {
-                Ok(kv) => decoded.push((shard, kv)),
-                Err(e) => return GroupOutcome::Err(e),
-            }
-        }
-        for (shard, kv) in decoded {
-            self.state.shards.insert(
-                shard,
-                Shard {
-                    status: ShardStatus::GcPending,
-                    kv,
-                },
-            );
-        }
-        GroupOutcome::Done
-    }
-
-    /// The shards of `shards` that this group handed off in config `num` (the new owner's
-    /// pull), encoded; `NotReady` if this group has not installed config `num` yet. At most
-    /// `shard_bytes_max` bytes of shards in one answer (and always the first one), so that an
-    /// answer fits a client frame and the `Insert` it becomes fits a Raft entry; the new owner
-    /// pulls the rest in its next rounds.
-    pub fn pull(&self, num: u64, shards: &[ShardId]) -> GroupOutcome {
-        let installed = self.state.config.num;
-        if installed < num {
-            return GroupOutcome::NotReady { installed };
-        }
-        let mut out = Vec::new();
-        let mut bytes_total = 0usize;
-        if installed == num {
-            for shard in shards {
-                let Some(s) = self.state.shards.get(shard) else {
-                    continue;
-                };
-                if s.status != ShardStatus::BePulled || out.iter().any(|(id, _)| id == shard) {
-                    continue;
-                }
-                let bytes =
-                    Bytes::from(postcard::to_allocvec(&s.kv).expect("state always encodes"));
-                if !out.is_empty() && bytes_total + bytes.len() > self.settings.shard_bytes_max {
-                    break;
-                }
-                bytes_total += bytes.len();
-                out.push((*shard, bytes));
-            }
-        }
-        GroupOutcome::Shards { num, shards: out }
-    }
-
     /// Serves a read of `key` if the group serves its shard now.
     pub fn get(&self, key: &[u8]) -> GroupOutcome {
         let Ok(shard) = key_to_shard(key, self.settings.shards) else {
@@ -532,31 +523,6 @@ impl GroupStateMachine {
         }
         Ok(())
     }
-}
-
-/// A migrated shard, checked where it enters: size, decoding, invariants; its session table
-/// trimmed to this group's bounds.
-fn decode_shard(
-    shard: ShardId,
-    bytes: &[u8],
-    settings: &GroupConfig,
-) -> Result<KvStateMachine, GroupError> {
-    let bad = |reason: String| GroupError::BadShard { shard, reason };
-    if shard >= settings.shards {
-        return Err(GroupError::ShardOutOfRange { shard });
-    }
-    if bytes.len() > settings.shard_bytes_max {
-        return Err(bad(format!(
-            "{} bytes, more than {}",
-            bytes.len(),
-            settings.shard_bytes_max
-        )));
-    }
-    let mut kv: KvStateMachine =
-        postcard::from_bytes(bytes).map_err(|e| bad(format!("does not decode: {e}")))?;
-    kv.validate().map_err(|rule| bad(rule.to_string()))?;
-    kv.adopt_session_config(settings.sessions);
-    Ok(kv)
 }
 
 impl StateMachine for GroupStateMachine {
