@@ -73,7 +73,9 @@
 //! [`Raft::take_ready`]; the order in which a driver must do that work is written on [`Ready`].
 //! [`Raft::status`] reports the membership, whether the node was removed and, on a leader,
 //! every follower's progress. [`Node`] drives it over a runtime, storage and transport; [`sim`]
-//! runs whole clusters of it under one seed, with faults and reconfiguration.
+//! runs whole clusters of it under one seed, with faults and reconfiguration; [`mem`] and
+//! [`storage::MemStorage`] run real nodes in one process (an in-memory network, a state
+//! machine that keeps nothing).
 //!
 //! ## Modules
 //! `types` (ids, entries, hard state) · `message` (wire messages and the trace notation) ·
@@ -83,7 +85,8 @@
 //! and votes) · `step` (term rules and dispatch) · `replication` (append, commit, snapshots,
 //! reads) · `reconfig` (membership changes) · `transfer` (leadership transfer) · `ready` (the
 //! driver contract) · `inspect` (status, invariants) · `driver` (the async [`Node`]) · `sim`
-//! (the deterministic cluster simulator).
+//! (the deterministic cluster simulator) · `storage` and `mem` (memory storage, an in-process
+//! network, a no-op state machine).
 //!
 //! ## Deviations and what is not done
 //! - Every change that alters the voters goes through a joint configuration, even a single
@@ -118,6 +121,7 @@ mod election;
 mod inspect;
 pub mod io;
 mod log;
+pub mod mem;
 mod membership;
 mod message;
 mod progress;

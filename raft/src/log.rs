@@ -131,12 +131,19 @@ impl Log {
     /// Entries from `from` on, at most `entries_max` of them and at most `bytes_max` payload bytes
     /// (but at least one, if there is one).
     pub fn slice(&self, from: Index, entries_max: usize, bytes_max: usize) -> Vec<Entry> {
-        let Some(offset) = from.checked_sub(self.first_index()) else {
+        let Some(offset) = from
+            .checked_sub(self.first_index())
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|o| *o < self.entries.len())
+        else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let end = self.entries.len().min(offset.saturating_add(entries_max));
+        // Sized for every entry in range (the byte bound may stop it earlier): growing it
+        // entry by entry copied each Append's entries several times over.
+        let mut out = Vec::with_capacity(end - offset);
         let mut bytes = 0usize;
-        for entry in self.entries.iter().skip(offset as usize).take(entries_max) {
+        for entry in self.entries.range(offset..end) {
             bytes += entry.size_bytes();
             if !out.is_empty() && bytes > bytes_max {
                 break;

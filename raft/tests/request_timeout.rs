@@ -128,3 +128,36 @@ fn the_request_queue_holds_at_most_request_queue_max() {
     })
     .expect("no deadlock");
 }
+
+#[test]
+fn wait_for_leader_answers_once_a_leader_is_known_and_times_out_without_one() {
+    let rt = SimRuntime::new(23);
+    let r2 = rt.clone();
+    rt.block_on(async move {
+        let rt = r2;
+        let c = Cluster::start(&rt, TIMEOUT).await;
+        // No node can reach another: none learns of a leader.
+        c.net.partition(&[vec![1], vec![2], vec![3]]);
+        let t0 = rt.now();
+        let wait = Duration::from_millis(700);
+        assert_eq!(
+            c.node(1).wait_for_leader(wait).await,
+            Err(NodeError::Timeout)
+        );
+        let took = rt.now() - t0;
+        assert!(took >= wait && took <= wait + LATE_MAX, "{took:?}");
+        // Healed: every node answers with the same leader, which leads.
+        c.net.heal();
+        let mut leaders = Vec::new();
+        for id in 1..=3 {
+            let l = c.node(id).wait_for_leader(Duration::from_secs(10)).await;
+            leaders.push(l.expect("a leader within 10 s"));
+        }
+        assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
+        let l = leaders[0];
+        assert_eq!(c.node(l).wait_for_leader(Duration::ZERO).await, Ok(l));
+        assert!(c.node(l).propose(Bytes::from_static(b"x")).await.is_ok());
+        c.shutdown().await;
+    })
+    .expect("no deadlock");
+}

@@ -49,8 +49,7 @@ struct Args {
     /// tokio worker threads (servers and proposers share them).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Systems to run, comma separated: raftkv (the library's MemStorage), openraft, and
-    /// raftkv-vecstore (raftkv with the bench's leaner VecDeque storage, for comparison).
+    /// Systems to run, comma separated: raftkv, openraft.
     #[arg(long, value_delimiter = ',', default_value = "raftkv,openraft")]
     systems: Vec<String>,
     /// JSON lines output (default: benchmarks/results/openraft-STAMP.jsonl).
@@ -177,8 +176,8 @@ fn run_one(system: &str, proposers: usize, args: &Args) -> Measured {
     let payload = Bytes::from(vec![b'x'; args.payload]);
     let m = rt.block_on(async {
         match system {
-            "raftkv" | "raftkv-vecstore" => {
-                let c = raftkv_side::start(system == "raftkv-vecstore").await;
+            "raftkv" => {
+                let c = raftkv_side::start().await;
                 let m = drive(c.leader.clone(), proposers, warmup, secs, payload).await;
                 c.shutdown().await;
                 m

@@ -2,7 +2,7 @@
 //! [`Ready`](crate::Ready) contract.
 
 use super::error::{from_raft, NodeError};
-use super::node::{NodeConfig, PendingChange, ReconfigReply, Request};
+use super::node::{Call, NodeConfig, PendingChange, ReconfigReply, Request};
 use super::observer::{
     append_event, membership_event, vote_answer, EventKind, MsgInfo, ObserverHandle, SnapshotHow,
     TraceEvent,
@@ -19,6 +19,8 @@ use crate::Raft;
 use futures::channel::mpsc;
 use futures::{pin_mut, select_biased, FutureExt, StreamExt};
 use std::time::Duration;
+
+mod waiting;
 
 enum Event<R> {
     Message(Message),
@@ -51,6 +53,8 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     changes: Vec<PendingChange>,
     /// Leadership transfers waiting for their target to lead.
     transfers: Vec<(NodeId, ReconfigReply<()>)>,
+    /// Callers waiting until this node knows a leader.
+    leader_waiters: Vec<Call<Result<NodeId, NodeError>>>,
     /// What the transport was last told of the peers: (configuration entry, its term,
     /// snapshot point); `None` before the first call.
     peers_key: Option<(Index, Option<Term>, Index)>,
@@ -105,6 +109,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             reads: Reads::new(),
             changes: Vec::new(),
             transfers: Vec::new(),
+            leader_waiters: Vec::new(),
             peers_key: None,
             stopped: None,
             observer: config.observer.clone(),
@@ -342,6 +347,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 }
                 Err(e) => reply.send(Err(e.into())),
             },
+            Request::WaitLeader(reply) => match self.raft.leader() {
+                Some(leader) => reply.send(Ok(leader)),
+                None => self.leader_waiters.push(reply),
+            },
             Request::Shutdown => self.stopped = Some(NodeError::Shutdown),
         }
     }
@@ -353,102 +362,6 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         if self.peers_key != Some(key) {
             self.peers_key = Some(key);
             self.transport.set_peers(&self.raft.peer_addrs());
-        }
-    }
-
-    /// A configuration entry was applied: changes waiting for it (or, after their joint
-    /// configuration, for C_new) complete. An entry of another term at a change's index means
-    /// the change was lost with a leadership change.
-    fn applied_entry(&mut self, e: &crate::types::Entry) {
-        if self.changes.is_empty() {
-            return;
-        }
-        let leader_hint = self.raft.leader();
-        let membership = match &e.payload {
-            Payload::Membership(m) => Some(m),
-            _ => None,
-        };
-        let mut i = 0;
-        while i < self.changes.len() {
-            let c = &mut self.changes[i];
-            let done = if c.joint_applied {
-                membership.filter(|m| !m.is_joint()).map(|m| Ok(m.clone()))
-            } else if c.index == e.index {
-                match membership {
-                    Some(m) if e.term == c.term && m.is_joint() => {
-                        c.joint_applied = true;
-                        None
-                    }
-                    Some(m) if e.term == c.term => Some(Ok(m.clone())),
-                    _ => Some(Err(NodeError::NotLeader { leader_hint }.into())),
-                }
-            } else {
-                None
-            };
-            match done {
-                Some(result) => {
-                    let c = self.changes.swap_remove(i);
-                    c.reply.send(result);
-                }
-                None => i += 1,
-            }
-        }
-    }
-
-    /// Transfers complete once their target leads; they fail once abandoned (this node leads
-    /// and no longer transfers) or once another node leads.
-    fn check_transfers(&mut self) {
-        if self.transfers.is_empty() {
-            return;
-        }
-        let (me, leader) = (self.raft.id(), self.raft.leader());
-        let abandoned = self.raft.role() == Role::Leader;
-        let transferring = self.raft.transferring_to();
-        let mut i = 0;
-        while i < self.transfers.len() {
-            let target = self.transfers[i].0;
-            let result = if leader == Some(target) {
-                Some(Ok(()))
-            } else if abandoned && transferring != Some(target) {
-                Some(Err(NodeError::Timeout.into()))
-            } else if leader.is_some_and(|l| l != me) {
-                Some(Err(NodeError::NotLeader {
-                    leader_hint: leader,
-                }
-                .into()))
-            } else {
-                None
-            };
-            match result {
-                Some(r) => {
-                    let (_, reply) = self.transfers.swap_remove(i);
-                    reply.send(r);
-                }
-                None => i += 1,
-            }
-        }
-    }
-
-    /// Fails with `Timeout` every request whose deadline is at or before `now` (at each
-    /// tick; see [`super::pending`]). What it asked for may still happen.
-    fn expire(&mut self, now: Duration) {
-        self.proposals.expire(now);
-        self.reads.expire(now);
-        let mut i = 0;
-        while i < self.changes.len() {
-            if self.changes[i].reply.deadline <= now {
-                self.changes.swap_remove(i).reply.fail(NodeError::Timeout);
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = 0;
-        while i < self.transfers.len() {
-            if self.transfers[i].1.deadline <= now {
-                self.transfers.swap_remove(i).1.fail(NodeError::Timeout);
-            } else {
-                i += 1;
-            }
         }
     }
 
@@ -531,6 +444,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         self.observe_state();
         self.update_peers();
         self.check_transfers();
+        if !self.leader_waiters.is_empty() {
+            self.answer_leader_waiters();
+        }
     }
 
     fn queue_write(&mut self, job: Job) {
@@ -552,25 +468,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             return false;
         }
         self.proposals.covered(s.last.index);
-        // Changes the snapshot covers: done if it holds C_new after their joint configuration,
-        // unknown if it covers their entry unseen.
-        let mut i = 0;
-        while i < self.changes.len() {
-            let c = &self.changes[i];
-            let result = if c.joint_applied && !s.membership.is_joint() {
-                Some(Ok(s.membership.clone()))
-            } else if !c.joint_applied && c.index <= s.last.index {
-                Some(Err(NodeError::OutcomeUnknown.into()))
-            } else {
-                None
-            };
-            match result {
-                Some(r) => {
-                    self.changes.swap_remove(i).reply.send(r);
-                }
-                None => i += 1,
-            }
-        }
+        self.changes_restored(s);
         true
     }
 
@@ -601,30 +499,6 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 self.bytes_since_snapshot = 0;
             }
             Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
-        }
-    }
-
-    fn fail_all(&mut self) {
-        let err = self.stopped.clone().unwrap_or(NodeError::Shutdown);
-        self.proposals.fail_all(&err);
-        self.reads.fail_all(&err);
-        for c in self.changes.drain(..) {
-            c.reply.fail(err.clone());
-        }
-        for (_, reply) in self.transfers.drain(..) {
-            reply.fail(err.clone());
-        }
-        self.requests.close();
-        while let Some(r) = self.requests.try_next() {
-            match r {
-                Request::Propose(_, reply) | Request::Read(_, reply) => reply.fail(err.clone()),
-                Request::Status(reply) => {
-                    let _ = reply.send(self.raft.status());
-                }
-                Request::Change(_, reply) => reply.fail(err.clone()),
-                Request::Transfer(_, reply) => reply.fail(err.clone()),
-                Request::Shutdown => {}
-            }
         }
     }
 }

@@ -15,7 +15,7 @@ mod event_loop;
 mod node;
 pub mod observer;
 mod pending;
-mod queue;
+pub(crate) mod queue;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};

@@ -83,6 +83,7 @@ pub(super) enum Request<R> {
     Status(oneshot::Sender<Status>),
     Change(Vec<MemberChange>, ReconfigReply<Membership>),
     Transfer(NodeId, ReconfigReply<()>),
+    WaitLeader(Call<Result<NodeId, NodeError>>),
     Shutdown,
 }
 
@@ -186,6 +187,15 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         self.call(|tx| Request::Transfer(target, tx)).await?
     }
 
+    /// The leader this node knows of (itself if it leads), as soon as it knows one: at once
+    /// if it does. Fails with `Timeout` if it learns of none within `timeout`, `Shutdown` if
+    /// the node stops. For a caller that needs the leader (after start, after a failure)
+    /// without polling [`Node::status`]; the answer may be stale by the time it arrives, as
+    /// any leader hint may (a proposal then fails with `NotLeader` and its hint).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, NodeError> {
+        self.call_within(timeout, Request::WaitLeader).await?
+    }
+
     /// The node's current status.
     pub async fn status(&self) -> Result<Status, NodeError> {
         let (tx, rx) = oneshot::channel();
@@ -211,8 +221,17 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         &self,
         make: impl FnOnce(Call<T>) -> Request<M::Response>,
     ) -> Result<T, NodeError> {
+        self.call_within(self.timeout, make).await
+    }
+
+    /// [`Self::call`] with a timeout of its own.
+    async fn call_within<T>(
+        &self,
+        timeout: Duration,
+        make: impl FnOnce(Call<T>) -> Request<M::Response>,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
-        let deadline = self.runtime.now() + self.timeout;
+        let deadline = self.runtime.now().saturating_add(timeout);
         let call = Call {
             reply: tx,
             deadline,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a request was not queued.
-pub(super) enum QueueError {
+pub(crate) enum QueueError {
     /// `max` requests are queued already.
     Full,
     /// The event loop stopped.
@@ -20,7 +20,7 @@ pub(super) enum QueueError {
 }
 
 /// The handles' side. Cheap to clone.
-pub(super) struct QueueTx<T> {
+pub(crate) struct QueueTx<T> {
     tx: mpsc::UnboundedSender<T>,
     queued: Arc<AtomicUsize>,
     max: usize,
@@ -37,13 +37,13 @@ impl<T> Clone for QueueTx<T> {
 }
 
 /// The event loop's side.
-pub(super) struct QueueRx<T> {
+pub(crate) struct QueueRx<T> {
     rx: mpsc::UnboundedReceiver<T>,
     queued: Arc<AtomicUsize>,
 }
 
 /// A queue that holds at most `max` requests (at least one).
-pub(super) fn queue<T>(max: usize) -> (QueueTx<T>, QueueRx<T>) {
+pub(crate) fn queue<T>(max: usize) -> (QueueTx<T>, QueueRx<T>) {
     let (tx, rx) = mpsc::unbounded();
     let queued = Arc::new(AtomicUsize::new(0));
     let tx = QueueTx {
@@ -56,7 +56,7 @@ pub(super) fn queue<T>(max: usize) -> (QueueTx<T>, QueueRx<T>) {
 
 impl<T> QueueTx<T> {
     /// Queues `item` if fewer than `max` requests are queued.
-    pub(super) fn try_send(&self, item: T) -> Result<(), QueueError> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), QueueError> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(QueueError::Full);
@@ -65,7 +65,7 @@ impl<T> QueueTx<T> {
     }
 
     /// Queues `item` however many are queued (a shutdown must never be refused).
-    pub(super) fn send_always(&self, item: T) -> Result<(), QueueError> {
+    pub(crate) fn send_always(&self, item: T) -> Result<(), QueueError> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.send(item)
     }
@@ -89,19 +89,19 @@ impl<T> QueueRx<T> {
     }
 
     /// The next request; `None` once every handle is gone.
-    pub(super) async fn next(&mut self) -> Option<T> {
+    pub(crate) async fn next(&mut self) -> Option<T> {
         let item = self.rx.next().await;
         self.took(item)
     }
 
     /// A request that is already queued, if any.
-    pub(super) fn try_next(&mut self) -> Option<T> {
+    pub(crate) fn try_next(&mut self) -> Option<T> {
         let item = self.rx.try_recv().ok();
         self.took(item)
     }
 
     /// Refuses every later request (`Closed`); those queued can still be taken.
-    pub(super) fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.rx.close();
     }
 }
