@@ -144,6 +144,7 @@ def test_a_minute_of_virtual_time_with_faults_runs_in_seconds():
     )
     assert report["seconds"] >= 60.0
     assert report["ok"] > 500
+    assert report["ok"] + report["failed"] == len(history)
     assert wall < 30.0, f"{wall:.1f} s of wall time for 60 s of virtual time"
 
 

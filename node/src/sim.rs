@@ -605,19 +605,33 @@ async fn client_loop(
             0..=7 => clerk.get(key).await.map(drop),
             8..=11 => clerk.put(key, value, None).await.map(drop),
             // A conditional put at the version just read (0: the key must not exist).
-            12 | 13 => match clerk.get(key.clone()).await {
-                Ok((_, v)) => clerk.put(key, value, Some(v)).await.map(drop),
-                Err(ClerkError::NoKey) => clerk.put(key, value, Some(0)).await.map(drop),
-                Err(e) => Err(e),
-            },
+            12 | 13 => {
+                let read = clerk.get(key.clone()).await;
+                let version = match &read {
+                    Ok((_, v)) => Some(*v),
+                    Err(ClerkError::NoKey) => Some(0),
+                    Err(_) => None,
+                };
+                tally(&counts, &read.map(drop));
+                match version {
+                    Some(v) => clerk.put(key, value, Some(v)).await.map(drop),
+                    None => continue,
+                }
+            }
             14..=17 => clerk.append(key, value).await.map(drop),
             _ => clerk.delete(key).await,
         };
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(()) | Err(ClerkError::NoKey | ClerkError::Version { .. }) => c.ok += 1,
-            Err(_) => c.failed += 1,
-        }
+        tally(&counts, &result);
+    }
+}
+
+/// Counts one operation's result: answered (a missing key and a refused conditional put are
+/// definite answers) or failed.
+fn tally(counts: &Mutex<Counts>, result: &Result<(), ClerkError>) {
+    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(()) | Err(ClerkError::NoKey | ClerkError::Version { .. }) => c.ok += 1,
+        Err(_) => c.failed += 1,
     }
 }
 

@@ -71,6 +71,11 @@ fn a_workload_under_random_faults_stays_linearizable_and_replays() {
     let (report, history, trace) = run(3);
     assert!(report.faults.len() >= 5, "{report:?}");
     assert!(report.ok > 100, "{report:?}");
+    assert_eq!(
+        report.ok + report.failed,
+        history.len() as u64,
+        "every operation counted"
+    );
     let result = history.check(&CheckOptions::default());
     assert_eq!(result.verdict, Verdict::Ok, "{}", history.to_json());
     let (again, history2, trace2) = run(3);
