@@ -95,6 +95,17 @@ def test_fault_api_and_bad_input():
         sim.restart(leader)
         with pytest.raises(raftkv.ClusterError):
             sim.restart(leader)
+        sim.pause(new)
+        assert sim.is_paused(new)
+        with pytest.raises(raftkv.ClusterError):
+            sim.status(new)
+        assert sim.wait_leader(timeout=10.0) != new
+        sim.resume(new)
+        sim.block(new, leader)
+        sim.run_for(seconds=1.0)
+        sim.unblock(new, leader)
+        kinds = {e["type"] for e in sim.trace().events}
+        assert {"pause", "resume", "block", "unblock", "crash", "restart"} <= kinds
     assert sim.closed
     with pytest.raises(raftkv.ClusterError):
         sim.run_for(seconds=1.0)
