@@ -6,6 +6,9 @@ time; the replay of a simulated run loads in Chromium without errors."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +98,17 @@ def test_fault_api_and_bad_input():
         sim.restart(leader)
         with pytest.raises(raftkv.ClusterError):
             sim.restart(leader)
+        sim.pause(new)
+        assert sim.is_paused(new)
+        with pytest.raises(raftkv.ClusterError):
+            sim.status(new)
+        assert sim.wait_leader(timeout=10.0) != new
+        sim.resume(new)
+        sim.block(new, leader)
+        sim.run_for(seconds=1.0)
+        sim.unblock(new, leader)
+        kinds = {e["type"] for e in sim.trace().events}
+        assert {"pause", "resume", "block", "unblock", "crash", "restart"} <= kinds
     assert sim.closed
     with pytest.raises(raftkv.ClusterError):
         sim.run_for(seconds=1.0)
@@ -144,6 +158,7 @@ def test_a_minute_of_virtual_time_with_faults_runs_in_seconds():
     )
     assert report["seconds"] >= 60.0
     assert report["ok"] > 500
+    assert report["ok"] + report["failed"] == len(history)
     assert wall < 30.0, f"{wall:.1f} s of wall time for 60 s of virtual time"
 
 
@@ -169,6 +184,21 @@ def test_raftkv_sim_replays_a_seed_and_its_html_loads_in_chromium(tmp_path: Path
     assert attr(dom, "data-ready") == "yes", dom[:400]
     assert attr(dom, "data-errors") is None
     assert console_errors(log) == []
+
+
+def test_raftkv_sim_replays_byte_for_byte_in_another_process(tmp_path: Path):
+    """Nothing of a process (hash seeds, addresses, wall time) leaks into a simulated run."""
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        out.mkdir()
+        argv = [sys.executable, "-m", "raftkv", "sim", "--seed", "12", "--seconds", "10"]
+        argv += ["--history", str(out / "h.json"), "--trace", str(out / "t.json")]
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outputs.append(((out / "h.json").read_bytes(), (out / "t.json").read_bytes()))
+    assert outputs[0] == outputs[1]
 
 
 def test_raftkv_sim_bad_input_exits_2(capsys):

@@ -20,15 +20,14 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use raftkv_kv::clerk::{Clerk, ClerkConfig, ClerkError};
+use raftkv_kv::clerk::{Clerk, ClerkConfig};
 use raftkv_kv::history::History;
+use raftkv_kv::state::KvStateMachine;
 use raftkv_kv::testing::{
-    spawn_client, ClusterConfig as KvSimConfig, KvSimCluster, SimConnector, CLIENT_GROUP, NET_GROUP,
+    leader_among, ClusterConfig as KvSimConfig, KvSimCluster, SimConnector, CLIENT_GROUP, NET_GROUP,
 };
 use raftkv_raft::driver::observer::{EventKind, ObserverHandle};
 use raftkv_raft::runtime::sim::SimRuntime;
@@ -49,6 +48,9 @@ pub const SIM_RUN_MAX: Duration = Duration::from_secs(86_400);
 
 /// A Clerk of a [`SimCluster`]: the real KV Clerk over the simulated client network.
 pub type SimClerk = Clerk<SimRuntime, SimConnector>;
+
+/// A node of a [`SimCluster`].
+type SimNode = raftkv_raft::Node<SimRuntime, KvStateMachine>;
 
 /// How a simulated cluster is built.
 #[derive(Clone, Debug)]
@@ -83,8 +85,10 @@ pub struct SimCluster {
     /// `None` only while a call runs it, or for good once the simulation deadlocked.
     kv: Option<KvSimCluster>,
     trace: Option<TraceRecorder>,
-    /// Directed links (Raft ids) the partitions in force block.
+    /// Directed links (Raft ids) the partitions and blocks in force block.
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Paused nodes (by index): they are asked nothing (they would not answer).
+    paused: BTreeSet<usize>,
     n: usize,
 }
 
@@ -123,6 +127,7 @@ impl SimCluster {
             kv: Some(kv),
             trace,
             blocked: BTreeSet::new(),
+            paused: BTreeSet::new(),
             n: config.nodes,
         })
     }
@@ -148,7 +153,7 @@ impl SimCluster {
 
     /// The client addresses the Clerks use, index = node (`n1`, `n2`, ...).
     pub fn addrs(&self) -> Vec<String> {
-        KvSimCluster::<raftkv_kv::state::KvStateMachine>::addrs(&(0..self.n).collect::<Vec<_>>())
+        KvSimCluster::<KvStateMachine>::addrs(&(0..self.n).collect::<Vec<_>>())
     }
 
     /// Runs the simulation until `future` is done; its tasks and every other keep running.
@@ -221,6 +226,7 @@ impl SimCluster {
             return Err(ClusterError::NotRunning { index: i });
         }
         self.kv_mut()?.crash(i);
+        self.paused.remove(&i); // killing its tasks ended the pause
         self.record(Some(i), EventKind::Crash);
         Ok(())
     }
@@ -318,6 +324,9 @@ impl SimCluster {
     /// Node `i`'s status.
     pub fn status(&self, i: usize) -> Result<Status, ClusterError> {
         self.check(i)?;
+        if self.paused.contains(&i) {
+            return Err(ClusterError::Paused { index: i });
+        }
         let node = self
             .kv()?
             .service(i)
@@ -327,30 +336,96 @@ impl SimCluster {
         Ok(self.drive(async move { node.status().await })??)
     }
 
+    /// The nodes that are running and not paused (`None` for the others), by index.
+    fn answering(&self) -> Result<Vec<Option<SimNode>>, ClusterError> {
+        let kv = self.kv()?;
+        Ok((0..self.n)
+            .map(|i| match self.paused.contains(&i) {
+                true => None,
+                false => kv.service(i).map(|s| s.node().clone()),
+            })
+            .collect())
+    }
+
     /// The leader of the highest term among running nodes, if any.
-    pub fn leader(&mut self) -> Result<Option<usize>, ClusterError> {
-        self.with_kv(|kv| async move {
-            let l = kv.leader().await;
-            (kv, l)
+    pub fn leader(&self) -> Result<Option<usize>, ClusterError> {
+        let nodes = self.answering()?;
+        self.drive(async move {
+            let nodes: Vec<_> = nodes.iter().map(Option::as_ref).collect();
+            leader_among(&nodes).await
         })
     }
 
     /// Waits (in virtual time) until some node leads; its index.
-    pub fn wait_leader(&mut self, timeout: Duration) -> Result<usize, ClusterError> {
+    pub fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
         let rt = self.rt.clone();
-        let found = self.with_kv(move |kv| async move {
+        let nodes = self.answering()?;
+        let found = self.drive(async move {
+            let nodes: Vec<_> = nodes.iter().map(Option::as_ref).collect();
             let deadline = rt.now() + timeout;
             loop {
-                if let Some(l) = kv.leader().await {
-                    return (kv, Some(l));
+                if let Some(l) = leader_among(&nodes).await {
+                    return Some(l);
                 }
                 if rt.now() >= deadline {
-                    return (kv, None);
+                    return None;
                 }
                 rt.sleep(Duration::from_millis(10)).await;
             }
         })?;
         found.ok_or(ClusterError::NoLeader { waited: timeout })
+    }
+
+    /// Pauses node `i`, as SIGSTOP does a process: it keeps its state but runs nothing
+    /// (messages, client requests, timers) until [`SimCluster::resume`]; then it handles what
+    /// arrived meanwhile, late. Its status is not asked meanwhile ([`ClusterError::Paused`]).
+    pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        if !self.is_running(i) {
+            return Err(ClusterError::NotRunning { index: i });
+        }
+        self.rt.pause_group(i as u64 + 1);
+        self.paused.insert(i);
+        self.record(Some(i), EventKind::Pause);
+        Ok(())
+    }
+
+    /// Resumes node `i` (paused or not).
+    pub fn resume(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.check(i)?;
+        self.rt.resume_group(i as u64 + 1);
+        self.paused.remove(&i);
+        self.record(Some(i), EventKind::Resume);
+        Ok(())
+    }
+
+    /// Whether node `i` is running and paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused.contains(&i)
+    }
+
+    /// Drops every Raft message from node `from` to node `to`, one way, until
+    /// [`SimCluster::unblock`], `heal` or `partition`.
+    pub fn block(&mut self, from: usize, to: usize) -> Result<(), ClusterError> {
+        self.check(from)?;
+        self.check(to)?;
+        if from != to {
+            let to_id = to as NodeId + 1;
+            self.blocked.insert((from as NodeId + 1, to_id));
+            self.record(Some(from), EventKind::Block { to: to_id });
+            self.apply_blocked()?;
+        }
+        Ok(())
+    }
+
+    /// Lets Raft messages from node `from` to node `to` through again.
+    pub fn unblock(&mut self, from: usize, to: usize) -> Result<(), ClusterError> {
+        self.check(from)?;
+        self.check(to)?;
+        let to_id = to as NodeId + 1;
+        self.blocked.remove(&(from as NodeId + 1, to_id));
+        self.record(Some(from), EventKind::Unblock { to: to_id });
+        self.apply_blocked()
     }
 
     /// A Clerk that knows every node, with `config`; recording into `history` (in virtual
@@ -414,212 +489,9 @@ impl Drop for SimCluster {
     }
 }
 
-// ---- a workload under random faults (`raftkv sim`) ----
+mod workload;
 
-/// What [`SimCluster::run_workload`] runs.
-#[derive(Clone, Debug)]
-pub struct Workload {
-    /// Virtual time the clients run (at most [`SIM_RUN_MAX`]).
-    pub duration: Duration,
-    /// Concurrent clients, 1 to [`SIM_CLIENTS_MAX`]; each waits 1 to 50 ms between operations.
-    pub clients: usize,
-    /// Keys `k0..`, 1 to [`SIM_KEYS_MAX`].
-    pub keys: usize,
-    /// Inject faults drawn from the seed (crashes, restarts, partitions, isolating the leader,
-    /// an unreliable network), one every 0.5 to 2.5 s; all healed at the end.
-    pub faults: bool,
-    /// Each operation's Clerk timeout (virtual).
-    pub clerk_timeout: Duration,
-}
-
-/// What a workload did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkloadReport {
-    /// Operations answered (a missing key and a refused conditional put count: definite).
-    pub ok: u64,
-    /// Operations that failed (timed out, maybe applied, ...).
-    pub failed: u64,
-    /// The faults injected, in order: `"12.345 s: crash node 1"`.
-    pub faults: Vec<String>,
-}
-
-#[derive(Default)]
-struct Counts {
-    ok: u64,
-    failed: u64,
-}
-
-impl SimCluster {
-    /// Runs `workload.clients` concurrent Clerks (recording into `history`, in virtual time)
-    /// doing random gets, puts, conditional puts, appends and deletes for `workload.duration`,
-    /// with a random fault schedule drawn from the seed; then heals every fault, restarts the
-    /// crashed nodes and waits for each client's last operation.
-    pub fn run_workload(
-        &mut self,
-        workload: &Workload,
-        history: &History,
-    ) -> Result<WorkloadReport, ClusterError> {
-        if workload.clients == 0 || workload.clients > SIM_CLIENTS_MAX {
-            return Err(ClusterError::Setting(format!(
-                "clients must be 1 to {SIM_CLIENTS_MAX}, not {}",
-                workload.clients
-            )));
-        }
-        if workload.keys == 0 || workload.keys > SIM_KEYS_MAX {
-            return Err(ClusterError::Setting(format!(
-                "keys must be 1 to {SIM_KEYS_MAX}, not {}",
-                workload.keys
-            )));
-        }
-        if workload.duration > SIM_RUN_MAX || workload.clerk_timeout > SIM_RUN_MAX {
-            return Err(ClusterError::Setting(format!(
-                "a run is at most {} s of virtual time",
-                SIM_RUN_MAX.as_secs()
-            )));
-        }
-        let config = ClerkConfig {
-            timeout: workload.clerk_timeout.max(Duration::from_millis(1)),
-            attempt_timeout: Duration::from_secs(1).min(workload.clerk_timeout),
-            ..ClerkConfig::default()
-        };
-        let done = Arc::new(AtomicBool::new(false));
-        let counts = Arc::new(Mutex::new(Counts::default()));
-        let mut clients = Vec::new();
-        for c in 0..workload.clients {
-            let clerk = self.clerk(config.clone(), Some(history))?;
-            let task = client_loop(
-                self.rt.clone(),
-                clerk,
-                c,
-                workload.keys,
-                done.clone(),
-                counts.clone(),
-            );
-            clients.push(spawn_client(&self.rt, task));
-        }
-        let mut faults = Vec::new();
-        let end = self.rt.now() + workload.duration;
-        loop {
-            let pause = Duration::from_millis(self.rt.random(500, 2_500));
-            let now = self.rt.now();
-            if !workload.faults || now + pause >= end {
-                self.run_for(end.saturating_sub(now))?;
-                break;
-            }
-            self.run_for(pause)?;
-            if let Some(what) = self.random_fault()? {
-                faults.push(format!("{:.3} s: {what}", self.rt.now().as_secs_f64()));
-            }
-        }
-        done.store(true, Ordering::Relaxed);
-        if workload.faults {
-            self.heal()?;
-            self.set_reliable()?;
-            for i in 0..self.n {
-                if !self.is_running(i) {
-                    self.restart(i)?;
-                }
-            }
-            faults.push(format!(
-                "{:.3} s: heal, reliable network, every node running",
-                self.rt.now().as_secs_f64()
-            ));
-        }
-        for client in clients {
-            // A client task ends once its last operation does (within its Clerk's timeout).
-            self.drive(client)?.map_err(|_| ClusterError::Deadlock)?;
-        }
-        let c = counts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(WorkloadReport {
-            ok: c.ok,
-            failed: c.failed,
-            faults,
-        })
-    }
-
-    /// Injects one fault drawn from the runtime's generator; what it did, if anything.
-    fn random_fault(&mut self) -> Result<Option<String>, ClusterError> {
-        let n = self.n;
-        let i = self.rt.random(0, n as u64) as usize;
-        let down = (0..n).filter(|&j| !self.is_running(j)).count();
-        let what = match self.rt.random(0, 7) {
-            // Keep a majority up: the clients can make progress between faults.
-            0 | 1 if self.is_running(i) && down < (n - 1) / 2 => {
-                self.crash(i)?;
-                format!("crash node {i}")
-            }
-            0..=2 if !self.is_running(i) => {
-                self.restart(i)?;
-                format!("restart node {i}")
-            }
-            2 | 3 if n > 1 => {
-                let mut groups = vec![Vec::new(), Vec::new()];
-                for j in 0..n {
-                    groups[self.rt.random(0, 2) as usize].push(j);
-                }
-                self.partition(&groups)?;
-                format!("partition {:?} | {:?}", groups[0], groups[1])
-            }
-            4 => match self.leader()? {
-                Some(l) if n > 1 => {
-                    self.isolate(l)?;
-                    format!("isolate the leader, node {l}")
-                }
-                _ => return Ok(None),
-            },
-            5 => match self.rt.chance(0.5) {
-                true => {
-                    self.set_unreliable(0.1, (1, 27), true)?;
-                    "unreliable network (10% loss, 1-27 ms)".to_string()
-                }
-                false => {
-                    self.set_reliable()?;
-                    "reliable network".to_string()
-                }
-            },
-            _ => {
-                self.heal()?;
-                "heal".to_string()
-            }
-        };
-        Ok(Some(what))
-    }
-}
-
-/// One client of a workload until `done`: random operations on keys `k0..k{keys-1}`.
-async fn client_loop(
-    rt: SimRuntime,
-    mut clerk: SimClerk,
-    client: usize,
-    keys: usize,
-    done: Arc<AtomicBool>,
-    counts: Arc<Mutex<Counts>>,
-) {
-    let mut j = 0u64;
-    while !done.load(Ordering::Relaxed) {
-        rt.sleep(Duration::from_millis(rt.random(1, 51))).await;
-        j += 1;
-        let key = Bytes::from(format!("k{}", rt.random(0, keys as u64)));
-        let value = Bytes::from(format!("c{client}.{j};"));
-        let result = match rt.random(0, 20) {
-            0..=7 => clerk.get(key).await.map(drop),
-            8..=11 => clerk.put(key, value, None).await.map(drop),
-            // A conditional put at the version just read (0: the key must not exist).
-            12 | 13 => match clerk.get(key.clone()).await {
-                Ok((_, v)) => clerk.put(key, value, Some(v)).await.map(drop),
-                Err(ClerkError::NoKey) => clerk.put(key, value, Some(0)).await.map(drop),
-                Err(e) => Err(e),
-            },
-            14..=17 => clerk.append(key, value).await.map(drop),
-            _ => clerk.delete(key).await,
-        };
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(()) | Err(ClerkError::NoKey | ClerkError::Version { .. }) => c.ok += 1,
-            Err(_) => c.failed += 1,
-        }
-    }
-}
+pub use workload::{Workload, WorkloadReport};
 
 #[cfg(test)]
 mod tests;

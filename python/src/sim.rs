@@ -82,8 +82,8 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 /// the same run, byte for byte: history, trace and verdict. Nothing runs between calls:
 /// `run_for(seconds)` advances virtual time, a Clerk's blocking get/put/append/delete runs
 /// the cluster until it is answered (or its timeout passes, in virtual time), and faults
-/// (`crash`, `restart`, `partition`, `isolate`, `heal`, `set_unreliable`, `set_reliable`)
-/// take effect at once. Nodes are numbered 0..n-1 as in LocalCluster. Use it as a context
+/// (`crash`, `restart`, `partition`, `isolate`, `heal`, `set_unreliable`, `set_reliable`,
+/// `pause`, `resume`, `block`, `unblock`) take effect at once. Nodes are numbered 0..n-1 as in LocalCluster. Use it as a context
 /// manager, or call close().
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct SimCluster {
@@ -153,9 +153,17 @@ impl SimCluster {
     }
 
     /// Advances virtual time by `seconds` (at most a day); the cluster runs meanwhile.
+    /// Ctrl-C interrupts it between virtual seconds.
     fn run_for(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
-        let d = virtual_seconds(seconds, "seconds")?;
-        with_sim(py, &self.sim, move |s| s.run_for(d))
+        let mut left = virtual_seconds(seconds, "seconds")?;
+        // In steps of one virtual second, always the same (a run replays), to check signals.
+        while !left.is_zero() {
+            let step = left.min(std::time::Duration::from_secs(1));
+            with_sim(py, &self.sim, move |s| s.run_for(step))?;
+            left -= step;
+            py.check_signals()?;
+        }
+        Ok(())
     }
 
     /// Whether node i is running (not crashed).
@@ -226,6 +234,39 @@ impl SimCluster {
     /// Reliable Raft traffic again.
     fn set_reliable(&self, py: Python<'_>) -> PyResult<()> {
         with_sim(py, &self.sim, |s| s.set_reliable())
+    }
+
+    /// Pauses node i, as SIGSTOP does a process: it keeps its state but handles nothing
+    /// (Raft messages, client requests, timers) until resume(i); then it handles what arrived
+    /// meanwhile, late. status(i) of a paused node raises ClusterError; crash(i) works.
+    fn pause(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.n)?;
+        with_sim(py, &self.sim, move |s| s.pause(i))
+    }
+
+    /// Resumes node i (paused or not).
+    fn resume(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let i = node_index(i, self.n)?;
+        with_sim(py, &self.sim, move |s| s.resume(i))
+    }
+
+    /// Whether node i is running and paused.
+    fn is_paused(&self, py: Python<'_>, i: i64) -> PyResult<bool> {
+        let i = node_index(i, self.n)?;
+        with_sim(py, &self.sim, move |s| Ok(s.is_paused(i)))
+    }
+
+    /// A one-way partition: Raft messages from node `from_i` to node `to_i` are dropped, while
+    /// `to_i`'s still reach `from_i`; until unblock(from_i, to_i), heal() or partition().
+    fn block(&self, py: Python<'_>, from_i: i64, to_i: i64) -> PyResult<()> {
+        let (from, to) = (node_index(from_i, self.n)?, node_index(to_i, self.n)?);
+        with_sim(py, &self.sim, move |s| s.block(from, to))
+    }
+
+    /// Lets Raft messages from node `from_i` to node `to_i` through again.
+    fn unblock(&self, py: Python<'_>, from_i: i64, to_i: i64) -> PyResult<()> {
+        let (from, to) = (node_index(from_i, self.n)?, node_index(to_i, self.n)?);
+        with_sim(py, &self.sim, move |s| s.unblock(from, to))
     }
 
     /// Node i's status: the dict of LocalCluster.status (index, id, raft_id, role, term,

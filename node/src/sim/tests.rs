@@ -71,6 +71,11 @@ fn a_workload_under_random_faults_stays_linearizable_and_replays() {
     let (report, history, trace) = run(3);
     assert!(report.faults.len() >= 5, "{report:?}");
     assert!(report.ok > 100, "{report:?}");
+    assert_eq!(
+        report.ok + report.failed,
+        history.len() as u64,
+        "every operation counted"
+    );
     let result = history.check(&CheckOptions::default());
     assert_eq!(result.verdict, Verdict::Ok, "{}", history.to_json());
     let (again, history2, trace2) = run(3);
@@ -109,4 +114,41 @@ fn bad_calls_are_typed_errors() {
     ));
     sim.close();
     assert!(matches!(sim.leader(), Err(ClusterError::Deadlock)));
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_catches_up_once_resumed() {
+    let mut sim = SimCluster::start(SimConfig::new(3, 5)).unwrap();
+    let leader = sim.wait_leader(Duration::from_secs(5)).unwrap();
+    sim.pause(leader).unwrap();
+    assert!(sim.is_paused(leader));
+    assert!(matches!(
+        sim.status(leader),
+        Err(ClusterError::Paused { index }) if index == leader
+    ));
+    let other = sim.wait_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(other, leader);
+    let ck = sim.clerk(ClerkConfig::default(), None).unwrap();
+    let (_, r) = sim
+        .run_clerk(ck, |mut ck| async move {
+            let r = ck.put("k", "v", None).await;
+            (ck, r)
+        })
+        .unwrap();
+    assert_eq!(r, Ok(1));
+    sim.resume(leader).unwrap();
+    // One way: the old leader hears the others, they do not hear it.
+    let third = (0..3).find(|&i| i != leader && i != other).unwrap();
+    sim.block(leader, other).unwrap();
+    sim.block(leader, third).unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    let s = sim.status(leader).unwrap();
+    assert!(s.applied_index >= 2, "caught up: {s:?}");
+    sim.unblock(leader, other).unwrap();
+    let trace = sim.trace();
+    let kinds: Vec<_> = trace.events.iter().map(|e| &e.kind).collect();
+    assert!(kinds.iter().any(|k| matches!(k, EventKind::Pause)));
+    assert!(kinds.iter().any(|k| matches!(k, EventKind::Resume)));
+    assert!(kinds.iter().any(|k| matches!(k, EventKind::Block { .. })));
+    assert!(kinds.iter().any(|k| matches!(k, EventKind::Drop { .. })));
 }
