@@ -13,8 +13,8 @@ use crate::rpc::Handler;
 
 /// A KV [`Handler`] that counts each answered request into
 /// `raftkv_client_requests_total{op,result}` and `raftkv_client_request_seconds{op}`. Both
-/// labels take values from closed sets ([`op_name`], [`result_name`]), so the number of series
-/// is bounded whatever clients send.
+/// labels take values from closed sets (the request kinds and the answers), so the number of
+/// series is bounded whatever clients send.
 #[derive(Clone)]
 pub struct MeteredHandler<H> {
     inner: H,
