@@ -212,6 +212,24 @@ def test_unreliable_network(storage, runtime, tmp_path):
     assert_linearizable(history, tmp_path)
 
 
+def test_duplicated_peer_messages_change_nothing(tmp_path):
+    """Half the peer messages arrive twice (and some are lost, delayed and reordered): Raft
+    treats the copies as stale repeats, the history stays linearizable."""
+    history = raftkv.History()
+    with local_cluster("memory", "tokio") as cluster:
+        with pytest.raises(ValueError, match="duplicate"):
+            cluster.set_unreliable(duplicate=1.5)
+        with Workload(cluster.addrs, history, clients=4, keys=3, timeout=[5.0, 0.5]) as w:
+            w.wait_progress(20, what="before the network duplicates")
+            cluster.set_unreliable(drop=0.05, delay_ms=(0, 10), reorder=True, duplicate=0.5)
+            w.wait_progress(150, timeout=WAIT * 3, what="on a duplicating network")
+            cluster.set_reliable()
+            w.wait_progress(30, what="after set_reliable")
+        w.assert_no_errors()
+        wait_caught_up(cluster)
+    assert_linearizable(history, tmp_path)
+
+
 # --- restart of the whole cluster ---------------------------------------------------------------
 
 

@@ -419,24 +419,31 @@ impl LocalCluster {
         })
     }
 
-    /// Peer messages are dropped with probability `drop` and delayed by a uniform time in
-    /// `delay_ms` = (min, max) milliseconds (reordering them when `reorder`).
-    #[pyo3(signature = (drop=0.1, delay_ms=(0, 27), reorder=true))]
+    /// Peer messages are dropped with probability `drop`, delayed by a uniform time in
+    /// `delay_ms` = (min, max) milliseconds (reordering them when `reorder`), and sent twice
+    /// with probability `duplicate`.
+    #[pyo3(signature = (drop=0.1, delay_ms=(0, 27), reorder=true, duplicate=0.0))]
     fn set_unreliable(
         &self,
         py: Python<'_>,
         drop: f64,
         delay_ms: (u64, u64),
         reorder: bool,
+        duplicate: f64,
     ) -> PyResult<()> {
-        if !(0.0..=1.0).contains(&drop) {
-            return Err(PyValueError::new_err(format!(
-                "drop must be a probability in [0, 1], not {drop}"
-            )));
+        for (name, p) in [("drop", drop), ("duplicate", duplicate)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} must be a probability in [0, 1], not {p}"
+                )));
+            }
         }
         self.run(py, move |c| {
             Box::pin(async move {
-                with_cluster!(c, c => c.set_unreliable(drop, delay_ms, reorder));
+                with_cluster!(c, c => {
+                    c.set_unreliable(drop, delay_ms, reorder);
+                    c.set_duplicate_probability(duplicate);
+                });
                 Ok(())
             })
         })

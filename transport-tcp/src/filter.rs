@@ -1,5 +1,5 @@
 //! Fault injection on the send side: per directed link `(from, to)`, block, drop with a
-//! probability, or delay by a random time in a range. One [`FaultFilter`] handle may be shared
+//! probability, duplicate with a probability, or delay by a random time in a range. One [`FaultFilter`] handle may be shared
 //! by every transport of a local cluster (it is keyed by both ends) or kept per transport.
 //! Drop and delay decisions draw from one seeded generator.
 
@@ -20,6 +20,9 @@ pub struct LinkRule {
     pub delay_ms_min: u64,
     /// See `delay_ms_min`.
     pub delay_ms_max: u64,
+    /// Send each message that is not dropped twice with this probability (0.0 ..= 1.0), as a
+    /// network that retransmits may: Raft must treat the copy as a stale repeat.
+    pub duplicate_probability: f64,
 }
 
 /// What to do with one message.
@@ -31,6 +34,8 @@ pub enum Verdict {
     Drop,
     /// Deliver after this long.
     Delay(Duration),
+    /// Send it now, twice.
+    Duplicate,
 }
 
 /// A cloneable handle on a set of link faults; clones share the same rules and generator.
@@ -108,6 +113,17 @@ impl FaultFilter {
             .entry((from, to))
             .or_default()
             .drop_probability = p;
+    }
+
+    /// Sends each message from `from` to `to` twice with probability `p` (clamped to
+    /// 0.0 ..= 1.0).
+    pub fn set_duplicate_probability(&self, from: NodeId, to: NodeId, p: f64) {
+        let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        self.state()
+            .links
+            .entry((from, to))
+            .or_default()
+            .duplicate_probability = p;
     }
 
     /// Delays each message from `from` to `to` by a uniform time in `min_ms ..= max_ms`
@@ -199,6 +215,9 @@ impl FilterState {
         if self.rng.chance(rule.drop_probability) {
             return (Verdict::Drop, true);
         }
+        if rule.duplicate_probability > 0.0 && self.rng.chance(rule.duplicate_probability) {
+            return (Verdict::Duplicate, false);
+        }
         if rule.delay_ms_max == 0 {
             return (Verdict::Deliver, false);
         }
@@ -274,5 +293,20 @@ mod tests {
             vec![(2, 3)],
             "the block's drop is not random"
         );
+    }
+
+    #[test]
+    fn duplicates_are_drawn_with_their_probability_and_never_for_a_blocked_link() {
+        let f = FaultFilter::new(5);
+        f.set_duplicate_probability(1, 2, 1.0);
+        assert_eq!(f.decide(1, 2), Verdict::Duplicate);
+        assert_eq!(f.decide(2, 1), Verdict::Deliver);
+        f.set_duplicate_probability(1, 2, 0.5);
+        let dups = (0..1000)
+            .filter(|_| f.decide(1, 2) == Verdict::Duplicate)
+            .count();
+        assert!((400..600).contains(&dups), "{dups}");
+        f.block(1, 2);
+        assert_eq!(f.decide(1, 2), Verdict::Drop);
     }
 }

@@ -358,6 +358,10 @@ impl Transport for TcpTransport {
         };
         match self.filter.decide_message(&msg) {
             Verdict::Deliver => enqueue(counters, queue, msg),
+            Verdict::Duplicate => {
+                enqueue(counters, queue, msg.clone());
+                enqueue(counters, queue, msg);
+            }
             Verdict::Drop => add(&counters.dropped_filter, 1),
             Verdict::Delay(delay) => match self.delays.push(msg, delay) {
                 Ok(()) => {}

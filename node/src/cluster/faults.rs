@@ -61,8 +61,16 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         self.apply_faults();
     }
 
+    /// Peer messages are sent twice with probability `p` (0 ..= 1; NaN counts as 0), on top of
+    /// [`Self::set_unreliable`]'s faults, until [`Self::set_reliable`].
+    pub fn set_duplicate_probability(&mut self, p: f64) {
+        self.faults.duplicate_probability = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        self.apply_faults();
+    }
+
     pub fn set_reliable(&mut self) {
         self.faults.drop_probability = 0.0;
+        self.faults.duplicate_probability = 0.0;
         self.faults.delay_ms = (0, 0);
         if let Some(t) = &self.trace {
             t.record(self.runtime.now(), 0, EventKind::Reliable);
@@ -83,6 +91,7 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
                     drop_probability: self.faults.drop_probability,
                     delay_ms_min: self.faults.delay_ms.0,
                     delay_ms_max: self.faults.delay_ms.1,
+                    duplicate_probability: self.faults.duplicate_probability,
                 };
                 if rule != LinkRule::default() {
                     self.filter.set_link(from, to, rule);

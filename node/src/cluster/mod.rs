@@ -122,6 +122,7 @@ struct Faults {
     blocked: BTreeSet<(NodeId, NodeId)>,
     drop_probability: f64,
     delay_ms: (u64, u64),
+    duplicate_probability: f64,
 }
 
 /// n nodes in this process, each running `H` (the KV service by default). Dropping it stops
