@@ -350,7 +350,7 @@ mod tests {
         Entry {
             index,
             term,
-            payload: Payload::Membership(Membership::from_voters(voters.iter().copied())),
+            payload: Payload::Membership(Box::new(Membership::from_voters(voters.iter().copied()))),
         }
     }
 

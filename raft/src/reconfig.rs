@@ -114,7 +114,7 @@ impl Raft {
         let entry = Entry {
             term: self.term,
             index,
-            payload: Payload::Membership(membership),
+            payload: Payload::Membership(Box::new(membership)),
         };
         if let RoleState::Leader(l) = &mut self.role {
             l.uncommitted_bytes += entry.payload.len_bytes();

@@ -86,7 +86,7 @@ pub fn storage_conformance<S: Storage>(mut open: impl FnMut() -> S) {
     let config = Entry {
         index: 5,
         term: 2,
-        payload: Payload::Membership(membership(5)),
+        payload: Payload::Membership(Box::new(membership(5))),
     };
     write(&s, vec![WriteOp::Append(vec![config.clone()])]);
     write(&s, vec![WriteOp::Append(entries(6, 6, 2, "c"))]);

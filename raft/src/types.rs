@@ -46,8 +46,10 @@ pub enum Payload {
     Command(Bytes),
     /// thesis §4.1: a cluster configuration. It takes effect on a node as soon as the node
     /// appends it, committed or not. (Variants are only ever added at the end: the stored
-    /// encoding numbers them.)
-    Membership(Membership),
+    /// encoding numbers them.) Boxed: held inline, a configuration made every `Entry` 144
+    /// bytes, and the log copies entries (to storage, to each follower, to apply) far more
+    /// often than it holds a configuration; the encoding is the same.
+    Membership(Box<Membership>),
 }
 
 impl Payload {

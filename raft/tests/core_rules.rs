@@ -657,7 +657,7 @@ fn restore_rejects_inconsistent_persisted_state() {
             entries: vec![Entry {
                 index: 1,
                 term: 1,
-                payload: Payload::Membership(Membership::from_voters([0, 1])),
+                payload: Payload::Membership(Box::new(Membership::from_voters([0, 1]))),
             }],
             ..Default::default()
         },

@@ -105,7 +105,7 @@ fn random_entries(rng: &mut Rng, base: LogId, term: u64) -> Vec<Entry> {
                 small(rng, index)
             };
             let payload = if rng.chance(0.1) {
-                Payload::Membership(random_membership(rng))
+                Payload::Membership(Box::new(random_membership(rng)))
             } else if rng.chance(0.3) {
                 Payload::Noop
             } else {

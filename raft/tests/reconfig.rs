@@ -391,7 +391,7 @@ fn a_truncated_configuration_rolls_back_on_a_follower() {
     let cfg = |voters: &[u64]| Entry {
         index: 3,
         term: 1,
-        payload: Payload::Membership(Membership::from_voters(voters.iter().copied())),
+        payload: Payload::Membership(Box::new(Membership::from_voters(voters.iter().copied()))),
     };
     step_append(&mut r, 1, LogId::new(2, 1), vec![cfg(&[1, 2, 3, 4])]);
     assert_eq!(r.membership().voters().len(), 4, "in effect once appended");
@@ -720,7 +720,7 @@ fn a_leader_that_won_alone_sends_nothing_before_its_term_is_durable() {
         entries: vec![Entry {
             index: 1,
             term: 0,
-            payload: Payload::Membership(learner),
+            payload: Payload::Membership(Box::new(learner)),
         }],
         ..Persisted::default()
     };

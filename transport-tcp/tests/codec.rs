@@ -94,7 +94,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
         payload,
     };
     let command = Payload::Command(bytes(rng, 40));
-    let config = Payload::Membership(membership(rng));
+    let config = Payload::Membership(Box::new(membership(rng)));
     vec![
         Body::PreVote {
             last_log: log_id(rng),

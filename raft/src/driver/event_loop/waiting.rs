@@ -37,7 +37,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         }
         let leader_hint = self.raft.leader();
         let membership = match &e.payload {
-            Payload::Membership(m) => Some(m),
+            Payload::Membership(m) => Some(&**m),
             _ => None,
         };
         let mut i = 0;
