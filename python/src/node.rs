@@ -59,6 +59,11 @@ macro_rules! with_node {
     };
 }
 
+/// The error of a call that needs a running node.
+fn not_running() -> PyErr {
+    ClusterError::new_err("the node is not running; start() it first")
+}
+
 impl<R: NetRuntime> RoleNode<R> {
     async fn start(runtime: R, config: StandaloneConfig, role: Role) -> PyResult<Self> {
         async fn one<R: NetRuntime, H: Host>(
@@ -120,6 +125,23 @@ pub struct Node {
     running: Arc<tokio::sync::Mutex<Option<AnyNode>>>,
     /// The running node's failure cause, readable without waiting on `running`'s lock.
     failure: Arc<std::sync::Mutex<Option<Failure>>>,
+}
+
+impl Node {
+    /// `f` on the running node, under its lock; `not_running()` if it is not running.
+    fn on_running<T: Send + 'static>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&AnyNode) -> PyResult<T> + Send + 'static,
+    ) -> PyResult<T> {
+        let running = self.running.clone();
+        block_on(py, async move {
+            match running.lock().await.as_ref() {
+                None => Err(not_running()),
+                Some(n) => f(n),
+            }
+        })?
+    }
 }
 
 #[pymethods]
@@ -354,9 +376,7 @@ impl Node {
         let s = block_on(py, async move {
             let g = running.lock().await;
             match g.as_ref() {
-                None => Err(ClusterError::new_err(
-                    "the node is not running; start() it first",
-                )),
+                None => Err(not_running()),
                 Some(n) => with_node!(n, n, _r => ce(n.status().await)),
             }
         })??;
@@ -369,32 +389,14 @@ impl Node {
     /// snapshots, restarts, durable-write latency (storage_write_seconds), client requests by
     /// kind and result with their latency (names prefixed raftkv_).
     fn metrics(&self, py: Python<'_>) -> PyResult<String> {
-        let running = self.running.clone();
-        block_on(py, async move {
-            let g = running.lock().await;
-            match g.as_ref() {
-                None => Err(ClusterError::new_err(
-                    "the node is not running; start() it first",
-                )),
-                Some(n) => with_node!(n, n, _r => Ok(n.metrics())),
-            }
-        })?
+        self.on_running(py, |n| with_node!(n, n, _r => Ok(n.metrics())))
     }
 
     /// Reads the node's TLS files again (certificate, key, CA, client CA): connections opened
     /// from now on use them, open ones keep theirs. Raises raftkv.ClusterError if a file
     /// fails to load (the settings in force stay) or the node has no TLS.
     fn reload_tls(&self, py: Python<'_>) -> PyResult<()> {
-        let running = self.running.clone();
-        block_on(py, async move {
-            let g = running.lock().await;
-            match g.as_ref() {
-                None => Err(ClusterError::new_err(
-                    "the node is not running; start() it first",
-                )),
-                Some(n) => with_node!(n, n, _r => ce(n.reload_tls())),
-            }
-        })?
+        self.on_running(py, |n| with_node!(n, n, _r => ce(n.reload_tls())))
     }
 
     /// Stops the node and waits until its ports and storage are released. Idempotent.
