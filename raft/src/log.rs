@@ -128,29 +128,40 @@ impl Log {
         self.term_at(id.index) == Some(id.term)
     }
 
+    /// How many entries from `from` on [`Log::slice`] would return: at most `entries_max` of
+    /// them and at most `bytes_max` payload bytes (but at least one, if there is one). Counting
+    /// clones nothing: a leader decides from it whether an Append goes at all.
+    pub fn slice_len(&self, from: Index, entries_max: usize, bytes_max: usize) -> usize {
+        let Some(offset) = self.offset(from) else {
+            return 0;
+        };
+        let end = self.entries.len().min(offset.saturating_add(entries_max));
+        let mut bytes = 0usize;
+        let mut n = 0;
+        for entry in self.entries.range(offset..end) {
+            bytes += entry.size_bytes();
+            if n > 0 && bytes > bytes_max {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Entries from `from` on, at most `entries_max` of them and at most `bytes_max` payload bytes
     /// (but at least one, if there is one).
     pub fn slice(&self, from: Index, entries_max: usize, bytes_max: usize) -> Vec<Entry> {
-        let Some(offset) = from
-            .checked_sub(self.first_index())
+        let n = self.slice_len(from, entries_max, bytes_max);
+        self.offset(from).map_or_else(Vec::new, |o| {
+            self.entries.range(o..o + n).cloned().collect()
+        })
+    }
+
+    /// The position of `from` in `entries`, if the log holds it.
+    fn offset(&self, from: Index) -> Option<usize> {
+        from.checked_sub(self.first_index())
             .and_then(|o| usize::try_from(o).ok())
             .filter(|o| *o < self.entries.len())
-        else {
-            return Vec::new();
-        };
-        let end = self.entries.len().min(offset.saturating_add(entries_max));
-        // Sized for every entry in range (the byte bound may stop it earlier): growing it
-        // entry by entry copied each Append's entries several times over.
-        let mut out = Vec::with_capacity(end - offset);
-        let mut bytes = 0usize;
-        for entry in self.entries.range(offset..end) {
-            bytes += entry.size_bytes();
-            if !out.is_empty() && bytes > bytes_max {
-                break;
-            }
-            out.push(entry.clone());
-        }
-        out
     }
 
     /// Entries in `from..=to` (clamped to what the log holds).
@@ -393,5 +404,11 @@ mod tests {
         assert_eq!(l.slice(2, 2, usize::MAX).len(), 2);
         assert_eq!(l.slice(2, 10, 1).len(), 1);
         assert!(l.slice(9, 10, 100).is_empty());
+        for (from, max, bytes) in [(2, 2, usize::MAX), (2, 10, 1), (9, 10, 100), (1, 0, 9)] {
+            assert_eq!(
+                l.slice_len(from, max, bytes),
+                l.slice(from, max, bytes).len()
+            );
+        }
     }
 }

@@ -160,20 +160,22 @@ impl Raft {
             self.send_snapshot_chunk(to);
             return false;
         };
-        let entries = self.log.slice(pr.next_index, entries_max, bytes_max);
+        // Counted first, cloned only once the Append is sure to go: a response to a busy
+        // leader finds a partial batch that must wait far more often than one it sends.
+        let n = self.log.slice_len(pr.next_index, entries_max, bytes_max);
         let is_probe = matches!(pr.state, ReplicationState::Probe { .. });
-        if entries.is_empty() && !(allow_empty && is_probe) {
+        if n == 0 && !(allow_empty && is_probe) {
             return false;
         }
         /// thesis §10.2.2: batch while pipelining. With an Append unanswered, the next goes
         /// only if it is full; a partial batch waits for the answer and gathers what arrives
         /// meanwhile, so a busy follower gets one large write, not many small ones.
-        let full = entries.len() >= entries_max
-            || pr.next_index + entries.len() as Index <= self.log.last_index();
+        let full = n >= entries_max || pr.next_index + n as Index <= self.log.last_index();
         if !pr.inflight.is_empty() && !full {
             return false;
         }
-        pr.sent(base_index + entries.len() as Index);
+        let entries = self.log.slice(pr.next_index, n, usize::MAX);
+        pr.sent(base_index + n as Index);
         let body = Body::Append {
             base: LogId::new(base_index, base_term),
             entries,
