@@ -30,9 +30,16 @@ pub struct Config {
     /// `entry_bytes_max`).
     pub append_bytes_max: usize,
     /// Pipelining: at most this many unacknowledged Appends per follower. Only full Appends
-    /// (`append_entries_max` entries or `append_bytes_max` bytes) are sent while one is
-    /// unacknowledged; a partial one waits for the answer, and takes what arrived meanwhile.
+    /// (`append_entries_max` entries or `append_bytes_max` bytes) are sent while
+    /// `partial_appends_inflight_max` are unacknowledged; a partial one waits for an answer,
+    /// and takes what arrived meanwhile.
     pub inflight_appends_max: usize,
+    /// thesis §10.2.2: a partial Append (fewer entries than `append_entries_max`) goes while
+    /// fewer than this many Appends to its follower are unacknowledged. 1: strict stop-and-wait
+    /// for partial batches (the largest batches); 2 (the default): the leader sends a batch
+    /// while the one before is in flight, so that leader and followers work at the same time
+    /// instead of in turn.
+    pub partial_appends_inflight_max: usize,
     /// A single proposal may carry at most this many bytes.
     pub entry_bytes_max: usize,
     /// A leader refuses proposals while this many bytes are appended but not committed.
@@ -65,6 +72,7 @@ impl Config {
             append_entries_max: 512,
             append_bytes_max: 1 << 20,
             inflight_appends_max: 64,
+            partial_appends_inflight_max: 2,
             entry_bytes_max: 8 << 20,
             uncommitted_bytes_max: 64 << 20,
             snapshot_chunk_bytes_max: 1 << 20,
@@ -135,6 +143,10 @@ impl Config {
             ("append_entries_max", self.append_entries_max),
             ("append_bytes_max", self.append_bytes_max),
             ("inflight_appends_max", self.inflight_appends_max),
+            (
+                "partial_appends_inflight_max",
+                self.partial_appends_inflight_max,
+            ),
             ("entry_bytes_max", self.entry_bytes_max),
             ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
             ("pending_reads_max", self.pending_reads_max),

@@ -136,10 +136,11 @@ impl Raft {
     /// Raft §5.3: one Append of the entries from `next_index`, with the entry before them as
     /// base. Returns true if something was sent.
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
-        let (entries_max, bytes_max, inflight_max) = (
+        let (entries_max, bytes_max, inflight_max, partial_inflight_max) = (
             self.config.append_entries_max,
             self.config.append_bytes_max,
             self.config.inflight_appends_max,
+            self.config.partial_appends_inflight_max,
         );
         let RoleState::Leader(l) = &mut self.role else {
             return false;
@@ -167,11 +168,12 @@ impl Raft {
         if n == 0 && !(allow_empty && is_probe) {
             return false;
         }
-        /// thesis §10.2.2: batch while pipelining. With an Append unanswered, the next goes
-        /// only if it is full; a partial batch waits for the answer and gathers what arrives
-        /// meanwhile, so a busy follower gets one large write, not many small ones.
+        /// thesis §10.2.2: batch while pipelining. With `partial_inflight_max` Appends
+        /// unanswered, the next goes only if it is full; a partial batch waits for an answer
+        /// and gathers what arrives meanwhile, so a busy follower gets large writes, not many
+        /// small ones.
         let full = n >= entries_max || pr.next_index + n as Index <= self.log.last_index();
-        if !pr.inflight.is_empty() && !full {
+        if pr.inflight.len() >= partial_inflight_max && !full {
             return false;
         }
         let entries = self.log.slice(pr.next_index, n, usize::MAX);

@@ -266,11 +266,18 @@ fn appends_to(ready: &raftkv_raft::Ready, to: u64) -> Vec<Vec<u64>> {
         .collect()
 }
 
-/// Node 1 leading term 1 with Appends of at most `entries_max` entries; node 2 holds its first
-/// entry, so it is replicated to (pipelined); node 3 is silent (probing).
+/// Node 1 leading term 1 with Appends of at most `entries_max` entries, a partial one only
+/// with none unanswered; node 2 holds its first entry, so it is replicated to (pipelined);
+/// node 3 is silent (probing).
 fn pipelined_leader(entries_max: usize) -> Raft {
+    pipelined_leader_with(entries_max, 1)
+}
+
+/// [`pipelined_leader`] sending a partial Append while fewer than `partial_max` are unanswered.
+fn pipelined_leader_with(entries_max: usize, partial_max: usize) -> Raft {
     let mut config = config(1);
     config.append_entries_max = entries_max;
+    config.partial_appends_inflight_max = partial_max;
     let persisted = Persisted {
         hard_state: HardState::default(),
         snapshot: None,
@@ -329,6 +336,30 @@ fn leader_pipelines_only_full_appends_and_a_partial_one_waits_for_the_answer() {
     // Nothing unanswered: the partial Append goes.
     r.step(msg(2, 1, 1, accepted(7)));
     assert_eq!(appends_to(&r.take_ready(), 2), [vec![8]]);
+}
+
+#[test]
+fn leader_sends_a_partial_append_while_fewer_than_partial_appends_inflight_max_are_unanswered() {
+    // thesis §10.2.2 with `partial_appends_inflight_max` = 2: a partial batch goes with one
+    // Append unanswered (leader and follower then work at once), and waits with two.
+    let mut r = pipelined_leader_with(4, 2);
+    r.propose(Bytes::from_static(b"p0")).expect("leader");
+    assert_eq!(appends_to(&r.take_ready(), 2), [vec![2]], "none unanswered");
+    r.propose(Bytes::from_static(b"p1")).expect("leader");
+    assert_eq!(appends_to(&r.take_ready(), 2), [vec![3]], "one unanswered");
+    r.propose(Bytes::from_static(b"p2")).expect("leader");
+    assert_eq!(
+        appends_to(&r.take_ready(), 2),
+        Vec::<Vec<u64>>::new(),
+        "4 waits: two unanswered"
+    );
+    r.propose(Bytes::from_static(b"p3")).expect("leader");
+    r.step(msg(2, 1, 1, accepted(2)));
+    assert_eq!(
+        appends_to(&r.take_ready(), 2),
+        [vec![4, 5]],
+        "one unanswered again"
+    );
 }
 
 #[test]

@@ -37,6 +37,8 @@ impl Runner for GoldenRunner {
             config.check_quorum = args.lookup_parse("checkquorum")?.unwrap_or(true);
             config.snapshot_chunk_bytes_max = args.lookup_parse("chunk")?.unwrap_or(64);
             config.append_entries_max = args.lookup_parse("batch")?.unwrap_or(64);
+            // The scripts were written for partial Appends that wait for every answer.
+            config.partial_appends_inflight_max = args.lookup_parse("partial")?.unwrap_or(1);
             config.promote_lag_entries_max = args.lookup_parse("promote_lag")?.unwrap_or(0);
             args.reject_rest()?;
             self.cluster = Some(ManualCluster::new(nodes, config)?);

@@ -118,6 +118,8 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
     so.config.check_quorum = rng.chance(0.8);
     so.config.snapshot_chunk_bytes_max = rng.range(16, 512) as usize;
     so.config.inflight_appends_max = rng.range(1, 9) as usize;
+    // From the seed, not the generator: the draws after it (and so each seed's run) stay.
+    so.config.partial_appends_inflight_max = (opts.seed % 3 + 1) as usize;
     so.config.append_entries_max = rng.range(1, 17) as usize;
     // Reconfiguration draws from its own generator, so that runs without it are unchanged.
     let mut rc = Rng::new(opts.seed ^ 0x5EC0_4F16_C0DE);
