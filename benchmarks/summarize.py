@@ -255,7 +255,6 @@ def plot_reads_svg(rows: list[dict], title: str, path: str) -> bool:
     """raftkv's read cases (plain and variants) and etcd's, throughput and p99 vs clients."""
     pl = load_plot_module()
     throughput, latency = [], []
-    i = 0
     for row_mode in sorted(
         {r["mode"] for r in rows if r["mode"].split("_")[0] in ("mixed", "get")}
     ):
@@ -267,8 +266,12 @@ def plot_reads_svg(rows: list[dict], title: str, path: str) -> bool:
             ]
             if not pts:
                 continue
-            color = pl.PALETTE[i % len(pl.PALETTE)]
-            i += 1
+            # one color per system and read variant, one marker per mode
+            variant = row_mode.partition("_")[2]
+            slot = (
+                1 if s == "etcd" else {"": 0, "lease": 2, "follower": 3, "both": 4}.get(variant, 5)
+            )
+            color = pl.PALETTE[slot % len(pl.PALETTE)]
             marker = "circle" if row_mode.startswith("get") else "square"
             name = f"{s} {row_mode}"
             throughput.append(
