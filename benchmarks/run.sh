@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # raftkv vs etcd: the whole benchmark matrix, both systems in the same run.
 #
-#   benchmarks/run.sh              full matrix: REPEATS=3 x (put 1, 8, 64, 256; mixed 64),
-#                                  10 s measured + 1 s warm-up per run (~8 min + builds)
+#   benchmarks/run.sh              full matrix: REPEATS=3 x (put 1, 8, 64, 256; mixed 64;
+#                                  get 64; raftkv's read variants at 64), 10 s measured +
+#                                  1 s warm-up per run (~14 min + builds)
 #   QUICK=1 benchmarks/run.sh      quick mode for before/after a hot-path change:
 #                                  1 repeat, 3 s measured + 0.5 s warm-up (~1.5 min)
 #
 # Workload: 3 members/nodes on loopback, 100-byte values, closed-loop clients sending
-# to the leader; mixed = 50% linearizable get / 50% put.
+# to the leader; mixed = 50% linearizable get / 50% put; get = gets only.
+# Read variants (issue 20), raftkv only, compared with etcd's plain case of the same mode:
+#   MODE_lease     `raftkv serve --lease-reads`: the leader serves gets under a lease
+#   MODE_follower  `--follower-reads`, clients send each get to a node at random
+#                  (`raftkv bench --read-from any`): followers serve gets with a read index
+#   MODE_both      both
 #   etcd:   Debian's etcd with default flags (every put fsynced), a fresh cluster with
 #           new data dirs per run; load from benchmarks/etcd-load (keyspace 10,000).
 #   raftkv: `raftkv bench --nodes 3` (3 `raftkv serve` processes, durable LMDB), whose
@@ -24,6 +30,8 @@
 #   RAFTKV [raftkv on PATH]      the raftkv CLI to measure
 #   REPEATS [3; QUICK: 1]  SECS [10; QUICK: 3]  WARMUP [1; QUICK: 0.5]
 #   PUT_CLIENTS ["1 8 64 256"]  MIXED_CLIENTS ["64"]  VALUE_SIZE [100]  KEYSPACE [10000]
+#   GET_CLIENTS ["64"]           get-only cases (both systems)
+#   READ_VARIANTS ["lease follower both"]  raftkv read variants of each mixed and get case
 #   SYSTEMS ["raftkv etcd"]      drop one to measure only the other
 #   TMP_BASE [first of /var/tmp, /tmp, benchmarks/ that is not tmpfs]  where data dirs go
 #   KEEP_TMP [0]                 1 = keep the temp dir (server logs) afterwards
@@ -42,6 +50,8 @@ else
 fi
 PUT_CLIENTS="${PUT_CLIENTS-1 8 64 256}"
 MIXED_CLIENTS="${MIXED_CLIENTS-64}"
+GET_CLIENTS="${GET_CLIENTS-64}"
+READ_VARIANTS="${READ_VARIANTS-lease follower both}"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 KEYSPACE="${KEYSPACE:-10000}"
 SYSTEMS="${SYSTEMS:-raftkv etcd}"
@@ -78,7 +88,10 @@ if ((${#missing[@]})); then
   exit 1
 fi
 RAFTKV="${RAFTKV:-}"
-for n in $PUT_CLIENTS $MIXED_CLIENTS "$REPEATS" "$VALUE_SIZE" "$KEYSPACE"; do
+for v in $READ_VARIANTS; do
+  [[ "$v" =~ ^(lease|follower|both)$ ]] || die "READ_VARIANTS: unknown variant $v (lease, follower, both)"
+done
+for n in $PUT_CLIENTS $MIXED_CLIENTS $GET_CLIENTS "$REPEATS" "$VALUE_SIZE" "$KEYSPACE"; do
   [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || die "client counts, REPEATS, VALUE_SIZE and KEYSPACE must be positive integers (got '$n')"
 done
 # A packaged /etc/default/etcd-style environment must not change etcd's flags.
@@ -193,10 +206,17 @@ run_one() {  # $1 system  $2 mode  $3 clients  $4 repeat
     --timeout "$RUN_TIMEOUT" --log "$TMP/$sys-$RUN_NO.stderr")
   local rc=0
   if [[ "$sys" == raftkv ]]; then
+    # A read variant: MODE_VARIANT (see the top).
+    local reads=()
+    case "$mode" in
+      *_lease) reads=(--lease-reads) ;;
+      *_follower) reads=(--follower-reads --read-from any) ;;
+      *_both) reads=(--lease-reads --follower-reads --read-from any) ;;
+    esac
     mkdir -p "$TMP/raftkv-$RUN_NO"
     TMPDIR="$TMP/raftkv-$RUN_NO" timeout --foreground -k 10 $((RUN_TIMEOUT + 40)) $M run "${args[@]}" -- \
       "$RAFTKV" bench --nodes 3 --clients "$clients" --seconds "$SECS" --warmup "$WARMUP" \
-      --mode "$mode" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE" >/dev/null || rc=$?
+      --mode "${mode%%_*}" "${reads[@]}" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE" >/dev/null || rc=$?
     stop_stray_raftkv
     rm -rf "$TMP/raftkv-$RUN_NO"
   else
@@ -224,6 +244,11 @@ run_one() {  # $1 system  $2 mode  $3 clients  $4 repeat
 CASES=()
 for c in $PUT_CLIENTS; do CASES+=("put $c"); done
 for c in $MIXED_CLIENTS; do CASES+=("mixed $c"); done
+for c in $GET_CLIENTS; do CASES+=("get $c"); done
+for v in $READ_VARIANTS; do
+  for c in $MIXED_CLIENTS; do CASES+=("mixed_$v $c"); done
+  for c in $GET_CLIENTS; do CASES+=("get_$v $c"); done
+done
 read -r -a SYS <<<"$SYSTEMS"
 log "temp dir $TMP ($(df -PT "$TMP" | awk 'NR==2{print $1" "$2}')); ${#CASES[@]} cases x $REPEATS repeats x ${#SYS[@]} systems, ${SECS}s + ${WARMUP}s warm-up each"
 log "results -> $OUT"
@@ -233,6 +258,11 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     read -r mode clients <<<"$cs"
     # alternate which system goes first, per case and per repeat
     if (((rep + idx) % 2 == 1)) && ((${#SYS[@]} == 2)); then order=("${SYS[1]}" "${SYS[0]}"); else order=("${SYS[@]}"); fi
+    # read variants are raftkv's alone
+    if [[ "$mode" == *_* ]]; then
+      [[ " $SYSTEMS " == *" raftkv "* ]] || continue
+      order=(raftkv)
+    fi
     for s in "${order[@]}"; do run_one "$s" "$mode" "$clients" "$rep"; done
     idx=$((idx + 1))
   done

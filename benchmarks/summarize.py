@@ -169,6 +169,7 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
         f"(other cores > {NOISY_OTHER_CORES} or busy before > {NOISY_BG_PCT:.0f}%): compare such numbers only "
         f"with runs taken under the same conditions."
     )
+    lines.extend(reads_section(rows, runs))
     if failed:
         lines.append("")
         lines.append(
@@ -179,6 +180,112 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
             )
         )
     return rows, "\n".join(lines) + "\n"
+
+
+# Issue 20's targets: raftkv's best mixed case at 64 clients against etcd's mixed 64, and
+# raftkv's get-only case at 64 clients against its own put 64.
+MIXED_TARGET = 7.0
+GET_OVER_PUT_TARGET = 3.0
+
+
+def row_of(rows: list[dict], mode: str, clients: int) -> dict | None:
+    return next((r for r in rows if r["mode"] == mode and r["clients"] == clients), None)
+
+
+def reads_section(rows: list[dict], runs: list[dict]) -> list[str]:
+    """Issue 20 (reads): each mixed and get case of raftkv (plain and its read variants: lease,
+    follower, both) against etcd's plain case of the same mode, and against raftkv's own put
+    at the same client count; the load average before each run."""
+    read_rows = [r for r in rows if r["mode"].split("_")[0] in ("mixed", "get")]
+    if not read_rows:
+        return []
+    out = ["", "## Reads (issue 20)", ""]
+    out.append(
+        "| case | raftkv ops/s | p50 us | p99 us | / etcd same mode | / raftkv put same clients | load avg before (1 min) |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    for row in read_rows:
+        base = row["mode"].split("_")[0]
+        r_ = row["raftkv"]
+        if r_["ops"] is None:
+            continue
+        etcd = row_of(rows, base, row["clients"])
+        put = row_of(rows, "put", row["clients"])
+        vs_etcd = r_["ops"] / etcd["etcd"]["ops"] if etcd and etcd["etcd"]["ops"] else None
+        vs_put = r_["ops"] / put["raftkv"]["ops"] if put and put["raftkv"]["ops"] else None
+        loads = [
+            f"{(r.get('noise') or {}).get('loadavg_before', ['?'])[0]}"
+            for r in runs
+            if r.get("case") == row["case"] and r.get("system") == "raftkv"
+        ]
+        out.append(
+            f"| {row['mode']} {row['clients']} | {fmt_int(r_['ops'])} | {fmt_int(r_['p50'])} "
+            f"| {fmt_int(r_['p99'])} | {fmt_ratio(vs_etcd)} | {fmt_ratio(vs_put)} | {', '.join(loads)} |"
+        )
+    out.append("")
+    for mode, target, what, against in (
+        ("mixed", MIXED_TARGET, "mixed 64 raftkv/etcd", "etcd"),
+        ("get", GET_OVER_PUT_TARGET, "get 64 / raftkv put 64", "put"),
+    ):
+        best = None
+        for row in read_rows:
+            if (
+                row["mode"].split("_")[0] != mode
+                or row["clients"] != 64
+                or row["raftkv"]["ops"] is None
+            ):
+                continue
+            ref = row_of(rows, mode if against == "etcd" else "put", 64)
+            side = "etcd" if against == "etcd" else "raftkv"
+            if ref and ref[side]["ops"]:
+                ratio = row["raftkv"]["ops"] / ref[side]["ops"]
+                if best is None or ratio > best[0]:
+                    best = (ratio, row["mode"])
+        if best is None:
+            out.append(f"Target {what} >= {target:g}x: not measured in this run.")
+        else:
+            verdict = "met" if best[0] >= target else "NOT met"
+            out.append(
+                f"Target {what} >= {target:g}x: best {best[0]:.2f}x ({best[1]} 64): {verdict}."
+            )
+    return out
+
+
+def plot_reads_svg(rows: list[dict], title: str, path: str) -> bool:
+    """raftkv's read cases (plain and variants) and etcd's, throughput and p99 vs clients."""
+    pl = load_plot_module()
+    throughput, latency = [], []
+    for row_mode in sorted(
+        {r["mode"] for r in rows if r["mode"].split("_")[0] in ("mixed", "get")}
+    ):
+        for s in SYSTEMS:
+            pts = [
+                (row["clients"], row[s])
+                for row in rows
+                if row["mode"] == row_mode and row[s]["ops"] is not None
+            ]
+            if not pts:
+                continue
+            # one color per system and read variant, one marker per mode
+            variant = row_mode.partition("_")[2]
+            slot = (
+                1 if s == "etcd" else {"": 0, "lease": 2, "follower": 3, "both": 4}.get(variant, 5)
+            )
+            color = pl.PALETTE[slot % len(pl.PALETTE)]
+            marker = "circle" if row_mode.startswith("get") else "square"
+            name = f"{s} {row_mode}"
+            throughput.append(
+                pl.Series(name, [(c, d["ops"]) for c, d in pts], color, marker=marker)
+            )
+            latency.append(
+                pl.Series(
+                    f"{name} p99", [(c, d["p99"] / 1000.0) for c, d in pts], color, marker=marker
+                )
+            )
+    if not throughput:
+        return False
+    pl.write_benchmark_svg(path, title, throughput, latency)
+    return True
 
 
 def load_plot_module():
@@ -330,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         plot_svg(rows, title, base + ".svg")
         md += f"\nGraph: [{os.path.basename(base)}.svg]({os.path.basename(base)}.svg)\n"
+        if plot_reads_svg(rows, title + ": reads", base + "-reads.svg"):
+            md += f"\nReads graph: [{os.path.basename(base)}-reads.svg]({os.path.basename(base)}-reads.svg)\n"
         made = plot(rows, title, png)
     if made:
         md += f"\nPlot: [{os.path.basename(png)}]({os.path.basename(png)})\n"

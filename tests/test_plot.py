@@ -144,3 +144,55 @@ def test_benchmarks_summarize_draws_both_systems(tmp_path):
     summarize.plot_svg(rows, "t", str(out))
     drawn = points(out.read_text())
     assert {"raftkv put", "etcd put", "raftkv put p99", "etcd put p50"} <= set(drawn)
+
+
+def test_benchmarks_summarize_reads_section_and_graph(tmp_path):
+    """Issue 20: summarize.py's Reads section compares each read case with etcd's same mode and
+    raftkv's own put at the same client count, says whether the targets are met, and draws the
+    read cases in a second graph that renders in Chromium."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("summarize", root / "benchmarks/summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    cases = [
+        ("raftkv", "put-64", 10_000.0),
+        ("etcd", "put-64", 2_000.0),
+        ("raftkv", "mixed-64", 9_000.0),
+        ("etcd", "mixed-64", 2_000.0),
+        ("raftkv", "get-64", 12_000.0),
+        ("etcd", "get-64", 4_000.0),
+        ("raftkv", "mixed_lease-64", 16_000.0),
+        ("raftkv", "get_lease-64", 40_000.0),
+    ]
+    recs = [{"kind": "machine", "date": "d"}]
+    for system, case, ops in cases:
+        recs.append(
+            {
+                "system": system,
+                "mode": case.split("-")[0].split("_")[0],
+                "clients": 64,
+                "case": case,
+                "ok": True,
+                "ops_per_s": ops,
+                "lat_us": {"p50": 500, "p99": 900, "p999": 2000},
+                "errors": 0,
+                "noise": {"loadavg_before": [1.5, 1.0, 1.0]},
+            }
+        )
+    results = tmp_path / "r.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in recs))
+    machine, runs = summarize.load(str(results))
+    rows, md = summarize.summarize(machine, runs)
+    assert "## Reads (issue 20)" in md
+    assert "| mixed_lease 64 | 16,000 | 500 | 900 | 8.00x | 1.60x | 1.5 |" in md, md
+    assert "Target mixed 64 raftkv/etcd >= 7x: best 8.00x (mixed_lease 64): met." in md
+    assert "Target get 64 / raftkv put 64 >= 3x: best 4.00x (get_lease 64): met." in md
+    out = tmp_path / "reads.svg"
+    assert summarize.plot_reads_svg(rows, "reads", str(out))
+    drawn = points(out.read_text())
+    assert {"raftkv mixed_lease", "raftkv get_lease", "etcd get", "raftkv get p99"} <= set(drawn)
+    dom, log = render(out, "", tmp_path)
+    assert not console_errors(log), console_errors(log)
+    assert dom.count("<polyline") == len(drawn), dom[:2000]

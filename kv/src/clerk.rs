@@ -210,6 +210,21 @@ pub struct ClerkConfig {
     /// Follow `NotLeader` hints to addresses not in the list (default true). Off, the Clerk
     /// talks only to the addresses it was given — as a client inside a network partition.
     pub follow_hints: bool,
+    /// Where gets go first (default [`ReadFrom::Leader`]).
+    pub read_from: ReadFrom,
+}
+
+/// Where a Clerk sends its gets first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The leader it knows (every get is a ReadIndex read there).
+    #[default]
+    Leader,
+    /// A node drawn at random for each get, so that reads spread over the replicas (thesis
+    /// §6.4): a node started with follower reads serves it with a read index from the leader;
+    /// one without answers `NotLeader` and the get goes on to the leader. Writes still go to
+    /// the leader.
+    Any,
 }
 
 impl Default for ClerkConfig {
@@ -220,6 +235,7 @@ impl Default for ClerkConfig {
             backoff_min: Duration::from_millis(5),
             backoff_max: Duration::from_millis(200),
             follow_hints: true,
+            read_from: ReadFrom::Leader,
         }
     }
 }
@@ -497,9 +513,18 @@ impl<R: Runtime, C: Connector> Clerk<R, C> {
     }
 
     async fn read(&mut self, key: Bytes, deadline: Duration) -> Result<Outcome, ClerkError> {
+        let spread = self.config().read_from == ReadFrom::Any;
+        let leader = self.servers.first_tried();
+        if spread {
+            self.servers.try_first_at_random();
+        }
         let reply = self
             .attempts(deadline, || RequestBody::Read { key: key.clone() })
             .await;
+        if spread {
+            // Writes keep going first to the leader as known before the get.
+            self.servers.restore_first_tried(leader);
+        }
         self.final_answer(reply)
     }
 

@@ -85,6 +85,24 @@ impl Servers {
         &self.config
     }
 
+    /// The index (in [`Self::addrs`]) of the server tried first: the leader as last known.
+    pub fn first_tried(&self) -> usize {
+        self.leader
+    }
+
+    /// Tries a server drawn at random first next time (reads spread over the replicas).
+    pub fn try_first_at_random(&mut self) {
+        self.leader = self.rng.range(0, self.addrs.len() as u64) as usize;
+    }
+
+    /// Tries server `i` (a [`Self::first_tried`] answer) first again, unless it is out of
+    /// range.
+    pub fn restore_first_tried(&mut self, i: usize) {
+        if i < self.addrs.len() {
+            self.leader = i;
+        }
+    }
+
     /// Adds `addr` to the addresses tried, unless known already, empty, or the list holds
     /// [`ADDRS_MAX`] already (a bound whatever servers answer). True if it was added.
     pub fn learn(&mut self, addr: String) -> bool {

@@ -33,6 +33,7 @@ struct Generic {
     crash: bool,
     partitions: bool,
     maxraftstate: Option<u64>,
+    reads_anywhere: bool,
     random_keys: bool,
 }
 
@@ -45,6 +46,7 @@ impl Generic {
             crash: false,
             partitions: false,
             maxraftstate: None,
+            reads_anywhere: false,
             random_keys: false,
         }
     }
@@ -60,6 +62,12 @@ impl Generic {
         self.partitions = true;
         self
     }
+    /// Lease and follower reads, gets sent to any node.
+    fn reads_anywhere(mut self) -> Self {
+        self.reads_anywhere = true;
+        self
+    }
+
     fn maxraftstate(mut self, bytes: u64) -> Self {
         self.maxraftstate = Some(bytes);
         self
@@ -167,7 +175,8 @@ async fn partitioner(rt: SimRuntime, net: SimNet, servers: usize, done: Arc<Atom
 async fn generic_run(seed: u64, rt: SimRuntime, g: Generic) -> (History, RunStats) {
     let config = ClusterConfig::new(g.servers)
         .unreliable(g.unreliable)
-        .maxraftstate(g.maxraftstate);
+        .maxraftstate(g.maxraftstate)
+        .reads_anywhere(g.reads_anywhere);
     let mut c = KvSimCluster::new(seed, &rt, config).await;
     let all = c.all();
     let mut ck = c.clerk(&all);
@@ -525,6 +534,39 @@ fn persist_partition_unreliable_linearizable_4a() {
             .crash()
             .partitions()
             .random_keys(),
+    );
+}
+
+/// The same with lease reads (thesis §6.4.1) and follower reads (thesis §6.4): every get goes
+/// to a node at random, which serves it (a follower with a read index from the leader) or
+/// sends the Clerk on; the history must stay linearizable.
+#[test]
+fn persist_partition_unreliable_linearizable_reads_anywhere() {
+    generic(
+        "persist_partition_unreliable_linearizable_reads_anywhere",
+        &[1, 2, 3, 4, 5],
+        Generic::new(15, 7)
+            .unreliable()
+            .crash()
+            .partitions()
+            .random_keys()
+            .reads_anywhere(),
+    );
+}
+
+/// Reads anywhere with 5 servers, partitions and snapshots: many more gets served by
+/// followers and leases between leader changes.
+#[test]
+fn many_partitions_many_clients_reads_anywhere() {
+    generic(
+        "many_partitions_many_clients_reads_anywhere",
+        &[1, 2, 3],
+        Generic::new(5, 5)
+            .partitions()
+            .crash()
+            .random_keys()
+            .maxraftstate(MAXRAFTSTATE)
+            .reads_anywhere(),
     );
 }
 

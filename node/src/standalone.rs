@@ -79,6 +79,12 @@ pub struct StandaloneConfig {
     /// The shared client token: clients must give it first on every connection (`None`: no
     /// token asked). A joining node gives it to the members it asks.
     pub client_token: Option<String>,
+    /// thesis §6.4.1: the leader serves reads under a lease (`raftkv_raft::Config::lease_reads`,
+    /// with its default drift bound of 10%). Off by default: it rests on bounded clock drift.
+    pub lease_reads: bool,
+    /// thesis §6.4: a follower serves reads itself with a read index from the leader
+    /// (`raftkv_raft::Config::follower_reads`). Off by default.
+    pub follower_reads: bool,
 }
 
 /// TLS for one node: mutual TLS with its peers (each checks the other's certificate against
@@ -133,6 +139,8 @@ impl StandaloneConfig {
             join_timeout: Duration::from_secs(30),
             tls: None,
             client_token: None,
+            lease_reads: false,
+            follower_reads: false,
         }
     }
 }
@@ -268,6 +276,8 @@ impl<R: NetRuntime, H: Host> StandaloneNode<R, H> {
             false => Config::new(id, config.peers.keys().copied()),
         };
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        raft.lease_reads = config.lease_reads;
+        raft.follower_reads = config.follower_reads;
         crate::storage::apply_data_bounds(config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;

@@ -145,6 +145,7 @@ def bench(
     progress: Callable[[float, int, int], object] | None = None,
     interval: float = 1.0,
     keyspace: int = 10_000,
+    read_from: Literal["leader", "any"] = "leader",
 ) -> dict[str, Any]:
     """Runs ``clients`` closed-loop Clerks (in Rust, on the extension's tokio runtime) against
     the cluster at ``addresses`` for ``warmup`` + ``seconds`` seconds.
@@ -153,7 +154,9 @@ def bench(
     are drawn uniformly from ``keyspace`` keys ``k000000..`` (get and mixed write them all
     first, outside the warm-up), values are ``value_size`` random alphanumeric bytes.
     ``progress(elapsed_s, ops, errors)`` is called about every ``interval`` seconds while
-    measuring.
+    measuring. ``read_from="any"`` sends each get to a node at random (as
+    :class:`raftkv.Clerk` does with it): with ``raftkv serve --follower-reads``, followers serve
+    them.
 
     Returns a dict: ``ops``, ``seconds``, ``ops_per_s``, ``errors`` and
     ``lat_us = {"p50", "p99", "p999"}`` (microseconds, measured after the warm-up).
@@ -169,4 +172,5 @@ def bench(
         progress=progress,
         interval=interval,
         keyspace=keyspace,
+        read_from=read_from,
     )

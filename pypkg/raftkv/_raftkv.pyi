@@ -149,6 +149,7 @@ class Clerk:
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
         token: str | None = None,
+        read_from: Literal["leader", "any"] = "leader",
     ) -> Self: ...
     def get(self, key: _Bytes) -> tuple[bytes, int]: ...
     def put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -182,6 +183,7 @@ class _AioCore:
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
         token: str | None = None,
+        read_from: str = "leader",
     ) -> Self: ...
     def start_get(self, key: _Bytes) -> int: ...
     def start_put(self, key: _Bytes, value: _Bytes, version: int | None = None) -> int: ...
@@ -320,6 +322,8 @@ class Node:
         gid: int | None = None,
         controller: Sequence[str] | None = None,
         shards: int | None = None,
+        lease_reads: bool = False,
+        follower_reads: bool = False,
     ) -> Self: ...
     @property
     def id(self) -> int: ...
@@ -353,6 +357,7 @@ def bench(
     progress: Callable[[float, int, int], object] | None = None,
     interval: float = 1.0,
     keyspace: int = 10_000,
+    read_from: Literal["leader", "any"] = "leader",
 ) -> dict[str, Any]: ...
 
 # ---- sharding ----

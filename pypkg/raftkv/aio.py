@@ -18,7 +18,7 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from raftkv._raftkv import Error, History, _AioCore
 
@@ -27,11 +27,11 @@ __all__ = ["Clerk"]
 
 class Clerk:
     """An asyncio client of a raftkv cluster: ``Clerk(addresses, timeout=10.0, history=None,
-    tls=None, token=None)``.
+    tls=None, token=None, read_from="leader")``.
 
-    ``addresses``, ``timeout``, ``history``, ``tls`` and ``token`` mean what they mean for
-    :class:`raftkv.Clerk`; ``get``, ``put``, ``append``, ``delete``, ``server_status`` and the
-    membership operations (``member_list``, ``member_add``, ``member_promote``,
+    ``addresses``, ``timeout``, ``history``, ``tls``, ``token`` and ``read_from`` mean what they
+    mean for :class:`raftkv.Clerk`; ``get``, ``put``, ``append``, ``delete``, ``server_status``
+    and the membership operations (``member_list``, ``member_add``, ``member_promote``,
     ``member_remove``, ``move_leader``) are coroutines that return what the threaded Clerk's
     methods return and raise the same exceptions (:class:`raftkv.KeyNotFound`,
     :class:`raftkv.VersionMismatch`, :class:`raftkv.MaybeApplied`, :class:`raftkv.Timeout`,
@@ -53,8 +53,9 @@ class Clerk:
         history: History | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
         token: str | None = None,
+        read_from: Literal["leader", "any"] = "leader",
     ) -> None:
-        self._core = _AioCore(addresses, timeout, history, tls, token)
+        self._core = _AioCore(addresses, timeout, history, tls, token, read_from)
         self._fd = self._core.fileno()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None

@@ -171,16 +171,20 @@ fn closed_err() -> PyErr {
 #[pymethods]
 impl AioCore {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None, read_from="leader"))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
         tls: Option<&Bound<'_, PyAny>>,
         token: Option<String>,
+        read_from: &str,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
-        let config = clerk_config(timeout)?;
+        let config = ClerkConfig {
+            read_from: crate::clerk::read_from(read_from)?,
+            ..clerk_config(timeout)?
+        };
         let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
         let token = token.map(crate::convert::client_token).transpose()?;
         let (wake, readable) = UnixStream::pair()?;

@@ -29,9 +29,10 @@ fn wait_until(py: Python<'_>, until: Instant) -> PyResult<()> {
 /// the Rust runtime. mode: "put" | "get" | "mixed" (half gets, half puts). Returns a dict:
 /// ops, seconds, ops_per_s, errors, lat_us {p50, p99, p999} (measured after the warm-up).
 /// `progress`: a callable called about every `interval` seconds with (elapsed_s, ops_so_far,
-/// errors_so_far) while measuring, with the GIL held.
+/// errors_so_far) while measuring, with the GIL held. `read_from`: "leader" (the default) or
+/// "any": each get goes to a node at random (see `Clerk`).
 #[pyfunction]
-#[pyo3(signature = (addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0, timeout=10.0, progress=None, interval=1.0, keyspace=10_000))]
+#[pyo3(signature = (addresses, clients=64, seconds=10.0, mode="put", value_size=100, warmup=1.0, timeout=10.0, progress=None, interval=1.0, keyspace=10_000, read_from="leader"))]
 #[pyo3(name = "bench")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_bench<'py>(
@@ -46,12 +47,16 @@ pub(crate) fn run_bench<'py>(
     progress: Option<Bound<'py, PyAny>>,
     interval: f64,
     keyspace: u64,
+    read_from: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let addrs = parse_addrs(addresses)?;
     if keyspace == 0 {
         return Err(PyValueError::new_err("keyspace must be positive"));
     }
-    let clerk = clerk_config(timeout)?;
+    let clerk = raftkv_kv::clerk::ClerkConfig {
+        read_from: crate::clerk::read_from(read_from)?,
+        ..clerk_config(timeout)?
+    };
     let seconds_d = duration(seconds, "seconds")?;
     let warmup_d = duration(warmup, "warmup")?;
     let interval_d = duration(interval, "interval")?.max(Duration::from_millis(100));

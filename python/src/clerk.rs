@@ -6,7 +6,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig};
+use raftkv_kv::clerk::{Clerk as RClerk, ClerkConfig, ReadFrom};
 use raftkv_kv::protocol::MemberList;
 use raftkv_node::tcp_client::{TcpConnector, TcpConnectorConfig};
 use raftkv_raft::runtime::smol::SmolRuntime;
@@ -32,7 +32,7 @@ macro_rules! with_clerk {
 }
 
 /// A client of a raftkv cluster: `Clerk(addresses, timeout=10.0, history=None, tls=None,
-/// token=None)`.
+/// token=None, read_from="leader")`.
 ///
 /// `addresses`: client addresses "host:port" of any non-empty subset of the cluster (a node
 /// that is not the leader names the leader, and the Clerk follows). Keys and values are bytes;
@@ -45,11 +45,27 @@ macro_rules! with_clerk {
 /// and "key" (optional, together) are this client's, for servers that require one.
 /// `token` is the shared client token of servers started with one (raftkv.Unauthorized
 /// without it).
+///
+/// `read_from="any"` sends each get to a node drawn at random, so that reads spread over the
+/// replicas: a node started with `follower_reads` serves it with a read index from the leader
+/// (still linearizable); one without sends the Clerk on to the leader. Writes always go to
+/// the leader. The default, "leader", sends gets to the leader.
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Clerk {
     pub(crate) inner: Arc<tokio::sync::Mutex<AnyClerk>>,
     addrs: Vec<String>,
     timeout: f64,
+}
+
+/// `read_from` as Python spells it: "leader" (the default) or "any".
+pub(crate) fn read_from(s: &str) -> PyResult<ReadFrom> {
+    match s {
+        "leader" => Ok(ReadFrom::Leader),
+        "any" => Ok(ReadFrom::Any),
+        other => Err(PyValueError::new_err(format!(
+            "read_from must be \"leader\" or \"any\", not {other:?}"
+        ))),
+    }
 }
 
 pub(crate) fn clerk_config(timeout: f64) -> PyResult<ClerkConfig> {
@@ -97,16 +113,20 @@ pub(crate) fn members_dict<'py>(
 #[pymethods]
 impl Clerk {
     #[new]
-    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None))]
+    #[pyo3(signature = (addresses, timeout=10.0, history=None, tls=None, token=None, read_from="leader"))]
     fn new(
         addresses: &Bound<'_, PyAny>,
         timeout: f64,
         history: Option<PyRef<'_, History>>,
         tls: Option<&Bound<'_, PyAny>>,
         token: Option<String>,
+        read_from: &str,
     ) -> PyResult<Self> {
         let addrs = parse_addrs(addresses)?;
-        let config = clerk_config(timeout)?;
+        let config = ClerkConfig {
+            read_from: self::read_from(read_from)?,
+            ..clerk_config(timeout)?
+        };
         let tls = tls.map(crate::convert::parse_client_tls).transpose()?;
         let token = token.map(crate::convert::client_token).transpose()?;
         let _guard = rt().enter();

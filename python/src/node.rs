@@ -117,6 +117,13 @@ impl<R: NetRuntime> RoleNode<R> {
 /// `shards` (default 256) is fixed for the store's life: give the controller and every group
 /// the same. Then join each group through the controller (ShardController.join, `raftkv
 /// shard join`). The shard roles take no TLS, client token or `join`.
+///
+/// `follower_reads=True`: a follower serves gets itself (a Clerk with `read_from="any"` sends
+/// them to any node): it asks the leader for a read index and answers once it has applied it,
+/// so reads stay linearizable and scale with replicas. `lease_reads=True`: the leader answers
+/// gets under a lease (thesis §6.4.1) instead of a heartbeat round per batch of reads. A lease
+/// is safe only if the nodes' clocks run at rates within 10% of each other (stalls included):
+/// it is off by default; give every node the same setting.
 #[pyclass(module = "raftkv._raftkv", frozen)]
 pub struct Node {
     config: StandaloneConfig,
@@ -147,7 +154,7 @@ impl Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None, lease_reads=false, follower_reads=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -171,6 +178,8 @@ impl Node {
         gid: Option<u64>,
         controller: Option<Vec<String>>,
         shards: Option<u32>,
+        lease_reads: bool,
+        follower_reads: bool,
     ) -> PyResult<Self> {
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
@@ -226,6 +235,8 @@ impl Node {
         }
         let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
         config.snapshot_threshold = snapshot_threshold;
+        config.lease_reads = lease_reads;
+        config.follower_reads = follower_reads;
         if let Some(b) = data_bytes_max {
             config.data_bytes_max = crate::cluster::data_bytes_max_checked(b)?;
         }

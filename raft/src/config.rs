@@ -53,6 +53,20 @@ pub struct Config {
     /// thesis §4.2.1: a learner added with `auto_promote` is promoted by the leader once its
     /// log is within this many entries of the leader's (and it answered recently).
     pub promote_lag_entries_max: u64,
+    /// thesis §6.4.1: a leader serves reads under a lease (no heartbeat round) while a quorum
+    /// acknowledged a round it started less than [`Config::lease_ticks`] ago. Off by default:
+    /// it is safe only if clocks keep to `lease_clock_drift_percent` (see there). Needs
+    /// `check_quorum` (followers then refuse votes while they hear from a leader).
+    pub lease_reads: bool,
+    /// thesis §6.4.1: the stated clock-drift bound of leases, in percent: while one node counts
+    /// `n` ticks, no other counts more than `n × (100 + lease_clock_drift_percent) / 100`
+    /// (rates, scheduling stalls included: the driver catches up on ticks it missed before it
+    /// handles any input). The lease is shortened accordingly ([`Config::lease_ticks`]).
+    pub lease_clock_drift_percent: u64,
+    /// thesis §6.4: a follower (or learner) asked for a linearizable read gets a read index from
+    /// the leader and serves the read itself once it has applied that index, instead of
+    /// refusing with `NotLeader`. Off by default.
+    pub follower_reads: bool,
     /// Seed of the node's random number generator (election timeouts).
     pub seed: u64,
 }
@@ -79,6 +93,9 @@ impl Config {
             snapshot_bytes_max: 16 << 30,
             pending_reads_max: 65_536,
             promote_lag_entries_max: 1_000,
+            lease_reads: false,
+            lease_clock_drift_percent: 10,
+            follower_reads: false,
             seed: id,
         }
     }
@@ -155,6 +172,9 @@ impl Config {
                 return invalid(InvalidConfig::Zero { field });
             }
         }
+        if self.lease_reads {
+            self.validate_lease()?;
+        }
         if self.uncommitted_bytes_max < self.entry_bytes_max {
             return invalid(InvalidConfig::TooSmall {
                 field: "uncommitted_bytes_max",
@@ -204,6 +224,22 @@ pub enum InvalidConfig {
     Zero {
         /// The field's name in [`Config`].
         field: &'static str,
+    },
+    /// thesis §6.4.1: leases need followers that refuse votes while they hear from a leader.
+    #[error("lease_reads needs check_quorum (followers' promise not to vote within a lease)")]
+    LeaseWithoutCheckQuorum,
+    /// thesis §6.4.1: with this drift bound the lease would not outlast one heartbeat interval.
+    #[error(
+        "lease_clock_drift_percent {drift_percent} leaves a lease of {lease_ticks} ticks, not \
+         more than heartbeat_interval_ticks {heartbeat_ticks}"
+    )]
+    LeaseTooShort {
+        /// The configured drift bound.
+        drift_percent: u64,
+        /// The lease it leaves ([`Config::lease_ticks`]).
+        lease_ticks: u64,
+        /// The heartbeat interval the lease must exceed.
+        heartbeat_ticks: u64,
     },
     /// A field is below another field it must exceed (or reach, if `equal_allowed`).
     #[error(

@@ -10,15 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 impl Raft {
     /// Raft §5.1: on learning of a higher term (or a leader of this term), revert to follower.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        if let RoleState::Leader(l) = &mut self.role {
-            /// thesis §6.4: unconfirmed reads fail when leadership is lost; confirmed ones
-            /// stay valid (their index was the latest commit when a quorum confirmed it).
-            let aborted = l
-                .reads_before_commit
-                .drain(..)
-                .chain(l.reads.drain(..).map(|r| r.id));
-            self.out.aborted_reads.extend(aborted);
-        }
+        self.fail_leader_reads();
         /// Raft §7 (issue 21 #7): a snapshot being received from another leader or term is
         /// dropped (its chunks must never splice into the new leader's).
         let same_source = term <= self.term && (leader.is_none() || leader == self.leader);
@@ -137,6 +129,7 @@ impl Raft {
             read_round_pending: false,
             reads_before_commit: Vec::new(),
             reads: VecDeque::new(),
+            lease: Default::default(),
             replicate_pending: true,
         }));
         self.leader = Some(self.config.id);
@@ -183,15 +176,18 @@ impl Raft {
 
     /// thesis §4.2.3: while a follower hears from a current leader (within the minimum election
     /// timeout), it ignores requests to vote; with CheckQuorum a leader is always in its lease.
+    /// thesis §6.4.1: a node restarted with leases on keeps that promise for a minimum
+    /// election timeout, not knowing whom it heard from before.
     pub(crate) fn in_lease(&self) -> bool {
         self.config.check_quorum
-            && match self.role {
-                RoleState::Leader(_) => true,
-                _ => {
-                    self.leader.is_some()
-                        && self.election_elapsed < self.config.election_timeout_ticks_min
-                }
-            }
+            && (self.boot_promise_ticks > 0
+                || match self.role {
+                    RoleState::Leader(_) => true,
+                    _ => {
+                        self.leader.is_some()
+                            && self.election_elapsed < self.config.election_timeout_ticks_min
+                    }
+                })
     }
 
     /// Raft §5.4.1: a voter grants only to a candidate whose log is at least as up to date.

@@ -37,7 +37,18 @@
 //! (**CheckQuorum**, thesis §6.2), and followers that hear from a leader ignore vote requests
 //! (thesis §4.2.3). Linearizable reads use **ReadIndex** (thesis §6.4): the leader notes its
 //! commit index, confirms with a round of heartbeats that it is still leader (one round confirms
-//! every read queued before it), and the read is served once that index is applied.
+//! every read queued before it), and the read is served once that index is applied. With
+//! `follower_reads`, a follower asked for a read sends `ReadIndex` to the leader, which confirms
+//! its leadership the same way and answers its commit index; the follower serves the read once
+//! it has applied that index (a leader change or no answer within an election timeout fails
+//! the read, for the caller to retry). With `lease_reads` (thesis §6.4.1, off by default), a
+//! leader whose heartbeat round started at tick `t` was acknowledged by a quorum serves reads
+//! without a round until `t + Config::lease_ticks()`: the voters that acknowledged refuse votes
+//! for a minimum election timeout on their own clocks, and the lease is shortened by the stated
+//! clock-drift bound (`lease_clock_drift_percent`). Sending TimeoutNow forfeits the lease for
+//! the term, a restarted voter keeps the promise for a minimum election timeout after it starts,
+//! and the lease is recomputed from the configuration in effect at each read. The core never
+//! reads a clock: the driver counts the ticks it missed (after a stall) before any input.
 //!
 //! **Membership** is data in the log (thesis §4). A configuration lists the **voters**, the
 //! **learners** (thesis §4.2.1: they receive the log and snapshots but never vote, never count
@@ -101,7 +112,10 @@
 //!   node that may be gone.
 //! - A leader that won alone (one voter, with learners) holds its messages until its term is
 //!   durable; every other leader sends in parallel with its own write (thesis §10.2.1).
-//! - No lease-based reads (thesis §6.4.1).
+//! - Lease reads (thesis §6.4.1) are opt-in and rest on the stated clock-drift bound; an
+//!   operator's forced election (`Raft::campaign` on a follower that hears its leader) is not
+//!   held back by the voters' promise, so do not force one on a cluster that reads under
+//!   leases (use a leadership transfer, which ends the lease).
 //! - A leader always answers a Vote of a higher term by stepping down unless it is within its
 //!   CheckQuorum lease (or the vote is for a transfer it asked for).
 //! - The core keeps every entry since the last snapshot in memory; snapshots bound it.
@@ -120,6 +134,7 @@ pub mod driver;
 mod election;
 mod inspect;
 pub mod io;
+mod lease;
 mod log;
 pub mod mem;
 mod membership;
@@ -127,6 +142,7 @@ mod message;
 mod progress;
 mod quorum;
 mod raft;
+mod read;
 mod ready;
 mod reconfig;
 mod replication;

@@ -91,6 +91,16 @@ pub enum Body {
     /// thesis §3.10: the leader hands leadership over: start an election now, without a
     /// pre-vote.
     TimeoutNow,
+    /// thesis §6.4: a follower asks the leader for a read index for its read `id`.
+    ReadIndex {
+        id: u64,
+    },
+    /// The leader's answer: the read index (its commit index once its leadership is confirmed,
+    /// thesis §6.4), or `None` if it cannot serve (not the leader, busy): retry.
+    ReadIndexResponse {
+        id: u64,
+        index: Option<Index>,
+    },
 }
 
 /// The outcome of an Append at the follower.
@@ -136,7 +146,8 @@ impl Message {
                 Body::HeartbeatResponse { read_seq } => ok(*read_seq),
                 Body::InstallSnapshot { last, offset, .. } => id_ok(last) && ok(*offset),
                 Body::SnapshotResponse { last, next_offset } => id_ok(last) && ok(*next_offset),
-                Body::TimeoutNow => true,
+                Body::TimeoutNow | Body::ReadIndex { .. } => true,
+                Body::ReadIndexResponse { index, .. } => index.is_none_or(ok),
             }
     }
 }
@@ -167,6 +178,8 @@ impl Body {
             Body::InstallSnapshot { .. } => "InstallSnapshot",
             Body::SnapshotResponse { .. } => "SnapshotResponse",
             Body::TimeoutNow => "TimeoutNow",
+            Body::ReadIndex { .. } => "ReadIndex",
+            Body::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 
@@ -179,6 +192,7 @@ impl Body {
                 | Body::AppendResponse { .. }
                 | Body::HeartbeatResponse { .. }
                 | Body::SnapshotResponse { .. }
+                | Body::ReadIndexResponse { .. }
         )
     }
 }
@@ -257,6 +271,11 @@ impl fmt::Display for Body {
                 write!(f, "SnapshotResponse last={last} next_offset={next_offset}")
             }
             Body::TimeoutNow => f.write_str("TimeoutNow"),
+            Body::ReadIndex { id } => write!(f, "ReadIndex id={id}"),
+            Body::ReadIndexResponse { id, index } => match index {
+                Some(index) => write!(f, "ReadIndexResponse id={id} index={index}"),
+                None => write!(f, "ReadIndexResponse id={id} refused"),
+            },
         }
     }
 }

@@ -4,11 +4,12 @@
 //! the status, descriptions and invariants.
 
 use crate::config::{Config, ConfigError, PersistedError};
+use crate::lease::LeaseRounds;
 use crate::log::Log;
 use crate::membership::Membership;
 use crate::message::{Body, Message};
 use crate::progress::Progress;
-use crate::quorum::VoteResult;
+use crate::read::ForwardedReads;
 use crate::rng::Rng;
 use crate::transfer::Transfer;
 use crate::types::{
@@ -86,6 +87,8 @@ pub(crate) struct PendingRead {
     pub id: u64,
     pub index: Index,
     pub seq: u64,
+    /// The follower that asked for the read index (thesis §6.4), or None for this node's own.
+    pub origin: Option<NodeId>,
 }
 
 /// State only a leader has.
@@ -116,7 +119,9 @@ pub(crate) struct Leader {
     /// A heartbeat round for `read_seq` must go out with the next `Ready`.
     pub read_round_pending: bool,
     /// Reads received before this term committed anything: their index is not known yet.
-    pub reads_before_commit: Vec<u64>,
+    pub reads_before_commit: Vec<(u64, Option<NodeId>)>,
+    /// thesis §6.4.1: the rounds a lease can rest on.
+    pub lease: LeaseRounds,
     /// Reads waiting for a quorum at `seq`. Invariant: seq is non-decreasing.
     pub reads: VecDeque<PendingRead>,
     /// New entries were appended: replicate them with the next `Ready`.
@@ -179,6 +184,10 @@ pub struct Raft {
     pub(crate) snapshot_crc32c: Option<(LogId, u64, u32)>,
     /// Reads confirmed by a quorum, waiting until `applied >= index`.
     pub(crate) confirmed_reads: VecDeque<ReadState>,
+    /// thesis §6.4: reads this follower asked the leader a read index for.
+    pub(crate) forwarded: ForwardedReads,
+    /// thesis §6.4.1: ticks left of the voters' promise a restarted node keeps (leases on).
+    pub(crate) boot_promise_ticks: u64,
     pub(crate) out: Outbox,
     /// The hard state as last handed out in a `Ready`.
     pub(crate) hard_state_out: HardState,
@@ -261,6 +270,7 @@ impl Raft {
         let log = Log::restore(snap_id, base_membership, entries);
         let commit = hard_state.commit.clamp(snap_id.index, log.last_index());
         let rng = Rng::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let boot_promise_ticks = Self::boot_promise_ticks(&config);
         let mut raft = Self {
             config,
             rng,
@@ -277,6 +287,8 @@ impl Raft {
             incoming_snapshot: None,
             snapshot_crc32c: None,
             confirmed_reads: VecDeque::new(),
+            forwarded: ForwardedReads::default(),
+            boot_promise_ticks,
             out: Outbox::default(),
             hard_state_out: HardState {
                 term: hard_state.term,
@@ -366,8 +378,11 @@ impl Raft {
 
     /// Time passes by one tick.
     pub fn tick(&mut self) {
+        self.boot_promise_ticks = self.boot_promise_ticks.saturating_sub(1);
+        self.tick_forwarded_reads();
         if let RoleState::Leader(_) = self.role {
             self.tick_leader();
+            self.tick_lease();
         } else {
             self.election_elapsed = self.election_elapsed.saturating_add(1);
             self.resend_transfer_votes();
@@ -430,44 +445,6 @@ impl Raft {
         });
         self.debug_check();
         Ok(index)
-    }
-
-    /// thesis §6.4: a linearizable read. Once confirmed, `ReadState { id, index }` comes out of a
-    /// `Ready`; the read may be served once `index` is applied. `id` is the caller's.
-    pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
-        let leader_hint = self.leader;
-        let me = self.config.id;
-        let alone = self.log.membership().vote_result(|v| Some(v == me)) == VoteResult::Won;
-        let pending_max = self.config.pending_reads_max;
-        let commit = self.commit;
-        let term_committed = self.log.term_at(commit) == Some(self.term);
-        let RoleState::Leader(leader) = &mut self.role else {
-            return Err(Error::NotLeader { leader_hint });
-        };
-        if leader.reads.len() + leader.reads_before_commit.len() >= pending_max {
-            return Err(Error::Busy(BusyReason::PendingReads));
-        }
-        if !term_committed {
-            /// thesis §6.4: the leader must have committed an entry in its term before its
-            /// commit index is known to be the latest.
-            leader.reads_before_commit.push(id);
-        } else if alone {
-            self.confirmed_reads
-                .push_back(ReadState { id, index: commit });
-        } else {
-            if !leader.read_round_pending {
-                leader.read_seq += 1;
-                leader.read_round_pending = true;
-            }
-            let seq = leader.read_seq;
-            leader.reads.push_back(PendingRead {
-                id,
-                index: commit,
-                seq,
-            });
-        }
-        self.debug_check();
-        Ok(())
     }
 
     /// The application took a snapshot of its state machine through `index` (which it has
@@ -538,7 +515,16 @@ impl Raft {
         /// thesis §6.4: a heartbeat acknowledgement promises nothing durable (only that this
         /// node has seen no later term), so it need not wait for a write in flight: a
         /// ReadIndex round then costs a round trip, not a follower's fsync.
-        let ack_only = matches!(msg.body, Body::HeartbeatResponse { .. });
+        /// thesis §6.4: nor does a read index request or answer.
+        let ack_only = matches!(
+            msg.body,
+            Body::HeartbeatResponse { .. }
+                | Body::ReadIndex { .. }
+                | Body::ReadIndexResponse { .. }
+        );
+        if matches!(msg.body, Body::TimeoutNow) {
+            self.forfeit_lease();
+        }
         if from_leader || ack_only {
             self.out.send_now.push(msg);
         } else {

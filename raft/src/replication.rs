@@ -6,7 +6,7 @@ use crate::message::{AppendResult, Body, ConflictHint};
 use crate::progress::{Progress, ReplicationState};
 use crate::quorum::VoteResult;
 use crate::raft::{IncomingSnapshot, Raft, RoleState};
-use crate::types::{Entry, Index, LogId, NodeId, Payload, ReadState, Snapshot, Term};
+use crate::types::{Entry, Index, LogId, NodeId, Payload, Snapshot, Term};
 use bytes::Bytes;
 
 /// One InstallSnapshot chunk, as received.
@@ -78,6 +78,7 @@ impl Raft {
                 p.recent_ack = false;
             }
             l.replicate_pending = true;
+            self.lease_round();
             self.broadcast_heartbeat();
             for to in resend_snapshot {
                 self.send_snapshot_chunk(to);
@@ -96,6 +97,7 @@ impl Raft {
         };
         l.read_round_pending = false;
         let read_seq = l.read_seq;
+        l.lease.sent(read_seq, l.ticks);
         let beats: Vec<(NodeId, Index)> = l
             .progress
             .iter()
@@ -397,38 +399,8 @@ impl Raft {
         // First what the commit means for the configuration (a removed leader steps down
         // here, failing the reads that wait), then the reads.
         self.after_commit();
-        if let (true, RoleState::Leader(l)) = (first_commit_in_term, &mut self.role) {
-            /// thesis §6.4: reads that waited for the term's first commit can now take the
-            /// commit index as their read index.
-            let waiting = std::mem::take(&mut l.reads_before_commit);
-            for id in waiting {
-                // Re-enter through the normal path: the term has a commit now.
-                let _ = self.read_index(id);
-            }
-        }
-    }
-
-    /// thesis §6.4: reads whose heartbeat round a majority acknowledged are confirmed.
-    /// Raft §6, thesis §4.2.1: a quorum of the configuration in effect, learners not counted.
-    fn confirm_reads(&mut self) {
-        let id = self.config.id;
-        let RoleState::Leader(l) = &mut self.role else {
-            return;
-        };
-        let quorum_seq = self.log.membership().committed_index(|v| {
-            if v == id {
-                l.read_seq
-            } else {
-                l.progress.get(&v).map_or(0, |p| p.read_seq)
-            }
-        });
-        while l.reads.front().is_some_and(|r| r.seq <= quorum_seq) {
-            if let Some(r) = l.reads.pop_front() {
-                self.confirmed_reads.push_back(ReadState {
-                    id: r.id,
-                    index: r.index,
-                });
-            }
+        if first_commit_in_term {
+            self.reads_after_first_commit();
         }
     }
 

@@ -111,6 +111,10 @@ impl Raft {
             Body::SnapshotResponse { last, next_offset } => {
                 self.handle_snapshot_response(msg.from, last, next_offset)
             }
+            Body::ReadIndex { id } => self.handle_read_index(msg.from, id),
+            Body::ReadIndexResponse { id, index } => {
+                self.handle_read_index_response(msg.from, msg.term, id, index)
+            }
         }
     }
 

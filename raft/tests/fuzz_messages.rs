@@ -127,7 +127,7 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
     let from = rng.range(0, 5);
     let t = small(rng, term);
     let id = |rng: &mut Rng| LogId::new(small(rng, last.index), small(rng, last.term));
-    let body = match rng.range(0, 11) {
+    let body = match rng.range(0, 13) {
         0 => Body::PreVote { last_log: id(rng) },
         1 => Body::PreVoteResponse {
             granted: rng.chance(0.5),
@@ -183,7 +183,12 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
             last: id(rng),
             next_offset: small(rng, 16),
         },
-        _ => Body::TimeoutNow,
+        10 => Body::TimeoutNow,
+        11 => Body::ReadIndex { id: small(rng, 8) },
+        _ => Body::ReadIndexResponse {
+            id: small(rng, 8),
+            index: rng.chance(0.5).then(|| small(rng, 16)),
+        },
     };
     Message {
         from,

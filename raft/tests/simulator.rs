@@ -40,6 +40,16 @@ fn chaos_seeds_with_process_faults_keep_safety_and_recover() {
     sweep(PROCESS_FAULT_SEEDS, ChaosOptions::with_process_faults);
 }
 
+/// Seeds with lease reads (thesis §6.4.1, clocks skewed within the drift bound) and follower
+/// reads (thesis §6.4), with process faults, reconfiguration and transfers: the simulator
+/// checks that every read reflects every write committed before it began.
+const READS_SEEDS: u64 = if cfg!(debug_assertions) { 300 } else { 3_000 };
+
+#[test]
+fn chaos_seeds_with_lease_and_follower_reads_keep_safety_and_recover() {
+    sweep(READS_SEEDS, ChaosOptions::with_reads);
+}
+
 #[test]
 fn chaos_seeds_keep_safety_and_recover() {
     sweep(SUITE_SEEDS, ChaosOptions::new);

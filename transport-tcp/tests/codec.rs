@@ -167,6 +167,11 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
             next_offset: rng.range(0, 1 << 40),
         },
         Body::TimeoutNow,
+        Body::ReadIndex { id: rng.next_u64() },
+        Body::ReadIndexResponse {
+            id: rng.next_u64(),
+            index: rng.chance(0.5).then(|| rng.range(0, 1 << 40)),
+        },
     ]
 }
 
@@ -199,7 +204,9 @@ fn every_body_is_complete(body: &Body) {
         | Body::HeartbeatResponse { .. }
         | Body::InstallSnapshot { .. }
         | Body::SnapshotResponse { .. }
-        | Body::TimeoutNow => {}
+        | Body::TimeoutNow
+        | Body::ReadIndex { .. }
+        | Body::ReadIndexResponse { .. } => {}
     }
 }
 

@@ -15,6 +15,9 @@ pub struct ClusterConfig {
     pub disk_latency_ms: (u64, u64),
     /// Every node's driver reports its events here (the cluster trace), if set.
     pub observer: Option<ObserverHandle>,
+    /// Lease reads (thesis §6.4.1) and follower reads (thesis §6.4) on every node, and Clerks
+    /// that send each get to a node at random ([`crate::clerk::ReadFrom::Any`]).
+    pub reads_anywhere: bool,
 }
 
 impl ClusterConfig {
@@ -25,7 +28,13 @@ impl ClusterConfig {
             maxraftstate: None,
             disk_latency_ms: (0, 3),
             observer: None,
+            reads_anywhere: false,
         }
+    }
+
+    pub fn reads_anywhere(mut self, on: bool) -> Self {
+        self.reads_anywhere = on;
+        self
     }
 
     pub fn unreliable(mut self, unreliable: bool) -> Self {
@@ -123,6 +132,8 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
         let id = i as u64 + 1;
         let mut raft = Config::new(id, 1..=n);
         raft.seed = self.seed.wrapping_mul(31).wrapping_add(id);
+        raft.lease_reads = self.config.reads_anywhere;
+        raft.follower_reads = self.config.reads_anywhere;
         let mut config = NodeConfig::new(raft);
         match self.config.maxraftstate {
             // Either bound keeps the log applied since the last snapshot near `max` bytes as
@@ -222,7 +233,13 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
             self.rt.clone(),
             connector,
             Self::addrs(&self.all()),
-            lab_clerk_config(),
+            ClerkConfig {
+                read_from: match self.config.reads_anywhere {
+                    true => crate::clerk::ReadFrom::Any,
+                    false => crate::clerk::ReadFrom::Leader,
+                },
+                ..lab_clerk_config()
+            },
         )
         .with_history(self.history.clone());
         LabClerk {
@@ -353,6 +370,7 @@ pub fn lab_clerk_config() -> ClerkConfig {
         backoff_min: ms(5),
         backoff_max: ms(100),
         follow_hints: true,
+        read_from: crate::clerk::ReadFrom::Leader,
     }
 }
 

@@ -94,6 +94,8 @@ fn kind_name(k: MsgKind) -> &'static str {
         MsgKind::InstallSnapshot => "install_snapshot",
         MsgKind::SnapshotResponse => "snapshot_response",
         MsgKind::TimeoutNow => "timeout_now",
+        MsgKind::ReadIndex => "read_index",
+        MsgKind::ReadIndexResponse => "read_index_response",
     }
 }
 

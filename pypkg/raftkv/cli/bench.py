@@ -61,6 +61,24 @@ def add_parser(sub: Subparsers) -> None:
         "this machine, and one worker each switches less)",
     )
     b.add_argument(
+        "--lease-reads",
+        action="store_true",
+        help="start the servers with `raftkv serve --lease-reads` (the leader answers gets "
+        "under a lease)",
+    )
+    b.add_argument(
+        "--follower-reads",
+        action="store_true",
+        help="start the servers with `raftkv serve --follower-reads` (followers serve gets)",
+    )
+    b.add_argument(
+        "--read-from",
+        choices=("leader", "any"),
+        default="leader",
+        help="where the clients send gets: the leader (default) or a node at random "
+        "(with --follower-reads, followers serve them)",
+    )
+    b.add_argument(
         "--plot",
         metavar="OUT.svg",
         help="also draw throughput and p50/p99/p99.9 latency against clients (an SVG file)",
@@ -109,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            extra = ["--lease-reads"] * args.lease_reads
+            extra += ["--follower-reads"] * args.follower_reads
             servers, eps = procs.start_servers(
-                args.nodes, tmp.name, args.runtime, args.server_workers
+                args.nodes, tmp.name, args.runtime, args.server_workers, extra
             )
         procs.wait_serving(
             eps, servers, timeout=30.0, log_dir=tmp.name if tmp else None, key="bench-ready"
@@ -155,6 +175,7 @@ def measure(args: argparse.Namespace, eps: list[str], clients: int) -> dict[str,
             warmup=args.warmup,
             progress=progress,
             keyspace=args.keyspace,
+            read_from=getattr(args, "read_from", "leader"),
         )
     return {
         "mode": args.mode,
@@ -166,4 +187,7 @@ def measure(args: argparse.Namespace, eps: list[str], clients: int) -> dict[str,
         "ops_per_s": round(r["ops_per_s"], 1),
         "lat_us": {k: r["lat_us"][k] for k in ("p50", "p99", "p999")},
         "errors": r["errors"],
+        "lease_reads": bool(getattr(args, "lease_reads", False)),
+        "follower_reads": bool(getattr(args, "follower_reads", False)),
+        "read_from": getattr(args, "read_from", "leader"),
     }

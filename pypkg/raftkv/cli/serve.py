@@ -110,6 +110,18 @@ def add_parser(sub: Subparsers) -> None:
     )
     s.add_argument("--data-dir", help="LMDB directory (required with --storage lmdb)")
     s.add_argument("--storage", choices=("lmdb", "memory"), default="lmdb")
+    s.add_argument(
+        "--lease-reads",
+        action="store_true",
+        help="the leader answers gets under a lease, without a heartbeat round (safe only if "
+        "the nodes' clocks run within 10%% of each other's rate; give every node the same)",
+    )
+    s.add_argument(
+        "--follower-reads",
+        action="store_true",
+        help="followers serve gets themselves with a read index from the leader (for Clerks "
+        'with read_from="any"); still linearizable',
+    )
     s.add_argument("--runtime", choices=("tokio", "smol"), default="tokio")
     s.add_argument(
         "--workers",
@@ -318,6 +330,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             client_addrs=client_addrs,
             client_port_offset=args.client_port_offset,
             snapshot_threshold=args.snapshot_threshold,
+            lease_reads=args.lease_reads,
+            follower_reads=args.follower_reads,
             join=join,
             join_as_learner=args.learner,
             data_bytes_max=args.data_bytes_max,

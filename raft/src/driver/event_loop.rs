@@ -212,12 +212,21 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             let mut handled = 0;
             let mut event = Some(event);
             while let Some(e) = event.take() {
-                if let Event::Tick = e {
-                    next_tick += self.tick;
-                    // After a stall, do not replay missed ticks in a burst.
-                    next_tick = next_tick.max(self.runtime.now());
+                let lease_reads = self.raft.config().lease_reads;
+                if lease_reads {
+                    self.catch_up_ticks(&mut next_tick);
                 }
-                self.handle(e);
+                match e {
+                    // Counted by the catch-up.
+                    Event::Tick if lease_reads => {}
+                    Event::Tick => {
+                        next_tick += self.tick;
+                        // After a stall, do not replay missed ticks in a burst.
+                        next_tick = next_tick.max(self.runtime.now());
+                        self.handle(e);
+                    }
+                    e => self.handle(e),
+                }
                 handled += 1;
                 if handled < EVENTS_PER_READY_MAX && self.stopped.is_none() {
                     event = self.poll_event_now();
@@ -241,6 +250,21 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             } = self;
             runtime.spawn(writer.finish());
         }
+    }
+
+    /// thesis §6.4.1: with lease reads the core's tick count must keep up with the clock (the
+    /// drift bound is stated for it): every tick due, missed ones in a stall included, is
+    /// counted before the next input is handled.
+    fn catch_up_ticks(&mut self, next_tick: &mut Duration) {
+        let now = self.runtime.now();
+        if now < *next_tick {
+            return;
+        }
+        while now >= *next_tick {
+            self.raft.tick();
+            *next_tick += self.tick;
+        }
+        self.expire(now);
     }
 
     /// Waits for the next event.

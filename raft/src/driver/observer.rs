@@ -227,6 +227,8 @@ pub enum MsgKind {
     InstallSnapshot,
     SnapshotResponse,
     TimeoutNow,
+    ReadIndex,
+    ReadIndexResponse,
 }
 
 /// A message's kind and the numbers worth showing (never its payload). The same message gives
@@ -342,6 +344,12 @@ impl MsgInfo {
                 info.offset = Some(*next_offset);
             }
             Body::TimeoutNow => {}
+            Body::ReadIndex { .. } => info.kind = MsgKind::ReadIndex,
+            Body::ReadIndexResponse { index, .. } => {
+                info.kind = MsgKind::ReadIndexResponse;
+                info.ok = Some(index.is_some());
+                info.commit = *index;
+            }
         }
         info
     }

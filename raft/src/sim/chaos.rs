@@ -31,6 +31,10 @@ pub struct ChaosOptions {
     /// Process faults: nodes paused for a while (then handling everything late) and clocks
     /// ticking at different rates (replay a failing seed with `RAFTKV_PROCESS_FAULTS=1`).
     pub process_faults: bool,
+    /// Leader leases (thesis §6.4.1) under a drift bound drawn from the seed, each node's clock
+    /// rate skewed within it, and follower reads (thesis §6.4): reads go to any node (replay a
+    /// failing seed with `RAFTKV_READS=1`).
+    pub lease_and_follower_reads: bool,
 }
 
 impl ChaosOptions {
@@ -43,6 +47,18 @@ impl ChaosOptions {
             trace_lines: 0,
             reconfig: false,
             process_faults: false,
+            lease_and_follower_reads: false,
+        }
+    }
+
+    /// Lease and follower reads, with process faults, membership changes and leadership
+    /// transfers (which end leases) among the faults.
+    pub fn with_reads(seed: u64) -> Self {
+        Self {
+            reconfig: true,
+            process_faults: true,
+            lease_and_follower_reads: true,
+            ..Self::new(seed)
         }
     }
 
@@ -101,6 +117,12 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
                 f.message
             );
         }
+        if opts.lease_and_follower_reads {
+            f.message = format!(
+                "(with lease and follower reads: RAFTKV_READS=1) {}",
+                f.message
+            );
+        }
         f
     })
 }
@@ -131,13 +153,31 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
         });
         so.config.promote_lag_entries_max = rc.range(0, 30);
     }
+    // Reads draw from their own generator too.
+    let mut rd = Rng::new(opts.seed ^ 0x00EA_D5EA_D500);
+    let reads_anywhere = opts.lease_and_follower_reads;
+    let mut clock_periods = Vec::new();
+    if reads_anywhere {
+        so.config.lease_reads = true;
+        so.config.follower_reads = true;
+        so.config.check_quorum = true;
+        // thesis §6.4.1: the stated drift bound, and clock rates that keep to it: tick periods
+        // whose largest is at most (100 + drift)% of the smallest.
+        let drift = rd.range(0, 51);
+        so.config.lease_clock_drift_percent = drift;
+        let (base, slowest) = (so.tick_ms, so.tick_ms * (100 + drift) / 100);
+        clock_periods = (0..nodes).map(|_| rd.range(base, slowest + 1)).collect();
+    }
     let mut sim = Sim::new(so);
+    for (i, ms) in clock_periods.into_iter().enumerate() {
+        sim.set_tick_ms(i, ms);
+    }
     let n = nodes;
     let mut next_reconfig = rc.range(200, 600);
     // Process faults draw from their own generator too.
     let mut pf = Rng::new(opts.seed ^ 0x0050_A05E_D0C1);
     let mut next_pause = pf.range(200, 1_000);
-    if opts.process_faults {
+    if opts.process_faults && !reads_anywhere {
         // Clock-rate skew: each node's tick is 8–12 ms where the others' may be 10 (±20%).
         let tick = sim.opts.tick_ms;
         for i in 0..n {
@@ -163,6 +203,11 @@ fn run_once(opts: &ChaosOptions) -> Result<ChaosReport, Failure> {
             let target = match sim.leader() {
                 Some(l) if rng.chance(0.85) => l,
                 _ => rng.range(0, n as u64) as usize,
+            };
+            // Reads anywhere: half go to a node at random (a follower forwards them).
+            let target = match reads_anywhere && rd.chance(0.5) {
+                true => rd.range(0, n as u64) as usize,
+                false => target,
             };
             if rng.chance(0.2) {
                 reads += sim.read(target).is_ok() as u64;

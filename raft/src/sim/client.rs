@@ -16,6 +16,7 @@ impl Sim {
             if sim.is_paused(i) {
                 return Ok(None);
             }
+            sim.catch_up_ticks(i)?;
             let Some(raft) = sim.nodes[i].raft.as_mut() else {
                 return Ok(None);
             };

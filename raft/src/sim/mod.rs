@@ -177,6 +177,10 @@ pub struct Sim {
     paused_until: Vec<u64>,
     /// Each node's tick period in virtual milliseconds: its clock's rate (skew between nodes).
     tick_ms: Vec<u64>,
+    /// With lease reads: when each node's next tick is due. Its driver counts every tick its
+    /// clock owes before it handles any input (thesis §6.4.1: a lease needs tick counts that
+    /// keep up with the clock), as the production driver does.
+    next_tick_ms: Vec<u64>,
     pub checker: SafetyChecker,
     trace: Trace,
     pub stats: SimStats,
@@ -204,6 +208,7 @@ impl Sim {
             blocked: vec![vec![false; n]; n],
             paused_until: vec![0; n],
             tick_ms: vec![opts.tick_ms; n],
+            next_tick_ms: vec![0; n],
             checker: SafetyChecker::default(),
             trace: Trace::new(opts.trace_lines),
             stats: SimStats {
@@ -232,6 +237,7 @@ impl Sim {
                 reads_aborted: Vec::new(),
             });
             let phase = sim.rng.range(0, sim.opts.tick_ms);
+            sim.next_tick_ms[i] = phase;
             sim.schedule(phase, Event::Tick { node: i, life: 0 });
         }
         sim

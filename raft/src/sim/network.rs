@@ -105,6 +105,7 @@ impl Sim {
         node.last_role_term = (Role::Follower, 0);
         let life = node.life;
         let phase = self.rng.range(0, self.opts.tick_ms);
+        self.next_tick_ms[i] = self.now_ms + phase;
         self.schedule(phase, Event::Tick { node: i, life });
     }
 

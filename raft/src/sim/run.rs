@@ -77,9 +77,18 @@ impl Sim {
             self.schedule(resume - self.now_ms, event);
             return Ok(());
         }
+        if !matches!(event, Event::Tick { .. }) {
+            self.catch_up_ticks(node)?;
+        }
         match event {
             Event::Tick { node, life } => {
                 if self.nodes[node].life != life {
+                    return Ok(());
+                }
+                if self.opts.config.lease_reads {
+                    self.catch_up_ticks(node)?;
+                    let due = self.next_tick_ms[node].saturating_sub(self.now_ms).max(1);
+                    self.schedule(due, Event::Tick { node, life });
                     return Ok(());
                 }
                 let tick_ms = self.tick_ms[node];
@@ -134,6 +143,24 @@ impl Sim {
                 self.after_input(node)
             }
         }
+    }
+
+    /// With lease reads, node `i` counts the ticks its clock owes now (each with its `Ready`s)
+    /// before it handles anything else: a paused node catches up when it resumes.
+    pub(super) fn catch_up_ticks(&mut self, i: usize) -> Result<(), String> {
+        if !self.opts.config.lease_reads {
+            return Ok(());
+        }
+        while self.next_tick_ms[i] <= self.now_ms {
+            self.next_tick_ms[i] += self.tick_ms[i];
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                continue;
+            };
+            raft.tick();
+            self.trace.hash_only(self.now_ms, ("tick", i));
+            self.after_input(i)?;
+        }
+        Ok(())
     }
 
     /// Drives node `i` through every `Ready` it has, as a production driver would, and checks

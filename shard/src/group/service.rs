@@ -162,6 +162,7 @@ impl Default for DriverConfig {
                 backoff_min: Duration::from_millis(5),
                 backoff_max: Duration::from_millis(100),
                 follow_hints: true,
+                read_from: raftkv_kv::clerk::ReadFrom::Leader,
             },
         }
     }
