@@ -98,8 +98,10 @@ impl Rng {
     }
 }
 
+/// The same key names as `raftkv bench` (k000000, k000001, ...), so both systems hold the same
+/// data.
 fn key(i: u64) -> String {
-    format!("bench/{i:05}")
+    format!("k{i:06}")
 }
 
 fn value(rng: &mut Rng, size: usize) -> Vec<u8> {
@@ -220,7 +222,8 @@ async fn run(args: Args) -> Result<String, String> {
     if args.mode != Mode::Put {
         // Every key exists before reads start.
         let t = Instant::now();
-        let workers = nconns.min(64) as u64;
+        // One writer per connection, as `raftkv bench`'s preload has one per client.
+        let workers = nconns as u64;
         let mut hs = Vec::new();
         for w in 0..workers {
             let mut kv = conns[w as usize].clone();
