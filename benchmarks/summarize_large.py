@@ -85,35 +85,30 @@ def table(machine: dict, runs: list[dict], rows: list[tuple[int, dict]]) -> str:
 
 
 def plot_svg(rows: list[tuple[int, dict]], title: str, path: str) -> None:
-    """MB/s and p99 (medians) against value size in KiB, a line per system and client count."""
+    """MB/s and p99 (medians) against value size in KiB (1024 = 1 MiB), a line per system and
+    client count."""
     pl = base.load_plot_module()
-    colors = {"raftkv": pl.PALETTE[0], "etcd": pl.PALETTE[1]}
+    client_counts = sorted({row["clients"] for _, row in rows})
     throughput, latency = [], []
-    for s in base.SYSTEMS:
-        for clients in sorted({row["clients"] for _, row in rows}):
+    for k, s in enumerate(base.SYSTEMS):
+        for j, clients in enumerate(client_counts):
             pts = [(size, row[s]) for size, row in rows if row["clients"] == clients]
             pts = [(size, d) for size, d in pts if d["ops"] is not None]
             if not pts:
                 continue
-            marker = "circle" if s == "raftkv" else "square"
-            dashed = clients != max(row["clients"] for _, row in rows)
+            # a colour per system and client count; etcd dashed with squares
+            color = pl.PALETTE[(2 * j + k) % len(pl.PALETTE)]
+            style = {"dashed": s == "etcd", "marker": "square" if s == "etcd" else "circle"}
             name = f"{s} {clients} client{'s' if clients > 1 else ''}"
             throughput.append(
-                pl.Series(
-                    name,
-                    [(size / 1024, mbps(d, size)) for size, d in pts],
-                    colors[s],
-                    dashed=dashed,
-                    marker=marker,
-                )
+                pl.Series(name, [(size / 1024, mbps(d, size)) for size, d in pts], color, **style)
             )
             latency.append(
                 pl.Series(
                     f"{name} p99",
                     [(size / 1024, d["p99"] / 1000.0) for size, d in pts],
-                    colors[s],
-                    dashed=dashed,
-                    marker=marker,
+                    color,
+                    **style,
                 )
             )
     pl.write_benchmark_svg(
