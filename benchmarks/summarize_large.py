@@ -48,9 +48,10 @@ def table(machine: dict, runs: list[dict], rows: list[tuple[int, dict]]) -> str:
         "1 MB = 10^6 bytes.",
         "",
         "| value | keyspace | clients | raftkv MB/s | raftkv p50 ms | raftkv p99 ms | etcd MB/s "
-        "| etcd p50 ms | etcd p99 ms | MB/s raftkv/etcd | p99 etcd/raftkv | errors r/e "
+        "| etcd p50 ms | etcd p99 ms | MB/s raftkv/etcd | p99 etcd/raftkv "
+        "| MB per CPU-second raftkv/etcd | errors r/e "
         "| other cores (max) | noisy runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     keyspaces = {r["value_size"]: r.get("keyspace") for r in runs}
 
@@ -68,7 +69,8 @@ def table(machine: dict, runs: list[dict], rows: list[tuple[int, dict]]) -> str:
             f"| {mb(mbps(r_, size))} | {ms(r_['p50'])} | {ms(r_['p99'])} "
             f"| {mb(mbps(e_, size))} | {ms(e_['p50'])} | {ms(e_['p99'])} "
             f"| {base.fmt_ratio(row['tput_ratio'])} | {base.fmt_ratio(row['p99_ratio'])} "
-            f"| {r_['errors']}/{e_['errors']} | {other} | {row['noisy']}/{row['runs']} |"
+            f"| {base.fmt_ratio(row['core_ratio'])} | {r_['errors']}/{e_['errors']} "
+            f"| {other} | {row['noisy']}/{row['runs']} |"
         )
     failed = [r for r in runs if not r.get("ok")]
     if failed:
