@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py [--keys 1000000] [--clients 256] [--repeats 1]
                                 [--systems raftkv,etcd] [--raftkv-args "--data-bytes-max N"]
+    python benchmarks/memory.py --summarize results/memory-A.jsonl results/memory-B.jsonl
 
 For each repeat and system (the order alternates from repeat to repeat), a fresh 3-node cluster
 in a temp dir on disk (never tmpfs):
@@ -227,6 +228,9 @@ class Etcd:
                 str(keys),
                 "--value-size",
                 str(value_size),
+                # room for the prefill at >= 100 puts/s, and never less than 10 minutes
+                "--max-seconds",
+                str(max(600, keys // 100)),
             ],
             capture_output=True,
             text=True,
@@ -368,7 +372,21 @@ def main() -> int:
     )
     ap.add_argument("--dir", default=None, help="where the data dirs go (default: a temp dir)")
     ap.add_argument("--out", default=None, help="JSON lines file (default results/memory-STAMP)")
+    ap.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="JSONL",
+        help="measure nothing: print the table of these results files' runs together",
+    )
     args = ap.parse_args()
+    if args.summarize:
+        recs = []
+        for path in args.summarize:
+            with open(path) as f:
+                recs += [r for r in map(json.loads, filter(str.strip, f)) if "system" in r]
+        for keys in sorted({r["keys"] for r in recs}):
+            print(summary([r for r in recs if r["keys"] == keys]))
+        return 0
     systems = [s for s in args.systems.split(",") if s]
     if not systems or any(s not in ("raftkv", "etcd") for s in systems):
         ap.error("--systems takes raftkv and/or etcd")

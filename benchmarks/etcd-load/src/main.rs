@@ -73,6 +73,10 @@ struct Args {
     /// Seed of the key/value generator
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Give up after this many seconds in all (0: 2 x (warm-up + seconds) + 120, which a
+    /// prefill of millions of keys needs more than)
+    #[arg(long, default_value_t = 0.0)]
+    max_seconds: f64,
 }
 
 /// xorshift64*: tiny and good enough to pick keys and fill values.
@@ -346,7 +350,11 @@ async fn run(args: Args) -> Result<String, String> {
 fn main() {
     let args = Args::parse();
     // Bound the whole program in time whatever happens to the cluster.
-    let cap = 2.0 * (args.warmup + args.seconds) + 120.0;
+    let cap = if args.max_seconds > 0.0 {
+        args.max_seconds
+    } else {
+        2.0 * (args.warmup + args.seconds) + 120.0
+    };
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(cap));
         eprintln!("etcd-load: gave up after {cap:.0} s");
