@@ -231,6 +231,10 @@ class Etcd:
                 # room for the prefill at >= 100 puts/s, and never less than 10 minutes
                 "--max-seconds",
                 str(max(600, keys // 100)),
+                # etcd stalls for seconds now and then while its bbolt file grows: a put of the
+                # prefill that waits 5 s (the default) would end the load
+                "--op-timeout-ms",
+                "60000",
             ],
             capture_output=True,
             text=True,

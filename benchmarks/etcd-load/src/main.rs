@@ -79,6 +79,9 @@ struct Args {
     max_seconds: f64,
 }
 
+/// A put of the prefill is tried this many times before the load gives up.
+const PREFILL_TRIES: u64 = 10;
+
 /// xorshift64*: tiny and good enough to pick keys and fill values.
 struct Rng(u64);
 
@@ -237,9 +240,16 @@ async fn run(args: Args) -> Result<String, String> {
                 let mut i = w;
                 while i < n {
                     let v = value(&mut rng, size);
-                    op(&mut kv, true, key(i), &v, limit)
-                        .await
-                        .map_err(|e| format!("prefill {e}"))?;
+                    // A put is idempotent here: retry what timed out (etcd answers "request
+                    // timed out" when a commit stalls, e.g. while bbolt grows its file).
+                    let mut tries = 0;
+                    while let Err(e) = op(&mut kv, true, key(i), &v, limit).await {
+                        tries += 1;
+                        if tries >= PREFILL_TRIES {
+                            return Err(format!("prefill {e} ({tries} tries)"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                    }
                     i += workers;
                 }
                 Ok::<(), String>(())
