@@ -90,10 +90,22 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
                 "p99": med([r["lat_us"]["p99"] for r in ok]),
                 "p99_all": [r["lat_us"]["p99"] for r in ok],
                 "errors": sum(r.get("errors") or 0 for r in ok),
+                # ops per CPU-second of the system and its load generator (noise.ours_cores):
+                # what a run got done per core it was given, on a machine shared with others
+                "per_core": med(
+                    [
+                        r["ops_per_s"] / r["noise"]["ours_cores"]
+                        for r in ok
+                        if (r.get("noise") or {}).get("ours_cores")
+                    ]
+                ),
             }
         r_, e_ = row["raftkv"], row["etcd"]
         row["tput_ratio"] = r_["ops"] / e_["ops"] if r_["ops"] and e_["ops"] else None
         row["p99_ratio"] = e_["p99"] / r_["p99"] if r_["p99"] and e_["p99"] else None
+        row["core_ratio"] = (
+            r_["per_core"] / e_["per_core"] if r_["per_core"] and e_["per_core"] else None
+        )
         case_runs = [r for r in runs if r.get("case") == case]
         others = [
             r["noise"]["other_cores"]
@@ -145,9 +157,10 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
     lines.append("")
     lines.append(
         "| case | raftkv ops/s | raftkv p50 us | raftkv p99 us | etcd ops/s | etcd p50 us | etcd p99 us "
-        "| ops/s raftkv/etcd | p99 etcd/raftkv | errors r/e | other cores (max) | busy before % (max) | noisy runs |"
+        "| ops/s raftkv/etcd | p99 etcd/raftkv | ops per CPU-second raftkv/etcd | errors r/e "
+        "| other cores (max) | busy before % (max) | noisy runs |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     for row in rows:
         r_, e_ = row["raftkv"], row["etcd"]
         other = "-" if row["other_max"] is None else f"{row['other_max']:.2f}"
@@ -156,7 +169,7 @@ def summarize(machine: dict, runs: list[dict]) -> tuple[list[dict], str]:
             f"| {row['mode']} {row['clients']} | {cell_ops(r_)} | {fmt_int(r_['p50'])} | {fmt_int(r_['p99'])} "
             f"| {cell_ops(e_)} | {fmt_int(e_['p50'])} | {fmt_int(e_['p99'])} "
             f"| {fmt_ratio(row['tput_ratio'])} | {fmt_ratio(row['p99_ratio'])} "
-            f"| {r_['errors']}/{e_['errors']} "
+            f"| {fmt_ratio(row['core_ratio'])} | {r_['errors']}/{e_['errors']} "
             f"| {other} | {bg} | {row['noisy']}/{row['runs']} |"
         )
     lines.append("")

@@ -165,6 +165,23 @@ def test_start_servers_serves_and_stop_servers_ends_every_process(tmp_path):
     assert all(p.poll() is not None for p in servers)
 
 
+def test_start_servers_passes_extra_args_to_every_node(tmp_path):
+    """benchmarks/memory.py --raftkv-args (issue 20): the flags reach `raftkv serve`; here a
+    data bound of 4,000 bytes refuses a 5,000-byte value on the one node."""
+    servers, endpoints = procs.start_servers(
+        1, tmp_path, workers=1, extra_args=["--data-bytes-max", "4000"]
+    )
+    try:
+        assert servers[0].args[-2:] == ["--data-bytes-max", "4000"]
+        procs.wait_serving(endpoints, servers, timeout=60.0, log_dir=tmp_path)
+        clerk = raftkv.Clerk(endpoints, timeout=WAIT)
+        with pytest.raises(raftkv.StoreFull):
+            clerk.put("big", b"x" * 5000)
+        clerk.put("small", b"x" * 100)
+    finally:
+        procs.stop_servers(servers)
+
+
 def test_wait_serving_names_the_node_that_exited(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

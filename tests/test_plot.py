@@ -196,3 +196,64 @@ def test_benchmarks_summarize_reads_section_and_graph(tmp_path):
     dom, log = render(out, "", tmp_path)
     assert not console_errors(log), console_errors(log)
     assert dom.count("<polyline") == len(drawn), dom[:2000]
+def test_benchmarks_large_values_draw_mb_per_s_and_p99_by_value_size(tmp_path):
+    """benchmarks/summarize_large.py (issue 20): MB/s and p99 against value size, a line per
+    system and client count, in a table and a graph that headless Chromium draws."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "summarize_large", root / "benchmarks/summarize_large.py"
+    )
+    large = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(large)
+    results = tmp_path / "large-x.jsonl"
+    recs = [{"kind": "machine", "date": "d", "repeats": 1}]
+    for size, clients_list in ((4096, (1, 8)), (65536, (1, 8)), (1 << 20, (1, 8))):
+        for system, ops in (("raftkv", 400.0), ("etcd", 100.0)):
+            for clients in clients_list:
+                recs.append(
+                    {
+                        "system": system,
+                        "mode": "put",
+                        "clients": clients,
+                        "case": f"put-{clients}",
+                        "ok": True,
+                        "value_size": size,
+                        "keyspace": 64,
+                        "ops_per_s": ops * clients * 4096 / size,
+                        "lat_us": {"p50": 500, "p99": 900 * size // 4096, "p999": 2000},
+                        "errors": 0,
+                    }
+                )
+    results.write_text("\n".join(json.dumps(r) for r in recs))
+    assert large.main([str(results)]) == 0
+    md = (tmp_path / "large-x.md").read_text()
+    # 400 ops/s x 4096 B at 1 client = 1.6 MB/s; raftkv/etcd = 4x
+    assert "| 4 KiB | 64 | 1 | 1.6 |" in md and "4.00x" in md, md
+    assert "| 1 MiB | 64 | 8 |" in md, md
+    svg_path = tmp_path / "large-x.svg"
+    svg = svg_path.read_text()
+    drawn = points(svg)
+    assert set(drawn) == {
+        "raftkv 1 client",
+        "raftkv 8 clients",
+        "etcd 1 client",
+        "etcd 8 clients",
+        "raftkv 1 client p99",
+        "raftkv 8 clients p99",
+        "etcd 1 client p99",
+        "etcd 8 clients p99",
+    }, drawn.keys()
+    assert "value size (KiB)" in svg and "MB/s" in svg and "closed-loop clients" not in svg
+    # larger values further right; MB/s is the same at every size here, so the line is flat;
+    # raftkv (4x) is above etcd (smaller y); p99 grows with the value size (smaller y)
+    xs = [x for x, _ in drawn["raftkv 8 clients"]]
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    assert len({round(y) for _, y in drawn["raftkv 8 clients"]}) == 1
+    assert drawn["raftkv 8 clients"][0][1] < drawn["etcd 8 clients"][0][1]
+    p99 = [y for _, y in drawn["etcd 8 clients p99"]]
+    assert p99 == sorted(p99, reverse=True)
+    dom, log = render(svg_path, "", tmp_path)
+    assert not console_errors(log), console_errors(log)
+    assert dom.count("<polyline") == 8, dom[:2000]

@@ -74,7 +74,14 @@ def _fmt(v: float) -> str:
 
 
 def _panel(
-    ox: float, title: str, ylabel: str, series: list[Series], log_y: bool, xs_all: list[float]
+    ox: float,
+    title: str,
+    ylabel: str,
+    series: list[Series],
+    log_y: bool,
+    xs_all: list[float],
+    xlabel: str = "closed-loop clients",
+    xunit: str = "clients",
 ) -> list[str]:
     """One chart's SVG elements, its top-left corner at (ox, 0)."""
     out = [f'<g transform="translate({ox},0)">']
@@ -125,7 +132,7 @@ def _panel(
         )
     out.append(
         f'<text x="{_ML + pw / 2}" y="{_H - 8}" text-anchor="middle" font-size="12">'
-        "closed-loop clients</text>"
+        f"{escape(xlabel)}</text>"
     )
     out.append(
         f'<text x="14" y="{_MT + ph / 2}" text-anchor="middle" font-size="12" '
@@ -148,7 +155,7 @@ def _panel(
                 else f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5"'
             )
             out.append(
-                f'{shape} fill="{s.color}"><title>{escape(s.name)}: {_fmt(x)} clients, '
+                f'{shape} fill="{s.color}"><title>{escape(s.name)}: {_fmt(x)} {escape(xunit)}, '
                 f"{y:,.4g}</title>{'</rect>' if s.marker == 'square' else '</circle>'}"
             )
         ly = _MT + 14 + 15 * i
@@ -173,9 +180,14 @@ def benchmark_svg(
     latency: list[Series],
     *,
     latency_label: str = "latency (ms)",
+    throughput_label: str = "ops/s",
+    x_label: str = "closed-loop clients",
+    x_unit: str = "clients",
 ) -> str:
     """Two charts side by side: ``throughput`` (ops/s, linear from 0) and ``latency``
-    (logarithmic), both against clients on a logarithmic axis; ``title`` above both."""
+    (logarithmic), both against clients on a logarithmic axis; ``title`` above both.
+    ``throughput_label``, ``x_label`` and ``x_unit`` (in the points' tooltips) rename the axes
+    for other x values, e.g. MB/s against value size."""
     xs = [x for s in throughput + latency for x, _ in s.points]
     width, height = 2 * _W, _H + 24
     body = [
@@ -186,15 +198,15 @@ def benchmark_svg(
         f"{escape(title)}</text>",
         '<g transform="translate(0,24)">',
     ]
-    body += _panel(0, "throughput", "ops/s", throughput, False, xs)
-    body += _panel(_W, "latency", latency_label, latency, True, xs)
+    body += _panel(0, "throughput", throughput_label, throughput, False, xs, x_label, x_unit)
+    body += _panel(_W, "latency", latency_label, latency, True, xs, x_label, x_unit)
     body += ["</g>", "</svg>"]
     return "\n".join(body) + "\n"
 
 
 def write_benchmark_svg(
-    path: str, title: str, throughput: list[Series], latency: list[Series]
+    path: str, title: str, throughput: list[Series], latency: list[Series], **labels: str
 ) -> None:
-    """Writes :func:`benchmark_svg` to ``path``."""
+    """Writes :func:`benchmark_svg` to ``path`` (``labels``: its keyword arguments)."""
     with open(path, "w", encoding="utf-8") as f:
-        f.write(benchmark_svg(title, throughput, latency))
+        f.write(benchmark_svg(title, throughput, latency, **labels))

@@ -142,9 +142,10 @@ def start_servers(
 
     Each node (ids 1..n) stores its log with LMDB in ``data_dir/node{i}`` and writes its output to
     ``data_dir/node{i}.log``; ``runtime`` and ``workers`` are passed to ``raftkv serve``
-    (``--runtime``, ``--workers``), then ``extra_args`` (say ``["--lease-reads"]``). The
-    processes run this interpreter's ``python -m raftkv`` in their own sessions, so a Ctrl-C in
-    the caller's terminal does not reach them.
+    (``--runtime``, ``--workers``), followed by ``extra_args`` (more ``raftkv serve`` flags,
+    e.g. ``["--data-bytes-max", "268435456"]``). The processes run this interpreter's
+    ``python -m raftkv`` in their own sessions, so a Ctrl-C in the caller's terminal does not
+    reach them.
 
     Returns the processes and the nodes' client addresses (``"127.0.0.1:PORT"``, index i is node
     i + 1). The nodes may not serve yet: see :func:`wait_serving`. Stop them with

@@ -73,7 +73,14 @@ struct Args {
     /// Seed of the key/value generator
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Give up after this many seconds in all (0: 2 x (warm-up + seconds) + 120, which a
+    /// prefill of millions of keys needs more than)
+    #[arg(long, default_value_t = 0.0)]
+    max_seconds: f64,
 }
+
+/// A put of the prefill is tried this many times before the load gives up.
+const PREFILL_TRIES: u64 = 10;
 
 /// xorshift64*: tiny and good enough to pick keys and fill values.
 struct Rng(u64);
@@ -98,8 +105,10 @@ impl Rng {
     }
 }
 
+/// The same key names as `raftkv bench` (k000000, k000001, ...), so both systems hold the same
+/// data.
 fn key(i: u64) -> String {
-    format!("bench/{i:05}")
+    format!("k{i:06}")
 }
 
 fn value(rng: &mut Rng, size: usize) -> Vec<u8> {
@@ -220,7 +229,8 @@ async fn run(args: Args) -> Result<String, String> {
     if args.mode != Mode::Put {
         // Every key exists before reads start.
         let t = Instant::now();
-        let workers = nconns.min(64) as u64;
+        // One writer per connection, as `raftkv bench`'s preload has one per client.
+        let workers = nconns as u64;
         let mut hs = Vec::new();
         for w in 0..workers {
             let mut kv = conns[w as usize].clone();
@@ -230,9 +240,16 @@ async fn run(args: Args) -> Result<String, String> {
                 let mut i = w;
                 while i < n {
                     let v = value(&mut rng, size);
-                    op(&mut kv, true, key(i), &v, limit)
-                        .await
-                        .map_err(|e| format!("prefill {e}"))?;
+                    // A put is idempotent here: retry what timed out (etcd answers "request
+                    // timed out" when a commit stalls, e.g. while bbolt grows its file).
+                    let mut tries = 0;
+                    while let Err(e) = op(&mut kv, true, key(i), &v, limit).await {
+                        tries += 1;
+                        if tries >= PREFILL_TRIES {
+                            return Err(format!("prefill {e} ({tries} tries)"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                    }
                     i += workers;
                 }
                 Ok::<(), String>(())
@@ -343,7 +360,11 @@ async fn run(args: Args) -> Result<String, String> {
 fn main() {
     let args = Args::parse();
     // Bound the whole program in time whatever happens to the cluster.
-    let cap = 2.0 * (args.warmup + args.seconds) + 120.0;
+    let cap = if args.max_seconds > 0.0 {
+        args.max_seconds
+    } else {
+        2.0 * (args.warmup + args.seconds) + 120.0
+    };
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(cap));
         eprintln!("etcd-load: gave up after {cap:.0} s");
