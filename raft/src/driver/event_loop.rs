@@ -9,14 +9,15 @@ use super::observer::{
 };
 use super::pending::{Proposals, Reads};
 use super::queue::QueueRx;
-use super::storage_task::{Done, Job, Writer};
+use super::storage_task::{Done, Job};
 use crate::config::ConfigError;
 use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
 use crate::membership::MembershipError;
 use crate::message::Message;
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
 use crate::Raft;
-use futures::{pin_mut, select_biased, FutureExt};
+use futures::channel::mpsc;
+use futures::{pin_mut, select_biased, FutureExt, StreamExt};
 use std::time::Duration;
 
 mod waiting;
@@ -41,8 +42,9 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     sm: M,
     transport: T,
     requests: QueueRx<Request<M::Response>>,
-    /// The node's storage writes, polled by this loop.
-    writer: Writer,
+    jobs: mpsc::UnboundedSender<Job>,
+    done: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
+    writes_in_flight: usize,
     /// Proposals waiting to be applied.
     proposals: Proposals<M::Response>,
     /// Reads waiting for confirmation.
@@ -78,7 +80,7 @@ const EVENTS_PER_READY_MAX: usize = 256;
 
 impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// The loop of a node whose core, state machine and transport are ready; `requests` come
-    /// from its handles, and `writer` makes its writes durable.
+    /// from its handles, `jobs` go to its storage task and `done` come back from it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         runtime: R,
@@ -87,7 +89,8 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         state_machine: M,
         transport: T,
         req_rx: QueueRx<Request<M::Response>>,
-        writer: Writer,
+        job_tx: mpsc::UnboundedSender<Job>,
+        done_rx: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
     ) -> Self {
         Self {
             runtime,
@@ -99,7 +102,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             sm: state_machine,
             transport,
             requests: req_rx,
-            writer,
+            jobs: job_tx,
+            done: done_rx,
+            writes_in_flight: 0,
             proposals: Proposals::new(),
             reads: Reads::new(),
             changes: Vec::new(),
@@ -242,14 +247,6 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             self.emit(|| EventKind::Stop { reason });
         }
         self.fail_all();
-        // What was queued before a stop for another reason still becomes durable, in the
-        // background, as a write in flight at a crash may; the storage closes after it.
-        if self.writer.busy() && !matches!(self.stopped, Some(NodeError::Storage(_))) {
-            let Self {
-                runtime, writer, ..
-            } = self;
-            runtime.spawn(writer.finish());
-        }
     }
 
     /// thesis §6.4.1: with lease reads the core's tick count must keep up with the clock (the
@@ -276,14 +273,13 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             return Event::Tick;
         }
         let wait = next_tick - now;
-        let writer = &mut self.writer;
-        let done = std::future::poll_fn(|cx| writer.poll_done(cx)).fuse();
+        let done = self.done.next().fuse();
         let req = self.requests.next().fuse();
         let msg = self.transport.recv().fuse();
         let tick = self.runtime.sleep(wait).fuse();
         pin_mut!(done, req, msg, tick);
         select_biased! {
-            d = done => Event::Durable(d),
+            d = done => d.map_or(Event::Durable(Err(StorageError::Closed)), Event::Durable),
             m = msg => m.map_or(Event::TransportClosed, Event::Message),
             r = req => r.map_or(Event::RequestsClosed, Event::Request),
             _ = tick => Event::Tick,
@@ -292,7 +288,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     /// An event that is already waiting, if any (never a tick).
     fn poll_event_now(&mut self) -> Option<Event<M::Response>> {
-        if let Some(d) = self.writer.done_now() {
+        if let Ok(d) = self.done.try_recv() {
             return Some(Event::Durable(d));
         }
         if let Some(m) = self.transport.recv().now_or_never() {
@@ -316,6 +312,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }
             Event::Request(r) => self.handle_request(r),
             Event::Durable(Ok(done)) => {
+                self.writes_in_flight -= done.jobs;
                 for m in done.after {
                     self.send(m);
                 }
@@ -421,16 +418,12 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             let ops = ready.take_write_ops();
             let after = std::mem::take(&mut ready.send_after_persist);
             let token = ready.persist_token;
-            if ops.is_empty() && token.is_none() && !self.writer.busy() {
+            if ops.is_empty() && token.is_none() && self.writes_in_flight == 0 {
                 for m in after {
                     self.send(m);
                 }
             } else {
                 self.queue_write(Job { ops, token, after });
-                // A storage that is durable at once (in memory): acknowledge in this turn.
-                if let Some(d) = self.writer.done_now() {
-                    self.handle(Event::Durable(d));
-                }
             }
             if self.observer.is_some() {
                 if let (Some(first), Some(last)) = (
@@ -481,7 +474,10 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     }
 
     fn queue_write(&mut self, job: Job) {
-        self.writer.push(job);
+        self.writes_in_flight += 1;
+        if self.jobs.unbounded_send(job).is_err() {
+            self.stopped = Some(NodeError::Storage(StorageError::Closed));
+        }
     }
 
     /// A snapshot from the leader replaces the state machine. Proposals it covers have an

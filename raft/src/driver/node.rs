@@ -4,7 +4,7 @@ use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
 use super::observer::ObserverHandle;
 use super::queue::{queue, QueueError, QueueTx};
-use super::storage_task::{Closing, Writer};
+use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
 use crate::membership::{MemberChange, Membership};
@@ -12,7 +12,7 @@ use crate::raft::BusyReason;
 use crate::types::{Index, NodeId, Status, Term};
 use crate::Raft;
 use bytes::Bytes;
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use std::time::Duration;
 
 /// How a node runs, beyond the core's [`Config`].
@@ -135,6 +135,9 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         }
         let raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
         let (req_tx, req_rx) = queue(config.request_queue_max);
+        let (job_tx, job_rx) = mpsc::unbounded();
+        let (done_tx, done_rx) = mpsc::unbounded();
+        runtime.spawn(storage_task(storage, job_rx, done_tx));
         let event_loop = EventLoop::new(
             runtime.clone(),
             &config,
@@ -142,7 +145,8 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             state_machine,
             transport,
             req_rx,
-            Writer::new(storage),
+            job_tx,
+            done_rx,
         );
         runtime.spawn(event_loop.run());
         Ok(Self {
