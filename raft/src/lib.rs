@@ -130,6 +130,7 @@ mod raft;
 mod ready;
 mod reconfig;
 mod replication;
+mod resume;
 mod rng;
 pub mod runtime;
 pub mod sim;
