@@ -212,37 +212,34 @@ impl<S: DurableStore> DurableKv<S> {
         Ok(())
     }
 
-    /// The keys in order, committed and not, with their values and versions: what a snapshot
-    /// holds. Calls `f` on each and returns how many there are.
+    /// The keys, committed and not, with their values and versions: what a snapshot holds.
+    /// Calls `f` on each and returns how many there are. The committed keys come in the
+    /// store's order, then the keys only the changes hold (a snapshot's keys need not be in
+    /// order: a restore sorts them).
     fn each_key(&self, f: &mut dyn FnMut(&[u8], &[u8], u64)) -> Result<u64, StorageError> {
-        let mut pending = self.data.changes.iter().peekable();
         let mut n = 0u64;
-        let mut emit = |k: &[u8], v: &[u8], version: u64, n: &mut u64| {
-            f(k, v, version);
-            *n += 1;
-        };
         self.data.store.scan(&mut |k, v, version| {
-            while let Some((ck, change)) = pending.next_if(|(ck, _)| ck.as_ref() < k) {
-                if let Some((cv, cversion)) = change {
-                    emit(ck, cv, *cversion, &mut n);
-                }
+            match self.data.changes.get(k) {
+                Some(Some((cv, cversion))) => f(k, cv, *cversion),
+                Some(None) => return,
+                None => f(k, v, version),
             }
-            match pending.next_if(|(ck, _)| ck.as_ref() == k) {
-                Some((_, Some((cv, cversion)))) => emit(k, cv, *cversion, &mut n),
-                Some((_, None)) => {}
-                None => emit(k, v, version, &mut n),
-            }
+            n += 1;
         })?;
-        for (ck, change) in pending {
-            if let Some((cv, cversion)) = change {
-                emit(ck, cv, *cversion, &mut n);
+        for (k, change) in &self.data.changes {
+            if let Some((v, version)) = change {
+                if self.data.store.get(k)?.is_none() {
+                    f(k, v, *version);
+                    n += 1;
+                }
             }
         }
         Ok(n)
     }
 
-    /// The state as a snapshot: the bytes a [`KvStateMachine`] with the same keys and sessions
-    /// writes (postcard: the number of keys, each key, value and version, then the sessions).
+    /// The state as a snapshot, in a [`KvStateMachine`]'s layout (postcard: the number of keys,
+    /// each key, value and version, then the sessions): the same bytes as a heap state's when
+    /// every change is committed and the store keeps its keys in order.
     fn encode(&self) -> Result<Vec<u8>, StorageError> {
         let count = self.each_key(&mut |_, _, _| {})?;
         let mut out = Vec::new();
