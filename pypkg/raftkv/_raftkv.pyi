@@ -221,6 +221,7 @@ class LocalCluster:
         request_timeout: float = 2.0,
         data_bytes_max: int | None = None,
         trace_events_max: int = 200000,
+        state: Literal["memory", "lmdb"] = "memory",
     ) -> Self: ...
     @property
     def addrs(self) -> list[str]: ...
@@ -320,6 +321,7 @@ class Node:
         gid: int | None = None,
         controller: Sequence[str] | None = None,
         shards: int | None = None,
+        state: Literal["memory", "lmdb"] = "memory",
     ) -> Self: ...
     @property
     def id(self) -> int: ...

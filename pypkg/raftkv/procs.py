@@ -136,19 +136,21 @@ def start_servers(
     data_dir: str | os.PathLike[str],
     runtime: str = "tokio",
     workers: int = 1,
+    state: str = "memory",
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     """Starts an ``n``-node cluster of ``raftkv serve`` processes on free ports of 127.0.0.1.
 
     Each node (ids 1..n) stores its log with LMDB in ``data_dir/node{i}`` and writes its output to
     ``data_dir/node{i}.log``; ``runtime`` and ``workers`` are passed to ``raftkv serve``
-    (``--runtime``, ``--workers``). The processes run this interpreter's ``python -m raftkv``
+    (``--runtime``, ``--workers``), as is ``state`` (``--state``: ``memory`` or ``lmdb``). The
+    processes run this interpreter's ``python -m raftkv``
     in their own sessions, so a Ctrl-C in the caller's terminal does not reach them.
 
     Returns the processes and the nodes' client addresses (``"127.0.0.1:PORT"``, index i is node
     i + 1). The nodes may not serve yet: see :func:`wait_serving`. Stop them with
     :func:`stop_servers`.
     """
-    layout = _Layout(n, data_dir, runtime, workers)
+    layout = _Layout(n, data_dir, runtime, workers, ["--state", state])
     servers: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(1, n + 1):

@@ -61,6 +61,12 @@ def add_parser(sub: Subparsers) -> None:
         "this machine, and one worker each switches less)",
     )
     b.add_argument(
+        "--state",
+        choices=("memory", "lmdb"),
+        default="memory",
+        help="`raftkv serve --state` for the servers it starts (where the KV state lives)",
+    )
+    b.add_argument(
         "--plot",
         metavar="OUT.svg",
         help="also draw throughput and p50/p99/p99.9 latency against clients (an SVG file)",
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             servers, eps = procs.start_servers(
-                args.nodes, tmp.name, args.runtime, args.server_workers
+                args.nodes, tmp.name, args.runtime, args.server_workers, args.state
             )
         procs.wait_serving(
             eps, servers, timeout=30.0, log_dir=tmp.name if tmp else None, key="bench-ready"
