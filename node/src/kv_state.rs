@@ -51,7 +51,8 @@ pub const STATE_DIR_NAME: &str = "state";
 /// The KV state machine, in memory or in LMDB.
 pub enum KvState {
     Memory(KvStateMachine),
-    Lmdb(DurableKv<LmdbState>),
+    /// Boxed: one per node, and the variants differ in size.
+    Lmdb(Box<DurableKv<LmdbState>>),
 }
 
 impl KvState {
@@ -88,7 +89,7 @@ impl KvState {
                 data_bytes_max,
             );
             match opened {
-                Ok(sm) => return Ok(Self::Lmdb(sm)),
+                Ok(sm) => return Ok(Self::Lmdb(Box::new(sm))),
                 Err(StorageError::Io { .. }) if runtime.now() < deadline => {
                     runtime.sleep(Duration::from_millis(20)).await
                 }

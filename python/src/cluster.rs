@@ -139,9 +139,12 @@ impl LocalCluster {
         trace_events_max: usize,
         state: &str,
     ) -> PyResult<Self> {
-        let state: raftkv_node::kv_state::StateKind = state.parse().map_err(
-            |e: raftkv_node::cluster::ClusterError| PyValueError::new_err(e.to_string()),
-        )?;
+        let state: raftkv_node::kv_state::StateKind =
+            state
+                .parse()
+                .map_err(|e: raftkv_node::cluster::ClusterError| {
+                    PyValueError::new_err(e.to_string())
+                })?;
         if state == raftkv_node::kv_state::StateKind::Lmdb && storage != "lmdb" {
             return Err(PyValueError::new_err(
                 "state \"lmdb\" needs storage \"lmdb\"",

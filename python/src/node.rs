@@ -180,7 +180,9 @@ impl Node {
     ) -> PyResult<Self> {
         let state: StateKind = state
             .parse()
-            .map_err(|e: raftkv_node::cluster::ClusterError| PyValueError::new_err(e.to_string()))?;
+            .map_err(|e: raftkv_node::cluster::ClusterError| {
+                PyValueError::new_err(e.to_string())
+            })?;
         if state == StateKind::Lmdb && (storage != "lmdb" || role != "kv") {
             return Err(PyValueError::new_err(
                 "state \"lmdb\" needs storage \"lmdb\" (and role \"kv\")",

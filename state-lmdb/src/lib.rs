@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use heed::types::Bytes as Raw;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
-use raftkv_kv::durable::{Changes, DurableKv, DurableStore};
+use raftkv_kv::durable::{Changes, DurableKv, DurableStore, Visit};
 use raftkv_kv::state::SessionConfig;
 use raftkv_raft::StorageError;
 use std::borrow::Cow;
@@ -276,15 +276,7 @@ impl DurableStore for LmdbState {
         txn.commit().map_err(|e| self.error("commit", e))
     }
 
-    fn len(&self) -> Result<u64, StorageError> {
-        let txn = self
-            .env
-            .read_txn()
-            .map_err(|e| self.error("begin read", e))?;
-        self.data.len(&txn).map_err(|e| self.error("count", e))
-    }
-
-    fn scan(&self, f: &mut dyn FnMut(&[u8], &[u8], u64)) -> Result<(), StorageError> {
+    fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         let txn = self
             .env
             .read_txn()

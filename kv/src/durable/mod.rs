@@ -15,7 +15,7 @@
 
 mod store;
 
-pub use store::{Changes, DurableStore, HeapStore};
+pub use store::{Changes, DurableStore, HeapStore, Visit};
 
 use crate::session::SessionTable;
 use crate::state::{Cached, KvData, KvStateMachine, Outcome, SessionConfig, Stored};
@@ -216,7 +216,7 @@ impl<S: DurableStore> DurableKv<S> {
     /// Calls `f` on each and returns how many there are. The committed keys come in the
     /// store's order, then the keys only the changes hold (a snapshot's keys need not be in
     /// order: a restore sorts them).
-    fn each_key(&self, f: &mut dyn FnMut(&[u8], &[u8], u64)) -> Result<u64, StorageError> {
+    fn each_key(&self, f: &mut Visit<'_>) -> Result<u64, StorageError> {
         let mut n = 0u64;
         self.data.store.scan(&mut |k, v, version| {
             match self.data.changes.get(k) {

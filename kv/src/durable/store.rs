@@ -6,6 +6,9 @@ use bytes::Bytes;
 use raftkv_raft::StorageError;
 use std::collections::BTreeMap;
 
+/// What [`DurableStore::scan`] calls on each key, value and version.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
+
 /// Key changes not committed yet: key → its new (value, version), or `None` once deleted.
 pub type Changes = BTreeMap<Bytes, Option<(Bytes, u64)>>;
 
@@ -31,12 +34,9 @@ pub trait DurableStore: Send + 'static {
         position: &[u8],
     ) -> Result<(), StorageError>;
 
-    /// How many keys are committed.
-    fn len(&self) -> Result<u64, StorageError>;
-
     /// Calls `f` on every committed key, value and version, in key order, from one consistent
     /// read.
-    fn scan(&self, f: &mut dyn FnMut(&[u8], &[u8], u64)) -> Result<(), StorageError>;
+    fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError>;
 }
 
 /// A [`DurableStore`] in memory whose committed state outlives the state machine using it
@@ -104,11 +104,7 @@ impl DurableStore for HeapStore {
         Ok(())
     }
 
-    fn len(&self) -> Result<u64, StorageError> {
-        Ok(self.lock().data.len() as u64)
-    }
-
-    fn scan(&self, f: &mut dyn FnMut(&[u8], &[u8], u64)) -> Result<(), StorageError> {
+    fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         for (k, (v, version)) in &self.lock().data {
             f(k, v, *version);
         }

@@ -62,7 +62,7 @@ pub(super) async fn resume<M: StateMachine, S: Storage>(
     storage
         .write(vec![
             WriteOp::InstallSnapshot(snapshot.clone()),
-            WriteOp::HardState(hard_state.clone()),
+            WriteOp::HardState(hard_state),
         ])
         .await
         .map_err(NodeError::Storage)?;
