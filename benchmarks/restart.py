@@ -1,8 +1,10 @@
 """Restart of a node holding many keys: how long until it serves again, and RSS per node.
 
     python benchmarks/restart.py [--keys 1000000] [--clients 256] [--repeats 3]
+                                 [--state memory|lmdb]
 
-Starts 3 `raftkv serve` processes (LMDB, data dirs in a temp dir on disk), writes every key
+Starts 3 `raftkv serve` processes (LMDB storage, data dirs in a temp dir on disk; the KV state
+in memory or, with `--state lmdb`, in LMDB too), writes every key
 k000000.. once (100-byte values; `raftkv.bench`'s preload, 256 closed-loop Rust Clerks), then
 per repeat:
 
@@ -12,8 +14,10 @@ per repeat:
 - leader: the same for the leader (the other two elect a new one meanwhile);
 - cluster: kill -9 all three, start them again, and time until a linearizable get answers.
 
-RSS (VmRSS) of every node is printed after the load and after each restart; the data dirs'
-size after the load. Issue 7's target: a node holding 1,000,000 keys serves again in <= 1 s.
+RSS of every node (VmRSS, and its anonymous and file-backed parts: RssAnon, RssFile) is
+printed after the load and after each restart; the data dirs' size after the load. Issue 7's
+target: a node holding 1,000,000 keys serves again in <= 1 s. Issue 20's: with the state in
+LMDB, RssAnon stays <= 256 MiB per node.
 """
 
 import argparse
@@ -29,12 +33,21 @@ import raftkv
 from raftkv.procs import start_servers, stop_servers, wait_serving
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def memory(procs) -> str:
+    """Every node's RSS and its anonymous and file-backed parts, in MiB."""
+    return "; ".join(
+        f"n{i + 1} RSS {rss_mib(p.pid):.0f} (anon {rss_mib(p.pid, 'RssAnon'):.0f}, "
+        f"file {rss_mib(p.pid, 'RssFile'):.0f})"
+        for i, p in enumerate(procs)
+    )
 
 
 def dir_mib(path: str) -> float:
@@ -104,7 +117,9 @@ def one_node(procs, endpoints, clerk, i, what):
         raise SystemExit(f"node {i + 1} did not catch up within 120 s (first answer: {first})")
     print(
         f"  {what} (node {i + 1}): first status answer {first:.3f} s, applied the leader's "
-        f"commit index {committed} at {caught_up:.3f} s; RSS {rss_mib(procs[i].pid):.0f} MiB",
+        f"commit index {committed} at {caught_up:.3f} s; RSS {rss_mib(procs[i].pid):.0f} MiB "
+        f"(anon {rss_mib(procs[i].pid, 'RssAnon'):.0f}, file "
+        f"{rss_mib(procs[i].pid, 'RssFile'):.0f})",
         flush=True,
     )
     return caught_up
@@ -125,10 +140,9 @@ def whole_cluster(procs, endpoints):
             if time.monotonic() - t0 > 120:
                 raise
     took = time.monotonic() - t0
-    rss = ", ".join(f"{rss_mib(p.pid):.0f}" for p in procs)
     print(
         f"  cluster: a linearizable get answered {took:.3f} s after all three were started "
-        f"again; RSS {rss} MiB",
+        f"again; MiB: {memory(procs)}",
         flush=True,
     )
     return took
@@ -140,25 +154,30 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where the data dirs go (default: a temp dir)")
+    ap.add_argument(
+        "--state", choices=("memory", "lmdb"), default="memory", help="`raftkv serve --state`"
+    )
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="raftkv-restart-", dir=args.dir)
     # One tokio worker per server, as `raftkv bench` starts them (the nodes share the machine).
-    procs, endpoints = start_servers(3, tmp.name, "tokio", workers=1)
+    procs, endpoints = start_servers(3, tmp.name, "tokio", workers=1, state=args.state)
     try:
         wait_serving(endpoints, procs, timeout=30.0, log_dir=tmp.name)
         clerk = raftkv.Clerk(endpoints, timeout=2.0)
-        print(f"loading {args.keys:,} keys with {args.clients} clients ...", flush=True)
+        print(
+            f"state {args.state}: loading {args.keys:,} keys with {args.clients} clients ...",
+            flush=True,
+        )
         t = time.monotonic()
         # The get mode writes the whole keyspace first (keys k000000.., 100-byte values).
         raftkv.bench(
             endpoints, clients=args.clients, seconds=0.2, mode="get", warmup=0.0, keyspace=args.keys
         )
         load = time.monotonic() - t
-        rss = ", ".join(f"{rss_mib(p.pid):.0f}" for p in procs)
         size = ", ".join(f"{dir_mib(os.path.join(tmp.name, f'node{i}')):.0f}" for i in range(1, 4))
         print(
-            f"loaded in {load:.1f} s ({args.keys / load:,.0f} puts/s); RSS per node {rss} MiB; "
-            f"data dir per node {size} MiB",
+            f"loaded in {load:.1f} s ({args.keys / load:,.0f} puts/s); data dir per node {size} "
+            f"MiB; MiB: {memory(procs)}",
             flush=True,
         )
         followers, leaders, clusters = [], [], []

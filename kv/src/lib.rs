@@ -100,6 +100,7 @@
 //! ```
 
 pub mod clerk;
+pub mod durable;
 pub mod history;
 pub mod protocol;
 pub mod retry;

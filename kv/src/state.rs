@@ -16,8 +16,11 @@
 use bytes::Bytes;
 use raftkv_raft::{Index, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::{btree_map, BTreeMap};
+use std::collections::BTreeMap;
 use thiserror::Error;
+
+mod data;
+pub use data::{KvData, MemData};
 
 pub use crate::session::SessionCommand;
 pub use crate::session::SessionConfig;
@@ -99,7 +102,7 @@ pub enum Outcome {
 /// The outcome a session remembers for its last write: small on purpose (no values), so the
 /// table costs O(clients) with a small constant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-enum Cached {
+pub(crate) enum Cached {
     Written(u64),
     Deleted,
     Err(KvError),
@@ -152,13 +155,13 @@ pub const DATA_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 pub const ENTRY_OVERHEAD_BYTES: u64 = 32;
 
 /// What the key `key` holding `value` counts for in [`KvStateMachine::data_bytes`].
-fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+pub(crate) fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
     key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD_BYTES
 }
 
 /// What a snapshot holds of a [`KvStateMachine`]: the data and the sessions.
 #[derive(Deserialize)]
-struct Stored {
+pub(crate) struct Stored {
     #[serde(deserialize_with = "bulk_map")]
     data: BTreeMap<Bytes, (Bytes, u64)>,
     sessions: SessionTable<Cached>,
@@ -179,24 +182,37 @@ impl From<Stored> for KvStateMachine {
     }
 }
 
-/// The KV state machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Stored")]
-pub struct KvStateMachine {
+/// The KV state machine, over the data `D` keeps: a heap map ([`MemData`], the default) or a
+/// durable store (`crate::durable`). The KV rules (versions, conditional put, append, delete,
+/// the data bound, sessions) are written once, over [`KvData`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvStateMachine<D = MemData> {
     /// key → (value, version). Invariant: version >= 1.
-    data: BTreeMap<Bytes, (Bytes, u64)>,
+    pub(crate) data: D,
     /// The sessions; their settings are the node's, not part of a snapshot (issue 21 #9).
     /// Encoded after `data` with the same bytes as the fields it replaced, so the snapshot
     /// layout is unchanged.
-    sessions: SessionTable<Cached>,
+    pub(crate) sessions: SessionTable<Cached>,
     /// Invariant: the sum of [`entry_bytes`] over `data`. Not in a snapshot: recounted when
     /// one is read.
-    #[serde(skip)]
-    data_bytes: u64,
+    pub(crate) data_bytes: u64,
     /// A write that would take `data_bytes` past this is refused with
     /// [`KvError::StoreFull`]. The node's setting, not part of a snapshot.
-    #[serde(skip)]
-    data_bytes_max: u64,
+    pub(crate) data_bytes_max: u64,
+}
+
+/// A snapshot holds the data, then the sessions (postcard: the bytes of the struct these
+/// fields once were, so the layout is unchanged).
+impl Serialize for KvStateMachine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.data, &self.sessions).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for KvStateMachine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Stored::deserialize(d).map(Self::from)
+    }
 }
 
 impl Default for KvStateMachine {
@@ -205,16 +221,7 @@ impl Default for KvStateMachine {
     }
 }
 
-impl KvStateMachine {
-    pub fn new(config: SessionConfig) -> Self {
-        Self {
-            data: BTreeMap::new(),
-            sessions: SessionTable::new(config),
-            data_bytes: 0,
-            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
-        }
-    }
-
+impl<D: KvData> KvStateMachine<D> {
     /// Bounds the data's size: a write that would take [`Self::data_bytes`] past `bytes_max`
     /// is refused with [`KvError::StoreFull`] when it is applied, before it is acknowledged
     /// (issue 21 #8). Every node of a cluster must have the same bound (as the same session
@@ -236,24 +243,11 @@ impl KvStateMachine {
         self.data_bytes
     }
 
-    /// The data's size counted again from the data.
-    fn count_data_bytes(&self) -> u64 {
-        self.data.iter().map(|(k, (v, _))| entry_bytes(k, v)).sum()
-    }
-
     /// Whether a write that replaces `old` bytes by `new` bytes may be applied: always if it
     /// does not grow the data (so a full store can still be emptied), else only within the
     /// bound.
     fn fits(&self, old: u64, new: u64) -> bool {
         new <= old || self.data_bytes - old + new <= self.data_bytes_max
-    }
-
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
     }
 
     pub fn sessions(&self) -> usize {
@@ -262,11 +256,8 @@ impl KvStateMachine {
 
     /// Reads `key` (for ReadIndex reads, and `Get` through the log).
     pub fn get(&self, key: &[u8]) -> Outcome {
-        match self.data.get(key) {
-            Some((value, version)) => Outcome::Value {
-                value: value.clone(),
-                version: *version,
-            },
+        match self.data.read(key) {
+            Some((value, version)) => Outcome::Value { value, version },
             None => Outcome::Err(KvError::NoKey),
         }
     }
@@ -350,6 +341,107 @@ impl KvStateMachine {
         self.sessions.enforce_bounds();
     }
 
+    /// Sets the bound of [`Self::with_data_bytes_max`] on a store in place.
+    pub fn set_data_bytes_max(&mut self, bytes_max: u64) {
+        self.data_bytes_max = bytes_max;
+    }
+
+    fn execute(&mut self, op: Op) -> Outcome {
+        match op {
+            Op::Get { key } => self.get(&key),
+            Op::Put {
+                key,
+                value,
+                version,
+            } => {
+                let new = entry_bytes(&key, &value);
+                let (current, old) = match self.data.read(&key) {
+                    Some((v, version)) => (version, entry_bytes(&key, &v)),
+                    None => (0, 0),
+                };
+                match version {
+                    Some(v) if current == 0 && v > 0 => return Outcome::Err(KvError::NoKey),
+                    Some(v) if v != current => return Outcome::Err(KvError::Version { current }),
+                    _ => {}
+                }
+                if !self.fits(old, new) {
+                    return Outcome::Err(KvError::StoreFull);
+                }
+                self.data_bytes = self.data_bytes - old + new;
+                let version = current + 1;
+                self.data.write(key, value, version);
+                Outcome::Written { version }
+            }
+            Op::Append { key, value } => {
+                let (joined, version, grows_by) = match self.data.read(&key) {
+                    Some((old, v)) => {
+                        let mut joined = Vec::with_capacity(old.len() + value.len());
+                        joined.extend_from_slice(&old);
+                        joined.extend_from_slice(&value);
+                        (Bytes::from(joined), v + 1, value.len() as u64)
+                    }
+                    None => {
+                        let grows_by = entry_bytes(&key, &value);
+                        (value, 1, grows_by)
+                    }
+                };
+                if !self.fits(0, grows_by) {
+                    return Outcome::Err(KvError::StoreFull);
+                }
+                self.data_bytes += grows_by;
+                self.data.write(key, joined, version);
+                Outcome::Written { version }
+            }
+            Op::Delete { key } => match self.data.remove(&key) {
+                Some((value, _)) => {
+                    self.data_bytes -= entry_bytes(&key, &value);
+                    Outcome::Deleted
+                }
+                None => Outcome::Err(KvError::NoKey),
+            },
+        }
+    }
+
+    /// Applies a Raft entry's command (the log index is the session id of a registration).
+    pub fn apply_entry(&mut self, index: Index, command: &[u8]) -> Outcome {
+        match Command::decode(command) {
+            Ok(c) => self.apply_command(index, c),
+            Err(e) => Outcome::Err(e.into()),
+        }
+    }
+
+    /// Serves a read (a postcard-encoded `Op::Get`).
+    pub fn query_bytes(&self, query: &[u8]) -> Outcome {
+        match postcard::from_bytes::<Op>(query) {
+            Ok(Op::Get { key }) => self.get(&key),
+            _ => Outcome::Err(KvError::Malformed),
+        }
+    }
+}
+
+impl KvStateMachine {
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            data: BTreeMap::new(),
+            sessions: SessionTable::new(config),
+            data_bytes: 0,
+            data_bytes_max: DATA_BYTES_MAX_DEFAULT,
+        }
+    }
+
+    /// The data's size counted again from the data.
+    fn count_data_bytes(&self) -> u64 {
+        self.data.iter().map(|(k, (v, _))| entry_bytes(k, v)).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
         self.data.keys()
@@ -413,11 +505,6 @@ impl KvStateMachine {
         Ok(())
     }
 
-    /// Sets the bound of [`Self::with_data_bytes_max`] on a store in place.
-    pub fn set_data_bytes_max(&mut self, bytes_max: u64) {
-        self.data_bytes_max = bytes_max;
-    }
-
     /// Checks the invariants on the fields; the first broken one, named (for state that
     /// arrived from outside: a snapshot, a migrated shard).
     pub fn validate(&self) -> Result<(), &'static str> {
@@ -429,82 +516,6 @@ impl KvStateMachine {
             return Err("data_bytes counts every key's bytes");
         }
         Ok(())
-    }
-
-    fn execute(&mut self, op: Op) -> Outcome {
-        match op {
-            Op::Get { key } => self.get(&key),
-            Op::Put {
-                key,
-                value,
-                version,
-            } => {
-                // One search of the tree, not a lookup and then an insert.
-                let new = entry_bytes(&key, &value);
-                let (data_bytes, data_bytes_max) = (self.data_bytes, self.data_bytes_max);
-                let slot = self.data.entry(key);
-                let (current, old) = match &slot {
-                    btree_map::Entry::Occupied(e) => (e.get().1, entry_bytes(e.key(), &e.get().0)),
-                    btree_map::Entry::Vacant(_) => (0, 0),
-                };
-                match version {
-                    Some(v) if current == 0 && v > 0 => return Outcome::Err(KvError::NoKey),
-                    Some(v) if v != current => return Outcome::Err(KvError::Version { current }),
-                    _ => {}
-                }
-                if new > old && data_bytes - old + new > data_bytes_max {
-                    return Outcome::Err(KvError::StoreFull);
-                }
-                self.data_bytes = data_bytes - old + new;
-                let version = current + 1;
-                match slot {
-                    btree_map::Entry::Occupied(mut e) => {
-                        e.insert((value, version));
-                    }
-                    btree_map::Entry::Vacant(e) => {
-                        e.insert((value, version));
-                    }
-                }
-                Outcome::Written { version }
-            }
-            Op::Append { key, value } => {
-                let grows_by = match self.data.get(&key) {
-                    Some(_) => value.len() as u64,
-                    None => entry_bytes(&key, &value),
-                };
-                if !self.fits(0, grows_by) {
-                    return Outcome::Err(KvError::StoreFull);
-                }
-                self.data_bytes += grows_by;
-                self.append(key, value)
-            }
-            Op::Delete { key } => match self.data.remove(&key) {
-                Some((value, _)) => {
-                    self.data_bytes -= entry_bytes(&key, &value);
-                    Outcome::Deleted
-                }
-                None => Outcome::Err(KvError::NoKey),
-            },
-        }
-    }
-
-    /// Appends `value` to `key`'s value (creating it at version 1).
-    fn append(&mut self, key: Bytes, value: Bytes) -> Outcome {
-        match self.data.entry(key) {
-            btree_map::Entry::Occupied(mut e) => {
-                let (old, v) = e.get();
-                let mut joined = Vec::with_capacity(old.len() + value.len());
-                joined.extend_from_slice(old);
-                joined.extend_from_slice(&value);
-                let version = v + 1;
-                e.insert((Bytes::from(joined), version));
-                Outcome::Written { version }
-            }
-            btree_map::Entry::Vacant(e) => {
-                e.insert((value, 1));
-                Outcome::Written { version: 1 }
-            }
-        }
     }
 
     /// Checks the invariants on the fields; panics naming the broken one.
@@ -526,17 +537,11 @@ impl StateMachine for KvStateMachine {
     type Response = Outcome;
 
     fn apply(&mut self, index: Index, command: &[u8]) -> Outcome {
-        match Command::decode(command) {
-            Ok(c) => self.apply_command(index, c),
-            Err(e) => Outcome::Err(e.into()),
-        }
+        self.apply_entry(index, command)
     }
 
     fn query(&self, query: &[u8]) -> Outcome {
-        match postcard::from_bytes::<Op>(query) {
-            Ok(Op::Get { key }) => self.get(&key),
-            _ => Outcome::Err(KvError::Malformed),
-        }
+        self.query_bytes(query)
     }
 
     fn snapshot(&self) -> Bytes {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftkv_checker::Verdict;
+use raftkv_kv::durable::{DurableKv, HeapStore};
 use raftkv_kv::history::History;
 use raftkv_kv::state::{KvStateMachine, Outcome, SessionConfig};
 use raftkv_kv::testing::*;
@@ -811,8 +812,20 @@ fn versioned_ops_with_expiring_sessions_under_chaos() {
     run(
         "versioned_ops_with_expiring_sessions_under_chaos",
         &SEEDS_1_TO_20,
-        |seed, rt| chaos_run(seed, rt, seed % 2 == 1),
+        |seed, rt| chaos_run(seed, rt, seed % 2 == 1, false),
     );
+}
+
+/// Issue 20: [`versioned_ops_with_expiring_sessions_under_chaos`] with every server's state
+/// in a store that survives its crashes ([`DurableKv`]): restarts resume from the state's
+/// committed position — behind the log (what was applied after the last commit is lost and
+/// applied again), or ahead of it (a leader's snapshot installed, the node crashed before its
+/// log recorded it) — and the history stays linearizable.
+#[test]
+fn durable_state_under_chaos() {
+    run("durable_state_under_chaos", &SEEDS_1_TO_20, |seed, rt| {
+        chaos_run(seed, rt, seed % 2 == 1, true)
+    });
 }
 
 /// Issue 21 #12: the Clerk applied a write twice. When a write's answered attempt said
@@ -829,19 +842,22 @@ fn duplicated_request_meets_expired_session() {
     run(
         "duplicated_request_meets_expired_session",
         &[69, 198, 448, 566, 683],
-        |seed, rt| chaos_run(seed, rt, false),
+        |seed, rt| chaos_run(seed, rt, false, false),
     );
 }
 
 /// One chaos run; `small_store`: the store is bounded to a few hundred bytes, so that appends
 /// fill it and writes are refused (`StoreFull`, issue 21 #8) until deletes make room, on
 /// every replica alike.
-async fn chaos_run(seed: u64, rt: SimRuntime, small_store: bool) -> (History, RunStats) {
-    use raftkv_kv::clerk::ClerkError;
-    use std::sync::atomic::AtomicU64;
-
-    const CLIENTS: usize = 6;
-    const KEYS: [&str; 3] = ["a", "b", "c"];
+/// `durable`: the servers run the KV state machine over a store that survives their crashes
+/// ([`DurableKv`]), so that a restart resumes from the state's position (behind the log, at a
+/// snapshot, or ahead of the log after installing a leader's snapshot) instead of restoring.
+async fn chaos_run(
+    seed: u64,
+    rt: SimRuntime,
+    small_store: bool,
+    durable: bool,
+) -> (History, RunStats) {
     let config = ClusterConfig::new(5)
         .unreliable(true)
         .maxraftstate(Some(MAXRAFTSTATE));
@@ -853,10 +869,43 @@ async fn chaos_run(seed: u64, rt: SimRuntime, small_store: bool) -> (History, Ru
         true => 130 + seed * 7919 % 30,
         false => u64::MAX,
     };
-    let mut c = KvSimCluster::with_state_machine(seed, &rt, config, move || {
-        KvStateMachine::new(sessions).with_data_bytes_max(data_bytes_max)
-    })
-    .await;
+    match durable {
+        false => {
+            let c = KvSimCluster::with_state_machine(seed, &rt, config, move || {
+                KvStateMachine::new(sessions).with_data_bytes_max(data_bytes_max)
+            })
+            .await;
+            chaos_clients(c, seed, rt, small_store, data_bytes_max).await
+        }
+        true => {
+            // Each server's state outlives its crashes; it commits every 1 to 8 entries (a
+            // crash loses what it applied since), different per seed and server.
+            let stores: Vec<HeapStore> = (0..5).map(|_| HeapStore::new()).collect();
+            let c = KvSimCluster::with_node_state_machine(seed, &rt, config, move |i| {
+                let every = 1 + (seed * 7 + i as u64 * 3) % 8;
+                DurableKv::open(stores[i].clone(), sessions, data_bytes_max)
+                    .expect("a heap store opens")
+                    .with_commit_every(every, 1 << 20)
+            })
+            .await;
+            chaos_clients(c, seed, rt, small_store, data_bytes_max).await
+        }
+    }
+}
+
+/// The clients and faults of [`chaos_run`] on cluster `c`.
+async fn chaos_clients<M: StateMachine<Response = Outcome>>(
+    mut c: KvSimCluster<M>,
+    seed: u64,
+    rt: SimRuntime,
+    small_store: bool,
+    data_bytes_max: u64,
+) -> (History, RunStats) {
+    use raftkv_kv::clerk::ClerkError;
+    use std::sync::atomic::AtomicU64;
+
+    const CLIENTS: usize = 6;
+    const KEYS: [&str; 3] = ["a", "b", "c"];
     c.set_hostile();
     // Issue 21: Raft messages between servers are delivered twice too, not only requests.
     c.net.set_duplicate_chance(0.02);

@@ -10,7 +10,10 @@ use std::net::TcpListener;
 
 use raftkv_kv::service::{KvService, ServiceConfig};
 use raftkv_kv::state::{KvStateMachine, SessionConfig};
-use raftkv_raft::{NetRuntime, Node, NodeId, StateMachine};
+use raftkv_raft::{NetRuntime, Node, NodeId, Runtime, StateMachine};
+
+use crate::error::ClusterError;
+use crate::kv_state::{KvState, StateKind};
 
 use crate::metrics::{MeteredHandler, NodeMetrics};
 use crate::server::{KvServer, ServerConfig};
@@ -25,6 +28,27 @@ pub trait Host: Send + Sync + 'static {
     /// A fresh state machine for node `id`, its data bounded by `data_bytes_max` (restored
     /// from storage by the node if it has a snapshot).
     fn state_machine(&self, id: NodeId, data_bytes_max: u64) -> Self::Machine;
+
+    /// The state machine of node `id` when it keeps its state as `state` says, in `data_dir`
+    /// (the node's LMDB directory, if it has one). The default: [`Host::state_machine`] for
+    /// `memory`; only the KV service keeps its state in LMDB.
+    fn open_state_machine<R: Runtime>(
+        &self,
+        runtime: &R,
+        id: NodeId,
+        data_bytes_max: u64,
+        state: StateKind,
+        data_dir: Option<&std::path::Path>,
+    ) -> impl std::future::Future<Output = Result<Self::Machine, ClusterError>> + Send {
+        let _ = (runtime, data_dir);
+        let machine = match state {
+            StateKind::Memory => Ok(self.state_machine(id, data_bytes_max)),
+            StateKind::Lmdb => Err(ClusterError::Setting(
+                "state \"lmdb\" is for the KV service only".into(),
+            )),
+        };
+        std::future::ready(machine)
+    }
 
     /// Starts serving `node`'s clients on `listener`, as `server` says (TLS, client token).
     /// `service` carries the clock epoch and every member's client address (for `NotLeader`
@@ -53,20 +77,34 @@ pub trait Host: Send + Sync + 'static {
     }
 }
 
-/// The KV service: a [`KvStateMachine`] served by a [`KvServer`].
+/// The KV service: a [`KvStateMachine`] (or its LMDB kind: [`KvState`]) served by a
+/// [`KvServer`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KvHost;
 
 impl Host for KvHost {
-    type Machine = KvStateMachine;
+    type Machine = KvState;
 
-    fn state_machine(&self, _id: NodeId, data_bytes_max: u64) -> KvStateMachine {
-        KvStateMachine::new(SessionConfig::default()).with_data_bytes_max(data_bytes_max)
+    fn state_machine(&self, _id: NodeId, data_bytes_max: u64) -> KvState {
+        KvState::Memory(
+            KvStateMachine::new(SessionConfig::default()).with_data_bytes_max(data_bytes_max),
+        )
+    }
+
+    async fn open_state_machine<R: Runtime>(
+        &self,
+        runtime: &R,
+        _id: NodeId,
+        data_bytes_max: u64,
+        state: StateKind,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<KvState, ClusterError> {
+        KvState::open(runtime, state, data_bytes_max, data_dir).await
     }
 
     fn serve<R: NetRuntime>(
         &self,
-        node: Node<R, KvStateMachine>,
+        node: Node<R, KvState>,
         runtime: R,
         service: ServiceConfig,
         peer_addrs: BTreeMap<NodeId, String>,

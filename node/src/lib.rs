@@ -87,6 +87,7 @@
 pub mod cluster;
 mod error;
 pub mod host;
+pub mod kv_state;
 pub mod load;
 pub mod metrics;
 pub mod replay;

@@ -57,6 +57,9 @@ pub struct StandaloneConfig {
     pub client_addrs: BTreeMap<NodeId, SocketAddr>,
     /// LMDB directory; `None`: the log is kept in memory (lost when the process ends).
     pub data_dir: Option<PathBuf>,
+    /// Where the KV state is kept: in memory (the default) or in LMDB in `data_dir`
+    /// ([`crate::kv_state::StateKind`]).
+    pub state: crate::kv_state::StateKind,
     /// Peers refuse connections from another cluster id.
     pub cluster_id: u64,
     /// Snapshot after this many log entries past the last snapshot (`None`: the default).
@@ -130,6 +133,7 @@ impl StandaloneConfig {
             peers,
             client_addrs,
             data_dir,
+            state: crate::kv_state::StateKind::Memory,
             cluster_id: 0x5241_4654_4b56,
             snapshot_threshold: None,
             request_timeout: Duration::from_secs(2),
@@ -327,7 +331,15 @@ impl<R: NetRuntime, H: Host> StandaloneNode<R, H> {
             failure: failure.clone(),
         };
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer_listener)?;
-        let sm = host.state_machine(id, config.data_bytes_max);
+        let sm = host
+            .open_state_machine(
+                &runtime,
+                id,
+                config.data_bytes_max,
+                config.state,
+                config.data_dir.as_deref(),
+            )
+            .await?;
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let first = node.status().await?;
         tracing::info!(

@@ -223,6 +223,7 @@ class LocalCluster:
         request_timeout: float = 2.0,
         data_bytes_max: int | None = None,
         trace_events_max: int = 200000,
+        state: Literal["memory", "lmdb"] = "memory",
     ) -> Self: ...
     @property
     def addrs(self) -> list[str]: ...
@@ -324,6 +325,7 @@ class Node:
         shards: int | None = None,
         lease_reads: bool = False,
         follower_reads: bool = False,
+        state: Literal["memory", "lmdb"] = "memory",
     ) -> Self: ...
     @property
     def id(self) -> int: ...

@@ -137,21 +137,22 @@ def start_servers(
     runtime: str = "tokio",
     workers: int = 1,
     extra_args: Sequence[str] = (),
+    state: str = "memory",
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     """Starts an ``n``-node cluster of ``raftkv serve`` processes on free ports of 127.0.0.1.
 
     Each node (ids 1..n) stores its log with LMDB in ``data_dir/node{i}`` and writes its output to
     ``data_dir/node{i}.log``; ``runtime`` and ``workers`` are passed to ``raftkv serve``
-    (``--runtime``, ``--workers``), followed by ``extra_args`` (more ``raftkv serve`` flags,
-    e.g. ``["--data-bytes-max", "268435456"]``). The processes run this interpreter's
-    ``python -m raftkv`` in their own sessions, so a Ctrl-C in the caller's terminal does not
-    reach them.
+    (``--runtime``, ``--workers``) and ``state`` (``--state``: ``memory`` or ``lmdb``), followed
+    by ``extra_args`` (more ``raftkv serve`` flags, e.g. ``["--data-bytes-max", "268435456"]``).
+    The processes run this interpreter's ``python -m raftkv`` in their own sessions, so a Ctrl-C
+    in the caller's terminal does not reach them.
 
     Returns the processes and the nodes' client addresses (``"127.0.0.1:PORT"``, index i is node
     i + 1). The nodes may not serve yet: see :func:`wait_serving`. Stop them with
     :func:`stop_servers`.
     """
-    layout = _Layout(n, data_dir, runtime, workers, extra_args)
+    layout = _Layout(n, data_dir, runtime, workers, ["--state", state, *extra_args])
     servers: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(1, n + 1):

@@ -47,7 +47,8 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 /// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None)`: storage "memory" |
 /// "lmdb" (lmdb with data_dir None: a temporary directory, removed on close); runtime "tokio" |
 /// "smol". `data_bytes_max` bounds each node's data (512 MiB by default): a write that would
-/// take it past is refused with `StoreFull`. Use it as a context manager, or
+/// take it past is refused with `StoreFull`. `state` "memory" (the default) | "lmdb" (with
+/// storage "lmdb": each node's KV state in LMDB, see `Node`). Use it as a context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
 /// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
@@ -123,7 +124,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000, state="memory"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -136,7 +137,19 @@ impl LocalCluster {
         request_timeout: f64,
         data_bytes_max: Option<u64>,
         trace_events_max: usize,
+        state: &str,
     ) -> PyResult<Self> {
+        let state: raftkv_node::kv_state::StateKind =
+            state
+                .parse()
+                .map_err(|e: raftkv_node::cluster::ClusterError| {
+                    PyValueError::new_err(e.to_string())
+                })?;
+        if state == raftkv_node::kv_state::StateKind::Lmdb && storage != "lmdb" {
+            return Err(PyValueError::new_err(
+                "state \"lmdb\" needs storage \"lmdb\"",
+            ));
+        }
         if !(1..=7).contains(&n) {
             return Err(PyValueError::new_err(format!(
                 "a cluster needs 1 to 7 nodes, not {n}"
@@ -160,6 +173,7 @@ impl LocalCluster {
             return Err(PyValueError::new_err("snapshot_threshold must be positive"));
         }
         let mut config = ClusterConfig::new(n as usize, kind);
+        config.state = state;
         config.data_dir = data_dir.clone();
         config.seed = seed.unwrap_or_else(|| {
             std::time::SystemTime::now()

@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use raftkv_node::host::{Host, KvHost};
+use raftkv_node::kv_state::StateKind;
 use raftkv_node::sharded::{ControllerHost, GroupHost};
 use raftkv_node::standalone::{Failure, NodeTls, StandaloneConfig, StandaloneNode};
 use raftkv_raft::runtime::smol::SmolRuntime;
@@ -97,6 +98,10 @@ impl<R: NetRuntime> RoleNode<R> {
 /// default, at most 512 MiB): a write that would take it past is refused with `StoreFull`.
 /// Give every node of a cluster the same bound.
 ///
+/// `state` is where the KV state lives: "memory" (the default: a map rebuilt from the snapshot
+/// and the log at each start) or "lmdb" (with storage "lmdb": in LMDB under `data_dir`, so the
+/// data may be larger than memory and a restart resumes from it without rebuilding a map).
+///
 /// `tls_cert`, `tls_key`, `tls_ca` (PEM files, all three or none) turn on TLS: mutual TLS
 /// between peers, each checking the other's certificate against the CA, and TLS on the client
 /// port. The certificate must name the host of the node's peer and client addresses. With
@@ -154,7 +159,7 @@ impl Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None, lease_reads=false, follower_reads=false))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None, lease_reads=false, follower_reads=false, state="memory"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -180,7 +185,18 @@ impl Node {
         shards: Option<u32>,
         lease_reads: bool,
         follower_reads: bool,
+        state: &str,
     ) -> PyResult<Self> {
+        let state: StateKind = state
+            .parse()
+            .map_err(|e: raftkv_node::cluster::ClusterError| {
+                PyValueError::new_err(e.to_string())
+            })?;
+        if state == StateKind::Lmdb && (storage != "lmdb" || role != "kv") {
+            return Err(PyValueError::new_err(
+                "state \"lmdb\" needs storage \"lmdb\" (and role \"kv\")",
+            ));
+        }
         if !peers.contains_key(&id) {
             return Err(PyValueError::new_err(format!(
                 "node id {id} is not among the peers {:?}",
@@ -234,6 +250,7 @@ impl Node {
             }
         }
         let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
+        config.state = state;
         config.snapshot_threshold = snapshot_threshold;
         config.lease_reads = lease_reads;
         config.follower_reads = follower_reads;

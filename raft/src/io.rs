@@ -4,6 +4,7 @@
 //! deterministic simulation runtime; memory storage here and LMDB in `raftkv-storage-lmdb`; a
 //! simulated network here and TCP in `raftkv-transport-tcp`.
 
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::types::{Entry, HardState, Index, LogId, NodeId, Persisted, Snapshot};
 use bytes::Bytes;
@@ -362,4 +363,34 @@ pub trait StateMachine: Send + 'static {
     fn snapshot(&self) -> Bytes;
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+
+    /// [`StateMachine::snapshot`] for a state machine whose state is read from a store that
+    /// may fail: the driver takes snapshots with it, and stops the node on an error instead of
+    /// storing a wrong snapshot. The default cannot fail.
+    fn try_snapshot(&self) -> Result<Bytes, StorageError> {
+        Ok(self.snapshot())
+    }
+
+    /// A state machine that keeps its state across a restart (a durable one) says here which
+    /// entry its state is at — the last one applied to it, with the configuration in effect at
+    /// it — so that the driver resumes from there instead of restoring the stored snapshot
+    /// and applying the log again. `None` (the default): the state is empty at start (an
+    /// in-memory state machine).
+    fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {
+        Ok(None)
+    }
+
+    /// The entries through `last` were applied (`membership`: the configuration in effect at
+    /// `last`): called after each batch of committed entries. A durable state machine records
+    /// `last` with the batch's changes, in one transaction. An error stops the node.
+    fn applied_to(&mut self, last: LogId, membership: &Membership) -> Result<(), StorageError> {
+        let _ = (last, membership);
+        Ok(())
+    }
+
+    /// [`StateMachine::restore`] from a snapshot the node received or stored: a durable state
+    /// machine records `snapshot.last` and its configuration with the data, in one transaction.
+    fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        self.restore(&snapshot.data)
+    }
 }

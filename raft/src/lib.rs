@@ -146,6 +146,7 @@ mod read;
 mod ready;
 mod reconfig;
 mod replication;
+mod resume;
 mod rng;
 pub mod runtime;
 pub mod sim;

@@ -64,7 +64,7 @@ pub struct KvSimCluster<M: StateMachine<Response = Outcome> = KvStateMachine> {
     config: ClusterConfig,
     storages: Vec<SimStorage>,
     services: Vec<Option<KvService<SimRuntime, M>>>,
-    make_sm: Box<dyn Fn() -> M + Send + Sync>,
+    make_sm: Box<dyn Fn(usize) -> M + Send + Sync>,
 }
 
 impl KvSimCluster<KvStateMachine> {
@@ -84,6 +84,18 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
         rt: &SimRuntime,
         config: ClusterConfig,
         make_sm: impl Fn() -> M + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_node_state_machine(seed, rt, config, move |_| make_sm()).await
+    }
+
+    /// Starts a cluster whose server `i` runs `make_sm(i)` at each start: a state machine that
+    /// keeps its state across crashes (a durable one over a store kept per server) is made
+    /// here.
+    pub async fn with_node_state_machine(
+        seed: u64,
+        rt: &SimRuntime,
+        config: ClusterConfig,
+        make_sm: impl Fn(usize) -> M + Send + Sync + 'static,
     ) -> Self {
         let n = config.servers;
         let rt2 = rt.clone();
@@ -153,7 +165,7 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
             config,
             self.storages[i].clone(),
             self.net.endpoint(id),
-            (self.make_sm)(),
+            (self.make_sm)(i),
         )
         .await
         .unwrap_or_else(|e| panic!("RAFTKV_SEED={}: n{id} failed to start: {e}", self.seed));

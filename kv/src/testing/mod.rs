@@ -52,6 +52,7 @@ use raftkv_raft::runtime::sim::{SimNet, SimRuntime, SimStorage};
 use raftkv_raft::{Config, Node, NodeConfig, Role, Runtime, StateMachine, ENTRY_OVERHEAD_BYTES};
 
 mod cluster;
+pub mod durable;
 mod net;
 
 pub use cluster::*;

@@ -88,6 +88,9 @@ pub struct ClusterConfig {
     pub trace_events_max: usize,
     /// Keep each node's Prometheus metrics ([`LocalCluster::metrics`]).
     pub metrics: bool,
+    /// Where each node keeps its KV state ([`crate::kv_state::StateKind`]; `lmdb` needs LMDB
+    /// storage).
+    pub state: crate::kv_state::StateKind,
 }
 
 impl ClusterConfig {
@@ -102,6 +105,7 @@ impl ClusterConfig {
             data_bytes_max: DATA_BYTES_MAX_DEFAULT,
             trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
             metrics: true,
+            state: crate::kv_state::StateKind::Memory,
         }
     }
 }
@@ -476,7 +480,17 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         let transport = TcpTransport::start_on(runtime.clone(), tcp, peer)?;
         let metrics = self.metrics.get(i).cloned();
         let storage = MeteredStorage::new(self.open_storage(i).await?, metrics.clone());
-        let sm = self.host.state_machine(id, self.config.data_bytes_max);
+        let dir = self.node_dir(i);
+        let sm = self
+            .host
+            .open_state_machine(
+                &runtime,
+                id,
+                self.config.data_bytes_max,
+                self.config.state,
+                dir.as_deref(),
+            )
+            .await?;
         let node = Node::start(runtime.clone(), node_config, storage, transport, sm).await?;
         let service = ServiceConfig {
             clock_epoch_ms: wall_clock_ms(),

@@ -79,6 +79,12 @@ def add_parser(sub: Subparsers) -> None:
         "(with --follower-reads, followers serve them)",
     )
     b.add_argument(
+        "--state",
+        choices=("memory", "lmdb"),
+        default="memory",
+        help="`raftkv serve --state` for the servers it starts (where the KV state lives)",
+    )
+    b.add_argument(
         "--plot",
         metavar="OUT.svg",
         help="also draw throughput and p50/p99/p99.9 latency against clients (an SVG file)",
@@ -130,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
             extra = ["--lease-reads"] * args.lease_reads
             extra += ["--follower-reads"] * args.follower_reads
             servers, eps = procs.start_servers(
-                args.nodes, tmp.name, args.runtime, args.server_workers, extra
+                args.nodes,
+                tmp.name,
+                args.runtime,
+                args.server_workers,
+                extra,
+                state=args.state,
             )
         procs.wait_serving(
             eps, servers, timeout=30.0, log_dir=tmp.name if tmp else None, key="bench-ready"

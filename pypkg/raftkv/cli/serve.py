@@ -122,6 +122,14 @@ def add_parser(sub: Subparsers) -> None:
         help="followers serve gets themselves with a read index from the leader (for Clerks "
         'with read_from="any"); still linearizable',
     )
+    s.add_argument(
+        "--state",
+        choices=("memory", "lmdb"),
+        default="memory",
+        help="where the KV state lives: memory (default; rebuilt from the snapshot and log at "
+        "start) or lmdb (in --data-dir: data larger than memory, restart without a rebuild; "
+        "needs --storage lmdb)",
+    )
     s.add_argument("--runtime", choices=("tokio", "smol"), default="tokio")
     s.add_argument(
         "--workers",
@@ -300,6 +308,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if args.storage == "lmdb" and not args.data_dir:
         raise UsageError("--data-dir is required with --storage lmdb")
+    if args.state == "lmdb" and (args.storage != "lmdb" or args.role != "kv"):
+        raise UsageError("--state lmdb needs --storage lmdb (and --role kv)")
     join = [a.strip() for a in args.join.split(",") if a.strip()] if args.join else None
     if args.join is not None and not join:
         raise UsageError("--join needs at least one client address")
@@ -326,6 +336,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             peers=peers,
             data_dir=args.data_dir,
             storage=args.storage,
+            state=args.state,
             runtime=args.runtime,
             client_addrs=client_addrs,
             client_port_offset=args.client_port_offset,

@@ -434,6 +434,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     self.emit(|| EventKind::Apply { first, last });
                 }
             }
+            let last_applied = ready.committed_entries.last().map(|e| e.id());
             for e in ready.committed_entries {
                 self.applied_entry(&e);
                 let response = match &e.payload {
@@ -450,6 +451,16 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                             leader_hint: self.raft.leader(),
                         }),
                     }
+                }
+            }
+            if let Some(last) = last_applied {
+                // An applied entry is at or after the snapshot and within the log.
+                let membership = self.raft.membership_at(last.index);
+                let membership = membership.unwrap_or_else(|| self.raft.membership());
+                if let Err(e) = self.sm.applied_to(last, membership) {
+                    tracing::error!(node = self.raft.id(), error = %e, "the state machine failed to record what it applied: stopping the node");
+                    self.stopped = Some(NodeError::Storage(e));
+                    break;
                 }
             }
             for r in ready.read_states {
@@ -483,7 +494,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// A snapshot from the leader replaces the state machine. Proposals it covers have an
     /// unknown outcome. `false`: the state machine refused it, and the node stops.
     fn restore(&mut self, s: &Snapshot) -> bool {
-        if let Err(reason) = self.sm.restore(&s.data) {
+        if let Err(reason) = self.sm.restore_snapshot(s) {
             tracing::error!(node = self.raft.id(), snapshot = %s.last, error = %reason, "cannot restore the snapshot received from the leader: stopping without storing it");
             self.stopped = Some(NodeError::Config(ConfigError::Snapshot {
                 last: s.last,
@@ -506,7 +517,14 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             return;
         }
         let index = applied;
-        let data = self.sm.snapshot();
+        let data = match self.sm.try_snapshot() {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!(node = self.raft.id(), error = %e, "cannot read the state machine for a snapshot: stopping the node");
+                self.stopped = Some(NodeError::Storage(e));
+                return;
+            }
+        };
         match self.raft.snapshot_taken(index, data) {
             Ok(snapshot) => {
                 self.emit(|| EventKind::Snapshot {

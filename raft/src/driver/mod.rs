@@ -16,6 +16,7 @@ mod node;
 pub mod observer;
 mod pending;
 pub(crate) mod queue;
+mod resume;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};

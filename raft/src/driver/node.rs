@@ -4,6 +4,7 @@ use super::error::{NodeError, ReconfigError};
 use super::event_loop::EventLoop;
 use super::observer::ObserverHandle;
 use super::queue::{queue, QueueError, QueueTx};
+use super::resume::resume;
 use super::storage_task::{storage_task, Closing};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
@@ -114,7 +115,8 @@ impl<R: Runtime, M: StateMachine> Clone for Node<R, M> {
 }
 
 impl<R: Runtime, M: StateMachine> Node<R, M> {
-    /// Starts a node: loads what `storage` holds, restores `state_machine` from its snapshot,
+    /// Starts a node: loads what `storage` holds, restores `state_machine` from its snapshot
+    /// (or resumes from the state a durable `state_machine` kept: [`StateMachine::applied`]),
     /// and spawns the node's tasks on `runtime`.
     pub async fn start<S: Storage, T: Transport>(
         runtime: R,
@@ -125,15 +127,16 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
     ) -> Result<Self, NodeError> {
         let storage = Closing::new(runtime.clone(), storage);
         let persisted = storage.load().await.map_err(NodeError::Storage)?;
-        if let Some(s) = &persisted.snapshot {
-            state_machine.restore(&s.data).map_err(|reason| {
+        let (persisted, held) = resume(&mut state_machine, &*storage, persisted).await?;
+        let mut raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
+        if let Some(index) = held {
+            raft.resume_applied(index).map_err(|e| {
                 NodeError::Config(ConfigError::Snapshot {
-                    last: s.last,
-                    reason,
+                    last: crate::types::LogId::new(index, raft.term_at(index).unwrap_or(0)),
+                    reason: e.to_string(),
                 })
             })?;
         }
-        let raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
         let (req_tx, req_rx) = queue(config.request_queue_max);
         let (job_tx, job_rx) = mpsc::unbounded();
         let (done_tx, done_rx) = mpsc::unbounded();

@@ -6,19 +6,70 @@ use bytes::Bytes;
 use raftkv_raft::driver::observer::{
     EventKind, MsgInfo, Observer, RoleName, SnapshotHow, TraceEvent,
 };
-use raftkv_raft::StateMachine;
+use raftkv_raft::{LogId, Membership, Snapshot, StateMachine, StorageError};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Every command applied anywhere, by index: State Machine Safety is checked on insert.
 pub type Applied = Arc<Mutex<BTreeMap<u64, Bytes>>>;
 
-/// A state machine that records what it applies, and checks it against every other node.
+/// What a durable [`RecordingSm`] committed: it outlives the node's crashes.
+#[derive(Default)]
+pub struct DurableRecord {
+    pub log: Vec<(u64, Bytes)>,
+    pub position: Option<(LogId, Membership)>,
+}
+
+/// A state machine that records what it applies, and checks it against every other node. With
+/// `durable`, it keeps its state across crashes (issue 20): it commits what it applied every
+/// `every` entries (a crash loses what it applied since), and a restart resumes from there.
+/// It checks that the driver hands it every command once: none again, none skipped.
 pub struct RecordingSm {
     pub seed: u64,
     pub node: u64,
     pub log: Vec<(u64, Bytes)>,
     pub global: Applied,
+    /// The last entry this state covers (applied, or by a snapshot), and the configuration.
+    pub position: Option<(LogId, Membership)>,
+    pub durable: Option<(Arc<Mutex<DurableRecord>>, u64)>,
+}
+
+impl RecordingSm {
+    /// The state `durable` holds (an empty one without).
+    pub fn open(
+        seed: u64,
+        node: u64,
+        global: Applied,
+        durable: Option<(Arc<Mutex<DurableRecord>>, u64)>,
+    ) -> Self {
+        let (log, position) = match &durable {
+            Some((d, _)) => {
+                let d = d.lock().unwrap();
+                (d.log.clone(), d.position.clone())
+            }
+            None => (Vec::new(), None),
+        };
+        Self {
+            seed,
+            node,
+            log,
+            global,
+            position,
+            durable,
+        }
+    }
+
+    fn at(&self) -> u64 {
+        self.position.as_ref().map_or(0, |(at, _)| at.index)
+    }
+
+    fn commit(&mut self) {
+        if let Some((d, _)) = &self.durable {
+            let mut d = d.lock().unwrap();
+            d.log = self.log.clone();
+            d.position = self.position.clone();
+        }
+    }
 }
 
 impl StateMachine for RecordingSm {
@@ -34,7 +85,22 @@ impl StateMachine for RecordingSm {
                 self.seed, self.node
             );
         }
+        let at = self.at().max(self.log.last().map_or(0, |(i, _)| *i));
+        assert!(
+            index > at,
+            "RAFTKV_SEED={}: n{} was handed entry {index} again (its state is at {at})",
+            self.seed,
+            self.node
+        );
+        if let Some((skipped, _)) = global.range(at + 1..index).next() {
+            panic!(
+                "RAFTKV_SEED={}: n{} skipped the command at {skipped} (its state was at {at}, \
+                 then it was handed {index})",
+                self.seed, self.node
+            );
+        }
         global.insert(index, cmd.clone());
+        drop(global);
         self.log.push((index, cmd));
         index
     }
@@ -53,8 +119,34 @@ impl StateMachine for RecordingSm {
         Bytes::from(out)
     }
 
+    fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {
+        Ok(self.durable.as_ref().and(self.position.clone()))
+    }
+
+    fn applied_to(&mut self, last: LogId, membership: &Membership) -> Result<(), StorageError> {
+        let committed = self.durable.as_ref().map(|(d, every)| {
+            let d = d.lock().unwrap();
+            (d.position.as_ref().map_or(0, |(at, _)| at.index), *every)
+        });
+        self.position = Some((last, membership.clone()));
+        if let Some((committed, every)) = committed {
+            if last.index >= committed + every {
+                self.commit();
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        self.restore(&snapshot.data)?;
+        self.position = Some((snapshot.last, snapshot.membership.clone()));
+        self.commit();
+        Ok(())
+    }
+
     fn restore(&mut self, mut data: &[u8]) -> Result<(), String> {
         self.log.clear();
+        self.position = None;
         while !data.is_empty() {
             if data.len() < 12 {
                 return Err("truncated snapshot".into());
@@ -72,6 +164,8 @@ impl StateMachine for RecordingSm {
 /// Checks the driver's events as they come (see the module documentation).
 pub struct TraceCheck {
     pub seed: u64,
+    /// The nodes whose state machine is durable.
+    pub durable: HashSet<u64>,
     pub state: Mutex<TraceState>,
 }
 
@@ -85,6 +179,8 @@ pub struct TraceState {
     /// Every message sent: (from, to, what the trace shows of it).
     pub sent: HashSet<(u64, u64, MsgInfo)>,
     pub events: u64,
+    /// Durable nodes started, not applied since.
+    pub resumed: HashSet<u64>,
 }
 
 impl Observer for TraceCheck {
@@ -101,6 +197,9 @@ impl Observer for TraceCheck {
             } => {
                 s.applied.insert(n, snapshot_index);
                 s.commit.insert(n, commit);
+                if self.durable.contains(&n) {
+                    s.resumed.insert(n);
+                }
             }
             EventKind::Role {
                 role: RoleName::Leader,
@@ -122,8 +221,11 @@ impl Observer for TraceCheck {
             }
             EventKind::Apply { first, last } => {
                 let prev = s.applied.insert(n, last).unwrap_or(0);
+                // Issue 20: a durable state machine resumes past its snapshot; that it skips
+                // nothing is checked by the state machine itself.
+                let resumed = s.resumed.remove(&n);
                 assert!(
-                    first == prev + 1 && last >= first,
+                    (first == prev + 1 || (resumed && first > prev + 1)) && last >= first,
                     "RAFTKV_SEED={seed}: trace: n{n} applied {first}..={last} after {prev}"
                 );
             }

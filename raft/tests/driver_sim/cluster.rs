@@ -1,7 +1,7 @@
 //! The simulated cluster of the driver simulation: nodes on one `SimRuntime`, their disks
 //! ([`Disk`]), the network, and the faults a test applies to them (see `driver_sim.rs`).
 
-use crate::checks::{Applied, RecordingSm, TraceCheck};
+use crate::checks::{Applied, DurableRecord, RecordingSm, TraceCheck};
 use crate::disk::{Checks, Disk};
 use raftkv_raft::driver::observer::ObserverHandle;
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime};
@@ -27,6 +27,9 @@ pub struct Cluster {
     pub voters: u64,
     /// When each paused node resumes (a paused node is not asked anything: it would not answer).
     pub paused_until: Vec<Option<Duration>>,
+    /// Issue 20: per node, the state a durable state machine keeps across crashes and how many
+    /// entries it applies between commits; `None`: an in-memory one.
+    pub durable: Vec<Option<(Arc<Mutex<DurableRecord>>, u64)>>,
 }
 
 impl Cluster {
@@ -35,12 +38,27 @@ impl Cluster {
     }
 
     pub fn with_checks(seed: u64, n: usize, rt: &SimRuntime, checks: Checks) -> Self {
+        // Issue 20: in even seeds the odd nodes keep their state across crashes, committing it
+        // every 1 to 30 entries.
+        let durable: Vec<_> = (0..n as u64)
+            .map(|i| {
+                (seed % 2 == 0 && i % 2 == 0).then(|| {
+                    let every = 1 + (seed / 2 + i * 7) % 30;
+                    (Arc::new(Mutex::new(DurableRecord::default())), every)
+                })
+            })
+            .collect();
         Self {
             seed,
             trace: Arc::new(TraceCheck {
                 seed,
+                durable: (0..n as u64)
+                    .filter(|&i| durable[i as usize].is_some())
+                    .map(|i| i + 1)
+                    .collect(),
                 state: Mutex::default(),
             }),
+            durable,
             rt: rt.clone(),
             net: SimNet::new(rt),
             storages: (0..n).map(|_| Disk::new(rt, (0, 3), checks)).collect(),
@@ -85,12 +103,7 @@ impl Cluster {
         config.snapshot_threshold_entries = 20;
         config.request_timeout = Duration::from_secs(2);
         config.observer = Some(ObserverHandle(self.trace.clone()));
-        let sm = RecordingSm {
-            seed: self.seed,
-            node: id,
-            log: Vec::new(),
-            global: self.global.clone(),
-        };
+        let sm = RecordingSm::open(self.seed, id, self.global.clone(), self.durable[i].clone());
         let rt = self.rt.with_group(id);
         let started = Node::start(
             rt,

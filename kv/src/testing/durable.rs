@@ -1,0 +1,162 @@
+//! A durable KV state machine ([`DurableKv`]) against the heap one ([`KvStateMachine`]), for
+//! every [`DurableStore`]: the same answers, the same snapshots, and after a crash (what was
+//! not committed lost) the same state once the log after its position is applied again.
+
+use crate::durable::{DurableKv, DurableStore};
+use crate::state::{Command, KvStateMachine, Op, Outcome, SessionConfig};
+use bytes::Bytes;
+use raftkv_raft::{LogId, Membership, StateMachine};
+
+/// A small deterministic generator (xorshift).
+struct Gen(u64);
+
+impl Gen {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+pub const SESSIONS: SessionConfig = SessionConfig {
+    ttl_ms: 50,
+    sessions_max: 3,
+};
+
+fn command(g: &mut Gen, index: u64, sessions: &mut Vec<(u64, u64)>) -> Command {
+    let now_ms = index;
+    if sessions.is_empty() || g.below(10) == 0 {
+        sessions.push((index, 0));
+        return Command::Register { now_ms };
+    }
+    let s = g.below(sessions.len() as u64) as usize;
+    // Now and then a retry of the last request.
+    if g.below(8) != 0 {
+        sessions[s].1 += 1;
+    }
+    let (session, seq) = sessions[s];
+    // Now and then a key longer than LMDB's keys may be (511 bytes), sharing a long prefix.
+    let key = match g.below(8) {
+        0 => Bytes::from(format!("{}{}", "L".repeat(600), g.below(3))),
+        _ => Bytes::from(format!("k{}", g.below(6))),
+    };
+    let value = Bytes::from(vec![b'a' + g.below(26) as u8; g.below(40) as usize]);
+    let op = match g.below(6) {
+        0 => Op::Get { key },
+        1 => Op::Put {
+            key,
+            value,
+            version: None,
+        },
+        2 => Op::Put {
+            key,
+            value,
+            version: Some(g.below(3)),
+        },
+        3 | 4 => Op::Append { key, value },
+        _ => Op::Delete { key },
+    };
+    Command::Request {
+        session,
+        seq,
+        now_ms,
+        op,
+    }
+}
+
+/// The heap state a snapshot holds (with the test's session settings and bound).
+fn state_of(snapshot: &[u8], bound: u64) -> KvStateMachine {
+    let mut sm = KvStateMachine::new(SESSIONS).with_data_bytes_max(bound);
+    sm.restore(snapshot).unwrap();
+    sm
+}
+
+pub fn membership() -> Membership {
+    Membership::from_voters([1, 2, 3])
+}
+
+fn open<S: DurableStore>(store: S, every: u64, bound: u64) -> DurableKv<S> {
+    DurableKv::open(store, SESSIONS, bound)
+        .unwrap()
+        .with_commit_every(every, 1 << 20)
+}
+
+/// Applies entries `from..=to` of `log` to `sm` in batches of up to `batch`, as the driver does
+/// (each batch ends with `applied_to`), and returns the answers.
+fn apply(
+    sm: &mut DurableKv<impl DurableStore>,
+    log: &[Bytes],
+    from: u64,
+    to: u64,
+    batch: u64,
+) -> Vec<Outcome> {
+    let mut answers = Vec::new();
+    let mut i = from;
+    while i <= to {
+        let end = (i + batch - 1).min(to);
+        for index in i..=end {
+            answers.push(sm.apply(index, &log[index as usize - 1]));
+        }
+        sm.applied_to(LogId::new(end, 1), &membership()).unwrap();
+        i = end + 1;
+    }
+    answers
+}
+
+/// One seeded run: random commands applied in batches to a heap state and to a durable one
+/// over the store `open` opens (each call opens it again, as a restarted node would: only
+/// what was committed is there), with crashes in between.
+pub fn durable_matches_heap<S: DurableStore>(seed: u64, open_store: &mut dyn FnMut() -> S) {
+    let mut g = Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let every = 1 + g.below(20);
+    // Odd seeds bound the data to a few keys' worth (writes refused as StoreFull), even ones
+    // let long keys in.
+    let bound = if seed % 2 == 1 { 300 } else { 20_000 };
+    let mut heap = KvStateMachine::new(SESSIONS).with_data_bytes_max(bound);
+    let mut durable = open(open_store(), every, bound);
+    let (mut log, mut sessions) = (Vec::new(), Vec::new());
+    let mut applied = 0u64;
+    for _round in 0..30 {
+        let batch = 1 + g.below(12);
+        for _ in 0..batch {
+            let index = log.len() as u64 + 1;
+            log.push(command(&mut g, index, &mut sessions).encode());
+        }
+        let last = log.len() as u64;
+        let expected: Vec<_> = (applied + 1..=last)
+            .map(|i| heap.apply(i, &log[i as usize - 1]))
+            .collect();
+        let got = apply(&mut durable, &log, applied + 1, last, 1 + g.below(5));
+        assert_eq!(got, expected, "seed {seed}: answers differ");
+        applied = last;
+        assert_eq!(
+            state_of(&durable.snapshot(), bound),
+            heap,
+            "seed {seed}: snapshots differ"
+        );
+        assert_eq!(durable.data_bytes(), heap.data_bytes());
+        if g.below(3) == 0 {
+            // A crash: what was not committed is lost; the restart applies the log after
+            // the committed position again, and answers as the first time.
+            let committed = durable.durable().committed_index();
+            drop(durable);
+            durable = open(open_store(), every, bound);
+            let (at, _) = durable.applied().unwrap().unwrap_or_default();
+            assert_eq!(at.index, committed, "seed {seed}");
+            let again = apply(&mut durable, &log, committed + 1, applied, 3);
+            let mut replay = KvStateMachine::new(SESSIONS).with_data_bytes_max(bound);
+            let all: Vec<_> = (1..=applied)
+                .map(|i| replay.apply(i, &log[i as usize - 1]))
+                .collect();
+            assert_eq!(again, all[committed as usize..], "seed {seed}");
+            assert_eq!(state_of(&durable.snapshot(), bound), heap, "seed {seed}");
+        }
+        // Committed, the state's snapshot has the heap state's very bytes, unless it holds
+        // keys a store cannot keep in order (LMDB's longer than 510 bytes).
+        durable.commit().unwrap();
+        if heap.keys().all(|k| k.len() <= 510) {
+            assert_eq!(durable.snapshot(), heap.snapshot(), "seed {seed}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! [`LmdbState`]: a [`DurableStore`] in LMDB, for the KV state of a node started with
+//! `--state lmdb` ([`open_state`]).
+//!
+//! One environment in its own directory, two databases: `data` (key → version and value) and
+//! `position` (one record, written by the state machine with every commit). Each
+//! [`DurableStore::commit`] is one LMDB write transaction, so the data and its position are
+//! always consistent. The environment is opened with LMDB's durable defaults except
+//! `MDB_NOMETASYNC`: a crash (even a power cut) may lose the last committed transaction, never
+//! the database's integrity — the state is then one commit behind, and the node applies the
+//! entries after it again from its Raft log. `MDB_NOSYNC`, `MDB_MAPASYNC` and `MDB_WRITEMAP`
+//! are never set: with them a power cut can corrupt the database.
+//!
+//! Keys of up to [`RAW_KEY_BYTES_MAX`] bytes are LMDB keys as they are. A longer key (LMDB
+//! keys are at most 511 bytes) is stored under its first [`LONG_KEY_PREFIX_BYTES`] bytes and a
+//! 64-bit hash of it, with the whole key in the value; two long keys with the same prefix and
+//! hash would collide, and the commit that meets one fails (a clear error, never a lost key).
+
+use bytes::Bytes;
+use heed::types::Bytes as Raw;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
+use raftkv_kv::durable::{Changes, DurableKv, DurableStore, Visit};
+use raftkv_kv::state::SessionConfig;
+use raftkv_raft::StorageError;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// The most bytes a key is stored as it is; longer keys are stored by prefix and hash.
+pub const RAW_KEY_BYTES_MAX: usize = 510;
+
+/// Bytes of a long key kept in its LMDB key (then 8 bytes of hash: 511 in all, a length no
+/// raw key has).
+pub const LONG_KEY_PREFIX_BYTES: usize = 503;
+
+const POSITION_KEY: &[u8] = b"position";
+
+/// How the state's environment is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateOptions {
+    /// The map's size: the most the state's file may grow to. Address space only until used
+    /// (the file grows with the data).
+    pub map_size_bytes: usize,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        Self {
+            map_size_bytes: if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 },
+        }
+    }
+}
+
+/// The KV state in an LMDB environment.
+pub struct LmdbState {
+    env: Env<WithoutTls>,
+    data: Database<Raw, Raw>,
+    position: Database<Raw, Raw>,
+    dir: PathBuf,
+    map_size_bytes: usize,
+}
+
+/// The KV state machine over the LMDB state in `dir` (made if missing), with the node's
+/// session settings and data bound.
+pub fn open_state(
+    dir: &Path,
+    options: StateOptions,
+    sessions: SessionConfig,
+    data_bytes_max: u64,
+) -> Result<DurableKv<LmdbState>, StorageError> {
+    DurableKv::open(LmdbState::open(dir, options)?, sessions, data_bytes_max)
+}
+
+impl LmdbState {
+    /// Opens (creating if needed) the environment in `dir`. The caller keeps other processes
+    /// out of `dir` (a node holds its data directory locked).
+    pub fn open(dir: &Path, options: StateOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::io("create state directory", dir, e))?;
+        let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
+        env_options.map_size(options.map_size_bytes).max_dbs(2);
+        // Safety: NO_META_SYNC keeps the database intact on a crash (it may lose the last
+        // transaction only); the files are changed only through this environment (the node's
+        // directory lock keeps other processes out, heed's registry this one from opening it
+        // twice).
+        unsafe {
+            env_options.flags(EnvFlags::NO_META_SYNC);
+        }
+        let env = unsafe { env_options.open(dir) }.map_err(|e| lmdb("open LMDB state", dir, e))?;
+        let mut txn = env.write_txn().map_err(|e| lmdb("begin", dir, e))?;
+        let data = env
+            .create_database(&mut txn, Some("data"))
+            .map_err(|e| lmdb("open databases", dir, e))?;
+        let position = env
+            .create_database(&mut txn, Some("position"))
+            .map_err(|e| lmdb("open databases", dir, e))?;
+        txn.commit().map_err(|e| lmdb("commit", dir, e))?;
+        Ok(Self {
+            env,
+            data,
+            position,
+            dir: dir.to_path_buf(),
+            map_size_bytes: options.map_size_bytes,
+        })
+    }
+
+    /// The environment's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn error(&self, op: &'static str, e: heed::Error) -> StorageError {
+        match e {
+            heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::MapFull {
+                path: self.dir.clone(),
+                map_bytes: self.map_size_bytes,
+                map_bytes_max: self.map_size_bytes,
+            },
+            e => lmdb(op, &self.dir, e),
+        }
+    }
+}
+
+fn lmdb(op: &'static str, dir: &Path, e: heed::Error) -> StorageError {
+    let io = match e {
+        heed::Error::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    };
+    StorageError::io(op, dir, io)
+}
+
+fn corrupt(detail: String) -> StorageError {
+    StorageError::Corrupt {
+        index: None,
+        detail,
+    }
+}
+
+/// The LMDB key of `key`.
+fn stored_key(key: &[u8]) -> Cow<'_, [u8]> {
+    if key.len() <= RAW_KEY_BYTES_MAX {
+        return Cow::Borrowed(key);
+    }
+    let mut k = key[..LONG_KEY_PREFIX_BYTES].to_vec();
+    k.extend_from_slice(&fnv1a(key).to_be_bytes());
+    Cow::Owned(k)
+}
+
+/// FNV-1a, 64 bits: a long key's hash (stable across builds and platforms).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The stored value: the version (8 bytes, big-endian), for a long key the key's length
+/// (4 bytes) and the key, then the value.
+fn encode_value(key: &[u8], value: &[u8], version: u64) -> Vec<u8> {
+    let long = key.len() > RAW_KEY_BYTES_MAX;
+    let mut out = Vec::with_capacity(8 + value.len() + if long { 4 + key.len() } else { 0 });
+    out.extend_from_slice(&version.to_be_bytes());
+    if long {
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// (key, value, version) of a stored pair.
+fn decode<'a>(
+    stored_key: &'a [u8],
+    stored: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8], u64), StorageError> {
+    let bad = || {
+        corrupt(format!(
+            "bad stored value for a key of {} bytes",
+            stored_key.len()
+        ))
+    };
+    let (version, rest) = stored.split_first_chunk::<8>().ok_or_else(bad)?;
+    let version = u64::from_be_bytes(*version);
+    if stored_key.len() <= RAW_KEY_BYTES_MAX {
+        return Ok((stored_key, rest, version));
+    }
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let (key, value) = rest.split_at(len);
+    Ok((key, value, version))
+}
+
+impl DurableStore for LmdbState {
+    fn get(&self, key: &[u8]) -> Result<Option<(Bytes, u64)>, StorageError> {
+        let txn = self
+            .env
+            .read_txn()
+            .map_err(|e| self.error("begin read", e))?;
+        let k = stored_key(key);
+        let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? else {
+            return Ok(None);
+        };
+        let (full, value, version) = decode(&k, stored)?;
+        Ok((full == key).then(|| (Bytes::copy_from_slice(value), version)))
+    }
+
+    fn position(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self
+            .env
+            .read_txn()
+            .map_err(|e| self.error("begin read", e))?;
+        let p = self.position.get(&txn, POSITION_KEY);
+        Ok(p.map_err(|e| self.error("read position", e))?
+            .map(<[u8]>::to_vec))
+    }
+
+    fn commit(&mut self, changes: &Changes, position: &[u8]) -> Result<(), StorageError> {
+        let mut txn = self
+            .env
+            .write_txn()
+            .map_err(|e| self.error("begin write", e))?;
+        for (key, change) in changes {
+            let k = stored_key(key);
+            if k.len() > RAW_KEY_BYTES_MAX {
+                // A long key: another long key may hold its slot (same prefix and hash).
+                if let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? {
+                    let (full, _, _) = decode(&k, stored)?;
+                    if full != &key[..] {
+                        return Err(corrupt(format!(
+                            "two keys of {} and {} bytes share a stored key (prefix and hash)",
+                            full.len(),
+                            key.len()
+                        )));
+                    }
+                }
+            }
+            match change {
+                Some((value, version)) => self
+                    .data
+                    .put(&mut txn, &k, &encode_value(key, value, *version))
+                    .map_err(|e| self.error("write", e))?,
+                None => {
+                    self.data
+                        .delete(&mut txn, &k)
+                        .map_err(|e| self.error("delete", e))?;
+                }
+            }
+        }
+        self.position
+            .put(&mut txn, POSITION_KEY, position)
+            .map_err(|e| self.error("write position", e))?;
+        txn.commit().map_err(|e| self.error("commit", e))
+    }
+
+    fn replace(
+        &mut self,
+        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
+        position: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut txn = self
+            .env
+            .write_txn()
+            .map_err(|e| self.error("begin write", e))?;
+        self.data
+            .clear(&mut txn)
+            .map_err(|e| self.error("clear", e))?;
+        for (key, value, version) in pairs {
+            let k = stored_key(&key);
+            self.data
+                .put(&mut txn, &k, &encode_value(&key, &value, version))
+                .map_err(|e| self.error("write", e))?;
+        }
+        self.position
+            .put(&mut txn, POSITION_KEY, position)
+            .map_err(|e| self.error("write position", e))?;
+        txn.commit().map_err(|e| self.error("commit", e))
+    }
+
+    fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
+        let txn = self
+            .env
+            .read_txn()
+            .map_err(|e| self.error("begin read", e))?;
+        for pair in self.data.iter(&txn).map_err(|e| self.error("iterate", e))? {
+            let (k, stored) = pair.map_err(|e| self.error("iterate", e))?;
+            let (key, value, version) = decode(k, stored)?;
+            f(key, value, version);
+        }
+        Ok(())
+    }
+}
