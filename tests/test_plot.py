@@ -196,6 +196,8 @@ def test_benchmarks_summarize_reads_section_and_graph(tmp_path):
     dom, log = render(out, "", tmp_path)
     assert not console_errors(log), console_errors(log)
     assert dom.count("<polyline") == len(drawn), dom[:2000]
+
+
 def test_benchmarks_large_values_draw_mb_per_s_and_p99_by_value_size(tmp_path):
     """benchmarks/summarize_large.py (issue 20): MB/s and p99 against value size, a line per
     system and client count, in a table and a graph that headless Chromium draws."""
