@@ -108,3 +108,48 @@ fn a_wal_whose_disk_fills_keeps_what_it_acknowledged_and_resumes_once_room_is_fr
     let next = wal.append(&ops_of(acknowledged + 1, 8_000)).unwrap();
     assert_eq!(next, acknowledged + 1);
 }
+
+/// Regression (CI failure of 2026-12-07, `test_a_node_whose_disk_fills_up_exits_1_and_catches_up_once_there_is_room`):
+/// a node restarted on a disk just big enough for its old segment, a whole new segment and a
+/// little more preallocated the whole new segment, and LMDB then had no room for the
+/// checkpoint that would have freed the old one. A WAL resumed beside its old segments writes
+/// a short segment first; once the old ones are released, rotation asks for whole ones again.
+#[test]
+fn regression_restart_after_a_full_disk_leaves_the_checkpoint_room() {
+    let fs = SimFs::new(Faults::default());
+    fs.set_capacity(3 * SEGMENT_BYTES);
+    let mut wal = Wal::create(fs.clone(), dir(), 0, SEGMENT_BYTES).unwrap();
+    for seq in 1..=100 {
+        wal.append(&ops_of(seq, 10_000)).unwrap();
+    }
+    drop(wal);
+    let recovered = recover_checked(&fs, dir(), 0, None).unwrap();
+    assert_eq!(recovered.last_seq, 100);
+    let mut wal = Wal::resume(fs.clone(), dir(), &recovered, SEGMENT_BYTES).unwrap();
+    let resumed = fs.content(&dir().join(segment_name(101))).unwrap().len() as u64;
+    assert!(
+        resumed <= SEGMENT_BYTES / 16,
+        "a {resumed}-byte segment beside the old {SEGMENT_BYTES}-byte one"
+    );
+    // Until the checkpoint frees the old segment, rotations stay short.
+    let mut seq = 100;
+    let mut rotate = |wal: &mut Wal<SimFs>| {
+        let first = wal.first_seq();
+        while wal.first_seq() == first {
+            seq += 1;
+            assert_eq!(wal.append(&ops_of(seq, 10_000)).unwrap(), seq);
+        }
+        fs.content(&dir().join(segment_name(wal.first_seq())))
+            .unwrap()
+            .len() as u64
+    };
+    let second = rotate(&mut wal);
+    assert!(
+        second <= SEGMENT_BYTES / 16,
+        "a {second}-byte second segment"
+    );
+    // LMDB took the old records; the next rotation gets a whole segment.
+    wal.release(100).unwrap();
+    assert_eq!(fs.content(&dir().join(segment_name(1))), None);
+    assert_eq!(rotate(&mut wal), SEGMENT_BYTES);
+}

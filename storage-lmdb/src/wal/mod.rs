@@ -106,6 +106,22 @@ pub(crate) struct Wal<F: WalFs = StdFs> {
     /// Older segments, oldest first, each with the last sequence number it holds.
     closed: std::collections::VecDeque<(PathBuf, u64)>,
     buf: Vec<u8>,
+    /// While a closed segment holding records up to this sequence number is kept (segments
+    /// from before a resume), new segments are short ones: see [`resumed_segment_bytes`].
+    short_while_kept: u64,
+}
+
+/// The size a WAL resumed beside segments from before its open preallocates its segments to
+/// until those are released: a sixteenth of a whole one (at least [`SEGMENT_BYTES_SHORT_MIN`], at most
+/// `segment_bytes`). The old segments keep their room until a checkpoint has put their records
+/// in LMDB, and that checkpoint needs room of its own: a whole new segment beside them could
+/// take it (a node restarted on a 40 MiB disk after filling it failed so, with two 16 MiB
+/// segments and LMDB short of 1 MiB). Once they are released, rotation asks for whole
+/// segments again.
+fn resumed_segment_bytes(segment_bytes: u64) -> u64 {
+    (segment_bytes / 16)
+        .max(SEGMENT_BYTES_SHORT_MIN)
+        .min(segment_bytes)
 }
 
 impl<F: WalFs> Wal<F> {
@@ -135,19 +151,28 @@ impl<F: WalFs> Wal<F> {
             last_seq,
             closed: Default::default(),
             buf: Vec::new(),
+            short_while_kept: 0,
         })
     }
 
     /// Resumes writing after an open's recovery: a new segment after the last record
     /// recovered, the newest segment from before sealed to point at it, and the recovered
-    /// segments kept until LMDB holds their records.
+    /// segments kept until LMDB holds their records. While segments from before are kept, new
+    /// segments are short ones ([`resumed_segment_bytes`]).
     pub(crate) fn resume(
         fs: F,
         dir: &Path,
         recovered: &Recovered,
         segment_bytes: u64,
     ) -> Result<Self, StorageError> {
-        let mut wal = Self::create(fs, dir, recovered.last_seq, segment_bytes)?;
+        let first_bytes = if recovered.segments.is_empty() {
+            segment_bytes
+        } else {
+            resumed_segment_bytes(segment_bytes)
+        };
+        let mut wal = Self::create(fs, dir, recovered.last_seq, first_bytes)?;
+        wal.segment_bytes = segment_bytes;
+        wal.short_while_kept = recovered.last_seq;
         if let Some(tail) = &recovered.tail {
             wal.seal_previous(tail)?;
         }
@@ -235,7 +260,16 @@ impl<F: WalFs> Wal<F> {
     /// The closed segment is sealed once the next one exists (a crash in between leaves it
     /// unsealed and followed by an empty segment: nothing lost).
     fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
-        let bytes = self.segment_bytes.max(need);
+        let whole = if self
+            .closed
+            .front()
+            .is_some_and(|c| c.1 <= self.short_while_kept)
+        {
+            resumed_segment_bytes(self.segment_bytes)
+        } else {
+            self.segment_bytes
+        };
+        let bytes = whole.max(need);
         let min_bytes = need.max(SEGMENT_BYTES_SHORT_MIN);
         if self.last_seq < self.first_seq {
             let len = preallocate(&self.file, &self.path, bytes, min_bytes.max(self.len))?;
