@@ -44,11 +44,15 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 /// n raftkv nodes in this process over real TCP on 127.0.0.1, for scripts and tests.
 ///
 /// `LocalCluster(n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None,
-/// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None)`: storage "memory" |
+/// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000,
+/// state="memory", lease_reads=False, follower_reads=False)`: storage "memory" |
 /// "lmdb" (lmdb with data_dir None: a temporary directory, removed on close); runtime "tokio" |
 /// "smol". `data_bytes_max` bounds each node's data (512 MiB by default): a write that would
 /// take it past is refused with `StoreFull`. `state` "memory" (the default) | "lmdb" (with
-/// storage "lmdb": each node's KV state in LMDB, see `Node`). Use it as a context manager, or
+/// storage "lmdb": each node's KV state in LMDB, see `Node`). `lease_reads` and
+/// `follower_reads` turn on leader leases and reads served by followers on every node (see
+/// `Node`); a Clerk from `clerk(read_from="any")` spreads its gets over the nodes. Use it as a
+/// context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
 /// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
@@ -124,7 +128,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000, state="memory"))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000, state="memory", lease_reads=false, follower_reads=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -138,6 +142,8 @@ impl LocalCluster {
         data_bytes_max: Option<u64>,
         trace_events_max: usize,
         state: &str,
+        lease_reads: bool,
+        follower_reads: bool,
     ) -> PyResult<Self> {
         let state: raftkv_node::kv_state::StateKind =
             state
@@ -174,6 +180,8 @@ impl LocalCluster {
         }
         let mut config = ClusterConfig::new(n as usize, kind);
         config.state = state;
+        config.lease_reads = lease_reads;
+        config.follower_reads = follower_reads;
         config.data_dir = data_dir.clone();
         config.seed = seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -473,15 +481,19 @@ impl LocalCluster {
         })
     }
 
-    /// A Clerk connected to every node, recording into `history` if given.
-    #[pyo3(signature = (history=None, timeout=10.0))]
+    /// A Clerk connected to every node, recording into `history` if given. `read_from`:
+    /// "leader" (the default) or "any" (each get to a node drawn at random; with
+    /// `follower_reads` on, a follower answers it linearizably).
+    #[pyo3(signature = (history=None, timeout=10.0, read_from="leader"))]
     fn clerk(
         &self,
         py: Python<'_>,
         history: Option<PyRef<'_, History>>,
         timeout: f64,
+        read_from: &str,
     ) -> PyResult<Clerk> {
-        let config = clerk_config(timeout)?;
+        let mut config = clerk_config(timeout)?;
+        config.read_from = crate::clerk::read_from(read_from)?;
         let h = history.map(|h| h.inner.clone());
         let c = self.run(py, move |c| {
             Box::pin(async move {

@@ -91,6 +91,11 @@ pub struct ClusterConfig {
     /// Where each node keeps its KV state ([`crate::kv_state::StateKind`]; `lmdb` needs LMDB
     /// storage).
     pub state: crate::kv_state::StateKind,
+    /// Leaders answer reads from a lease (thesis §6.4.1; [`raftkv_raft::Config::lease_reads`]).
+    pub lease_reads: bool,
+    /// Followers serve reads with a read index from the leader (thesis §6.4;
+    /// [`raftkv_raft::Config::follower_reads`]).
+    pub follower_reads: bool,
 }
 
 impl ClusterConfig {
@@ -106,6 +111,8 @@ impl ClusterConfig {
             trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
             metrics: true,
             state: crate::kv_state::StateKind::Memory,
+            lease_reads: false,
+            follower_reads: false,
         }
     }
 }
@@ -441,6 +448,8 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
             false => Config::joining(id),
         };
         raft.seed = self.config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id);
+        raft.lease_reads = self.config.lease_reads;
+        raft.follower_reads = self.config.follower_reads;
         crate::storage::apply_data_bounds(self.config.data_bytes_max, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = self.config.request_timeout;
