@@ -7,6 +7,10 @@ trips (client -> leader -> follower -> leader -> client). This measures, in the 
 
 - fsync: the WAL's own step, a 150-byte `pwrite` into a preallocated file + `fdatasync`, in
   `--dir` (must not be tmpfs), median of `--ops`, in 10 chunks alternating with the puts';
+- fsync 2 of 3: three threads, each with its own file, start that step at once (the three
+  nodes of a cluster on one machine share its disk); the time until the second one is done,
+  as the leader's and one follower's fsync are. On a disk that serves one flush at a time
+  this is about 2 x fsync, and then the floor this machine allows is that plus 2 x RTT;
 - RTT: a 100-byte TCP ping-pong on 127.0.0.1 with a child process echoing (TCP_NODELAY);
   Python on both ends, so an upper bound of the kernel's round trip;
 - raftkv: 3 `raftkv serve` processes (durable, data dirs in `--dir`), 1 client doing puts of
@@ -16,7 +20,8 @@ trips (client -> leader -> follower -> leader -> client). This measures, in the 
 - the same puts on 3 `raftkv serve --storage memory` processes (nothing on disk): what the path
   costs without the fsyncs, so durable - memory is what durability adds.
 
-Prints each repeat, then medians and put p50 / floor, where floor = fsync + 2 x RTT.
+Prints each repeat, then medians and put p50 / floor, where floor = fsync + 2 x RTT, and put
+p50 / shared-disk floor, where that floor = fsync 2 of 3 + 2 x RTT.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import raftkv
@@ -64,6 +70,48 @@ def fsync_lat(directory: str, ops: int) -> list[float]:
     finally:
         os.close(fd)
         os.unlink(path)
+
+
+def parallel_fsync_lat(directory: str, ops: int, writers: int = 3, quorum: int = 2) -> list[float]:
+    """`writers` threads (own files) do the WAL step at once, `ops` times; per op, the time
+    until `quorum` of them are done."""
+    files = []
+    for _ in range(writers):
+        fd, path = tempfile.mkstemp(prefix="wal-floor-par-", dir=directory)
+        os.write(fd, b"\0" * 150 * (ops + 1))
+        os.fsync(fd)
+        files.append((fd, path))
+    start = threading.Barrier(writers + 1)
+    end = threading.Barrier(writers + 1)
+    done = [0] * writers
+    record = os.urandom(150)
+
+    def writer(w: int) -> None:
+        fd = files[w][0]
+        for i in range(ops):
+            start.wait()
+            os.pwrite(fd, record, i * 150)
+            os.fdatasync(fd)
+            done[w] = time.perf_counter_ns()
+            end.wait()
+
+    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(writers)]
+    for t in threads:
+        t.start()
+    lat = []
+    try:
+        for _ in range(ops):
+            start.wait()
+            t0 = time.perf_counter_ns()
+            end.wait()
+            lat.append((sorted(done)[quorum - 1] - t0) / 1000)
+    finally:
+        for t in threads:
+            t.join(10)
+        for fd, path in files:
+            os.close(fd)
+            os.unlink(path)
+    return lat
 
 
 def rtt_us(ops: int) -> float:
@@ -145,15 +193,18 @@ def main() -> int:
                 # The disk is shared: fsyncs and puts alternate in chunks, so that a burst of
                 # someone else's writes lands on both.
                 fsync: list[float] = []
+                fsync_par: list[float] = []
                 put: list[float] = []
                 put_memory: list[float] = []
                 chunk = max(1, args.ops // 10)
                 for c in range(10):
                     fsync += fsync_lat(args.dir, chunk)
+                    fsync_par += parallel_fsync_lat(args.dir, chunk)
                     put += python_put_lat(addrs, chunk, seed=c)
                     put_memory += python_put_lat(mem_addrs, chunk, seed=c)
                 row = {
                     "fsync": statistics.median(fsync),
+                    "fsync_2of3": statistics.median(fsync_par),
                     "rtt": rtt_us(args.ops),
                     "status": status_us(addrs[0], args.ops),
                     "py_put": statistics.median(put),
@@ -162,6 +213,7 @@ def main() -> int:
                 b = raftkv.bench(addrs, clients=1, seconds=2.0, warmup=0.3)
                 row["rust_put"] = float(b["lat_us"]["p50"])
                 row["floor"] = row["fsync"] + 2 * row["rtt"]
+                row["floor_shared"] = row["fsync_2of3"] + 2 * row["rtt"]
                 rows.append(row)
                 print(f"repeat {r}: " + ", ".join(f"{k} {v:.0f} us" for k, v in row.items()))
         finally:
@@ -171,10 +223,15 @@ def main() -> int:
     print(f"fsync (pwrite 150 B + fdatasync)   {med['fsync']:8.0f} us")
     print(f"loopback RTT (Python echo)         {med['rtt']:8.0f} us")
     print(f"floor = fsync + 2 x RTT            {med['floor']:8.0f} us")
+    print(f"fsync 2 of 3 at once (one disk)    {med['fsync_2of3']:8.0f} us")
+    print(f"shared-disk floor = that + 2 x RTT {med['floor_shared']:8.0f} us")
     print(f"server_status round trip (Python)  {med['status']:8.0f} us")
     for name, key in (("Python Clerk", "py_put"), ("Rust Clerk", "rust_put")):
         label = f"put p50, {name}, 1 client"
-        print(f"{label:<34} {med[key]:8.0f} us  {med[key] / med['floor']:.2f}x floor")
+        print(
+            f"{label:<34} {med[key]:8.0f} us  {med[key] / med['floor']:.2f}x floor, "
+            f"{med[key] / med['floor_shared']:.2f}x shared-disk floor"
+        )
     label = "put p50, Python Clerk, memory"
     print(f"{label:<34} {med['py_put_memory']:8.0f} us  (no disk: the rest of the path)")
     print(f"{'durable - memory':<34} {med['py_put'] - med['py_put_memory']:8.0f} us")
