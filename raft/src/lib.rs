@@ -112,10 +112,10 @@
 //!   node that may be gone.
 //! - A leader that won alone (one voter, with learners) holds its messages until its term is
 //!   durable; every other leader sends in parallel with its own write (thesis §10.2.1).
-//! - Lease reads (thesis §6.4.1) are opt-in and rest on the stated clock-drift bound; an
-//!   operator's forced election (`Raft::campaign` on a follower that hears its leader) is not
-//!   held back by the voters' promise, so do not force one on a cluster that reads under
-//!   leases (use a leadership transfer, which ends the lease).
+//! - Lease reads (thesis §6.4.1) are opt-in and rest on the stated clock-drift bound. With
+//!   leases on, an operator's forced election (`Raft::campaign`) on a voter that hears its
+//!   leader is ignored, as that voter's promise covers its vote for itself; a leadership
+//!   transfer (which ends the lease) moves leadership at once.
 //! - A leader always answers a Vote of a higher term by stepping down unless it is within its
 //!   CheckQuorum lease (or the vote is for a transfer it asked for).
 //! - The core keeps every entry since the last snapshot in memory; snapshots bound it.

@@ -398,9 +398,15 @@ impl Raft {
 
     /// Starts an election now, as if the election timeout had fired (thesis §9.6: through a
     /// pre-vote round when `pre_vote` is on). A leader, a learner and a node that is not a
-    /// voter ignore it.
+    /// voter ignore it, and so does, with `lease_reads` on, a voter that hears its leader
+    /// (use a leadership transfer, which ends the lease, to move leadership at once).
     pub fn campaign(&mut self) {
         if matches!(self.role, RoleState::Leader(_)) || !self.promotable() {
+            return;
+        }
+        /// thesis §6.4.1: a voter that hears its leader promised not to vote while the lease
+        /// it acknowledged runs, and that includes a vote for itself: a forced election waits.
+        if self.config.lease_reads && self.in_lease() {
             return;
         }
         if self.config.pre_vote {

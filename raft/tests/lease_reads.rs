@@ -147,3 +147,28 @@ fn a_follower_serves_reads_with_the_leaders_read_index_and_fails_them_when_cut_o
     );
     assert!(!sim.nodes[f].reads_done.iter().any(|&(r, _)| r == id));
 }
+
+/// thesis §6.4.1: an operator's forced election (`Raft::campaign`) on a voter that hears the
+/// leader is refused while leases are on. That voter's acknowledgements hold up the leader's
+/// lease, so its vote for itself would break its own promise: with the third voter cut off
+/// from the leader (its promise has lapsed, it grants), the forced candidate would win and
+/// commit while the old leader still reads under its lease (regression: a stale read here
+/// before `campaign` kept the promise).
+#[test]
+fn a_forced_election_on_a_voter_that_hears_the_leader_waits_for_the_lease() {
+    for seed in 0..10 {
+        let mut sim = cluster(seed);
+        let old = settled_leader(&mut sim);
+        let forced = (old + 1) % 3;
+        let cut = (old + 2) % 3;
+        sim.block_one_way(old, cut);
+        sim.block_one_way(cut, old);
+        sim.run_for(500).expect("runs");
+        // The old leader would step down at the forced candidate's first message: lose them.
+        sim.block_one_way(forced, old);
+        sim.campaign(forced);
+        let (failure, reads) = reads_at_old_leader(&mut sim, old, 1_000);
+        assert_eq!(failure, None, "seed {seed}");
+        assert!(reads > 0, "seed {seed}: no lease reads");
+    }
+}
