@@ -853,7 +853,7 @@ fn duplicated_request_meets_expired_session() {
 /// writer's changed schedule made seed 17 delete key "a" while "b" and "c" filled the store:
 /// 22 refused puts and appends on "a", and the search tried every order of every subset of
 /// them. `StoreFull` is definite (the session records it; the write is never applied) and is
-/// now recorded as `store_full`: the check takes 188 visited-set entries, not millions.
+/// now recorded as `store_full` (without the refusals, the same history checks in 3 ms).
 #[test]
 fn store_full_recorded_as_unknown_outcome_made_the_check_run_away() {
     use raftkv_checker::models::{KvErr, KvModel};
