@@ -633,6 +633,11 @@ fn output_of(result: &Result<Outcome, ClerkError>) -> KvOutput {
         Err(ClerkError::NoKey) => (None, None, Some(KvErr::NoKey)),
         Err(ClerkError::Version { .. }) => (None, None, Some(KvErr::Version)),
         Err(ClerkError::MaybeApplied) => (None, None, Some(KvErr::Maybe)),
+        // Refused and recorded in the session: never applied, a definite outcome. Recorded as
+        // unknown, every refusal could take effect at any later time, and a run of them on
+        // one key made the check's search explode (see kvraft_sim's
+        // store_full_recorded_as_unknown_outcome_made_the_check_run_away).
+        Err(ClerkError::StoreFull) => (None, None, Some(KvErr::StoreFull)),
         // Too large, protocol errors: nothing known, so recorded as unknown outcomes.
         Err(_) => (None, None, Some(KvErr::Timeout)),
     };

@@ -846,6 +846,41 @@ fn duplicated_request_meets_expired_session() {
     );
 }
 
+/// Issue 20: with the in-loop storage writer (6017705) this chaos test "ran away" (7 minutes
+/// and 5.8 GB instead of 1.6 s) and the writer was reverted. The simulation was fine; the
+/// check was not. The Clerk recorded a write refused with `StoreFull` as an unknown outcome
+/// (`timeout`, no return), so the checker let each refusal take effect at any later time. The
+/// writer's changed schedule made seed 17 delete key "a" while "b" and "c" filled the store:
+/// 22 refused puts and appends on "a", and the search tried every order of every subset of
+/// them. `StoreFull` is definite (the session records it; the write is never applied) and is
+/// now recorded as `store_full` (without the refusals, the same history checks in 3 ms).
+#[test]
+fn store_full_recorded_as_unknown_outcome_made_the_check_run_away() {
+    use raftkv_checker::models::{KvErr, KvModel};
+    use raftkv_checker::{check, CheckOptions};
+    run_seeds(
+        "-p raftkv-kv --test kvraft_sim",
+        "store_full_recorded_as_unknown_outcome_made_the_check_run_away",
+        &[17],
+        |seed| {
+            let (history, _) = sim(seed, |rt| chaos_run(seed, rt, true, false));
+            let ops = history.operations();
+            // Bounded, so that a search that explodes fails here at once (`Unknown`).
+            let options = CheckOptions {
+                cache_entries_max: Some(100_000),
+                ..CheckOptions::default()
+            };
+            let result = check(&KvModel, &ops, &options);
+            assert_eq!(result.verdict, Verdict::Ok, "RAFTKV_SEED={seed}");
+            let refused = ops
+                .iter()
+                .filter(|o| o.output.err == Some(KvErr::StoreFull))
+                .count();
+            assert!(refused > 0, "RAFTKV_SEED={seed}: no write was refused");
+        },
+    );
+}
+
 /// One chaos run; `small_store`: the store is bounded to a few hundred bytes, so that appends
 /// fill it and writes are refused (`StoreFull`, issue 21 #8) until deletes make room, on
 /// every replica alike.

@@ -40,7 +40,8 @@ impl History {
     /// "version": 1, "err": null}}, ...]}. `call` and `return` are nanoseconds on one
     /// monotonic clock; `return` is null when the outcome is unknown (a timeout, MaybeApplied).
     /// `op` is "get", "put", "append" or "delete" (`version` only for a conditional put);
-    /// `err` is null, "no_key", "version", "maybe" or "timeout"; keys and values are strings.
+    /// `err` is null, "no_key", "version", "maybe", "timeout" or "store_full"; keys and
+    /// values are strings.
     fn to_json(&self) -> String {
         self.inner.to_json()
     }

@@ -322,7 +322,9 @@ pub trait Storage: Send + Sync + 'static {
     /// a silently dropped entry.
     fn load(&self) -> impl Future<Output = Result<Persisted, StorageError>> + Send;
 
-    /// Applies `ops` in order, atomically and durably; completes once durable.
+    /// Applies `ops` in order, atomically and durably; completes once durable. The node's
+    /// event loop polls this future among its other events: it must not block the thread
+    /// (blocking work goes to a thread of its own, as `LmdbStorage`'s fsyncs do).
     fn write(&self, ops: Vec<WriteOp>) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
 

@@ -12,6 +12,11 @@
 //! - `append`: like an unconditional put of the old value followed by the suffix (a missing key
 //!   is created with the suffix as its value).
 //! - `delete`: removes the key, or answers `no_key`.
+//! - `store_full`: a put or append was refused because the store's data would pass its bound;
+//!   nothing changed. A definite outcome (the server records it in the session, so a retry
+//!   gets the same answer and the write is never applied). The bound counts every key, which
+//!   one key's partition cannot see: the model accepts the answer whenever the write's
+//!   version condition held (a conditional put is checked for its version first).
 //!
 //! An operation that answered `maybe` or `timeout`, or never answered, may or may not have taken
 //! effect: its outcome is unknown ([`Model::outcome_unknown`]) and any output is accepted.
@@ -50,6 +55,8 @@ pub enum KvErr {
     Maybe,
     /// No answer in time.
     Timeout,
+    /// A put or append was refused: the store was full. Nothing changed; a definite outcome.
+    StoreFull,
 }
 
 impl KvErr {
@@ -60,6 +67,7 @@ impl KvErr {
             KvErr::Version => "version",
             KvErr::Maybe => "maybe",
             KvErr::Timeout => "timeout",
+            KvErr::StoreFull => "store_full",
         }
     }
 
@@ -141,6 +149,11 @@ impl Model for KvModel {
             return Some(self.step_unknown(state, input, output));
         }
         let current = state.get(&input.key);
+        if output.err == Some(KvErr::StoreFull) {
+            let refusable =
+                matches!(input.op, KvOp::Put | KvOp::Append) && Self::write(input, current).is_ok();
+            return refusable.then(|| state.clone());
+        }
         match input.op {
             KvOp::Get => {
                 let answered = match current {
@@ -274,6 +287,33 @@ mod tests {
             state = KvModel.step(&state, inp, out).ok_or(i)?;
         }
         Ok(state)
+    }
+
+    /// A refused write changes nothing; a conditional put is refused as full only if its
+    /// version matched; a get or delete is never refused as full.
+    #[test]
+    fn store_full_changes_nothing_and_needs_the_version_to_match() {
+        let full = || err(KvErr::StoreFull);
+        let create = (input(KvOp::Put, "k", Some("a"), None), ok(None, Some(1)));
+        let state = run(&[
+            create.clone(),
+            (input(KvOp::Append, "k", Some("b"), None), full()),
+            (input(KvOp::Put, "k", Some("c"), None), full()),
+            (input(KvOp::Put, "k", Some("d"), Some(1)), full()),
+            (input(KvOp::Append, "j", Some("e"), None), full()),
+        ])
+        .unwrap();
+        assert_eq!(
+            state.get("k").map(|(v, n)| (v.as_str(), *n)),
+            Some(("a", 1))
+        );
+        assert!(state.get("j").is_none());
+        let refused = |i: KvInput| run(&[create.clone(), (i, full())]);
+        assert_eq!(refused(input(KvOp::Put, "k", Some("d"), Some(2))), Err(1));
+        assert_eq!(refused(input(KvOp::Put, "j", Some("d"), Some(1))), Err(1));
+        assert_eq!(refused(input(KvOp::Get, "k", None, None)), Err(1));
+        assert_eq!(refused(input(KvOp::Delete, "k", None, None)), Err(1));
+        assert!(!KvModel.outcome_unknown(&input(KvOp::Put, "k", Some("x"), None), &full()));
     }
 
     #[test]

@@ -9,15 +9,14 @@ use super::observer::{
 };
 use super::pending::{Proposals, Reads};
 use super::queue::QueueRx;
-use super::storage_task::{Done, Job};
+use super::storage_task::{Done, Job, Writer};
 use crate::config::ConfigError;
 use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
 use crate::membership::MembershipError;
 use crate::message::Message;
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
 use crate::Raft;
-use futures::channel::mpsc;
-use futures::{pin_mut, select_biased, FutureExt, StreamExt};
+use futures::{pin_mut, select_biased, FutureExt};
 use std::time::Duration;
 
 mod waiting;
@@ -42,9 +41,8 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     sm: M,
     transport: T,
     requests: QueueRx<Request<M::Response>>,
-    jobs: mpsc::UnboundedSender<Job>,
-    done: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
-    writes_in_flight: usize,
+    /// The node's storage writes, polled by this loop.
+    writer: Writer,
     /// Proposals waiting to be applied.
     proposals: Proposals<M::Response>,
     /// Reads waiting for confirmation.
@@ -80,7 +78,7 @@ const EVENTS_PER_READY_MAX: usize = 256;
 
 impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// The loop of a node whose core, state machine and transport are ready; `requests` come
-    /// from its handles, `jobs` go to its storage task and `done` come back from it.
+    /// from its handles, and `writer` makes its writes durable.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         runtime: R,
@@ -89,8 +87,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         state_machine: M,
         transport: T,
         req_rx: QueueRx<Request<M::Response>>,
-        job_tx: mpsc::UnboundedSender<Job>,
-        done_rx: mpsc::UnboundedReceiver<Result<Done, StorageError>>,
+        writer: Writer,
     ) -> Self {
         Self {
             runtime,
@@ -102,9 +99,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             sm: state_machine,
             transport,
             requests: req_rx,
-            jobs: job_tx,
-            done: done_rx,
-            writes_in_flight: 0,
+            writer,
             proposals: Proposals::new(),
             reads: Reads::new(),
             changes: Vec::new(),
@@ -247,6 +242,14 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             self.emit(|| EventKind::Stop { reason });
         }
         self.fail_all();
+        // What was queued before a stop for another reason still becomes durable, in the
+        // background, as a write in flight at a crash may; the storage closes after it.
+        if self.writer.busy() && !matches!(self.stopped, Some(NodeError::Storage(_))) {
+            let Self {
+                runtime, writer, ..
+            } = self;
+            runtime.spawn(writer.finish());
+        }
     }
 
     /// thesis §6.4.1: with lease reads the core's tick count must keep up with the clock (the
@@ -273,13 +276,14 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             return Event::Tick;
         }
         let wait = next_tick - now;
-        let done = self.done.next().fuse();
+        let writer = &mut self.writer;
+        let done = std::future::poll_fn(|cx| writer.poll_done(cx)).fuse();
         let req = self.requests.next().fuse();
         let msg = self.transport.recv().fuse();
         let tick = self.runtime.sleep(wait).fuse();
         pin_mut!(done, req, msg, tick);
         select_biased! {
-            d = done => d.map_or(Event::Durable(Err(StorageError::Closed)), Event::Durable),
+            d = done => Event::Durable(d),
             m = msg => m.map_or(Event::TransportClosed, Event::Message),
             r = req => r.map_or(Event::RequestsClosed, Event::Request),
             _ = tick => Event::Tick,
@@ -288,7 +292,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
 
     /// An event that is already waiting, if any (never a tick).
     fn poll_event_now(&mut self) -> Option<Event<M::Response>> {
-        if let Ok(d) = self.done.try_recv() {
+        if let Some(d) = self.writer.done_now() {
             return Some(Event::Durable(d));
         }
         if let Some(m) = self.transport.recv().now_or_never() {
@@ -312,7 +316,6 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             }
             Event::Request(r) => self.handle_request(r),
             Event::Durable(Ok(done)) => {
-                self.writes_in_flight -= done.jobs;
                 for m in done.after {
                     self.send(m);
                 }
@@ -418,12 +421,16 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             let ops = ready.take_write_ops();
             let after = std::mem::take(&mut ready.send_after_persist);
             let token = ready.persist_token;
-            if ops.is_empty() && token.is_none() && self.writes_in_flight == 0 {
+            if ops.is_empty() && token.is_none() && !self.writer.busy() {
                 for m in after {
                     self.send(m);
                 }
             } else {
                 self.queue_write(Job { ops, token, after });
+                // A storage that is durable at once (in memory): acknowledge in this turn.
+                if let Some(d) = self.writer.done_now() {
+                    self.handle(Event::Durable(d));
+                }
             }
             if self.observer.is_some() {
                 if let (Some(first), Some(last)) = (
@@ -485,10 +492,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     }
 
     fn queue_write(&mut self, job: Job) {
-        self.writes_in_flight += 1;
-        if self.jobs.unbounded_send(job).is_err() {
-            self.stopped = Some(NodeError::Storage(StorageError::Closed));
-        }
+        self.writer.push(job);
     }
 
     /// A snapshot from the leader replaces the state machine. Proposals it covers have an

@@ -3,10 +3,12 @@
 //! and a [`StateMachine`](crate::StateMachine), following the [`Ready`](crate::Ready)
 //! contract. It is the same code under tokio, smol and the deterministic simulation runtime.
 //!
-//! Two tasks per node: the **event loop** owns the core, the state machine and the transport;
-//! the **storage task** owns the storage and performs one durable write at a time, merging every
-//! write queued meanwhile into it (group commit). The leader's replication messages leave before
-//! its own write (thesis §10.2.1); everything that promises durable state waits for it.
+//! One task per node: the **event loop** owns the core, the state machine, the transport and
+//! the storage **writer**, which performs one durable write at a time, merging every write
+//! queued meanwhile into it (group commit). The loop polls the write in flight among its other
+//! events, so a write that is durable at once (in memory) is acknowledged in the same turn,
+//! with no hand-off to another task. The leader's replication messages leave before its own
+//! write (thesis §10.2.1); everything that promises durable state waits for it.
 //!
 //! An optional [`Observer`] receives the node's events ([`observer`]): for traces and replays.
 

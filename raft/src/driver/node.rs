@@ -5,7 +5,7 @@ use super::event_loop::EventLoop;
 use super::observer::ObserverHandle;
 use super::queue::{queue, QueueError, QueueTx};
 use super::resume::resume;
-use super::storage_task::{storage_task, Closing};
+use super::storage_task::{Closing, Writer};
 use crate::config::{Config, ConfigError};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
 use crate::membership::{MemberChange, Membership};
@@ -13,7 +13,7 @@ use crate::raft::BusyReason;
 use crate::types::{Index, NodeId, Status, Term};
 use crate::Raft;
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use std::time::Duration;
 
 /// How a node runs, beyond the core's [`Config`].
@@ -138,9 +138,6 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             })?;
         }
         let (req_tx, req_rx) = queue(config.request_queue_max);
-        let (job_tx, job_rx) = mpsc::unbounded();
-        let (done_tx, done_rx) = mpsc::unbounded();
-        runtime.spawn(storage_task(storage, job_rx, done_tx));
         let event_loop = EventLoop::new(
             runtime.clone(),
             &config,
@@ -148,8 +145,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
             state_machine,
             transport,
             req_rx,
-            job_tx,
-            done_rx,
+            Writer::new(storage),
         );
         runtime.spawn(event_loop.run());
         Ok(Self {

@@ -1,12 +1,18 @@
-//! The storage task: one durable write at a time, group commit, fail-stop.
+//! The storage writer: one durable write at a time, group commit, fail-stop. The event loop
+//! polls the write in flight itself, among its other events: a storage whose writes complete
+//! at once (in memory) costs no hand-off to another task and back, and the node answers in the
+//! same turn.
 
 use crate::io::{Runtime, Storage, StorageError, WriteOp};
 use crate::message::Message;
 use crate::types::LogId;
-use futures::channel::mpsc;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::task::noop_waker_ref;
+use futures::FutureExt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-/// A write for the storage task, and what to do once it is durable.
+/// A write for the storage, and what to do once it is durable.
 pub(super) struct Job {
     pub(super) ops: Vec<WriteOp>,
     pub(super) token: Option<LogId>,
@@ -17,7 +23,6 @@ pub(super) struct Job {
 pub(super) struct Done {
     pub(super) tokens: Vec<LogId>,
     pub(super) after: Vec<Message>,
-    pub(super) jobs: usize,
 }
 
 /// A node's storage, dropped with [`Runtime::spawn_blocking`]: closing a storage may block
@@ -55,38 +60,87 @@ impl<R: Runtime, S: Send + 'static> Drop for Closing<R, S> {
     }
 }
 
-/// Performs writes one at a time; everything queued while one is in flight becomes the next
-/// write (group commit). Stops at the first error (fail-stop).
-pub(super) async fn storage_task<R: Runtime, S: Storage>(
-    storage: Closing<R, S>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    done: mpsc::UnboundedSender<Result<Done, StorageError>>,
-) {
-    while let Some(first) = jobs.next().await {
-        let mut batch = vec![first];
-        while let Ok(job) = jobs.try_recv() {
-            batch.push(job);
+type StartWrite = Box<dyn Fn(Vec<WriteOp>) -> BoxFuture<'static, Result<(), StorageError>> + Send>;
+
+/// Performs writes one at a time; every job queued while one is in flight becomes part of the
+/// next write (group commit). After an error it starts nothing more (fail-stop: the node stops).
+pub(super) struct Writer {
+    start: StartWrite,
+    /// The write in flight and what it releases once durable.
+    in_flight: Option<(BoxFuture<'static, Result<(), StorageError>>, Done)>,
+    /// Jobs waiting for the write in flight: the next write.
+    queued: Vec<Job>,
+}
+
+impl Writer {
+    pub(super) fn new<R: Runtime, S: Storage>(storage: Closing<R, S>) -> Self {
+        let storage = Arc::new(storage);
+        Self {
+            start: Box::new(move |ops| {
+                let storage = storage.clone();
+                async move { storage.write(ops).await }.boxed()
+            }),
+            in_flight: None,
+            queued: Vec::new(),
         }
-        let count = batch.len();
-        let mut ops = Vec::new();
-        let mut finished = Done {
-            tokens: Vec::new(),
-            after: Vec::new(),
-            jobs: count,
-        };
-        for job in batch {
-            ops.extend(job.ops);
-            finished.tokens.extend(job.token);
-            finished.after.extend(job.after);
+    }
+
+    /// Queues `job` after every job queued before it.
+    pub(super) fn push(&mut self, job: Job) {
+        self.queued.push(job);
+    }
+
+    /// True while some job is not durable yet.
+    pub(super) fn busy(&self) -> bool {
+        self.in_flight.is_some() || !self.queued.is_empty()
+    }
+
+    /// The next finished write, starting the next one from the queued jobs once none is in
+    /// flight. Pending when idle: only the event loop queues jobs, and it polls after it does.
+    pub(super) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Result<Done, StorageError>> {
+        loop {
+            if let Some((write, _)) = &mut self.in_flight {
+                let result = std::task::ready!(write.poll_unpin(cx));
+                if let Some((_, done)) = self.in_flight.take() {
+                    return Poll::Ready(result.map(|()| done));
+                }
+            }
+            if self.queued.is_empty() {
+                return Poll::Pending;
+            }
+            let mut ops = Vec::new();
+            let mut done = Done {
+                tokens: Vec::new(),
+                after: Vec::new(),
+            };
+            for job in self.queued.drain(..) {
+                ops.extend(job.ops);
+                done.tokens.extend(job.token);
+                done.after.extend(job.after);
+            }
+            if ops.is_empty() {
+                return Poll::Ready(Ok(done));
+            }
+            self.in_flight = Some(((self.start)(ops), done));
         }
-        if !ops.is_empty() {
-            if let Err(e) = storage.write(ops).await {
-                let _ = done.unbounded_send(Err(e));
+    }
+
+    /// A write that is finished already, if any (never waits).
+    pub(super) fn done_now(&mut self) -> Option<Result<Done, StorageError>> {
+        match self.poll_done(&mut Context::from_waker(noop_waker_ref())) {
+            Poll::Ready(done) => Some(done),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Completes every queued job, for a node that stopped for another reason than its
+    /// storage: what it queued before stopping still becomes durable, as it would have had
+    /// the node kept running. Stops at the first error.
+    pub(super) async fn finish(mut self) {
+        while self.busy() {
+            if std::future::poll_fn(|cx| self.poll_done(cx)).await.is_err() {
                 return;
             }
-        }
-        if done.unbounded_send(Ok(finished)).is_err() {
-            return;
         }
     }
 }
