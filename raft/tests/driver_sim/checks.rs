@@ -16,6 +16,9 @@ const SNAPSHOT_MAGIC: &[u8] = b"rsm1";
 /// Every command applied anywhere, by index: State Machine Safety is checked on insert.
 pub type Applied = Arc<Mutex<BTreeMap<u64, Bytes>>>;
 
+/// A durable [`RecordingSm`]'s committed commands and position.
+pub type Committed = (Vec<(u64, Bytes)>, Option<(LogId, Membership)>);
+
 /// What a durable [`RecordingSm`] committed: it outlives the node's crashes. Like LMDB with
 /// `MDB_NOMETASYNC`, a power cut may lose the last commit unless it was synced since
 /// ([`DurableRecord::power_cut`]).
@@ -24,7 +27,7 @@ pub struct DurableRecord {
     pub log: Vec<(u64, Bytes)>,
     pub position: Option<(LogId, Membership)>,
     /// The state before the last commit, and whether that commit was synced.
-    pub previous: (Vec<(u64, Bytes)>, Option<(LogId, Membership)>),
+    pub previous: Committed,
     pub synced: bool,
     /// Power cuts that lost the last commit.
     pub lost_commits: u64,
