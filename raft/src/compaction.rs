@@ -65,6 +65,9 @@ impl Raft {
         };
         self.snapshot = Some(snapshot.clone());
         self.out.compact_to = Some(last);
+        if self.transfer.as_ref().is_some_and(|t| t.last.index < index) {
+            self.transfer = None;
+        }
         self.debug_check();
         Ok(snapshot)
     }
@@ -100,7 +103,13 @@ impl Raft {
     /// [`Raft::snapshots_on_demand`] the one read for them (`None` until it is).
     pub(crate) fn snapshot_to_send(&self) -> Option<&Snapshot> {
         match self.snapshot_on_demand {
-            true => self.transfer.as_ref(),
+            /// Raft §7: a snapshot older than the log's start is of no use: the log no longer
+            /// holds the entries after it (regression: one read before a compaction was sent
+            /// again and again to the follower that had installed it).
+            true => self
+                .transfer
+                .as_ref()
+                .filter(|t| t.last.index >= self.log.snapshot().index),
             false => self.snapshot.as_ref(),
         }
     }

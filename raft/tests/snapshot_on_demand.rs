@@ -189,3 +189,46 @@ fn compaction_without_a_copy_is_refused_to_a_node_that_holds_snapshot_data() {
     let err = r.compacted_to(1).unwrap_err();
     assert!(err.to_string().contains("snapshots_on_demand"), "{err}");
 }
+
+/// Regression (found by `benchmarks/restart.py` and a LocalCluster at 3,000 keys): a snapshot
+/// read for a follower before the log was compacted past it was sent again to that follower
+/// after it had installed it — it lacked the entries after it, which the log no longer held —
+/// and it answered that it held it already, forever. Now it is dropped at that compaction and
+/// a new one is read.
+#[test]
+fn regression_a_snapshot_read_before_a_compaction_past_it_is_not_sent_again() {
+    let mut r = on_demand_leader();
+    r.step(has_nothing(2, 8));
+    assert_eq!(chunks_to(&mut r, 2), (vec![], true));
+    r.snapshot_for_transfer(8, Bytes::from(vec![1u8; 5]))
+        .expect("the applied entry is in the log");
+    assert_eq!(chunks_to(&mut r, 2).0.len(), 1);
+    // Node 3 holds the no-op: it commits, is applied, and the log is compacted past 8.
+    let result = AppendResult::Accepted { match_index: 9 };
+    r.step(msg(
+        3,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 8,
+            result,
+        },
+    ));
+    r.take_ready();
+    assert_eq!(r.applied_index(), 9);
+    r.compacted_to(9).expect("9 is applied");
+    r.take_ready();
+    // Node 2 installed the snapshot at 8; it needs 9, compacted: a new snapshot is read.
+    let result = AppendResult::Accepted { match_index: 8 };
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 8,
+            result,
+        },
+    ));
+    assert_eq!(chunks_to(&mut r, 2), (vec![], true));
+    r.check_invariants();
+}
