@@ -46,3 +46,19 @@ def test_serve_refuses_state_lmdb_without_lmdb_storage():
     )
     assert proc.returncode == 2, proc.stderr
     assert "--state lmdb" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_state_lmdb_bounds_data_by_the_snapshot_transfer_not_a_stored_copy(tmp_path):
+    """Issue 20: no stored snapshot copy bounds the data of an LMDB state: ``data_bytes_max``
+    may go to 8 GiB there (the default), while an in-memory state stays at most 512 MiB."""
+    gib = 1 << 30
+    with pytest.raises(ValueError, match="1 to 536870912 bytes"):
+        raftkv.LocalCluster(1, storage="lmdb", data_dir=tmp_path / "m", data_bytes_max=gib)
+    with pytest.raises(ValueError, match="1 to 8589934592 bytes"):
+        raftkv.LocalCluster(
+            1, storage="lmdb", data_dir=tmp_path / "l", state="lmdb", data_bytes_max=9 * gib
+        )
+    with raftkv.LocalCluster(
+        1, storage="lmdb", data_dir=tmp_path / "l", state="lmdb", data_bytes_max=4 * gib
+    ) as c:
+        raftkv.Clerk(c.addrs).put("k", "v")

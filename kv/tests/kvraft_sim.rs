@@ -8,7 +8,7 @@
 //! `RAFTKV_SEED=<n> cargo test --release -p raftkv-kv --test kvraft_sim -- <test> --exact
 //! --nocapture`, or sweep with `RAFTKV_SEEDS=0..50` (or `3,7,9`, or a count).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use raftkv_kv::durable::{DurableKv, HeapStore};
 use raftkv_kv::history::History;
 use raftkv_kv::state::{KvStateMachine, Outcome, SessionConfig};
 use raftkv_kv::testing::*;
+use raftkv_raft::driver::observer::{EventKind, Observer, ObserverHandle, SnapshotHow, TraceEvent};
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime};
 use raftkv_raft::{Runtime, StateMachine};
 
@@ -821,11 +822,48 @@ fn versioned_ops_with_expiring_sessions_under_chaos() {
 /// committed position — behind the log (what was applied after the last commit is lost and
 /// applied again), or ahead of it (a leader's snapshot installed, the node crashed before its
 /// log recorded it) — and the history stays linearizable.
+///
+/// Issue 20: a durable node stores no copy of its state: its log is compacted up to its
+/// state's committed position, a leader reads its state on demand for a lagging or restarted
+/// follower, and followers install what it sends — all of which these seeds do, counted here.
 #[test]
 fn durable_state_under_chaos() {
     run("durable_state_under_chaos", &SEEDS_1_TO_20, |seed, rt| {
         chaos_run(seed, rt, seed % 2 == 1, true)
     });
+    if std::env::var("RAFTKV_SEED").is_err() {
+        let (on_demand, installed) = (
+            ON_DEMAND.load(Ordering::Relaxed),
+            INSTALLED.load(Ordering::Relaxed),
+        );
+        println!("durable_state_under_chaos: {on_demand} snapshots read on demand, {installed} installed");
+        assert!(on_demand >= 5, "only {on_demand} snapshots read on demand");
+        assert!(installed >= 5, "only {installed} snapshots installed");
+    }
+}
+
+/// Issue 20: snapshots read on demand by durable leaders, and installed by durable followers,
+/// in [`durable_state_under_chaos`].
+static ON_DEMAND: AtomicU64 = AtomicU64::new(0);
+static INSTALLED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the snapshots of [`ON_DEMAND`] and [`INSTALLED`].
+struct SnapshotCount;
+
+impl Observer for SnapshotCount {
+    fn observe(&self, e: TraceEvent) {
+        match e.kind {
+            EventKind::Snapshot {
+                how: SnapshotHow::OnDemand,
+                ..
+            } => ON_DEMAND.fetch_add(1, Ordering::Relaxed),
+            EventKind::Snapshot {
+                how: SnapshotHow::Installed,
+                ..
+            } => INSTALLED.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 /// Issue 21 #12: the Clerk applied a write twice. When a write's answered attempt said
@@ -916,6 +954,8 @@ async fn chaos_run(
             // Each server's state outlives its crashes; it commits every 1 to 8 entries (a
             // crash loses what it applied since), different per seed and server.
             let stores: Vec<HeapStore> = (0..5).map(|_| HeapStore::new()).collect();
+            let mut config = config;
+            config.observer = Some(ObserverHandle(Arc::new(SnapshotCount)));
             let c = KvSimCluster::with_node_state_machine(seed, &rt, config, move |i| {
                 let every = 1 + (seed * 7 + i as u64 * 3) % 8;
                 DurableKv::open(stores[i].clone(), sessions, data_bytes_max)
@@ -937,7 +977,6 @@ async fn chaos_clients<M: StateMachine<Response = Outcome>>(
     data_bytes_max: u64,
 ) -> (History, RunStats) {
     use raftkv_kv::clerk::ClerkError;
-    use std::sync::atomic::AtomicU64;
 
     const CLIENTS: usize = 6;
     const KEYS: [&str; 3] = ["a", "b", "c"];

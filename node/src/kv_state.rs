@@ -143,4 +143,8 @@ impl StateMachine for KvState {
     fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         each!(self, sm => sm.restore_snapshot(snapshot))
     }
+
+    fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
+        each!(self, sm => sm.make_durable())
+    }
 }

@@ -68,7 +68,8 @@ pub struct StandaloneConfig {
     pub request_timeout: Duration,
     /// A write that would take the node's data past this many bytes is refused
     /// ([`raftkv_kv::state::KvStateMachine::with_data_bytes_max`]); the same on every node. At most
-    /// [`crate::storage::data_bytes_max_limit`].
+    /// [`crate::storage::data_bytes_max_limit_for`] the node's `state` (512 MiB in memory, 8 GiB
+    /// in LMDB; [`crate::storage::data_bytes_max_default_for`] is the usual default).
     pub data_bytes_max: u64,
     /// Client addresses of members of a running cluster to join (empty: `peers` is the
     /// initial configuration). With it, `peers` and `client_addrs` need only this node.
@@ -282,7 +283,7 @@ impl<R: NetRuntime, H: Host> StandaloneNode<R, H> {
         raft.seed = wall_clock_ms().wrapping_mul(0x9E37_79B9).wrapping_add(id);
         raft.lease_reads = config.lease_reads;
         raft.follower_reads = config.follower_reads;
-        crate::storage::apply_data_bounds(config.data_bytes_max, &mut raft)?;
+        crate::storage::apply_data_bounds(config.data_bytes_max, config.state, &mut raft)?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = config.request_timeout;
         let metrics = NodeMetrics::new();

@@ -47,12 +47,12 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 /// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000,
 /// state="memory", lease_reads=False, follower_reads=False)`: storage "memory" |
 /// "lmdb" (lmdb with data_dir None: a temporary directory, removed on close); runtime "tokio" |
-/// "smol". `data_bytes_max` bounds each node's data (512 MiB by default): a write that would
-/// take it past is refused with `StoreFull`. `state` "memory" (the default) | "lmdb" (with
-/// storage "lmdb": each node's KV state in LMDB, see `Node`). `lease_reads` and
-/// `follower_reads` turn on leader leases and reads served by followers on every node (see
-/// `Node`); a Clerk from `clerk(read_from="any")` spreads its gets over the nodes. Use it as a
-/// context manager, or
+/// "smol". `data_bytes_max` bounds each node's data (512 MiB by default; 8 GiB with state
+/// "lmdb"): a write that would take it past is refused with `StoreFull`. `state` "memory" (the
+/// default) | "lmdb" (with storage "lmdb": each node's KV state in LMDB, see `Node`).
+/// `lease_reads` and `follower_reads` turn on leader leases and reads served by followers on
+/// every node (see `Node`); a Clerk from `clerk(read_from="any")` spreads its gets over the
+/// nodes. Use it as a context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
 /// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
@@ -65,12 +65,20 @@ pub struct LocalCluster {
     data_dir: Option<PathBuf>,
 }
 
-/// `data_bytes_max` if it is in range (1 to 512 MiB), else a `ValueError` that says so.
-pub(crate) fn data_bytes_max_checked(bytes_max: u64) -> PyResult<u64> {
-    let limit = raftkv_node::storage::data_bytes_max_limit();
+/// `data_bytes_max` if it is in range for a node whose KV state is kept as `state` (1 to
+/// 512 MiB in memory, 1 to 8 GiB in LMDB), else a `ValueError` that says so; `None`: that
+/// state's default (512 MiB, 8 GiB).
+pub(crate) fn data_bytes_max_checked(
+    bytes_max: Option<u64>,
+    state: raftkv_node::kv_state::StateKind,
+) -> PyResult<u64> {
+    let Some(bytes_max) = bytes_max else {
+        return Ok(raftkv_node::storage::data_bytes_max_default_for(state));
+    };
+    let limit = raftkv_node::storage::data_bytes_max_limit_for(state);
     if bytes_max == 0 || bytes_max > limit {
         return Err(PyValueError::new_err(format!(
-            "data_bytes_max must be 1 to {limit} bytes, not {bytes_max}"
+            "data_bytes_max must be 1 to {limit} bytes with state \"{state}\", not {bytes_max}"
         )));
     }
     Ok(bytes_max)
@@ -191,9 +199,7 @@ impl LocalCluster {
         });
         config.snapshot_threshold = snapshot_threshold;
         config.request_timeout = duration(request_timeout, "request_timeout")?;
-        if let Some(b) = data_bytes_max {
-            config.data_bytes_max = data_bytes_max_checked(b)?;
-        }
+        config.data_bytes_max = data_bytes_max_checked(data_bytes_max, state)?;
         if trace_events_max > TRACE_EVENTS_MAX_LIMIT {
             return Err(PyValueError::new_err(format!(
                 "trace_events_max must be at most {TRACE_EVENTS_MAX_LIMIT}, not {trace_events_max}"

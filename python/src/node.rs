@@ -95,7 +95,9 @@ impl<R: NetRuntime> RoleNode<R> {
 /// after a storage error: it then answers "node is shut down" until stopped).
 ///
 /// `data_bytes_max` bounds the node's data (keys and values, plus 32 bytes a key; 512 MiB by
-/// default, at most 512 MiB): a write that would take it past is refused with `StoreFull`.
+/// default, at most 512 MiB; with state "lmdb" 8 GiB by default and at most, as no stored
+/// snapshot copy bounds it, but a snapshot sent to a lagging follower is still whole in
+/// memory): a write that would take it past is refused with `StoreFull`.
 /// Give every node of a cluster the same bound.
 ///
 /// `state` is where the KV state lives: "memory" (the default: a map rebuilt from the snapshot
@@ -254,9 +256,7 @@ impl Node {
         config.snapshot_threshold = snapshot_threshold;
         config.lease_reads = lease_reads;
         config.follower_reads = follower_reads;
-        if let Some(b) = data_bytes_max {
-            config.data_bytes_max = crate::cluster::data_bytes_max_checked(b)?;
-        }
+        config.data_bytes_max = crate::cluster::data_bytes_max_checked(data_bytes_max, state)?;
         if let Some(path) = client_token_file {
             let bad = |e: String| {
                 PyValueError::new_err(format!("client_token_file {}: {e}", path.display()))

@@ -391,8 +391,25 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// [`StateMachine::restore`] from a snapshot the node received or stored: a durable state
-    /// machine records `snapshot.last` and its configuration with the data, in one transaction.
+    /// machine records `snapshot.last` and its configuration with the data, in one transaction,
+    /// made durable before it returns (even across a power cut: with
+    /// [`StateMachine::make_durable`] the node then stores only the snapshot's metadata).
     fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.restore(&snapshot.data)
+    }
+
+    /// Issue 20: a state machine that keeps its own state durably commits what it applied
+    /// and makes it durable — so that it survives a crash and a power cut — and returns the
+    /// entry its state is now at (0@0 if none yet). Its state is then its own snapshot: the
+    /// driver compacts the log up to that entry and stores only the snapshot's metadata, and
+    /// reads the state ([`StateMachine::try_snapshot`]) only when a follower needs it. The
+    /// driver calls it at start and whenever the log is to be compacted.
+    ///
+    /// `None` (the default): the state machine keeps nothing across a restart (an in-memory
+    /// one), and the driver compacts by storing a copy of its state
+    /// ([`StateMachine::try_snapshot`]). A state machine that says where it is
+    /// ([`StateMachine::applied`]) must answer `Some`.
+    fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(None)
     }
 }

@@ -129,6 +129,7 @@
 // `grep -rn '§'` finds every rule in one form; rustc would warn that they document nothing.
 #![allow(unused_doc_comments)]
 
+mod compaction;
 mod config;
 pub mod driver;
 mod election;

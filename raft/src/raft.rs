@@ -151,6 +151,8 @@ pub(crate) struct Outbox {
     pub send_after_persist: Vec<Message>,
     pub snapshot: Option<Snapshot>,
     pub compact_to: Option<LogId>,
+    /// A follower needs a snapshot whose data this node does not hold ([`Ready::snapshot_request`]).
+    pub snapshot_request: bool,
     pub aborted_reads: Vec<u64>,
 }
 
@@ -182,6 +184,12 @@ pub struct Raft {
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     /// The CRC32C of `snapshot` (by its last id and length), computed once for all chunks.
     pub(crate) snapshot_crc32c: Option<(LogId, u64, u32)>,
+    /// Issue 20: the state machine keeps its own state durably, so `snapshot` holds only the
+    /// metadata (empty data) and a follower's snapshot is read from the state machine on
+    /// demand ([`Raft::snapshots_on_demand`]).
+    pub(crate) snapshot_on_demand: bool,
+    /// The snapshot read on demand for followers being sent one; dropped once none is.
+    pub(crate) transfer: Option<Snapshot>,
     /// Reads confirmed by a quorum, waiting until `applied >= index`.
     pub(crate) confirmed_reads: VecDeque<ReadState>,
     /// thesis §6.4: reads this follower asked the leader a read index for.
@@ -286,6 +294,8 @@ impl Raft {
             snapshot,
             incoming_snapshot: None,
             snapshot_crc32c: None,
+            snapshot_on_demand: false,
+            transfer: None,
             confirmed_reads: VecDeque::new(),
             forwarded: ForwardedReads::default(),
             boot_promise_ticks,
@@ -451,44 +461,6 @@ impl Raft {
         });
         self.debug_check();
         Ok(index)
-    }
-
-    /// The application took a snapshot of its state machine through `index` (which it has
-    /// applied). Returns the [`Snapshot`] to store (with the configuration in effect at
-    /// `index`); the driver must queue its durable write before handling the next `Ready`,
-    /// whose `compact_to` drops the log it covers. It is what lagging followers will be
-    /// sent (Raft §7).
-    pub fn snapshot_taken(&mut self, index: Index, data: Bytes) -> Result<Snapshot, Error> {
-        if index <= self.log.snapshot().index {
-            return Err(Error::SnapshotIndex {
-                index,
-                reason: "not past the current snapshot",
-            });
-        }
-        if index > self.applied {
-            return Err(Error::SnapshotIndex {
-                index,
-                reason: "not applied yet",
-            });
-        }
-        let term = self.log.term_at(index).ok_or(Error::SnapshotIndex {
-            index,
-            reason: "not in the log",
-        })?;
-        let last = LogId::new(index, term);
-        let membership = self.log.membership_at(index).clone();
-        self.log.compact_to(last);
-        // A node removed by a configuration now compacted away is no longer replicated to.
-        self.sync_progress();
-        let snapshot = Snapshot {
-            last,
-            data,
-            membership,
-        };
-        self.snapshot = Some(snapshot.clone());
-        self.out.compact_to = Some(last);
-        self.debug_check();
-        Ok(snapshot)
     }
 
     /// The driver made the write of a `Ready` durable; `token` is its `persist_token`.

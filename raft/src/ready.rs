@@ -29,6 +29,10 @@ use crate::types::{Entry, HardState, Index, LogId, ReadState, Snapshot};
 ///    `committed_entries` in order. (These are already durable, so applying may overlap step 2.)
 /// 5. **Serve reads**: each of `read_states` may be answered once step 4 is done; `aborted_reads`
 ///    failed (leadership was lost before they were confirmed) and should be retried elsewhere.
+/// 6. **Read a snapshot on demand** if `snapshot_request` is set (issue 20; only after
+///    [`crate::Raft::snapshots_on_demand`]): once step 4 is done, read the state machine's
+///    state whole and hand it to [`crate::Raft::snapshot_for_transfer`] with the applied
+///    index. The core sends it to the followers that need it and drops it when they have it.
 ///
 /// A node that crashes between these steps loses only what step 2 had not made durable, and it
 /// has told no one anything that depended on it.
@@ -57,6 +61,9 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Read ids whose ReadIndex request failed because this node stopped being leader.
     pub aborted_reads: Vec<u64>,
+    /// Issue 20: a follower needs a snapshot and this node holds only its metadata (its state
+    /// machine keeps its own state): read the state machine's state (step 6).
+    pub snapshot_request: bool,
 }
 
 impl Ready {
@@ -86,6 +93,7 @@ impl Raft {
             || !self.out.send_after_persist.is_empty()
             || self.out.snapshot.is_some()
             || self.out.compact_to.is_some()
+            || self.out.snapshot_request
             || !self.out.aborted_reads.is_empty()
             || self.write_limit() >= self.log.unsent()
             || self.must_persist_hard_state()
@@ -130,6 +138,7 @@ impl Raft {
     /// Collects everything the driver must do now. See [`Ready`] for the order.
     pub fn take_ready(&mut self) -> Ready {
         self.flush_leader_sends();
+        self.release_transfer();
         let entries = self.log.take_unsent_to(self.write_limit());
         let snapshot = self.out.snapshot.take();
         let persist_token = entries
@@ -165,6 +174,7 @@ impl Raft {
             committed_entries,
             read_states,
             aborted_reads: std::mem::take(&mut self.out.aborted_reads),
+            snapshot_request: std::mem::take(&mut self.out.snapshot_request),
         };
         self.debug_check();
         ready

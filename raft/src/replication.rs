@@ -144,6 +144,7 @@ impl Raft {
             self.config.inflight_appends_max,
             self.config.partial_appends_inflight_max,
         );
+        let to_send = self.snapshot_to_send().map(|s| s.last);
         let RoleState::Leader(l) = &mut self.role else {
             return false;
         };
@@ -156,10 +157,12 @@ impl Raft {
         let base_index = pr.next_index - 1;
         let Some(base_term) = self.log.term_at(base_index) else {
             /// Raft §7: the entries the follower needs were compacted: send the snapshot.
-            let Some(last) = self.snapshot.as_ref().map(|s| s.last) else {
-                return false;
-            };
-            pr.become_snapshot(last);
+            match to_send {
+                Some(last) => pr.become_snapshot(last),
+                /// Issue 20: a state machine that keeps its own state is read on demand.
+                None if self.snapshot_on_demand => pr.become_snapshot(self.log.snapshot()),
+                None => return false,
+            }
             self.send_snapshot_chunk(to);
             return false;
         };
@@ -190,9 +193,14 @@ impl Raft {
     }
 
     /// Raft §7: the next chunk of the snapshot to a follower in snapshot state.
-    fn send_snapshot_chunk(&mut self, to: NodeId) {
+    pub(crate) fn send_snapshot_chunk(&mut self, to: NodeId) {
         let chunk_max = self.config.snapshot_chunk_bytes_max as u64;
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(snapshot) = self.snapshot_to_send().cloned() else {
+            /// Issue 20: no data held: ask the driver to read the state machine (again, on
+            /// every resend, until it has).
+            if self.snapshot_on_demand {
+                self.out.snapshot_request = true;
+            }
             return;
         };
         let RoleState::Leader(l) = &mut self.role else {
@@ -340,7 +348,7 @@ impl Raft {
     }
 
     pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, last: LogId, next_offset: u64) {
-        let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let len = self.snapshot_to_send().map_or(0, |s| s.data.len() as u64);
         let Some(pr) = self.heard_from(from) else {
             return;
         };
@@ -582,8 +590,17 @@ impl Raft {
         self.log.install_snapshot(last, membership);
         self.commit = last.index;
         self.applied = last.index;
-        self.out.snapshot = Some(snapshot.clone());
-        self.snapshot = Some(snapshot);
+        /// Issue 20: a state machine that keeps its own state holds the data once it has
+        /// installed it; this node keeps the metadata only.
+        let kept = match self.snapshot_on_demand {
+            true => Snapshot {
+                data: Bytes::new(),
+                ..snapshot.clone()
+            },
+            false => snapshot.clone(),
+        };
+        self.out.snapshot = Some(snapshot);
+        self.snapshot = Some(kept);
         let result = AppendResult::Accepted {
             match_index: last.index,
         };

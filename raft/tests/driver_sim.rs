@@ -37,6 +37,11 @@ struct Outcome {
     faults: usize,
     recovery: Duration,
     disk: DiskCounts,
+    /// Issue 20: snapshots read on demand, snapshots installed by durable nodes, and durable
+    /// states' commits lost at a power cut.
+    on_demand: u64,
+    durable_installs: u64,
+    lost_commits: u64,
 }
 
 /// One seeded run with the disks' checksums on.
@@ -262,11 +267,24 @@ fn run_seed_with(seed: u64, checks: Checks) -> Outcome {
             events > 100,
             "RAFTKV_SEED={seed}: the trace saw only {events} events"
         );
+        let (on_demand, durable_installs) = {
+            let t = c.trace.state.lock().unwrap();
+            (t.on_demand, t.durable_installs)
+        };
+        let lost_commits = c
+            .durable
+            .iter()
+            .flatten()
+            .map(|(d, _)| d.lock().unwrap().lost_commits)
+            .sum();
         Outcome {
             acked: acked.len() as u64,
             faults,
             recovery,
             disk,
+            on_demand,
+            durable_installs,
+            lost_commits,
         }
     })
     .unwrap_or_else(|| panic!("RAFTKV_SEED={seed}: the simulation deadlocked"))
@@ -276,15 +294,35 @@ fn run_seed_with(seed: u64, checks: Checks) -> Outcome {
 fn driver_survives_200_seeds_of_faults() {
     let mut acked = 0;
     let mut disk = DiskCounts::default();
+    let (mut on_demand, mut durable_installs, mut lost_commits) = (0, 0, 0);
     for seed in 0..200 {
         let outcome = run_seed(seed);
         acked += outcome.acked;
         disk += outcome.disk;
+        on_demand += outcome.on_demand;
+        durable_installs += outcome.durable_installs;
+        lost_commits += outcome.lost_commits;
     }
     assert!(
         acked > 1_000,
         "too little progress: {acked} acknowledged writes"
     );
+    println!(
+        "issue 20: {on_demand} snapshots read on demand, {durable_installs} installed by \
+         durable nodes, {lost_commits} durable commits lost at a power cut"
+    );
+    // Issue 20: durable leaders send snapshots they read on demand, durable followers install
+    // them, and power cuts lose unsynced commits of durable states.
+    for (what, count, at_least) in [
+        ("snapshots read on demand", on_demand, 10),
+        ("snapshots installed by durable nodes", durable_installs, 10),
+        ("durable commits lost at a power cut", lost_commits, 2),
+    ] {
+        assert!(
+            count >= at_least,
+            "{what}: {count} in 200 seeds, expected {at_least}+"
+        );
+    }
     println!("200 seeds: {acked} acknowledged writes; disk faults: {disk:?}");
     // Each kind of disk fault happened, often enough to matter.
     let DiskCounts {

@@ -288,4 +288,10 @@ impl DurableStore for LmdbState {
         }
         Ok(())
     }
+
+    /// `mdb_env_sync(force)`: flushes the meta page `MDB_NOMETASYNC` leaves unsynced, so the
+    /// last commit survives a power cut as well.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.env.force_sync().map_err(|e| self.error("sync", e))
+    }
 }

@@ -11,7 +11,9 @@
 //! ([`raftkv_raft::StateMachine::applied`]). What a crash loses is only what was not committed.
 //!
 //! A snapshot of it has the bytes of a [`KvStateMachine`]'s, so nodes of either kind restore
-//! each other's.
+//! each other's. It is read only when a follower needs one: the state, durable at its
+//! position ([`StateMachine::make_durable`]), is its own snapshot, so the node stores and
+//! holds no copy of it (issue 20).
 
 mod store;
 
@@ -327,11 +329,30 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
         self.restore_at(data, None)
     }
 
+    /// Issue 20: made durable across a power cut before it returns: the node then stores
+    /// only the snapshot's metadata, and drops the log it covers.
     fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.restore_at(
             &snapshot.data,
             Some((snapshot.last, snapshot.membership.clone())),
-        )
+        )?;
+        self.data
+            .store
+            .sync()
+            .map_err(|e| format!("cannot make the KV snapshot durable: {e}"))
+    }
+
+    /// Issue 20: the state is its own snapshot: everything applied is committed, with its
+    /// position, and made durable across a power cut; the log up to it may then be dropped.
+    fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.commit()?;
+        self.data.store.sync()?;
+        Ok(Some(
+            self.data
+                .applied
+                .as_ref()
+                .map_or(LogId::default(), |(at, _)| *at),
+        ))
     }
 
     fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {

@@ -81,7 +81,8 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// A write that would take a node's data past this many bytes is refused
     /// ([`raftkv_kv::state::KvStateMachine::with_data_bytes_max`]). At most
-    /// [`crate::storage::data_bytes_max_limit`].
+    /// [`crate::storage::data_bytes_max_limit_for`] the nodes' `state` (512 MiB in memory, 8 GiB
+    /// in LMDB; [`crate::storage::data_bytes_max_default_for`] is the usual default).
     pub data_bytes_max: u64,
     /// The trace keeps at most this many events (the oldest are dropped beyond it); 0: no
     /// trace (the drivers get no observer).
@@ -450,7 +451,11 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         raft.seed = self.config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id);
         raft.lease_reads = self.config.lease_reads;
         raft.follower_reads = self.config.follower_reads;
-        crate::storage::apply_data_bounds(self.config.data_bytes_max, &mut raft)?;
+        crate::storage::apply_data_bounds(
+            self.config.data_bytes_max,
+            self.config.state,
+            &mut raft,
+        )?;
         let mut node_config = NodeConfig::new(raft);
         node_config.request_timeout = self.config.request_timeout;
         let mut observers = Vec::new();

@@ -157,7 +157,11 @@ impl NodeMetrics {
                 "Entry and snapshot bytes sent, by peer",
             ),
             votes: family(r, "votes", "Vote and pre-vote answers given, by outcome"),
-            snapshots: family(r, "snapshots", "Snapshots taken or installed"),
+            snapshots: family(
+                r,
+                "snapshots",
+                "Snapshots taken, installed or read on demand for a follower",
+            ),
             storage_write_seconds: {
                 // 20 µs to ~0.66 s, doubling: an fsync on fast flash to a stalled disk.
                 let h = Histogram::new(exponential_buckets(20e-6, 2.0, 16));
@@ -289,14 +293,17 @@ impl Observer for NodeMetrics {
                 set(&m.applied_index, last);
             }
             EventKind::Snapshot { index, how, .. } => {
-                let how = match how {
+                let label = match how {
                     SnapshotHow::Taken => "taken",
                     SnapshotHow::Installed => "installed",
+                    SnapshotHow::OnDemand => "on_demand",
                 };
                 m.snapshots
-                    .get_or_create(&vec![("how", how.to_string())])
+                    .get_or_create(&vec![("how", label.to_string())])
                     .inc();
-                set(&m.snapshot_index, index);
+                if how != SnapshotHow::OnDemand {
+                    set(&m.snapshot_index, index);
+                }
             }
             EventKind::Send { to, msg } => {
                 m.messages_sent

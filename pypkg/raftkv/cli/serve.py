@@ -182,7 +182,8 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         metavar="BYTES",
         help="refuse writes that would take this node's data (keys, values, 32 bytes a key) past "
-        "BYTES (default and most 536870912: 512 MiB); give every node the same bound",
+        "BYTES (default and most 536870912: 512 MiB; with --state lmdb 8589934592: 8 GiB); give "
+        "every node the same bound",
     )
     s.add_argument(
         "--metrics-addr",

@@ -11,7 +11,7 @@ use super::pending::{Proposals, Reads};
 use super::queue::QueueRx;
 use super::storage_task::{Done, Job, Writer};
 use crate::config::ConfigError;
-use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
+use crate::io::{Runtime, StateMachine, StorageError, Transport};
 use crate::membership::MembershipError;
 use crate::message::Message;
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
@@ -19,6 +19,7 @@ use crate::Raft;
 use futures::{pin_mut, select_biased, FutureExt};
 use std::time::Duration;
 
+mod snapshot;
 mod waiting;
 
 enum Event<R> {
@@ -406,6 +407,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                 if !self.restore(&s) {
                     break;
                 }
+                self.strip_installed(&mut ready);
                 self.emit(|| EventKind::Snapshot {
                     index: s.last.index,
                     term: s.last.term,
@@ -481,6 +483,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     reply.fail(NodeError::NotLeader { leader_hint });
                 }
             }
+            if ready.snapshot_request {
+                self.snapshot_for_transfer();
+            }
             self.maybe_snapshot();
         }
         self.observe_state();
@@ -509,42 +514,5 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         self.proposals.covered(s.last.index);
         self.changes_restored(s);
         true
-    }
-
-    /// Snapshots the state machine once enough entries were applied since the last snapshot.
-    fn maybe_snapshot(&mut self) {
-        let (applied, snapshot_index) = (self.raft.applied_index(), self.raft.snapshot_index());
-        if applied <= snapshot_index
-            || (applied < snapshot_index + self.snapshot_threshold
-                && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
-        {
-            return;
-        }
-        let index = applied;
-        let data = match self.sm.try_snapshot() {
-            Ok(data) => data,
-            Err(e) => {
-                tracing::error!(node = self.raft.id(), error = %e, "cannot read the state machine for a snapshot: stopping the node");
-                self.stopped = Some(NodeError::Storage(e));
-                return;
-            }
-        };
-        match self.raft.snapshot_taken(index, data) {
-            Ok(snapshot) => {
-                self.emit(|| EventKind::Snapshot {
-                    index: snapshot.last.index,
-                    term: snapshot.last.term,
-                    how: SnapshotHow::Taken,
-                });
-                // The snapshot write is queued before the compaction the next `Ready` asks for.
-                self.queue_write(Job {
-                    ops: vec![WriteOp::SaveSnapshot(snapshot)],
-                    token: None,
-                    after: Vec::new(),
-                });
-                self.bytes_since_snapshot = 0;
-            }
-            Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
-        }
     }
 }

@@ -129,6 +129,14 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         let persisted = storage.load().await.map_err(NodeError::Storage)?;
         let (persisted, held) = resume(&mut state_machine, &*storage, persisted).await?;
         let mut raft = Raft::restore(config.raft.clone(), persisted).map_err(NodeError::Config)?;
+        // Issue 20: a state machine that keeps its own state is its own snapshot.
+        if state_machine
+            .make_durable()
+            .map_err(NodeError::Storage)?
+            .is_some()
+        {
+            raft.snapshots_on_demand();
+        }
         if let Some(index) = held {
             raft.resume_applied(index).map_err(|e| {
                 NodeError::Config(ConfigError::Snapshot {

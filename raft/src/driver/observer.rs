@@ -122,7 +122,8 @@ pub enum EventKind {
         last: Index,
     },
     /// A snapshot covering the log up to `index` (of term `term`): `taken` by this node of
-    /// its own state machine, or `installed` from the leader.
+    /// its own state machine (the log compacted), `installed` from the leader, or read
+    /// `on_demand` for a follower.
     Snapshot {
         index: Index,
         term: Term,
@@ -210,6 +211,9 @@ impl From<Role> for RoleName {
 pub enum SnapshotHow {
     Taken,
     Installed,
+    /// Issue 20: read from a state machine that keeps its own state, for a follower that
+    /// needs a snapshot, and dropped once sent.
+    OnDemand,
 }
 
 /// A message kind, as a trace names it.

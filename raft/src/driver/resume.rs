@@ -5,6 +5,7 @@ use super::error::NodeError;
 use crate::config::ConfigError;
 use crate::io::{StateMachine, Storage, WriteOp};
 use crate::types::{HardState, Index, Persisted, Snapshot};
+use bytes::Bytes;
 
 /// Brings `sm` and `persisted` to one state before the core starts: returns what the core
 /// restores from, and the last entry `sm` already holds if the core must not hand out the
@@ -22,11 +23,22 @@ pub(super) async fn resume<M: StateMachine, S: Storage>(
 ) -> Result<(Persisted, Option<Index>), NodeError> {
     let stored = persisted.snapshot.as_ref().map(|s| s.last);
     let held = sm.applied().map_err(NodeError::Storage)?;
-    let Some((at, membership)) =
-        held.filter(|(at, _)| at.index >= stored.unwrap_or_default().index && at.index > 0)
+    let Some((at, membership)) = held
+        .clone()
+        .filter(|(at, _)| at.index >= stored.unwrap_or_default().index && at.index > 0)
     else {
         if let Some(s) = &persisted.snapshot {
             sm.restore_snapshot(s).map_err(|reason| {
+                // Issue 20: a node whose state machine kept its own state stored only the
+                // snapshot's metadata; a state behind it was lost or replaced.
+                let reason = match s.data.is_empty() {
+                    true => format!(
+                        "{reason} (the stored snapshot holds no data: the state machine that \
+                         took it keeps its own state, and this one is behind it, at {})",
+                        held.as_ref().map_or(0, |(at, _)| at.index)
+                    ),
+                    false => reason,
+                };
                 NodeError::Config(ConfigError::Snapshot {
                     last: s.last,
                     reason,
@@ -45,10 +57,15 @@ pub(super) async fn resume<M: StateMachine, S: Storage>(
     }
     /// Raft §7: a snapshot replaces the log it covers. The state machine's state is one at `at`
     /// that the storage did not record: recorded now, as a snapshot received from the leader
-    /// would have been, and the log, which does not hold `at`, is discarded.
+    /// would have been, and the log, which does not hold `at`, is discarded. Issue 20: only
+    /// its metadata, for a state machine that keeps its own state (durable at `at`).
+    let data = match sm.make_durable().map_err(NodeError::Storage)? {
+        Some(_) => Bytes::new(),
+        None => sm.try_snapshot().map_err(NodeError::Storage)?,
+    };
     let snapshot = Snapshot {
         last: at,
-        data: sm.try_snapshot().map_err(NodeError::Storage)?,
+        data,
         membership,
     };
     let hard_state = HardState {

@@ -10,14 +10,46 @@ use raftkv_raft::{LogId, Membership, Snapshot, StateMachine, StorageError};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+/// The first bytes of a [`RecordingSm`]'s snapshot.
+const SNAPSHOT_MAGIC: &[u8] = b"rsm1";
+
 /// Every command applied anywhere, by index: State Machine Safety is checked on insert.
 pub type Applied = Arc<Mutex<BTreeMap<u64, Bytes>>>;
 
-/// What a durable [`RecordingSm`] committed: it outlives the node's crashes.
+/// A durable [`RecordingSm`]'s committed commands and position.
+pub type Committed = (Vec<(u64, Bytes)>, Option<(LogId, Membership)>);
+
+/// What a durable [`RecordingSm`] committed: it outlives the node's crashes. Like LMDB with
+/// `MDB_NOMETASYNC`, a power cut may lose the last commit unless it was synced since
+/// ([`DurableRecord::power_cut`]).
 #[derive(Default)]
 pub struct DurableRecord {
     pub log: Vec<(u64, Bytes)>,
     pub position: Option<(LogId, Membership)>,
+    /// The state before the last commit, and whether that commit was synced.
+    pub previous: Committed,
+    pub synced: bool,
+    /// Power cuts that lost the last commit.
+    pub lost_commits: u64,
+}
+
+impl DurableRecord {
+    fn commit(&mut self, log: Vec<(u64, Bytes)>, position: Option<(LogId, Membership)>) {
+        let old_log = std::mem::replace(&mut self.log, log);
+        let old_position = std::mem::replace(&mut self.position, position);
+        self.previous = (old_log, old_position);
+        self.synced = false;
+    }
+
+    /// The power went: the last commit is lost if it was not synced and `lose` says so.
+    pub fn power_cut(&mut self, lose: bool) {
+        if !self.synced && lose {
+            self.log = self.previous.0.clone();
+            self.position = self.previous.1.clone();
+            self.synced = true;
+            self.lost_commits += 1;
+        }
+    }
 }
 
 /// A state machine that records what it applies, and checks it against every other node. With
@@ -63,11 +95,12 @@ impl RecordingSm {
         self.position.as_ref().map_or(0, |(at, _)| at.index)
     }
 
-    fn commit(&mut self) {
+    /// Commits what it applied, with its position; `sync`: durable across a power cut too.
+    fn commit(&mut self, sync: bool) {
         if let Some((d, _)) = &self.durable {
             let mut d = d.lock().unwrap();
-            d.log = self.log.clone();
-            d.position = self.position.clone();
+            d.commit(self.log.clone(), self.position.clone());
+            d.synced = sync;
         }
     }
 }
@@ -109,8 +142,10 @@ impl StateMachine for RecordingSm {
         self.log.last().map_or(0, |(i, _)| *i)
     }
 
+    /// Starts with [`SNAPSHOT_MAGIC`]: a snapshot's data is never empty, so that restoring
+    /// the metadata-only snapshot a durable node stores (issue 20) fails loudly.
     fn snapshot(&self) -> Bytes {
-        let mut out = Vec::new();
+        let mut out = SNAPSHOT_MAGIC.to_vec();
         for (i, c) in &self.log {
             out.extend_from_slice(&i.to_le_bytes());
             out.extend_from_slice(&(c.len() as u32).to_le_bytes());
@@ -131,20 +166,36 @@ impl StateMachine for RecordingSm {
         self.position = Some((last, membership.clone()));
         if let Some((committed, every)) = committed {
             if last.index >= committed + every {
-                self.commit();
+                self.commit(false);
             }
         }
         Ok(())
     }
 
+    /// Issue 20: a durable one commits all it applied (the log is then compacted to it).
+    fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
+        if self.durable.is_none() {
+            return Ok(None);
+        }
+        self.commit(true);
+        Ok(Some(
+            self.position
+                .as_ref()
+                .map_or(LogId::default(), |(at, _)| *at),
+        ))
+    }
+
     fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.restore(&snapshot.data)?;
         self.position = Some((snapshot.last, snapshot.membership.clone()));
-        self.commit();
+        self.commit(true);
         Ok(())
     }
 
-    fn restore(&mut self, mut data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        let mut data = data
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or_else(|| format!("not a snapshot: {} bytes without the header", data.len()))?;
         self.log.clear();
         self.position = None;
         while !data.is_empty() {
@@ -181,6 +232,10 @@ pub struct TraceState {
     pub events: u64,
     /// Durable nodes started, not applied since.
     pub resumed: HashSet<u64>,
+    /// Issue 20: snapshots read on demand for a follower (by a durable leader), and
+    /// snapshots installed by a durable node.
+    pub on_demand: u64,
+    pub durable_installs: u64,
 }
 
 impl Observer for TraceCheck {
@@ -235,6 +290,19 @@ impl Observer for TraceCheck {
                 ..
             } => {
                 s.applied.insert(n, index);
+                if self.durable.contains(&n) {
+                    s.durable_installs += 1;
+                }
+            }
+            EventKind::Snapshot {
+                how: SnapshotHow::OnDemand,
+                ..
+            } => {
+                assert!(
+                    self.durable.contains(&n),
+                    "RAFTKV_SEED={seed}: trace: n{n}, not durable, read a snapshot on demand"
+                );
+                s.on_demand += 1;
             }
             EventKind::Send { to, msg } => {
                 s.sent.insert((n, to, msg));
