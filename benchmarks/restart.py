@@ -29,33 +29,22 @@ import sys
 import tempfile
 import time
 
+# One reading of /proc and of a data dir's size for both memory benchmarks (benchmarks/ is
+# on sys.path: run as a script).
+from memory import dir_mib, mem
+
 import raftkv
 from raftkv.procs import start_servers, stop_servers, wait_serving
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def memory(procs) -> str:
     """Every node's RSS and its anonymous and file-backed parts, in MiB."""
-    return "; ".join(
-        f"n{i + 1} RSS {rss_mib(p.pid):.0f} (anon {rss_mib(p.pid, 'RssAnon'):.0f}, "
-        f"file {rss_mib(p.pid, 'RssFile'):.0f})"
-        for i, p in enumerate(procs)
-    )
+    return "; ".join(f"n{i + 1} {rss(p.pid)}" for i, p in enumerate(procs))
 
 
-def dir_mib(path: str) -> float:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            total += os.path.getsize(os.path.join(root, name))
-    return total / (1 << 20)
+def rss(pid: int) -> str:
+    m = mem(pid)
+    return f"RSS {m['VmRSS']:.0f} (anon {m['RssAnon']:.0f}, file {m['RssFile']:.0f})"
 
 
 def status(clerk: raftkv.Clerk, addr: str):
@@ -117,9 +106,7 @@ def one_node(procs, endpoints, clerk, i, what):
         raise SystemExit(f"node {i + 1} did not catch up within 120 s (first answer: {first})")
     print(
         f"  {what} (node {i + 1}): first status answer {first:.3f} s, applied the leader's "
-        f"commit index {committed} at {caught_up:.3f} s; RSS {rss_mib(procs[i].pid):.0f} MiB "
-        f"(anon {rss_mib(procs[i].pid, 'RssAnon'):.0f}, file "
-        f"{rss_mib(procs[i].pid, 'RssFile'):.0f})",
+        f"commit index {committed} at {caught_up:.3f} s; {rss(procs[i].pid)} MiB",
         flush=True,
     )
     return caught_up

@@ -233,7 +233,7 @@ impl Raft {
         let data = snapshot.data.slice(start as usize..end as usize);
         let body = Body::InstallSnapshot {
             last,
-            membership: snapshot.membership,
+            membership: Box::new(snapshot.membership),
             offset: start,
             data,
             done: end == len,

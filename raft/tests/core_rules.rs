@@ -571,7 +571,7 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
             1,
             Body::InstallSnapshot {
                 last,
-                membership: Membership::from_voters([1, 2, 3]),
+                membership: Box::new(Membership::from_voters([1, 2, 3])),
                 offset,
                 data: Bytes::from_static(data),
                 done,
@@ -759,7 +759,7 @@ fn regression_fuzz_index_near_u64_max_is_refused_not_overflowed() {
         1,
         Body::InstallSnapshot {
             last,
-            membership: Membership::from_voters([1, 2, 3]),
+            membership: Box::new(Membership::from_voters([1, 2, 3])),
             offset: 0,
             data: Bytes::new(),
             done: true,
@@ -994,7 +994,7 @@ fn snapshot_chunk(
         term,
         Body::InstallSnapshot {
             last,
-            membership: Membership::from_voters([1, 2, 3]),
+            membership: Box::new(Membership::from_voters([1, 2, 3])),
             offset,
             data: Bytes::from_static(data),
             done: offset as usize + data.len() == whole.len(),

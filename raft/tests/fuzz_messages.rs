@@ -172,7 +172,7 @@ fn random_message(rng: &mut Rng, to: u64, term: u64, last: LogId) -> Message {
         },
         8 => Body::InstallSnapshot {
             last: id(rng),
-            membership: random_membership(rng),
+            membership: Box::new(random_membership(rng)),
             offset: small(rng, 16),
             data: Bytes::from(vec![7u8; rng.range(0, 40) as usize]),
             done: rng.chance(0.5),

@@ -155,7 +155,7 @@ fn every_body(rng: &mut Rng) -> Vec<Body> {
         },
         Body::InstallSnapshot {
             last: log_id(rng),
-            membership: membership(rng),
+            membership: Box::new(membership(rng)),
             offset: rng.range(0, 1 << 40),
             data: bytes(rng, 200),
             done: rng.chance(0.5),
