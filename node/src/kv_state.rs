@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftkv_kv::durable::DurableKv;
 use raftkv_kv::state::{KvStateMachine, Outcome, SessionConfig};
-use raftkv_raft::{Index, LogId, Membership, Runtime, Snapshot, StateMachine, StorageError};
+use raftkv_raft::{
+    Index, LogId, Membership, Runtime, Snapshot, SnapshotRead, StateMachine, StorageError,
+};
 use raftkv_state_lmdb::{LmdbState, StateOptions};
 
 use crate::error::ClusterError;
@@ -130,6 +132,10 @@ impl StateMachine for KvState {
 
     fn try_snapshot(&self) -> Result<Bytes, StorageError> {
         each!(self, sm => sm.try_snapshot())
+    }
+
+    fn snapshot_read(&self, applied: Index) -> Option<SnapshotRead> {
+        each!(self, sm => sm.snapshot_read(applied))
     }
 
     fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {

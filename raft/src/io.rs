@@ -349,6 +349,12 @@ pub trait Transport: Send + 'static {
     }
 }
 
+/// Issue 20: a snapshot read that runs off the event loop (on [`Runtime::spawn_blocking`]):
+/// built on the loop, cheaply, from a consistent view of the state
+/// ([`StateMachine::snapshot_read`]); it returns the index of the last entry the state it read
+/// covers, and the state's bytes ([`StateMachine::snapshot`]'s layout). An error stops the node.
+pub type SnapshotRead = Box<dyn FnOnce() -> Result<(Index, Bytes), StorageError> + Send + 'static>;
+
 /// The application's deterministic state machine, replicated by Raft.
 ///
 /// Contract: `apply` is called once per committed command, in log order, on every node;
@@ -371,6 +377,22 @@ pub trait StateMachine: Send + 'static {
     /// storing a wrong snapshot. The default cannot fail.
     fn try_snapshot(&self) -> Result<Bytes, StorageError> {
         Ok(self.snapshot())
+    }
+
+    /// Issue 20: a snapshot read to run off the event loop, so that a large state's encoding
+    /// (or a durable state's full scan) never stalls the node's heartbeats. Built on the loop
+    /// from a consistent view of the state (a cheap copy of an in-memory map, a durable
+    /// store's committed state), it may run on another thread while the state machine keeps
+    /// applying. `applied` is the last entry applied to the state machine now; the read says
+    /// which entry the state it read is at: `applied`, or for a durable state an earlier one
+    /// it has committed, never one before the log's compaction point (the log is compacted
+    /// only up to a durable position). The driver uses it both to compact the log and to
+    /// answer a follower's need of a snapshot, at most one at a time.
+    ///
+    /// `None` (the default): the driver reads [`StateMachine::try_snapshot`] on the loop.
+    fn snapshot_read(&self, applied: Index) -> Option<SnapshotRead> {
+        let _ = applied;
+        None
     }
 
     /// A state machine that keeps its state across a restart (a durable one) says here which

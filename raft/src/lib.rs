@@ -160,7 +160,9 @@ mod types;
 
 pub use config::{Config, ConfigError, InvalidConfig, PersistedError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
-pub use io::{NetRuntime, Runtime, StateMachine, Storage, StorageError, Transport, WriteOp};
+pub use io::{
+    NetRuntime, Runtime, SnapshotRead, StateMachine, Storage, StorageError, Transport, WriteOp,
+};
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{BusyReason, Error, Raft, Stats};

@@ -31,8 +31,10 @@ use crate::types::{Entry, HardState, Index, LogId, ReadState, Snapshot};
 ///    failed (leadership was lost before they were confirmed) and should be retried elsewhere.
 /// 6. **Read a snapshot on demand** if `snapshot_request` is set (issue 20; only after
 ///    [`crate::Raft::snapshots_on_demand`]): once step 4 is done, read the state machine's
-///    state whole and hand it to [`crate::Raft::snapshot_for_transfer`] with the applied
-///    index. The core sends it to the followers that need it and drops it when they have it.
+///    state whole — now or later, off the loop — and hand it to
+///    [`crate::Raft::snapshot_for_transfer`] with the index it is at (between the compaction
+///    point and the applied entry when handed over). The core sends it to the followers that
+///    need it and drops it when they have it.
 ///
 /// A node that crashes between these steps loses only what step 2 had not made durable, and it
 /// has told no one anything that depended on it.

@@ -232,3 +232,46 @@ fn regression_a_snapshot_read_before_a_compaction_past_it_is_not_sent_again() {
     assert_eq!(chunks_to(&mut r, 2), (vec![], true));
     r.check_invariants();
 }
+
+/// Issue 20: the driver reads a snapshot off its loop, so the node moves on while it is read:
+/// here the read for node 2 started at the applied entry 8, then 9 was applied and the log
+/// compacted past 8 before the read came back. The core refuses it (the log no longer holds
+/// what follows it), the driver drops it, and the core asks for a new read at its next
+/// attempt to reach node 2.
+#[test]
+fn a_snapshot_read_that_the_log_was_compacted_past_while_it_was_read_is_refused_then_asked_again() {
+    let mut r = on_demand_leader();
+    r.step(has_nothing(2, 8));
+    assert_eq!(chunks_to(&mut r, 2), (vec![], true));
+    let result = AppendResult::Accepted { match_index: 9 };
+    r.step(msg(
+        3,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 8,
+            result,
+        },
+    ));
+    r.take_ready();
+    assert_eq!(r.applied_index(), 9);
+    r.compacted_to(9).expect("9 is applied");
+    r.take_ready();
+    let err = r
+        .snapshot_for_transfer(8, Bytes::from_static(b"state at 8"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SnapshotIndex { index: 8, .. }),
+        "{err}"
+    );
+    let asked_again = (0..100).any(|_| {
+        r.tick();
+        chunks_to(&mut r, 2).1
+    });
+    assert!(asked_again, "the core never asked for a new snapshot");
+    // The new read, at 9, goes out.
+    r.snapshot_for_transfer(9, Bytes::from_static(b"state at 9"))
+        .expect("9 is the compaction point and applied");
+    assert_eq!(chunks_to(&mut r, 2).0, vec![(LogId::new(9, 2), 0, 10)]);
+    r.check_invariants();
+}

@@ -17,8 +17,8 @@
 
 use bytes::Bytes;
 use heed::types::Bytes as Raw;
-use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
-use raftkv_kv::durable::{Changes, DurableKv, DurableStore, Visit};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
+use raftkv_kv::durable::{Changes, CommittedRead, DurableKv, DurableStore, Visit};
 use raftkv_kv::state::SessionConfig;
 use raftkv_raft::StorageError;
 use std::borrow::Cow;
@@ -105,6 +105,28 @@ impl LmdbState {
     /// The environment's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Calls `f` on every key, value and version `txn` sees, in key order.
+    fn scan_in(&self, txn: &RoTxn<'_, WithoutTls>, f: &mut Visit<'_>) -> Result<(), StorageError> {
+        for pair in self.data.iter(txn).map_err(|e| self.error("iterate", e))? {
+            let (k, stored) = pair.map_err(|e| self.error("iterate", e))?;
+            let (key, value, version) = decode(k, stored)?;
+            f(key, value, version);
+        }
+        Ok(())
+    }
+
+    /// Another handle on the same environment and databases (heed's handles are shared),
+    /// for reads on another thread.
+    fn reader(&self) -> Self {
+        Self {
+            env: self.env.clone(),
+            data: self.data,
+            position: self.position,
+            dir: self.dir.clone(),
+            map_size_bytes: self.map_size_bytes,
+        }
     }
 
     fn error(&self, op: &'static str, e: heed::Error) -> StorageError {
@@ -281,12 +303,26 @@ impl DurableStore for LmdbState {
             .env
             .read_txn()
             .map_err(|e| self.error("begin read", e))?;
-        for pair in self.data.iter(&txn).map_err(|e| self.error("iterate", e))? {
-            let (k, stored) = pair.map_err(|e| self.error("iterate", e))?;
-            let (key, value, version) = decode(k, stored)?;
-            f(key, value, version);
-        }
-        Ok(())
+        self.scan_in(&txn, f)
+    }
+
+    /// Issue 20: one read transaction, when the read runs: the position record and every key
+    /// of the same commit.
+    fn committed_read(&self) -> CommittedRead {
+        let reader = self.reader();
+        Box::new(move |f| {
+            let txn = reader
+                .env
+                .read_txn()
+                .map_err(|e| reader.error("begin read", e))?;
+            let position = reader
+                .position
+                .get(&txn, POSITION_KEY)
+                .map_err(|e| reader.error("read position", e))?
+                .map(<[u8]>::to_vec);
+            reader.scan_in(&txn, f)?;
+            Ok(position)
+        })
     }
 
     /// `mdb_env_sync(force)`: flushes the meta page `MDB_NOMETASYNC` leaves unsynced, so the

@@ -15,14 +15,15 @@
 //! position ([`StateMachine::make_durable`]), is its own snapshot, so the node stores and
 //! holds no copy of it (issue 20).
 
+mod read;
 mod store;
 
-pub use store::{Changes, DurableStore, HeapStore, Visit};
+pub use store::{Changes, CommittedRead, DurableStore, HeapStore, Visit};
 
 use crate::session::SessionTable;
 use crate::state::{Cached, KvData, KvStateMachine, Outcome, SessionConfig, Stored};
 use bytes::Bytes;
-use raftkv_raft::{Index, LogId, Membership, Snapshot, StateMachine, StorageError};
+use raftkv_raft::{Index, LogId, Membership, Snapshot, SnapshotRead, StateMachine, StorageError};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -323,6 +324,12 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
 
     fn try_snapshot(&self) -> Result<Bytes, StorageError> {
         self.encode().map(Bytes::from)
+    }
+
+    /// Issue 20: the store's committed state, read off the loop (see `read.rs`).
+    fn snapshot_read(&self, applied: Index) -> Option<SnapshotRead> {
+        let _ = applied;
+        Some(read::committed_snapshot(&self.data.store))
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {

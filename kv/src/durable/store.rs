@@ -12,6 +12,12 @@ pub type Visit<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
 /// Key changes not committed yet: key → its new (value, version), or `None` once deleted.
 pub type Changes = BTreeMap<Bytes, Option<(Bytes, u64)>>;
 
+/// Issue 20: a read of a store's committed state, owned, to run on any thread: it calls its
+/// argument on every committed key, value and version in key order and returns the position
+/// record, all from ONE consistent read ([`DurableStore::committed_read`]).
+pub type CommittedRead =
+    Box<dyn FnOnce(&mut Visit<'_>) -> Result<Option<Vec<u8>>, StorageError> + Send + 'static>;
+
 /// A store of committed KV state. Every method sees only committed state; `commit` and
 /// `replace` are atomic (after a crash, all of the transaction or none of it) and durable once
 /// they return.
@@ -43,6 +49,11 @@ pub trait DurableStore: Send + 'static {
     /// is compacted up to the state, and after a leader's snapshot is installed, since the
     /// log then no longer holds what the state holds.
     fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Issue 20: the committed state, to read off the event loop ([`CommittedRead`]): as it is
+    /// when the read runs (a store whose handles are cheap to share), or as it was when this
+    /// was called. Commits made meanwhile never show in part.
+    fn committed_read(&self) -> CommittedRead;
 }
 
 /// A [`DurableStore`] in memory whose committed state outlives the state machine using it
@@ -120,5 +131,20 @@ impl DurableStore for HeapStore {
     /// A commit is as durable as it gets already: it outlives every simulated crash.
     fn sync(&mut self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// The committed state as it is now (a copy of the map: its keys and values shared), so
+    /// that what a simulation reads does not depend on when the read runs.
+    fn committed_read(&self) -> CommittedRead {
+        let (data, position) = {
+            let c = self.lock();
+            (c.data.clone(), c.position.clone())
+        };
+        Box::new(move |f| {
+            for (k, (v, version)) in &data {
+                f(k, v, *version);
+            }
+            Ok(position)
+        })
     }
 }

@@ -152,9 +152,37 @@ pub fn durable_matches_heap<S: DurableStore>(seed: u64, open_store: &mut dyn FnM
             assert_eq!(again, all[committed as usize..], "seed {seed}");
             assert_eq!(state_of(&durable.snapshot(), bound), heap, "seed {seed}");
         }
-        // Committed, the state's snapshot has the heap state's very bytes, unless it holds
-        // keys a store cannot keep in order (LMDB's longer than 510 bytes).
+        // Issue 20: a snapshot read off the loop is the committed state, whole, at its
+        // position — also when the state moves on (a commit) between the read's building and
+        // its running: the store's state when it was built, or when it ran.
+        let read = durable
+            .snapshot_read(applied)
+            .expect("a durable state reads off the loop");
+        let built_at = durable.durable().committed_index();
         durable.commit().unwrap();
+        let (index, bytes) = read().unwrap();
+        assert!(
+            index == built_at || index == applied,
+            "seed {seed}: read at {index}"
+        );
+        let mut then = KvStateMachine::new(SESSIONS).with_data_bytes_max(bound);
+        for i in 1..=index {
+            then.apply(i, &log[i as usize - 1]);
+        }
+        assert_eq!(
+            state_of(&bytes, bound),
+            then,
+            "seed {seed}: read at {index}"
+        );
+        // Committed, the state's snapshot has the heap state's very bytes, unless it holds
+        // keys a store cannot keep in order (LMDB's longer than 510 bytes); so has the read
+        // off the loop, at the applied entry.
+        let read = durable
+            .snapshot_read(applied)
+            .expect("a durable state reads off the loop");
+        let (index, bytes) = read().unwrap();
+        assert_eq!(index, applied, "seed {seed}");
+        assert_eq!(bytes, durable.snapshot(), "seed {seed}");
         if heap.keys().all(|k| k.len() <= 510) {
             assert_eq!(durable.snapshot(), heap.snapshot(), "seed {seed}");
         }

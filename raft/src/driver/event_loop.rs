@@ -27,6 +27,8 @@ enum Event<R> {
     Request(Request<R>),
     Tick,
     Durable(Result<Done, StorageError>),
+    /// Issue 20: the snapshot read off the loop finished.
+    SnapshotRead(snapshot::ReadDone),
     TransportClosed,
     RequestsClosed,
 }
@@ -44,6 +46,8 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     requests: QueueRx<Request<M::Response>>,
     /// The node's storage writes, polled by this loop.
     writer: Writer,
+    /// Issue 20: the snapshot being read off the loop, if one is (at most one at a time).
+    reading: Option<snapshot::Reading>,
     /// Proposals waiting to be applied.
     proposals: Proposals<M::Response>,
     /// Reads waiting for confirmation.
@@ -101,6 +105,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             transport,
             requests: req_rx,
             writer,
+            reading: None,
             proposals: Proposals::new(),
             reads: Reads::new(),
             changes: Vec::new(),
@@ -279,12 +284,15 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         let wait = next_tick - now;
         let writer = &mut self.writer;
         let done = std::future::poll_fn(|cx| writer.poll_done(cx)).fuse();
+        let reading = &mut self.reading;
+        let read = std::future::poll_fn(|cx| snapshot::poll_reading(reading, cx)).fuse();
         let req = self.requests.next().fuse();
         let msg = self.transport.recv().fuse();
         let tick = self.runtime.sleep(wait).fuse();
-        pin_mut!(done, req, msg, tick);
+        pin_mut!(done, read, req, msg, tick);
         select_biased! {
             d = done => Event::Durable(d),
+            r = read => Event::SnapshotRead(r),
             m = msg => m.map_or(Event::TransportClosed, Event::Message),
             r = req => r.map_or(Event::RequestsClosed, Event::Request),
             _ = tick => Event::Tick,
@@ -295,6 +303,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     fn poll_event_now(&mut self) -> Option<Event<M::Response>> {
         if let Some(d) = self.writer.done_now() {
             return Some(Event::Durable(d));
+        }
+        if let Some(r) = snapshot::reading_now(&mut self.reading) {
+            return Some(Event::SnapshotRead(r));
         }
         if let Some(m) = self.transport.recv().now_or_never() {
             return Some(m.map_or(Event::TransportClosed, Event::Message));
@@ -324,6 +335,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     self.raft.persisted(t);
                 }
             }
+            Event::SnapshotRead(r) => self.snapshot_read_done(r),
             Event::Durable(Err(e)) => {
                 tracing::error!(node = self.raft.id(), error = %e, "storage failed: stopping the node");
                 self.stopped = Some(NodeError::Storage(e));

@@ -42,6 +42,9 @@ struct Inner {
     /// Per group, how much longer its sleeps last, in thousandths (1,000: none): a clock that
     /// runs slow (above 1,000) or fast (below). Absent: 1,000.
     clock_per_mille: BTreeMap<u64, u64>,
+    /// Issue 20: work handed to `spawn_blocking` finishes after a random delay in this range
+    /// of virtual milliseconds ([`SimRuntime::set_blocking_delay_ms`]); `None`: at once.
+    blocking_delay_ms: Option<(u64, u64)>,
 }
 
 /// The simulation runtime. Clones share one executor.
@@ -105,6 +108,7 @@ impl SimRuntime {
                 paused: BTreeSet::new(),
                 parked: Vec::new(),
                 clock_per_mille: BTreeMap::new(),
+                blocking_delay_ms: None,
             })),
             group: None,
         }
@@ -146,6 +150,15 @@ impl SimRuntime {
         } else {
             inner.clock_per_mille.insert(group, per_mille);
         }
+    }
+
+    /// Issue 20: from now on, work handed to [`Runtime::spawn_blocking`] (a snapshot read off
+    /// a node's loop) runs after a random virtual delay of `lo..hi` ms, in a task of the
+    /// caller's group (killed with it), instead of at once: its result then arrives after other
+    /// events, as from a thread of its own. `None`: at once (the default). Runs stay
+    /// deterministic either way.
+    pub fn set_blocking_delay_ms(&self, range: Option<(u64, u64)>) {
+        lock(&self.inner).blocking_delay_ms = range;
     }
 
     /// A handle whose spawned tasks (and theirs) belong to `group`, to be killed together.
@@ -312,12 +325,27 @@ impl Runtime for SimRuntime {
         lock(&self.inner).now
     }
 
-    /// Inline: virtual time does not pass while it runs, and runs stay deterministic.
+    /// Inline: virtual time does not pass while it runs, and runs stay deterministic. With
+    /// [`SimRuntime::set_blocking_delay_ms`], inline in a task, after the delay.
     fn spawn_blocking<F>(&self, f: F)
     where
         F: FnOnce() + Send + 'static,
     {
-        f();
+        let delay_ms = {
+            let mut inner = lock(&self.inner);
+            let range = inner.blocking_delay_ms;
+            range.map(|(lo, hi)| inner.rng.range(lo, hi))
+        };
+        match delay_ms {
+            Some(ms) if ms > 0 => {
+                let sleep = self.sleep(Duration::from_millis(ms));
+                self.spawn(async move {
+                    sleep.await;
+                    f();
+                });
+            }
+            _ => f(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use raftkv_raft::driver::observer::{
     EventKind, MsgInfo, Observer, RoleName, SnapshotHow, TraceEvent,
 };
-use raftkv_raft::{LogId, Membership, Snapshot, StateMachine, StorageError};
+use raftkv_raft::{LogId, Membership, Snapshot, SnapshotRead, StateMachine, StorageError};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +52,14 @@ impl DurableRecord {
     }
 }
 
+/// Issue 20: the snapshot reads [`RecordingSm`]s ran off the loop, as (node, index): in-memory
+/// ones' for a compaction, durable ones' (of their committed state) for a transfer.
+#[derive(Default)]
+pub struct OffLoopReads {
+    pub compaction: Vec<(u64, u64)>,
+    pub transfer: Vec<(u64, u64)>,
+}
+
 /// A state machine that records what it applies, and checks it against every other node. With
 /// `durable`, it keeps its state across crashes (issue 20): it commits what it applied every
 /// `every` entries (a crash loses what it applied since), and a restart resumes from there.
@@ -64,6 +72,9 @@ pub struct RecordingSm {
     /// The last entry this state covers (applied, or by a snapshot), and the configuration.
     pub position: Option<(LogId, Membership)>,
     pub durable: Option<(Arc<Mutex<DurableRecord>>, u64)>,
+    /// Issue 20: with this, snapshots are read off the loop ([`StateMachine::snapshot_read`])
+    /// and recorded here; without, on it.
+    pub reads: Option<Arc<Mutex<OffLoopReads>>>,
 }
 
 impl RecordingSm {
@@ -73,6 +84,7 @@ impl RecordingSm {
         node: u64,
         global: Applied,
         durable: Option<(Arc<Mutex<DurableRecord>>, u64)>,
+        reads: Option<Arc<Mutex<OffLoopReads>>>,
     ) -> Self {
         let (log, position) = match &durable {
             Some((d, _)) => {
@@ -88,6 +100,7 @@ impl RecordingSm {
             global,
             position,
             durable,
+            reads,
         }
     }
 
@@ -103,6 +116,17 @@ impl RecordingSm {
             d.synced = sync;
         }
     }
+}
+
+/// A [`RecordingSm`]'s snapshot of `log`: [`SNAPSHOT_MAGIC`], then each (index, command).
+fn encode(log: &[(u64, Bytes)]) -> Bytes {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    for (i, c) in log {
+        out.extend_from_slice(&i.to_le_bytes());
+        out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    Bytes::from(out)
 }
 
 impl StateMachine for RecordingSm {
@@ -145,13 +169,32 @@ impl StateMachine for RecordingSm {
     /// Starts with [`SNAPSHOT_MAGIC`]: a snapshot's data is never empty, so that restoring
     /// the metadata-only snapshot a durable node stores (issue 20) fails loudly.
     fn snapshot(&self) -> Bytes {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        for (i, c) in &self.log {
-            out.extend_from_slice(&i.to_le_bytes());
-            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
-            out.extend_from_slice(c);
-        }
-        Bytes::from(out)
+        encode(&self.log)
+    }
+
+    /// Issue 20: an in-memory one reads a copy of its log at `applied`; a durable one what it
+    /// committed, at its committed position (as LMDB's reads do), as it was when built.
+    fn snapshot_read(&self, applied: u64) -> Option<SnapshotRead> {
+        let reads = self.reads.clone()?;
+        let (log, at) = match &self.durable {
+            Some((d, _)) => {
+                let d = d.lock().unwrap();
+                (
+                    d.log.clone(),
+                    d.position.as_ref().map_or(0, |(at, _)| at.index),
+                )
+            }
+            None => (self.log.clone(), applied),
+        };
+        let (node, durable) = (self.node, self.durable.is_some());
+        Some(Box::new(move || {
+            let mut r = reads.lock().unwrap();
+            match durable {
+                true => r.transfer.push((node, at)),
+                false => r.compaction.push((node, at)),
+            }
+            Ok((at, encode(&log)))
+        }))
     }
 
     fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {
@@ -236,6 +279,11 @@ pub struct TraceState {
     /// snapshots installed by a durable node.
     pub on_demand: u64,
     pub durable_installs: u64,
+    /// Issue 20: every snapshot taken and read on demand, as (node, index); and how many were
+    /// taken behind the node's applied entry (it applied more while the state was read).
+    pub taken: HashSet<(u64, u64)>,
+    pub on_demand_at: HashSet<(u64, u64)>,
+    pub taken_behind: u64,
 }
 
 impl Observer for TraceCheck {
@@ -295,9 +343,29 @@ impl Observer for TraceCheck {
                 }
             }
             EventKind::Snapshot {
+                index,
+                how: SnapshotHow::Taken,
+                ..
+            } => {
+                // A durable node's state may be past what its trace applied (it resumes from
+                // the state after a restart).
+                if !self.durable.contains(&n) {
+                    let applied = s.applied.get(&n).copied().unwrap_or(0);
+                    assert!(
+                        index <= applied,
+                        "RAFTKV_SEED={seed}: trace: n{n} took a snapshot at {index}, past its \
+                         applied {applied}"
+                    );
+                    s.taken_behind += u64::from(index < applied);
+                }
+                s.taken.insert((n, index));
+            }
+            EventKind::Snapshot {
+                index,
                 how: SnapshotHow::OnDemand,
                 ..
             } => {
+                s.on_demand_at.insert((n, index));
                 assert!(
                     self.durable.contains(&n),
                     "RAFTKV_SEED={seed}: trace: n{n}, not durable, read a snapshot on demand"

@@ -1,7 +1,7 @@
 //! The simulated cluster of the driver simulation: nodes on one `SimRuntime`, their disks
 //! ([`Disk`]), the network, and the faults a test applies to them (see `driver_sim.rs`).
 
-use crate::checks::{Applied, DurableRecord, RecordingSm, TraceCheck};
+use crate::checks::{Applied, DurableRecord, OffLoopReads, RecordingSm, TraceCheck};
 use crate::disk::{Checks, Disk};
 use raftkv_raft::driver::observer::ObserverHandle;
 use raftkv_raft::runtime::sim::{SimNet, SimRuntime};
@@ -30,6 +30,8 @@ pub struct Cluster {
     /// Issue 20: per node, the state a durable state machine keeps across crashes and how many
     /// entries it applies between commits; `None`: an in-memory one.
     pub durable: Vec<Option<(Arc<Mutex<DurableRecord>>, u64)>>,
+    /// Issue 20: the snapshot reads the nodes ran off their loops; `None`: they read on it.
+    pub reads: Option<Arc<Mutex<OffLoopReads>>>,
 }
 
 impl Cluster {
@@ -59,6 +61,9 @@ impl Cluster {
                 state: Mutex::default(),
             }),
             durable,
+            // Issue 20: in three seeds of four (not those divisible by 4) the state machines'
+            // snapshots are read off the loop.
+            reads: (seed % 4 != 0).then(Arc::default),
             rt: rt.clone(),
             net: SimNet::new(rt),
             storages: (0..n).map(|_| Disk::new(rt, (0, 3), checks)).collect(),
@@ -103,7 +108,13 @@ impl Cluster {
         config.snapshot_threshold_entries = 20;
         config.request_timeout = Duration::from_secs(2);
         config.observer = Some(ObserverHandle(self.trace.clone()));
-        let sm = RecordingSm::open(self.seed, id, self.global.clone(), self.durable[i].clone());
+        let sm = RecordingSm::open(
+            self.seed,
+            id,
+            self.global.clone(),
+            self.durable[i].clone(),
+            self.reads.clone(),
+        );
         let rt = self.rt.with_group(id);
         let started = Node::start(
             rt,

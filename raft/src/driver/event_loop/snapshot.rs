@@ -3,6 +3,17 @@
 //! (issue 20), by making that state durable and storing only the snapshot's metadata — and
 //! reading the state on demand when a follower needs it.
 //!
+//! Issue 20: reading a large state (encoding a heap map of many MiB, scanning a durable store
+//! of millions of keys) takes long enough to stall the loop's heartbeats. A state machine that
+//! offers a [`SnapshotRead`] ([`StateMachine::snapshot_read`]) has it run off the loop, on
+//! [`Runtime::spawn_blocking`] (inline under the simulator), at most one at a time per node;
+//! its result comes back as one of the loop's events and is handed to the core then:
+//! [`crate::Raft::snapshot_taken`] to compact, [`crate::Raft::snapshot_for_transfer`] for a
+//! follower. The core checks it against where the node is by then (more applied, a compaction,
+//! a snapshot installed, leadership lost): one it refuses is dropped, and the next compaction
+//! or the core's next request reads again. A state machine without one is read on the loop
+//! ([`StateMachine::try_snapshot`]).
+//!
 //! Why compacting to a durable state's position is safe at every crash point (the state
 //! machine's commit, then the storage's write of the metadata and of the compaction):
 //! - Before [`StateMachine::make_durable`] returns: nothing was compacted; the log still
@@ -15,15 +26,78 @@
 //!   snapshot installed included (made durable before its metadata is stored).
 //!
 //! The log is never compacted past what the state holds durably: then a crash would lose
-//! entries that are neither in the log nor in the state.
+//! entries that are neither in the log nor in the state. For the same reason a durable
+//! state's committed position, which a read off the loop may be at, is never before the log's
+//! compaction point.
 
 use super::EventLoop;
 use crate::driver::error::NodeError;
 use crate::driver::observer::{EventKind, SnapshotHow};
 use crate::driver::storage_task::Job;
-use crate::io::{Runtime, StateMachine, StorageError, Transport, WriteOp};
+use crate::io::{Runtime, SnapshotRead, StateMachine, StorageError, Transport, WriteOp};
 use crate::ready::Ready;
+use crate::types::{Index, Snapshot};
+use crate::Error;
 use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::FutureExt;
+use std::task::{Context, Poll};
+
+/// What a snapshot read off the loop is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadFor {
+    /// Compacting the log ([`crate::Raft::snapshot_taken`]).
+    Compaction,
+    /// A follower that needs a snapshot ([`crate::Raft::snapshot_for_transfer`]).
+    Transfer,
+}
+
+/// A snapshot read in flight off the loop.
+pub(super) struct Reading {
+    purpose: ReadFor,
+    /// Command bytes applied since the last snapshot when the read was built: what a
+    /// compaction to it covers.
+    bytes_since_snapshot: u64,
+    rx: oneshot::Receiver<Result<(Index, Bytes), StorageError>>,
+}
+
+/// A finished snapshot read.
+pub(super) struct ReadDone {
+    purpose: ReadFor,
+    bytes_since_snapshot: u64,
+    result: Result<(Index, Bytes), StorageError>,
+}
+
+/// The read in flight once it has finished (pending while there is none).
+pub(super) fn poll_reading(reading: &mut Option<Reading>, cx: &mut Context<'_>) -> Poll<ReadDone> {
+    let Some(r) = reading else {
+        return Poll::Pending;
+    };
+    let result = std::task::ready!(r.rx.poll_unpin(cx)).unwrap_or_else(|_| {
+        // The read ended without a result (it panicked): fail-stop, as on a read error.
+        Err(StorageError::io(
+            "snapshot read",
+            "",
+            std::io::Error::other("the snapshot read ended without a result"),
+        ))
+    });
+    let done = ReadDone {
+        purpose: r.purpose,
+        bytes_since_snapshot: r.bytes_since_snapshot,
+        result,
+    };
+    *reading = None;
+    Poll::Ready(done)
+}
+
+/// The read in flight if it has finished already (never waits).
+pub(super) fn reading_now(reading: &mut Option<Reading>) -> Option<ReadDone> {
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    match poll_reading(reading, &mut cx) {
+        Poll::Ready(done) => Some(done),
+        Poll::Pending => None,
+    }
+}
 
 impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// Compacts the log once enough entries were applied since the last snapshot.
@@ -38,12 +112,23 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         let taken = match self.sm.make_durable() {
             // Issue 20: the state is its own snapshot; only its metadata is stored.
             Ok(Some(at)) => self.raft.compacted_to(at.index),
-            Ok(None) => match self.sm.try_snapshot() {
-                Ok(data) => self.raft.snapshot_taken(applied, data),
-                Err(e) => return self.stop_unreadable(e),
+            // One read at a time: this one compacts when it is done.
+            Ok(None) if self.reading.is_some() => return,
+            Ok(None) => match self.sm.snapshot_read(applied) {
+                Some(read) => return self.start_read(ReadFor::Compaction, read),
+                None => match self.sm.try_snapshot() {
+                    Ok(data) => self.raft.snapshot_taken(applied, data),
+                    Err(e) => return self.stop_unreadable(e),
+                },
             },
             Err(e) => return self.stop_unreadable(e),
         };
+        self.taken(taken, self.bytes_since_snapshot);
+    }
+
+    /// Stores the snapshot the core took (which covers `bytes` command bytes of those applied
+    /// since the last one), or says why there is none.
+    fn taken(&mut self, taken: Result<Snapshot, Error>, bytes: u64) {
         match taken {
             Ok(snapshot) => {
                 self.emit(|| EventKind::Snapshot {
@@ -57,34 +142,84 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
                     token: None,
                     after: Vec::new(),
                 });
-                self.bytes_since_snapshot = 0;
+                self.bytes_since_snapshot = self.bytes_since_snapshot.saturating_sub(bytes);
             }
             Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not taken"),
         }
     }
 
     /// Issue 20: a follower needs a snapshot and the node holds none (its state machine keeps
-    /// its own state): the state machine's state at the applied entry is read now, in one
-    /// consistent read, handed to the core for this transfer, and dropped after it.
+    /// its own state): the state machine's state is read — off the loop if it can be (a read
+    /// in flight already answers this request too: the core asks again if it does not), else
+    /// now at the applied entry — handed to the core for this transfer, and dropped after it.
     pub(super) fn snapshot_for_transfer(&mut self) {
-        let data = match self.sm.try_snapshot() {
-            Ok(data) => data,
+        if self.reading.is_some() {
+            return;
+        }
+        let applied = self.raft.applied_index();
+        if let Some(read) = self.sm.snapshot_read(applied) {
+            return self.start_read(ReadFor::Transfer, read);
+        }
+        let sent = match self.sm.try_snapshot() {
+            Ok(data) => self.for_transfer(applied, data),
             Err(e) => return self.stop_unreadable(e),
         };
-        let applied = self.raft.applied_index();
-        match self.raft.snapshot_for_transfer(applied, data) {
-            Ok(()) => {
-                let term = self.raft.term_at(applied).unwrap_or(0);
-                self.emit(|| EventKind::Snapshot {
-                    index: applied,
-                    term,
-                    how: SnapshotHow::OnDemand,
-                });
-            }
-            Err(e) => tracing::warn!(node = self.raft.id(), error = %e, "snapshot not sent"),
+        if let Err(e) = sent {
+            tracing::warn!(node = self.raft.id(), error = %e, "snapshot not sent");
         }
     }
 
+    /// Hands the core the state at `index` for the followers that need a snapshot.
+    fn for_transfer(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
+        self.raft.snapshot_for_transfer(index, data)?;
+        let term = self.raft.term_at(index).unwrap_or(0);
+        self.emit(|| EventKind::Snapshot {
+            index,
+            term,
+            how: SnapshotHow::OnDemand,
+        });
+        Ok(())
+    }
+
+    /// Issue 20: runs `read` off the loop; its result comes back as an event.
+    fn start_read(&mut self, purpose: ReadFor, read: SnapshotRead) {
+        let (tx, rx) = oneshot::channel();
+        self.reading = Some(Reading {
+            purpose,
+            bytes_since_snapshot: self.bytes_since_snapshot,
+            rx,
+        });
+        self.runtime.spawn_blocking(move || {
+            let _ = tx.send(read());
+        });
+    }
+
+    /// Issue 20: a snapshot read off the loop finished: the core takes it if it still fits
+    /// where the node is now (it checks), else it is dropped.
+    pub(super) fn snapshot_read_done(&mut self, done: ReadDone) {
+        let (index, data) = match done.result {
+            Ok(read) => read,
+            Err(e) => return self.stop_unreadable(e),
+        };
+        let refused = match done.purpose {
+            // Raft §7: refused if the node compacted past it meanwhile (a snapshot installed
+            // from the leader); the next compaction reads again.
+            ReadFor::Compaction => match self.raft.snapshot_taken(index, data) {
+                Ok(snapshot) => {
+                    self.taken(Ok(snapshot), done.bytes_since_snapshot);
+                    return;
+                }
+                Err(e) => e,
+            },
+            // Refused if the log was compacted past it meanwhile; the core asks again while a
+            // follower still needs a snapshot.
+            ReadFor::Transfer => match self.for_transfer(index, data) {
+                Ok(()) => return,
+                Err(e) => e,
+            },
+        };
+        tracing::debug!(node = self.raft.id(), error = %refused, purpose = ?done.purpose, "a snapshot read off the loop is out of date: dropped");
+    }
     /// Issue 20: the state machine has installed the leader's snapshot (and made it durable):
     /// a node whose state machine keeps its own state stores only the snapshot's metadata.
     pub(super) fn strip_installed(&self, ready: &mut Ready) {
