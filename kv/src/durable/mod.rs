@@ -474,11 +474,14 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
     }
 
     /// Issue 20: [`StateMachine::make_durable`] without waiting: the entry the state is
-    /// durable at now, and a commit and sync of the rest started unless a commit is in flight.
-    fn start_durable(&mut self) -> Result<Option<LogId>, StorageError> {
+    /// durable at now and, if that is not past `past`, a commit and sync of the rest started
+    /// (once no commit is in flight).
+    fn start_durable(&mut self, past: Index) -> Result<Option<LogId>, StorageError> {
         self.data.take_error()?;
         self.data.poll_commit()?;
-        self.start_commit(true)?;
+        if self.data.durable.index <= past {
+            self.start_commit(true)?;
+        }
         Ok(Some(self.data.durable))
     }
 

@@ -46,7 +46,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         {
             return;
         }
-        let taken = match self.sm.start_durable() {
+        let taken = match self.sm.start_durable(snapshot_index) {
             // Issue 20: the state is its own snapshot; only its metadata is stored. Not
             // durable past the snapshot yet: its commit and sync run in the background, and
             // a later batch asks again.
