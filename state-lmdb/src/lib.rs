@@ -6,7 +6,7 @@
 //! ([`DurableStore::start_commit`]) is one LMDB write transaction, so the data and its position
 //! are always consistent. Commits (and the syncs after them) run on a thread of their own,
 //! `raftkv-state-commit`, one at a time, so that the node's event loop never waits for the
-//! disk ([`committer`]). The environment is opened with LMDB's durable defaults except
+//! disk. The environment is opened with LMDB's durable defaults except
 //! `MDB_NOMETASYNC`: a crash (even a power cut) may lose the last committed transaction, never
 //! the database's integrity — the state is then one commit behind, and the node applies the
 //! entries after it again from its Raft log. `MDB_NOSYNC`, `MDB_MAPASYNC` and `MDB_WRITEMAP`

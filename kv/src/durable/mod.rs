@@ -50,8 +50,9 @@ pub const COMMIT_CHANGES_BYTES_DEFAULT: u64 = 16 << 20;
 
 /// Back-pressure: while a commit is in flight, the changes applied since may grow to this many
 /// times the commit's bytes bound ([`Durable::with_commit_every`]; 64 MiB by default); applying
-/// the next batch past it waits for the commit in flight. The memory the two layers hold is
-/// then about (1 + this) times the bound at most, plus one batch.
+/// the next batch past it waits for the commit in flight, then goes in flight itself. Each of
+/// the two layers then holds at most about this times the bound (plus one batch): 128 MiB in
+/// all by default.
 pub const BACKLOG_FACTOR: u64 = 4;
 
 /// What a change counts for in the changes' bytes besides its key and value: the map's entry
