@@ -378,13 +378,13 @@ impl<S: DurableStore> DurableKv<S> {
         state: KvStateMachine,
         applied: Option<(LogId, Membership)>,
     ) -> Result<(), StorageError> {
+        // A commit in flight would land after the replacement (or fail, and the replacement
+        // is not done either).
+        self.data.wait_commit()?;
         let config = self.sessions.config();
         self.sessions = state.sessions;
         self.sessions.set_config(config);
         self.data_bytes = state.data_bytes;
-        // A commit in flight would land after the replacement (or fail, and the replacement
-        // is not done either).
-        self.data.wait_commit()?;
         let (at, membership) = applied.clone().unwrap_or_default();
         let position = self.position(at, &membership);
         let mut pairs = state
