@@ -153,4 +153,8 @@ impl StateMachine for KvState {
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
         each!(self, sm => sm.make_durable())
     }
+
+    fn start_durable(&mut self, past: Index) -> Result<Option<LogId>, StorageError> {
+        each!(self, sm => sm.start_durable(past))
+    }
 }

@@ -434,4 +434,16 @@ pub trait StateMachine: Send + 'static {
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
         Ok(None)
     }
+
+    /// Issue 20: [`StateMachine::make_durable`] without blocking, for the event loop: returns
+    /// the entry the state is durable at already (across a crash and a power cut: at or behind
+    /// the last one applied) and, if that is not past `past` (the stored snapshot's entry),
+    /// starts making what was applied durable, in the background, unless that is under way.
+    /// The driver compacts the log up to the entry returned once it is past the stored
+    /// snapshot, and asks again after later batches until it is. The default blocks
+    /// ([`StateMachine::make_durable`]).
+    fn start_durable(&mut self, past: Index) -> Result<Option<LogId>, StorageError> {
+        let _ = past;
+        self.make_durable()
+    }
 }

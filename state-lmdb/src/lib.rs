@@ -2,9 +2,11 @@
 //! `--state lmdb` ([`open_state`]).
 //!
 //! One environment in its own directory, two databases: `data` (key → version and value) and
-//! `position` (one record, written by the state machine with every commit). Each
-//! [`DurableStore::commit`] is one LMDB write transaction, so the data and its position are
-//! always consistent. The environment is opened with LMDB's durable defaults except
+//! `position` (one record, written by the state machine with every commit). Each commit
+//! ([`DurableStore::start_commit`]) is one LMDB write transaction, so the data and its position
+//! are always consistent. Commits (and the syncs after them) run on a thread of their own,
+//! `raftkv-state-commit`, one at a time, so that the node's event loop never waits for the
+//! disk. The environment is opened with LMDB's durable defaults except
 //! `MDB_NOMETASYNC`: a crash (even a power cut) may lose the last committed transaction, never
 //! the database's integrity — the state is then one commit behind, and the node applies the
 //! entries after it again from its Raft log. `MDB_NOSYNC`, `MDB_MAPASYNC` and `MDB_WRITEMAP`
@@ -23,6 +25,12 @@ use raftkv_kv::state::SessionConfig;
 use raftkv_raft::StorageError;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+mod committer;
+
+use committer::Committer;
 
 /// The most bytes a key is stored as it is; longer keys are stored by prefix and hash.
 pub const RAW_KEY_BYTES_MAX: usize = 510;
@@ -49,8 +57,18 @@ impl Default for StateOptions {
     }
 }
 
-/// The KV state in an LMDB environment.
+/// The KV state in an LMDB environment. Dropping it abandons a commit in flight that has not
+/// reached its transaction's commit (as a crash would: the batch is lost, never a part of it),
+/// and waits for the commit thread to end.
 pub struct LmdbState {
+    db: Db,
+    committer: Committer,
+}
+
+/// The environment and its databases (cheap to clone: handles): shared by the state machine's
+/// thread, which reads, and the commit thread, which writes.
+#[derive(Clone)]
+struct Db {
     env: Env<WithoutTls>,
     data: Database<Raw, Raw>,
     position: Database<Raw, Raw>,
@@ -93,18 +111,79 @@ impl LmdbState {
             .create_database(&mut txn, Some("position"))
             .map_err(|e| lmdb("open databases", dir, e))?;
         txn.commit().map_err(|e| lmdb("commit", dir, e))?;
-        Ok(Self {
+        let db = Db {
             env,
             data,
             position,
             dir: dir.to_path_buf(),
             map_size_bytes: options.map_size_bytes,
-        })
+        };
+        let committer = Committer::spawn(db.clone())?;
+        Ok(Self { db, committer })
     }
 
     /// The environment's directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.db.dir
+    }
+}
+
+impl Db {
+    /// Commits `changes` and `position` in one write transaction; abandoned (the transaction
+    /// aborted, nothing written) once `abandon` is set before its commit.
+    fn commit(
+        &self,
+        changes: &Changes,
+        position: &[u8],
+        abandon: &AtomicBool,
+    ) -> Result<(), StorageError> {
+        let mut txn = self
+            .env
+            .write_txn()
+            .map_err(|e| self.error("begin write", e))?;
+        for (key, change) in changes {
+            if abandon.load(Ordering::Relaxed) {
+                return Err(committer::abandoned(&self.dir));
+            }
+            let k = stored_key(key);
+            if k.len() > RAW_KEY_BYTES_MAX {
+                // A long key: another long key may hold its slot (same prefix and hash).
+                if let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? {
+                    let (full, _, _) = decode(&k, stored)?;
+                    if full != &key[..] {
+                        return Err(corrupt(format!(
+                            "two keys of {} and {} bytes share a stored key (prefix and hash)",
+                            full.len(),
+                            key.len()
+                        )));
+                    }
+                }
+            }
+            match change {
+                Some((value, version)) => self
+                    .data
+                    .put(&mut txn, &k, &encode_value(key, value, *version))
+                    .map_err(|e| self.error("write", e))?,
+                None => {
+                    self.data
+                        .delete(&mut txn, &k)
+                        .map_err(|e| self.error("delete", e))?;
+                }
+            }
+        }
+        self.position
+            .put(&mut txn, POSITION_KEY, position)
+            .map_err(|e| self.error("write position", e))?;
+        if abandon.load(Ordering::Relaxed) {
+            return Err(committer::abandoned(&self.dir));
+        }
+        txn.commit().map_err(|e| self.error("commit", e))
+    }
+
+    /// `mdb_env_sync(force)`: flushes the meta page `MDB_NOMETASYNC` leaves unsynced, so the
+    /// last commit survives a power cut as well.
+    fn sync(&self) -> Result<(), StorageError> {
+        self.env.force_sync().map_err(|e| self.error("sync", e))
     }
 
     /// Calls `f` on every key, value and version `txn` sees, in key order.
@@ -115,18 +194,6 @@ impl LmdbState {
             f(key, value, version);
         }
         Ok(())
-    }
-
-    /// Another handle on the same environment and databases (heed's handles are shared),
-    /// for reads on another thread.
-    fn reader(&self) -> Self {
-        Self {
-            env: self.env.clone(),
-            data: self.data,
-            position: self.position,
-            dir: self.dir.clone(),
-            map_size_bytes: self.map_size_bytes,
-        }
     }
 
     fn error(&self, op: &'static str, e: heed::Error) -> StorageError {
@@ -215,11 +282,17 @@ fn decode<'a>(
 impl DurableStore for LmdbState {
     fn get(&self, key: &[u8]) -> Result<Option<(Bytes, u64)>, StorageError> {
         let txn = self
+            .db
             .env
             .read_txn()
-            .map_err(|e| self.error("begin read", e))?;
+            .map_err(|e| self.db.error("begin read", e))?;
         let k = stored_key(key);
-        let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? else {
+        let Some(stored) = self
+            .db
+            .data
+            .get(&txn, &k)
+            .map_err(|e| self.db.error("read", e))?
+        else {
             return Ok(None);
         };
         let (full, value, version) = decode(&k, stored)?;
@@ -228,50 +301,30 @@ impl DurableStore for LmdbState {
 
     fn position(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let txn = self
+            .db
             .env
             .read_txn()
-            .map_err(|e| self.error("begin read", e))?;
-        let p = self.position.get(&txn, POSITION_KEY);
-        Ok(p.map_err(|e| self.error("read position", e))?
+            .map_err(|e| self.db.error("begin read", e))?;
+        let p = self.db.position.get(&txn, POSITION_KEY);
+        Ok(p.map_err(|e| self.db.error("read position", e))?
             .map(<[u8]>::to_vec))
     }
 
-    fn commit(&mut self, changes: &Changes, position: &[u8]) -> Result<(), StorageError> {
-        let mut txn = self
-            .env
-            .write_txn()
-            .map_err(|e| self.error("begin write", e))?;
-        for (key, change) in changes {
-            let k = stored_key(key);
-            if k.len() > RAW_KEY_BYTES_MAX {
-                // A long key: another long key may hold its slot (same prefix and hash).
-                if let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? {
-                    let (full, _, _) = decode(&k, stored)?;
-                    if full != &key[..] {
-                        return Err(corrupt(format!(
-                            "two keys of {} and {} bytes share a stored key (prefix and hash)",
-                            full.len(),
-                            key.len()
-                        )));
-                    }
-                }
-            }
-            match change {
-                Some((value, version)) => self
-                    .data
-                    .put(&mut txn, &k, &encode_value(key, value, *version))
-                    .map_err(|e| self.error("write", e))?,
-                None => {
-                    self.data
-                        .delete(&mut txn, &k)
-                        .map_err(|e| self.error("delete", e))?;
-                }
-            }
-        }
-        self.position
-            .put(&mut txn, POSITION_KEY, position)
-            .map_err(|e| self.error("write position", e))?;
-        txn.commit().map_err(|e| self.error("commit", e))
+    fn start_commit(
+        &mut self,
+        changes: Arc<Changes>,
+        position: Vec<u8>,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        self.committer.start(changes, position, sync)
+    }
+
+    fn commit_done(&mut self) -> Result<bool, StorageError> {
+        self.committer.done()
+    }
+
+    fn wait_commit(&mut self) -> Result<(), StorageError> {
+        self.committer.wait()
     }
 
     fn replace(
@@ -279,37 +332,43 @@ impl DurableStore for LmdbState {
         pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
         position: &[u8],
     ) -> Result<(), StorageError> {
+        self.committer.wait()?;
         let mut txn = self
+            .db
             .env
             .write_txn()
-            .map_err(|e| self.error("begin write", e))?;
-        self.data
+            .map_err(|e| self.db.error("begin write", e))?;
+        self.db
+            .data
             .clear(&mut txn)
-            .map_err(|e| self.error("clear", e))?;
+            .map_err(|e| self.db.error("clear", e))?;
         for (key, value, version) in pairs {
             let k = stored_key(&key);
-            self.data
+            self.db
+                .data
                 .put(&mut txn, &k, &encode_value(&key, &value, version))
-                .map_err(|e| self.error("write", e))?;
+                .map_err(|e| self.db.error("write", e))?;
         }
-        self.position
+        self.db
+            .position
             .put(&mut txn, POSITION_KEY, position)
-            .map_err(|e| self.error("write position", e))?;
-        txn.commit().map_err(|e| self.error("commit", e))
+            .map_err(|e| self.db.error("write position", e))?;
+        txn.commit().map_err(|e| self.db.error("commit", e))
     }
 
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         let txn = self
+            .db
             .env
             .read_txn()
-            .map_err(|e| self.error("begin read", e))?;
-        self.scan_in(&txn, f)
+            .map_err(|e| self.db.error("begin read", e))?;
+        self.db.scan_in(&txn, f)
     }
 
     /// Issue 20: one read transaction, when the read runs: the position record and every key
     /// of the same commit.
     fn committed_read(&self) -> CommittedRead {
-        let reader = self.reader();
+        let reader = self.db.clone();
         Box::new(move |f| {
             let txn = reader
                 .env
@@ -325,9 +384,7 @@ impl DurableStore for LmdbState {
         })
     }
 
-    /// `mdb_env_sync(force)`: flushes the meta page `MDB_NOMETASYNC` leaves unsynced, so the
-    /// last commit survives a power cut as well.
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.env.force_sync().map_err(|e| self.error("sync", e))
+        self.db.sync()
     }
 }

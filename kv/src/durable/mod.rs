@@ -10,6 +10,15 @@
 //! Raft log holds every entry after the committed position, and a restart applies them again
 //! ([`raftkv_raft::StateMachine::applied`]). What a crash loses is only what was not committed.
 //!
+//! A commit runs behind the state machine ([`DurableStore::start_commit`]; LMDB's on a thread
+//! of its own), so that the node's event loop never waits for the disk: the batch being
+//! committed stays readable, under the changes applied since and above the store, until the
+//! store says it is done. At most one batch is in flight; a commit due while one is in flight
+//! waits for it, and the changes go on growing, unless they reach [`BACKLOG_FACTOR`] times the
+//! commit's bytes bound: then applying waits for the commit in flight (back-pressure, so that
+//! the memory they hold stays bounded). A crash loses the changes and the batch in flight,
+//! never a part of a batch.
+//!
 //! A snapshot of it has the bytes of a [`KvStateMachine`]'s, so nodes of either kind restore
 //! each other's. It is read only when a follower needs one: the state, durable at its
 //! position ([`StateMachine::make_durable`]), is its own snapshot, so the node stores and
@@ -26,6 +35,8 @@ use bytes::Bytes;
 use raftkv_raft::{Index, LogId, Membership, Snapshot, SnapshotRead, StateMachine, StorageError};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The KV state machine over a durable store.
 pub type DurableKv<S> = KvStateMachine<Durable<S>>;
@@ -38,22 +49,47 @@ pub const COMMIT_EVERY_ENTRIES_DEFAULT: u64 = 4096;
 /// By default the changes are committed once they hold this many bytes of keys and values.
 pub const COMMIT_CHANGES_BYTES_DEFAULT: u64 = 16 << 20;
 
-/// A [`DurableStore`]'s keys under the changes not committed yet: the [`KvData`] of a
-/// [`DurableKv`].
+/// Back-pressure: while a commit is in flight, the changes applied since may grow to this many
+/// times the commit's bytes bound ([`Durable::with_commit_every`]; 64 MiB by default); applying
+/// the next batch past it waits for the commit in flight, then goes in flight itself. Each of
+/// the two layers then holds at most about this times the bound (plus one batch): 128 MiB in
+/// all by default.
+pub const BACKLOG_FACTOR: u64 = 4;
+
+/// What a change counts for in the changes' bytes besides its key and value: the map's entry
+/// and the buffers' headers (so that a bound on bytes bounds many tiny changes too).
+pub const CHANGE_OVERHEAD_BYTES: u64 = 64;
+
+/// A [`DurableStore`]'s keys under the batch being committed and the changes applied since:
+/// the [`KvData`] of a [`DurableKv`]. A read looks in the changes, then in the batch in
+/// flight, then in the store.
 pub struct Durable<S> {
     store: S,
     changes: Changes,
-    /// Bytes of keys and values in `changes`.
+    /// Bytes of keys and values in `changes`, and [`CHANGE_OVERHEAD_BYTES`] per change.
     changes_bytes: u64,
+    /// The batch the store is committing, if any.
+    in_flight: Option<InFlight>,
     /// The last entry applied and the configuration at it (committed or not).
     applied: Option<(LogId, Membership)>,
     /// The last entry whose effects are committed.
     committed: Index,
+    /// The last entry whose effects are committed and synced since: durable across a power
+    /// cut too (0@0 until the first sync: a store opened may hold an unsynced commit).
+    durable: LogId,
     commit_every_entries: u64,
     commit_changes_bytes: u64,
     /// The first error of a read: the batch it happened in is never committed, and the node
     /// stops when the batch ends ([`StateMachine::applied_to`]).
     error: RefCell<Option<StorageError>>,
+}
+
+/// A batch of changes the store is committing, with the position it commits them at.
+struct InFlight {
+    changes: Arc<Changes>,
+    at: LogId,
+    /// Synced after the commit: durable across a power cut once it completes.
+    sync: bool,
 }
 
 /// The position record: what a store's state is at, and what of it is not per key.
@@ -70,6 +106,10 @@ impl<S: DurableStore> KvData for Durable<S> {
         if let Some(change) = self.changes.get(key) {
             return change.clone();
         }
+        if let Some(change) = self.in_flight.as_ref().and_then(|f| f.changes.get(key)) {
+            self.store.read_in_flight();
+            return change.clone();
+        }
         match self.store.get(key) {
             Ok(v) => v,
             Err(e) => {
@@ -80,14 +120,14 @@ impl<S: DurableStore> KvData for Durable<S> {
     }
 
     fn write(&mut self, key: Bytes, value: Bytes, version: u64) {
-        self.changes_bytes += (key.len() + value.len()) as u64;
+        self.changes_bytes += (key.len() + value.len()) as u64 + CHANGE_OVERHEAD_BYTES;
         self.changes.insert(key, Some((value, version)));
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<(Bytes, u64)> {
         let old = self.read(key);
         if old.is_some() {
-            self.changes_bytes += key.len() as u64;
+            self.changes_bytes += key.len() as u64 + CHANGE_OVERHEAD_BYTES;
             self.changes.insert(Bytes::copy_from_slice(key), None);
         }
         old
@@ -111,6 +151,48 @@ impl<S: DurableStore> Durable<S> {
     /// The last entry whose effects are committed to the store (0: none).
     pub fn committed_index(&self) -> Index {
         self.committed
+    }
+
+    /// The entry the batch in flight commits through, if one is.
+    pub fn in_flight_index(&self) -> Option<Index> {
+        self.in_flight.as_ref().map(|f| f.at.index)
+    }
+
+    /// The last entry whose effects are durable across a power cut (committed, then synced).
+    pub fn durable_at(&self) -> LogId {
+        self.durable
+    }
+
+    /// Bytes the changes not in flight hold ([`CHANGE_OVERHEAD_BYTES`] per change included).
+    pub fn changes_bytes(&self) -> u64 {
+        self.changes_bytes
+    }
+
+    /// The batch in flight has been committed: the store holds it now.
+    fn in_flight_done(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            self.committed = f.at.index;
+            if f.sync {
+                self.durable = f.at;
+            }
+        }
+    }
+
+    /// Drops the batch in flight's layer if the store has committed it, without blocking.
+    fn poll_commit(&mut self) -> Result<(), StorageError> {
+        if self.in_flight.is_some() && self.store.commit_done()? {
+            self.in_flight_done();
+        }
+        Ok(())
+    }
+
+    /// Waits until the batch in flight, if any, is committed.
+    fn wait_commit(&mut self) -> Result<(), StorageError> {
+        if self.in_flight.is_some() {
+            self.store.wait_commit()?;
+            self.in_flight_done();
+        }
+        Ok(())
     }
 
     fn take_error(&self) -> Result<(), StorageError> {
@@ -157,8 +239,10 @@ impl<S: DurableStore> DurableKv<S> {
                 store,
                 changes: Changes::new(),
                 changes_bytes: 0,
+                in_flight: None,
                 applied,
                 committed,
+                durable: LogId::default(),
                 commit_every_entries: COMMIT_EVERY_ENTRIES_DEFAULT,
                 commit_changes_bytes: COMMIT_CHANGES_BYTES_DEFAULT,
                 error: RefCell::new(None),
@@ -197,44 +281,75 @@ impl<S: DurableStore> DurableKv<S> {
         .expect("a position always encodes")
     }
 
-    /// Commits the changes with the position they are at, in one transaction.
+    /// Commits the changes with the position they are at, in one transaction, and waits for
+    /// it (and for the batch in flight before it).
     pub fn commit(&mut self) -> Result<(), StorageError> {
         self.data.take_error()?;
-        let Some((at, membership)) = &self.data.applied else {
+        self.data.wait_commit()?;
+        self.start_commit(false)?;
+        self.data.wait_commit()
+    }
+
+    /// Starts committing the changes with the position they are at, when none is in flight;
+    /// `sync`: made durable across a power cut too. Nothing to do: nothing is started.
+    fn start_commit(&mut self, sync: bool) -> Result<(), StorageError> {
+        let d = &self.data;
+        let Some((at, membership)) = &d.applied else {
             return Ok(());
         };
-        if at.index == self.data.committed && self.data.changes.is_empty() {
+        let done = match sync {
+            true => *at == d.durable,
+            false => at.index == d.committed,
+        };
+        if d.in_flight.is_some() || (done && d.changes.is_empty()) {
             return Ok(());
         }
-        let position = self.position(*at, membership);
-        let at = *at;
-        self.data.store.commit(&self.data.changes, &position)?;
-        self.data.changes.clear();
+        let (at, position) = (*at, self.position(*at, membership));
+        let changes = Arc::new(std::mem::take(&mut self.data.changes));
         self.data.changes_bytes = 0;
-        self.data.committed = at.index;
-        Ok(())
+        // Readable before the store has it, so that an error leaves no key unreadable.
+        self.data.in_flight = Some(InFlight {
+            changes: changes.clone(),
+            at,
+            sync,
+        });
+        self.data.store.start_commit(changes, position, sync)
     }
 
     /// The keys, committed and not, with their values and versions: what a snapshot holds.
     /// Calls `f` on each and returns how many there are. The committed keys come in the
-    /// store's order, then the keys only the changes hold (a snapshot's keys need not be in
-    /// order: a restore sorts them).
+    /// store's order, then the keys only the changes or the batch in flight hold (a
+    /// snapshot's keys need not be in order: a restore sorts them). The batch in flight may
+    /// land in the store during the read: which keys are new is decided by the store's one
+    /// consistent read ([`DurableStore::scan`]), never by a second one.
     fn each_key(&self, f: &mut Visit<'_>) -> Result<u64, StorageError> {
+        let d = &self.data;
+        let in_flight = d.in_flight.as_ref().map(|i| &*i.changes);
+        let above = |k: &[u8]| {
+            d.changes
+                .get(k)
+                .or_else(|| in_flight.and_then(|c| c.get(k)))
+        };
+        // The keys above the store that its read has not met (yet).
+        let mut unmet: BTreeSet<&[u8]> = d.changes.keys().map(|k| &k[..]).collect();
+        unmet.extend(in_flight.into_iter().flat_map(|c| c.keys().map(|k| &k[..])));
         let mut n = 0u64;
-        self.data.store.scan(&mut |k, v, version| {
-            match self.data.changes.get(k) {
+        d.store.scan(&mut |k, v, version| {
+            let change = above(k);
+            if change.is_some() {
+                unmet.remove(k);
+            }
+            match change {
                 Some(Some((cv, cversion))) => f(k, cv, *cversion),
                 Some(None) => return,
                 None => f(k, v, version),
             }
             n += 1;
         })?;
-        for (k, change) in &self.data.changes {
-            if let Some((v, version)) = change {
-                if self.data.store.get(k)?.is_none() {
-                    f(k, v, *version);
-                    n += 1;
-                }
+        for k in unmet {
+            if let Some(Some((v, version))) = above(k) {
+                f(k, v, *version);
+                n += 1;
             }
         }
         Ok(n)
@@ -264,6 +379,9 @@ impl<S: DurableStore> DurableKv<S> {
         state: KvStateMachine,
         applied: Option<(LogId, Membership)>,
     ) -> Result<(), StorageError> {
+        // A commit in flight would land after the replacement (or fail, and the replacement
+        // is not done either).
+        self.data.wait_commit()?;
         let config = self.sessions.config();
         self.sessions = state.sessions;
         self.sessions.set_config(config);
@@ -279,6 +397,7 @@ impl<S: DurableStore> DurableKv<S> {
         self.data.changes_bytes = 0;
         *self.data.error.borrow_mut() = None;
         self.data.committed = at.index;
+        self.data.durable = LogId::default();
         self.data.applied = applied;
         Ok(())
     }
@@ -346,34 +465,58 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
         self.data
             .store
             .sync()
-            .map_err(|e| format!("cannot make the KV snapshot durable: {e}"))
+            .map_err(|e| format!("cannot make the KV snapshot durable: {e}"))?;
+        self.data.durable = snapshot.last;
+        Ok(())
     }
 
     /// Issue 20: the state is its own snapshot: everything applied is committed, with its
-    /// position, and made durable across a power cut; the log up to it may then be dropped.
+    /// position, and made durable across a power cut, before it returns (the batch in flight
+    /// first); the log up to it may then be dropped.
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.commit()?;
-        self.data.store.sync()?;
-        Ok(Some(
-            self.data
-                .applied
-                .as_ref()
-                .map_or(LogId::default(), |(at, _)| *at),
-        ))
+        self.data.take_error()?;
+        self.data.wait_commit()?;
+        self.start_commit(true)?;
+        self.data.wait_commit()?;
+        Ok(Some(self.data.durable))
+    }
+
+    /// Issue 20: [`StateMachine::make_durable`] without waiting: the entry the state is
+    /// durable at now and, if that is not past `past`, a commit and sync of the rest started
+    /// (once no commit is in flight).
+    fn start_durable(&mut self, past: Index) -> Result<Option<LogId>, StorageError> {
+        self.data.take_error()?;
+        self.data.poll_commit()?;
+        if self.data.durable.index <= past {
+            self.start_commit(true)?;
+        }
+        Ok(Some(self.data.durable))
     }
 
     fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {
         Ok(self.data.applied.clone())
     }
 
+    /// Commits every [`Durable::with_commit_every`] entries or bytes, behind the state
+    /// machine: a commit due while one is in flight waits for it, unless the changes hold
+    /// [`BACKLOG_FACTOR`] times the bytes bound (then this waits for the one in flight).
     fn applied_to(&mut self, last: LogId, membership: &Membership) -> Result<(), StorageError> {
         self.data.take_error()?;
         self.data.applied = Some((last, membership.clone()));
-        if last.index >= self.data.committed + self.data.commit_every_entries
-            || self.data.changes_bytes >= self.data.commit_changes_bytes
-        {
-            self.commit()?;
+        self.data.poll_commit()?;
+        let d = &self.data;
+        let since = d.in_flight_index().unwrap_or(d.committed);
+        let due = last.index >= since + d.commit_every_entries
+            || d.changes_bytes >= d.commit_changes_bytes;
+        if !due {
+            return Ok(());
         }
-        Ok(())
+        if d.in_flight.is_some() {
+            if d.changes_bytes < d.commit_changes_bytes.saturating_mul(BACKLOG_FACTOR) {
+                return Ok(());
+            }
+            self.data.wait_commit()?;
+        }
+        self.start_commit(false)
     }
 }

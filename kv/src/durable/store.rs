@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use raftkv_raft::StorageError;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What [`DurableStore::scan`] calls on each key, value and version.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
@@ -18,9 +19,11 @@ pub type Changes = BTreeMap<Bytes, Option<(Bytes, u64)>>;
 pub type CommittedRead =
     Box<dyn FnOnce(&mut Visit<'_>) -> Result<Option<Vec<u8>>, StorageError> + Send + 'static>;
 
-/// A store of committed KV state. Every method sees only committed state; `commit` and
-/// `replace` are atomic (after a crash, all of the transaction or none of it) and durable once
-/// they return.
+/// A store of committed KV state. Every read sees only committed state; a commit and
+/// `replace` are atomic (after a crash, all of the transaction or none of it). A commit runs
+/// behind the caller ([`DurableStore::start_commit`], on a thread of its own for LMDB), at most
+/// one at a time: the caller keeps the batch it is committing readable above the store until
+/// the store says it is done.
 pub trait DurableStore: Send + 'static {
     /// The committed value and version of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<(Bytes, u64)>, StorageError>;
@@ -29,11 +32,29 @@ pub trait DurableStore: Send + 'static {
     /// is not per key (sessions, the data's size). Its encoding is the state machine's.
     fn position(&self) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Commits `changes` and the new `position` in one transaction.
-    fn commit(&mut self, changes: &Changes, position: &[u8]) -> Result<(), StorageError>;
+    /// Starts committing `changes` and the new `position` in one transaction, then, with
+    /// `sync`, making every committed transaction durable across a power cut
+    /// ([`DurableStore::sync`]). Returns at once. The caller starts one only when none is in
+    /// flight ([`DurableStore::commit_done`], [`DurableStore::wait_commit`]); a store given a
+    /// second one first waits for the first. A crash before it completes loses the batch,
+    /// never a part of it.
+    fn start_commit(
+        &mut self,
+        changes: Arc<Changes>,
+        position: Vec<u8>,
+        sync: bool,
+    ) -> Result<(), StorageError>;
+
+    /// Without blocking: whether the commit started last has completed (`true` when none is in
+    /// flight), or its error.
+    fn commit_done(&mut self) -> Result<bool, StorageError>;
+
+    /// Waits for the commit started last, if it is still in flight, to complete.
+    fn wait_commit(&mut self) -> Result<(), StorageError>;
 
     /// Replaces every key by `pairs` (key, value, version; keys in any order) and the position
-    /// by `position`, in one transaction.
+    /// by `position`, in one transaction, before it returns. The caller waits for a commit in
+    /// flight first.
     fn replace(
         &mut self,
         pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
@@ -45,23 +66,35 @@ pub trait DurableStore: Send + 'static {
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError>;
 
     /// Makes every committed transaction durable across a power cut too (a store may let one
-    /// lose its last commit, as LMDB with `MDB_NOMETASYNC` does): called before the Raft log
-    /// is compacted up to the state, and after a leader's snapshot is installed, since the
-    /// log then no longer holds what the state holds.
+    /// lose its last commit, as LMDB with `MDB_NOMETASYNC` does): before the Raft log is
+    /// compacted up to the state, and after a leader's snapshot is installed, since the log
+    /// then no longer holds what the state holds.
     fn sync(&mut self) -> Result<(), StorageError>;
 
     /// Issue 20: the committed state, to read off the event loop ([`CommittedRead`]): as it is
     /// when the read runs (a store whose handles are cheap to share), or as it was when this
     /// was called. Commits made meanwhile never show in part.
     fn committed_read(&self) -> CommittedRead;
+
+    /// Told that a read was answered by the batch in flight (a store's statistics: the
+    /// simulator requires that this path is taken). The default ignores it.
+    fn read_in_flight(&self) {}
 }
 
 /// A [`DurableStore`] in memory whose committed state outlives the state machine using it
 /// (its clones share it): a node's state across crashes in the simulator and in tests. A crash
 /// loses exactly what was not committed, as with LMDB.
-#[derive(Clone, Debug, Default)]
+///
+/// A commit started completes at the next [`DurableStore::commit_done`] (or
+/// [`DurableStore::wait_commit`]), never at once: the state machine reads through the batch in
+/// flight until then, and a crash (the store dropped) before it loses the batch, as a crash
+/// during an LMDB commit does. Both are counted ([`HeapStore::in_flight_reads`],
+/// [`HeapStore::in_flight_lost`]), deterministically.
+#[derive(Debug, Default)]
 pub struct HeapStore {
-    committed: std::sync::Arc<std::sync::Mutex<Committed>>,
+    committed: Arc<Mutex<Committed>>,
+    /// The commit in flight: its changes and position.
+    pending: Option<(Arc<Changes>, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +102,27 @@ struct Committed {
     data: BTreeMap<Bytes, (Bytes, u64)>,
     position: Option<Vec<u8>>,
     commits: u64,
+    in_flight_reads: u64,
+    in_flight_lost: u64,
+}
+
+/// A clone shares the committed state, not the commit in flight.
+impl Clone for HeapStore {
+    fn clone(&self) -> Self {
+        Self {
+            committed: self.committed.clone(),
+            pending: None,
+        }
+    }
+}
+
+/// A crash (or a stop) before the commit in flight completed: it is lost.
+impl Drop for HeapStore {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            self.lock().in_flight_lost += 1;
+        }
+    }
 }
 
 impl HeapStore {
@@ -76,13 +130,39 @@ impl HeapStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Committed> {
+    fn lock(&self) -> MutexGuard<'_, Committed> {
         self.committed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many transactions were committed (for tests).
     pub fn commits(&self) -> u64 {
         self.lock().commits
+    }
+
+    /// How many reads the batch in flight answered (for tests).
+    pub fn in_flight_reads(&self) -> u64 {
+        self.lock().in_flight_reads
+    }
+
+    /// How many commits in flight were lost, the store dropped before they completed.
+    pub fn in_flight_lost(&self) -> u64 {
+        self.lock().in_flight_lost
+    }
+
+    /// Completes the commit in flight, if any.
+    fn complete(&mut self) {
+        let Some((changes, position)) = self.pending.take() else {
+            return;
+        };
+        let mut c = self.lock();
+        for (key, change) in changes.iter() {
+            match change {
+                Some(v) => c.data.insert(key.clone(), v.clone()),
+                None => c.data.remove(key),
+            };
+        }
+        c.position = Some(position);
+        c.commits += 1;
     }
 }
 
@@ -95,16 +175,24 @@ impl DurableStore for HeapStore {
         Ok(self.lock().position.clone())
     }
 
-    fn commit(&mut self, changes: &Changes, position: &[u8]) -> Result<(), StorageError> {
-        let mut c = self.lock();
-        for (key, change) in changes {
-            match change {
-                Some(v) => c.data.insert(key.clone(), v.clone()),
-                None => c.data.remove(key),
-            };
-        }
-        c.position = Some(position.to_vec());
-        c.commits += 1;
+    fn start_commit(
+        &mut self,
+        changes: Arc<Changes>,
+        position: Vec<u8>,
+        _sync: bool,
+    ) -> Result<(), StorageError> {
+        self.complete();
+        self.pending = Some((changes, position));
+        Ok(())
+    }
+
+    fn commit_done(&mut self) -> Result<bool, StorageError> {
+        self.complete();
+        Ok(true)
+    }
+
+    fn wait_commit(&mut self) -> Result<(), StorageError> {
+        self.complete();
         Ok(())
     }
 
@@ -113,6 +201,7 @@ impl DurableStore for HeapStore {
         pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
         position: &[u8],
     ) -> Result<(), StorageError> {
+        self.complete();
         let data = pairs.map(|(k, v, version)| (k, (v, version))).collect();
         let mut c = self.lock();
         c.data = data;
@@ -146,5 +235,9 @@ impl DurableStore for HeapStore {
             }
             Ok(position)
         })
+    }
+
+    fn read_in_flight(&self) {
+        self.lock().in_flight_reads += 1;
     }
 }

@@ -31,6 +31,10 @@ pub struct DurableRecord {
     pub synced: bool,
     /// Power cuts that lost the last commit.
     pub lost_commits: u64,
+    /// Issue 20: commits in flight (behind the state machine) lost at a crash, and reads
+    /// (queries, snapshots) made while one was in flight.
+    pub in_flight_lost: u64,
+    pub in_flight_reads: u64,
 }
 
 impl DurableRecord {
@@ -63,7 +67,9 @@ pub struct OffLoopReads {
 /// A state machine that records what it applies, and checks it against every other node. With
 /// `durable`, it keeps its state across crashes (issue 20): it commits what it applied every
 /// `every` entries (a crash loses what it applied since), and a restart resumes from there.
-/// It checks that the driver hands it every command once: none again, none skipped.
+/// Its commits run behind it, as LMDB's do on their thread: one started completes at the next
+/// batch or durability check ([`StateMachine::start_durable`]), and a crash before that loses
+/// it. It checks that the driver hands it every command once: none again, none skipped.
 pub struct RecordingSm {
     pub seed: u64,
     pub node: u64,
@@ -75,6 +81,19 @@ pub struct RecordingSm {
     /// Issue 20: with this, snapshots are read off the loop ([`StateMachine::snapshot_read`])
     /// and recorded here; without, on it.
     pub reads: Option<Arc<Mutex<OffLoopReads>>>,
+    /// The commit in flight (what it commits, and whether a sync follows).
+    pending: Option<(Committed, bool)>,
+    /// The last entry committed and synced: durable across a power cut.
+    synced_at: LogId,
+}
+
+/// A crash before the commit in flight completed loses it.
+impl Drop for RecordingSm {
+    fn drop(&mut self) {
+        if let (Some((d, _)), Some(_)) = (&self.durable, &self.pending) {
+            d.lock().unwrap().in_flight_lost += 1;
+        }
+    }
 }
 
 impl RecordingSm {
@@ -101,6 +120,8 @@ impl RecordingSm {
             position,
             durable,
             reads,
+            pending: None,
+            synced_at: LogId::default(),
         }
     }
 
@@ -108,12 +129,33 @@ impl RecordingSm {
         self.position.as_ref().map_or(0, |(at, _)| at.index)
     }
 
-    /// Commits what it applied, with its position; `sync`: durable across a power cut too.
-    fn commit(&mut self, sync: bool) {
-        if let Some((d, _)) = &self.durable {
-            let mut d = d.lock().unwrap();
-            d.commit(self.log.clone(), self.position.clone());
-            d.synced = sync;
+    /// Starts committing what it applied, with its position (after the commit in flight);
+    /// `sync`: durable across a power cut too once it completes.
+    fn start_commit(&mut self, sync: bool) {
+        if self.durable.is_some() {
+            self.poll();
+            self.pending = Some(((self.log.clone(), self.position.clone()), sync));
+        }
+    }
+
+    /// The commit in flight, if any, completes.
+    fn poll(&mut self) {
+        let (Some((d, _)), Some(((log, position), sync))) = (&self.durable, self.pending.take())
+        else {
+            return;
+        };
+        if sync {
+            self.synced_at = position.as_ref().map_or(LogId::default(), |(at, _)| *at);
+        }
+        let mut d = d.lock().unwrap();
+        d.commit(log, position);
+        d.synced = sync;
+    }
+
+    /// A read while a commit is in flight, counted.
+    fn read(&self) {
+        if let (Some((d, _)), Some(_)) = (&self.durable, &self.pending) {
+            d.lock().unwrap().in_flight_reads += 1;
         }
     }
 }
@@ -163,12 +205,14 @@ impl StateMachine for RecordingSm {
     }
 
     fn query(&self, _query: &[u8]) -> u64 {
+        self.read();
         self.log.last().map_or(0, |(i, _)| *i)
     }
 
     /// Starts with [`SNAPSHOT_MAGIC`]: a snapshot's data is never empty, so that restoring
     /// the metadata-only snapshot a durable node stores (issue 20) fails loudly.
     fn snapshot(&self) -> Bytes {
+        self.read();
         encode(&self.log)
     }
 
@@ -202,6 +246,7 @@ impl StateMachine for RecordingSm {
     }
 
     fn applied_to(&mut self, last: LogId, membership: &Membership) -> Result<(), StorageError> {
+        self.poll();
         let committed = self.durable.as_ref().map(|(d, every)| {
             let d = d.lock().unwrap();
             (d.position.as_ref().map_or(0, |(at, _)| at.index), *every)
@@ -209,29 +254,44 @@ impl StateMachine for RecordingSm {
         self.position = Some((last, membership.clone()));
         if let Some((committed, every)) = committed {
             if last.index >= committed + every {
-                self.commit(false);
+                self.start_commit(false);
             }
         }
         Ok(())
     }
 
-    /// Issue 20: a durable one commits all it applied (the log is then compacted to it).
+    /// Issue 20: a durable one commits all it applied and syncs, before it returns (the log
+    /// is then compacted to it).
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
         if self.durable.is_none() {
             return Ok(None);
         }
-        self.commit(true);
-        Ok(Some(
-            self.position
-                .as_ref()
-                .map_or(LogId::default(), |(at, _)| *at),
-        ))
+        self.start_commit(true);
+        self.poll();
+        Ok(Some(self.synced_at))
     }
 
+    /// Issue 20: where it is durable now; if not past `past`, a commit and sync of the rest
+    /// started, completed at the next batch or call.
+    fn start_durable(&mut self, past: u64) -> Result<Option<LogId>, StorageError> {
+        if self.durable.is_none() {
+            return Ok(None);
+        }
+        self.poll();
+        let at = self.position.as_ref().map(|(at, _)| *at);
+        if self.synced_at.index <= past && at.is_some_and(|at| at != self.synced_at) {
+            self.start_commit(true);
+        }
+        Ok(Some(self.synced_at))
+    }
+
+    /// Made durable before it returns (the commit in flight lands first).
     fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        self.poll();
         self.restore(&snapshot.data)?;
         self.position = Some((snapshot.last, snapshot.membership.clone()));
-        self.commit(true);
+        self.start_commit(true);
+        self.poll();
         Ok(())
     }
 

@@ -3,6 +3,12 @@
 //! (issue 20), by making that state durable and storing only the snapshot's metadata — and
 //! reading the state on demand when a follower needs it.
 //!
+//! The event loop never waits for the state's disk: it asks [`StateMachine::start_durable`],
+//! which returns the entry the state is durable at already (committed, then synced) and starts
+//! a commit and sync of the rest in the background; the log is compacted only up to that
+//! entry, once it is past the stored snapshot. At start ([`StateMachine::make_durable`], in
+//! `resume.rs` and `node.rs`) the driver waits for it instead.
+//!
 //! Issue 20: reading a large state (encoding a heap map of many MiB, scanning a durable store
 //! of millions of keys) takes long enough to stall the loop's heartbeats. A state machine that
 //! offers a [`SnapshotRead`] ([`StateMachine::snapshot_read`]) has it run off the loop, on
@@ -15,10 +21,14 @@
 //! ([`StateMachine::try_snapshot`]).
 //!
 //! Why compacting to a durable state's position is safe at every crash point (the state
-//! machine's commit, then the storage's write of the metadata and of the compaction):
-//! - Before [`StateMachine::make_durable`] returns: nothing was compacted; the log still
-//!   holds every entry after whatever the state holds.
-//! - After it, before the storage's write is durable: the stored snapshot is the older one,
+//! machine's commit and sync, then the storage's write of the metadata and of the compaction):
+//! - While the commit and sync run in the background (the state machine says the state is
+//!   durable at an older entry, or at the same one): nothing is compacted past that entry; a
+//!   crash loses the batch in flight, and the log still holds every entry after what the state
+//!   holds.
+//! - Once the state machine says it is durable at an entry: nothing was compacted past it yet;
+//!   the log still holds every entry after it.
+//! - After that, before the storage's write is durable: the stored snapshot is the older one,
 //!   the log still starts after it, and the state is at or past it: the restart resumes from
 //!   the state (`resume.rs`) and applies the log after it.
 //! - After the storage's write: the log starts after the entry the state was made durable at,
@@ -26,9 +36,10 @@
 //!   snapshot installed included (made durable before its metadata is stored).
 //!
 //! The log is never compacted past what the state holds durably: then a crash would lose
-//! entries that are neither in the log nor in the state. For the same reason a durable
-//! state's committed position, which a read off the loop may be at, is never before the log's
-//! compaction point.
+//! entries that are neither in the log nor in the state. A state machine that said it was
+//! durable at an entry never says less later (a restore moves it forward, durably). For the
+//! same reason a durable state's committed position, which a read off the loop may be at, is
+//! never before the log's compaction point (it is at or past the durable one).
 
 use super::EventLoop;
 use crate::driver::error::NodeError;
@@ -109,8 +120,11 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         {
             return;
         }
-        let taken = match self.sm.make_durable() {
-            // Issue 20: the state is its own snapshot; only its metadata is stored.
+        let taken = match self.sm.start_durable(snapshot_index) {
+            // Issue 20: the state is its own snapshot; only its metadata is stored. Not
+            // durable past the snapshot yet: its commit and sync run in the background, and
+            // a later batch asks again.
+            Ok(Some(at)) if at.index <= snapshot_index => return,
             Ok(Some(at)) => self.raft.compacted_to(at.index),
             // One read at a time: this one compacts when it is done.
             Ok(None) if self.reading.is_some() => return,
