@@ -6,7 +6,8 @@
 
 use bytes::Bytes;
 use raftkv_kv::durable::{
-    Changes, DurableKv, DurableStore, HeapStore, Visit, BACKLOG_FACTOR, CHANGE_OVERHEAD_BYTES,
+    Changes, CommittedRead, DurableKv, DurableStore, HeapStore, Visit, BACKLOG_FACTOR,
+    CHANGE_OVERHEAD_BYTES,
 };
 use raftkv_kv::state::{Command, KvData, KvStateMachine, Op};
 use raftkv_kv::testing::durable::{membership, SESSIONS};
@@ -172,6 +173,9 @@ impl DurableStore for Held {
     fn sync(&mut self) -> Result<(), StorageError> {
         self.inner.sync()
     }
+    fn committed_read(&self) -> CommittedRead {
+        self.inner.committed_read()
+    }
 }
 
 #[test]
@@ -276,6 +280,9 @@ impl DurableStore for LandsDuringScan {
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         self.inner.get_mut().unwrap().sync()
+    }
+    fn committed_read(&self) -> CommittedRead {
+        self.inner.lock().unwrap().committed_read()
     }
 }
 
