@@ -42,7 +42,7 @@ for size in $SIZES; do
   ((keyspace > 10000)) && keyspace=10000
   ((keyspace < 1)) && keyspace=1
   echo "[large $(date +%H:%M:%S)] value size $size B: put with $clients clients, keyspace $keyspace" >&2
-  VALUE_SIZE="$size" KEYSPACE="$keyspace" PUT_CLIENTS="$clients" MIXED_CLIENTS="" PLOT=0 \
+  VALUE_SIZE="$size" KEYSPACE="$keyspace" PUT_CLIENTS="$clients" MIXED_CLIENTS="" GET_CLIENTS="" PLOT=0 \
     RESULTS_DIR="$PARTS/$size" "$HERE/run.sh" || FAILED=$((FAILED + 1))
   # One file for all sizes: the first machine line, and every run line with its value size
   # and keyspace (from its part's machine line).

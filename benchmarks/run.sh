@@ -28,6 +28,8 @@
 #
 # Knobs (environment, defaults in brackets):
 #   RAFTKV [raftkv on PATH]      the raftkv CLI to measure
+#   RAFTKV_STATE [memory]        where its servers keep the KV state (`raftkv serve --state`:
+#                                memory or lmdb)
 #   REPEATS [3; QUICK: 1]  SECS [10; QUICK: 3]  WARMUP [1; QUICK: 0.5]
 #   PUT_CLIENTS ["1 8 64 256"]  MIXED_CLIENTS ["64"]  VALUE_SIZE [100]  KEYSPACE [10000]
 #   GET_CLIENTS ["64"]           get-only cases (both systems)
@@ -88,6 +90,8 @@ if ((${#missing[@]})); then
   exit 1
 fi
 RAFTKV="${RAFTKV:-}"
+RAFTKV_STATE="${RAFTKV_STATE:-memory}"
+[[ "$RAFTKV_STATE" == memory || "$RAFTKV_STATE" == lmdb ]] || { echo "RAFTKV_STATE must be memory or lmdb (got '$RAFTKV_STATE')" >&2; exit 1; }
 for v in $READ_VARIANTS; do
   [[ "$v" =~ ^(lease|follower|both)$ ]] || die "READ_VARIANTS: unknown variant $v (lease, follower, both)"
 done
@@ -151,8 +155,8 @@ M="python3 $HERE/measure.py"
 
 GIT_REV="$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git -C "$HERE/.." diff --quiet HEAD -- 2>/dev/null || GIT_REV="$GIT_REV+dirty"
-EXTRA="$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"quick": a[1]=="1", "repeats": int(a[2]), "seconds": float(a[3]), "warmup": float(a[4]), "value_size": int(a[5]), "keyspace": int(a[6]), "put_clients": [int(x) for x in a[7].split()], "mixed_clients": [int(x) for x in a[8].split()], "systems": a[9].split(), "checkout": a[10], "etcd_extra_flags": a[11]}))' \
-  "$QUICK" "$REPEATS" "$SECS" "$WARMUP" "$VALUE_SIZE" "$KEYSPACE" "$PUT_CLIENTS" "$MIXED_CLIENTS" "$SYSTEMS" "$GIT_REV" "$ETCD_EXTRA_FLAGS")"
+EXTRA="$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"quick": a[1]=="1", "repeats": int(a[2]), "seconds": float(a[3]), "warmup": float(a[4]), "value_size": int(a[5]), "keyspace": int(a[6]), "put_clients": [int(x) for x in a[7].split()], "mixed_clients": [int(x) for x in a[8].split()], "systems": a[9].split(), "checkout": a[10], "etcd_extra_flags": a[11], "raftkv_state": a[12]}))' \
+  "$QUICK" "$REPEATS" "$SECS" "$WARMUP" "$VALUE_SIZE" "$KEYSPACE" "$PUT_CLIENTS" "$MIXED_CLIENTS" "$SYSTEMS" "$GIT_REV" "$ETCD_EXTRA_FLAGS" "$RAFTKV_STATE")"
 timeout 60 $M machine --tmp "$TMP" --raftkv "${RAFTKV:-none}" --extra "$EXTRA" | tee -a "$OUT" >&2
 
 # bound on one measured run: start-up + prefill + warm-up + window + shutdown
@@ -216,7 +220,8 @@ run_one() {  # $1 system  $2 mode  $3 clients  $4 repeat
     mkdir -p "$TMP/raftkv-$RUN_NO"
     TMPDIR="$TMP/raftkv-$RUN_NO" timeout --foreground -k 10 $((RUN_TIMEOUT + 40)) $M run "${args[@]}" -- \
       "$RAFTKV" bench --nodes 3 --clients "$clients" --seconds "$SECS" --warmup "$WARMUP" \
-      --mode "${mode%%_*}" "${reads[@]}" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE" >/dev/null || rc=$?
+      --mode "${mode%%_*}" "${reads[@]}" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE" \
+      --state "$RAFTKV_STATE" >/dev/null || rc=$?
     stop_stray_raftkv
     rm -rf "$TMP/raftkv-$RUN_NO"
   else
