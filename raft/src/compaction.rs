@@ -148,6 +148,23 @@ impl Raft {
         Ok(())
     }
 
+    /// The last entry of the snapshot a follower is being sent now, if this node leads and one
+    /// is (the stored snapshot, or with [`Raft::snapshots_on_demand`] the one read for it).
+    /// Raft §7: the follower goes on from that entry with the log after it, so a compaction
+    /// past it while it is on its way makes the transfer useless: the follower then needs a
+    /// newer snapshot, from the start. The driver holds compactions back to it (within a
+    /// bound) so that a follower that fell behind a busy leader catches up at all.
+    pub fn snapshot_being_sent(&self) -> Option<Index> {
+        let last = self.snapshot_to_send()?.last;
+        let RoleState::Leader(l) = &self.role else {
+            return None;
+        };
+        l.progress
+            .values()
+            .any(|p| matches!(p.state, ReplicationState::Snapshot { last: l, .. } if l == last))
+            .then_some(last.index)
+    }
+
     /// Issue 20: a snapshot read on demand is held only while a follower is being sent it
     /// (a leader's progress in snapshot state for it), never for the node's lifetime.
     pub(crate) fn release_transfer(&mut self) {

@@ -275,3 +275,36 @@ fn a_snapshot_read_that_the_log_was_compacted_past_while_it_was_read_is_refused_
     assert_eq!(chunks_to(&mut r, 2).0, vec![(LogId::new(9, 2), 0, 10)]);
     r.check_invariants();
 }
+
+/// Issue 20 (seen loading 10M keys): a follower that fell behind a leader under a steady load
+/// never caught up, because each compaction passed the snapshot being sent to it and the
+/// transfer started over. The core says which snapshot is on its way, for as long as it is,
+/// so that the driver holds compactions back to it.
+#[test]
+fn the_snapshot_on_its_way_to_a_follower_is_named_until_the_follower_has_it() {
+    let mut r = on_demand_leader();
+    assert_eq!(r.snapshot_being_sent(), None, "no follower needs one");
+    r.step(has_nothing(2, 8));
+    assert_eq!(chunks_to(&mut r, 2), (vec![], true));
+    assert_eq!(r.snapshot_being_sent(), None, "asked for, not read yet");
+    r.snapshot_for_transfer(8, Bytes::from(vec![1u8; 25]))
+        .expect("the applied entry is in the log");
+    let at = LogId::new(8, 1);
+    assert_eq!(chunks_to(&mut r, 2), (vec![(at, 0, 25)], false));
+    assert_eq!(r.snapshot_being_sent(), Some(8));
+    // Raft §7: the follower installed it and goes on from its last entry: nothing is on its
+    // way any more.
+    let result = AppendResult::Accepted { match_index: 8 };
+    r.step(msg(
+        2,
+        1,
+        2,
+        Body::AppendResponse {
+            base_index: 8,
+            result,
+        },
+    ));
+    r.take_ready();
+    assert_eq!(r.snapshot_being_sent(), None);
+    r.check_invariants();
+}

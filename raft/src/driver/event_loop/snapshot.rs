@@ -54,6 +54,13 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use std::task::{Context, Poll};
 
+/// Issue 20: how far past the snapshot thresholds (command bytes, and entries) the log may grow
+/// while compactions are held back for a snapshot on its way to a follower.
+pub(super) const TRANSFER_HOLD_FACTOR: u64 = 4;
+/// The same bound in entries: entries are small (100-byte values: ~150 bytes held per entry),
+/// so more of them fit in the bytes bound than the entry threshold times 4.
+pub(super) const TRANSFER_HOLD_ENTRIES_FACTOR: u64 = 64;
+
 /// What a snapshot read off the loop is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ReadFor {
@@ -120,12 +127,18 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         {
             return;
         }
+        let hold = self.transfer_hold(applied, snapshot_index);
+        if hold == Some(snapshot_index) {
+            return;
+        }
         let taken = match self.sm.start_durable(snapshot_index) {
             // Issue 20: the state is its own snapshot; only its metadata is stored. Not
             // durable past the snapshot yet: its commit and sync run in the background, and
-            // a later batch asks again.
-            Ok(Some(at)) if at.index <= snapshot_index => return,
-            Ok(Some(at)) => self.raft.compacted_to(at.index),
+            // a later batch asks again. A snapshot on its way to a follower is not passed.
+            Ok(Some(at)) => match hold.map_or(at.index, |h| h.min(at.index)) {
+                to if to <= snapshot_index => return,
+                to => self.raft.compacted_to(to),
+            },
             // One read at a time: this one compacts when it is done.
             Ok(None) if self.reading.is_some() => return,
             Ok(None) => match self.sm.snapshot_read(applied) {
@@ -138,6 +151,26 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             Err(e) => return self.stop_unreadable(e),
         };
         self.taken(taken, self.bytes_since_snapshot);
+    }
+
+    /// Issue 20: the entry a compaction may not pass now, because a follower is being sent a
+    /// snapshot at it (read, or its chunks on their way; [`crate::Raft::snapshot_being_sent`]).
+    /// Without this a follower that fell behind a leader under a steady load never caught up:
+    /// each compaction passed the snapshot being sent, which then started over (seen loading
+    /// 10M keys). The hold is bounded: once the log since the last compaction reaches
+    /// [`TRANSFER_HOLD_FACTOR`] times the snapshot thresholds, the log is compacted anyway.
+    fn transfer_hold(&self, applied: Index, snapshot_index: Index) -> Option<Index> {
+        let within = applied
+            < snapshot_index + TRANSFER_HOLD_ENTRIES_FACTOR * self.snapshot_threshold
+            && self.bytes_since_snapshot < TRANSFER_HOLD_FACTOR * self.snapshot_threshold_bytes;
+        if !within {
+            return None;
+        }
+        match &self.reading {
+            // The state is being read for a follower: its position is not known yet.
+            Some(r) if matches!(r.purpose, ReadFor::Transfer) => Some(snapshot_index),
+            _ => self.raft.snapshot_being_sent(),
+        }
     }
 
     /// Stores the snapshot the core took (which covers `bytes` command bytes of those applied
