@@ -156,29 +156,28 @@ impl Raft {
     /// bound) so that a follower that fell behind a busy leader catches up at all.
     pub fn snapshot_being_sent(&self) -> Option<Index> {
         let last = self.snapshot_to_send()?.last;
-        let RoleState::Leader(l) = &self.role else {
-            return None;
-        };
-        l.progress
-            .values()
-            .any(|p| matches!(p.state, ReplicationState::Snapshot { last: l, .. } if l == last))
-            .then_some(last.index)
+        self.is_sending(last).then_some(last.index)
     }
 
     /// Issue 20: a snapshot read on demand is held only while a follower is being sent it
     /// (a leader's progress in snapshot state for it), never for the node's lifetime.
     pub(crate) fn release_transfer(&mut self) {
-        let Some(t) = &self.transfer else {
-            return;
-        };
-        let sending = match &self.role {
-            RoleState::Leader(l) => l.progress.values().any(
-                |p| matches!(p.state, ReplicationState::Snapshot { last, .. } if last == t.last),
-            ),
-            _ => false,
-        };
-        if !sending {
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| !self.is_sending(t.last))
+        {
             self.transfer = None;
         }
+    }
+
+    /// Whether this node leads and a follower's progress is in snapshot state for `last`.
+    fn is_sending(&self, last: LogId) -> bool {
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        l.progress.values().any(
+            |p| matches!(p.state, ReplicationState::Snapshot { last: sending, .. } if sending == last),
+        )
     }
 }

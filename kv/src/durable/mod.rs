@@ -317,12 +317,12 @@ impl<S: DurableStore> DurableKv<S> {
     }
 
     /// The keys, committed and not, with their values and versions: what a snapshot holds.
-    /// Calls `f` on each and returns how many there are. The committed keys come in the
-    /// store's order, then the keys only the changes or the batch in flight hold (a
-    /// snapshot's keys need not be in order: a restore sorts them). The batch in flight may
+    /// Calls `f` on each. The committed keys come in the store's order, then the keys only the
+    /// changes or the batch in flight hold (a snapshot's keys need not be in order: a restore
+    /// sorts them). The batch in flight may
     /// land in the store during the read: which keys are new is decided by the store's one
     /// consistent read ([`DurableStore::scan`]), never by a second one.
-    fn each_key(&self, f: &mut Visit<'_>) -> Result<u64, StorageError> {
+    fn each_key(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         let d = &self.data;
         let in_flight = d.in_flight.as_ref().map(|i| &*i.changes);
         let above = |k: &[u8]| {
@@ -333,7 +333,6 @@ impl<S: DurableStore> DurableKv<S> {
         // The keys above the store that its read has not met (yet).
         let mut unmet: BTreeSet<&[u8]> = d.changes.keys().map(|k| &k[..]).collect();
         unmet.extend(in_flight.into_iter().flat_map(|c| c.keys().map(|k| &k[..])));
-        let mut n = 0u64;
         d.store.scan(&mut |k, v, version| {
             let change = above(k);
             if change.is_some() {
@@ -341,35 +340,27 @@ impl<S: DurableStore> DurableKv<S> {
             }
             match change {
                 Some(Some((cv, cversion))) => f(k, cv, *cversion),
-                Some(None) => return,
+                // Deleted since it was committed.
+                Some(None) => {}
                 None => f(k, v, version),
             }
-            n += 1;
         })?;
         for k in unmet {
             if let Some(Some((v, version))) = above(k) {
                 f(k, v, *version);
-                n += 1;
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// The state as a snapshot, in a [`KvStateMachine`]'s layout (postcard: the number of keys,
     /// each key, value and version, then the sessions): the same bytes as a heap state's when
-    /// every change is committed and the store keeps its keys in order.
-    fn encode(&self) -> Result<Vec<u8>, StorageError> {
-        let count = self.each_key(&mut |_, _, _| {})?;
-        let mut out = Vec::new();
-        put_varint(&mut out, count);
-        self.each_key(&mut |k, v, version| {
-            put_varint(&mut out, k.len() as u64);
-            out.extend_from_slice(k);
-            put_varint(&mut out, v.len() as u64);
-            out.extend_from_slice(v);
-            put_varint(&mut out, version);
-        })?;
-        postcard::to_extend(&self.sessions, out).map_err(|e| corrupt(format!("{e}")))
+    /// every change is committed and the store keeps its keys in order. One read of the store
+    /// ([`SnapshotWriter`] counts the keys as it goes).
+    fn encode(&self) -> Result<Bytes, StorageError> {
+        let mut w = SnapshotWriter::new();
+        self.each_key(&mut |k, v, version| w.entry(k, v, version))?;
+        w.finish(&self.sessions)
     }
 
     /// Replaces the state by `state`'s, at `applied` (`None`: at an unknown entry, so that a
@@ -424,6 +415,46 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
+/// The most bytes a `u64` takes as a varint: the room kept ahead of the keys for their count.
+const COUNT_BYTES_MAX: usize = 10;
+
+/// A snapshot in a [`KvStateMachine`]'s layout (postcard: the number of keys, each key, value
+/// and version, then the sessions), written in one pass over the keys: room for their count is
+/// kept ahead of them and filled in at the end, so the store is read once.
+struct SnapshotWriter {
+    out: Vec<u8>,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    fn new() -> Self {
+        Self {
+            out: vec![0u8; COUNT_BYTES_MAX],
+            count: 0,
+        }
+    }
+
+    fn entry(&mut self, key: &[u8], value: &[u8], version: u64) {
+        put_varint(&mut self.out, key.len() as u64);
+        self.out.extend_from_slice(key);
+        put_varint(&mut self.out, value.len() as u64);
+        self.out.extend_from_slice(value);
+        put_varint(&mut self.out, version);
+        self.count += 1;
+    }
+
+    /// The snapshot, with `sessions` after the keys and the count right before them.
+    fn finish(self, sessions: &SessionTable<Cached>) -> Result<Bytes, StorageError> {
+        let mut out =
+            postcard::to_extend(sessions, self.out).map_err(|e| corrupt(format!("{e}")))?;
+        let mut prefix = Vec::with_capacity(COUNT_BYTES_MAX);
+        put_varint(&mut prefix, self.count);
+        let start = COUNT_BYTES_MAX - prefix.len();
+        out[start..COUNT_BYTES_MAX].copy_from_slice(&prefix);
+        Ok(Bytes::from(out).slice(start..))
+    }
+}
+
 impl<S: DurableStore> StateMachine for DurableKv<S> {
     type Response = Outcome;
 
@@ -442,7 +473,7 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
     }
 
     fn try_snapshot(&self) -> Result<Bytes, StorageError> {
-        self.encode().map(Bytes::from)
+        self.encode()
     }
 
     /// Issue 20: the store's committed state, read off the loop (see `read.rs`).

@@ -5,14 +5,11 @@
 //! the applied entry. The changes not committed yet stay on the loop, untouched.
 
 use super::store::{CommittedRead, DurableStore};
-use super::{corrupt, put_varint, Position};
+use super::{corrupt, Position, SnapshotWriter};
 use crate::session::SessionTable;
 use crate::state::Cached;
 use bytes::Bytes;
 use raftkv_raft::{Index, SnapshotRead, StorageError};
-
-/// The most bytes a `u64` takes as a varint: the room kept ahead of the keys for their count.
-const COUNT_BYTES_MAX: usize = 10;
 
 /// A read of `store`'s committed state as a snapshot, to run anywhere.
 pub(super) fn committed_snapshot<S: DurableStore>(store: &S) -> SnapshotRead {
@@ -26,16 +23,8 @@ pub(super) fn committed_snapshot<S: DurableStore>(store: &S) -> SnapshotRead {
 /// store that never committed is the empty state at 0 (which the core refuses for a transfer:
 /// it never needs one before anything was compacted).
 fn encode_committed(read: CommittedRead) -> Result<(Index, Bytes), StorageError> {
-    let mut out = vec![0u8; COUNT_BYTES_MAX];
-    let mut count = 0u64;
-    let position = read(&mut |k, v, version| {
-        put_varint(&mut out, k.len() as u64);
-        out.extend_from_slice(k);
-        put_varint(&mut out, v.len() as u64);
-        out.extend_from_slice(v);
-        put_varint(&mut out, version);
-        count += 1;
-    })?;
+    let mut w = SnapshotWriter::new();
+    let position = read(&mut |k, v, version| w.entry(k, v, version))?;
     let (index, sessions) = match position {
         Some(bytes) => {
             let p = postcard::from_bytes::<Position>(&bytes)
@@ -44,12 +33,5 @@ fn encode_committed(read: CommittedRead) -> Result<(Index, Bytes), StorageError>
         }
         None => (0, SessionTable::<Cached>::default()),
     };
-    let out = postcard::to_extend(&sessions, out).map_err(|e| corrupt(format!("{e}")))?;
-    // The count goes right before the keys, in the room kept for it.
-    let mut prefix = Vec::with_capacity(COUNT_BYTES_MAX);
-    put_varint(&mut prefix, count);
-    let start = COUNT_BYTES_MAX - prefix.len();
-    let mut out = out;
-    out[start..COUNT_BYTES_MAX].copy_from_slice(&prefix);
-    Ok((index, Bytes::from(out).slice(start..)))
+    Ok((index, w.finish(&sessions)?))
 }

@@ -54,12 +54,12 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use std::task::{Context, Poll};
 
-/// Issue 20: how far past the snapshot thresholds (command bytes, and entries) the log may grow
-/// while compactions are held back for a snapshot on its way to a follower.
-pub(super) const TRANSFER_HOLD_FACTOR: u64 = 4;
+/// Issue 20: how far past the snapshot's byte threshold the log may grow while compactions are
+/// held back for a snapshot on its way to a follower.
+const TRANSFER_HOLD_FACTOR: u64 = 4;
 /// The same bound in entries: entries are small (100-byte values: ~150 bytes held per entry),
 /// so more of them fit in the bytes bound than the entry threshold times 4.
-pub(super) const TRANSFER_HOLD_ENTRIES_FACTOR: u64 = 64;
+const TRANSFER_HOLD_ENTRIES_FACTOR: u64 = 64;
 
 /// What a snapshot read off the loop is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +158,8 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// Without this a follower that fell behind a leader under a steady load never caught up:
     /// each compaction passed the snapshot being sent, which then started over (seen loading
     /// 10M keys). The hold is bounded: once the log since the last compaction reaches
-    /// [`TRANSFER_HOLD_FACTOR`] times the snapshot thresholds, the log is compacted anyway.
+    /// [`TRANSFER_HOLD_FACTOR`] times the byte threshold or [`TRANSFER_HOLD_ENTRIES_FACTOR`] times
+    /// the entry threshold, the log is compacted anyway.
     fn transfer_hold(&self, applied: Index, snapshot_index: Index) -> Option<Index> {
         let within = applied
             < snapshot_index + TRANSFER_HOLD_ENTRIES_FACTOR * self.snapshot_threshold
@@ -267,6 +268,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         };
         tracing::debug!(node = self.raft.id(), error = %refused, purpose = ?done.purpose, "a snapshot read off the loop is out of date: dropped");
     }
+
     /// Issue 20: the state machine has installed the leader's snapshot (and made it durable):
     /// a node whose state machine keeps its own state stores only the snapshot's metadata.
     pub(super) fn strip_installed(&self, ready: &mut Ready) {
