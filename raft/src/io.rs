@@ -355,6 +355,44 @@ pub trait Transport: Send + 'static {
 /// covers, and the state's bytes ([`StateMachine::snapshot`]'s layout). An error stops the node.
 pub type SnapshotRead = Box<dyn FnOnce() -> Result<(Index, Bytes), StorageError> + Send + 'static>;
 
+/// Issue 20: where a snapshot too large to hold in the process's memory is put while it is
+/// built (a leader's read for a follower) or received (a follower's chunks): written once,
+/// front to back, then read back whole as [`Bytes`]. A state machine that keeps its state on
+/// disk offers one in a file ([`StateMachine::snapshot_spool`]), mapped back read-only: page
+/// cache, which the kernel can drop, not the process's own memory. The default, a `Vec<u8>`,
+/// keeps it in memory.
+pub trait SnapshotSpool: Send {
+    /// Appends `data` after what was appended before.
+    fn append(&mut self, data: &[u8]) -> Result<(), StorageError>;
+
+    /// The bytes appended so far.
+    fn len(&self) -> u64;
+
+    /// True if nothing was appended.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything appended, as one buffer.
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError>;
+}
+
+/// A spool in memory.
+impl SnapshotSpool for Vec<u8> {
+    fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        Vec::len(self) as u64
+    }
+
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+        Ok(Bytes::from(*self))
+    }
+}
+
 /// The application's deterministic state machine, replicated by Raft.
 ///
 /// Contract: `apply` is called once per committed command, in log order, on every node;
@@ -393,6 +431,14 @@ pub trait StateMachine: Send + 'static {
     fn snapshot_read(&self, applied: Index) -> Option<SnapshotRead> {
         let _ = applied;
         None
+    }
+
+    /// Issue 20: a new, empty spool for a snapshot of this state machine: the one a follower
+    /// receives from its leader is written to it chunk by chunk, then restored from it
+    /// ([`StateMachine::restore_snapshot`]). The default keeps it in memory; a state machine
+    /// whose state is larger than memory puts it in a file.
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::new(Vec::new()))
     }
 
     /// A state machine that keeps its state across a restart (a durable one) says here which

@@ -161,7 +161,8 @@ mod types;
 pub use config::{Config, ConfigError, InvalidConfig, PersistedError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{
-    NetRuntime, Runtime, SnapshotRead, StateMachine, Storage, StorageError, Transport, WriteOp,
+    NetRuntime, Runtime, SnapshotRead, SnapshotSpool, StateMachine, Storage, StorageError,
+    Transport, WriteOp,
 };
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
