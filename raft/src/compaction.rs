@@ -94,6 +94,25 @@ impl Raft {
         }
     }
 
+    /// Issue 20: the driver filled in the data of the snapshot from the leader at `last`
+    /// ([`crate::Ready::snapshot`], received in chunks the core did not keep). A node that
+    /// sends lagging followers its own copy keeps this one (Raft §7); with
+    /// [`Raft::snapshots_on_demand`] the state machine holds it and the node keeps none.
+    pub fn snapshot_received(&mut self, last: LogId, data: Bytes) {
+        if self.snapshot_on_demand {
+            return;
+        }
+        if let Some(s) = self.snapshot.as_mut().filter(|s| s.last == last) {
+            s.data = data;
+        }
+    }
+
+    /// The last entry of the snapshot this node is receiving from its leader, if it is
+    /// receiving one (chunks handed out in [`crate::Ready::snapshot_chunks`], not done yet).
+    pub fn snapshot_being_received(&self) -> Option<LogId> {
+        self.incoming_snapshot.as_ref().map(|inc| inc.last)
+    }
+
     /// True after [`Raft::snapshots_on_demand`].
     pub fn is_snapshot_on_demand(&self) -> bool {
         self.snapshot_on_demand
@@ -119,6 +138,27 @@ impl Raft {
     /// the log after it is here to follow). Raft §7: it is sent to every follower waiting for
     /// a snapshot, and dropped once none is. A node that no longer leads drops it at once.
     pub fn snapshot_for_transfer(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
+        self.for_transfer(index, data, None)
+    }
+
+    /// [`Raft::snapshot_for_transfer`] with the data's CRC32C, which every chunk carries
+    /// (Raft §7, issue 21 #7): the driver computes it off the event loop, since it is a full
+    /// read of a snapshot that may be larger than memory (issue 20).
+    pub fn snapshot_for_transfer_with_crc32c(
+        &mut self,
+        index: Index,
+        data: Bytes,
+        crc32c: u32,
+    ) -> Result<(), Error> {
+        self.for_transfer(index, data, Some(crc32c))
+    }
+
+    fn for_transfer(
+        &mut self,
+        index: Index,
+        data: Bytes,
+        crc32c: Option<u32>,
+    ) -> Result<(), Error> {
         if index < self.log.snapshot().index || index > self.applied {
             return Err(Error::SnapshotIndex {
                 index,
@@ -135,6 +175,9 @@ impl Raft {
             .filter(|(_, p)| matches!(p.state, ReplicationState::Snapshot { .. }))
             .map(|(id, _)| *id)
             .collect();
+        if let Some(crc) = crc32c {
+            self.snapshot_crc32c = Some((last, data.len() as u64, crc));
+        }
         self.transfer = Some(Snapshot {
             last,
             data,

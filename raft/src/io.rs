@@ -6,6 +6,7 @@
 
 use crate::membership::Membership;
 use crate::message::Message;
+pub use crate::spool::SnapshotSpool;
 use crate::types::{Entry, HardState, Index, LogId, NodeId, Persisted, Snapshot};
 use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
@@ -354,44 +355,6 @@ pub trait Transport: Send + 'static {
 /// ([`StateMachine::snapshot_read`]); it returns the index of the last entry the state it read
 /// covers, and the state's bytes ([`StateMachine::snapshot`]'s layout). An error stops the node.
 pub type SnapshotRead = Box<dyn FnOnce() -> Result<(Index, Bytes), StorageError> + Send + 'static>;
-
-/// Issue 20: where a snapshot too large to hold in the process's memory is put while it is
-/// built (a leader's read for a follower) or received (a follower's chunks): written once,
-/// front to back, then read back whole as [`Bytes`]. A state machine that keeps its state on
-/// disk offers one in a file ([`StateMachine::snapshot_spool`]), mapped back read-only: page
-/// cache, which the kernel can drop, not the process's own memory. The default, a `Vec<u8>`,
-/// keeps it in memory.
-pub trait SnapshotSpool: Send {
-    /// Appends `data` after what was appended before.
-    fn append(&mut self, data: &[u8]) -> Result<(), StorageError>;
-
-    /// The bytes appended so far.
-    fn len(&self) -> u64;
-
-    /// True if nothing was appended.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Everything appended, as one buffer.
-    fn finish(self: Box<Self>) -> Result<Bytes, StorageError>;
-}
-
-/// A spool in memory.
-impl SnapshotSpool for Vec<u8> {
-    fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
-        self.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        Vec::len(self) as u64
-    }
-
-    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
-        Ok(Bytes::from(*self))
-    }
-}
 
 /// The application's deterministic state machine, replicated by Raft.
 ///

@@ -151,6 +151,7 @@ mod resume;
 mod rng;
 pub mod runtime;
 pub mod sim;
+pub mod spool;
 mod step;
 pub mod storage;
 #[cfg(feature = "testing")]
@@ -161,14 +162,14 @@ mod types;
 pub use config::{Config, ConfigError, InvalidConfig, PersistedError};
 pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
 pub use io::{
-    NetRuntime, Runtime, SnapshotRead, SnapshotSpool, StateMachine, Storage, StorageError,
-    Transport, WriteOp,
+    NetRuntime, Runtime, SnapshotRead, StateMachine, Storage, StorageError, Transport, WriteOp,
 };
 pub use membership::{MemberAddrs, MemberChange, Membership, MembershipError};
 pub use message::{AppendResult, Body, ConflictHint, Message, WIRE_VALUE_MAX};
 pub use raft::{BusyReason, Error, Raft, Stats};
-pub use ready::Ready;
+pub use ready::{Ready, ReceivedChunk};
 pub use rng::Rng;
+pub use spool::{SnapshotReceiver, SnapshotSpool};
 pub use types::{
     Entry, FollowerStatus, HardState, Index, LogId, NodeId, Payload, Persisted, ReadState, Role,
     Snapshot, Status, Term, ENTRY_OVERHEAD_BYTES,

@@ -78,7 +78,10 @@ pub(crate) struct IncomingSnapshot {
     pub last: LogId,
     pub len: u64,
     pub crc32c: u32,
-    pub data: Vec<u8>,
+    /// Issue 20: bytes received so far (handed to the driver: the core keeps none) and
+    /// their CRC32C.
+    pub received: u64,
+    pub crc32c_received: u32,
 }
 
 /// A ReadIndex request waiting for a quorum of heartbeat acknowledgements (thesis §6.4).
@@ -153,6 +156,8 @@ pub(crate) struct Outbox {
     pub compact_to: Option<LogId>,
     /// A follower needs a snapshot whose data this node does not hold ([`Ready::snapshot_request`]).
     pub snapshot_request: bool,
+    /// Issue 20: chunks of a snapshot being received, for the driver to spool.
+    pub snapshot_chunks: Vec<crate::ready::ReceivedChunk>,
     pub aborted_reads: Vec<u64>,
 }
 

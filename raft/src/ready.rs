@@ -5,6 +5,19 @@ use crate::message::Message;
 use crate::progress::ReplicationState;
 use crate::raft::{Raft, RoleState};
 use crate::types::{Entry, HardState, Index, LogId, ReadState, Snapshot};
+use bytes::Bytes;
+
+/// Issue 20: one chunk of a snapshot this node is receiving from its leader (Raft §7), handed
+/// to the driver to write to a spool (the core keeps no snapshot data). The chunks of one
+/// transfer come in order, the first at offset 0; a chunk at offset 0 starts a new transfer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceivedChunk {
+    /// The last entry the snapshot covers.
+    pub last: LogId,
+    /// Where the chunk starts in the snapshot.
+    pub offset: u64,
+    pub data: Bytes,
+}
 
 /// The work the core hands to its driver after some inputs. Take it with
 /// [`crate::Raft::take_ready`] after any call that changes the node.
@@ -16,6 +29,10 @@ use crate::types::{Entry, HardState, Index, LogId, ReadState, Snapshot};
 ///    §10.2.1 lets the leader write its own log in parallel with replicating it, because it
 ///    counts itself toward commitment only once its own write is durable (reported by step 3).
 ///    And any node's HeartbeatResponse, which promises nothing durable (thesis §6.4).
+/// 0. **Spool `snapshot_chunks`** (issue 20): append each to the spool of its transfer (a new
+///    one at offset 0), before anything is sent; when `snapshot` is set, its data is what the
+///    spool holds: fill it in and hand it back with [`crate::Raft::snapshot_received`] before
+///    the steps below ([`crate::SnapshotReceiver`] does all of this).
 /// 2. **Persist and fsync**, in one durable write: `snapshot` (a snapshot received from the
 ///    leader), then `entries` (first truncating any stored entries at or after the first one's
 ///    index), then `hard_state`, then drop stored entries up to `compact_to`. Writes of successive
@@ -48,7 +65,11 @@ pub struct Ready {
     /// volatile state and is never written alone).
     pub hard_state: Option<HardState>,
     /// A snapshot received from the leader: persist it, then restore the state machine from it.
+    /// Its data is empty as taken: it is the chunks of `snapshot_chunks` (of this `Ready` and
+    /// earlier ones), which the driver fills in (step 0).
     pub snapshot: Option<Snapshot>,
+    /// Issue 20: chunks of a snapshot being received, in order, to spool (step 0).
+    pub snapshot_chunks: Vec<ReceivedChunk>,
     /// Entries to append; stored entries at or after `entries[0].index` are replaced.
     pub entries: Vec<Entry>,
     /// Stored entries up to and including this one may be deleted (a snapshot covers them).
@@ -96,6 +117,7 @@ impl Raft {
             || self.out.snapshot.is_some()
             || self.out.compact_to.is_some()
             || self.out.snapshot_request
+            || !self.out.snapshot_chunks.is_empty()
             || !self.out.aborted_reads.is_empty()
             || self.write_limit() >= self.log.unsent()
             || self.must_persist_hard_state()
@@ -169,6 +191,7 @@ impl Raft {
             send_now: std::mem::take(&mut self.out.send_now),
             hard_state,
             snapshot,
+            snapshot_chunks: std::mem::take(&mut self.out.snapshot_chunks),
             entries,
             compact_to: self.out.compact_to.take(),
             persist_token,

@@ -6,6 +6,7 @@ use crate::message::{AppendResult, Body, ConflictHint};
 use crate::progress::{Progress, ReplicationState};
 use crate::quorum::VoteResult;
 use crate::raft::{IncomingSnapshot, Raft, RoleState};
+use crate::ready::ReceivedChunk;
 use crate::types::{Entry, Index, LogId, NodeId, Payload, Snapshot, Term};
 use bytes::Bytes;
 
@@ -542,7 +543,7 @@ impl Raft {
         let expected = self
             .incoming_snapshot
             .as_ref()
-            .map_or(0, |inc| inc.data.len() as u64);
+            .map_or(0, |inc| inc.received);
         /// Raft §7: chunks are written in order at their offset; a stale or duplicate chunk is
         /// ignored and answered with the offset we expect next.
         if offset != expected {
@@ -550,28 +551,33 @@ impl Raft {
             let next_offset = expected;
             return self.send(from, Body::SnapshotResponse { last, next_offset });
         }
-        let inc = self
-            .incoming_snapshot
-            .get_or_insert_with(|| IncomingSnapshot {
-                leader: from,
-                term,
-                last,
-                len,
-                crc32c,
-                data: Vec::new(),
-            });
-        inc.data.extend_from_slice(&data);
+        let inc = self.incoming_snapshot.get_or_insert(IncomingSnapshot {
+            leader: from,
+            term,
+            last,
+            len,
+            crc32c,
+            received: 0,
+            crc32c_received: 0,
+        });
+        // Issue 20: the core keeps no snapshot data: each chunk goes to the driver, which
+        // writes it to a spool (on disk for a state larger than memory) before it sends the
+        // answer below; the CRC32C is kept as the chunks pass.
+        inc.received += data.len() as u64;
+        inc.crc32c_received = crc32c::crc32c_append(inc.crc32c_received, &data);
+        let (received, crc32c_received) = (inc.received, inc.crc32c_received);
+        self.out
+            .snapshot_chunks
+            .push(ReceivedChunk { last, offset, data });
         if !done {
-            let next_offset = inc.data.len() as u64;
+            let next_offset = received;
             return self.send(from, Body::SnapshotResponse { last, next_offset });
         }
-        let Some(inc) = self.incoming_snapshot.take() else {
-            return;
-        };
+        self.incoming_snapshot = None;
         /// Raft §7 (issue 21 #7): validate before installing (the install is what gets
         /// persisted): a snapshot whose length or CRC32C differs from the leader's is refused
         /// and the transfer restarts at offset 0.
-        if inc.data.len() as u64 != len || crc32c::crc32c(&inc.data) != crc32c {
+        if received != len || crc32c_received != crc32c {
             self.violation();
             let next_offset = 0;
             return self.send(from, Body::SnapshotResponse { last, next_offset });
@@ -582,23 +588,19 @@ impl Raft {
             false => membership.clone(),
             true => Membership::from_voters(self.config.voters.iter().copied()),
         };
+        // Issue 20: the data is the chunks handed out; the driver fills it in
+        // (`SnapshotReceiver`) before it persists or restores the snapshot.
         let snapshot = Snapshot {
             last,
-            data: Bytes::from(inc.data),
+            data: Bytes::new(),
             membership: membership.clone(),
         };
         self.log.install_snapshot(last, membership);
         self.commit = last.index;
         self.applied = last.index;
-        /// Issue 20: a state machine that keeps its own state holds the data once it has
-        /// installed it; this node keeps the metadata only.
-        let kept = match self.snapshot_on_demand {
-            true => Snapshot {
-                data: Bytes::new(),
-                ..snapshot.clone()
-            },
-            false => snapshot.clone(),
-        };
+        // Issue 20: the driver hands the data back (`Raft::snapshot_received`) to a node that
+        // keeps a copy; one whose state machine keeps its own state keeps the metadata only.
+        let kept = snapshot.clone();
         self.out.snapshot = Some(snapshot);
         self.snapshot = Some(kept);
         let result = AppendResult::Accepted {

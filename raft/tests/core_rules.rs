@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use raftkv_raft::{
     AppendResult, Body, Config, ConflictHint, Entry, Error, HardState, LogId, Membership, Message,
-    Payload, Persisted, Raft, Role, Snapshot, Term,
+    Payload, Persisted, Raft, Ready, Role, Snapshot, SnapshotReceiver, Term,
 };
 
 fn config(id: u64) -> Config {
@@ -563,6 +563,7 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
     // Raft §7: chunks are written at their offset in order; others are answered with the
     // offset expected next.
     let mut r = node(1, 1, None, &[]);
+    let mut rx = SnapshotReceiver::<Vec<u8>>::default();
     let last = LogId::new(5, 1);
     let chunk = |offset: u64, data: &'static [u8], done| {
         msg(
@@ -585,14 +586,14 @@ fn stale_and_duplicate_snapshot_chunks_are_ignored() {
     r.step(chunk(3, b"def", false));
     r.step(chunk(3, b"def", false)); // duplicate: ignored
     r.step(chunk(8, b"i", true)); // a gap: ignored
-    let ready = r.take_ready();
+    let ready = spooled(&mut r, &mut rx);
     let resp = |next_offset| msg(1, 2, 1, Body::SnapshotResponse { last, next_offset });
     assert_eq!(
         ready.send_after_persist,
         vec![resp(3), resp(3), resp(6), resp(6), resp(6)]
     );
     r.step(chunk(6, b"ghi", true));
-    let ready = r.take_ready();
+    let ready = spooled(&mut r, &mut rx);
     assert_eq!(
         ready.snapshot,
         Some(Snapshot {
@@ -1010,12 +1011,13 @@ fn snapshot_chunk(
 fn snapshot_chunks_from_two_leaders_or_terms_never_splice() {
     // Raft §7: a transfer is one leader's, in one term; another restarts at offset 0.
     let mut r = node(1, 1, None, &[]);
+    let mut rx = SnapshotReceiver::<Vec<u8>>::default();
     let last = LogId::new(5, 1);
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
-    r.take_ready();
+    spooled(&mut r, &mut rx);
     // Node 3 leads term 2; its snapshot at the same id would checksum fine if spliced.
     r.step(snapshot_chunk(3, 2, last, b"abcXYZ", 3, b"XYZ"));
-    let ready = r.take_ready();
+    let ready = spooled(&mut r, &mut rx);
     assert_eq!(ready.snapshot, None);
     let restart = msg(
         1,
@@ -1030,7 +1032,7 @@ fn snapshot_chunks_from_two_leaders_or_terms_never_splice() {
     // The same leader in a later term also starts over.
     r.step(snapshot_chunk(3, 2, last, b"abcXYZ", 0, b"abc"));
     r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 3, b"XYZ"));
-    let ready = r.take_ready();
+    let ready = spooled(&mut r, &mut rx);
     assert_eq!(ready.snapshot, None);
     assert_eq!(
         ready.send_after_persist.last(),
@@ -1047,7 +1049,7 @@ fn snapshot_chunks_from_two_leaders_or_terms_never_splice() {
     // Restarted at 0, the transfer completes with the new leader's bytes only.
     r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 0, b"abc"));
     r.step(snapshot_chunk(3, 3, last, b"abcXYZ", 3, b"XYZ"));
-    let snapshot = r.take_ready().snapshot.expect("installed");
+    let snapshot = spooled(&mut r, &mut rx).snapshot.expect("installed");
     assert_eq!(snapshot.data, Bytes::from_static(b"abcXYZ"));
 }
 
@@ -1056,10 +1058,11 @@ fn snapshot_chunks_from_two_leaders_or_terms_never_splice() {
 fn a_corrupted_snapshot_chunk_is_refused_and_the_transfer_restarts() {
     // Raft §7: the assembled snapshot must match the leader's length and CRC32C.
     let mut r = node(1, 1, None, &[]);
+    let mut rx = SnapshotReceiver::<Vec<u8>>::default();
     let last = LogId::new(5, 1);
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"dXf")); // corrupted in transit
-    let ready = r.take_ready();
+    let ready = spooled(&mut r, &mut rx);
     assert_eq!(ready.snapshot, None);
     assert_eq!(ready.persist_token, None);
     assert_eq!(
@@ -1077,10 +1080,19 @@ fn a_corrupted_snapshot_chunk_is_refused_and_the_transfer_restarts() {
     assert_eq!(r.status().applied_index, 0);
     // The leader resends from 0; a chunk at 3 is not spliced onto the refused bytes.
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"def"));
-    assert_eq!(r.take_ready().snapshot, None);
+    assert_eq!(spooled(&mut r, &mut rx).snapshot, None);
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 0, b"abc"));
     r.step(snapshot_chunk(2, 1, last, b"abcdef", 3, b"def"));
-    let snapshot = r.take_ready().snapshot.expect("installed");
+    let snapshot = spooled(&mut r, &mut rx).snapshot.expect("installed");
     assert_eq!(snapshot.data, Bytes::from_static(b"abcdef"));
     assert_eq!(r.status().applied_index, 5);
+}
+
+/// Issue 20: the core hands a received snapshot's chunks out; a driver spools them and fills
+/// in the data of the snapshot to install (here in memory).
+fn spooled(r: &mut Raft, rx: &mut SnapshotReceiver<Vec<u8>>) -> Ready {
+    let mut ready = r.take_ready();
+    rx.receive(r, &mut ready, || Ok(Vec::new()))
+        .expect("an in-memory spool cannot fail");
+    ready
 }

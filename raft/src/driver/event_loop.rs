@@ -15,7 +15,7 @@ use crate::io::{Runtime, StateMachine, StorageError, Transport};
 use crate::membership::MembershipError;
 use crate::message::Message;
 use crate::types::{Index, NodeId, Payload, Role, Snapshot, Term};
-use crate::Raft;
+use crate::{Raft, SnapshotReceiver};
 use futures::{pin_mut, select_biased, FutureExt};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     writer: Writer,
     /// Issue 20: the snapshot being read off the loop, if one is (at most one at a time).
     reading: Option<snapshot::Reading>,
+    /// Issue 20: the snapshot being received from the leader, spooled chunk by chunk.
+    receiving: SnapshotReceiver,
     /// Proposals waiting to be applied.
     proposals: Proposals<M::Response>,
     /// Reads waiting for confirmation.
@@ -106,6 +108,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             requests: req_rx,
             writer,
             reading: None,
+            receiving: SnapshotReceiver::default(),
             proposals: Proposals::new(),
             reads: Reads::new(),
             changes: Vec::new(),
@@ -411,6 +414,18 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         while self.raft.has_ready() && self.stopped.is_none() {
             self.observe_state();
             let mut ready = self.raft.take_ready();
+            // Issue 20: the chunks of a snapshot from the leader go to the state machine's
+            // spool before anything of this `Ready` is sent (the answer to a chunk says it
+            // was received); one that cannot be written stops the node.
+            let sm = &self.sm;
+            if let Err(e) = self
+                .receiving
+                .receive(&mut self.raft, &mut ready, || sm.snapshot_spool())
+            {
+                tracing::error!(node = self.raft.id(), error = %e, "cannot spool the snapshot being received: stopping the node");
+                self.stopped = Some(NodeError::Storage(e));
+                break;
+            }
             // Raft §7 (issue 21 #7): a snapshot from the leader is restored before it is
             // persisted. One the state machine cannot read stops the node with nothing of
             // this `Ready` written or sent: the stored state stays what it was, so the node

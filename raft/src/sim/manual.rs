@@ -10,7 +10,7 @@ use crate::membership::{MemberChange, Membership, MembershipError};
 use crate::message::Message;
 use crate::raft::Error;
 use crate::types::{Index, LogId, NodeId, Payload, Role, Term};
-use crate::Raft;
+use crate::{Raft, SnapshotReceiver};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -20,6 +20,8 @@ pub struct ManualNode {
     pub raft: Option<Raft>,
     pub store: MemStore,
     pub sm: TestSm,
+    /// Issue 20: the snapshot being received, spooled in memory.
+    receiving: SnapshotReceiver<Vec<u8>>,
     /// The node's configuration (its initial voters), for restarts.
     config: Config,
     role_term: (Role, Term),
@@ -177,6 +179,7 @@ impl ManualCluster {
     pub fn crash(&mut self, id: NodeId) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
         node.raft = None;
+        node.receiving = SnapshotReceiver::default();
         self.queue.retain(|m| m.to != id);
         Ok(())
     }
@@ -259,6 +262,9 @@ impl ManualCluster {
         let mut out = Vec::new();
         while raft.has_ready() {
             let mut ready = raft.take_ready();
+            node.receiving
+                .receive(raft, &mut ready, || Ok(Vec::new()))
+                .expect("an in-memory spool cannot fail");
             let mut msgs = std::mem::take(&mut ready.send_now);
             let token = ready.persist_token;
             node.store.apply(ready.take_write_ops());
@@ -347,6 +353,7 @@ impl ManualNode {
             raft: Some(raft),
             store: MemStore::default(),
             sm: TestSm::default(),
+            receiving: SnapshotReceiver::default(),
             config,
             role_term: (Role::Follower, 0),
             membership,

@@ -34,7 +34,7 @@ use crate::membership::Membership;
 use crate::message::Message;
 use crate::rng::Rng;
 use crate::types::{Index, LogId, NodeId, Role, Term};
-use crate::Raft;
+use crate::{Raft, SnapshotReceiver};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// The simulated network's behaviour. Latencies are in virtual milliseconds.
@@ -132,6 +132,8 @@ pub struct SimNode {
     pub store: MemStore,
     disk: VecDeque<PendingWrite>,
     pub sm: TestSm,
+    /// Issue 20: the snapshot being received, spooled in memory (lost by a crash).
+    receiving: SnapshotReceiver<Vec<u8>>,
     /// Bumped at each crash, so that stale timers and disk completions are dropped.
     life: u64,
     last_commit: Index,
@@ -228,6 +230,7 @@ impl Sim {
                 store: MemStore::default(),
                 disk: VecDeque::new(),
                 sm: TestSm::default(),
+                receiving: SnapshotReceiver::default(),
                 life: 0,
                 last_commit: 0,
                 last_role_term: (Role::Follower, 0),

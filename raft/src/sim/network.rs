@@ -5,6 +5,7 @@ use crate::io::WriteOp;
 use crate::message::Message;
 use crate::raft::Raft;
 use crate::types::{LogId, Role};
+use crate::SnapshotReceiver;
 
 impl Sim {
     pub(super) fn link_ok(&self, from: usize, to: usize) -> bool {
@@ -81,6 +82,7 @@ impl Sim {
         }
         node.life += 1;
         node.reads.clear();
+        node.receiving = SnapshotReceiver::default();
         // A stopped process can be killed; it comes back (restarts) unpaused.
         self.paused_until[i] = 0;
     }

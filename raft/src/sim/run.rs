@@ -167,13 +167,17 @@ impl Sim {
     /// the safety properties on the way.
     pub(super) fn after_input(&mut self, i: usize) -> Result<(), String> {
         loop {
-            let Some(raft) = self.nodes[i].raft.as_mut() else {
+            let node = &mut self.nodes[i];
+            let Some(raft) = node.raft.as_mut() else {
                 return Ok(());
             };
             if !raft.has_ready() {
                 break;
             }
             let mut ready = raft.take_ready();
+            node.receiving
+                .receive(raft, &mut ready, || Ok(Vec::new()))
+                .map_err(|e| format!("n{}: {e}", i + 1))?;
             self.checker
                 .observe_appended(self.nodes[i].raft.as_ref().expect("up"), &ready.entries)?;
             for m in std::mem::take(&mut ready.send_now) {

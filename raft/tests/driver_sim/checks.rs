@@ -2,11 +2,14 @@
 //! and checks it against every other node (State Machine Safety), and an observer that checks
 //! the driver's trace as it grows (see `driver_sim.rs`).
 
+use crate::disk::Disk;
 use bytes::Bytes;
 use raftkv_raft::driver::observer::{
     EventKind, MsgInfo, Observer, RoleName, SnapshotHow, TraceEvent,
 };
-use raftkv_raft::{LogId, Membership, Snapshot, SnapshotRead, StateMachine, StorageError};
+use raftkv_raft::{
+    LogId, Membership, Snapshot, SnapshotRead, SnapshotSpool, StateMachine, StorageError,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -85,6 +88,8 @@ pub struct RecordingSm {
     pending: Option<(Committed, bool)>,
     /// The last entry committed and synced: durable across a power cut.
     synced_at: LogId,
+    /// Issue 20: where a snapshot received from a leader is spooled (the node's disk).
+    pub spool: Option<Disk>,
 }
 
 /// A crash before the commit in flight completed loses it.
@@ -122,6 +127,7 @@ impl RecordingSm {
             reads,
             pending: None,
             synced_at: LogId::default(),
+            spool: None,
         }
     }
 
@@ -239,6 +245,14 @@ impl StateMachine for RecordingSm {
             }
             Ok((at, encode(&log)))
         }))
+    }
+
+    /// Issue 20: on the node's disk, whose faults it shares.
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(match &self.spool {
+            Some(disk) => Box::new(disk.spool()),
+            None => Box::new(Vec::new()),
+        })
     }
 
     fn applied(&self) -> Result<Option<(LogId, Membership)>, StorageError> {

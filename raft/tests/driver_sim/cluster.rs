@@ -108,13 +108,14 @@ impl Cluster {
         config.snapshot_threshold_entries = 20;
         config.request_timeout = Duration::from_secs(2);
         config.observer = Some(ObserverHandle(self.trace.clone()));
-        let sm = RecordingSm::open(
+        let mut sm = RecordingSm::open(
             self.seed,
             id,
             self.global.clone(),
             self.durable[i].clone(),
             self.reads.clone(),
         );
+        sm.spool = Some(self.storages[i].clone());
         let rt = self.rt.with_group(id);
         let started = Node::start(
             rt,

@@ -15,13 +15,19 @@
 //!   [`StorageError::Corrupt`], and the node does not start (fail-stop) instead of applying
 //!   garbage.
 //! - **slow disks**: [`Disk::slow_down`] multiplies the write latency for a while.
+//! - **snapshot spools** (issue 20): a snapshot received from a leader is written to a spool on
+//!   this disk ([`Disk::spool`]) chunk by chunk; an append fails like a write (the disk then
+//!   fails: the node stops), and a crash loses the spool.
 //!
 //! [`Checks::Off`] turns the checksums off (a torn record's prefix is applied, a corrupted
 //! entry is loaded as it is): a test shows the simulation's checks then fail.
 
+use bytes::Bytes;
 use raftkv_raft::runtime::sim::SimRuntime;
 use raftkv_raft::sim::MemStore;
-use raftkv_raft::{Entry, Payload, Persisted, Runtime, Storage, StorageError, WriteOp};
+use raftkv_raft::{
+    Entry, Payload, Persisted, Runtime, SnapshotSpool, Storage, StorageError, WriteOp,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -52,6 +58,9 @@ pub struct DiskCounts {
     pub corruptions_detected: u64,
     /// Writes completed while the disk was slow.
     pub slow_writes: u64,
+    /// Issue 20: chunks of received snapshots written to a spool, and appends that failed.
+    pub spooled_chunks: u64,
+    pub spool_errors: u64,
 }
 
 impl std::ops::AddAssign for DiskCounts {
@@ -63,6 +72,8 @@ impl std::ops::AddAssign for DiskCounts {
         self.corruptions += o.corruptions;
         self.corruptions_detected += o.corruptions_detected;
         self.slow_writes += o.slow_writes;
+        self.spooled_chunks += o.spooled_chunks;
+        self.spool_errors += o.spool_errors;
     }
 }
 
@@ -85,6 +96,8 @@ struct DiskState {
     unsynced: Option<Vec<WriteOp>>,
     /// The chance that a write fails.
     write_error_chance: f64,
+    /// The chance that a spool's append fails.
+    spool_error_chance: f64,
     /// The first error, returned again by every later write and load.
     failed: Option<StorageError>,
     /// Until when the disk is slow, and by what factor.
@@ -144,6 +157,11 @@ impl Disk {
         self.state().write_error_chance = p;
     }
 
+    /// Makes each later spool append fail with chance `p` (0: never).
+    pub fn set_spool_error_chance(&self, p: f64) {
+        self.state().spool_error_chance = p;
+    }
+
     /// Whether the disk failed (a write or a load) and has not been repaired since.
     pub fn has_failed(&self) -> bool {
         self.state().failed.is_some()
@@ -157,6 +175,30 @@ impl Disk {
     /// Whether a write is in flight (in the page cache, its fsync not returned).
     pub fn has_unsynced(&self) -> bool {
         self.state().unsynced.is_some()
+    }
+
+    /// Issue 20: a new spool on this disk for a snapshot being received.
+    pub fn spool(&self) -> DiskSpool {
+        DiskSpool {
+            disk: self.clone(),
+            data: Vec::new(),
+        }
+    }
+
+    /// The injected fault, if a write (or a spool's append) fails now: the disk then fails.
+    fn inject_write_error(
+        &self,
+        s: &mut DiskState,
+        chance: f64,
+        op: &'static str,
+    ) -> Option<StorageError> {
+        let fails = chance > 0.0 && self.runtime.chance(chance);
+        if !fails {
+            return None;
+        }
+        let e = StorageError::io(op, "", std::io::Error::other("injected disk fault"));
+        s.failed = Some(e.clone());
+        Some(e)
     }
 
     /// The faults so far.
@@ -287,21 +329,51 @@ impl Storage for Disk {
         if let Some(e) = &s.failed {
             return Err(e.clone());
         }
-        let fails = s.write_error_chance > 0.0 && self.runtime.chance(s.write_error_chance);
+        let chance = s.write_error_chance;
+        let failed = self.inject_write_error(&mut s, chance, "fsync (simulated)");
         // A failed fsync leaves the write durable or not: the caller cannot know which.
-        if !fails || self.runtime.chance(0.5) {
+        if failed.is_none() || self.runtime.chance(0.5) {
             s.apply(ops);
         }
-        if fails {
-            let e = StorageError::io(
-                "fsync (simulated)",
-                "",
-                std::io::Error::other("injected disk fault"),
-            );
+        if let Some(e) = failed {
             s.counts.write_errors += 1;
-            s.failed = Some(e.clone());
             return Err(e);
         }
         Ok(())
+    }
+}
+
+/// Issue 20: a snapshot being received, spooled on a [`Disk`]: its appends fail as the disk's
+/// writes do (and then the node stops); the data is in memory, lost with the process.
+pub struct DiskSpool {
+    disk: Disk,
+    data: Vec<u8>,
+}
+
+impl SnapshotSpool for DiskSpool {
+    fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        let mut s = self.disk.state();
+        if let Some(e) = &s.failed {
+            return Err(e.clone());
+        }
+        let chance = s.spool_error_chance;
+        if let Some(e) = self
+            .disk
+            .inject_write_error(&mut s, chance, "snapshot spool (simulated)")
+        {
+            s.counts.spool_errors += 1;
+            return Err(e);
+        }
+        s.counts.spooled_chunks += 1;
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+        Ok(Bytes::from(self.data))
     }
 }

@@ -20,6 +20,10 @@
 //! or the core's next request reads again. A state machine without one is read on the loop
 //! ([`StateMachine::try_snapshot`]).
 //!
+//! Issue 20: a snapshot larger than memory never passes through the loop whole. A follower's
+//! chunks go to the state machine's spool as they arrive ([`crate::SnapshotReceiver`], in
+//! `process_ready`), and a read for a follower has its CRC32C computed off the loop with it.
+//!
 //! Why compacting to a durable state's position is safe at every crash point (the state
 //! machine's commit and sync, then the storage's write of the metadata and of the compaction):
 //! - While the commit and sync run in the background (the state machine says the state is
@@ -76,14 +80,18 @@ pub(super) struct Reading {
     /// Command bytes applied since the last snapshot when the read was built: what a
     /// compaction to it covers.
     bytes_since_snapshot: u64,
-    rx: oneshot::Receiver<Result<(Index, Bytes), StorageError>>,
+    rx: oneshot::Receiver<Result<ReadResult, StorageError>>,
 }
+
+/// What a snapshot read off the loop returns: the entry the state it read is at, its bytes,
+/// and for a transfer their CRC32C (computed off the loop too: a full read of the snapshot).
+type ReadResult = (Index, Bytes, Option<u32>);
 
 /// A finished snapshot read.
 pub(super) struct ReadDone {
     purpose: ReadFor,
     bytes_since_snapshot: u64,
-    result: Result<(Index, Bytes), StorageError>,
+    result: Result<ReadResult, StorageError>,
 }
 
 /// The read in flight once it has finished (pending while there is none).
@@ -209,7 +217,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             return self.start_read(ReadFor::Transfer, read);
         }
         let sent = match self.sm.try_snapshot() {
-            Ok(data) => self.for_transfer(applied, data),
+            Ok(data) => self.for_transfer(applied, data, None),
             Err(e) => return self.stop_unreadable(e),
         };
         if let Err(e) = sent {
@@ -218,8 +226,18 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     }
 
     /// Hands the core the state at `index` for the followers that need a snapshot.
-    fn for_transfer(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
-        self.raft.snapshot_for_transfer(index, data)?;
+    fn for_transfer(
+        &mut self,
+        index: Index,
+        data: Bytes,
+        crc32c: Option<u32>,
+    ) -> Result<(), Error> {
+        match crc32c {
+            Some(crc) => self
+                .raft
+                .snapshot_for_transfer_with_crc32c(index, data, crc)?,
+            None => self.raft.snapshot_for_transfer(index, data)?,
+        }
         let term = self.raft.term_at(index).unwrap_or(0);
         self.emit(|| EventKind::Snapshot {
             index,
@@ -238,14 +256,18 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             rx,
         });
         self.runtime.spawn_blocking(move || {
-            let _ = tx.send(read());
+            let result = read().map(|(index, data)| {
+                let crc = (purpose == ReadFor::Transfer).then(|| crc32c::crc32c(&data));
+                (index, data, crc)
+            });
+            let _ = tx.send(result);
         });
     }
 
     /// Issue 20: a snapshot read off the loop finished: the core takes it if it still fits
     /// where the node is now (it checks), else it is dropped.
     pub(super) fn snapshot_read_done(&mut self, done: ReadDone) {
-        let (index, data) = match done.result {
+        let (index, data, crc32c) = match done.result {
             Ok(read) => read,
             Err(e) => return self.stop_unreadable(e),
         };
@@ -261,7 +283,7 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             },
             // Refused if the log was compacted past it meanwhile; the core asks again while a
             // follower still needs a snapshot.
-            ReadFor::Transfer => match self.for_transfer(index, data) {
+            ReadFor::Transfer => match self.for_transfer(index, data, crc32c) {
                 Ok(()) => return,
                 Err(e) => e,
             },
