@@ -22,6 +22,13 @@ SIGKILL and started again on their data dirs, the time until a linearizable get 
 answers is measured (election included), and RSS is read again, at once and `--settle` seconds
 later.
 
+With `--catch-up SECONDS` (raftkv only), between the load and the restart: one follower is
+killed with SIGKILL, the cluster takes puts (overwrites of the loaded keys) for that many
+seconds, so the leader compacts its log far past the follower's last entry, and the follower is
+started again: it can only catch up by a whole-state snapshot. Recorded: the seconds until its
+applied index reaches the leader's commit index of that moment, the peak RssAnon of each node
+while it does (read every 0.2 s), and RssAnon `--settle` seconds after.
+
 One JSON line per (system, repeat) goes to `--out` (default
 benchmarks/results/memory-STAMP.jsonl), and a Markdown table to the same name with .md.
 Needs the raftkv package (for raftkv), and `etcd` plus benchmarks/etcd-load built (for etcd).
@@ -133,6 +140,58 @@ class Raftkv:
             return raftkv.Clerk(self.endpoints, timeout=0.5).get("k000000") is not None
         except raftkv.Error:
             return False
+
+    def status(self, i: int) -> dict | None:
+        import raftkv
+
+        try:
+            return dict(raftkv.Clerk(self.endpoints, timeout=0.5).server_status(self.endpoints[i]))
+        except raftkv.Error:
+            return None
+
+    def catch_up(self, seconds: float, clients: int, keys: int, value_size: int) -> dict:
+        """Kills a follower, writes for `seconds`, starts it again and measures its catch-up."""
+        import raftkv
+
+        roles = [(self.status(i) or {}).get("role") for i in range(3)]
+        f = next(i for i, r in enumerate(roles) if r != "leader")
+        self.procs[f].send_signal(signal.SIGKILL)
+        self.procs[f].wait()
+        live = [e for i, e in enumerate(self.endpoints) if i != f]
+        r = raftkv.bench(
+            live,
+            clients=clients,
+            seconds=seconds,
+            mode="put",
+            warmup=0.0,
+            keyspace=keys,
+            value_size=value_size,
+        )
+        target = max((self.status(i) or {}).get("commit_index", 0) for i in range(3) if i != f)
+        self.procs[f] = spawn(self.procs[f].args, self.logs[f])
+        t0 = time.monotonic()
+        peak = [0.0, 0.0, 0.0]
+        while True:
+            for i in range(3):
+                peak[i] = max(peak[i], mem(self.procs[i].pid)["RssAnon"])
+            st = self.status(f)
+            if st and st.get("applied_index", 0) >= target:
+                break
+            if time.monotonic() - t0 > 1800:
+                raise SystemExit(f"node {f + 1} did not catch up within 1800 s")
+            if self.procs[f].poll() is not None:
+                raise SystemExit(f"node {f + 1} exited while catching up; see {self.logs[f]}")
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+        st = self.status(f) or {}
+        return {
+            "follower": f + 1,
+            "puts": r.get("ops", 0),
+            "target_index": target,
+            "snapshot_index": st.get("snapshot_index"),
+            "catch_up_s": took,
+            "peak_rss_anon_mib": peak,
+        }
 
 
 class Etcd:
@@ -301,6 +360,19 @@ def one(system: str, args, repeat: int) -> dict:
             f"{', '.join(f'{d:.0f}' for d in rec['data_dir_mib'])} MiB",
             flush=True,
         )
+        if args.catch_up and isinstance(c, Raftkv):
+            cu = c.catch_up(args.catch_up, args.clients, args.keys, args.value_size)
+            time.sleep(args.settle)
+            cu["settled"] = [mem(p.pid) for p in c.procs]
+            rec["catch_up"] = cu
+            print(
+                f"[{system}] follower n{cu['follower']} killed, {cu['puts']:,} puts, started "
+                f"again: caught up to {cu['target_index']} (its snapshot at "
+                f"{cu['snapshot_index']}) in {cu['catch_up_s']:.1f} s; peak RssAnon "
+                f"{', '.join(f'{x:.0f}' for x in cu['peak_rss_anon_mib'])} MiB, "
+                f"{args.settle:g} s later {fmt_nodes(cu['settled'], 'RssAnon')} MiB",
+                flush=True,
+            )
         rec["restart_s"] = restart_all(c)
         rec["restarted"] = [mem(p.pid) for p in c.procs]
         time.sleep(args.settle)
@@ -374,6 +446,14 @@ def main() -> int:
         default=5.0,
         help="seconds to wait after the load and after the restart before reading RSS",
     )
+    ap.add_argument(
+        "--catch-up",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="raftkv: kill a follower, write for SECONDS, start it again and measure its "
+        "catch-up by a whole-state snapshot (0: skip)",
+    )
     ap.add_argument("--dir", default=None, help="where the data dirs go (default: a temp dir)")
     ap.add_argument("--out", default=None, help="JSON lines file (default results/memory-STAMP)")
     ap.add_argument(
@@ -394,6 +474,8 @@ def main() -> int:
     systems = [s for s in args.systems.split(",") if s]
     if not systems or any(s not in ("raftkv", "etcd") for s in systems):
         ap.error("--systems takes raftkv and/or etcd")
+    if args.catch_up < 0:
+        ap.error("--catch-up takes seconds >= 0")
     if args.keys < 1 or args.clients < 1 or args.repeats < 1 or args.value_size < 1:
         ap.error("--keys, --clients, --repeats and --value-size must be positive")
     if "etcd" in systems and not os.access(ETCD_LOAD, os.X_OK):
