@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use raftkv_kv::durable::{DurableKv, HeapStore};
 use raftkv_kv::state::{Command, KvStateMachine, Op};
-use raftkv_kv::testing::durable::{durable_matches_heap, membership, SESSIONS};
+use raftkv_kv::testing::durable::{
+    a_restore_of_unsorted_and_repeated_keys_is_the_heap_states, durable_matches_heap,
+    malformed_snapshots_are_refused, membership, SESSIONS,
+};
 use raftkv_raft::{LogId, Snapshot, StateMachine};
 
 #[test]
@@ -13,6 +16,18 @@ fn durable_and_heap_state_machines_answer_alike_snapshot_alike_and_survive_crash
         let store = HeapStore::new();
         durable_matches_heap(seed, &mut || store.clone());
     }
+}
+
+#[test]
+fn heap_store_refuses_malformed_snapshots_and_keeps_its_state() {
+    let store = HeapStore::new();
+    malformed_snapshots_are_refused(&mut || store.clone());
+}
+
+#[test]
+fn heap_store_restores_unsorted_and_repeated_keys_as_a_heap_state() {
+    let store = HeapStore::new();
+    a_restore_of_unsorted_and_repeated_keys_is_the_heap_states(&mut || store.clone());
 }
 
 fn open(store: &HeapStore, every: u64) -> DurableKv<HeapStore> {
