@@ -141,3 +141,39 @@ fn a_stored_snapshot_without_data_is_not_restored_into_a_state_behind_it() {
     let text = err.to_string();
     assert!(text.contains("holds no data"), "{text}");
 }
+
+/// Issue 20: a replacement of a `HeapStore`'s state is apart until finished: dropped midway
+/// (a crash, or an error), the committed state and position stay; finished, they are the new.
+#[test]
+fn a_heap_store_replacement_dropped_midway_leaves_the_committed_state() {
+    use raftkv_kv::durable::DurableStore;
+    let mut store = HeapStore::new();
+    {
+        let mut r = store.replace().unwrap();
+        r.put(b"old", b"1", 1).unwrap();
+        r.finish(b"position 1").unwrap();
+    }
+    {
+        let mut r = store.replace().unwrap();
+        for i in 0..100u32 {
+            r.put(format!("new{i}").as_bytes(), b"2", 2).unwrap();
+        }
+    }
+    let reopened = store.clone();
+    assert_eq!(reopened.position().unwrap(), Some(b"position 1".to_vec()));
+    assert_eq!(
+        reopened.get(b"old").unwrap(),
+        Some((Bytes::from_static(b"1"), 1))
+    );
+    assert_eq!(reopened.get(b"new0").unwrap(), None);
+    let mut r = store.replace().unwrap();
+    assert_eq!(r.put(b"k", b"abc", 1).unwrap(), None);
+    assert_eq!(r.put(b"k", b"de", 2).unwrap(), Some(3));
+    r.finish(b"position 2").unwrap();
+    assert_eq!(store.get(b"old").unwrap(), None);
+    assert_eq!(
+        store.get(b"k").unwrap(),
+        Some((Bytes::from_static(b"de"), 2))
+    );
+    assert_eq!(store.position().unwrap(), Some(b"position 2".to_vec()));
+}
