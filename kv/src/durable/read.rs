@@ -13,7 +13,9 @@ use crate::state::Cached;
 use bytes::Bytes;
 use raftkv_raft::{Index, SnapshotRead, SnapshotSpool, StorageError};
 
-/// A read of `store`'s committed state as a snapshot, to run anywhere.
+/// A read of `store`'s committed state as a snapshot, to run anywhere. The spool is made here
+/// (for LMDB's: a file made and unlinked, a few system calls), written where the read runs;
+/// an error making it is the read's.
 pub(super) fn committed_snapshot<S: DurableStore>(store: &S) -> SnapshotRead {
     let read = store.committed_read();
     let spool = store.snapshot_spool();
