@@ -273,4 +273,40 @@ mod tests {
         let mut w = SnapshotWriter::new(Box::new(Vec::new()));
         assert!(w.entry(b"a", b"1", 1).is_err());
     }
+
+    /// A spool whose disk fills after `room` bytes.
+    struct Full {
+        room: u64,
+        len: u64,
+    }
+
+    impl SnapshotSpool for Full {
+        fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
+            if self.len + data.len() as u64 > self.room {
+                let e = std::io::Error::other("no space left");
+                return Err(StorageError::io("write snapshot spool", "/spool", e));
+            }
+            self.len += data.len() as u64;
+            Ok(())
+        }
+        fn len(&self) -> u64 {
+            self.len
+        }
+        fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+            Ok(Bytes::new())
+        }
+    }
+
+    #[test]
+    fn a_spool_that_fails_fails_the_snapshot_never_a_part_of_it() {
+        for room in [0, 100, 200_000] {
+            let mut w = SnapshotWriter::new(Box::new(Full { room, len: 0 }));
+            let written = w.keys(10_000).and_then(|()| {
+                (0..10_000u32).try_for_each(|i| w.entry(&i.to_be_bytes(), &[7; 50], 1))
+            });
+            let result = written.and_then(|()| w.finish(&SessionTable::default()));
+            let err = result.expect_err("the spool is full").to_string();
+            assert!(err.contains("/spool"), "{err}");
+        }
+    }
 }
