@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use raftkv_kv::durable::{
-    Changes, CommittedRead, DurableKv, DurableStore, HeapStore, Visit, BACKLOG_FACTOR,
+    Changes, CommittedRead, DurableKv, DurableStore, HeapStore, Replacement, Visit, BACKLOG_FACTOR,
     CHANGE_OVERHEAD_BYTES,
 };
 use raftkv_kv::state::{Command, KvData, KvStateMachine, Op};
@@ -160,12 +160,8 @@ impl DurableStore for Held {
         self.waits.fetch_add(1, Ordering::Relaxed);
         self.inner.wait_commit()
     }
-    fn replace(
-        &mut self,
-        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
-        position: &[u8],
-    ) -> Result<(), StorageError> {
-        self.inner.replace(pairs, position)
+    fn replace(&mut self) -> Result<Box<dyn Replacement + '_>, StorageError> {
+        self.inner.replace()
     }
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         self.inner.scan(f)
@@ -265,12 +261,8 @@ impl DurableStore for LandsDuringScan {
     fn wait_commit(&mut self) -> Result<(), StorageError> {
         self.inner.get_mut().unwrap().wait_commit()
     }
-    fn replace(
-        &mut self,
-        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
-        position: &[u8],
-    ) -> Result<(), StorageError> {
-        self.inner.get_mut().unwrap().replace(pairs, position)
+    fn replace(&mut self) -> Result<Box<dyn Replacement + '_>, StorageError> {
+        self.inner.get_mut().unwrap().replace()
     }
     /// Scans what is committed, then lets the commit in flight land.
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {

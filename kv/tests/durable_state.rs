@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use raftkv_kv::durable::{DurableKv, HeapStore};
 use raftkv_kv::state::{Command, KvStateMachine, Op};
-use raftkv_kv::testing::durable::{durable_matches_heap, membership, SESSIONS};
+use raftkv_kv::testing::durable::{
+    a_restore_of_unsorted_and_repeated_keys_is_the_heap_states, durable_matches_heap,
+    malformed_snapshots_are_refused, membership, SESSIONS,
+};
 use raftkv_raft::{LogId, Snapshot, StateMachine};
 
 #[test]
@@ -13,6 +16,18 @@ fn durable_and_heap_state_machines_answer_alike_snapshot_alike_and_survive_crash
         let store = HeapStore::new();
         durable_matches_heap(seed, &mut || store.clone());
     }
+}
+
+#[test]
+fn heap_store_refuses_malformed_snapshots_and_keeps_its_state() {
+    let store = HeapStore::new();
+    malformed_snapshots_are_refused(&mut || store.clone());
+}
+
+#[test]
+fn heap_store_restores_unsorted_and_repeated_keys_as_a_heap_state() {
+    let store = HeapStore::new();
+    a_restore_of_unsorted_and_repeated_keys_is_the_heap_states(&mut || store.clone());
 }
 
 fn open(store: &HeapStore, every: u64) -> DurableKv<HeapStore> {
@@ -125,4 +140,40 @@ fn a_stored_snapshot_without_data_is_not_restored_into_a_state_behind_it() {
         .expect("the node refuses to start");
     let text = err.to_string();
     assert!(text.contains("holds no data"), "{text}");
+}
+
+/// Issue 20: a replacement of a `HeapStore`'s state is apart until finished: dropped midway
+/// (a crash, or an error), the committed state and position stay; finished, they are the new.
+#[test]
+fn a_heap_store_replacement_dropped_midway_leaves_the_committed_state() {
+    use raftkv_kv::durable::DurableStore;
+    let mut store = HeapStore::new();
+    {
+        let mut r = store.replace().unwrap();
+        r.put(b"old", b"1", 1).unwrap();
+        r.finish(b"position 1").unwrap();
+    }
+    {
+        let mut r = store.replace().unwrap();
+        for i in 0..100u32 {
+            r.put(format!("new{i}").as_bytes(), b"2", 2).unwrap();
+        }
+    }
+    let reopened = store.clone();
+    assert_eq!(reopened.position().unwrap(), Some(b"position 1".to_vec()));
+    assert_eq!(
+        reopened.get(b"old").unwrap(),
+        Some((Bytes::from_static(b"1"), 1))
+    );
+    assert_eq!(reopened.get(b"new0").unwrap(), None);
+    let mut r = store.replace().unwrap();
+    assert_eq!(r.put(b"k", b"abc", 1).unwrap(), None);
+    assert_eq!(r.put(b"k", b"de", 2).unwrap(), Some(3));
+    r.finish(b"position 2").unwrap();
+    assert_eq!(store.get(b"old").unwrap(), None);
+    assert_eq!(
+        store.get(b"k").unwrap(),
+        Some((Bytes::from_static(b"de"), 2))
+    );
+    assert_eq!(store.position().unwrap(), Some(b"position 2".to_vec()));
 }

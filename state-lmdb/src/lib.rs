@@ -1,10 +1,18 @@
 //! [`LmdbState`]: a [`DurableStore`] in LMDB, for the KV state of a node started with
 //! `--state lmdb` ([`open_state`]).
 //!
-//! One environment in its own directory, two databases: `data` (key → version and value) and
-//! `position` (one record, written by the state machine with every commit). Each commit
-//! ([`DurableStore::start_commit`]) is one LMDB write transaction, so the data and its position
-//! are always consistent. Commits (and the syncs after them) run on a thread of their own,
+//! One environment in its own directory, three databases: two data slots, `data` and `data-b`
+//! (key → version and value), of which one holds the state, and `position`: the position
+//! record (written by the state machine with every commit) and `live`, which slot holds the
+//! state (absent: `data`, so an environment written before there were two opens as it was).
+//! Each commit ([`DurableStore::start_commit`]) is one LMDB write transaction, so the data and
+//! its position are always consistent.
+//!
+//! Issue 20: a restore of a leader's snapshot ([`DurableStore::replace`]) fills the other slot
+//! in write transactions of bounded size (LMDB keeps a write transaction's dirty pages in
+//! memory), then writes the new position and flips `live` in one last transaction: a crash
+//! before the flip leaves the old state and its position, after it the new ones; the old slot
+//! is emptied after. A snapshot of the state is spooled to a file ([`FileSpool`]). Commits (and the syncs after them) run on a thread of their own,
 //! `raftkv-state-commit`, one at a time, so that the node's event loop never waits for the
 //! disk. The environment is opened with LMDB's durable defaults except
 //! `MDB_NOMETASYNC`: a crash (even a power cut) may lose the last committed transaction, never
@@ -20,17 +28,23 @@
 use bytes::Bytes;
 use heed::types::Bytes as Raw;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
-use raftkv_kv::durable::{Changes, CommittedRead, DurableKv, DurableStore, Visit};
+use raftkv_kv::durable::{
+    Changes, CommittedRead, DurableKv, DurableStore, Replacement, Visit,
+    COMMIT_CHANGES_BYTES_DEFAULT,
+};
 use raftkv_kv::state::SessionConfig;
-use raftkv_raft::StorageError;
+use raftkv_raft::{SnapshotSpool, StorageError};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod committer;
+mod replace;
+mod spool;
 
 use committer::Committer;
+pub use spool::FileSpool;
 
 /// The most bytes a key is stored as it is; longer keys are stored by prefix and hash.
 pub const RAW_KEY_BYTES_MAX: usize = 510;
@@ -40,6 +54,12 @@ pub const RAW_KEY_BYTES_MAX: usize = 510;
 pub const LONG_KEY_PREFIX_BYTES: usize = 503;
 
 const POSITION_KEY: &[u8] = b"position";
+
+/// The record of which data slot holds the state (in the `position` database).
+const LIVE_KEY: &[u8] = b"live";
+
+/// The names of the two data slots' databases.
+const SLOT_NAMES: [&str; 2] = ["data", "data-b"];
 
 /// How the state's environment is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +83,10 @@ impl Default for StateOptions {
 pub struct LmdbState {
     db: Db,
     committer: Committer,
+    /// The data slot that holds the state: changed only by a replacement, on this thread.
+    live: usize,
+    /// A replacement's write transactions hold about this many bytes of keys and values each.
+    replace_txn_bytes: u64,
 }
 
 /// The environment and its databases (cheap to clone: handles): shared by the state machine's
@@ -70,7 +94,8 @@ pub struct LmdbState {
 #[derive(Clone)]
 struct Db {
     env: Env<WithoutTls>,
-    data: Database<Raw, Raw>,
+    /// The two data slots ([`SLOT_NAMES`]).
+    slots: [Database<Raw, Raw>; 2],
     position: Database<Raw, Raw>,
     dir: PathBuf,
     map_size_bytes: usize,
@@ -94,7 +119,7 @@ impl LmdbState {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::io("create state directory", dir, e))?;
         let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
-        env_options.map_size(options.map_size_bytes).max_dbs(2);
+        env_options.map_size(options.map_size_bytes).max_dbs(3);
         // Safety: NO_META_SYNC keeps the database intact on a crash (it may lose the last
         // transaction only); the files are changed only through this environment (the node's
         // directory lock keeps other processes out, heed's registry this one from opening it
@@ -104,22 +129,52 @@ impl LmdbState {
         }
         let env = unsafe { env_options.open(dir) }.map_err(|e| lmdb("open LMDB state", dir, e))?;
         let mut txn = env.write_txn().map_err(|e| lmdb("begin", dir, e))?;
-        let data = env
-            .create_database(&mut txn, Some("data"))
-            .map_err(|e| lmdb("open databases", dir, e))?;
+        let mut slots = Vec::with_capacity(2);
+        for name in SLOT_NAMES {
+            let slot = env
+                .create_database(&mut txn, Some(name))
+                .map_err(|e| lmdb("open databases", dir, e))?;
+            slots.push(slot);
+        }
         let position = env
             .create_database(&mut txn, Some("position"))
             .map_err(|e| lmdb("open databases", dir, e))?;
         txn.commit().map_err(|e| lmdb("commit", dir, e))?;
         let db = Db {
             env,
-            data,
+            slots: [slots[0], slots[1]],
             position,
             dir: dir.to_path_buf(),
             map_size_bytes: options.map_size_bytes,
         };
+        let live = {
+            let txn = db.env.read_txn().map_err(|e| db.error("begin read", e))?;
+            db.live(&txn)?
+        };
+        // What a replacement that never finished left in the other slot.
+        db.clear_slot(1 - live);
+        spool::remove_stale(dir)?;
         let committer = Committer::spawn(db.clone())?;
-        Ok(Self { db, committer })
+        Ok(Self {
+            db,
+            committer,
+            live,
+            replace_txn_bytes: COMMIT_CHANGES_BYTES_DEFAULT,
+        })
+    }
+
+    /// Bounds each write transaction of a replacement ([`DurableStore::replace`]) to about
+    /// `bytes` bytes of keys and values (at least one key each; by default
+    /// [`COMMIT_CHANGES_BYTES_DEFAULT`], a commit's bound).
+    pub fn with_replace_txn_bytes(mut self, bytes: u64) -> Self {
+        self.replace_txn_bytes = bytes.max(1);
+        self
+    }
+
+    /// Which data slot holds the state: 0 (`data`) or 1 (`data-b`); a finished replacement
+    /// moves it to the other.
+    pub fn live_slot(&self) -> usize {
+        self.live
     }
 
     /// The environment's directory.
@@ -141,6 +196,7 @@ impl Db {
             .env
             .write_txn()
             .map_err(|e| self.error("begin write", e))?;
+        let data = self.slots[self.live(&txn)?];
         for (key, change) in changes {
             if abandon.load(Ordering::Relaxed) {
                 return Err(committer::abandoned(&self.dir));
@@ -148,25 +204,16 @@ impl Db {
             let k = stored_key(key);
             if k.len() > RAW_KEY_BYTES_MAX {
                 // A long key: another long key may hold its slot (same prefix and hash).
-                if let Some(stored) = self.data.get(&txn, &k).map_err(|e| self.error("read", e))? {
-                    let (full, _, _) = decode(&k, stored)?;
-                    if full != &key[..] {
-                        return Err(corrupt(format!(
-                            "two keys of {} and {} bytes share a stored key (prefix and hash)",
-                            full.len(),
-                            key.len()
-                        )));
-                    }
+                if let Some(stored) = data.get(&txn, &k).map_err(|e| self.error("read", e))? {
+                    decode_same(&k, stored, key)?;
                 }
             }
             match change {
-                Some((value, version)) => self
-                    .data
+                Some((value, version)) => data
                     .put(&mut txn, &k, &encode_value(key, value, *version))
                     .map_err(|e| self.error("write", e))?,
                 None => {
-                    self.data
-                        .delete(&mut txn, &k)
+                    data.delete(&mut txn, &k)
                         .map_err(|e| self.error("delete", e))?;
                 }
             }
@@ -186,14 +233,61 @@ impl Db {
         self.env.force_sync().map_err(|e| self.error("sync", e))
     }
 
-    /// Calls `f` on every key, value and version `txn` sees, in key order.
-    fn scan_in(&self, txn: &RoTxn<'_, WithoutTls>, f: &mut Visit<'_>) -> Result<(), StorageError> {
-        for pair in self.data.iter(txn).map_err(|e| self.error("iterate", e))? {
+    /// Calls `f` on every key, value and version `txn` sees in `slot`, in key order.
+    fn scan_in(
+        &self,
+        txn: &RoTxn<'_, WithoutTls>,
+        slot: usize,
+        f: &mut Visit<'_>,
+    ) -> Result<(), StorageError> {
+        for pair in self.slots[slot]
+            .iter(txn)
+            .map_err(|e| self.error("iterate", e))?
+        {
             let (k, stored) = pair.map_err(|e| self.error("iterate", e))?;
             let (key, value, version) = decode(k, stored)?;
-            f(key, value, version);
+            f(key, value, version)?;
         }
         Ok(())
+    }
+
+    /// The data slot that holds the state as `txn` sees it.
+    fn live(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<usize, StorageError> {
+        let live = self
+            .position
+            .get(txn, LIVE_KEY)
+            .map_err(|e| self.error("read live slot", e))?;
+        match live {
+            None | Some([0]) => Ok(0),
+            Some([1]) => Ok(1),
+            Some(other) => Err(corrupt(format!("bad live slot record {other:?}"))),
+        }
+    }
+
+    /// Empties `slot` if it holds anything, in a transaction of its own (LMDB frees a
+    /// database's pages without reading its leaves). Best effort: a slot left full is
+    /// emptied before it is filled again, so a failure is logged, not returned.
+    fn clear_slot(&self, slot: usize) {
+        let cleared = (|| {
+            let mut txn = self
+                .env
+                .write_txn()
+                .map_err(|e| self.error("begin write", e))?;
+            let data = self.slots[slot];
+            if data.len(&txn).map_err(|e| self.error("count", e))? == 0 {
+                return Ok(());
+            }
+            data.clear(&mut txn)
+                .map_err(|e| self.error("clear data slot", e))?;
+            txn.commit().map_err(|e| self.error("commit", e))
+        })();
+        if let Err(e) = cleared {
+            let name = SLOT_NAMES[slot];
+            tracing::warn!(
+                slot = name,
+                "cannot empty the unused LMDB state data slot: {e}"
+            );
+        }
     }
 
     fn error(&self, op: &'static str, e: heed::Error) -> StorageError {
@@ -254,6 +348,24 @@ fn encode_value(key: &[u8], value: &[u8], version: u64) -> Vec<u8> {
     out
 }
 
+/// The value and version of a stored pair whose key is `key`, or an error if another long key
+/// holds its stored key (the same prefix and hash).
+fn decode_same<'a>(
+    stored_key: &'a [u8],
+    stored: &'a [u8],
+    key: &[u8],
+) -> Result<(&'a [u8], u64), StorageError> {
+    let (full, value, version) = decode(stored_key, stored)?;
+    if full != key {
+        return Err(corrupt(format!(
+            "two keys of {} and {} bytes share a stored key (prefix and hash)",
+            full.len(),
+            key.len()
+        )));
+    }
+    Ok((value, version))
+}
+
 /// (key, value, version) of a stored pair.
 fn decode<'a>(
     stored_key: &'a [u8],
@@ -287,9 +399,7 @@ impl DurableStore for LmdbState {
             .read_txn()
             .map_err(|e| self.db.error("begin read", e))?;
         let k = stored_key(key);
-        let Some(stored) = self
-            .db
-            .data
+        let Some(stored) = self.db.slots[self.live]
             .get(&txn, &k)
             .map_err(|e| self.db.error("read", e))?
         else {
@@ -327,33 +437,13 @@ impl DurableStore for LmdbState {
         self.committer.wait()
     }
 
-    fn replace(
-        &mut self,
-        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
-        position: &[u8],
-    ) -> Result<(), StorageError> {
+    /// Issue 20: into the other data slot, in bounded transactions, flipped to at the end
+    /// (see the module's documentation).
+    fn replace(&mut self) -> Result<Box<dyn Replacement + '_>, StorageError> {
         self.committer.wait()?;
-        let mut txn = self
-            .db
-            .env
-            .write_txn()
-            .map_err(|e| self.db.error("begin write", e))?;
-        self.db
-            .data
-            .clear(&mut txn)
-            .map_err(|e| self.db.error("clear", e))?;
-        for (key, value, version) in pairs {
-            let k = stored_key(&key);
-            self.db
-                .data
-                .put(&mut txn, &k, &encode_value(&key, &value, version))
-                .map_err(|e| self.db.error("write", e))?;
-        }
-        self.db
-            .position
-            .put(&mut txn, POSITION_KEY, position)
-            .map_err(|e| self.db.error("write position", e))?;
-        txn.commit().map_err(|e| self.db.error("commit", e))
+        let replacement =
+            replace::LmdbReplacement::start(&self.db, &mut self.live, self.replace_txn_bytes)?;
+        Ok(Box::new(replacement))
     }
 
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
@@ -362,29 +452,40 @@ impl DurableStore for LmdbState {
             .env
             .read_txn()
             .map_err(|e| self.db.error("begin read", e))?;
-        self.db.scan_in(&txn, f)
+        self.db.scan_in(&txn, self.live, f)
     }
 
-    /// Issue 20: one read transaction, when the read runs: the position record and every key
-    /// of the same commit.
+    /// Issue 20: one read transaction, when the read runs: the live slot, its count of keys
+    /// (`mdb_stat`'s, kept by LMDB: no count pass), the position record and every key of the
+    /// same commit.
     fn committed_read(&self) -> CommittedRead {
         let reader = self.db.clone();
-        Box::new(move |f| {
+        Box::new(move |sink| {
             let txn = reader
                 .env
                 .read_txn()
                 .map_err(|e| reader.error("begin read", e))?;
+            let live = reader.live(&txn)?;
+            let keys = reader.slots[live]
+                .len(&txn)
+                .map_err(|e| reader.error("count", e))?;
+            sink.keys(keys)?;
             let position = reader
                 .position
                 .get(&txn, POSITION_KEY)
                 .map_err(|e| reader.error("read position", e))?
                 .map(<[u8]>::to_vec);
-            reader.scan_in(&txn, f)?;
+            reader.scan_in(&txn, live, &mut |k, v, version| sink.entry(k, v, version))?;
             Ok(position)
         })
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.db.sync()
+    }
+
+    /// Issue 20: a file in the state's directory, mapped back ([`FileSpool`]).
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::new(FileSpool::create(&self.db.dir)?))
     }
 }

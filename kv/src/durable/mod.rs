@@ -24,15 +24,21 @@
 //! position ([`StateMachine::make_durable`]), is its own snapshot, so the node stores and
 //! holds no copy of it (issue 20).
 
+mod layout;
 mod read;
 mod store;
 
-pub use store::{Changes, CommittedRead, DurableStore, HeapStore, Visit};
+pub use store::{
+    Changes, CommittedRead, CommittedSink, DurableStore, HeapStore, Replacement, Visit,
+};
 
 use crate::session::SessionTable;
-use crate::state::{Cached, KvData, KvStateMachine, Outcome, SessionConfig, Stored};
+use crate::state::{entry_bytes, Cached, KvData, KvStateMachine, Outcome, SessionConfig};
 use bytes::Bytes;
-use raftkv_raft::{Index, LogId, Membership, Snapshot, SnapshotRead, StateMachine, StorageError};
+use layout::{put_entry, SnapshotLayout, SnapshotWriter};
+use raftkv_raft::{
+    Index, LogId, Membership, Snapshot, SnapshotRead, SnapshotSpool, StateMachine, StorageError,
+};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -210,6 +216,29 @@ fn corrupt(detail: String) -> StorageError {
     }
 }
 
+/// The position record's bytes ([`Position`]'s encoding).
+fn encode_position(
+    applied: LogId,
+    membership: &Membership,
+    data_bytes: u64,
+    sessions: &SessionTable<Cached>,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct PositionRef<'a> {
+        applied: LogId,
+        membership: &'a Membership,
+        data_bytes: u64,
+        sessions: &'a SessionTable<Cached>,
+    }
+    postcard::to_allocvec(&PositionRef {
+        applied,
+        membership,
+        data_bytes,
+        sessions,
+    })
+    .expect("a position always encodes")
+}
+
 impl<S: DurableStore> DurableKv<S> {
     /// The state `store` holds, with the node's session settings and data bound (neither is
     /// stored: they are the node's).
@@ -265,20 +294,7 @@ impl<S: DurableStore> DurableKv<S> {
     }
 
     fn position(&self, applied: LogId, membership: &Membership) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct PositionRef<'a> {
-            applied: LogId,
-            membership: &'a Membership,
-            data_bytes: u64,
-            sessions: &'a SessionTable<Cached>,
-        }
-        postcard::to_allocvec(&PositionRef {
-            applied,
-            membership,
-            data_bytes: self.data_bytes,
-            sessions: &self.sessions,
-        })
-        .expect("a position always encodes")
+        encode_position(applied, membership, self.data_bytes, &self.sessions)
     }
 
     /// Commits the changes with the position they are at, in one transaction, and waits for
@@ -341,13 +357,13 @@ impl<S: DurableStore> DurableKv<S> {
             match change {
                 Some(Some((cv, cversion))) => f(k, cv, *cversion),
                 // Deleted since it was committed.
-                Some(None) => {}
+                Some(None) => Ok(()),
                 None => f(k, v, version),
             }
         })?;
         for k in unmet {
             if let Some(Some((v, version))) = above(k) {
-                f(k, v, *version);
+                f(k, v, *version)?;
             }
         }
         Ok(())
@@ -355,35 +371,53 @@ impl<S: DurableStore> DurableKv<S> {
 
     /// The state as a snapshot, in a [`KvStateMachine`]'s layout (postcard: the number of keys,
     /// each key, value and version, then the sessions): the same bytes as a heap state's when
-    /// every change is committed and the store keeps its keys in order. One read of the store
-    /// ([`SnapshotWriter`] counts the keys as it goes).
+    /// every change is committed and the store keeps its keys in order. One read of the store;
+    /// in memory (the keys are counted as they are read, then put behind their count): the
+    /// read for a follower is [`StateMachine::snapshot_read`]'s, into the store's spool.
     fn encode(&self) -> Result<Bytes, StorageError> {
-        let mut w = SnapshotWriter::new();
-        self.each_key(&mut |k, v, version| w.entry(k, v, version))?;
+        let (mut entries, mut count) = (Vec::new(), 0u64);
+        self.each_key(&mut |k, v, version| {
+            put_entry(&mut entries, k, v, version);
+            count += 1;
+            Ok(())
+        })?;
+        let mut w = SnapshotWriter::new(Box::new(Vec::with_capacity(entries.len() + 64)));
+        w.encoded(count, &entries)?;
+        drop(entries);
         w.finish(&self.sessions)
     }
 
-    /// Replaces the state by `state`'s, at `applied` (`None`: at an unknown entry, so that a
-    /// restart restores the stored snapshot instead of resuming from it).
-    fn replace(
+    /// Issue 20: replaces the state by the snapshot `data`'s, at `applied` (`None`: at an
+    /// unknown entry, so that a restart restores the stored snapshot instead of resuming from
+    /// it), one key at a time: the snapshot is checked whole first (its keys skipped, its
+    /// sessions read), then its keys are put into the store's [`Replacement`], never into a
+    /// map. A malformed snapshot, or an error of the store, leaves the state as it was.
+    fn restore_at(
         &mut self,
-        state: KvStateMachine,
+        data: &[u8],
         applied: Option<(LogId, Membership)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), String> {
+        let layout = SnapshotLayout::parse(data).map_err(|e| format!("bad KV snapshot: {e}"))?;
+        let stored = |e: StorageError| format!("cannot store the KV snapshot: {e}");
         // A commit in flight would land after the replacement (or fail, and the replacement
         // is not done either).
-        self.data.wait_commit()?;
-        let config = self.sessions.config();
-        self.sessions = state.sessions;
-        self.sessions.set_config(config);
-        self.data_bytes = state.data_bytes;
+        self.data.wait_commit().map_err(stored)?;
         let (at, membership) = applied.clone().unwrap_or_default();
-        let position = self.position(at, &membership);
-        let mut pairs = state
-            .data
-            .into_iter()
-            .map(|(k, (v, version))| (k, v, version));
-        self.data.store.replace(&mut pairs, &position)?;
+        let mut replacement = self.data.store.replace().map_err(stored)?;
+        let mut data_bytes = 0u64;
+        for (key, value, version) in layout.entries() {
+            if let Some(old) = replacement.put(key, value, version).map_err(stored)? {
+                // A repeated key: the later one wins, as in a heap state's restore.
+                data_bytes -= entry_bytes(key, b"") + old as u64;
+            }
+            data_bytes += entry_bytes(key, value);
+        }
+        let mut sessions = layout.sessions;
+        let position = encode_position(at, &membership, data_bytes, &sessions);
+        replacement.finish(&position).map_err(stored)?;
+        sessions.set_config(self.sessions.config());
+        self.sessions = sessions;
+        self.data_bytes = data_bytes;
         self.data.changes.clear();
         self.data.changes_bytes = 0;
         *self.data.error.borrow_mut() = None;
@@ -391,67 +425,6 @@ impl<S: DurableStore> DurableKv<S> {
         self.data.durable = LogId::default();
         self.data.applied = applied;
         Ok(())
-    }
-
-    fn restore_at(
-        &mut self,
-        data: &[u8],
-        applied: Option<(LogId, Membership)>,
-    ) -> Result<(), String> {
-        let state: KvStateMachine = postcard::from_bytes::<Stored>(data)
-            .map(KvStateMachine::from)
-            .map_err(|e| format!("bad KV snapshot: {e}"))?;
-        self.replace(state, applied)
-            .map_err(|e| format!("cannot store the KV snapshot: {e}"))
-    }
-}
-
-/// A postcard varint (LEB128).
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// The most bytes a `u64` takes as a varint: the room kept ahead of the keys for their count.
-const COUNT_BYTES_MAX: usize = 10;
-
-/// A snapshot in a [`KvStateMachine`]'s layout (postcard: the number of keys, each key, value
-/// and version, then the sessions), written in one pass over the keys: room for their count is
-/// kept ahead of them and filled in at the end, so the store is read once.
-struct SnapshotWriter {
-    out: Vec<u8>,
-    count: u64,
-}
-
-impl SnapshotWriter {
-    fn new() -> Self {
-        Self {
-            out: vec![0u8; COUNT_BYTES_MAX],
-            count: 0,
-        }
-    }
-
-    fn entry(&mut self, key: &[u8], value: &[u8], version: u64) {
-        put_varint(&mut self.out, key.len() as u64);
-        self.out.extend_from_slice(key);
-        put_varint(&mut self.out, value.len() as u64);
-        self.out.extend_from_slice(value);
-        put_varint(&mut self.out, version);
-        self.count += 1;
-    }
-
-    /// The snapshot, with `sessions` after the keys and the count right before them.
-    fn finish(self, sessions: &SessionTable<Cached>) -> Result<Bytes, StorageError> {
-        let mut out =
-            postcard::to_extend(sessions, self.out).map_err(|e| corrupt(format!("{e}")))?;
-        let mut prefix = Vec::with_capacity(COUNT_BYTES_MAX);
-        put_varint(&mut prefix, self.count);
-        let start = COUNT_BYTES_MAX - prefix.len();
-        out[start..COUNT_BYTES_MAX].copy_from_slice(&prefix);
-        Ok(Bytes::from(out).slice(start..))
     }
 }
 
@@ -484,6 +457,12 @@ impl<S: DurableStore> StateMachine for DurableKv<S> {
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         self.restore_at(data, None)
+    }
+
+    /// Issue 20: the store's spool (a file for LMDB's): a snapshot received from the leader
+    /// is never whole in the process's own memory.
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        self.data.store.snapshot_spool()
     }
 
     /// Issue 20: made durable across a power cut before it returns: the node then stores

@@ -3,21 +3,52 @@
 //! LMDB (`raftkv-state-lmdb`) and over [`super::HeapStore`] (the simulator's).
 
 use bytes::Bytes;
-use raftkv_raft::StorageError;
+use raftkv_raft::{SnapshotSpool, StorageError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What [`DurableStore::scan`] calls on each key, value and version.
-pub type Visit<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
+/// What [`DurableStore::scan`] calls on each key, value and version; an error stops the scan
+/// and is its result.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8], u64) -> Result<(), StorageError> + 'a;
 
 /// Key changes not committed yet: key → its new (value, version), or `None` once deleted.
 pub type Changes = BTreeMap<Bytes, Option<(Bytes, u64)>>;
 
-/// Issue 20: a read of a store's committed state, owned, to run on any thread: it calls its
-/// argument on every committed key, value and version in key order and returns the position
-/// record, all from ONE consistent read ([`DurableStore::committed_read`]).
-pub type CommittedRead =
-    Box<dyn FnOnce(&mut Visit<'_>) -> Result<Option<Vec<u8>>, StorageError> + Send + 'static>;
+/// What a [`CommittedRead`] is given: how many keys it reads, before any, then each of them.
+pub trait CommittedSink {
+    /// The number of keys the read visits (the store's own count, in the same read).
+    fn keys(&mut self, count: u64) -> Result<(), StorageError>;
+
+    /// One key, its value and version.
+    fn entry(&mut self, key: &[u8], value: &[u8], version: u64) -> Result<(), StorageError>;
+}
+
+/// Issue 20: a read of a store's committed state, owned, to run on any thread: it tells its
+/// argument the number of committed keys, then gives it every key, value and version in key
+/// order, and returns the position record, all from ONE consistent read
+/// ([`DurableStore::committed_read`]). An error of the sink stops it and is its result.
+pub type CommittedRead = Box<
+    dyn FnOnce(&mut dyn CommittedSink) -> Result<Option<Vec<u8>>, StorageError> + Send + 'static,
+>;
+
+/// Issue 20: a replacement of a store's whole state ([`DurableStore::replace`]), written key by
+/// key so that it never has to be whole in memory. Nothing of it is the store's state until
+/// [`Replacement::finish`]: dropped before (an error, or a crash at any point), the store
+/// keeps its old state and position.
+pub trait Replacement {
+    /// Puts `key` with `value` at `version` in the new state (keys in any order). If this
+    /// replacement had put `key` before, the later one wins, and this returns the length of
+    /// the value it replaced.
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        version: u64,
+    ) -> Result<Option<usize>, StorageError>;
+
+    /// Makes the keys put the store's state, with `position`, atomically, before it returns.
+    fn finish(self: Box<Self>, position: &[u8]) -> Result<(), StorageError>;
+}
 
 /// A store of committed KV state. Every read sees only committed state; a commit and
 /// `replace` are atomic (after a crash, all of the transaction or none of it). A commit runs
@@ -52,14 +83,11 @@ pub trait DurableStore: Send + 'static {
     /// Waits for the commit started last, if it is still in flight, to complete.
     fn wait_commit(&mut self) -> Result<(), StorageError>;
 
-    /// Replaces every key by `pairs` (key, value, version; keys in any order) and the position
-    /// by `position`, in one transaction, before it returns. The caller waits for a commit in
-    /// flight first.
-    fn replace(
-        &mut self,
-        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
-        position: &[u8],
-    ) -> Result<(), StorageError>;
+    /// Issue 20: starts replacing every key and the position ([`Replacement`]): the new state
+    /// is written beside the old one, which stays the store's state (after a crash too) until
+    /// the replacement is finished. The caller waits for a commit in flight first, and starts
+    /// no commit while the replacement lives.
+    fn replace(&mut self) -> Result<Box<dyn Replacement + '_>, StorageError>;
 
     /// Calls `f` on every committed key, value and version, in key order, from one consistent
     /// read.
@@ -79,6 +107,13 @@ pub trait DurableStore: Send + 'static {
     /// Told that a read was answered by the batch in flight (a store's statistics: the
     /// simulator requires that this path is taken). The default ignores it.
     fn read_in_flight(&self) {}
+
+    /// Issue 20: a new, empty spool for a snapshot of this state (a leader's read of it, or a
+    /// follower's copy of its leader's): in memory by default; a store larger than memory
+    /// offers one on disk.
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::new(Vec::new()))
+    }
 }
 
 /// A [`DurableStore`] in memory whose committed state outlives the state machine using it
@@ -196,23 +231,19 @@ impl DurableStore for HeapStore {
         Ok(())
     }
 
-    fn replace(
-        &mut self,
-        pairs: &mut dyn Iterator<Item = (Bytes, Bytes, u64)>,
-        position: &[u8],
-    ) -> Result<(), StorageError> {
+    /// The new state is built beside the committed one and swapped in at the end: a crash
+    /// (the replacement dropped) before that leaves the committed state as it was.
+    fn replace(&mut self) -> Result<Box<dyn Replacement + '_>, StorageError> {
         self.complete();
-        let data = pairs.map(|(k, v, version)| (k, (v, version))).collect();
-        let mut c = self.lock();
-        c.data = data;
-        c.position = Some(position.to_vec());
-        c.commits += 1;
-        Ok(())
+        Ok(Box::new(HeapReplacement {
+            store: self,
+            data: BTreeMap::new(),
+        }))
     }
 
     fn scan(&self, f: &mut Visit<'_>) -> Result<(), StorageError> {
         for (k, (v, version)) in &self.lock().data {
-            f(k, v, *version);
+            f(k, v, *version)?;
         }
         Ok(())
     }
@@ -229,9 +260,10 @@ impl DurableStore for HeapStore {
             let c = self.lock();
             (c.data.clone(), c.position.clone())
         };
-        Box::new(move |f| {
+        Box::new(move |sink| {
+            sink.keys(data.len() as u64)?;
             for (k, (v, version)) in &data {
-                f(k, v, *version);
+                sink.entry(k, v, *version)?;
             }
             Ok(position)
         })
@@ -239,5 +271,35 @@ impl DurableStore for HeapStore {
 
     fn read_in_flight(&self) {
         self.lock().in_flight_reads += 1;
+    }
+}
+
+/// A [`HeapStore`]'s state being replaced: the new keys, apart until finished.
+struct HeapReplacement<'a> {
+    store: &'a mut HeapStore,
+    data: BTreeMap<Bytes, (Bytes, u64)>,
+}
+
+impl Replacement for HeapReplacement<'_> {
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        version: u64,
+    ) -> Result<Option<usize>, StorageError> {
+        let old = self.data.insert(
+            Bytes::copy_from_slice(key),
+            (Bytes::copy_from_slice(value), version),
+        );
+        Ok(old.map(|(v, _)| v.len()))
+    }
+
+    fn finish(self: Box<Self>, position: &[u8]) -> Result<(), StorageError> {
+        let HeapReplacement { store, data } = *self;
+        let mut c = store.lock();
+        c.data = data;
+        c.position = Some(position.to_vec());
+        c.commits += 1;
+        Ok(())
     }
 }

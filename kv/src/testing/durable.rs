@@ -195,3 +195,119 @@ pub fn durable_matches_heap<S: DurableStore>(seed: u64, open_store: &mut dyn FnM
         }
     }
 }
+
+/// A snapshot in the heap state's layout holding `pairs` (key, value, version) in the order
+/// given, repeats kept, and no sessions.
+pub fn snapshot_of_pairs(pairs: &[(&[u8], &[u8], u64)]) -> Bytes {
+    let pairs: Vec<(Bytes, (Bytes, u64))> = pairs
+        .iter()
+        .map(|(k, v, version)| {
+            (
+                Bytes::copy_from_slice(k),
+                (Bytes::copy_from_slice(v), *version),
+            )
+        })
+        .collect();
+    let sessions = crate::session::SessionTable::<crate::state::Cached>::default();
+    Bytes::from(postcard::to_allocvec(&(pairs, sessions)).expect("encodes"))
+}
+
+/// A heap state with a session and a few keys, at entries 1..=4, and its snapshot at `last`.
+fn some_state(last: LogId) -> (KvStateMachine, raftkv_raft::Snapshot) {
+    let mut heap = KvStateMachine::new(SESSIONS);
+    heap.apply(1, &Command::Register { now_ms: 0 }.encode());
+    for (seq, key) in [(1, "a"), (2, "b"), (3, "c")] {
+        let op = Op::Put {
+            key: Bytes::from(key),
+            value: Bytes::from(format!("value of {key}")),
+            version: None,
+        };
+        let command = Command::Request {
+            session: 1,
+            seq,
+            now_ms: seq,
+            op,
+        };
+        heap.apply(seq + 1, &command.encode());
+    }
+    let snapshot = raftkv_raft::Snapshot {
+        last,
+        data: heap.snapshot(),
+        membership: membership(),
+    };
+    (heap, snapshot)
+}
+
+/// Issue 20: a restore reads a snapshot key by key into the store; a malformed one (cut
+/// anywhere, a count of keys past its bytes, bytes after the sessions, a bad varint) is
+/// refused before anything is stored: the state, its position and its snapshot stay as they
+/// were, also once the store is opened again.
+pub fn malformed_snapshots_are_refused<S: DurableStore>(open_store: &mut dyn FnMut() -> S) {
+    let mut sm = open(open_store(), 1000, u64::MAX);
+    let (_, good) = some_state(LogId::new(9, 2));
+    sm.restore_snapshot(&good).unwrap();
+    let before = (sm.snapshot(), sm.applied().unwrap(), sm.data_bytes());
+    let mut bad: Vec<(String, Vec<u8>)> = (0..good.data.len())
+        .map(|n| (format!("cut at {n}"), good.data[..n].to_vec()))
+        .collect();
+    let mut trailing = good.data.to_vec();
+    trailing.push(0);
+    bad.push(("a byte after the sessions".into(), trailing));
+    let mut too_many = vec![0xff, 0xff, 0xff, 0x7f];
+    too_many.extend_from_slice(&good.data[1..]);
+    bad.push(("a count past the bytes".into(), too_many));
+    bad.push(("an overlong varint".into(), vec![0xff; 11]));
+    let mut long_key = good.data.to_vec();
+    // The first key's length (after the count), made longer than the snapshot.
+    long_key[1] = 0x7f;
+    bad.push(("a key longer than the bytes left".into(), long_key));
+    for (what, data) in bad {
+        let snapshot = raftkv_raft::Snapshot {
+            last: LogId::new(20, 3),
+            data: Bytes::from(data),
+            membership: membership(),
+        };
+        let err = sm.restore_snapshot(&snapshot).expect_err(&what);
+        assert!(err.contains("bad KV snapshot"), "{what}: {err}");
+        assert_eq!(
+            (sm.snapshot(), sm.applied().unwrap(), sm.data_bytes()),
+            before,
+            "{what}"
+        );
+    }
+    drop(sm);
+    let sm = open(open_store(), 1000, u64::MAX);
+    assert_eq!((sm.snapshot(), sm.applied().unwrap()), (before.0, before.1));
+}
+
+/// Issue 20: a snapshot's keys restored one by one into the store: out of order and repeated
+/// (the later one wins, as in a heap state's restore), the state, its snapshot and its data's
+/// size are the heap state's.
+pub fn a_restore_of_unsorted_and_repeated_keys_is_the_heap_states<S: DurableStore>(
+    open_store: &mut dyn FnMut() -> S,
+) {
+    let long = [b'L'; 600];
+    let data = snapshot_of_pairs(&[
+        (b"b", b"first b", 1),
+        (b"a", b"a", 2),
+        (&long, b"long", 3),
+        (b"b", b"second, longer b", 4),
+        (&long, b"long again", 5),
+        (b"c", b"", 6),
+    ]);
+    let mut heap = KvStateMachine::new(SESSIONS).with_data_bytes_max(u64::MAX);
+    heap.restore(&data).unwrap();
+    let mut sm = open(open_store(), 1000, u64::MAX);
+    let snapshot = raftkv_raft::Snapshot {
+        last: LogId::new(5, 1),
+        data,
+        membership: membership(),
+    };
+    sm.restore_snapshot(&snapshot).unwrap();
+    assert_eq!(sm.data_bytes(), heap.data_bytes());
+    assert_eq!(state_of(&sm.snapshot(), u64::MAX), heap);
+    drop(sm);
+    let sm = open(open_store(), 1000, u64::MAX);
+    assert_eq!(sm.data_bytes(), heap.data_bytes());
+    assert_eq!(state_of(&sm.snapshot(), u64::MAX), heap);
+}
