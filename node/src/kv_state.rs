@@ -8,7 +8,8 @@ use bytes::Bytes;
 use raftkv_kv::durable::DurableKv;
 use raftkv_kv::state::{KvStateMachine, Outcome, SessionConfig};
 use raftkv_raft::{
-    Index, LogId, Membership, Runtime, Snapshot, SnapshotRead, StateMachine, StorageError,
+    Index, LogId, Membership, Runtime, Snapshot, SnapshotRead, SnapshotSpool, StateMachine,
+    StorageError,
 };
 use raftkv_state_lmdb::{LmdbState, StateOptions};
 
@@ -150,11 +151,56 @@ impl StateMachine for KvState {
         each!(self, sm => sm.restore_snapshot(snapshot))
     }
 
+    /// Issue 20: an LMDB state's is a file in its directory (page cache, not the process's
+    /// memory); forgetting this forward would receive a leader's whole snapshot in memory.
+    fn snapshot_spool(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        each!(self, sm => sm.snapshot_spool())
+    }
+
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
         each!(self, sm => sm.make_durable())
     }
 
     fn start_durable(&mut self, past: Index) -> Result<Option<LogId>, StorageError> {
         each!(self, sm => sm.start_durable(past))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files this process has open whose path starts with `dir`.
+    fn open_files_in(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    /// Issue 20: `KvState` forwarded every state machine method but `snapshot_spool`, so a
+    /// node with `--state lmdb` spooled a leader's whole snapshot in memory.
+    #[test]
+    fn an_lmdb_state_spools_a_snapshot_in_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(STATE_DIR_NAME);
+        let sm = raftkv_state_lmdb::open_state(
+            &dir,
+            StateOptions::default(),
+            SessionConfig::default(),
+            1 << 30,
+        )
+        .unwrap();
+        let state = KvState::Lmdb(Box::new(sm));
+        let before = open_files_in(&dir);
+        let mut spool = state.snapshot_spool().unwrap();
+        spool.append(b"chunk").unwrap();
+        assert_eq!(
+            open_files_in(&dir),
+            before + 1,
+            "the spool is a file in {dir:?}"
+        );
+        assert_eq!(spool.finish().unwrap(), Bytes::from_static(b"chunk"));
     }
 }
