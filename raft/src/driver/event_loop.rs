@@ -40,7 +40,9 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     snapshot_threshold_bytes: u64,
     /// Command bytes applied since the last snapshot.
     bytes_since_snapshot: u64,
-    /// Issue 20, the trailing log ([`NodeConfig::trailing_log_entries`], `_bytes`).
+    /// Issue 20, the trailing log ([`NodeConfig::trailing_log_entries`], `_bytes`); its bytes
+    /// never more than the snapshot's byte threshold (a log bounded to a few times that, as
+    /// 6.5840's `maxraftstate` asks, stays so).
     trailing_entries: u64,
     trailing_bytes: u64,
     /// Where the last compaction would have gone without the trailing log (a state kept
@@ -110,7 +112,9 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             snapshot_threshold_bytes: config.snapshot_threshold_bytes.max(1),
             bytes_since_snapshot: 0,
             trailing_entries: config.trailing_log_entries,
-            trailing_bytes: config.trailing_log_bytes,
+            trailing_bytes: config
+                .trailing_log_bytes
+                .min(config.snapshot_threshold_bytes.max(1)),
             compacted_past: 0,
             trail_held: None,
             raft,

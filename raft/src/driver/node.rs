@@ -33,8 +33,8 @@ pub struct NodeConfig {
     /// kind of state machine keeps them. At most [`TRAILING_LOG_ENTRIES_MAX`].
     pub trailing_log_entries: u64,
     /// ...and at most this many bytes of them (entries may be up to `entry_bytes_max` each;
-    /// the kept entries are held in memory and in storage). At most
-    /// [`TRAILING_LOG_BYTES_MAX`].
+    /// the kept entries are held in memory and in storage), and never more than
+    /// `snapshot_threshold_bytes`. At most [`TRAILING_LOG_BYTES_MAX`].
     pub trailing_log_bytes: u64,
     /// Proposals and reads waiting to enter the event loop (beyond it: `Busy`).
     pub request_queue_max: usize,

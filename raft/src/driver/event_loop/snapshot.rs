@@ -54,7 +54,7 @@
 //!   trailing bounds between compactions.
 //!
 //! Either way the log in memory and in storage holds at most the thresholds plus the trailing
-//! bounds; both are bounded ([`crate::driver::TRAILING_LOG_ENTRIES_MAX`],
+//! bounds (the trailing bytes capped at the byte threshold: at most twice it); both are bounded ([`crate::driver::TRAILING_LOG_ENTRIES_MAX`],
 //! [`crate::driver::TRAILING_LOG_BYTES_MAX`]). A compaction that kept log tells the observer
 //! ([`EventKind::Trailing`]).
 //!
