@@ -20,9 +20,19 @@ use std::time::Duration;
 type Position = Arc<Mutex<Option<(LogId, Membership)>>>;
 
 /// A state machine that, with `durable`, keeps its state (its position) across restarts,
-/// durable at every entry it applied.
+/// durable at every entry it applied. With `lazy` it says so only as LMDB does: it reports the
+/// entry it was last made durable at ([`StateMachine::start_durable`]), and commits what it
+/// applied (done by the next call) only when asked to pass an entry it is not past.
 struct Sm {
     durable: Option<Position>,
+    lazy: Option<LogId>,
+}
+
+impl Sm {
+    fn at(&self) -> Option<LogId> {
+        let p = self.durable.as_ref()?.lock().unwrap();
+        Some(p.as_ref().map_or(LogId::default(), |(at, _)| *at))
+    }
 }
 
 impl StateMachine for Sm {
@@ -62,12 +72,23 @@ impl StateMachine for Sm {
     }
 
     fn make_durable(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.durable.as_ref().map(|p| {
-            p.lock()
-                .unwrap()
-                .as_ref()
-                .map_or(LogId::default(), |(at, _)| *at)
-        }))
+        let at = self.at();
+        if let (Some(synced), Some(at)) = (&mut self.lazy, at) {
+            *synced = at;
+        }
+        Ok(at)
+    }
+
+    fn start_durable(&mut self, past: u64) -> Result<Option<LogId>, StorageError> {
+        let at = self.at();
+        let (Some(synced), Some(at)) = (&mut self.lazy, at) else {
+            return self.make_durable();
+        };
+        let was = *synced;
+        if was.index <= past {
+            *synced = at;
+        }
+        Ok(Some(was))
     }
 }
 
@@ -106,10 +127,16 @@ struct Harness {
     nodes: Vec<Option<Node<SimRuntime, Sm>>>,
     trails: Arc<Trails>,
     written: u64,
+    lazy: bool,
 }
 
 impl Harness {
     async fn start(rt: &SimRuntime, durable: bool) -> Self {
+        Self::start_lazy(rt, durable, false).await
+    }
+
+    /// With `lazy`, durable state machines say what is durable as LMDB does ([`Sm`]).
+    async fn start_lazy(rt: &SimRuntime, durable: bool, lazy: bool) -> Self {
         let mut h = Self {
             rt: rt.clone(),
             net: SimNet::new(rt),
@@ -118,6 +145,7 @@ impl Harness {
             nodes: (0..3).map(|_| None).collect(),
             trails: Arc::default(),
             written: 0,
+            lazy,
         };
         for i in 0..3 {
             h.start_node(i).await;
@@ -135,6 +163,7 @@ impl Harness {
         config.observer = Some(ObserverHandle(self.trails.clone()));
         let sm = Sm {
             durable: self.positions[i].clone(),
+            lazy: self.lazy.then(LogId::default),
         };
         let node = Node::start(
             self.rt.with_group(id),
@@ -306,6 +335,29 @@ fn a_follower_restarted_after_the_leader_compacted_past_its_log_catches_up_from_
     }
 }
 
+/// Regression: a state machine that makes its state durable only when asked to pass an entry
+/// (LMDB's `start_durable`) was asked to pass the stored snapshot only; durable a little past
+/// it, it was never asked again, the compaction (which keeps the trailing log before that
+/// entry) never came, and the log grew without bound (seen with `--state lmdb` in a
+/// `LocalCluster`).
+#[test]
+fn regression_a_state_made_durable_on_request_is_compacted_with_a_trailing_log() {
+    let rt = SimRuntime::new(43);
+    let r2 = rt.clone();
+    let s = rt
+        .block_on(async move {
+            let mut h = Harness::start_lazy(&r2, true, true).await;
+            h.write(1_000).await;
+            let leader = h.leader().await;
+            h.node(leader).status().await.unwrap()
+        })
+        .expect("the test ran to its end");
+    assert!(
+        s.snapshot_index > 500 && s.applied_index - s.snapshot_index >= TRAILING,
+        "the leader compacted, keeping {TRAILING} entries: {s:?}"
+    );
+}
+
 /// The trailing log's bound is checked before the node starts: a clear error, no start.
 #[test]
 fn a_trailing_log_above_its_bound_is_refused() {
@@ -316,7 +368,10 @@ fn a_trailing_log_above_its_bound_is_refused() {
             let net = SimNet::new(&r2);
             let mut config = NodeConfig::new(Config::new(1, 1..=3));
             config.trailing_log_bytes = TRAILING_LOG_BYTES_MAX + 1;
-            let sm = Sm { durable: None };
+            let sm = Sm {
+                durable: None,
+                lazy: None,
+            };
             let started = Node::start(
                 r2.clone(),
                 config,

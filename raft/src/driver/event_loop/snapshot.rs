@@ -160,7 +160,19 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         if hold == Some(snapshot_index) {
             return;
         }
-        let taken = match self.sm.start_durable(snapshot_index) {
+        // A state kept durably: a compaction keeps the trailing log before where the state is
+        // durable, so it is of use once that is past them; the state machine is asked to make
+        // what it applied durable until it is (regression: asked to pass only the stored
+        // snapshot, a state durable a little past it never went further, and the log was never
+        // compacted).
+        let keep = match self.raft.is_snapshot_on_demand() {
+            true => applied - self.trail_cut(applied, snapshot_index),
+            false => 0,
+        };
+        if applied <= snapshot_index + keep {
+            return;
+        }
+        let taken = match self.sm.start_durable(snapshot_index + keep) {
             // Issue 20: the state is its own snapshot; only its metadata is stored. Not
             // durable past the snapshot yet: its commit and sync run in the background, and
             // a later batch asks again. A snapshot on its way to a follower is not passed,
