@@ -71,10 +71,12 @@ pub struct LocalCluster {
 /// `ValueError` that says so.
 pub(crate) fn trailing_log_checked(trailing_log: Option<u64>) -> PyResult<Option<u64>> {
     match trailing_log {
-        Some(t) if t > raftkv_raft::TRAILING_LOG_ENTRIES_MAX => Err(PyValueError::new_err(format!(
-            "trailing_log must be at most {}, not {t}",
-            raftkv_raft::TRAILING_LOG_ENTRIES_MAX
-        ))),
+        Some(t) if t > raftkv_raft::TRAILING_LOG_ENTRIES_MAX => {
+            Err(PyValueError::new_err(format!(
+                "trailing_log must be at most {}, not {t}",
+                raftkv_raft::TRAILING_LOG_ENTRIES_MAX
+            )))
+        }
         t => Ok(t),
     }
 }
