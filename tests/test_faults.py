@@ -303,7 +303,8 @@ def test_new_cluster_on_the_same_data_dir_keeps_the_data(tmp_path):
 def test_snapshots_compact_the_log_and_a_lagging_node_catches_up(storage, runtime, tmp_path):
     n = 3
     history = raftkv.History()
-    with local_cluster(storage, runtime, n=n, snapshot_threshold=50) as cluster:
+    # No trailing log: the lagging node, 200 entries behind, must need a snapshot.
+    with local_cluster(storage, runtime, n=n, snapshot_threshold=50, trailing_log=0) as cluster:
         clerk = raftkv.Clerk(cluster.addrs, timeout=WAIT, history=history)
         for i in range(150):
             clerk.put(f"s{i % 30}", f"first{i}")
@@ -356,6 +357,46 @@ def test_snapshots_compact_the_log_and_a_lagging_node_catches_up(storage, runtim
     doc = json.loads(history.to_json())
     assert len(doc["ops"]) == len(history)
     assert_linearizable(history, tmp_path)
+
+
+@pytest.mark.parametrize("state", ["memory", "lmdb"])
+def test_a_node_down_for_a_few_hundred_writes_catches_up_from_the_trailing_log(state):
+    """Issue 20: with a trailing log of 300 entries, a node that was down while the others
+    wrote 200 entries and compacted every 50 catches up from the log the others kept, not
+    from a snapshot (with an in-memory and with an LMDB state)."""
+    n = 3
+    with local_cluster(
+        "lmdb", "tokio", n=n, snapshot_threshold=50, trailing_log=300, state=state
+    ) as cluster:
+        clerk = raftkv.Clerk(cluster.addrs, timeout=WAIT)
+        for i in range(150):
+            clerk.put(f"t{i % 30}", f"first{i}")
+        leader = cluster.wait_leader(timeout=WAIT)
+        lagging = other_than(leader, n)[0]
+        wait_caught_up(cluster, [lagging], target=cluster.status(leader)["commit_index"])
+        before = cluster.status(lagging)["last_index"]
+        cluster.crash(lagging)
+        for i in range(200):
+            clerk.put(f"t{i % 30}", f"second{i}")
+        leader = cluster.wait_leader(timeout=WAIT)
+        target = cluster.status(leader)["commit_index"]
+        assert target > before + 150
+        cluster.restart(lagging)
+        wait_caught_up(cluster, [lagging], target=target)
+        raft_id = lagging + 1
+        installs = [
+            e
+            for e in cluster.trace().events
+            if e["type"] == "snapshot" and e["how"] == "installed" and e["node"] == raft_id
+        ]
+        assert not installs, f"node {raft_id} installed a snapshot: {installs}"
+        kept = [e for e in cluster.trace().events if e["type"] == "trailing"]
+        assert kept, "no node kept a trailing log"
+
+
+def test_a_trailing_log_above_its_bound_is_refused():
+    with pytest.raises(ValueError, match="trailing_log must be at most 10000000"):
+        raftkv.LocalCluster(n=3, storage="memory", trailing_log=10_000_001)
 
 
 # --- a paused leader and one-way partitions (issue 21) ------------------------------------------

@@ -18,8 +18,9 @@ def value(i: int, size: int = MIB) -> bytes:
 def test_one_mib_values_replicate_snapshot_and_install():
     """80 puts of 1 MiB (past the 64 MiB of log that triggers a snapshot) while one follower is
     down; it comes back through InstallSnapshot of the 1 MiB values, and then has to ack the
-    next 1 MiB write alone with the leader."""
-    with raftkv.LocalCluster(n=3, storage="lmdb") as cluster:
+    next 1 MiB write alone with the leader. No trailing log: the follower must need the
+    snapshot."""
+    with raftkv.LocalCluster(n=3, storage="lmdb", trailing_log=0) as cluster:
         leader = cluster.wait_leader(timeout=10.0)
         behind, other = [i for i in range(3) if i != leader]
         clerk = cluster.clerk()

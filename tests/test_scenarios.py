@@ -64,7 +64,10 @@ def run_scenario(name: str, seconds: float) -> tuple[raftkv.History, list[str], 
                 time.sleep(0.05)
 
     with raftkv.LocalCluster(
-        n=3, storage="memory", snapshot_threshold=scenario.snapshot_threshold
+        n=3,
+        storage="memory",
+        snapshot_threshold=scenario.snapshot_threshold,
+        trailing_log=scenario.trailing_log,
     ) as cluster:
         cluster.wait_leader(timeout=10.0)
         threads = [threading.Thread(target=writer, args=(c,), daemon=True) for c in range(2)]

@@ -64,6 +64,11 @@ pub struct StandaloneConfig {
     pub cluster_id: u64,
     /// Snapshot after this many log entries past the last snapshot (`None`: the default).
     pub snapshot_threshold: Option<u64>,
+    /// Issue 20: keep up to this many log entries before where a compaction would go, so that
+    /// a follower a little behind catches up from the log instead of a whole-state snapshot
+    /// ([`raftkv_raft::NodeConfig::trailing_log_entries`]; `None`: its default, 5,000; 0:
+    /// none; at most [`raftkv_raft::TRAILING_LOG_ENTRIES_MAX`]).
+    pub trailing_log: Option<u64>,
     /// How long the node waits for a proposal to apply.
     pub request_timeout: Duration,
     /// A write that would take the node's data past this many bytes is refused
@@ -137,6 +142,7 @@ impl StandaloneConfig {
             state: crate::kv_state::StateKind::Memory,
             cluster_id: 0x5241_4654_4b56,
             snapshot_threshold: None,
+            trailing_log: None,
             request_timeout: Duration::from_secs(2),
             data_bytes_max: DATA_BYTES_MAX_DEFAULT,
             join: Vec::new(),
@@ -290,6 +296,9 @@ impl<R: NetRuntime, H: Host> StandaloneNode<R, H> {
         node_config.observer = Some(ObserverHandle(Arc::new(metrics.clone())));
         if let Some(t) = config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
+        }
+        if let Some(t) = config.trailing_log {
+            node_config.trailing_log_entries = t;
         }
         let mut others: BTreeMap<NodeId, SocketAddr> = config
             .peers

@@ -226,6 +226,7 @@ class LocalCluster:
         state: Literal["memory", "lmdb"] = "memory",
         lease_reads: bool = False,
         follower_reads: bool = False,
+        trailing_log: int | None = None,
     ) -> Self: ...
     @property
     def addrs(self) -> list[str]: ...
@@ -333,6 +334,7 @@ class Node:
         lease_reads: bool = False,
         follower_reads: bool = False,
         state: Literal["memory", "lmdb"] = "memory",
+        trailing_log: int | None = None,
     ) -> Self: ...
     @property
     def id(self) -> int: ...

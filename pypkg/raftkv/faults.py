@@ -123,12 +123,14 @@ DEMO_SCHEDULE: tuple[Fault, ...] = (
 @dataclass(frozen=True)
 class Scenario:
     """A named fault schedule for ``raftkv demo --scenario NAME``: what it shows, in a sentence
-    (``story``), its faults, and the snapshot threshold of its cluster (None: the default)."""
+    (``story``), its faults, and the snapshot threshold and trailing log (entries kept before a
+    snapshot's point) of its cluster (None: the defaults)."""
 
     name: str
     story: str
     schedule: tuple[Fault, ...]
     snapshot_threshold: int | None = None
+    trailing_log: int | None = None
 
 
 #: The named scenarios of ``raftkv demo --scenario NAME`` (``raftkv demo --list`` prints them).
@@ -176,9 +178,11 @@ SCENARIOS: dict[str, Scenario] = {
             "snapshot-catch-up",
             "a follower is down while the others write enough to compact their logs: on "
             "restarting it is behind the leader's first entry, so it catches up from a "
-            "snapshot instead of the log",
+            "snapshot instead of the log (the cluster keeps no trailing log, which would let a "
+            "follower this little behind catch up from the log)",
             (Fault(0.1, "crash-follower"), Fault(0.7, "restart")),
             snapshot_threshold=200,
+            trailing_log=0,
         ),
         Scenario(
             "membership",

@@ -45,14 +45,16 @@ type ClusterSlot = Arc<tokio::sync::Mutex<Option<AnyCluster>>>;
 ///
 /// `LocalCluster(n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None,
 /// snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000,
-/// state="memory", lease_reads=False, follower_reads=False)`: storage "memory" |
+/// state="memory", lease_reads=False, follower_reads=False, trailing_log=None)`: storage "memory" |
 /// "lmdb" (lmdb with data_dir None: a temporary directory, removed on close); runtime "tokio" |
 /// "smol". `data_bytes_max` bounds each node's data (512 MiB by default; 8 GiB with state
 /// "lmdb"): a write that would take it past is refused with `StoreFull`. `state` "memory" (the
 /// default) | "lmdb" (with storage "lmdb": each node's KV state in LMDB, see `Node`).
 /// `lease_reads` and `follower_reads` turn on leader leases and reads served by followers on
 /// every node (see `Node`); a Clerk from `clerk(read_from="any")` spreads its gets over the
-/// nodes. Use it as a context manager, or
+/// nodes. `trailing_log`: log entries kept before where a compaction would go, so that a node
+/// a little behind catches up from the log instead of a whole-state snapshot (see `Node`).
+/// Use it as a context manager, or
 /// call close(): it stops every node and releases every port, thread and temporary directory.
 /// Nodes are numbered 0..n-1 (index = position in `addrs`).
 #[pyclass(module = "raftkv._raftkv", frozen)]
@@ -63,6 +65,20 @@ pub struct LocalCluster {
     runtime: String,
     storage: String,
     data_dir: Option<PathBuf>,
+}
+
+/// Issue 20: `trailing_log` if it is at most [`raftkv_raft::TRAILING_LOG_ENTRIES_MAX`], else a
+/// `ValueError` that says so.
+pub(crate) fn trailing_log_checked(trailing_log: Option<u64>) -> PyResult<Option<u64>> {
+    match trailing_log {
+        Some(t) if t > raftkv_raft::TRAILING_LOG_ENTRIES_MAX => {
+            Err(PyValueError::new_err(format!(
+                "trailing_log must be at most {}, not {t}",
+                raftkv_raft::TRAILING_LOG_ENTRIES_MAX
+            )))
+        }
+        t => Ok(t),
+    }
 }
 
 /// `data_bytes_max` if it is in range for a node whose KV state is kept as `state` (1 to
@@ -136,7 +152,7 @@ fn node_index(i: i64, n: usize) -> PyResult<usize> {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000, state="memory", lease_reads=false, follower_reads=false))]
+    #[pyo3(signature = (n=3, storage="lmdb", data_dir=None, runtime="tokio", seed=None, snapshot_threshold=None, request_timeout=2.0, data_bytes_max=None, trace_events_max=200000, state="memory", lease_reads=false, follower_reads=false, trailing_log=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -152,6 +168,7 @@ impl LocalCluster {
         state: &str,
         lease_reads: bool,
         follower_reads: bool,
+        trailing_log: Option<u64>,
     ) -> PyResult<Self> {
         let state: raftkv_node::kv_state::StateKind =
             state
@@ -198,6 +215,7 @@ impl LocalCluster {
                 .unwrap_or(1)
         });
         config.snapshot_threshold = snapshot_threshold;
+        config.trailing_log = trailing_log_checked(trailing_log)?;
         config.request_timeout = duration(request_timeout, "request_timeout")?;
         config.data_bytes_max = data_bytes_max_checked(data_bytes_max, state)?;
         if trace_events_max > TRACE_EVENTS_MAX_LIMIT {

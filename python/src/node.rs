@@ -104,6 +104,11 @@ impl<R: NetRuntime> RoleNode<R> {
 /// and the log at each start) or "lmdb" (with storage "lmdb": in LMDB under `data_dir`, so the
 /// data may be larger than memory and a restart resumes from it without rebuilding a map).
 ///
+/// `trailing_log` (issue 20): how many log entries are kept before where a compaction would go
+/// (`None`: 5,000; 0: none; at most 10,000,000; their bytes at most 16 MiB), so that a node
+/// only a little behind (a pause, a restart) catches up from the log instead of a whole-state
+/// snapshot.
+///
 /// `tls_cert`, `tls_key`, `tls_ca` (PEM files, all three or none) turn on TLS: mutual TLS
 /// between peers, each checking the other's certificate against the CA, and TLS on the client
 /// port. The certificate must name the host of the node's peer and client addresses. With
@@ -161,7 +166,7 @@ impl Node {
 #[pymethods]
 impl Node {
     #[new]
-    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None, lease_reads=false, follower_reads=false, state="memory"))]
+    #[pyo3(signature = (id, peers, data_dir=None, storage="lmdb", runtime="tokio", client_addrs=None, client_port_offset=1000, snapshot_threshold=None, cluster_id=None, join=None, join_as_learner=false, data_bytes_max=None, tls_cert=None, tls_key=None, tls_ca=None, tls_client_ca=None, client_token_file=None, role="kv", gid=None, controller=None, shards=None, lease_reads=false, follower_reads=false, state="memory", trailing_log=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: u64,
@@ -188,6 +193,7 @@ impl Node {
         lease_reads: bool,
         follower_reads: bool,
         state: &str,
+        trailing_log: Option<u64>,
     ) -> PyResult<Self> {
         let state: StateKind = state
             .parse()
@@ -254,6 +260,7 @@ impl Node {
         let mut config = StandaloneConfig::new(id, peer_map, client_map, data_dir);
         config.state = state;
         config.snapshot_threshold = snapshot_threshold;
+        config.trailing_log = crate::cluster::trailing_log_checked(trailing_log)?;
         config.lease_reads = lease_reads;
         config.follower_reads = follower_reads;
         config.data_bytes_max = crate::cluster::data_bytes_max_checked(data_bytes_max, state)?;

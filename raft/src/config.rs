@@ -258,6 +258,16 @@ pub enum InvalidConfig {
         /// Whether `value == bound` is allowed.
         equal_allowed: bool,
     },
+    /// A field is above its maximum.
+    #[error("{field} is {value}; it must be <= {max}")]
+    TooLarge {
+        /// The field's name.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The most it may be.
+        max: u64,
+    },
 }
 
 /// What is wrong with the state a node restarts from ([`crate::Raft::restore`]): what was

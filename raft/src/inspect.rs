@@ -4,7 +4,7 @@
 use crate::membership::Membership;
 use crate::progress::ReplicationState;
 use crate::raft::{Raft, RoleState};
-use crate::types::{FollowerStatus, Status};
+use crate::types::{FollowerStatus, Index, Status};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,6 +57,20 @@ impl Raft {
             followers,
             transferring_to,
         }
+    }
+
+    /// Issue 20: the lowest match index (Raft Figure 2) among this node's followers, if it
+    /// leads (followers being sent a snapshot left out); `None` on other nodes. Read-only:
+    /// the driver keeps the log a follower a little behind still needs (its trailing log).
+    pub fn lowest_follower_match(&self) -> Option<Index> {
+        let RoleState::Leader(l) = &self.role else {
+            return None;
+        };
+        l.progress
+            .values()
+            .filter(|p| !matches!(p.state, ReplicationState::Snapshot { .. }))
+            .map(|p| p.match_index)
+            .min()
     }
 
     /// A one-line description of the node's state (and, for a leader, of each follower's

@@ -160,7 +160,10 @@ mod transfer;
 mod types;
 
 pub use config::{Config, ConfigError, InvalidConfig, PersistedError};
-pub use driver::{Node, NodeConfig, NodeError, NodeStatus, ReconfigError};
+pub use driver::{
+    Node, NodeConfig, NodeError, NodeStatus, ReconfigError, TRAILING_LOG_BYTES_MAX,
+    TRAILING_LOG_ENTRIES_MAX,
+};
 pub use io::{
     NetRuntime, Runtime, SnapshotRead, StateMachine, Storage, StorageError, Transport, WriteOp,
 };

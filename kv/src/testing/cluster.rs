@@ -153,6 +153,9 @@ impl<M: StateMachine<Response = Outcome>> KvSimCluster<M> {
             Some(max) => {
                 config.snapshot_threshold_bytes = max;
                 config.snapshot_threshold_entries = (max / ENTRY_OVERHEAD_BYTES as u64).max(1);
+                // 6.5840 checks the log against `max` while a server lags: no trailing log
+                // (issue 20) on top of the log the thresholds allow.
+                config.trailing_log_entries = 0;
             }
             None => {
                 config.snapshot_threshold_bytes = NEVER;

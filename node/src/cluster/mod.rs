@@ -77,6 +77,11 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Snapshot after this many log entries past the last snapshot (`None`: the default).
     pub snapshot_threshold: Option<u64>,
+    /// Issue 20: keep up to this many log entries before where a compaction would go, so that
+    /// a follower a little behind catches up from the log instead of a whole-state snapshot
+    /// ([`raftkv_raft::NodeConfig::trailing_log_entries`]; `None`: its default, 5,000; 0:
+    /// none; at most [`raftkv_raft::TRAILING_LOG_ENTRIES_MAX`]).
+    pub trailing_log: Option<u64>,
     /// A node's request timeout (how long it waits for a proposal to apply).
     pub request_timeout: Duration,
     /// A write that would take a node's data past this many bytes is refused
@@ -107,6 +112,7 @@ impl ClusterConfig {
             data_dir: None,
             seed: 1,
             snapshot_threshold: None,
+            trailing_log: None,
             request_timeout: Duration::from_secs(2),
             data_bytes_max: DATA_BYTES_MAX_DEFAULT,
             trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
@@ -476,6 +482,9 @@ impl<R: NetRuntime, H: Host> LocalCluster<R, H> {
         };
         if let Some(t) = self.config.snapshot_threshold {
             node_config.snapshot_threshold_entries = t.max(1);
+        }
+        if let Some(t) = self.config.trailing_log {
+            node_config.trailing_log_entries = t;
         }
         let peers: BTreeMap<NodeId, SocketAddr> = (0..self.nodes.len())
             .filter(|&j| j != i && !self.removed.contains(&j))

@@ -186,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
     leader_changes = 0
     t0 = time.monotonic()
     with raftkv.LocalCluster(
-        n=3, storage="lmdb", seed=args.seed, snapshot_threshold=scenario.snapshot_threshold
+        n=3,
+        storage="lmdb",
+        seed=args.seed,
+        snapshot_threshold=scenario.snapshot_threshold,
+        trailing_log=scenario.trailing_log,
     ) as cluster:
         last_leader = cluster.wait_leader(timeout=10.0)
         threads = [

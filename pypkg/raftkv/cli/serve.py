@@ -154,6 +154,13 @@ def add_parser(sub: Subparsers) -> None:
         "--snapshot-threshold", type=int, default=None, help="snapshot after this many log entries"
     )
     s.add_argument(
+        "--trailing-log",
+        type=int,
+        default=None,
+        help="log entries kept before a snapshot's point, so that a node a little behind catches "
+        "up from the log instead of a whole-state snapshot (default 5000; 0: none)",
+    )
+    s.add_argument(
         "--tls-cert",
         metavar="PEM",
         help="this node's certificate (chain); with --tls-key and --tls-ca, peers use mutual "
@@ -342,6 +349,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, state: dict[str, boo
             client_addrs=client_addrs,
             client_port_offset=args.client_port_offset,
             snapshot_threshold=args.snapshot_threshold,
+            trailing_log=args.trailing_log,
             lease_reads=args.lease_reads,
             follower_reads=args.follower_reads,
             join=join,

@@ -40,6 +40,17 @@ pub(super) struct EventLoop<R: Runtime, M: StateMachine, T: Transport> {
     snapshot_threshold_bytes: u64,
     /// Command bytes applied since the last snapshot.
     bytes_since_snapshot: u64,
+    /// Issue 20, the trailing log ([`NodeConfig::trailing_log_entries`], `_bytes`); its bytes
+    /// never more than the snapshot's byte threshold (a log bounded to a few times that, as
+    /// 6.5840's `maxraftstate` asks, stays so).
+    trailing_entries: u64,
+    trailing_bytes: u64,
+    /// Where the last compaction would have gone without the trailing log (a state kept
+    /// durably): the next one's entry threshold counts from here.
+    compacted_past: Index,
+    /// The snapshot index at which a compaction last waited for a lagging follower (an
+    /// in-memory state), to tell the observer once per wait.
+    trail_held: Option<Index>,
     raft: Raft,
     sm: M,
     transport: T,
@@ -102,6 +113,12 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             snapshot_threshold: config.snapshot_threshold_entries.max(1),
             snapshot_threshold_bytes: config.snapshot_threshold_bytes.max(1),
             bytes_since_snapshot: 0,
+            trailing_entries: config.trailing_log_entries,
+            trailing_bytes: config
+                .trailing_log_bytes
+                .min(config.snapshot_threshold_bytes.max(1)),
+            compacted_past: 0,
+            trail_held: None,
             raft,
             sm: state_machine,
             transport,

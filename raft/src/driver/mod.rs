@@ -22,5 +22,5 @@ mod resume;
 mod storage_task;
 
 pub use error::{NodeError, ReconfigError};
-pub use node::{Node, NodeConfig, NodeStatus};
+pub use node::{Node, NodeConfig, NodeStatus, TRAILING_LOG_BYTES_MAX, TRAILING_LOG_ENTRIES_MAX};
 pub use observer::{EventKind, MsgInfo, MsgKind, Observer, ObserverHandle, TraceEvent};

@@ -6,7 +6,7 @@ use super::observer::ObserverHandle;
 use super::queue::{queue, QueueError, QueueTx};
 use super::resume::resume;
 use super::storage_task::{Closing, Writer};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, InvalidConfig};
 use crate::io::{Runtime, StateMachine, Storage, Transport};
 use crate::membership::{MemberChange, Membership};
 use crate::raft::BusyReason;
@@ -26,6 +26,16 @@ pub struct NodeConfig {
     pub snapshot_threshold_entries: u64,
     /// ...or once this many command bytes were applied since the last one.
     pub snapshot_threshold_bytes: u64,
+    /// Issue 20, the trailing log: at most this many entries are kept before the point a
+    /// compaction would otherwise reach, so that a follower that is only a little behind
+    /// catches up from the log instead of a whole-state snapshot (etcd keeps 5,000 behind its
+    /// snapshots). 0: none kept. See the driver's `event_loop::snapshot` module for how each
+    /// kind of state machine keeps them. At most [`TRAILING_LOG_ENTRIES_MAX`].
+    pub trailing_log_entries: u64,
+    /// ...and at most this many bytes of them (entries may be up to `entry_bytes_max` each;
+    /// the kept entries are held in memory and in storage), and never more than
+    /// `snapshot_threshold_bytes`. At most [`TRAILING_LOG_BYTES_MAX`].
+    pub trailing_log_bytes: u64,
     /// Proposals and reads waiting to enter the event loop (beyond it: `Busy`).
     pub request_queue_max: usize,
     /// How long `propose`, `linearizable_read`, `change_membership` and `transfer_leader`
@@ -44,12 +54,44 @@ impl NodeConfig {
             tick: Duration::from_millis(10),
             snapshot_threshold_entries: 10_000,
             snapshot_threshold_bytes: 64 << 20,
+            trailing_log_entries: 5_000,
+            trailing_log_bytes: 16 << 20,
             request_queue_max: 65_536,
             request_timeout: Duration::from_secs(5),
             observer: None,
         }
     }
+
+    /// Checks what the core's [`Config::validate`] does not: the trailing log's bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value, max) in [
+            (
+                "trailing_log_entries",
+                self.trailing_log_entries,
+                TRAILING_LOG_ENTRIES_MAX,
+            ),
+            (
+                "trailing_log_bytes",
+                self.trailing_log_bytes,
+                TRAILING_LOG_BYTES_MAX,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::Invalid(InvalidConfig::TooLarge {
+                    field,
+                    value,
+                    max,
+                }));
+            }
+        }
+        self.raft.validate()
+    }
 }
+
+/// The most entries [`NodeConfig::trailing_log_entries`] may keep.
+pub const TRAILING_LOG_ENTRIES_MAX: u64 = 10_000_000;
+/// The most bytes [`NodeConfig::trailing_log_bytes`] may keep: the tail is held in memory.
+pub const TRAILING_LOG_BYTES_MAX: u64 = 1 << 30;
 
 /// What `status()` reports.
 pub type NodeStatus = Status;
@@ -125,6 +167,7 @@ impl<R: Runtime, M: StateMachine> Node<R, M> {
         transport: T,
         mut state_machine: M,
     ) -> Result<Self, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
         let storage = Closing::new(runtime.clone(), storage);
         let persisted = storage.load().await.map_err(NodeError::Storage)?;
         let (persisted, held) = resume(&mut state_machine, &*storage, persisted).await?;

@@ -129,6 +129,14 @@ pub enum EventKind {
         term: Term,
         how: SnapshotHow,
     },
+    /// Issue 20, the trailing log: a compaction kept the log from `first` on for followers
+    /// that may be a little behind, where without it the log would have been compacted
+    /// through `past` (a state kept durably: the compaction stopped short of it; an
+    /// in-memory one: the compaction waits for a follower).
+    Trailing {
+        first: Index,
+        past: Index,
+    },
     /// The configuration in effect changed (thesis §4.1: on append, or by truncation).
     Membership {
         voters: Vec<NodeId>,

@@ -5,7 +5,7 @@
 use crate::disk::Disk;
 use bytes::Bytes;
 use raftkv_raft::driver::observer::{
-    EventKind, MsgInfo, Observer, RoleName, SnapshotHow, TraceEvent,
+    EventKind, MsgInfo, MsgKind, Observer, RoleName, SnapshotHow, TraceEvent,
 };
 use raftkv_raft::{
     LogId, Membership, Snapshot, SnapshotRead, SnapshotSpool, StateMachine, StorageError,
@@ -358,6 +358,11 @@ pub struct TraceState {
     pub taken: HashSet<(u64, u64)>,
     pub on_demand_at: HashSet<(u64, u64)>,
     pub taken_behind: u64,
+    /// Issue 20, the trailing log: per node, where its last compaction would have gone
+    /// without it ([`EventKind::Trailing`]); and every time a follower behind that point
+    /// accepted entries from the kept log, as (leader, follower, that point).
+    pub kept_past: BTreeMap<u64, u64>,
+    pub from_tail: HashSet<(u64, u64, u64)>,
 }
 
 impl Observer for TraceCheck {
@@ -449,7 +454,18 @@ impl Observer for TraceCheck {
             EventKind::Send { to, msg } => {
                 s.sent.insert((n, to, msg));
             }
+            EventKind::Trailing { past, .. } => {
+                s.kept_past.insert(n, past);
+            }
             EventKind::Recv { from, msg } => {
+                if let (MsgKind::AppendResponse, Some(true), Some(base), Some(matched)) =
+                    (msg.kind, msg.ok, msg.index, msg.match_index)
+                {
+                    let past = s.kept_past.get(&n).copied().unwrap_or(0);
+                    if base < past && matched > base {
+                        s.from_tail.insert((n, from, past));
+                    }
+                }
                 let key = (from, n, msg);
                 assert!(
                     s.sent.contains(&key),

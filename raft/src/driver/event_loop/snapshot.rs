@@ -39,6 +39,32 @@
 //!   and a state is never behind that entry afterwards — it only moves forward, a leader's
 //!   snapshot installed included (made durable before its metadata is stored).
 //!
+//! Issue 20, the trailing log ([`NodeConfig::trailing_log_entries`] and
+//! [`NodeConfig::trailing_log_bytes`]; etcd keeps `SnapshotCatchUpEntries`, hashicorp/raft
+//! `TrailingLogs`): a follower only a little behind when the log is compacted (a GC pause, a
+//! slow disk, a restart a moment ago) would otherwise need a whole-state snapshot (1.2 GB at
+//! 10M keys) where a few thousand entries do. The core's log starts right after its snapshot,
+//! so the entries kept are kept by compacting less, in the only way each kind of state allows:
+//! - A state kept durably is its own snapshot, at any entry up to where it is durable: the
+//!   compaction stops that many entries (and bytes) short of it. Every node keeps the tail, so
+//!   a leader elected later, and a follower restarted with a log that ends a little before the
+//!   leader's compaction, are covered too. Keeping more log is always safe (above). The next
+//!   compaction's entry threshold counts from where this one would have gone.
+//! - An in-memory state is copied at the applied entry only: a leader waits to compact while
+//!   a follower that does not hold the log through the applied entry yet is within that many
+//!   entries of it, until the log since the snapshot is that many entries (or bytes) past the
+//!   thresholds; then it compacts anyway (the bound). Under a steady load a follower is
+//!   usually a few entries behind, so such a leader's log grows to the thresholds plus the
+//!   trailing bounds between compactions.
+//!
+//! Either way the log in memory and in storage holds at most the thresholds plus the trailing
+//! bounds (the trailing bytes capped at the byte threshold: at most twice it); both are bounded ([`crate::driver::TRAILING_LOG_ENTRIES_MAX`],
+//! [`crate::driver::TRAILING_LOG_BYTES_MAX`]). A compaction that kept log tells the observer
+//! ([`EventKind::Trailing`]).
+//!
+//! [`NodeConfig::trailing_log_entries`]: crate::NodeConfig::trailing_log_entries
+//! [`NodeConfig::trailing_log_bytes`]: crate::NodeConfig::trailing_log_bytes
+//!
 //! The log is never compacted past what the state holds durably: then a crash would lose
 //! entries that are neither in the log nor in the state. A state machine that said it was
 //! durable at an entry never says less later (a restore moves it forward, durably). For the
@@ -129,8 +155,11 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
     /// Compacts the log once enough entries were applied since the last snapshot.
     pub(super) fn maybe_snapshot(&mut self) {
         let (applied, snapshot_index) = (self.raft.applied_index(), self.raft.snapshot_index());
+        // The entry threshold counts from where the last compaction would have gone without
+        // the trailing log.
+        let since = snapshot_index.max(self.compacted_past);
         if applied <= snapshot_index
-            || (applied < snapshot_index + self.snapshot_threshold
+            || (applied < since + self.snapshot_threshold
                 && self.bytes_since_snapshot < self.snapshot_threshold_bytes)
         {
             return;
@@ -139,16 +168,42 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
         if hold == Some(snapshot_index) {
             return;
         }
-        let taken = match self.sm.start_durable(snapshot_index) {
+        // A state kept durably: a compaction keeps the trailing log before where the state is
+        // durable, so it is of use once that is past them; the state machine is asked to make
+        // what it applied durable until it is (regression: asked to pass only the stored
+        // snapshot, a state durable a little past it never went further, and the log was never
+        // compacted).
+        let keep = match self.raft.is_snapshot_on_demand() {
+            true => applied - self.trail_cut(applied, snapshot_index),
+            false => 0,
+        };
+        if applied <= snapshot_index + keep {
+            return;
+        }
+        let taken = match self.sm.start_durable(snapshot_index + keep) {
             // Issue 20: the state is its own snapshot; only its metadata is stored. Not
             // durable past the snapshot yet: its commit and sync run in the background, and
-            // a later batch asks again. A snapshot on its way to a follower is not passed.
-            Ok(Some(at)) => match hold.map_or(at.index, |h| h.min(at.index)) {
-                to if to <= snapshot_index => return,
-                to => self.raft.compacted_to(to),
-            },
+            // a later batch asks again. A snapshot on its way to a follower is not passed,
+            // and the trailing log is kept before where the compaction would go.
+            Ok(Some(at)) => {
+                let to = hold.map_or(at.index, |h| h.min(at.index));
+                match self.trail_cut(to, snapshot_index) {
+                    cut if cut <= snapshot_index => return,
+                    cut => {
+                        if cut < to {
+                            self.emit(|| EventKind::Trailing {
+                                first: cut + 1,
+                                past: to,
+                            });
+                        }
+                        self.compacted_past = to;
+                        self.raft.compacted_to(cut)
+                    }
+                }
+            }
             // One read at a time: this one compacts when it is done.
             Ok(None) if self.reading.is_some() => return,
+            Ok(None) if self.trailing_hold(applied, snapshot_index) => return,
             Ok(None) => match self.sm.snapshot_read(applied) {
                 Some(read) => return self.start_read(ReadFor::Compaction, read),
                 None => match self.sm.try_snapshot() {
@@ -159,6 +214,67 @@ impl<R: Runtime, M: StateMachine, T: Transport> EventLoop<R, M, T> {
             Err(e) => return self.stop_unreadable(e),
         };
         self.taken(taken, self.bytes_since_snapshot);
+    }
+
+    /// Whether the trailing log is on (both of its bounds above 0).
+    fn trailing_on(&self) -> bool {
+        self.trailing_entries > 0 && self.trailing_bytes > 0
+    }
+
+    /// Issue 20, the trailing log of a state kept durably: where a compaction to `to` stops so
+    /// that up to `trailing_log_entries` entries before `to`, of at most `trailing_log_bytes`,
+    /// stay in the log (never before the stored snapshot: nothing compacted comes back).
+    fn trail_cut(&self, to: Index, snapshot_index: Index) -> Index {
+        if !self.trailing_on() {
+            return to;
+        }
+        let floor = to.saturating_sub(self.trailing_entries).max(snapshot_index);
+        let (mut cut, mut bytes) = (to, 0u64);
+        while cut > floor {
+            let Some(e) = self.raft.entry(cut) else { break };
+            bytes += e.size_bytes() as u64;
+            if bytes > self.trailing_bytes {
+                break;
+            }
+            cut -= 1;
+        }
+        cut
+    }
+
+    /// Issue 20, the trailing log of an in-memory state (copied at the applied entry only):
+    /// true while a compaction waits for a follower that does not hold the log through
+    /// `applied` yet ([`crate::Raft::lowest_follower_match`]; entries in flight to it may be
+    /// lost, and it would then need what the compaction drops) and that is within
+    /// `trailing_log_entries` of it. Bounded: once the log since the snapshot is
+    /// `trailing_log_entries` past the entry threshold or `trailing_log_bytes` past the byte
+    /// one, the log is compacted anyway.
+    fn trailing_hold(&mut self, applied: Index, snapshot_index: Index) -> bool {
+        if !self.trailing_on() {
+            return false;
+        }
+        let entries_max = self
+            .snapshot_threshold
+            .saturating_add(self.trailing_entries);
+        let bytes_max = self
+            .snapshot_threshold_bytes
+            .saturating_add(self.trailing_bytes);
+        let within = applied < snapshot_index.saturating_add(entries_max)
+            && self.bytes_since_snapshot < bytes_max;
+        let lagging = self
+            .raft
+            .lowest_follower_match()
+            .is_some_and(|m| m < applied && m.saturating_add(self.trailing_entries) >= applied);
+        if !(within && lagging) {
+            return false;
+        }
+        if self.trail_held != Some(snapshot_index) {
+            self.trail_held = Some(snapshot_index);
+            self.emit(|| EventKind::Trailing {
+                first: snapshot_index + 1,
+                past: applied,
+            });
+        }
+        true
     }
 
     /// Issue 20: the entry a compaction may not pass now, because a follower is being sent a
