@@ -95,6 +95,9 @@ impl<R: NetRuntime> Cluster<R> {
             .expect("storage opens");
         let mut config = NodeConfig::new(Config::new(id, [1, 2, 3]));
         config.snapshot_threshold_entries = 50;
+        // The old leader must catch up by snapshot below: with the default trailing log
+        // (5,000 entries) the leader keeps the whole log of this short run.
+        config.trailing_log_entries = 0;
         let sm = ListSm::default();
         self.states.insert(id, sm.items.clone());
         let node = Node::start(self.rt.clone(), config, storage, transport, sm)
